@@ -1,0 +1,240 @@
+"""Datasets on disk: class-per-folder trees, canonical class names, image decoding and preprocessing.
+
+Layouts read:
+
+* the Kaggle release: ``<root>/Training/<class>/*`` and ``<root>/Testing/<class>/*``;
+* a single tree ``<root>/<class>/*`` (to be split, or evaluated whole).
+
+Class folder names differ between public releases (``glioma_tumor``, ``no-tumor``, ...); they are mapped
+to :data:`CLASSES`. Folders that map to no class are reported, never guessed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+CLASSES = ("glioma", "meningioma", "notumor", "pituitary")
+CLASS_LABELS = {"glioma": "Glioma", "meningioma": "Meningioma", "notumor": "No tumour",
+                "pituitary": "Pituitary tumour"}
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp")
+TRAIN_DIRS = ("training", "train")
+TEST_DIRS = ("testing", "test")
+
+_ALIASES = {
+    "glioma": "glioma", "gliomatumor": "glioma", "gliomatumour": "glioma",
+    "meningioma": "meningioma", "meningiomatumor": "meningioma", "meningiomatumour": "meningioma",
+    "notumor": "notumor", "notumour": "notumor", "notumors": "notumor", "normal": "notumor",
+    "pituitary": "pituitary", "pituitarytumor": "pituitary", "pituitarytumour": "pituitary",
+    "pituitaryadenoma": "pituitary",
+}
+
+# Refuse decompression bombs, but allow the large scans that radiology exports can be.
+Image.MAX_IMAGE_PIXELS = 20_000 * 20_000
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+class DatasetError(ValueError):
+    """A dataset cannot be used as given; the message says what is wrong and what to do."""
+
+
+def canonical_class(folder_name: str) -> str | None:
+    """``'Glioma_Tumor'`` -> ``'glioma'``; ``None`` for a name that is no known class."""
+    return _ALIASES.get(re.sub(r"[\s_\-]+", "", folder_name.lower()))
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path          # absolute path of the image file
+    label: int          # index into CLASSES
+    relpath: str        # path relative to the dataset root, with forward slashes
+
+    @property
+    def class_name(self) -> str:
+        return CLASSES[self.label]
+
+
+@dataclass
+class ClassFolderTree:
+    """The images of one class-per-folder tree, and everything that did not fit."""
+
+    root: Path
+    samples: list[Sample]
+    folders: dict[str, str] = field(default_factory=dict)       # folder name -> canonical class
+    unknown_folders: list[str] = field(default_factory=list)
+    other_files: list[str] = field(default_factory=list)        # non-image files in class folders
+
+    def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(CLASSES, 0)
+        for sample in self.samples:
+            counts[sample.class_name] += 1
+        return counts
+
+
+def _child_dirs(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def find_split_dirs(root: str | os.PathLike) -> tuple[Path | None, Path | None]:
+    """Return the ``Training``-like and ``Testing``-like folders of ``root`` (either may be None)."""
+    root = Path(root)
+    train = test = None
+    for child in _child_dirs(root):
+        if child.name.lower() in TRAIN_DIRS:
+            train = child
+        elif child.name.lower() in TEST_DIRS:
+            test = child
+    return train, test
+
+
+def scan_class_folders(root: str | os.PathLike) -> ClassFolderTree:
+    """List the images of a class-per-folder tree, mapping folder names to :data:`CLASSES`.
+
+    Raises :class:`DatasetError` when the path is missing, when no folder is a known class, when two
+    folders map to the same class, or when a class folder holds no image.
+    """
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise DatasetError(f"dataset folder {root} does not exist; check the path")
+    if not root.is_dir():
+        raise DatasetError(f"{root} is a file, not a dataset folder of class sub-folders")
+    tree = ClassFolderTree(root=root.resolve(), samples=[])
+    for folder in _child_dirs(root):
+        name = canonical_class(folder.name)
+        if name is None:
+            tree.unknown_folders.append(folder.name)
+            continue
+        if name in tree.folders.values():
+            other = next(k for k, v in tree.folders.items() if v == name)
+            raise DatasetError(f"folders '{other}' and '{folder.name}' in {root} both mean class '{name}'; "
+                               "merge them or remove one")
+        tree.folders[folder.name] = name
+        found = 0
+        for dirpath, dirnames, filenames in os.walk(folder):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for filename in sorted(filenames):
+                if filename.startswith("."):
+                    continue
+                path = Path(dirpath) / filename
+                rel = path.relative_to(root).as_posix()
+                if path.suffix.lower() in IMAGE_EXTENSIONS:
+                    tree.samples.append(Sample(path.resolve(), CLASSES.index(name), rel))
+                    found += 1
+                else:
+                    tree.other_files.append(rel)
+        if found == 0:
+            raise DatasetError(f"class folder {folder} holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
+                               "add images or remove the folder")
+    if not tree.folders:
+        hint = f" (found: {', '.join(tree.unknown_folders)})" if tree.unknown_folders else ""
+        train, _ = find_split_dirs(root)
+        if train is not None:
+            hint += f"; it looks like a release with a split, use {train}"
+        raise DatasetError(f"{root} has no class folders named like {', '.join(CLASSES)}{hint}")
+    return tree
+
+
+# --------------------------------------------------------------------------------------------------
+# Decoding and preprocessing
+
+
+def load_image(source) -> Image.Image:
+    """Open an image file (path or file object) as 8-bit RGB, honouring EXIF orientation.
+
+    Grayscale is replicated to three channels; transparency is composited onto black (the background of
+    an MRI slice); 16-bit and float images are windowed to their own min-max range.
+    Raises ``ValueError`` with the reason when the file is not a readable image.
+    """
+    try:
+        with Image.open(source) as image:
+            image.load()
+            image = ImageOps.exif_transpose(image)
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as error:
+        raise ValueError(f"not a readable image ({type(error).__name__}: {error})") from None
+    return to_rgb(image)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode -> 8-bit RGB (see :func:`load_image`)."""
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        low, high = float(array.min()), float(array.max())
+        scaled = (array - low) / (high - low) * 255.0 if high > low else np.zeros_like(array)
+        image = Image.fromarray(scaled.round().astype(np.uint8), "L")
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("RGB") if image.mode != "RGB" else image
+
+
+def pad_to_square(image: Image.Image) -> Image.Image:
+    """Centre the image on a black square, so that resizing keeps the whole slice and its proportions."""
+    width, height = image.size
+    if width == height:
+        return image
+    side = max(width, height)
+    canvas = Image.new("RGB", (side, side))
+    canvas.paste(image, ((side - width) // 2, (side - height) // 2))
+    return canvas
+
+
+def preprocess_uint8(image: Image.Image, size: int) -> torch.Tensor:
+    """RGB PIL image -> uint8 tensor (3, size, size): padded to a square, then resized (antialiased)."""
+    image = pad_to_square(to_rgb(image))
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
+    return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
+
+
+def normalize(batch_uint8: torch.Tensor, mean, std) -> torch.Tensor:
+    """uint8 (N, 3, H, W) -> float32 normalised with ``mean``/``std`` given for the 0-1 range."""
+    mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    return (batch_uint8.float().div_(255.0) - mean) / std
+
+
+class ImageFolderDataset(torch.utils.data.Dataset):
+    """Samples -> (uint8 tensor (3, size, size), label). ``transform`` acts on the uint8 tensor."""
+
+    def __init__(self, samples: list[Sample], size: int, transform=None):
+        self.samples = list(samples)
+        self.size = size
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        sample = self.samples[index]
+        tensor = preprocess_uint8(load_image(sample.path), self.size)
+        if self.transform is not None:
+            tensor = self.transform(tensor)
+        return tensor, sample.label
+
+
+def training_augmentation(rotation: float = 10.0, scale: tuple[float, float] = (0.9, 1.1),
+                          translate: float = 0.05, brightness: float = 0.2, contrast: float = 0.2,
+                          hflip: float = 0.5):
+    """MRI-sensible augmentation on uint8 tensors.
+
+    Small rotations, scalings and shifts (patient positioning), left-right flips (the brain is roughly
+    symmetric and tumours occur on either side), brightness and contrast (scanner and windowing
+    differences). No vertical flips or large rotations: they produce anatomy no scanner shows.
+    """
+    from torchvision.transforms import v2
+
+    return v2.Compose([
+        v2.RandomHorizontalFlip(hflip),
+        v2.RandomAffine(degrees=rotation, translate=(translate, translate), scale=scale,
+                        interpolation=v2.InterpolationMode.BILINEAR),
+        v2.ColorJitter(brightness=brightness, contrast=contrast),
+    ])

@@ -1,0 +1,74 @@
+"""Using a trained checkpoint: ``load_classifier(path).predict_proba(images)``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from core.checkpoint import load_checkpoint, model_from_checkpoint
+from core.data import normalize, preprocess_uint8
+from core.runtime import autocast, prepare_model, resolve_device, resolve_precision
+
+
+class Classifier:
+    """A trained model with the exact preprocessing it was trained with.
+
+    ``classes`` are the canonical class names in output order. The network itself is read-only shared
+    state: nothing here mutates it after loading, so one instance may serve several threads.
+    """
+
+    def __init__(self, model: torch.nn.Module, metadata: dict, path: Path | None = None,
+                 device: str | torch.device | None = None, precision: str = "auto"):
+        self.metadata = metadata
+        self.path = path
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self.model = prepare_model(model.eval(), self.device)
+        for param in self.model.parameters():
+            param.requires_grad_(False)
+        pre = metadata["preprocessing"]
+        self.image_size = int(pre["image_size"])
+        self.mean = tuple(pre["mean"])
+        self.std = tuple(pre["std"])
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.metadata["classes"])
+
+    def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
+        """PIL images of any mode and size -> the normalised float batch the network takes."""
+        batch = torch.stack([preprocess_uint8(image, self.image_size) for image in images])
+        return normalize(batch, self.mean, self.std)
+
+    @torch.inference_mode()
+    def logits(self, batch: torch.Tensor) -> torch.Tensor:
+        batch = batch.to(self.device).contiguous(memory_format=torch.channels_last)
+        with autocast(self.device, self.precision):
+            out = self.model(batch)
+        return out.float().cpu()
+
+    def predict_proba(self, images, batch_size: int = 32) -> np.ndarray:
+        """Class probabilities, shape (len(images), len(classes)), rows in input order."""
+        if isinstance(images, Image.Image):
+            raise TypeError("predict_proba takes a list of PIL images; wrap a single image in a list")
+        images = list(images)
+        if not images:
+            return np.zeros((0, len(self.classes)), dtype=np.float32)
+        chunks = [self.logits(self.preprocess(images[i:i + batch_size])).softmax(dim=1)
+                  for i in range(0, len(images), batch_size)]
+        return torch.cat(chunks).numpy()
+
+    def predict(self, images, batch_size: int = 32) -> list[str]:
+        probs = self.predict_proba(images, batch_size)
+        return [self.classes[i] for i in probs.argmax(axis=1)]
+
+
+def load_classifier(path: str | os.PathLike, device: str | torch.device | None = None,
+                    precision: str = "auto") -> Classifier:
+    """Load a checkpoint file (or the directory holding it) for inference."""
+    checkpoint = load_checkpoint(path)
+    return Classifier(model_from_checkpoint(checkpoint), checkpoint.metadata, checkpoint.path, device, precision)

