@@ -91,23 +91,52 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, metadata: dict,
         if key.endswith("num_batches_tracked"):
             continue  # a counter for BatchNorm momentum=None; meaningless at inference
         value = value.detach().cpu()
-        tensors[key] = (value.to(dtype) if value.is_floating_point() else value).contiguous()
+        # BatchNorm statistics stay float32: small running variances would lose precision in fp16.
+        wanted = torch.float32 if "running_" in key else dtype
+        tensors[key] = (value.to(wanted) if value.is_floating_point() else value).contiguous()
     for key, value in (fingerprints or {}).items():
         tensors[FINGERPRINT_PREFIX + key] = value.contiguous()
-    metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, **metadata,
-                "tensor_dtype": str(dtype).replace("torch.", "")}
-    header = {METADATA_KEY: json.dumps(metadata, sort_keys=True)}
+    metadata = json_safe({"format": FORMAT, "format_version": FORMAT_VERSION, **metadata,
+                          "tensor_dtype": str(dtype).replace("torch.", "")})
+    header = {METADATA_KEY: json.dumps(metadata, sort_keys=True, allow_nan=False)}
     tmp = path.with_name(path.name + ".partial")
     try:
         save_file(tensors, str(tmp), metadata=header)
-        os.replace(tmp, path)
+        finish_atomic_write(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     sidecar = path.with_suffix(".json")
     tmp_json = sidecar.with_name(sidecar.name + ".partial")
-    tmp_json.write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp_json, sidecar)
+    tmp_json.write_text(json.dumps(metadata, indent=2, sort_keys=True, allow_nan=False) + "\n")
+    finish_atomic_write(tmp_json, sidecar)
     return path
+
+
+def finish_atomic_write(tmp: Path, target: Path) -> None:
+    """Flush ``tmp`` to disk, give it the usual permissions and move it over ``target`` in one step."""
+    with open(tmp, "rb+") as handle:
+        os.fsync(handle.fileno())
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # safetensors creates files readable by the owner only
+    os.replace(tmp, target)
+    if hasattr(os, "O_DIRECTORY"):
+        directory = os.open(target.parent, os.O_DIRECTORY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+
+def json_safe(value):
+    """NaN and infinities (e.g. an AUC with a class absent) become null: strict JSON has no NaN."""
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def read_metadata(path: str | os.PathLike) -> dict:

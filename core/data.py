@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps
 
 CLASSES = ("glioma", "meningioma", "notumor", "pituitary")
 CLASS_LABELS = {"glioma": "Glioma", "meningioma": "Meningioma", "notumor": "No tumour",
@@ -155,9 +155,9 @@ def load_image(source) -> Image.Image:
         with Image.open(source) as image:
             image.load()
             image = ImageOps.exif_transpose(image)
-    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as error:
+            return to_rgb(image)
+    except Exception as error:  # damaged files raise many types: OSError, SyntaxError, struct.error, ...
         raise ValueError(f"not a readable image ({type(error).__name__}: {error})") from None
-    return to_rgb(image)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -215,7 +215,11 @@ class ImageFolderDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int):
         sample = self.samples[index]
-        tensor = preprocess_uint8(load_image(sample.path), self.size)
+        try:
+            image = load_image(sample.path)
+        except ValueError as error:  # checked once before training; the file changed since
+            raise DatasetError(f"{sample.path}: {error}") from None
+        tensor = preprocess_uint8(image, self.size)
         if self.transform is not None:
             tensor = self.transform(tensor)
         return tensor, sample.label

@@ -28,11 +28,11 @@ from tqdm.auto import tqdm
 
 from core import __version__
 from core.audit import duplicate_groups, fingerprint_files
-from core.checkpoint import DEFAULT_FILENAME, library_versions, save_checkpoint
+from core.checkpoint import DEFAULT_FILENAME, finish_atomic_write, json_safe, library_versions, save_checkpoint
 from core.config import TrainConfig
-from core.data import (CLASSES, DatasetError, ImageFolderDataset, Sample, find_split_dirs, normalize,
+from core.data import (CLASSES, IMAGE_EXTENSIONS, DatasetError, ImageFolderDataset, Sample, find_split_dirs, normalize,
                        scan_class_folders, training_augmentation)
-from core.model import (ARCHITECTURE, classifier_from_imagenet, freeze_backbone_batchnorm,
+from core.model import (ARCHITECTURE, build_resnet50, classifier_from_imagenet, freeze_backbone_batchnorm,
                         layerwise_parameter_groups, set_backbone_trainable)
 from core.runtime import autocast, prepare_model, resolve_device, resolve_precision
 from core.weights import IMAGENET_MEAN, IMAGENET_STD, resolve_imagenet_weights
@@ -63,6 +63,7 @@ class PreparedData:
     test_idx: np.ndarray
     skipped: list[dict] = field(default_factory=list)
     unknown_folders: list[str] = field(default_factory=list)
+    label_conflicts: list[list[str]] = field(default_factory=list)
 
     def fingerprint(self) -> str:
         """sha256 over the sorted (relative path, file sha256) pairs of every readable image."""
@@ -103,6 +104,9 @@ def prepare_data(cfg: TrainConfig, progress: bool = True) -> PreparedData:
     if tree.unknown_folders:
         log.warning("ignored folders that name no known class in %s: %s (known: %s)", root,
                     ", ".join(tree.unknown_folders), ", ".join(CLASSES))
+    if tree.other_files:
+        log.warning("ignored %d files that are not images (%s): %s%s", len(tree.other_files),
+                    ", ".join(IMAGE_EXTENSIONS), ", ".join(tree.other_files[:5]), " ..." if len(tree.other_files) > 5 else "")
     samples = tree.samples
     if cfg.max_images_per_class:
         rng = np.random.default_rng(cfg.seed)
@@ -134,6 +138,9 @@ def prepare_data(cfg: TrainConfig, progress: bool = True) -> PreparedData:
                            f"{', '.join(CLASSES)}")
     groups = duplicate_groups(fingerprints, cfg.near_duplicate_bits)
     labels = np.array([s.label for s in samples])
+    conflicts = exact_label_conflicts(samples, fingerprints)
+    for paths in conflicts:
+        log.warning("the same image sits in different class folders: %s", ", ".join(paths))
     test_fraction = cfg.test_fraction if cfg.test_fraction is not None else (0.0 if train_dir else 0.15)
     rest, test_idx = group_stratified_split(labels, groups, test_fraction, cfg.seed)
     rest_train, rest_val = group_stratified_split(labels[rest], groups[rest],
@@ -141,7 +148,16 @@ def prepare_data(cfg: TrainConfig, progress: bool = True) -> PreparedData:
     return PreparedData(root=tree.root, dataset_root=dataset_root.resolve(), samples=samples,
                         fingerprints=fingerprints, groups=groups, train_idx=rest[rest_train],
                         val_idx=rest[rest_val], test_idx=test_idx, skipped=skipped,
-                        unknown_folders=tree.unknown_folders)
+                        unknown_folders=tree.unknown_folders, label_conflicts=conflicts)
+
+
+def exact_label_conflicts(samples: list[Sample], fingerprints: list) -> list[list[str]]:
+    """Sets of byte- or pixel-identical images filed under more than one class."""
+    by_pixels: dict[str, list[int]] = {}
+    for index, fp in enumerate(fingerprints):
+        by_pixels.setdefault(fp.pixel_sha256, []).append(index)
+    return [sorted(samples[i].relpath for i in members) for members in by_pixels.values()
+            if len({samples[i].label for i in members}) > 1]
 
 
 def fingerprint_tensors(data: PreparedData) -> dict[str, torch.Tensor]:
@@ -182,7 +198,8 @@ def init_distributed(device_kind: str) -> Dist:
     if world <= 1:
         return Dist()
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
+        # NCCL moves CUDA tensors only; the small metric reductions run on CPU tensors through gloo.
+        dist.init_process_group(backend="cpu:gloo,cuda:nccl" if device_kind == "cuda" else "gloo")
     return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
@@ -315,14 +332,17 @@ def _better(new: dict, best: dict | None) -> bool:
 
 def _atomic_torch_save(obj, path: Path) -> None:
     tmp = path.with_name(path.name + ".partial")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(obj, tmp)
+        finish_atomic_write(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _atomic_json(obj, path: Path) -> None:
     tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    tmp.write_text(json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n")
+    finish_atomic_write(tmp, path)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -340,33 +360,106 @@ def _default_workers() -> int:
 # The whole run
 
 
+RESUME_EXEMPT = {"data", "out", "resume", "progress", "num_workers", "time_limit_minutes", "device", "precision"}
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """Refuse settings that cannot work, before any data is read."""
+    from core.runtime import PRECISIONS
+    from core.weights import SOURCES
+
+    problems = []
+    if cfg.epochs < 1:
+        problems.append("--epochs must be at least 1")
+    if not 0 <= cfg.head_epochs <= cfg.epochs:
+        problems.append("--head-epochs must be between 0 and --epochs")
+    if cfg.batch_size < 1:
+        problems.append("--batch-size must be at least 1")
+    if cfg.image_size < 32:
+        problems.append("--image-size must be at least 32")
+    if not 0 < cfg.val_fraction <= 0.5:
+        problems.append("--val-fraction must be above 0 and at most 0.5 (model selection needs validation data)")
+    if cfg.test_fraction is not None and not 0 <= cfg.test_fraction <= 0.5:
+        problems.append("--test-fraction must be between 0 and 0.5")
+    if cfg.patience < 1:
+        problems.append("--patience must be at least 1")
+    if cfg.schedule not in ("cosine", "onecycle"):
+        problems.append("--schedule must be cosine or onecycle")
+    if cfg.weights not in SOURCES:
+        problems.append(f"--weights must be one of {', '.join(SOURCES)}")
+    if cfg.precision not in PRECISIONS:
+        problems.append(f"--precision must be one of {', '.join(PRECISIONS)}")
+    if cfg.save_dtype not in ("float32", "float16"):
+        problems.append("--save-dtype must be float32 or float16")
+    if min(cfg.head_lr, cfg.backbone_lr) <= 0 or not 0 < cfg.lr_decay <= 1:
+        problems.append("learning rates must be positive and --lr-decay in (0, 1]")
+    if not 0 <= cfg.dropout < 1 or not 0 <= cfg.label_smoothing < 1:
+        problems.append("--dropout and --label-smoothing must be in [0, 1)")
+    if cfg.weights_file and not Path(cfg.weights_file).is_file():
+        problems.append(f"--weights-file {cfg.weights_file} does not exist")
+    if problems:
+        raise TrainingError("; ".join(problems))
+
+
+def load_resume_state(path: Path, cfg: TrainConfig, world: int) -> dict:
+    """Read ``last_state.pt`` (tensors and plain values only) and check that it continues this run."""
+    if not path.is_file():
+        raise TrainingError(f"nothing to resume: {path} does not exist (run without --resume)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        required = {"model", "optimizer", "scheduler", "phase", "epoch", "history", "best", "stale", "classes",
+                    "data_fingerprint", "config", "base_weights", "processes"}
+        if not isinstance(state, dict) or not required <= set(state):
+            raise ValueError("keys are missing")
+    except Exception as error:  # torch raises several types for damaged or foreign files
+        raise TrainingError(f"{path} is damaged or not a training state ({type(error).__name__}: {error}); "
+                            "start a new run with another --out") from None
+    if list(state["classes"]) != list(CLASSES):
+        raise TrainingError(f"{path} was trained on classes {state['classes']}, not {list(CLASSES)}")
+    ours = cfg.to_dict()
+    changed = [f"--{k.replace('_', '-')} {state['config'].get(k)!r} -> {ours[k]!r}" for k in ours
+               if k not in RESUME_EXEMPT and state["config"].get(k) != ours[k]]
+    if changed:
+        raise TrainingError(f"the settings differ from the run being resumed ({'; '.join(changed)}); resume with "
+                            "the same settings, or start a new run with another --out")
+    if state["processes"] != world:
+        raise TrainingError(f"the run used {state['processes']} processes and this one {world}; resume with the same "
+                            "number so the data order and learning-rate schedule stay the same")
+    return state
+
+
+def _stop_for_time(cfg: TrainConfig, started: float, history: list, phase: str, ctx: Dist) -> bool:
+    """Rank 0 decides (and every process follows) whether the next epoch would end past the time limit,
+    judged from the last epochs of the same phase."""
+    over = 0.0
+    if ctx.main and cfg.time_limit_minutes is not None:
+        same = [h["seconds"] for h in history if h["phase"] == phase][-2:]
+        if same and time.time() - started + float(np.mean(same)) > cfg.time_limit_minutes * 60:
+            over = 1.0
+    return _all_sum([over], ctx)[0] > 0
+
+
 def train(cfg: TrainConfig) -> Path:
     """Train and return the path of the best checkpoint (``<out>/model.safetensors``)."""
     started = time.time()
+    check_config(cfg)
     device = resolve_device(cfg.device)
     ctx = init_distributed(device.type)
     if device.type == "cuda" and ctx.enabled:
         device = torch.device("cuda", ctx.local_rank)
         torch.cuda.set_device(device)
     precision = resolve_precision(cfg.precision, device)
-    if cfg.save_dtype not in ("float32", "float16"):
-        raise ValueError("save_dtype must be float32 or float16")
-    if cfg.head_epochs >= cfg.epochs and cfg.epochs > 0:
+    if cfg.head_epochs == cfg.epochs:
         log.warning("all %d epochs train only the head: the backbone stays frozen", cfg.epochs)
     out = Path(cfg.out)
     state_path = out / STATE_FILENAME
+    checkpoint_path = out / DEFAULT_FILENAME
+    resume_state = load_resume_state(state_path, cfg, ctx.world) if cfg.resume else None
+    if resume_state is None and (state_path.exists() or checkpoint_path.exists()):
+        raise TrainingError(f"{out} already holds a training run; add --resume to continue it or choose another "
+                            "--out (a finished model is never overwritten)")
     if ctx.main:
         out.mkdir(parents=True, exist_ok=True)
-    resume_state = None
-    if cfg.resume:
-        if not state_path.is_file():
-            raise TrainingError(f"nothing to resume: {state_path} does not exist (run without --resume)")
-        resume_state = torch.load(state_path, map_location="cpu", weights_only=True)
-        if list(resume_state["classes"]) != list(CLASSES):
-            raise TrainingError(f"{state_path} was trained on classes {resume_state['classes']}, not {list(CLASSES)}")
-    elif ctx.main and state_path.is_file():
-        raise TrainingError(f"{out} already holds a training run; add --resume to continue it or choose "
-                            "another --out")
 
     torch.manual_seed(cfg.seed)
     data = prepare_data(cfg, progress=cfg.progress and ctx.main)
@@ -374,15 +467,24 @@ def train(cfg: TrainConfig) -> Path:
     if resume_state is not None and resume_state["data_fingerprint"] != data_fingerprint:
         raise TrainingError(f"the data in {data.root} changed since {state_path} was written; resuming would "
                             "mix two datasets. Start a new run with another --out")
+    per_rank = len(data.train_idx) // ctx.world
+    if per_rank < cfg.batch_size:
+        raise TrainingError(f"only {per_rank} training images per process, fewer than --batch-size "
+                            f"{cfg.batch_size}; lower --batch-size or add images")
     log.info("data: %s; train %s; validation %s; held-out test %d; skipped %d unreadable",
              data.root, data.counts(data.train_idx), data.counts(data.val_idx), len(data.test_idx),
              len(data.skipped))
 
-    base = resolve_imagenet_weights(cfg.weights, cfg.weights_file)
-    log.info("ImageNet weights: %s", base.name)
-    model = classifier_from_imagenet(len(CLASSES), base, cfg.dropout, cfg.seed)
-    if resume_state is not None:
+    if resume_state is None:
+        base = resolve_imagenet_weights(cfg.weights, cfg.weights_file)
+        base_description = base.describe()
+        model = classifier_from_imagenet(len(CLASSES), base, cfg.dropout, cfg.seed)
+        del base
+    else:  # the network continues as it was built, whatever weights are found on this machine now
+        base_description = dict(resume_state["base_weights"])
+        model = build_resnet50(len(CLASSES), base_description["downsample_stride"], cfg.dropout)
         model.load_state_dict(resume_state["model"])
+    log.info("ImageNet weights: %s", base_description["name"])
     model = prepare_model(model, device)
 
     augment = training_augmentation(cfg.rotation, (cfg.scale_min, cfg.scale_max), cfg.translate,
@@ -391,11 +493,9 @@ def train(cfg: TrainConfig) -> Path:
     val_indices = data.val_idx[ctx.rank::ctx.world].tolist()  # a disjoint share per process, no padding
     val_set = Subset(ImageFolderDataset(data.samples, cfg.image_size), val_indices)
     workers = cfg.num_workers if cfg.num_workers is not None else _default_workers()
-    loader_args = {"batch_size": cfg.batch_size, "num_workers": workers, "pin_memory": device.type == "cuda",
-                   "persistent_workers": False}
+    loader_args = {"batch_size": cfg.batch_size, "num_workers": workers, "pin_memory": device.type == "cuda"}
     val_loader = DataLoader(val_set, shuffle=False, **loader_args)
-    per_rank = len(train_set) // ctx.world
-    steps_per_epoch = max(1, per_rank // cfg.batch_size)
+    steps_per_epoch = per_rank // cfg.batch_size
 
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
@@ -403,19 +503,21 @@ def train(cfg: TrainConfig) -> Path:
     best = resume_state["best"] if resume_state else None
     start_epoch = int(resume_state["epoch"]) + 1 if resume_state else 0
     stale = int(resume_state["stale"]) if resume_state else 0
-    checkpoint_path = out / DEFAULT_FILENAME
+    save_dtype = torch.float16 if cfg.save_dtype == "float16" else torch.float32
     phase = optimizer = scheduler = None
     net = model
-    epoch_seconds: list[float] = [h["seconds"] for h in history]
+    stop_reason = "all epochs"
+    if stale >= cfg.patience:
+        start_epoch = cfg.epochs  # the resumed run had already stopped early
+        stop_reason = "early stop"
 
     for epoch in range(start_epoch, cfg.epochs):
-        if cfg.time_limit_minutes is not None and epoch_seconds:
-            projected = time.time() - started + float(np.mean(epoch_seconds[-2:]))
-            if projected > cfg.time_limit_minutes * 60:
-                log.warning("stopping before epoch %d: it would end past the %.0f-minute limit",
-                            epoch + 1, cfg.time_limit_minutes)
-                break
         wanted = "head" if epoch < cfg.head_epochs else "full"
+        if _stop_for_time(cfg, started, history, wanted, ctx):
+            log.warning("stopping before epoch %d: it would end past the %.0f-minute limit",
+                        epoch + 1, cfg.time_limit_minutes)
+            stop_reason = "time limit"
+            break
         if wanted != phase:
             phase = wanted
             set_backbone_trainable(model, phase == "full")
@@ -423,12 +525,10 @@ def train(cfg: TrainConfig) -> Path:
             optimizer, scheduler = build_optimizer(model, cfg, phase, steps_per_epoch * phase_epochs,
                                                    steps_per_epoch)
             net = nn.parallel.DistributedDataParallel(model) if ctx.enabled else model
-            if resume_state is not None and resume_state.get("phase") == phase:
+            if resume_state is not None and resume_state["phase"] == phase:
                 optimizer.load_state_dict(resume_state["optimizer"])
                 scheduler.load_state_dict(resume_state["scheduler"])
-            elif resume_state is not None and epoch > cfg.head_epochs:
-                # resuming inside the full phase with a saved head-phase optimizer cannot happen
-                raise TrainingError(f"{state_path} does not hold the optimizer state for epoch {epoch + 1}")
+            resume_state = None  # consumed: a later phase change starts its optimizer afresh
         generator = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
         indices = torch.randperm(len(train_set), generator=generator)[:per_rank * ctx.world]
         mine = indices[ctx.rank::ctx.world][:steps_per_epoch * cfg.batch_size].tolist()
@@ -443,7 +543,6 @@ def train(cfg: TrainConfig) -> Path:
         train_seconds = time.time() - epoch_start
         record.update(validate(model, val_loader, device, precision, ctx))
         seconds = time.time() - epoch_start
-        epoch_seconds.append(seconds)
         record.update({"epoch": epoch + 1, "phase": phase, "seconds": round(seconds, 1),
                        "train_images_per_second": round(len(mine) * ctx.world / train_seconds, 2),
                        "lr_head": optimizer.param_groups[0]["lr"],
@@ -460,34 +559,39 @@ def train(cfg: TrainConfig) -> Path:
                  record["val_accuracy"], record["val_macro_auc"], seconds, " (best)" if improved else "")
         if ctx.main:
             if improved:
-                metadata = build_metadata(cfg, data, data_fingerprint, base.describe(), precision, history, best,
-                                          time.time() - started, ctx.world)
-                save_checkpoint(checkpoint_path, model, metadata, fingerprint_tensors(data),
-                                torch.float16 if cfg.save_dtype == "float16" else torch.float32)
+                metadata = build_metadata(cfg, data, data_fingerprint, base_description, precision, history, best,
+                                          ctx.world)
+                save_checkpoint(checkpoint_path, model, metadata, fingerprint_tensors(data), save_dtype)
             _atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                 "scheduler": scheduler.state_dict(), "phase": phase, "epoch": epoch,
                                 "history": history, "best": best, "stale": stale, "classes": list(CLASSES),
-                                "data_fingerprint": data_fingerprint}, state_path)
+                                "data_fingerprint": data_fingerprint, "config": cfg.to_dict(),
+                                "base_weights": base_description, "processes": ctx.world}, state_path)
             _atomic_json(history, out / HISTORY_FILENAME)
         if stale >= cfg.patience:
             log.info("early stop: no better validation score for %d epochs", stale)
+            stop_reason = "early stop"
             break
-    if ctx.main and best is not None:
-        # The best checkpoint was written when it was reached; refresh its metadata with the full history.
+    if ctx.main:
+        if not checkpoint_path.is_file():
+            raise TrainingError("no epoch finished, so no checkpoint was written")
+        # Refresh the best checkpoint's metadata with the whole history. Its own best epoch is read from the
+        # file, which stays right even if a crash once fell between writing it and writing the state.
         from core.checkpoint import load_checkpoint, model_from_checkpoint
 
         stored = load_checkpoint(checkpoint_path)
-        final = build_metadata(cfg, data, data_fingerprint, base.describe(), precision, history, best,
-                               time.time() - started, ctx.world)
-        save_checkpoint(checkpoint_path, model_from_checkpoint(stored), final, stored.fingerprints,
-                        torch.float16 if cfg.save_dtype == "float16" else torch.float32)
+        best_epoch = stored.metadata["training"]["best_epoch"]
+        best = next(h for h in history if h["epoch"] == best_epoch)
+        final = build_metadata(cfg, data, data_fingerprint, base_description, precision, history, best, ctx.world)
+        final["training"]["stopped_by"] = stop_reason
+        save_checkpoint(checkpoint_path, model_from_checkpoint(stored), final, stored.fingerprints, save_dtype)
     if ctx.enabled:
         dist.barrier()
     return checkpoint_path
 
 
 def build_metadata(cfg: TrainConfig, data: PreparedData, data_fingerprint: str, base: dict, precision: str,
-                   history: list, best: dict, elapsed: float, world: int) -> dict:
+                   history: list, best: dict, world: int) -> dict:
     seen = np.sort(np.concatenate([data.train_idx, data.val_idx]))
     return {
         "architecture": {"name": ARCHITECTURE, "downsample_stride": base["downsample_stride"],
@@ -497,16 +601,19 @@ def build_metadata(cfg: TrainConfig, data: PreparedData, data_fingerprint: str, 
                           "color": "rgb", "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
         "base_weights": base,
         "training": {"config": cfg.to_dict(), "precision": precision, "processes": world,
-                     "seconds": round(elapsed, 1), "best_epoch": best["epoch"],
+                     "epoch_seconds": round(sum(h["seconds"] for h in history), 1), "best_epoch": best["epoch"],
                      "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")},
         "data": {
-            "root": str(data.dataset_root), "trained_on": str(data.root),
+            # As the user named it, and relative to it: no machine-specific absolute paths are shipped.
+            "root": cfg.data, "trained_on": data.root.relative_to(data.dataset_root).as_posix()
+            if data.root != data.dataset_root else ".",
             "fingerprint": data_fingerprint,
             "counts": {"train": data.counts(data.train_idx), "val": data.counts(data.val_idx),
                        "test": data.counts(data.test_idx)},
             "duplicate_groups": int(len(np.unique(data.groups))),
             "near_duplicate_bits": cfg.near_duplicate_bits,
             "skipped": data.skipped, "unknown_folders": data.unknown_folders,
+            "label_conflicts": data.label_conflicts,
             "val_files": sorted(data.samples[i].relpath for i in data.val_idx),
             "test_files": sorted(data.samples[i].relpath for i in data.test_idx),
             "seen_files": [data.samples[i].relpath for i in seen],  # row order of train_fingerprints.*

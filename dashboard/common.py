@@ -67,9 +67,11 @@ def model_sidebar() -> None:
         data = meta.get("data", {})
         counts = data.get("counts", {})
         seen = sum(counts.get("train", {}).values()) + sum(counts.get("val", {}).values())
-        st.caption(f"Trained on {seen:,} images from `{Path(data.get('trained_on', '?')).parent.name}/"
-                   f"{Path(data.get('trained_on', '?')).name}`; base weights: {meta['base_weights']['name']}")
+        source = Path(str(data.get("root", "?"))).name + ("" if data.get("trained_on") in (None, ".")
+                                                           else f"/{data['trained_on']}")
+        st.caption(f"Trained on {seen:,} images from `{source}`; base weights: {meta['base_weights']['name']}")
         validation = meta.get("validation", {})
-        if validation:
-            st.caption(f"Validation accuracy {validation.get('val_accuracy', float('nan')):.2%}, "
-                       f"macro AUC {validation.get('val_macro_auc', float('nan')):.4f}")
+        if validation.get("val_accuracy") is not None:
+            auc = validation.get("val_macro_auc")
+            st.caption(f"Validation accuracy {validation['val_accuracy']:.2%}"
+                       + (f", macro AUC {auc:.4f}" if auc is not None else ""))

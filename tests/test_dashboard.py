@@ -32,7 +32,7 @@ def test_upload_gives_a_prediction_and_a_bad_file_gets_a_message():
         ("broken.jpg", b"\xff\xd8\xff not really", "image/jpeg"),
     ]).run()
     assert not at.exception
-    headings = [h.value for h in at.subheader]
+    headings = [h.value for h in at.main.subheader]
     assert len(headings) == 1 and "%" in headings[0]
     assert any(h.startswith(label) for h in headings for label in ("Glioma", "Meningioma", "No tumour", "Pituitary"))
     assert len(at.warning) == 1 and "broken.jpg" in at.warning[0].value and "not a readable image" in at.warning[0].value

@@ -19,7 +19,7 @@ def test_default_checkpoint_is_small_and_self_describing():
     assert meta["tensor_dtype"] == "float16"
     assert meta["preprocessing"]["image_size"] == 224
     assert meta["base_weights"]["name"]
-    assert meta["data"]["trained_on"].endswith("Training")
+    assert meta["data"]["trained_on"] == "Training"
     assert all(not f.startswith("Testing") for f in meta["data"]["seen_files"])
     assert meta["validation"]["val_accuracy"] > 0.97
 

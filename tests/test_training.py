@@ -47,23 +47,87 @@ def test_training_writes_a_complete_checkpoint(trained, kaggle_layout):
 def test_testing_folder_is_never_used(trained):
     meta = read_metadata(trained[1])
     seen = meta["data"]["seen_files"]
-    assert meta["data"]["trained_on"].endswith("Training")
+    assert meta["data"]["trained_on"] == "Training"
     assert all(not f.startswith("Testing") for f in seen) and meta["data"]["test_files"] == []
 
 
-def test_resume_continues_from_the_last_epoch(trained, tmp_path, kaggle_layout):
-    out = tmp_path / "resumed"
+def test_an_interrupted_run_resumes_to_the_same_result(kaggle_layout, tmp_path, monkeypatch):
+    import core.training as training
+
+    whole = train(tiny(kaggle_layout, tmp_path / "whole", epochs=3))
+    calls = {"n": 0}
+    real_validate = training.validate
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # Ctrl-C during the third epoch
+        return real_validate(*args, **kwargs)
+
+    monkeypatch.setattr(training, "validate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(kaggle_layout, tmp_path / "split", epochs=3))
+    import json
+    assert [h["epoch"] for h in json.loads((tmp_path / "split" / "history.json").read_text())] == [1, 2]
+    monkeypatch.setattr(training, "validate", real_validate)
+    resumed = train(tiny(kaggle_layout, tmp_path / "split", epochs=3, resume=True))
+
+    a, b = read_metadata(whole)["history"], read_metadata(resumed)["history"]
+    assert [h["epoch"] for h in b] == [1, 2, 3]
+    for x, y in zip(a, b):
+        assert x["train_loss"] == pytest.approx(y["train_loss"], rel=1e-4)
+        assert x["lr_backbone"] == pytest.approx(y["lr_backbone"])
+    final_a, final_b = load_checkpoint(whole).state_dict, load_checkpoint(resumed).state_dict
+    assert all(torch.allclose(final_a[k].float(), final_b[k].float(), atol=1e-4) for k in final_a)
+
+
+def test_resume_with_other_settings_is_refused(trained, tmp_path, kaggle_layout):
+    out = tmp_path / "copy"
     shutil.copytree(trained[0], out)
-    first = read_metadata(out / "model.safetensors")["history"]
-    path = train(tiny(kaggle_layout, out, epochs=3, resume=True))
-    history = read_metadata(path)["history"]
-    assert [h["epoch"] for h in history] == [1, 2, 3]
-    assert history[:2] == first
+    with pytest.raises(TrainingError, match="--epochs 2 -> 3"):
+        train(tiny(kaggle_layout, out, epochs=3, resume=True))
 
 
-def test_an_existing_run_is_not_overwritten(trained, kaggle_layout):
+def test_a_damaged_training_state_is_explained(trained, tmp_path, kaggle_layout):
+    out = tmp_path / "damaged"
+    shutil.copytree(trained[0], out)
+    (out / STATE_FILENAME).write_bytes(b"garbage")
+    with pytest.raises(TrainingError, match="damaged or not a training state"):
+        train(tiny(kaggle_layout, out, resume=True))
+
+
+def test_best_epoch_tensors_are_what_the_checkpoint_holds(trained):
+    meta = read_metadata(trained[1])
+    best = meta["training"]["best_epoch"]
+    assert meta["validation"]["val_accuracy"] == next(h for h in meta["history"] if h["epoch"] == best)["val_accuracy"]
+    assert meta["validation"]["val_accuracy"] == max(h["val_accuracy"] for h in meta["history"])
+
+
+def test_an_existing_run_is_not_overwritten(trained, kaggle_layout, tmp_path):
     with pytest.raises(TrainingError, match="--resume"):
         train(tiny(kaggle_layout, trained[0]))
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    shutil.copy(trained[1], shipped / "model.safetensors")  # a finished model without its training state
+    with pytest.raises(TrainingError, match="never overwritten"):
+        train(tiny(kaggle_layout, shipped))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"val_fraction": 0.0}, "--val-fraction must be above 0"),
+    ({"batch_size": 0}, "--batch-size must be at least 1"),
+    ({"epochs": 0}, "--epochs must be at least 1"),
+    ({"schedule": "linear"}, "--schedule must be cosine or onecycle"),
+    ({"weights_file": "/nonexistent/weights.safetensors"}, "does not exist"),
+])
+def test_impossible_settings_are_refused_before_reading_data(tmp_path, overrides, message):
+    with pytest.raises(TrainingError, match=message):
+        train(tiny(tmp_path / "not-even-read", tmp_path / "out", **overrides))
+
+
+def test_too_few_images_for_one_batch_is_explained(kaggle_layout, tmp_path):
+    with pytest.raises(TrainingError, match="fewer than --batch-size 64"):
+        train(tiny(kaggle_layout, tmp_path / "out", batch_size=64))
 
 
 def test_resume_without_a_run_is_explained(tmp_path, kaggle_layout):

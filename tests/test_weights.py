@@ -52,6 +52,34 @@ def test_folding_reproduces_keras_conv1_and_batchnorm_exactly():
     assert state["fc.weight"].shape == (1000, 2048)
 
 
+def test_block_convolution_biases_fold_into_batchnorm(tmp_path):
+    """Inside the residual blocks (downsample branch included) a Keras conv + bias + BN(eps 1e-3) must equal the
+    converted bias-free conv + BN(eps 1e-5)."""
+    rng = np.random.default_rng(1)
+    shapes = {"conv1/kernel": (7, 7, 3, 64), "conv1/bias": (64,), "fc1000/kernel": (2048, 1000), "fc1000/bias": (1000,)}
+    for conv, bn, cin, cout in (("res2a_branch1", "bn2a_branch1", 64, 256), ("res3b_branch2b", "bn3b_branch2b", 128, 128)):
+        shapes.update({f"{conv}/kernel": (1, 1, cin, cout), f"{conv}/bias": (cout,), f"{bn}/gamma": (cout,),
+                       f"{bn}/beta": (cout,), f"{bn}/moving_mean": (cout,)})
+    for bn, c in (("bn_conv1", 64), ("bn2a_branch1", 256), ("bn3b_branch2b", 128)):
+        shapes.update({f"{bn}/gamma": (c,), f"{bn}/beta": (c,), f"{bn}/moving_mean": (c,)})
+    arrays = _keras_like(rng, shapes)
+    for bn, c in (("bn_conv1", 64), ("bn2a_branch1", 256), ("bn3b_branch2b", 128)):
+        arrays[f"{bn}/moving_variance"] = rng.uniform(1e-3, 2.0, c).astype(np.float32)  # small ones too
+    state = convert_keras_arrays(arrays)
+    for conv, bn, prefix, bn_prefix, cin in (("res2a_branch1", "bn2a_branch1", "layer1.0.downsample.0",
+                                               "layer1.0.downsample.1", 64),
+                                              ("res3b_branch2b", "bn3b_branch2b", "layer2.1.conv2", "layer2.1.bn2", 128)):
+        x = torch.from_numpy(rng.normal(0, 1, (2, cin, 5, 5)))
+        kernel = torch.from_numpy(arrays[f"{conv}/kernel"].astype(np.float64)).permute(3, 2, 0, 1)
+        keras = F.conv2d(x, kernel, torch.from_numpy(arrays[f"{conv}/bias"].astype(np.float64)))
+        keras = F.batch_norm(keras, *(torch.from_numpy(arrays[f"{bn}/{k}"].astype(np.float64))
+                                      for k in ("moving_mean", "moving_variance", "gamma", "beta")), eps=1e-3)
+        ours = F.batch_norm(F.conv2d(x, state[f"{prefix}.weight"].double()),
+                            *(state[f"{bn_prefix}.{k}"].double() for k in ("running_mean", "running_var", "weight", "bias")),
+                            eps=1e-5)
+        assert torch.allclose(ours, keras, rtol=1e-4, atol=1e-4), conv
+
+
 def test_tarball_with_wrong_checksum_is_refused(tmp_path):
     fake = tmp_path / weights.NPM_TARBALL
     with tarfile.open(fake, "w:gz") as archive:

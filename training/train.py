@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import os
 import sys
+from pathlib import Path
 
 from core.config import TrainConfig
 
@@ -21,7 +22,8 @@ HELP = {
     "out": "run directory for the checkpoint (model.safetensors + model.json), history.json and the "
            "resumable state",
     "image_size": "side of the square network input in pixels",
-    "val_fraction": "share of the training images held out for validation (stratified, duplicate-aware)",
+    "val_fraction": "share of the training images held out for validation (stratified, duplicate-aware; "
+                    "rounded to 1/k for a whole number k)",
     "test_fraction": "share of a single tree held out as a test set and recorded in the checkpoint "
                      "(default 0.15 for a single tree, 0 when the data has a Testing/ folder)",
     "near_duplicate_bits": "perceptual-hash distance (of 256 bits) under which images count as duplicates "
@@ -85,18 +87,22 @@ def main(argv=None) -> int:
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     from core.checkpoint import CheckpointError
     from core.data import DatasetError
-    from core.training import TrainingError, train
+    from core.training import STATE_FILENAME, TrainingError, train
     from core.weights import WeightsUnavailable
 
     cfg = TrainConfig(**vars(args))
     try:
         path = train(cfg)
-    except (DatasetError, TrainingError, WeightsUnavailable, CheckpointError, ValueError) as error:
+    except (DatasetError, TrainingError, WeightsUnavailable, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\ninterrupted. The best checkpoint so far (if any) is {cfg.out}/model.safetensors; "
-              f"continue with the same command plus --resume", file=sys.stderr)
+        if rank == 0:
+            if (Path(cfg.out) / STATE_FILENAME).is_file():
+                print(f"\ninterrupted. Finished epochs are saved and the best model so far is {cfg.out}/"
+                      "model.safetensors; continue with the same command plus --resume", file=sys.stderr)
+            else:
+                print("\ninterrupted before the first epoch finished; nothing was saved", file=sys.stderr)
         return 130
     if rank == 0:
         print(f"saved {path}")

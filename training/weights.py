@@ -28,8 +28,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "status":
-            found = weights.resolve_imagenet_weights("auto")
-            print(f"auto uses: {found.name}")
+            print(f"--weights auto would use {weights.describe_auto_choice()}")
             return 0
         source = None if args.command == "fetch" else args.tarball
         path = weights.prepare_offline_weights(source, args.dest)

@@ -31,10 +31,10 @@ if classifier is not None and uploads:
             best = int(row.argmax())
             with st.container(border=True):
                 left, right = st.columns([1, 2])
-                left.image(image, caption=name, use_container_width=True)
+                left.image(image, caption=name, width="stretch")
                 right.subheader(f"{CLASS_LABELS[classifier.classes[best]]} — {row[best]:.1%}")
                 frame = pd.DataFrame({"class": [CLASS_LABELS[c] for c in classifier.classes], "probability": row})
                 figure = px.bar(frame, x="probability", y="class", orientation="h", range_x=[0, 1],
                                 text=frame["probability"].map("{:.1%}".format))
                 figure.update_layout(height=220, margin=dict(l=0, r=0, t=10, b=0), yaxis_title=None)
-                right.plotly_chart(figure, use_container_width=True, key=f"predict.bar.{name}")
+                right.plotly_chart(figure, width="stretch", key=f"predict.bar.{name}")
