@@ -17,7 +17,7 @@ class TrainConfig:
     max_images_per_class: int | None = None  # cap per class (quick experiments and tests)
     seed: int = 42
     # optimisation
-    epochs: int = 12                       # in total, head-only epochs included
+    epochs: int = 8                        # in total, head-only epochs included
     head_epochs: int = 1                   # epochs with a frozen backbone first
     batch_size: int = 32
     head_lr: float = 1e-3
@@ -26,7 +26,7 @@ class TrainConfig:
     weight_decay: float = 0.05
     schedule: str = "cosine"               # "cosine" (linear warm-up then cosine) or "onecycle"
     warmup_epochs: float = 0.3
-    label_smoothing: float = 0.1
+    label_smoothing: float = 0.05
     dropout: float = 0.0
     patience: int = 4                      # epochs without a better validation score before stopping
     # augmentation

@@ -98,7 +98,7 @@ def prepare_data(cfg: TrainConfig, progress: bool = True) -> PreparedData:
     dataset_root = Path(cfg.data).expanduser()
     if not dataset_root.exists():
         raise DatasetError(f"dataset folder {dataset_root} does not exist; check the path")
-    train_dir, test_dir = find_split_dirs(dataset_root) if dataset_root.is_dir() else (None, None)
+    train_dir, _ = find_split_dirs(dataset_root) if dataset_root.is_dir() else (None, None)
     root = train_dir or dataset_root
     tree = scan_class_folders(root)
     if tree.unknown_folders:

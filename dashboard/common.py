@@ -46,6 +46,13 @@ def get_classifier():
         return None
 
 
+def training_source(data: dict) -> str:
+    """'brain-tumor-mri/Training' from the checkpoint's data record."""
+    trained_on = Path(str(data.get("trained_on", ".")))
+    root = Path(str(data.get("root", "?"))).name
+    return root if str(trained_on) == "." else f"{root}/{trained_on.as_posix()}"
+
+
 def model_sidebar() -> None:
     models = available_models()
     with st.sidebar:
@@ -67,9 +74,8 @@ def model_sidebar() -> None:
         data = meta.get("data", {})
         counts = data.get("counts", {})
         seen = sum(counts.get("train", {}).values()) + sum(counts.get("val", {}).values())
-        source = Path(str(data.get("root", "?"))).name + ("" if data.get("trained_on") in (None, ".")
-                                                           else f"/{data['trained_on']}")
-        st.caption(f"Trained on {seen:,} images from `{source}`; base weights: {meta['base_weights']['name']}")
+        st.caption(f"Trained on {seen:,} images from `{training_source(data)}`; "
+                   f"base weights: {meta['base_weights']['name']}")
         validation = meta.get("validation", {})
         if validation.get("val_accuracy") is not None:
             auc = validation.get("val_macro_auc")
