@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from core.atomic import finish_atomic_write
 from core.data import CLASSES
 from core.model import ARCHITECTURE, DOWNSAMPLE_STRIDES, build_resnet50
 
@@ -110,22 +111,6 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, metadata: dict,
     tmp_json.write_text(json.dumps(metadata, indent=2, sort_keys=True, allow_nan=False) + "\n")
     finish_atomic_write(tmp_json, sidecar)
     return path
-
-
-def finish_atomic_write(tmp: Path, target: Path) -> None:
-    """Flush ``tmp`` to disk, give it the usual permissions and move it over ``target`` in one step."""
-    with open(tmp, "rb+") as handle:
-        os.fsync(handle.fileno())
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # safetensors creates files readable by the owner only
-    os.replace(tmp, target)
-    if hasattr(os, "O_DIRECTORY"):
-        directory = os.open(target.parent, os.O_DIRECTORY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
 
 
 def json_safe(value):

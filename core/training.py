@@ -28,7 +28,8 @@ from tqdm.auto import tqdm
 
 from core import __version__
 from core.audit import duplicate_groups, fingerprint_files
-from core.checkpoint import DEFAULT_FILENAME, finish_atomic_write, json_safe, library_versions, save_checkpoint
+from core.atomic import finish_atomic_write
+from core.checkpoint import DEFAULT_FILENAME, json_safe, library_versions, save_checkpoint
 from core.config import TrainConfig
 from core.data import (CLASSES, IMAGE_EXTENSIONS, DatasetError, ImageFolderDataset, Sample, find_split_dirs, normalize,
                        scan_class_folders, training_augmentation)

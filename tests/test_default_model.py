@@ -1,7 +1,6 @@
 """The bundled default model: present, small, complete, and right on a sample of real test scans."""
 
 import numpy as np
-import pytest
 
 from conftest import KAGGLE, ROOT, needs_shared
 from core import load_classifier
