@@ -323,8 +323,9 @@ def validate(model, loader, device, precision, ctx) -> dict:
 
 
 def _better(new: dict, best: dict | None) -> bool:
-    """Higher validation accuracy wins; ties go to the lower validation loss."""
-    if best is None:
+    """Higher validation accuracy wins; ties go to the lower validation loss. Without validation (a final
+    fit) the latest epoch is the one kept."""
+    if best is None or "val_accuracy" not in new:
         return True
     if new["val_accuracy"] != best["val_accuracy"]:
         return new["val_accuracy"] > best["val_accuracy"]
@@ -378,8 +379,9 @@ def check_config(cfg: TrainConfig) -> None:
         problems.append("--batch-size must be at least 1")
     if cfg.image_size < 32:
         problems.append("--image-size must be at least 32")
-    if not 0 < cfg.val_fraction <= 0.5:
-        problems.append("--val-fraction must be above 0 and at most 0.5 (model selection needs validation data)")
+    if not 0 <= cfg.val_fraction <= 0.5:
+        problems.append("--val-fraction must be between 0 (a final fit on all training images, keeping the last "
+                        "epoch) and 0.5")
     if cfg.test_fraction is not None and not 0 <= cfg.test_fraction <= 0.5:
         problems.append("--test-fraction must be between 0 and 0.5")
     if cfg.patience < 1:
@@ -542,7 +544,8 @@ def train(cfg: TrainConfig) -> Path:
             record = train_one_epoch(net, train_loader, optimizer, scheduler, scaler, criterion, device,
                                      precision, ctx, bar, frozen_backbone=phase == "head")
         train_seconds = time.time() - epoch_start
-        record.update(validate(model, val_loader, device, precision, ctx))
+        if len(data.val_idx):
+            record.update(validate(model, val_loader, device, precision, ctx))
         seconds = time.time() - epoch_start
         record.update({"epoch": epoch + 1, "phase": phase, "seconds": round(seconds, 1),
                        "train_images_per_second": round(len(mine) * ctx.world / train_seconds, 2),
@@ -555,9 +558,10 @@ def train(cfg: TrainConfig) -> Path:
             best, stale = dict(record), 0
         else:
             stale += 1
-        log.info("epoch %d/%d %s: train loss %.4f acc %.4f | val loss %.4f acc %.4f auc %.5f | %.0fs%s",
-                 epoch + 1, cfg.epochs, phase, record["train_loss"], record["train_accuracy"], record["val_loss"],
-                 record["val_accuracy"], record["val_macro_auc"], seconds, " (best)" if improved else "")
+        scores = (f"val loss {record['val_loss']:.4f} acc {record['val_accuracy']:.4f} "
+                  f"auc {record['val_macro_auc']:.5f}" if "val_loss" in record else "no validation (final fit)")
+        log.info("epoch %d/%d %s: train loss %.4f acc %.4f | %s | %.0fs%s", epoch + 1, cfg.epochs, phase,
+                 record["train_loss"], record["train_accuracy"], scores, seconds, " (best)" if improved else "")
         if ctx.main:
             if improved:
                 metadata = build_metadata(cfg, data, data_fingerprint, base_description, precision, history, best,

@@ -103,6 +103,15 @@ def test_best_epoch_tensors_are_what_the_checkpoint_holds(trained):
     assert meta["validation"]["val_accuracy"] == max(h["val_accuracy"] for h in meta["history"])
 
 
+def test_a_final_fit_trains_on_every_image_and_keeps_the_last_epoch(kaggle_layout, tmp_path):
+    path = train(tiny(kaggle_layout, tmp_path / "final", val_fraction=0.0))
+    meta = read_metadata(path)
+    assert sum(meta["data"]["counts"]["train"].values()) == 56 and meta["data"]["val_files"] == []
+    assert meta["training"]["best_epoch"] == 2 and meta["validation"] == {}
+    assert not any(k.startswith("val_") for h in meta["history"] for k in h)
+    assert int(load_checkpoint(path).fingerprints["split"].sum()) == 0
+
+
 def test_an_existing_run_is_not_overwritten(trained, kaggle_layout, tmp_path):
     with pytest.raises(TrainingError, match="--resume"):
         train(tiny(kaggle_layout, trained[0]))
@@ -114,7 +123,7 @@ def test_an_existing_run_is_not_overwritten(trained, kaggle_layout, tmp_path):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"val_fraction": 0.0}, "--val-fraction must be above 0"),
+    ({"val_fraction": 0.6}, "--val-fraction must be between 0"),
     ({"batch_size": 0}, "--batch-size must be at least 1"),
     ({"epochs": 0}, "--epochs must be at least 1"),
     ({"schedule": "linear"}, "--schedule must be cosine or onecycle"),

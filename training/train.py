@@ -23,7 +23,8 @@ HELP = {
            "resumable state",
     "image_size": "side of the square network input in pixels",
     "val_fraction": "share of the training images held out for validation (stratified, duplicate-aware; "
-                    "rounded to 1/k for a whole number k)",
+                    "rounded to 1/k for a whole number k); 0 trains on every training image and keeps the last "
+                    "epoch, for a final fit of a recipe chosen on validation",
     "test_fraction": "share of a single tree held out as a test set and recorded in the checkpoint "
                      "(default 0.15 for a single tree, 0 when the data has a Testing/ folder)",
     "near_duplicate_bits": "perceptual-hash distance (of 256 bits) under which images count as duplicates "
