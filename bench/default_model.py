@@ -4,8 +4,8 @@
 
 Test figures are computed on <data>/Testing, which training never reads: accuracy on every image, accuracy
 on the images with no byte-identical copy in <data>/Training, accuracy on those with no near-duplicate
-there either (perceptual hash), and macro one-vs-rest ROC AUC. Throughput compares plain fp32 with bf16
-autocast + channels_last (or whatever 'auto' picks on this machine) for ResNet-50 at 224 px, batch 32.
+there either (perceptual hash), and macro one-vs-rest ROC AUC, all computed by core.evaluation.
+Throughput compares plain fp32 with bf16 autocast + channels_last (or whatever 'auto' picks on this machine) for ResNet-50 at 224 px, batch 32.
 """
 
 from __future__ import annotations
@@ -21,47 +21,42 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core import load_classifier  # noqa: E402
-from core.audit import NEAR_DUPLICATE_BITS, fingerprint_files, hamming_matrix, phash_array  # noqa: E402
-from core.data import load_image, scan_class_folders  # noqa: E402
 from core.model import build_resnet50  # noqa: E402
 from core.runtime import autocast, resolve_precision  # noqa: E402
 
 
 def test_figures(checkpoint: Path, data: Path) -> None:
-    from sklearn.metrics import roc_auc_score
+    """Evaluate on <data>/Testing with the project's own evaluation (core.evaluation) and print the headline
+    figures; the run itself goes to a temporary folder."""
+    import tempfile
 
-    clf = load_classifier(checkpoint)
-    test = scan_class_folders(data / "Testing")
-    train = scan_class_folders(data / "Training")
-    started = time.time()
-    images = [load_image(s.path) for s in test.samples]
-    probs = clf.predict_proba(images)
-    seconds = time.time() - started
-    labels = np.array([clf.classes.index(s.class_name) for s in test.samples])
-    pred = probs.argmax(1)
-    test_fp, _ = fingerprint_files([s.path for s in test.samples])
-    train_fp, _ = fingerprint_files([s.path for s in train.samples])
-    train_bytes = {f.sha256 for f in train_fp if f}
-    exact = np.array([f.sha256 in train_bytes for f in test_fp])
-    nearest = hamming_matrix(phash_array(test_fp), phash_array(train_fp)).min(axis=1)
-    near = exact | (nearest <= NEAR_DUPLICATE_BITS)
+    from core.evaluation import EvaluationSettings, evaluate, read_run
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run = read_run(evaluate(EvaluationSettings(checkpoint=str(checkpoint), data=str(data), out=f"{tmp}/run",
+                                                   progress=False)))
+    p = run.predictions
+    correct = p["label"] == p["pred"]
+    byte_copy = p["train_duplicate_kind"] == "exact"
+    near = p["train_duplicate"].astype(bool)
+    bits = run.info["audit"]["near_duplicate_bits"]
 
     def acc(mask):
-        return f"{(pred[mask] == labels[mask]).mean():.4%} ({int((pred[mask] != labels[mask]).sum())} wrong of {int(mask.sum())})"
+        return f"{correct[mask].mean():.4%} ({int((~correct[mask]).sum())} wrong of {int(mask.sum())})"
 
-    everything = np.ones(len(labels), bool)
-    print(f"checkpoint: {clf.path} ({clf.precision} inference)")
-    print(f"test set: {data / 'Testing'}: {len(labels)} images")
-    print(f"accuracy, all test images:                      {acc(everything)}")
-    print(f"accuracy, no byte-identical copy in Training:   {acc(~exact)}")
-    print(f"accuracy, no near-duplicate (<= {NEAR_DUPLICATE_BITS} bits) either: {acc(~near)}")
-    print(f"macro one-vs-rest ROC AUC:                      {roc_auc_score(labels, probs, multi_class='ovr'):.5f}")
-    print(f"decode + predict: {len(labels) / seconds:.1f} images/s")
-    wrong = np.nonzero(pred != labels)[0]
-    for i in wrong:
-        print(f"  wrong: {test.samples[i].relpath}: {clf.classes[pred[i]]} ({probs[i].max():.3f})"
-              f"{' [copy in Training]' if exact[i] else ''}")
+    m = run.metrics
+    low, high = m["all"]["intervals"]["accuracy"]
+    print(f"checkpoint: {run.info['model']['path']} ({run.info['settings']['precision']} inference)")
+    print(f"test set: {data / 'Testing'}: {len(p)} images")
+    print(f"accuracy, all test images:                      {acc(correct == correct)}  95% CI [{low:.4f}, {high:.4f}]")
+    print(f"accuracy, no byte-identical copy in training:   {acc(~byte_copy)}")
+    print(f"accuracy, no near-duplicate (<= {bits} bits) either: {acc(~near)}")
+    print(f"macro one-vs-rest ROC AUC:                      {m['macro_auc']:.5f}  95% CI "
+          f"[{m['all']['intervals']['macro_auc'][0]:.5f}, {m['all']['intervals']['macro_auc'][1]:.5f}]")
+    print(f"decode + fingerprint + predict: {run.info['timing']['images_per_second']} images/s")
+    for row in p[~correct].itertuples():
+        print(f"  wrong: {row.path}: {row.pred} ({row.confidence:.3f})"
+              f"{' [copy in training]' if row.train_duplicate_kind == 'exact' else ''}")
 
 
 def throughput(precision: str, train: bool, steps: int = 6, batch: int = 32) -> float:

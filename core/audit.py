@@ -42,17 +42,31 @@ class Fingerprint:
         return self.phash.hex()
 
 
-def fingerprint_file(path) -> Fingerprint:
-    """Fingerprint one image file. Raises ``ValueError`` when it is not a readable image."""
+def fingerprint_bytes(raw: bytes, image=None) -> Fingerprint:
+    """Fingerprint an image file's bytes; ``image`` is the decoded image when the caller already has it.
+    Raises ``ValueError`` when the bytes are not a readable image."""
     import imagehash
 
-    with open(path, "rb") as handle:
-        raw = handle.read()
-    image = load_image(io.BytesIO(raw))
+    if image is None:
+        image = load_image(io.BytesIO(raw))
     gray = image.convert("L")
     pixels = hashlib.sha256(f"{gray.size}".encode() + gray.tobytes()).hexdigest()
     phash = np.packbits(imagehash.phash(gray, hash_size=PHASH_SIZE).hash.flatten()).tobytes()
     return Fingerprint(hashlib.sha256(raw).hexdigest(), pixels, phash)
+
+
+def fingerprint_file(path) -> Fingerprint:
+    """Fingerprint one image file. Raises ``ValueError`` when it is not a readable image."""
+    with open(path, "rb") as handle:
+        return fingerprint_bytes(handle.read())
+
+
+def dataset_fingerprint(pairs: Iterable[tuple[str, str]]) -> str:
+    """sha256 over the sorted (relative path, file sha256) pairs of a dataset's readable images."""
+    digest = hashlib.sha256()
+    for rel, sha in sorted(pairs):
+        digest.update(f"{rel}\t{sha}\n".encode())
+    return digest.hexdigest()
 
 
 def fingerprint_files(paths: Iterable, progress: Callable | None = None
@@ -105,6 +119,55 @@ def near_pairs(a: np.ndarray, b: np.ndarray | None = None, threshold: int = NEAR
     return np.concatenate(found) if found else np.empty((0, 2), dtype=int)
 
 
+def nearest_matches(a: np.ndarray, b: np.ndarray, block: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """For every packed hash of ``a``, the bit distance to its nearest hash in ``b`` and that hash's index
+    (distance 65535 and index -1 when ``b`` is empty)."""
+    distance = np.full(len(a), np.iinfo(np.uint16).max, dtype=np.uint16)
+    index = np.full(len(a), -1, dtype=np.int64)
+    if len(b) == 0:
+        return distance, index
+    for start in range(0, len(a), block):
+        d = hamming_matrix(a[start:start + block], b)
+        index[start:start + block] = d.argmin(axis=1)
+        distance[start:start + block] = d.min(axis=1)
+    return distance, index
+
+
+@dataclass
+class CrossMatches:
+    """How each image of one set relates to a reference set (for instance a model's training data)."""
+    byte_identical: np.ndarray   # (n,) bool: the same file bytes occur in the reference
+    pixel_identical: np.ndarray  # (n,) bool: the same decoded pixels occur there (any container)
+    nearest_bits: np.ndarray     # (n,) perceptual-hash distance to the nearest reference image
+    nearest_index: np.ndarray    # (n,) that reference image's index
+    threshold: int
+
+    @property
+    def near(self) -> np.ndarray:
+        return self.nearest_bits <= self.threshold
+
+    @property
+    def duplicate(self) -> np.ndarray:
+        """Exact or near duplicate of a reference image."""
+        return self.byte_identical | self.pixel_identical | self.near
+
+    def kind(self) -> np.ndarray:
+        """"exact" (bytes or pixels), "near" (perceptual hash only) or "" per image."""
+        exact = self.byte_identical | self.pixel_identical
+        return np.where(exact, "exact", np.where(self.near, "near", ""))
+
+
+def cross_matches(images: list[Fingerprint], reference_sha256: Iterable[str], reference_phash: np.ndarray,
+                  reference_pixel_sha256: Iterable[str] = (), threshold: int = NEAR_DUPLICATE_BITS) -> CrossMatches:
+    """Compare fingerprints against a reference set given by its file hashes, perceptual hashes and
+    (when known) pixel hashes."""
+    shas, pixels = set(reference_sha256), set(reference_pixel_sha256)
+    distance, index = nearest_matches(phash_array(images), reference_phash)
+    return CrossMatches(np.array([fp.sha256 in shas for fp in images], dtype=bool),
+                        np.array([fp.pixel_sha256 in pixels for fp in images], dtype=bool),
+                        distance, index, threshold)
+
+
 def duplicate_groups(fingerprints: list[Fingerprint], threshold: int | None = NEAR_DUPLICATE_BITS
                      ) -> np.ndarray:
     """Group id per image: images joined by an exact copy or (unless ``threshold`` is None) a
@@ -132,3 +195,53 @@ def duplicate_groups(fingerprints: list[Fingerprint], threshold: int | None = NE
     roots = [find(i) for i in range(len(fingerprints))]
     ids: dict[int, int] = {}
     return np.array([ids.setdefault(r, len(ids)) for r in roots], dtype=np.int64)
+
+
+def exact_pairs(images: list[Fingerprint], reference: list[Fingerprint]) -> list[tuple[int, int]]:
+    """Every (image index, reference index) pair with byte-identical files."""
+    by_sha: dict[str, list[int]] = {}
+    for j, fp in enumerate(reference):
+        by_sha.setdefault(fp.sha256, []).append(j)
+    return [(i, j) for i, fp in enumerate(images) for j in by_sha.get(fp.sha256, [])]
+
+
+def distance_histogram(distances: np.ndarray, edges=(0, 1, 5, 9, 13, 17, 25, 33, 65, 257)) -> list[dict]:
+    """Counts of nearest-neighbour distances in bins [edges[i], edges[i + 1]): the valley between copies
+    and distinct scans is where a threshold belongs."""
+    counts, _ = np.histogram(distances, bins=np.asarray(edges))
+    return [{"from": int(lo), "to": int(hi) - 1, "count": int(c)} for lo, hi, c in zip(edges[:-1], edges[1:], counts)]
+
+
+@dataclass
+class SetAudit:
+    """One image set audited against a reference set (a training split, or another dataset)."""
+    images: list            # core.data.Sample of the audited set (readable ones)
+    reference: list         # core.data.Sample of the reference set (readable ones)
+    fingerprints: list[Fingerprint]
+    reference_fingerprints: list[Fingerprint]
+    matches: CrossMatches
+    pairs: list[tuple[int, int]]   # byte-identical (image, reference) pairs
+    unreadable: list[tuple[str, str]]
+
+    def label_disagreements(self) -> np.ndarray:
+        """Indices of duplicates whose nearest reference image is filed under another class."""
+        dup = np.flatnonzero(self.matches.duplicate)
+        return np.array([i for i in dup if self.images[i].label != self.reference[self.matches.nearest_index[i]].label],
+                        dtype=int)
+
+
+def audit_sets(images: list, reference: list, threshold: int = NEAR_DUPLICATE_BITS,
+               progress: Callable | None = None) -> SetAudit:
+    """Fingerprint two lists of samples (``core.data.Sample``) and find every exact and near duplicate of
+    the first in the second. Unreadable files are reported, not fatal."""
+    fps_ref, err_ref = fingerprint_files([s.path for s in reference], progress)
+    fps, err = fingerprint_files([s.path for s in images], progress)
+    unreadable = [(str(reference[i].path), e) for i, e in err_ref.items()] + \
+        [(str(images[i].path), e) for i, e in err.items()]
+    reference = [s for i, s in enumerate(reference) if i not in err_ref]
+    fps_ref = [f for f in fps_ref if f is not None]
+    images = [s for i, s in enumerate(images) if i not in err]
+    fps = [f for f in fps if f is not None]
+    matches = cross_matches(fps, [f.sha256 for f in fps_ref], phash_array(fps_ref),
+                            [f.pixel_sha256 for f in fps_ref], threshold)
+    return SetAudit(images, reference, fps, fps_ref, matches, exact_pairs(fps, fps_ref), unreadable)

@@ -176,14 +176,21 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB") if image.mode != "RGB" else image
 
 
+def square_geometry(width: int, height: int, size: int) -> tuple[float, int, int]:
+    """How :func:`preprocess_uint8` places an image on the network grid: ``(scale, dx, dy)`` such that
+    original pixel (x, y) lands at ``((x + dx) * scale, (y + dy) * scale)``."""
+    side = max(width, height)
+    return size / side, (side - width) // 2, (side - height) // 2
+
+
 def pad_to_square(image: Image.Image) -> Image.Image:
     """Centre the image on a black square, so that resizing keeps the whole slice and its proportions."""
     width, height = image.size
     if width == height:
         return image
-    side = max(width, height)
-    canvas = Image.new("RGB", (side, side))
-    canvas.paste(image, ((side - width) // 2, (side - height) // 2))
+    _, dx, dy = square_geometry(width, height, 1)
+    canvas = Image.new("RGB", (max(width, height),) * 2)
+    canvas.paste(image, (dx, dy))
     return canvas
 
 
@@ -200,6 +207,30 @@ def normalize(batch_uint8: torch.Tensor, mean, std) -> torch.Tensor:
     mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
     std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
     return (batch_uint8.float().div_(255.0) - mean) / std
+
+
+def read_yolo_boxes(image_path: str | os.PathLike) -> list[tuple[float, float, float, float]] | None:
+    """Tumour boxes from the YOLO sidecar (same stem, ``.txt``) of an image: ``[(x_centre, y_centre, width,
+    height), ...]`` normalised to the image. None when there is no sidecar; [] when it is empty (no tumour).
+    Raises ``ValueError`` naming the file and line when a line is not a valid box."""
+    sidecar = Path(image_path).with_suffix(".txt")
+    if not sidecar.is_file():
+        return None
+    boxes = []
+    for number, line in enumerate(sidecar.read_text(errors="replace").splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        try:
+            values = [float(v) for v in fields[1:5]]
+        except ValueError:
+            values = []
+        if len(fields) != 5 or len(values) != 4 or not all(0.0 <= v <= 1.0 for v in values) \
+                or values[2] <= 0 or values[3] <= 0:
+            raise ValueError(f"{sidecar}, line {number}: expected 'label x_centre y_centre width height' with "
+                             f"values in [0, 1], got {line.strip()!r}")
+        boxes.append(tuple(values))
+    return boxes
 
 
 class ImageFolderDataset(torch.utils.data.Dataset):

@@ -41,8 +41,11 @@ class Classifier:
 
     def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
         """PIL images of any mode and size -> the normalised float batch the network takes."""
-        batch = torch.stack([preprocess_uint8(image, self.image_size) for image in images])
-        return normalize(batch, self.mean, self.std)
+        return self.normalise(torch.stack([preprocess_uint8(image, self.image_size) for image in images]))
+
+    def normalise(self, batch_uint8: torch.Tensor) -> torch.Tensor:
+        """uint8 batch (N, 3, size, size), as :func:`core.data.preprocess_uint8` makes it -> network input."""
+        return normalize(batch_uint8, self.mean, self.std)
 
     @torch.inference_mode()
     def logits(self, batch: torch.Tensor) -> torch.Tensor:

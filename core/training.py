@@ -9,7 +9,6 @@ resumable state. Runs unchanged under ``torchrun`` (DistributedDataParallel; glo
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -27,7 +26,7 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from core import __version__
-from core.audit import duplicate_groups, fingerprint_files
+from core.audit import dataset_fingerprint, duplicate_groups, fingerprint_files
 from core.atomic import finish_atomic_write
 from core.checkpoint import DEFAULT_FILENAME, json_safe, library_versions, save_checkpoint
 from core.config import TrainConfig
@@ -68,10 +67,7 @@ class PreparedData:
 
     def fingerprint(self) -> str:
         """sha256 over the sorted (relative path, file sha256) pairs of every readable image."""
-        digest = hashlib.sha256()
-        for rel, fp in sorted((s.relpath, f.sha256) for s, f in zip(self.samples, self.fingerprints)):
-            digest.update(f"{rel}\t{fp}\n".encode())
-        return digest.hexdigest()
+        return dataset_fingerprint((s.relpath, f.sha256) for s, f in zip(self.samples, self.fingerprints))
 
     def counts(self, index: np.ndarray) -> dict[str, int]:
         labels = np.array([self.samples[i].label for i in index], dtype=int)

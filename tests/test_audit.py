@@ -60,3 +60,26 @@ def test_unreadable_files_are_reported_not_fingerprinted(tmp_path):
     fingerprints, errors = fingerprint_files([bad, good])
     assert fingerprints[0] is None and fingerprints[1] is not None
     assert "not a readable image" in errors[0]
+
+
+def test_the_audit_command_finds_copies_across_the_split(kaggle_layout, tmp_path, capsys):
+    import shutil
+
+    import pandas as pd
+
+    from training.audit import main
+
+    root = tmp_path / "data"
+    shutil.copytree(kaggle_layout, root)
+    shutil.copy(root / "Training/no_tumor/no_tumor_001.jpg", root / "Testing/notumor/copy.jpg")
+    Image.open(root / "Training/glioma_tumor/glioma_tumor_004.png").resize((96, 96)).save(root / "Testing/glioma/big.png")
+    assert main(["--data", str(root), "--no-progress", "--csv", str(tmp_path / "audit.csv")]) == 0
+    printed = capsys.readouterr().out
+    assert "byte-identical copies in the reference: 1 images (1 pairs)" in printed
+    table = pd.read_csv(tmp_path / "audit.csv", keep_default_na=False).set_index("path")
+    assert table.loc["notumor/copy.jpg", "kind"] == "exact"
+    assert table.loc["notumor/copy.jpg", "nearest"] == "no_tumor/no_tumor_001.jpg"
+    assert table.loc["glioma/big.png", "kind"] == "near"
+    assert table.loc["glioma/big.png", "nearest_label"] == "glioma"
+    assert main(["--data", str(root / "Training"), "--no-progress"]) == 2
+    assert "--against" in capsys.readouterr().err

@@ -1,0 +1,285 @@
+"""Class activation maps: where in the slice the network found the evidence for a class.
+
+``explain(classifier, images, method="gradcam")`` returns the prediction and the heatmaps of one pass
+through the network. The CAM methods themselves (how each weights the activations) are pytorch-grad-cam's;
+only the pass that feeds them differs from that library's usual call:
+
+* **One pass, cheap gradients.** The stages below the explained layer run without autograd; the
+  explained layer's output becomes a fresh leaf tensor that requires a gradient, and only the stages
+  above it (for ``layer4``: average pooling and the linear head) are recorded. The backward pass then
+  costs next to nothing, where pytorch-grad-cam's call back-propagates into every weight of the network.
+  The probabilities come from the same forward pass.
+* **No hooks on the shared model.** Nothing is registered on, or stored in, the network, so one cached
+  model can explain for several sessions (threads) at once. pytorch-grad-cam's method objects are built
+  per call around a stand-in layer, so their hooks never touch the real network.
+
+Heatmaps are on the network's input grid (``image_size`` square, the slice padded to a square and
+resized); :func:`heatmap_on_image` maps one back onto the original image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from core.data import square_geometry, to_rgb
+
+STAGES = ("layer1", "layer2", "layer3", "layer4")
+LAYERS = {"layer4": "last block (7 x 7, most class-specific)",
+          "layer3": "third stage (14 x 14, finer, less specific)",
+          "layer2": "second stage (28 x 28, edges and textures)"}
+DEFAULT_LAYER = "layer4"
+
+
+@dataclass(frozen=True)
+class CamMethod:
+    label: str
+    class_name: str       # in pytorch_grad_cam
+    uses_gradients: bool
+    slow: bool            # needs many extra forward passes per image
+    note: str
+
+
+CAM_METHODS = {
+    "gradcam": CamMethod("Grad-CAM", "GradCAM", True, False, "channel weights: mean gradient"),
+    "gradcam++": CamMethod("Grad-CAM++", "GradCAMPlusPlus", True, False,
+                           "weights from higher-order gradient terms; spreads over several regions"),
+    "xgradcam": CamMethod("XGrad-CAM", "XGradCAM", True, False, "gradients weighted by normalised activations"),
+    "layercam": CamMethod("LayerCAM", "LayerCAM", True, False,
+                          "per-pixel positive gradients; sharper, suits earlier layers"),
+    "eigencam": CamMethod("EigenCAM", "EigenCAM", False, False,
+                          "first principal component of the activations; the same map for every class"),
+    "scorecam": CamMethod("Score-CAM", "ScoreCAM", False, True,
+                          "one extra forward pass per channel (2,048 at layer4): tens of seconds per image"),
+}
+DEFAULT_METHOD = "gradcam"
+
+
+class ExplainError(ValueError):
+    """An explanation was asked for with settings that do not exist; the message lists the choices."""
+
+
+@dataclass
+class Explanation:
+    probabilities: np.ndarray   # (n, classes), from the same forward pass as the heatmaps
+    targets: np.ndarray         # (n,) class index each heatmap explains
+    heatmaps: np.ndarray        # (n, size, size) float32 in [0, 1] on the network input grid
+    method: str
+    layer: str
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return self.probabilities.argmax(axis=1)
+
+
+class _StandIn(nn.Module):
+    """What pytorch-grad-cam's method objects are built around: a parameter (the library reads the device
+    from one) and a forward that runs the real network for Score-CAM, without registering the network
+    as a submodule, so the library's ``.eval()`` and hooks reach only this object."""
+
+    def __init__(self, classifier):
+        super().__init__()
+        self.probe = nn.Parameter(torch.zeros(1, device=classifier.device), requires_grad=False)
+        self.layer = nn.Identity()
+        self.__dict__["_classifier"] = classifier
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        from core.runtime import autocast
+
+        clf = self.__dict__["_classifier"]
+        with torch.no_grad(), autocast(clf.device, clf.precision):
+            return clf.model(batch.contiguous(memory_format=torch.channels_last)).float()
+
+
+def _method_object(method: str, classifier):
+    import pytorch_grad_cam
+
+    stand_in = _StandIn(classifier)
+    return getattr(pytorch_grad_cam, CAM_METHODS[method].class_name)(model=stand_in, target_layers=[stand_in.layer])
+
+
+def check_choice(method: str, layer: str) -> None:
+    if method not in CAM_METHODS:
+        raise ExplainError(f"unknown CAM method {method!r}; choose one of {', '.join(CAM_METHODS)}")
+    if layer not in LAYERS:
+        raise ExplainError(f"unknown layer {layer!r}; choose one of {', '.join(LAYERS)}")
+
+
+def _split_forward(model: nn.Module, batch: torch.Tensor, layer: str, need_gradient: bool
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(activations of ``layer`` as a leaf tensor, logits) of one forward pass; autograd records only
+    the part above ``layer``, and only when ``need_gradient``."""
+    cut = STAGES.index(layer) + 1
+    with torch.no_grad():
+        x = model.maxpool(model.relu(model.bn1(model.conv1(batch))))
+        for name in STAGES[:cut]:
+            x = getattr(model, name)(x)
+    activations = x.detach().requires_grad_(need_gradient)
+    with torch.set_grad_enabled(need_gradient):
+        y = activations
+        for name in STAGES[cut:]:
+            y = getattr(model, name)(y)
+        logits = model.fc(torch.flatten(model.avgpool(y), 1))
+    return activations, logits
+
+
+def _resolve_targets(targets, predictions: np.ndarray, classes: Sequence[str]) -> np.ndarray:
+    if targets is None:
+        return predictions.copy()
+    if isinstance(targets, (str, int, np.integer)):
+        targets = [targets] * len(predictions)
+    resolved = []
+    for target in targets:
+        if target is None:
+            resolved.append(-1)
+        elif isinstance(target, str):
+            if target not in classes:
+                raise ExplainError(f"unknown class {target!r}; the model knows {', '.join(classes)}")
+            resolved.append(classes.index(target))
+        else:
+            if not 0 <= int(target) < len(classes):
+                raise ExplainError(f"class index {target} is out of range for {len(classes)} classes")
+            resolved.append(int(target))
+    if len(resolved) != len(predictions):
+        raise ExplainError(f"{len(resolved)} targets for {len(predictions)} images")
+    resolved = np.array(resolved)
+    return np.where(resolved < 0, predictions, resolved)
+
+
+def explain_batch(classifier, batch: torch.Tensor, method: str = DEFAULT_METHOD, layer: str = DEFAULT_LAYER,
+                  targets=None) -> Explanation:
+    """Explain a normalised float batch (as :meth:`Classifier.preprocess` makes it).
+
+    ``targets``: None explains each image's predicted class; a class name or index explains that class
+    for every image; a sequence gives one per image (None entries mean the prediction).
+    """
+    from pytorch_grad_cam.utils.image import scale_cam_image
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    from core.runtime import autocast
+
+    check_choice(method, layer)
+    spec = CAM_METHODS[method]
+    model = classifier.model
+    with torch.inference_mode(False):
+        batch = batch.clone().to(classifier.device).contiguous(memory_format=torch.channels_last)
+        with autocast(classifier.device, classifier.precision):
+            activations, logits = _split_forward(model, batch, layer, spec.uses_gradients)
+        probabilities = logits.detach().float().softmax(dim=1).cpu().numpy()
+        chosen = _resolve_targets(targets, probabilities.argmax(axis=1), classifier.classes)
+        gradients = None
+        if spec.uses_gradients:
+            score = logits.float().gather(1, torch.as_tensor(chosen, device=logits.device)[:, None]).sum()
+            (gradients,) = torch.autograd.grad(score, activations)
+            gradients = gradients.float().cpu().numpy()
+        acts = activations.detach().float().cpu().numpy()
+        cam_object = _method_object(method, classifier)
+        try:
+            cam = cam_object.get_cam_image(batch.float(), cam_object.target_layers[0],
+                                           [ClassifierOutputTarget(int(c)) for c in chosen], acts, gradients,
+                                           False)
+        finally:
+            cam_object.activations_and_grads.release()
+    size = batch.shape[-1]
+    heatmaps = scale_cam_image(np.maximum(cam, 0), (size, size))
+    return Explanation(probabilities, chosen, heatmaps.astype(np.float32), method, layer)
+
+
+def explain(classifier, images: Sequence[Image.Image], method: str = DEFAULT_METHOD, layer: str = DEFAULT_LAYER,
+            targets=None, batch_size: int = 16) -> Explanation:
+    """Prediction and heatmap for PIL images of any mode and size (see :func:`explain_batch`)."""
+    images = list(images)
+    if not images:
+        raise ExplainError("no images to explain")
+    if targets is not None and not isinstance(targets, (str, int, np.integer)):
+        targets = list(targets)
+    parts = []
+    for start in range(0, len(images), batch_size):
+        part_targets = targets[start:start + batch_size] if isinstance(targets, list) else targets
+        parts.append(explain_batch(classifier, classifier.preprocess(images[start:start + batch_size]), method,
+                                   layer, part_targets))
+    return Explanation(np.concatenate([p.probabilities for p in parts]), np.concatenate([p.targets for p in parts]),
+                       np.concatenate([p.heatmaps for p in parts]), method, layer)
+
+
+# --------------------------------------------------------------------------------------------------
+# Heatmaps and the original image
+
+
+def heatmap_on_image(heatmap: np.ndarray, width: int, height: int) -> np.ndarray:
+    """A heatmap on the network input grid -> the same map over the original ``width`` x ``height`` image
+    (the inverse of padding to a square and resizing)."""
+    import cv2
+
+    side = max(width, height)
+    _, dx, dy = square_geometry(width, height, heatmap.shape[-1])
+    square = cv2.resize(heatmap.astype(np.float32), (side, side), interpolation=cv2.INTER_LINEAR)
+    return np.clip(square[dy:dy + height, dx:dx + width], 0.0, 1.0)
+
+
+def overlay(image: Image.Image, heatmap: np.ndarray, opacity: float = 0.45) -> Image.Image:
+    """The original image with a heatmap (on the network input grid) blended over it, as RGB."""
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    if not 0.0 <= opacity <= 1.0:
+        raise ExplainError(f"opacity must be between 0 and 1, not {opacity}")
+    rgb = np.asarray(to_rgb(image), dtype=np.float32) / 255.0
+    mask = heatmap_on_image(heatmap, image.width, image.height)
+    return Image.fromarray(show_cam_on_image(rgb, mask, use_rgb=True, image_weight=1.0 - opacity))
+
+
+# --------------------------------------------------------------------------------------------------
+# Localisation: does the heatmap point at the tumour box?
+
+POINTING_TOLERANCE_PX = 15  # at 224 px, the pointing game's usual tolerance
+
+
+def box_on_grid(box: Sequence[float], width: int, height: int, size: int) -> tuple[float, float, float, float]:
+    """A YOLO box (x_centre, y_centre, w, h normalised to the original image) -> (x0, y0, x1, y1) on
+    the network input grid."""
+    scale, dx, dy = square_geometry(width, height, size)
+    xc, yc, bw, bh = (float(v) for v in box)
+    x0, x1 = (xc - bw / 2) * width, (xc + bw / 2) * width
+    y0, y1 = (yc - bh / 2) * height, (yc + bh / 2) * height
+    return ((x0 + dx) * scale, (y0 + dy) * scale, (x1 + dx) * scale, (y1 + dy) * scale)
+
+
+def localisation_scores(heatmap: np.ndarray, boxes: Sequence[Sequence[float]], width: int, height: int,
+                        tolerance_px: float = POINTING_TOLERANCE_PX) -> dict:
+    """Score one heatmap (network input grid) against tumour boxes (YOLO, normalised to the original).
+
+    * ``pointing_strict``: the heatmap's maximum lies in a box;
+    * ``pointing_tolerant``: it lies within ``tolerance_px`` (given at 224 px, scaled to the grid) of one;
+    * ``energy_in_box``: the share of the heatmap's mass inside the boxes;
+    * ``box_share``: the boxes' share of the image, which a uniform heatmap would score.
+    Only the image's own area counts: padding added to make it square is left out.
+    """
+    size = heatmap.shape[-1]
+    scale, dx, dy = square_geometry(width, height, size)
+    # The image's area on the grid, and pixel centres inside it.
+    gx0, gy0 = int(np.floor(dx * scale)), int(np.floor(dy * scale))
+    gx1, gy1 = min(size, int(np.ceil((dx + width) * scale))), min(size, int(np.ceil((dy + height) * scale)))
+    region = heatmap[gy0:gy1, gx0:gx1].astype(np.float64)
+    ys, xs = np.mgrid[gy0:gy1, gx0:gx1] + 0.5
+    inside = np.zeros(region.shape, dtype=bool)
+    grid_boxes = [box_on_grid(b, width, height, size) for b in boxes]
+    for x0, y0, x1, y1 in grid_boxes:
+        inside |= (xs >= x0) & (xs <= x1) & (ys >= y0) & (ys <= y1)
+    total = region.sum()
+    result = {"box_share": float(inside.mean()) if inside.size else float("nan"),
+              "energy_in_box": float(region[inside].sum() / total) if total > 0 else float("nan")}
+    if total <= 0:  # an empty heatmap points nowhere
+        result.update(pointing_strict=False, pointing_tolerant=False)
+        return result
+    peak = np.unravel_index(int(np.argmax(region)), region.shape)
+    px, py = xs[peak], ys[peak]
+    tolerance = tolerance_px * size / 224.0
+    distances = [np.hypot(max(x0 - px, 0.0, px - x1), max(y0 - py, 0.0, py - y1)) for x0, y0, x1, y1 in grid_boxes]
+    result["pointing_strict"] = bool(inside[peak])
+    result["pointing_tolerant"] = bool(min(distances, default=np.inf) <= tolerance)
+    return result

@@ -1,0 +1,135 @@
+import copy
+import threading
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import synthetic_slice
+from core import load_classifier
+from core.checkpoint import save_checkpoint
+from core.data import CLASSES
+from core.explain import (CAM_METHODS, ExplainError, explain, heatmap_on_image, localisation_scores, overlay)
+from core.model import build_resnet50
+from test_checkpoint import metadata
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory):
+    torch.manual_seed(4)
+    path = tmp_path_factory.mktemp("clf") / "model.safetensors"
+    save_checkpoint(path, build_resnet50(len(CLASSES)), metadata())
+    return load_classifier(path, precision="fp32")
+
+
+def slices(n=3, size=96):
+    return [Image.fromarray(synthetic_slice(i % 4, i, size), "L") for i in range(n)]
+
+
+def test_prediction_comes_from_the_same_pass_and_matches_predict_proba(classifier):
+    images = slices(3)
+    result = explain(classifier, images)
+    size = classifier.image_size
+    assert result.heatmaps.shape == (3, size, size) and result.heatmaps.dtype == np.float32
+    assert result.heatmaps.min() >= 0 and result.heatmaps.max() <= 1
+    assert np.allclose(result.probabilities, classifier.predict_proba(images), atol=1e-5)
+    assert (result.targets == result.predictions).all()
+
+
+@pytest.mark.parametrize("method", [m for m, spec in CAM_METHODS.items() if not spec.slow])
+def test_heatmaps_equal_pytorch_grad_cams_own_call(classifier, method):
+    """The one-pass route must give exactly the maps of the library's usual (hooked, full-backward) call."""
+    import pytorch_grad_cam
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    images = slices(2)
+    targets = [1, 3]
+    ours = explain(classifier, images, method=method, targets=targets).heatmaps
+    reference_model = copy.deepcopy(classifier.model).float().requires_grad_(True)
+    batch = classifier.preprocess(images).contiguous(memory_format=torch.channels_last)
+    cam_class = getattr(pytorch_grad_cam, CAM_METHODS[method].class_name)
+    with cam_class(model=reference_model, target_layers=[reference_model.layer4[-1]]) as cam:
+        theirs = cam(batch, [ClassifierOutputTarget(t) for t in targets])
+    assert np.allclose(ours, theirs, atol=2e-3), np.abs(ours - theirs).max()
+
+
+def test_any_class_can_be_explained_by_name(classifier):
+    images = slices(2)
+    why_not = explain(classifier, images, targets="meningioma")
+    assert (why_not.targets == CLASSES.index("meningioma")).all()
+    mixed = explain(classifier, images, targets=[None, "notumor"])
+    assert mixed.targets[0] == mixed.predictions[0] and mixed.targets[1] == CLASSES.index("notumor")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"method": "magic"}, "unknown CAM method"), ({"layer": "layer9"}, "unknown layer"),
+    ({"targets": "astrocytoma"}, "unknown class"), ({"targets": 7}, "out of range"),
+])
+def test_bad_choices_are_explained(classifier, kwargs, message):
+    with pytest.raises(ExplainError, match=message):
+        explain(classifier, slices(1), **kwargs)
+
+
+def test_concurrent_explanations_do_not_leak_into_each_other(classifier):
+    images = slices(2)
+    expected = {t: explain(classifier, images, targets=t).heatmaps for t in ("glioma", "pituitary")}
+    results, errors = {}, []
+
+    def work(target):
+        try:
+            for _ in range(3):
+                results.setdefault(target, []).append(explain(classifier, images, targets=target).heatmaps)
+        except Exception as error:  # surfaced below
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in ("glioma", "pituitary")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    for target, maps in results.items():
+        assert all(np.allclose(m, expected[target], atol=1e-5) for m in maps)
+    model = classifier.model
+    assert all(not m._forward_hooks and not m._backward_hooks and not m._forward_pre_hooks for m in model.modules())
+    assert all(p.grad is None and not p.requires_grad for p in model.parameters())
+
+
+def test_heatmap_maps_back_onto_a_non_square_original():
+    # A 200 x 100 image sits in the middle band of the 224 grid (rows 56-167). A hot spot at grid
+    # (row 112, column 56) is the original's centre row, a quarter of the way across.
+    heatmap = np.zeros((224, 224), np.float32)
+    heatmap[108:116, 52:60] = 1.0
+    mapped = heatmap_on_image(heatmap, 200, 100)
+    assert mapped.shape == (100, 200)
+    row, col = np.unravel_index(mapped.argmax(), mapped.shape)
+    assert abs(row - 50) <= 3 and abs(col - 50) <= 3
+    image = Image.new("L", (200, 100))
+    assert overlay(image, heatmap, 0.5).size == (200, 100)
+
+
+def test_pointing_game_and_energy_by_hand():
+    box = [(0.5, 0.5, 0.25, 0.25)]  # centre quarter of a square image: grid pixels 84-140
+    heatmap = np.zeros((224, 224), np.float32)
+    heatmap[100, 100] = 1.0
+    inside = localisation_scores(heatmap, box, 512, 512)
+    assert inside["pointing_strict"] and inside["pointing_tolerant"] and inside["energy_in_box"] == 1.0
+    assert inside["box_share"] == pytest.approx(0.0625, abs=0.003)
+    near = np.zeros((224, 224), np.float32)
+    near[100, 150] = 1.0  # 10 px right of the box
+    scores = localisation_scores(near, box, 512, 512)
+    assert not scores["pointing_strict"] and scores["pointing_tolerant"]
+    far = np.zeros((224, 224), np.float32)
+    far[10, 10] = 1.0
+    assert not localisation_scores(far, box, 512, 512)["pointing_tolerant"]
+    uniform = localisation_scores(np.ones((224, 224), np.float32), box, 512, 512)
+    assert uniform["energy_in_box"] == pytest.approx(uniform["box_share"])
+
+
+def test_padding_is_left_out_of_localisation():
+    # A wide image: padding rows above and below must not count towards the image's area.
+    heatmap = np.ones((224, 224), np.float32)
+    scores = localisation_scores(heatmap, [(0.5, 0.5, 0.5, 1.0)], 400, 200)
+    assert scores["box_share"] == pytest.approx(0.5, abs=0.01)
+    assert scores["energy_in_box"] == pytest.approx(0.5, abs=0.01)

@@ -1,0 +1,121 @@
+"""Evaluate a checkpoint on a dataset and write an evaluation run (predictions, metrics, leakage audit).
+
+    python -m training.evaluate --data ../shared/datasets/brain-tumor-mri --out outputs/runs/kaggle-test
+    python -m training.evaluate --checkpoint outputs/train --data ../shared/datasets/figshare-cheng-br35h \\
+        --out outputs/runs/figshare
+
+A dataset root with a Testing/ folder has that folder evaluated; any other class-per-folder tree is
+evaluated whole. Datasets with YOLO box files beside the images also get Grad-CAM localisation scores.
+The run format is described in docs/evaluation-runs.md; the dashboard's Runs page reads it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from core.evaluation import EvaluationSettings
+from core.explain import CAM_METHODS, LAYERS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+HELP = {
+    "checkpoint": "checkpoint file or its directory",
+    "data": "dataset root (its Testing/ folder is evaluated when it has one) or a class-per-folder tree",
+    "out": "run directory to create",
+    "name": "display name of the run (default: dataset and model names)",
+    "batch_size": "images per forward pass",
+    "device": "auto, cpu, cuda or cuda:N",
+    "precision": "auto (bf16 where supported), bf16, fp16 or fp32",
+    "num_workers": "decoding processes (default: from the CPU count; 0 on two cores)",
+    "near_duplicate_bits": "perceptual-hash distance (of 256 bits) that counts as a near duplicate of a "
+                           "training image (default: the checkpoint's training setting)",
+    "bootstrap_resamples": "bootstrap resamples for the confidence intervals",
+    "confidence": "confidence level of the intervals",
+    "seed": "seed of the bootstrap",
+    "localisation": "score Grad-CAM heatmaps against tumour boxes: auto (when box files exist), on or off",
+    "cam_method": f"CAM method for localisation: {', '.join(m for m, s in CAM_METHODS.items() if not s.slow)}",
+    "cam_layer": f"layer the CAM explains: {', '.join(LAYERS)}",
+    "overwrite": "replace an existing run at --out",
+    "progress": "show a progress bar",
+}
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    defaults = EvaluationSettings(checkpoint=str(ROOT / "assets/models/default"), data="", out="")
+    for name, help_text in HELP.items():
+        flag = "--" + name.replace("_", "-")
+        default = getattr(defaults, name)
+        if name in ("data", "out"):
+            parser.add_argument(flag, required=True, help=help_text)
+        elif isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+        else:
+            kind = type(default) if default is not None else (int if name in ("num_workers", "near_duplicate_bits")
+                                                             else str)
+            parser.add_argument(flag, type=kind, default=default, help=f"{help_text} (default: {default})")
+    parser.set_defaults(bootstrap_resamples=defaults.bootstrap_resamples)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = get_args_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    from core.checkpoint import CheckpointError
+    from core.data import DatasetError
+    from core.evaluation import RunError, evaluate, read_run
+    from core.explain import ExplainError
+
+    try:
+        out = evaluate(EvaluationSettings(**vars(args)))
+    except (DatasetError, RunError, CheckpointError, ExplainError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; no run was written", file=sys.stderr)
+        return 130
+    run = read_run(out)
+    print(summary(run))
+    return 0
+
+
+def _interval(metrics: dict, key: str) -> str:
+    low, high = metrics.get("intervals", {}).get(key, [float("nan")] * 2)
+    return f"[{low:.4f}, {high:.4f}]"
+
+
+def summary(run) -> str:
+    """A few lines for the terminal: headline figures with their intervals, on all and duplicate-free images."""
+    lines = [f"wrote {run.path}: {run.name}"]
+    info = run.info
+    lines.append(f"  {info['dataset']['images']} images, {len(info['dataset']['skipped'])} unreadable, "
+                 f"{info['timing']['images_per_second']} images/s")
+    subsets = [("all images", run.metrics["all"])]
+    if run.metrics.get("duplicate_free"):
+        audit = info["audit"]
+        subsets.append((f"no duplicate in training ({audit['duplicate_free_images']})", run.metrics["duplicate_free"]))
+    for title, block in subsets:
+        lines.append(f"  {title}: accuracy {block['accuracy']:.4f} {_interval(block, 'accuracy')}, "
+                     f"macro AUC {block['macro_auc']:.5f} {_interval(block, 'macro_auc')}, "
+                     f"balanced accuracy {block['balanced_accuracy']:.4f}, ECE {block['calibration']['ece']:.4f}")
+    audit = info["audit"]
+    if audit["available"]:
+        lines.append(f"  leakage audit (perceptual hash <= {audit['near_duplicate_bits']} bits): "
+                     f"{audit['exact_duplicates']} exact and {audit['near_duplicates']} near duplicates of "
+                     f"training images")
+    local = run.metrics.get("localisation")
+    if local:
+        parts = [f"{name} {v['pointing_tolerant']:.2f}" for name, v in local["per_class"].items()]
+        lines.append(f"  pointing game (tolerant, {local['method']} {local['layer']}): {', '.join(parts)}; "
+                     f"overall {local['overall']['pointing_tolerant']:.2f}")
+    for warning in run.metrics.get("warnings", []):
+        lines.append(f"  warning: {warning}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
