@@ -127,6 +127,18 @@ def dataset_name(root: Path) -> str:
     return root.resolve().name
 
 
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def portable_path(path: str | os.PathLike) -> str:
+    """A path inside the project as relative to the project root (so shipped runs name no machine's
+    folders); any other path as given."""
+    try:
+        return Path(path).resolve().relative_to(PROJECT_ROOT).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def _file_sha256(path: Path) -> str:
     import hashlib
 
@@ -142,7 +154,7 @@ def _model_summary(checkpoint, path: Path) -> dict:
     data = dict(meta.get("data", {}))
     for bulky in ("seen_files", "val_files", "test_files"):  # file lists stay in the checkpoint
         data.pop(bulky, None)
-    return {"path": str(path), "file_sha256": _file_sha256(path), "classes": meta["classes"],
+    return {"path": portable_path(path), "file_sha256": _file_sha256(path), "classes": meta["classes"],
             "architecture": meta.get("architecture"), "preprocessing": meta.get("preprocessing"),
             "base_weights": meta.get("base_weights"), "training": meta.get("training"), "data": data,
             "validation": meta.get("validation"), "versions": meta.get("versions")}
@@ -380,7 +392,8 @@ def evaluate(settings: EvaluationSettings) -> Path:
                   "groups_within_dataset": int(len(np.unique(groups))),
                   "label_disagreements": int(sum(1 for i in range(len(fps)) if duplicate[i] and train_labels is not None
                                                  and CLASSES[train_labels[match_index[i]]] != samples[i].class_name))},
-        "settings": {**asdict(settings), "device": str(classifier.device), "precision": classifier.precision},
+        "settings": {**asdict(settings), "checkpoint": portable_path(settings.checkpoint),
+                     "out": portable_path(settings.out), "device": str(classifier.device), "precision": classifier.precision},
         "timing": {"seconds": round(seconds, 1), "images_per_second": round(n / seconds, 1) if seconds else None},
         "versions": {**library_versions(), "project": __version__},
     }

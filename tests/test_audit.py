@@ -1,7 +1,7 @@
 import numpy as np
 from PIL import Image
 
-from conftest import synthetic_slice
+from conftest import FIGSHARE, KAGGLE, needs_shared, synthetic_slice
 from core.audit import duplicate_groups, fingerprint_file, fingerprint_files, hamming_matrix, near_pairs
 
 
@@ -83,3 +83,41 @@ def test_the_audit_command_finds_copies_across_the_split(kaggle_layout, tmp_path
     assert table.loc["glioma/big.png", "nearest_label"] == "glioma"
     assert main(["--data", str(root / "Training"), "--no-progress"]) == 2
     assert "--against" in capsys.readouterr().err
+
+
+@needs_shared(KAGGLE)
+def test_every_byte_identical_pair_of_the_kaggle_split_is_found():
+    import hashlib
+
+    from core.audit import audit_sets
+    from core.data import scan_class_folders
+
+    testing, training = scan_class_folders(KAGGLE / "Testing"), scan_class_folders(KAGGLE / "Training")
+    result = audit_sets(testing.samples, training.samples)
+    by_hash = {}
+    for j, s in enumerate(training.samples):
+        by_hash.setdefault(hashlib.sha256(s.path.read_bytes()).digest(), []).append(j)
+    expected = {(i, j) for i, s in enumerate(testing.samples)
+                for j in by_hash.get(hashlib.sha256(s.path.read_bytes()).digest(), [])}
+    assert set(result.pairs) == expected and len(expected) >= 216
+    assert int(result.matches.byte_identical.sum()) == len({i for i, _ in expected})
+    # Near duplicates come on top of the exact copies (resized or re-encoded slices).
+    assert int(result.matches.duplicate.sum()) > int(result.matches.byte_identical.sum()) + 200
+
+
+@needs_shared(FIGSHARE)
+def test_figshare_slices_inside_the_kaggle_training_data_are_found_across_size_and_encoding():
+    """The Kaggle release re-used figshare and Br35H images at another size and encoding."""
+    from core.audit import audit_sets
+    from core.data import scan_class_folders
+
+    figshare, training = scan_class_folders(FIGSHARE), scan_class_folders(KAGGLE / "Training")
+    result = audit_sets(figshare.samples, training.samples)
+    assert not result.matches.byte_identical.any()  # no file is byte-identical: all were re-encoded
+    found = {s.relpath: result.reference[int(j)].relpath
+             for s, dup, j in zip(result.images, result.matches.duplicate, result.matches.nearest_index) if dup}
+    assert len(found) >= 2900
+    assert found["glioma/1851.jpg"] == "glioma/Tr-gl_0052.jpg"
+    labels = np.array([s.class_name for s in result.images])
+    assert result.matches.duplicate[labels == "notumor"].mean() > 0.95
+    assert result.matches.duplicate[labels == "meningioma"].mean() > 0.9

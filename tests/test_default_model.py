@@ -1,4 +1,5 @@
-"""The bundled default model: present, small, complete, and right on a sample of real test scans."""
+"""The bundled default model and its evaluation runs: present, small, complete, consistent, and right on a
+sample of real test scans."""
 
 import numpy as np
 
@@ -6,6 +7,7 @@ from conftest import KAGGLE, ROOT, needs_shared
 from core import load_classifier
 from core.checkpoint import read_metadata
 from core.data import CLASSES, load_image, scan_class_folders
+from core.evaluation import find_runs, read_run
 
 DEFAULT = ROOT / "assets" / "models" / "default" / "model.safetensors"
 
@@ -20,7 +22,10 @@ def test_default_checkpoint_is_small_and_self_describing():
     assert meta["base_weights"]["name"]
     assert meta["data"]["trained_on"] == "Training"
     assert all(not f.startswith("Testing") for f in meta["data"]["seen_files"])
-    assert meta["validation"]["val_accuracy"] > 0.97
+    # A final fit of the validation-selected recipe: every Training image, all epochs, the last one kept.
+    assert meta["training"]["config"]["val_fraction"] == 0 and meta["validation"] == {}
+    assert meta["training"]["best_epoch"] == len(meta["history"]) == meta["training"]["config"]["epochs"]
+    assert len(meta["data"]["seen_files"]) == sum(meta["data"]["counts"]["train"].values())
 
 
 @needs_shared(KAGGLE)
@@ -33,3 +38,17 @@ def test_default_model_is_right_on_real_test_scans():
     labels = np.array([s.label for s in sample])
     accuracy = (probs.argmax(1) == labels).mean()
     assert len(sample) == 60 and accuracy >= 0.95
+
+
+def test_default_runs_belong_to_the_default_model():
+    import hashlib
+
+    runs = {read_run(path).info["dataset"]["name"]: read_run(path) for path in find_runs(ROOT / "assets" / "runs")}
+    assert {"brain-tumor-mri", "figshare-cheng-br35h"} <= set(runs)
+    shipped = hashlib.sha256(DEFAULT.read_bytes()).hexdigest()
+    for run in runs.values():
+        assert run.info["model"]["file_sha256"] == shipped, f"{run.path} was made with another model; re-evaluate"
+        assert len(run.predictions) == run.info["dataset"]["images"]
+    kaggle, figshare = runs["brain-tumor-mri"], runs["figshare-cheng-br35h"]
+    assert kaggle.info["dataset"]["evaluated"] == "Testing" and len(kaggle.predictions) == 1311
+    assert figshare.metrics["localisation"]["overall"]["images"] == 3064
