@@ -302,7 +302,9 @@ def evaluate(settings: EvaluationSettings) -> Path:
     has_train_prints = bool(train) and "sha256" in train and "phash" in train
     if has_train_prints:
         train_sha = [bytes(row).hex() for row in train["sha256"].numpy()]
-        matches = cross_matches(fps, train_sha, train["phash"].numpy(), threshold=bits)
+        # Checkpoints from before pixel hashes were kept match exact copies by file bytes only.
+        train_pixels = [bytes(row).hex() for row in train["pixel_sha256"].numpy()] if "pixel_sha256" in train else []
+        matches = cross_matches(fps, train_sha, train["phash"].numpy(), train_pixels, threshold=bits)
         duplicate = matches.duplicate
         kind = matches.kind()
         nearest = matches.nearest_bits.astype(int)

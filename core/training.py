@@ -165,6 +165,8 @@ def fingerprint_tensors(data: PreparedData) -> dict[str, torch.Tensor]:
         "sha256": torch.from_numpy(np.stack([np.frombuffer(bytes.fromhex(data.fingerprints[i].sha256), np.uint8)
                                              for i in seen])),
         "phash": torch.from_numpy(np.stack([np.frombuffer(data.fingerprints[i].phash, np.uint8) for i in seen])),
+        "pixel_sha256": torch.from_numpy(np.stack([np.frombuffer(bytes.fromhex(data.fingerprints[i].pixel_sha256),
+                                                                 np.uint8) for i in seen])),
         "label": torch.tensor([data.samples[i].label for i in seen], dtype=torch.uint8),
         "split": torch.from_numpy(split),
     }

@@ -91,6 +91,14 @@ def test_copies_of_training_images_are_found(run):
     assert run.info["audit"]["exact_duplicates"] >= 1 and run.info["audit"]["near_duplicates"] >= 1
 
 
+def test_the_same_pixels_in_another_file_format_count_as_an_exact_copy(checkpoint, kaggle_layout, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(kaggle_layout / "Testing", data)
+    Image.open(kaggle_layout / "Training/meningioma_tumor/meningioma_tumor_000.png").save(data / "meningioma/same.bmp")
+    p = read_run(evaluate(settings(checkpoint, data, tmp_path / "run"))).predictions.set_index("path")
+    assert p.loc["meningioma/same.bmp", "train_duplicate_kind"] == "exact"
+
+
 def test_localisation_is_scored_where_boxes_exist(checkpoint, tmp_path):
     data = write_class_tree(tmp_path / "boxed", per_class=3, size=64)
     for image in data.rglob("*.*"):
