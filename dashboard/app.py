@@ -16,7 +16,9 @@ from dashboard.common import model_sidebar  # noqa: E402
 st.set_page_config(page_title="Brain-tumour MRI classifier", page_icon="🧠", layout="wide")
 
 navigation = st.navigation([
-    st.Page(ROOT / "dashboard/app_pages/predict.py", title="Predict", icon="🔍", default=True),
+    st.Page(ROOT / "dashboard/app_pages/predict.py", title="Predict", icon="🔍", default=True, url_path="predict"),
+    st.Page(ROOT / "dashboard/app_pages/runs.py", title="Evaluation runs", icon="📊", url_path="runs"),
+    st.Page(ROOT / "dashboard/app_pages/compare.py", title="Compare runs", icon="⚖️", url_path="compare"),
 ])
 model_sidebar()
 navigation.run()

@@ -12,8 +12,82 @@ from core.data import CLASS_LABELS
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS_DIR = ROOT / "assets" / "models"
+RUNS_DIR = ROOT / "assets" / "runs"
 DEFAULT_MODEL = MODELS_DIR / "default"
 MODEL_KEY = "sidebar.model_path"
+DATASETS_KEY = "settings.datasets_root"
+DATASETS_ENV = "BRAIN_MRI_DATASETS"
+
+
+def default_datasets_root() -> str:
+    """Where datasets live: $BRAIN_MRI_DATASETS, else ../shared/datasets beside the project when present."""
+    if os.environ.get(DATASETS_ENV):
+        return os.environ[DATASETS_ENV]
+    shared = ROOT.parent / "shared" / "datasets"
+    return str(shared) if shared.is_dir() else ""
+
+
+def datasets_root() -> str:
+    return st.session_state.setdefault(DATASETS_KEY, default_datasets_root())
+
+
+@st.cache_data(show_spinner="Reading the evaluation run…", max_entries=16)
+def cached_run(path: str, modified: float):
+    """A run, read once per process and file version (``modified`` is run.json's time)."""
+    from core.evaluation import read_run
+
+    return read_run(path)
+
+
+def load_run(path: str | Path):
+    """The run at ``path``; raises core.evaluation.RunError with a readable message."""
+    from core.evaluation import RUN_FILE, RunError
+
+    run_file = Path(path) / RUN_FILE
+    if not run_file.is_file():
+        raise RunError(f"{path} is not an evaluation run: {RUN_FILE} is missing (make one with "
+                       "python -m training.evaluate)")
+    return cached_run(str(path), run_file.stat().st_mtime)
+
+
+def run_images_root(run) -> Path | None:
+    """The folder the run's image paths are relative to, when it is on this machine."""
+    dataset = run.info.get("dataset", {})
+    candidates = [Path(dataset.get("root", "")), ROOT / dataset.get("root", "")]
+    if datasets_root() and dataset.get("name"):
+        candidates.append(Path(datasets_root()).expanduser() / dataset["name"])
+    for candidate in candidates:
+        if str(candidate) not in ("", ".") and candidate.is_dir() and \
+                (candidate / run.predictions["path"].iloc[0]).is_file():
+            return candidate
+    return None
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _model_file_digest(path: str, modified: float) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def runs_of_model(model_file: Path) -> list:
+    """The bundled runs that were made with exactly this checkpoint file."""
+    from core.evaluation import RunError, find_runs
+
+    digest = _model_file_digest(str(model_file), model_file.stat().st_mtime)
+    found = []
+    for path in find_runs(RUNS_DIR):
+        try:
+            run = load_run(path)
+        except RunError:
+            continue
+        if run.info.get("model", {}).get("file_sha256") == digest:
+            found.append(run)
+    return found
 
 
 def available_models() -> list[Path]:
@@ -33,14 +107,18 @@ def current_model_path() -> Path:
     return Path(st.session_state.get(MODEL_KEY, str(DEFAULT_MODEL)))
 
 
-def get_classifier():
-    """The selected model, or None after telling the user what is wrong."""
-    path = current_model_path()
-    try:
-        from core.checkpoint import resolve_checkpoint_path
+def classifier_at(path: str | Path):
+    """The cached classifier of a checkpoint; raises CheckpointError with a readable message."""
+    from core.checkpoint import resolve_checkpoint_path
 
-        file = resolve_checkpoint_path(path)
-        return cached_classifier(str(file), os.path.getmtime(file))
+    file = resolve_checkpoint_path(path)
+    return cached_classifier(str(file), os.path.getmtime(file))
+
+
+def get_classifier():
+    """The model selected in the sidebar, or None after telling the user what is wrong."""
+    try:
+        return classifier_at(current_model_path())
     except CheckpointError as error:
         st.error(f"The model cannot be loaded: {error}")
         return None
@@ -81,3 +159,11 @@ def model_sidebar() -> None:
             auc = validation.get("val_macro_auc")
             st.caption(f"Validation accuracy {validation['val_accuracy']:.2%}"
                        + (f", macro AUC {auc:.4f}" if auc is not None else ""))
+        from core.checkpoint import resolve_checkpoint_path
+
+        for run in runs_of_model(resolve_checkpoint_path(current_model_path())):
+            m = run.metrics
+            free = f"; {m['accuracy_duplicate_free']:.2%} without training duplicates" \
+                if m.get("accuracy_duplicate_free") is not None else ""
+            st.caption(f"Tested on {run.info['dataset']['name']}/{run.info['dataset']['evaluated']}: accuracy "
+                       f"{m['accuracy']:.2%}{free}; macro AUC {m['macro_auc']:.4f}")

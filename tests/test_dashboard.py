@@ -1,12 +1,13 @@
-"""The dashboard, driven headless with Streamlit's AppTest."""
+"""The dashboard, driven headless with Streamlit's AppTest: every page, with the bundled model and runs."""
 
 import io
 
 import numpy as np
+import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT, synthetic_slice
+from conftest import KAGGLE, ROOT, needs_shared, synthetic_slice
 
 APP = str(ROOT / "dashboard" / "app.py")
 
@@ -17,22 +18,134 @@ def png_bytes(array) -> bytes:
     return buffer.getvalue()
 
 
-def test_app_starts_on_the_default_model():
-    at = AppTest.from_file(APP, default_timeout=60).run()
+def scan_png(label=1, seed=9) -> bytes:
+    return png_bytes(np.kron(synthetic_slice(label, seed=seed, size=112), np.ones((2, 2), np.uint8)))
+
+
+@pytest.fixture
+def app():
+    return AppTest.from_file(APP, default_timeout=180)
+
+
+def heatmap_captions(at) -> list[str]:
+    return [c for image in at.image for c in image.captions if c.split(" (")[0] in
+            ("Grad-CAM", "Grad-CAM++", "XGrad-CAM", "LayerCAM", "EigenCAM", "Score-CAM")]
+
+
+def test_app_starts_on_the_default_model_and_shows_its_test_figures(app):
+    at = app.run()
     assert not at.exception
     assert at.title[0].value == "Brain-tumour MRI classifier"
-    assert any("Classes: Glioma, Meningioma, No tumour, Pituitary tumour" in c.value for c in at.sidebar.caption)
+    captions = [c.value for c in at.sidebar.caption]
+    assert any("Classes: Glioma, Meningioma, No tumour, Pituitary tumour" in c for c in captions)
+    assert any(c.startswith("Tested on brain-tumor-mri/Testing: accuracy 99.47%") for c in captions)
 
 
-def test_upload_gives_a_prediction_and_a_bad_file_gets_a_message():
-    at = AppTest.from_file(APP, default_timeout=120).run()
-    scan = np.kron(synthetic_slice(1, seed=9, size=112), np.ones((2, 2), np.uint8))
+def test_upload_gives_a_prediction_a_heatmap_and_a_download_and_a_bad_file_a_message(app):
+    at = app.run()
     at.file_uploader(key="predict.uploads").set_value([
-        ("scan.png", png_bytes(scan), "image/png"),
+        ("scan.png", scan_png(), "image/png"),
         ("broken.jpg", b"\xff\xd8\xff not really", "image/jpeg"),
     ]).run()
     assert not at.exception
     headings = [h.value for h in at.main.subheader]
     assert len(headings) == 1 and "%" in headings[0]
-    assert any(h.startswith(label) for h in headings for label in ("Glioma", "Meningioma", "No tumour", "Pituitary"))
+    predicted = headings[0].split(" — ")[0]
+    assert predicted in ("Glioma", "Meningioma", "No tumour", "Pituitary tumour")
+    assert heatmap_captions(at) == [f"Grad-CAM (layer4) for {predicted}"]
+    assert len(at.get("download_button")) == 1
     assert len(at.warning) == 1 and "broken.jpg" in at.warning[0].value and "not a readable image" in at.warning[0].value
+
+
+def test_explanation_controls_change_the_heatmap_not_the_prediction(app):
+    at = app.run()
+    at.file_uploader(key="predict.uploads").set_value([("scan.png", scan_png(), "image/png")]).run()
+    prediction = at.main.subheader[0].value
+    at.selectbox(key="predict.method").set_value("eigencam")
+    at.selectbox(key="predict.target").set_value("meningioma")
+    at.selectbox(key="predict.layer").set_value("layer3").run()
+    assert not at.exception
+    assert heatmap_captions(at) == ["EigenCAM (layer3) for Meningioma"]
+    assert at.main.subheader[0].value == prediction
+    at.selectbox(key="predict.method").set_value("scorecam").run()
+    assert any("Score-CAM is slow" in w.value for w in at.warning)
+    assert heatmap_captions(at) == ["Grad-CAM (layer3) for Meningioma"]  # until the button is pressed
+
+
+def test_runs_page_shows_headline_figures_and_lists_the_cases_of_a_cell(app):
+    at = app.run()
+    at.switch_page("app_pages/runs.py").run()
+    assert not at.exception
+    assert at.title[0].value == "Evaluation runs"
+    assert at.selectbox(key="runs.choice").value.endswith("brain-tumor-mri-testing")
+    assert [m.label for m in at.metric][:3] == ["Accuracy", "Balanced accuracy", "Macro AUC"]
+    assert at.metric[0].value == "99.47%"
+    assert any(c.value.startswith("95% CI") for c in at.caption)
+    at.selectbox(key="runs.cell_true").set_value("glioma")
+    at.selectbox(key="runs.cell_pred").set_value("meningioma").run()
+    assert not at.exception
+    assert any(m.value.startswith("**4 cases**: true Glioma, predicted Meningioma") for m in at.markdown)
+    cases = at.dataframe[0].value
+    assert len(cases) == 4 and cases["path"].str.startswith("Testing/glioma/").all()
+    at.radio(key="runs.subset").set_value("duplicate_free").run()
+    assert not at.exception
+
+
+@needs_shared(KAGGLE)
+def test_choosing_a_case_shows_its_image_and_heatmap(app):
+    at = app.run()
+    at.switch_page("app_pages/runs.py").run()
+    at.selectbox(key="runs.cell_true").set_value("meningioma")
+    at.selectbox(key="runs.cell_pred").set_value("pituitary").run()
+    case = at.selectbox(key="runs.case").value
+    assert not at.exception
+    assert case in [c for image in at.image for c in image.captions]
+    assert any(c.startswith("Grad-CAM (layer4) for") for c in heatmap_captions(at))
+
+
+def test_without_the_images_the_runs_page_says_where_to_point_and_keeps_the_numbers(app, tmp_path):
+    import json
+    import shutil
+
+    run = tmp_path / "moved-run"
+    shutil.copytree(ROOT / "assets/runs/brain-tumor-mri-testing", run)
+    info = json.loads((run / "run.json").read_text())
+    info["dataset"].update(root=str(tmp_path / "gone"), name="somewhere-else")  # images on another machine
+    (run / "run.json").write_text(json.dumps(info))
+    at = app.run()
+    at.switch_page("app_pages/runs.py").run()
+    at.text_input(key="runs.other").input(str(run)).run()
+    assert not at.exception
+    assert any("not on this machine" in i.value for i in at.info)
+    assert at.metric[0].value == "99.47%"
+
+
+def test_operating_point_moves_with_the_threshold(app):
+    at = app.run()
+    at.switch_page("app_pages/runs.py").run()
+    missed = {}
+    for threshold in (0.5, 0.999):
+        at.slider(key="runs.threshold").set_value(threshold).run()
+        values = {m.label: m.value for m in at.metric}
+        missed[threshold] = int(values["Tumours missed"])
+    assert not at.exception
+    assert missed[0.999] > missed[0.5]
+
+
+def test_a_folder_that_is_not_a_run_gets_a_message(app, tmp_path):
+    at = app.run()
+    at.switch_page("app_pages/runs.py").run()
+    at.text_input(key="runs.other").input(str(tmp_path)).run()
+    assert not at.exception
+    assert any("not an evaluation run" in e.value for e in at.error)
+
+
+def test_compare_page_lists_every_headline_figure_and_the_difference(app):
+    at = app.run()
+    at.switch_page("app_pages/compare.py").run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert {"figure", "A", "B", "B - A"} <= set(table.columns)
+    assert {"accuracy", "macro AUC", "Glioma: sensitivity"} <= set(table["figure"])
+    accuracy = table.set_index("figure").loc["accuracy"]
+    assert accuracy["B - A"] == pytest.approx(accuracy["B"] - accuracy["A"])

@@ -1,40 +1,97 @@
-"""Upload scans and see what the model says about each."""
+"""Upload scans: the model's prediction for each, with the heatmap of where it found the evidence."""
 
 from __future__ import annotations
 
-import pandas as pd
-import plotly.express as px
+import hashlib
+import io
+import os
+
 import streamlit as st
 
 from core.data import CLASS_LABELS, load_image
+from core.explain import CAM_METHODS, DEFAULT_LAYER, DEFAULT_METHOD, LAYERS, explain, overlay
+from dashboard.charts import probability_bars
 from dashboard.common import get_classifier
+
+PREDICTED = "the predicted class"
 
 st.title("Brain-tumour MRI classifier")
 st.write("Upload one or more 2-D MRI slices (PNG, JPEG, BMP or TIFF). The model sorts each into glioma, "
-         "meningioma, pituitary tumour or no tumour. It is a research and teaching tool, not a diagnosis.")
+         "meningioma, pituitary tumour or no tumour, and a heatmap shows which part of the slice drove the "
+         "answer. It is a research and teaching tool, not a diagnosis.")
 
 classifier = get_classifier()
+
+with st.expander("Explanation settings", expanded=False):
+    c1, c2, c3, c4 = st.columns(4)
+    method = c1.selectbox("Method", list(CAM_METHODS), index=list(CAM_METHODS).index(DEFAULT_METHOD),
+                          format_func=lambda m: CAM_METHODS[m].label, key="predict.method",
+                          help="How the heatmap weighs the network's feature maps. " +
+                          " ".join(f"{s.label}: {s.note}." for s in CAM_METHODS.values()))
+    target = c2.selectbox("Explain", [PREDICTED, *(classifier.classes if classifier else [])], key="predict.target",
+                          format_func=lambda c: c if c == PREDICTED else f"why {CLASS_LABELS.get(c, c)}?",
+                          help="Ask about any class, for instance 'why not meningioma?'")
+    layer = c3.selectbox("Layer", list(LAYERS), index=list(LAYERS).index(DEFAULT_LAYER), key="predict.layer",
+                         format_func=lambda name: f"{name}: {LAYERS[name]}")
+    opacity = c4.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="predict.opacity")
+    if CAM_METHODS[method].slow:
+        st.warning(f"{CAM_METHODS[method].label} is slow: {CAM_METHODS[method].note}. It runs only when you "
+                   "press the button below; until then the heatmaps are Grad-CAM.")
+        if not st.button(f"Compute {CAM_METHODS[method].label}", key="predict.run_slow"):
+            method = DEFAULT_METHOD
+
 uploads = st.file_uploader("MRI slices", type=["png", "jpg", "jpeg", "bmp", "tif", "tiff"],
                            accept_multiple_files=True, key="predict.uploads")
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def explained(model_key: str, blobs: tuple[bytes, ...], method: str, layer: str, target: str | None,
+              _classifier=None):
+    """Probabilities and heatmaps for a set of uploads, computed once per model, files and settings
+    (moving the opacity slider reuses them)."""
+    images = [load_image(io.BytesIO(blob)) for blob in blobs]
+    result = explain(_classifier, images, method=method, layer=layer, targets=target)
+    return result.probabilities, result.targets, result.heatmaps
+
+
 if classifier is not None and uploads:
     readable, problems = [], []
     for upload in uploads:
+        blob = upload.getvalue()
         try:
-            readable.append((upload.name, load_image(upload)))
+            readable.append((upload.name, blob, load_image(io.BytesIO(blob))))
         except ValueError as error:
             problems.append(f"**{upload.name}**: {error}")
     for problem in problems:
         st.warning(problem + " — skipped; the other files are shown.")
     if readable:
-        probs = classifier.predict_proba([image for _, image in readable])
-        for (name, image), row in zip(readable, probs):
+        model_key = f"{classifier.path}:{os.path.getmtime(classifier.path)}"
+        with st.spinner(f"Explaining {len(readable)} scan{'s' if len(readable) > 1 else ''}…"):
+            try:
+                probs, targets, heatmaps = explained(model_key, tuple(blob for _, blob, _ in readable), method,
+                                                     layer, None if target == PREDICTED else target,
+                                                     _classifier=classifier)
+            except (ValueError, RuntimeError) as error:  # a model/settings mismatch; say it, keep the page
+                st.error(f"The explanation failed: {error}")
+                st.stop()
+        for (name, blob, image), row, explained_class, heatmap in zip(readable, probs, targets, heatmaps):
             best = int(row.argmax())
             with st.container(border=True):
-                left, right = st.columns([1, 2])
-                left.image(image, caption=name, width="stretch")
-                right.subheader(f"{CLASS_LABELS[classifier.classes[best]]} — {row[best]:.1%}")
-                frame = pd.DataFrame({"class": [CLASS_LABELS[c] for c in classifier.classes], "probability": row})
-                figure = px.bar(frame, x="probability", y="class", orientation="h", range_x=[0, 1],
-                                text=frame["probability"].map("{:.1%}".format))
-                figure.update_layout(height=220, margin=dict(l=0, r=0, t=10, b=0), yaxis_title=None)
-                right.plotly_chart(figure, width="stretch", key=f"predict.bar.{name}")
+                st.subheader(f"{CLASS_LABELS[classifier.classes[best]]} — {row[best]:.1%}")
+                original, heat, chart = st.columns([1, 1, 1.3])
+                original.image(image, caption=f"{name} ({image.width} x {image.height})", width="stretch")
+                blended = overlay(image, heatmap, opacity)
+                why = CLASS_LABELS[classifier.classes[int(explained_class)]]
+                heat.image(blended, caption=f"{CAM_METHODS[method].label} ({layer}) for {why}", width="stretch")
+                png = io.BytesIO()
+                blended.save(png, "PNG")
+                digest = hashlib.sha1(blob).hexdigest()[:10]
+                heat.download_button("Download overlay (PNG)", png.getvalue(),
+                                     file_name=f"{name.rsplit('.', 1)[0]}_{method}_{classifier.classes[int(explained_class)]}.png",
+                                     mime="image/png", key=f"predict.download.{digest}.{name}")
+                chart.plotly_chart(probability_bars(classifier.classes, row, best), width="stretch",
+                                   key=f"predict.bar.{digest}.{name}")
+                runner_up = int(row.argsort()[-2])
+                chart.caption(f"Next most likely: {CLASS_LABELS[classifier.classes[runner_up]]} "
+                              f"({row[runner_up]:.1%}). Heatmap: red marks the regions that raised the score of "
+                              f"{why}; it shows where the network looked, not the tumour's outline.")

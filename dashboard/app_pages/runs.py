@@ -1,0 +1,260 @@
+"""Browse an evaluation run: headline figures with intervals, confusion matrix and its cases, curves,
+per-class table, calibration, the tumour/no-tumour operating point, training history and localisation."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from core.checkpoint import CheckpointError
+from core.data import CLASS_LABELS, load_image
+from core.evaluation import RunError, find_runs
+from core.explain import explain, overlay
+from core.metrics import NO_TUMOUR, operating_point
+from dashboard import charts
+from dashboard.common import (DATASETS_KEY, ROOT, RUNS_DIR, classifier_at, current_model_path, datasets_root,
+                              load_run, run_images_root)
+
+SUBSETS = {"all": "All images", "duplicate_free": "No duplicate in training"}
+
+st.title("Evaluation runs")
+
+
+def pick_run():
+    """The run chosen on this page (bundled runs plus any folder the user names), or None."""
+    bundled = [str(p) for p in find_runs(RUNS_DIR)]
+    extra = st.text_input("Another run directory", key="runs.other", placeholder="outputs/runs/my-run",
+                          help="Any folder written by python -m training.evaluate")
+    options = bundled + ([extra.strip()] if extra.strip() and extra.strip() not in bundled else [])
+    if not options:
+        st.info("No evaluation runs yet. Make one with `python -m training.evaluate --data ... --out ...` and "
+                "name its folder above.")
+        return None
+
+    def title(path: str) -> str:
+        try:
+            return load_run(path).name
+        except RunError:
+            return f"{path} (unreadable)"
+
+    if extra.strip() and st.session_state.get("runs.last_other") != extra.strip():
+        st.session_state["runs.choice"] = extra.strip()  # a newly typed folder becomes the chosen run
+    st.session_state["runs.last_other"] = extra.strip()
+    choice = st.selectbox("Run", options, format_func=title, key="runs.choice")
+    try:
+        return load_run(choice)
+    except RunError as error:
+        st.error(str(error))
+        return None
+
+
+def headline_cards(run) -> None:
+    rows = [("all", run.metrics["all"])]
+    if run.metrics.get("duplicate_free"):
+        rows.append(("duplicate_free", run.metrics["duplicate_free"]))
+    figures = [("Accuracy", "accuracy", "accuracy", "{:.2%}"), ("Balanced accuracy", "balanced_accuracy", None, "{:.2%}"),
+               ("Macro AUC", "macro_auc", "macro_auc", "{:.4f}"), ("Tumour vs none AUC", None, "tumour_auc", "{:.4f}"),
+               ("Calibration error (ECE)", None, None, "{:.4f}")]
+    for subset, block in rows:
+        st.markdown(f"**{SUBSETS[subset]}** ({block['images']:,} images)")
+        columns = st.columns(len(figures))
+        for column, (title, key, interval, fmt) in zip(columns, figures):
+            if key is not None:
+                value = block.get(key)
+            elif interval == "tumour_auc":
+                value = block["tumour_vs_no_tumour"]["auc"]
+            else:
+                value = block["calibration"]["ece"]
+            column.metric(title, fmt.format(value) if value is not None else "n/a", border=True)
+            low, high = block.get("intervals", {}).get(interval, [None, None]) if interval else (None, None)
+            if low is not None and high is not None:
+                column.caption(f"95% CI {fmt.format(low)} – {fmt.format(high)}")
+
+
+@st.cache_data(show_spinner="Computing the heatmap…", max_entries=64)
+def case_explanation(model_key: str, image_path: str, _classifier=None):
+    image = load_image(image_path)
+    result = explain(_classifier, [image])
+    return image, result.probabilities[0], result.heatmaps[0], int(result.targets[0])
+
+
+def show_case(run, row: pd.Series, images_root: Path | None) -> None:
+    """One case: its image, the run's probabilities and a heatmap from the run's model."""
+    left, middle, right = st.columns([1, 1, 1.2])
+    probabilities = np.array([row[f"prob_{c}"] for c in run.classes])
+    right.plotly_chart(charts.probability_bars(run.classes, probabilities, int(probabilities.argmax())),
+                       width="stretch", key=f"runs.case_bars.{row['path']}")
+    duplicate = "yes: " + (row.get("train_match") or "") if str(row.get("train_duplicate")) == "True" else "no"
+    right.caption(f"True class **{CLASS_LABELS[row['label']]}**, predicted **{CLASS_LABELS[row['pred']]}**. "
+                  f"Duplicate of a training image: {duplicate}.")
+    if images_root is None:
+        left.info("The image is not on this machine; set the datasets folder in the sidebar to see it.")
+        return
+    model_path = ROOT / run.info["model"]["path"] if not Path(run.info["model"]["path"]).is_absolute() \
+        else Path(run.info["model"]["path"])
+    note = ""
+    try:
+        classifier = classifier_at(model_path)
+    except CheckpointError:
+        classifier = classifier_at(current_model_path())
+        note = " (the run's own model is not on this machine: the heatmap is from the model in the sidebar)"
+    try:
+        image, _, heatmap, target = case_explanation(f"{classifier.path}", str(images_root / row["path"]),
+                                                     _classifier=classifier)
+    except ValueError as error:
+        left.warning(f"{row['path']}: {error}")
+        return
+    left.image(image, caption=row["path"], width="stretch")
+    middle.image(overlay(image, heatmap), caption=f"Grad-CAM (layer4) for {CLASS_LABELS[classifier.classes[target]]}"
+                 + note, width="stretch")
+
+
+def confusion_tab(run, rows: pd.DataFrame, block: dict, images_root: Path | None) -> None:
+    normalise = st.toggle("Row-normalised (each true class sums to 100%)", key="runs.normalise")
+    event = st.plotly_chart(charts.confusion_matrix_figure(block["confusion_matrix"], run.classes, normalise),
+                            on_select="rerun", selection_mode="points", key="runs.cm_chart", width="stretch")
+    points = (event or {}).get("selection", {}).get("points", []) if isinstance(event, dict) else \
+        getattr(getattr(event, "selection", None), "points", []) or []
+    if points and points[0].get("customdata"):
+        clicked = tuple(points[0]["customdata"][:2])
+        if st.session_state.get("runs.last_click") != clicked:  # apply a click once; the boxes stay editable
+            st.session_state["runs.last_click"] = clicked
+            st.session_state["runs.cell_true"], st.session_state["runs.cell_pred"] = clicked
+    st.caption("Click a cell, or choose it here, to list its cases.")
+    a, b = st.columns(2)
+    true = a.selectbox("True class", run.classes, key="runs.cell_true", format_func=charts.label)
+    pred = b.selectbox("Predicted class", run.classes, key="runs.cell_pred", format_func=charts.label)
+    cases = rows[(rows["label"] == true) & (rows["pred"] == pred)].sort_values("confidence", ascending=False)
+    st.markdown(f"**{len(cases)} case{'s' if len(cases) != 1 else ''}**: true {charts.label(true)}, "
+                f"predicted {charts.label(pred)}")
+    if cases.empty:
+        return
+    columns = ["path", "confidence", f"prob_{true}", "train_duplicate", "train_duplicate_kind", "train_match"]
+    st.dataframe(cases[[c for c in columns if c in cases]], hide_index=True, key="runs.cases", height=220)
+    if images_root is not None:
+        thumbs = cases.head(12)
+        grid = st.columns(6)
+        for i, (_, row) in enumerate(thumbs.iterrows()):
+            try:
+                grid[i % 6].image(load_image(images_root / row["path"]).resize((112, 112)),
+                                  caption=f"{Path(row['path']).name} ({row['confidence']:.0%})")
+            except ValueError:
+                grid[i % 6].caption(f"{row['path']}: unreadable")
+        if len(cases) > 12:
+            st.caption(f"Thumbnails of the 12 most confident of {len(cases)} cases.")
+    else:
+        st.info(f"The images of this run ({run.info['dataset']['name']}) are not on this machine. Set the datasets "
+                "folder in the sidebar to the folder that holds it to see thumbnails and heatmaps; the numbers "
+                "are all here.")
+    case = st.selectbox("Show a case", cases["path"].tolist(), key="runs.case")
+    show_case(run, cases[cases["path"] == case].iloc[0], images_root)
+
+
+def curves_tab(run, subset: str, block: dict) -> None:
+    curves = (run.curves.get(subset) or {})
+    aucs = {c: block["per_class"][c]["auc"] for c in run.classes}
+    aucs.update(micro=block.get("micro_auc"), macro=block.get("macro_auc"))
+    left, right = st.columns(2)
+    left.plotly_chart(charts.roc_figure(curves.get("roc", {}), aucs), width="stretch", key="runs.roc")
+    right.plotly_chart(charts.precision_recall_figure(curves.get("precision_recall", {}),
+                                                      {c: block["per_class"][c]["average_precision"]
+                                                       for c in run.classes}), width="stretch", key="runs.pr")
+
+
+def per_class_tab(run, block: dict) -> None:
+    table = charts.per_class_table(block, run.classes)
+    st.dataframe(table, hide_index=True, key="runs.per_class")
+    st.download_button("Download as CSV", table.to_csv(index=False).encode(), file_name=f"{run.path.name}-per-class.csv",
+                       mime="text/csv", key="runs.per_class_csv")
+    st.caption(f"Macro F1 {block['macro_f1']:.4f}, weighted F1 {block['weighted_f1']:.4f}. Intervals: 95% "
+               "bootstrap over the run's images, resampling whole duplicate groups.")
+
+
+def operating_point_tab(run, rows: pd.DataFrame, subset: str) -> None:
+    st.write("Call a scan 'tumour' when the model's probability of any tumour (one minus its no-tumour "
+             "probability) reaches the threshold. Lower thresholds miss fewer tumours and raise more false alarms.")
+    threshold = st.slider("Threshold", 0.0, 1.0, 0.5, 0.01, key="runs.threshold")
+    truth = (rows["label"] != NO_TUMOUR).to_numpy()
+    score = 1.0 - rows[f"prob_{NO_TUMOUR}"].to_numpy()
+    point = operating_point(truth, score, threshold)
+    a, b, c, d = st.columns(4)
+    a.metric("Sensitivity", f"{point['sensitivity']:.2%}" if point["sensitivity"] == point["sensitivity"] else "n/a")
+    b.metric("Specificity", f"{point['specificity']:.2%}" if point["specificity"] == point["specificity"] else "n/a")
+    c.metric("Tumours missed", point["fn"])
+    d.metric("False alarms", point["fp"])
+    left, right = st.columns([1, 1.4])
+    left.dataframe(pd.DataFrame({"called tumour": [point["tp"], point["fp"]], "called no tumour": [point["fn"], point["tn"]]},
+                                index=["tumour", "no tumour"]), key="runs.op_table")
+    right.plotly_chart(charts.operating_point_figure((run.curves.get(subset) or {}).get("tumour_roc", {}), point),
+                       width="stretch", key="runs.op_roc")
+
+
+def localisation_tab(run) -> None:
+    local = run.metrics.get("localisation")
+    if not local:
+        st.info("This run has no localisation scores: its dataset has no tumour boxes. The bundled "
+                "figshare-cheng-br35h run has them.")
+        return
+    st.plotly_chart(charts.localisation_figure(local["per_class"]), width="stretch", key="runs.localisation")
+    overall = local["overall"]
+    st.caption(f"{local['method']} at {local['layer']}, explaining the true class, over {overall['images']:,} tumour "
+               f"images with boxes. Pointing game: is the heatmap's maximum inside the box (strict), or within "
+               f"{local.get('tolerance_px_at_224', 15)} px of it at 224 px (tolerant). Overall: strict "
+               f"{overall['pointing_strict']:.2f}, tolerant {overall['pointing_tolerant']:.2f}, energy in box "
+               f"{overall['energy_in_box']:.2f} against a box share of {overall['box_share']:.2f}.")
+
+
+with st.sidebar:
+    st.subheader("Images")
+    datasets_root()  # sets the default before the widget reads it
+    st.text_input("Datasets folder", key=DATASETS_KEY,
+                  help="The folder that holds the evaluated datasets (brain-tumor-mri, figshare-cheng-br35h, ...). "
+                       "Set BRAIN_MRI_DATASETS to change the default.")
+
+run = pick_run()
+if run is not None:
+    info = run.info
+    model, dataset, audit = info["model"], info["dataset"], info["audit"]
+    st.caption(f"Model `{model['path']}` · dataset `{dataset['name']}/{dataset['evaluated']}` "
+               f"({dataset['images']:,} images, {len(dataset['skipped'])} unreadable) · created {info['created']} · "
+               f"{info['settings']['precision']} on {info['settings']['device']}")
+    if audit.get("available"):
+        st.caption(f"Leakage audit: {audit['exact_duplicates']:,} exact and {audit['near_duplicates']:,} near "
+                   f"duplicates (perceptual hash within {audit['near_duplicate_bits']} of 256 bits) of the model's "
+                   f"training images; {audit['duplicate_free_images']:,} images have none.")
+    headline_cards(run)
+    subsets = [s for s in SUBSETS if run.metrics.get(s)]
+    subset = st.radio("Figures below for", subsets, format_func=SUBSETS.get, horizontal=True, key="runs.subset")
+    block = run.metrics[subset]
+    rows = run.predictions
+    if subset == "duplicate_free":
+        rows = rows[~rows["train_duplicate"].astype(bool)]
+    images_root = run_images_root(run)
+    tabs = st.tabs(["Confusion matrix", "ROC and precision-recall", "Per class", "Calibration",
+                    "Tumour / no tumour", "Training", "Localisation"])
+    with tabs[0]:
+        confusion_tab(run, rows, block, images_root)
+    with tabs[1]:
+        curves_tab(run, subset, block)
+    with tabs[2]:
+        per_class_tab(run, block)
+    with tabs[3]:
+        st.plotly_chart(charts.reliability_figure(block["calibration"]), width="stretch", key="runs.reliability")
+        st.caption("Confidence is the largest probability. Points below the diagonal: the model is more sure "
+                   "than it is right; above: less sure (label smoothing in training does this).")
+    with tabs[4]:
+        operating_point_tab(run, rows, subset)
+    with tabs[5]:
+        st.plotly_chart(charts.training_curves_figure(info.get("history", [])), width="stretch", key="runs.history")
+        training = model.get("training") or {}
+        config = training.get("config", {})
+        if config:
+            st.caption(f"{config.get('epochs')} epochs ({config.get('head_epochs')} head-only), batch "
+                       f"{config.get('batch_size')}, label smoothing {config.get('label_smoothing')}, validation share "
+                       f"{config.get('val_fraction')}, seed {config.get('seed')}; best epoch {training.get('best_epoch')}.")
+    with tabs[6]:
+        localisation_tab(run)

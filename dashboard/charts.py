@@ -1,0 +1,176 @@
+"""Chart builders: data in, plotly figure out. No Streamlit here, so each can be tried in a notebook."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from core.data import CLASS_LABELS
+
+CLASS_COLOURS = {"glioma": "#e4572e", "meningioma": "#f3a712", "notumor": "#76b041", "pituitary": "#4fa3e0"}
+AVERAGE_COLOURS = {"micro": "#c6c6c6", "macro": "#ffffff"}
+
+
+def label(name: str) -> str:
+    return CLASS_LABELS.get(name, name)
+
+
+def _layout(figure: go.Figure, height: int = 380, **extra) -> go.Figure:
+    settings = {"height": height, "margin": dict(l=10, r=10, t=40, b=10), "legend": dict(orientation="v")}
+    settings.update(extra)
+    figure.update_layout(**settings)
+    return figure
+
+
+def probability_bars(classes: list[str], probabilities: np.ndarray, highlight: int | None = None) -> go.Figure:
+    """Horizontal bars, one per class, with the percentage written on each."""
+    colours = [CLASS_COLOURS.get(c, "#888") if highlight is None or k == highlight else "#55606e"
+               for k, c in enumerate(classes)]
+    figure = go.Figure(go.Bar(x=probabilities, y=[label(c) for c in classes], orientation="h", marker_color=colours,
+                              text=[f"{p:.1%}" for p in probabilities], textposition="auto",
+                              hovertemplate="%{y}: %{x:.2%}<extra></extra>"))
+    figure.update_xaxes(range=[0, 1], tickformat=".0%")
+    figure.update_yaxes(autorange="reversed")
+    return _layout(figure, height=200, margin=dict(l=0, r=0, t=10, b=0))
+
+
+def confusion_matrix_figure(matrix: list[list[int]], classes: list[str], normalise: bool = False) -> go.Figure:
+    """Counts or row-normalised shares (each true class sums to 1). Every cell is also a clickable point
+    whose ``customdata`` is (true class, predicted class)."""
+    counts = np.asarray(matrix, dtype=float)
+    rows = counts.sum(axis=1, keepdims=True)
+    shares = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
+    values = shares if normalise else counts
+    names = [label(c) for c in classes]
+    text = [[f"{shares[i, j]:.1%}<br>({int(counts[i, j])})" if normalise else f"{int(counts[i, j])}"
+             for j in range(len(classes))] for i in range(len(classes))]
+    figure = go.Figure(go.Heatmap(z=values, x=names, y=names, colorscale="Blues", showscale=False,
+                                  hoverinfo="skip", zmin=0, zmax=1 if normalise else max(1.0, values.max())))
+    true_idx, pred_idx = np.meshgrid(range(len(classes)), range(len(classes)), indexing="ij")
+    figure.add_trace(go.Scatter(
+        x=[names[j] for j in pred_idx.ravel()], y=[names[i] for i in true_idx.ravel()], mode="markers+text",
+        text=[text[i][j] for i, j in zip(true_idx.ravel(), pred_idx.ravel())],
+        textfont=dict(color=["white" if values[i, j] > 0.5 * (1 if normalise else values.max()) else "#1a1f2b"
+                             for i, j in zip(true_idx.ravel(), pred_idx.ravel())], size=14),
+        marker=dict(size=60, symbol="square", opacity=0.01, color="#000"),
+        customdata=[[classes[i], classes[j]] for i, j in zip(true_idx.ravel(), pred_idx.ravel())],
+        hovertemplate="true %{y}, predicted %{x}: %{text}<br>click to list these cases<extra></extra>",
+        showlegend=False))
+    figure.update_xaxes(title="predicted class", side="bottom", type="category")
+    figure.update_yaxes(title="true class", autorange="reversed", type="category")
+    return _layout(figure, height=420, clickmode="event+select", dragmode=False)
+
+
+def roc_figure(roc: dict, aucs: dict[str, float | None]) -> go.Figure:
+    """One-vs-rest ROC curves per class plus the micro and macro averages; AUCs in the legend."""
+    figure = go.Figure()
+    for name, curve in roc.items():
+        auc = aucs.get(name)
+        legend = f"{label(name) if name not in AVERAGE_COLOURS else name + '-average'}" + \
+            (f" (AUC {auc:.4f})" if auc is not None else "")
+        figure.add_trace(go.Scatter(x=curve["fpr"], y=curve["tpr"], mode="lines", name=legend,
+                                    line=dict(color=CLASS_COLOURS.get(name, AVERAGE_COLOURS.get(name)),
+                                              dash="dot" if name in AVERAGE_COLOURS else "solid", width=2)))
+    figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line=dict(color="#666", dash="dash")))
+    figure.update_xaxes(title="false-positive rate (1 - specificity)", range=[0, 1])
+    figure.update_yaxes(title="true-positive rate (sensitivity)", range=[0, 1.02])
+    return _layout(figure, height=440, title="ROC, one class against the rest")
+
+
+def precision_recall_figure(curves: dict, average_precision: dict[str, float | None]) -> go.Figure:
+    figure = go.Figure()
+    for name, curve in curves.items():
+        ap = average_precision.get(name)
+        figure.add_trace(go.Scatter(x=curve["recall"], y=curve["precision"], mode="lines",
+                                    name=label(name) + (f" (AP {ap:.4f})" if ap is not None else ""),
+                                    line=dict(color=CLASS_COLOURS.get(name), width=2)))
+    figure.update_xaxes(title="recall (sensitivity)", range=[0, 1])
+    figure.update_yaxes(title="precision", range=[0, 1.02])
+    return _layout(figure, height=440, title="Precision-recall")
+
+
+def reliability_figure(calibration: dict) -> go.Figure:
+    """Accuracy against confidence per bin, with the bin sizes as bars; the diagonal is perfect calibration."""
+    bins = [b for b in calibration.get("bins", []) if b["count"]]
+    figure = go.Figure()
+    figure.add_trace(go.Bar(x=[(b["low"] + b["high"]) / 2 for b in bins], y=[b["count"] for b in bins],
+                            width=[b["high"] - b["low"] for b in bins], name="images in bin", yaxis="y2",
+                            marker_color="#3a4556", opacity=0.6))
+    figure.add_trace(go.Scatter(x=[b["confidence"] for b in bins], y=[b["accuracy"] for b in bins],
+                                mode="lines+markers", name="accuracy in bin", line=dict(color="#4fa3e0", width=2)))
+    figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration",
+                                line=dict(color="#888", dash="dash")))
+    ece = calibration.get("ece")
+    figure.update_layout(yaxis2=dict(overlaying="y", side="right", showgrid=False, title="images", type="log"))
+    figure.update_xaxes(title="confidence (largest probability)", range=[0, 1])
+    figure.update_yaxes(title="accuracy", range=[0, 1.02])
+    return _layout(figure, height=420,
+                   title="Reliability diagram" + (f": expected calibration error {ece:.4f}" if ece is not None else ""))
+
+
+def operating_point_figure(tumour_roc: dict, point: dict) -> go.Figure:
+    """The tumour-versus-no-tumour ROC curve with the chosen operating point marked."""
+    figure = go.Figure(go.Scatter(x=tumour_roc.get("fpr", []), y=tumour_roc.get("tpr", []), mode="lines",
+                                  name="tumour vs no tumour", line=dict(color="#e4572e", width=2)))
+    if point.get("specificity") is not None and point.get("sensitivity") is not None:
+        figure.add_trace(go.Scatter(x=[1 - point["specificity"]], y=[point["sensitivity"]], mode="markers",
+                                    name=f"threshold {point['threshold']:.2f}",
+                                    marker=dict(size=14, color="#f3a712", line=dict(color="white", width=2))))
+    figure.update_xaxes(title="false-positive rate (1 - specificity)", range=[0, 1])
+    figure.update_yaxes(title="sensitivity", range=[0, 1.02])
+    return _layout(figure, height=400, title="Any tumour against no tumour")
+
+
+def training_curves_figure(history: list[dict]) -> go.Figure:
+    """Loss and accuracy per epoch (training, and validation where the run had it)."""
+    frame = pd.DataFrame(history)
+    figure = go.Figure()
+    if frame.empty:
+        return _layout(figure, title="No training history in this run")
+    for column, name, dash, axis in (("train_loss", "training loss", "solid", "y"),
+                                     ("val_loss", "validation loss", "dot", "y"),
+                                     ("train_accuracy", "training accuracy", "solid", "y2"),
+                                     ("val_accuracy", "validation accuracy", "dot", "y2")):
+        if column in frame:
+            figure.add_trace(go.Scatter(x=frame["epoch"], y=frame[column], name=name, yaxis=axis, mode="lines+markers",
+                                        line=dict(dash=dash, color="#e4572e" if "loss" in column else "#4fa3e0")))
+    figure.update_layout(yaxis=dict(title="loss"), yaxis2=dict(title="accuracy", overlaying="y", side="right",
+                                                                showgrid=False))
+    figure.update_xaxes(title="epoch", dtick=1)
+    return _layout(figure, height=380, title="Training history")
+
+
+def localisation_figure(per_class: dict) -> go.Figure:
+    """Per tumour class: pointing game (strict, tolerant), heatmap energy in the box, and the box's share
+    of the image (what a uniform heatmap would score)."""
+    names = list(per_class)
+    figure = go.Figure()
+    for key, title, colour in (("pointing_strict", "pointing game, strict", "#4fa3e0"),
+                               ("pointing_tolerant", "pointing game, 15 px tolerance", "#76b041"),
+                               ("energy_in_box", "heatmap energy in the box", "#f3a712"),
+                               ("box_share", "box share of the image (uniform heatmap)", "#888")):
+        figure.add_trace(go.Bar(x=[label(n) for n in names], y=[per_class[n][key] for n in names], name=title,
+                                marker_color=colour, text=[f"{per_class[n][key]:.2f}" for n in names],
+                                textposition="outside"))
+    figure.update_yaxes(range=[0, 1.1], title="share")
+    return _layout(figure, height=400, barmode="group", title="Does the heatmap point at the tumour?")
+
+
+def per_class_table(block: dict, classes: list[str]) -> pd.DataFrame:
+    """Per-class figures with their 95% intervals, one row per class."""
+    intervals = block.get("intervals", {})
+    rows = []
+    for name in classes:
+        figures = block["per_class"][name]
+
+        def ci(key):
+            low, high = intervals.get(f"{key}/{name}", [None, None])
+            return f"{low:.3f}–{high:.3f}" if low is not None and high is not None else ""
+
+        rows.append({"class": label(name), "support": figures["support"], "precision": figures["precision"],
+                     "recall (sensitivity)": figures["recall"], "sensitivity 95% CI": ci("sensitivity"),
+                     "specificity": figures["specificity"], "specificity 95% CI": ci("specificity"),
+                     "F1": figures["f1"], "AUC": figures["auc"], "AUC 95% CI": ci("auc"),
+                     "average precision": figures["average_precision"]})
+    return pd.DataFrame(rows)

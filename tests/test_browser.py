@@ -1,0 +1,242 @@
+"""The dashboard end to end in a real browser: a Streamlit server on a loopback port, headless Chromium
+driven by Selenium. Screenshots, page sources and the server log go to ``test-artifacts/browser/``.
+
+Needs Debian's ``chromium`` and ``chromium-driver`` (``apt-get install chromium chromium-driver``); the
+module skips, with the reason, when either is missing. Test tools that download their own browser build do
+not work on the project's machines, hence Debian's browser and the driver path given explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import KAGGLE, ROOT, synthetic_slice
+
+ARTIFACTS = ROOT / "test-artifacts" / "browser"
+SERVER_START_TIMEOUT = 90   # seconds until /_stcore/health answers "ok"
+PAGE_TIMEOUT = 90           # first page load: the model is loaded into the server on the first session
+RESULT_TIMEOUT = 60         # upload to prediction and heatmap; charts on the runs page
+CLASS_NAMES = ("Glioma", "Meningioma", "No tumour", "Pituitary")
+
+
+def _first_existing(*candidates: str | None) -> str | None:
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+CHROMIUM = _first_existing(shutil.which("chromium"), shutil.which("chromium-browser"), "/usr/bin/chromium",
+                           "/usr/bin/chromium-browser", "/usr/lib/chromium/chromium")
+CHROMEDRIVER = _first_existing(shutil.which("chromedriver"), "/usr/bin/chromedriver",
+                               "/usr/lib/chromium/chromedriver")
+
+pytestmark = [
+    pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium "
+                       "chromium-driver); looked on PATH, in /usr/bin and /usr/lib/chromium"),
+    pytest.mark.skipif(CHROMEDRIVER is None, reason="chromedriver is not installed (apt-get install "
+                       "chromium-driver); looked on PATH, in /usr/bin and /usr/lib/chromium"),
+]
+
+webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (requirements-dev.txt)")
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+# Streamlit re-renders elements on every script run; a reference taken a moment ago may be gone.
+FLAKY_REFERENCES = (StaleElementReferenceException,)
+
+
+def free_loopback_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def health_is_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200 and response.read().decode().strip() == "ok"
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+        return False
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def stop_process_group(process: subprocess.Popen) -> None:
+    """SIGTERM the server's whole process group, then SIGKILL whatever is left after 10 s."""
+    for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@pytest.fixture(scope="module")
+def server_url():
+    """``streamlit run dashboard/app.py`` on a free loopback port, in its own process group."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    port = free_loopback_port()
+    base = f"http://127.0.0.1:{port}"
+    log_path = ARTIFACTS / "streamlit-server.log"
+    command = [sys.executable, "-m", "streamlit", "run", "dashboard/app.py",
+               "--server.port", str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
+               # nobody edits the app during the test; no watcher threads competing for the 2 cores
+               "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"]
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + SERVER_START_TIMEOUT
+            while not health_is_ok(f"{base}/_stcore/health"):
+                if process.poll() is not None:
+                    pytest.fail(f"streamlit exited with code {process.returncode} before answering; "
+                                f"log {log_path}:\n{tail(log_path)}")
+                if time.monotonic() > deadline:
+                    pytest.fail(f"streamlit did not answer {base}/_stcore/health within "
+                                f"{SERVER_START_TIMEOUT} s; log {log_path}:\n{tail(log_path)}")
+                time.sleep(0.5)
+            yield base
+        finally:
+            stop_process_group(process)
+
+
+@pytest.fixture
+def browser(request):
+    """Headless Chromium; after the test, a screenshot and the page source named after the test."""
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        try:
+            driver.save_screenshot(str(ARTIFACTS / f"{request.node.name}.png"))
+            (ARTIFACTS / f"{request.node.name}.html").write_text(driver.page_source)
+        finally:
+            driver.quit()
+
+
+def wait(driver, seconds: float) -> WebDriverWait:
+    return WebDriverWait(driver, seconds, poll_frequency=0.25, ignored_exceptions=FLAKY_REFERENCES)
+
+
+def script_is_idle(driver) -> bool:
+    """Streamlit marks its root element with the state of the script run."""
+    apps = driver.find_elements(By.CSS_SELECTOR, "[data-testid='stApp']")
+    return bool(apps) and apps[0].get_attribute("data-test-script-state") == "notRunning"
+
+
+def exception_texts(driver) -> list[str]:
+    return [block.text for block in driver.find_elements(By.CSS_SELECTOR, "[data-testid='stException']")]
+
+
+def upload_input(driver):
+    """The file input of the uploader labelled 'MRI slices', once the page has rendered it."""
+    for uploader in driver.find_elements(By.CSS_SELECTOR, "[data-testid='stFileUploader']"):
+        labels = uploader.find_elements(By.CSS_SELECTOR, "[data-testid='stWidgetLabel']")
+        if labels and labels[0].text.strip() == "MRI slices":
+            inputs = uploader.find_elements(By.CSS_SELECTOR, "input[type='file']")
+            if inputs:
+                return inputs[0]
+    return False
+
+
+def prediction_heading(driver):
+    headings = [h for h in driver.find_elements(By.CSS_SELECTOR, "[data-testid='stMain'] h3") if "%" in h.text]
+    return headings[0] if headings else False
+
+
+def loaded_gradcam_image(driver):
+    """The st.image whose caption starts with 'Grad-CAM', once its picture has actually loaded."""
+    for image in driver.find_elements(By.CSS_SELECTOR, "[data-testid='stImage']"):
+        captions = image.find_elements(By.CSS_SELECTOR, "[data-testid='stImageCaption']")
+        if captions and captions[0].text.strip().startswith("Grad-CAM"):
+            pictures = image.find_elements(By.TAG_NAME, "img")
+            if pictures and driver.execute_script(
+                    "return arguments[0].complete && arguments[0].naturalWidth > 0;", pictures[0]):
+                return image
+    return False
+
+
+def scan_png(tmp_path: Path) -> Path:
+    """A real glioma slice from the Kaggle test set when it is there, else a synthetic one; as PNG."""
+    target = tmp_path / "glioma-scan.png"
+    folder = KAGGLE / "Testing" / "glioma"
+    scans = sorted(p for p in folder.glob("*") if p.is_file()) if folder.is_dir() else []
+    if scans:
+        Image.open(scans[0]).save(target, "PNG")
+    else:
+        pixels = np.kron(synthetic_slice(0, seed=11, size=112), np.ones((2, 2), np.uint8))  # 224 px
+        Image.fromarray(pixels, "L").save(target, "PNG")
+    return target
+
+
+def test_predict_page_shows_prediction_and_gradcam(server_url, browser, tmp_path):
+    scan = scan_png(tmp_path)
+    browser.get(server_url + "/")
+    file_input = wait(browser, PAGE_TIMEOUT).until(
+        upload_input, "no file input for the 'MRI slices' uploader on the Predict page")
+
+    file_input.send_keys(str(scan))
+    uploaded = time.monotonic()
+
+    heading = wait(browser, RESULT_TIMEOUT).until(
+        prediction_heading, "no subheader with a percentage (the prediction) after the upload")
+    heading_text = heading.text
+    wait(browser, RESULT_TIMEOUT).until(
+        loaded_gradcam_image, "no image captioned 'Grad-CAM…' (the heatmap) after the upload")
+    seconds = time.monotonic() - uploaded
+    print(f"\n[browser] upload of {scan.name} to Grad-CAM heatmap on screen: {seconds:.1f} s "
+          f"(prediction: {heading_text!r})")
+
+    assert heading_text.startswith(CLASS_NAMES), heading_text
+    # the probability bars: plotly is loaded lazily, a grey skeleton stands in until it has drawn
+    wait(browser, RESULT_TIMEOUT).until(
+        lambda driver: driver.find_elements(By.CSS_SELECTOR, "[data-testid='stMain'] "
+                                            "[data-testid='stPlotlyChart'] svg.main-svg"),
+        "the probability chart did not render")
+    wait(browser, RESULT_TIMEOUT).until(script_is_idle, "the script run did not finish")
+    assert not exception_texts(browser), exception_texts(browser)
+
+
+def test_runs_page_renders_its_charts(server_url, browser):
+    browser.get(server_url + "/runs")
+
+    def three_rendered_charts(driver):
+        dialogs = driver.find_elements(By.CSS_SELECTOR, "[role='dialog'], [data-testid='stDialog']")
+        if any("Page not found" in dialog.text for dialog in dialogs):
+            raise AssertionError("Streamlit says 'Page not found' for /runs")
+        charts = driver.find_elements(By.CSS_SELECTOR, "[data-testid='stPlotlyChart']")
+        rendered = [chart for chart in charts if chart.find_elements(By.CSS_SELECTOR, "svg.main-svg")]
+        return rendered if len(rendered) >= 3 else False
+
+    charts = wait(browser, PAGE_TIMEOUT).until(three_rendered_charts, "fewer than 3 plotly charts rendered on /runs")
+    wait(browser, RESULT_TIMEOUT).until(script_is_idle, "the script run did not finish")
+
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", charts[0])  # for the screenshot
+    assert len(charts) >= 3
+    assert not exception_texts(browser), exception_texts(browser)
