@@ -207,6 +207,12 @@ def explain(classifier, images: Sequence[Image.Image], method: str = DEFAULT_MET
                        np.concatenate([p.heatmaps for p in parts]), method, layer)
 
 
+def warm_up(classifier) -> None:
+    """Run one explanation of a blank image, so that the first real request does not pay for importing
+    pytorch-grad-cam (seconds) and for oneDNN choosing its kernels (about a second on a CPU)."""
+    explain(classifier, [Image.new("L", (classifier.image_size, classifier.image_size))])
+
+
 # --------------------------------------------------------------------------------------------------
 # Heatmaps and the original image
 

@@ -99,8 +99,11 @@ def cached_classifier(path: str, modified: float):
     """One model per checkpoint file and process, shared by every session (``modified`` busts the cache
     when the file is replaced). Never mutate what this returns."""
     from core import load_classifier
+    from core.explain import warm_up
 
-    return load_classifier(path)
+    classifier = load_classifier(path)
+    warm_up(classifier)  # the first upload then answers in tens of milliseconds, not seconds
+    return classifier
 
 
 def current_model_path() -> Path:

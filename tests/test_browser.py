@@ -52,10 +52,10 @@ pytestmark = [
 ]
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (requirements-dev.txt)")
-from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from selenium.common.exceptions import StaleElementReferenceException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
 # Streamlit re-renders elements on every script run; a reference taken a moment ago may be gone.
 FLAKY_REFERENCES = (StaleElementReferenceException,)
@@ -204,13 +204,13 @@ def test_predict_page_shows_prediction_and_gradcam(server_url, browser, tmp_path
     file_input.send_keys(str(scan))
     uploaded = time.monotonic()
 
-    heading = wait(browser, RESULT_TIMEOUT).until(
+    heading = WebDriverWait(browser, RESULT_TIMEOUT, poll_frequency=0.02, ignored_exceptions=FLAKY_REFERENCES).until(
         prediction_heading, "no subheader with a percentage (the prediction) after the upload")
     heading_text = heading.text
-    wait(browser, RESULT_TIMEOUT).until(
+    WebDriverWait(browser, RESULT_TIMEOUT, poll_frequency=0.02, ignored_exceptions=FLAKY_REFERENCES).until(
         loaded_gradcam_image, "no image captioned 'Grad-CAM…' (the heatmap) after the upload")
     seconds = time.monotonic() - uploaded
-    print(f"\n[browser] upload of {scan.name} to Grad-CAM heatmap on screen: {seconds:.1f} s "
+    print(f"\n[browser] upload of {scan.name} to Grad-CAM heatmap on screen: {seconds:.2f} s "
           f"(prediction: {heading_text!r})")
 
     assert heading_text.startswith(CLASS_NAMES), heading_text
