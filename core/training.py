@@ -256,7 +256,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, phase: str, steps: int, 
 
 
 def train_one_epoch(model, loader, optimizer, scheduler, scaler, criterion, device, precision, ctx,
-                    bar=None, frozen_backbone=False) -> dict:
+                    bar=None, frozen_backbone=False, ema=None) -> dict:
     model.train()
     if frozen_backbone:
         freeze_backbone_batchnorm(model)
@@ -279,6 +279,8 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, criterion, devi
             loss.backward()
             optimizer.step()
         scheduler.step()
+        if ema is not None:
+            ema.update_parameters(_unwrap(model))
         batch = labels.numel()
         loss_sum += loss.item() * batch
         correct += (logits.argmax(1) == labels).sum().item()
@@ -394,6 +396,8 @@ def check_config(cfg: TrainConfig) -> None:
         problems.append("--save-dtype must be float32 or float16")
     if min(cfg.head_lr, cfg.backbone_lr) <= 0 or not 0 < cfg.lr_decay <= 1:
         problems.append("learning rates must be positive and --lr-decay in (0, 1]")
+    if not 0 <= cfg.ema_decay < 1:
+        problems.append("--ema-decay must be in [0, 1) (0 turns the moving average off)")
     if not 0 <= cfg.dropout < 1 or not 0 <= cfg.label_smoothing < 1:
         problems.append("--dropout and --label-smoothing must be in [0, 1)")
     if cfg.weights_file and not Path(cfg.weights_file).is_file():
@@ -487,6 +491,17 @@ def train(cfg: TrainConfig) -> Path:
         model.load_state_dict(resume_state["model"])
     log.info("ImageNet weights: %s", base_description["name"])
     model = prepare_model(model, device)
+    ema = None
+    if cfg.ema_decay > 0:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+        ema.requires_grad_(False)
+        if resume_state is not None:
+            if "ema" not in resume_state:
+                raise TrainingError("the run being resumed kept no moving average; resume without --ema-decay")
+            ema.load_state_dict(resume_state["ema"])
+    evaluated = ema.module if ema is not None else model  # what is validated and saved
 
     augment = training_augmentation(cfg.rotation, (cfg.scale_min, cfg.scale_max), cfg.translate,
                                     cfg.brightness, cfg.contrast, cfg.hflip)
@@ -540,10 +555,10 @@ def train(cfg: TrainConfig) -> Path:
         with tqdm(total=len(mine) * ctx.world, desc=f"epoch {epoch + 1}/{cfg.epochs} [{phase}]", unit="img",
                   disable=not (cfg.progress and ctx.main), dynamic_ncols=True) as bar:
             record = train_one_epoch(net, train_loader, optimizer, scheduler, scaler, criterion, device,
-                                     precision, ctx, bar, frozen_backbone=phase == "head")
+                                     precision, ctx, bar, frozen_backbone=phase == "head", ema=ema)
         train_seconds = time.time() - epoch_start
         if len(data.val_idx):
-            record.update(validate(model, val_loader, device, precision, ctx))
+            record.update(validate(evaluated, val_loader, device, precision, ctx))
         seconds = time.time() - epoch_start
         record.update({"epoch": epoch + 1, "phase": phase, "seconds": round(seconds, 1),
                        "train_images_per_second": round(len(mine) * ctx.world / train_seconds, 2),
@@ -564,8 +579,9 @@ def train(cfg: TrainConfig) -> Path:
             if improved:
                 metadata = build_metadata(cfg, data, data_fingerprint, base_description, precision, history, best,
                                           ctx.world)
-                save_checkpoint(checkpoint_path, model, metadata, fingerprint_tensors(data), save_dtype)
+                save_checkpoint(checkpoint_path, evaluated, metadata, fingerprint_tensors(data), save_dtype)
             _atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                **({"ema": ema.state_dict()} if ema is not None else {}),
                                 "scheduler": scheduler.state_dict(), "phase": phase, "epoch": epoch,
                                 "history": history, "best": best, "stale": stale, "classes": list(CLASSES),
                                 "data_fingerprint": data_fingerprint, "config": cfg.to_dict(),

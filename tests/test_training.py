@@ -112,6 +112,16 @@ def test_a_final_fit_trains_on_every_image_and_keeps_the_last_epoch(kaggle_layou
     assert int(load_checkpoint(path).fingerprints["split"].sum()) == 0
 
 
+def test_a_moving_average_of_the_weights_is_what_gets_validated_and_saved(kaggle_layout, tmp_path):
+    path = train(tiny(kaggle_layout, tmp_path / "ema", ema_decay=0.9, val_fraction=0.0))
+    saved = load_checkpoint(path).state_dict
+    state = torch.load(tmp_path / "ema" / STATE_FILENAME, weights_only=True)
+    averaged = {k[len("module."):]: v for k, v in state["ema"].items() if k.startswith("module.")}
+    weight = "layer4.2.conv3.weight"
+    assert torch.allclose(saved[weight].float(), averaged[weight].float(), atol=1e-6)
+    assert not torch.allclose(saved[weight].float(), state["model"][weight].float(), atol=1e-6)
+
+
 def test_an_existing_run_is_not_overwritten(trained, kaggle_layout, tmp_path):
     with pytest.raises(TrainingError, match="--resume"):
         train(tiny(kaggle_layout, trained[0]))
