@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from core import __version__
 from core.audit import (NEAR_DUPLICATE_BITS, cross_matches, dataset_fingerprint, duplicate_groups, fingerprint_bytes)
-from core.checkpoint import json_safe, library_versions, load_checkpoint, model_from_checkpoint
+from core.checkpoint import check_classes_match, json_safe, library_versions, load_checkpoint, model_from_checkpoint
 from core.data import CLASSES, DatasetError, find_split_dirs, load_image, preprocess_uint8, read_yolo_boxes, \
     scan_class_folders
 from core.explain import CAM_METHODS, DEFAULT_LAYER, DEFAULT_METHOD, check_choice, explain_batch, \
@@ -96,11 +96,21 @@ class _EvaluationImages(Dataset):
             image = load_image(io.BytesIO(raw))
             item = {"index": index, "tensor": preprocess_uint8(image, self.size),
                     "fingerprint": fingerprint_bytes(raw, image), "width": image.width, "height": image.height}
-            if self.boxes:
-                item["boxes"] = read_yolo_boxes(path)
-            return item
         except (OSError, ValueError) as error:
             return {"index": index, "error": str(error)}
+        if self.boxes:  # a damaged box file costs the image its localisation score, not its prediction
+            try:
+                item["boxes"] = read_yolo_boxes(path)
+            except ValueError as error:
+                item["box_error"] = str(error)
+        return item
+
+
+def _has_box(path: Path) -> bool:
+    try:
+        return bool(read_yolo_boxes(path))
+    except ValueError:
+        return True  # a box file is there, if damaged: the image is reported when it is read
 
 
 def _keep_list(items: list[dict]) -> list[dict]:
@@ -221,7 +231,6 @@ def evaluate(settings: EvaluationSettings) -> Path:
     place at the end. An existing run is replaced only with ``overwrite``.
     """
     check_settings(settings)
-    started = time.time()
     out = Path(settings.out)
     if out.exists() and not settings.overwrite:
         raise RunError(f"{out} already exists; choose another --out or pass --overwrite to replace it")
@@ -229,6 +238,7 @@ def evaluate(settings: EvaluationSettings) -> Path:
     if not root.is_dir():
         raise DatasetError(f"dataset folder {root} does not exist; check the path")
     checkpoint = load_checkpoint(settings.checkpoint)
+    check_classes_match(checkpoint.metadata)  # the columns and labels below are in CLASSES order
     classifier = Classifier(model_from_checkpoint(checkpoint), checkpoint.metadata, checkpoint.path,
                             settings.device, settings.precision)
     _, testing = find_split_dirs(root)
@@ -238,7 +248,7 @@ def evaluate(settings: EvaluationSettings) -> Path:
         raise DatasetError(f"{tree_root} holds no images in class folders")
     prefix = tree_root.relative_to(root).as_posix() if tree_root != root else ""
     relpaths = [f"{prefix}/{s.relpath}" if prefix else s.relpath for s in tree.samples]
-    has_boxes = any(read_yolo_boxes(s.path) is not None for s in tree.samples[:200] if s.class_name != "notumor")
+    has_boxes = any(_has_box(s.path) for s in tree.samples[:200] if s.class_name != "notumor")
     localise = settings.localisation == "on" or (settings.localisation == "auto" and has_boxes)
     if settings.localisation == "on" and not has_boxes:
         raise RunError(f"--localisation on, but {tree_root} has no YOLO .txt box files beside its tumour images")
@@ -252,6 +262,8 @@ def evaluate(settings: EvaluationSettings) -> Path:
     errors: dict[int, str] = {}
     local_rows: list[dict] = []
     labels_all = np.array([s.label for s in tree.samples])
+    box_errors: list[dict] = []
+    started = time.time()  # the pass over the images: decoding, fingerprints, network
     with tqdm(total=n, desc=f"evaluating {tree_root.name}", unit="img", disable=not settings.progress,
               dynamic_ncols=True) as bar:
         for items in loader:
@@ -268,6 +280,9 @@ def evaluate(settings: EvaluationSettings) -> Path:
                                                 targets=labels_all[index].tolist())
                     probs[index] = explanation.probabilities
                     for row, item in enumerate(good):
+                        if "box_error" in item:
+                            box_errors.append({"path": relpaths[item["index"]], "reason": item["box_error"]})
+                            log.warning("no localisation score for %s: %s", relpaths[item["index"]], item["box_error"])
                         boxes = item.get("boxes")
                         if tree.samples[item["index"]].class_name == "notumor" or not boxes:
                             continue
@@ -386,7 +401,8 @@ def evaluate(settings: EvaluationSettings) -> Path:
                     "fingerprint": dataset_fingerprint((p, f.sha256) for p, f in zip(paths, fps)),
                     "images": int(len(paths)), "counts": {name: int((labels == k).sum()) for k, name in enumerate(CLASSES)},
                     "skipped": [{"path": relpaths[i], "reason": r} for i, r in sorted(errors.items())],
-                    "unknown_folders": tree.unknown_folders, "has_boxes": bool(has_boxes)},
+                    "unknown_folders": tree.unknown_folders, "has_boxes": bool(has_boxes),
+                    "box_errors": box_errors},
         "audit": {"near_duplicate_bits": bits, "reference": "the checkpoint's training and validation images",
                   "available": has_train_prints,
                   "exact_duplicates": int((kind == "exact").sum()), "near_duplicates": int((kind == "near").sum()),
@@ -425,7 +441,11 @@ def _write_run(out: Path, info: dict, predictions: pd.DataFrame, metrics: dict, 
                 raise RunError(f"{out} appeared while evaluating; the new run was not written")
             retired = out.with_name(f".{out.name}.old-{os.getpid()}")
             out.rename(retired)
-            staging.rename(out)
+            try:
+                staging.rename(out)
+            except OSError:
+                retired.rename(out)  # put the old run back rather than leave nothing
+                raise
             shutil.rmtree(retired, ignore_errors=True)
         else:
             staging.rename(out)
@@ -504,7 +524,10 @@ def read_run(path: str | os.PathLike) -> EvaluationRun:
             {"True": True, "False": False, True: True, False: False}).astype("boolean")
     localisation = None
     if (path / LOCALISATION_FILE).is_file():
-        localisation = pd.read_csv(path / LOCALISATION_FILE)
+        try:
+            localisation = pd.read_csv(path / LOCALISATION_FILE)
+        except (OSError, ValueError) as error:
+            raise RunError(f"{path / LOCALISATION_FILE} is damaged ({error}); evaluate again") from None
     return EvaluationRun(path, info, predictions, _read_json(path / METRICS_FILE), _read_json(path / CURVES_FILE),
                          localisation, list(classes))
 

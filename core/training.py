@@ -422,8 +422,11 @@ def load_resume_state(path: Path, cfg: TrainConfig, world: int) -> dict:
     if list(state["classes"]) != list(CLASSES):
         raise TrainingError(f"{path} was trained on classes {state['classes']}, not {list(CLASSES)}")
     ours = cfg.to_dict()
-    changed = [f"--{k.replace('_', '-')} {state['config'].get(k)!r} -> {ours[k]!r}" for k in ours
-               if k not in RESUME_EXEMPT and state["config"].get(k) != ours[k]]
+    # A setting added after the run started counts as its default (what the run did without it).
+    defaults = TrainConfig(data="").to_dict()
+    theirs = {k: state["config"].get(k, defaults[k]) for k in ours}
+    changed = [f"--{k.replace('_', '-')} {theirs[k]!r} -> {ours[k]!r}" for k in ours
+               if k not in RESUME_EXEMPT and theirs[k] != ours[k]]
     if changed:
         raise TrainingError(f"the settings differ from the run being resumed ({'; '.join(changed)}); resume with "
                             "the same settings, or start a new run with another --out")

@@ -12,6 +12,13 @@ CLASS_COLOURS = {"glioma": "#e4572e", "meningioma": "#f3a712", "notumor": "#76b0
 AVERAGE_COLOURS = {"micro": "#c6c6c6", "macro": "#ffffff"}
 
 
+def fmt(value, spec: str) -> str:
+    """A figure as text; undefined ones (None in a run, NaN) as 'n/a'."""
+    if value is None or (isinstance(value, float) and value != value):
+        return "n/a"
+    return format(value, spec)
+
+
 def label(name: str) -> str:
     return CLASS_LABELS.get(name, name)
 
@@ -45,15 +52,17 @@ def confusion_matrix_figure(matrix: list[list[int]], classes: list[str], normali
     names = [label(c) for c in classes]
     text = [[f"{shares[i, j]:.1%}<br>({int(counts[i, j])})" if normalise else f"{int(counts[i, j])}"
              for j in range(len(classes))] for i in range(len(classes))]
+    # The numbers live on the heatmap; an almost invisible marker on each cell takes the clicks (plotly
+    # reports clicks on scatter points, not on heatmap cells), and a selection does not dim the numbers.
     figure = go.Figure(go.Heatmap(z=values, x=names, y=names, colorscale="Blues", showscale=False,
+                                  text=text, texttemplate="%{text}", textfont=dict(size=14),
                                   hoverinfo="skip", zmin=0, zmax=1 if normalise else max(1.0, values.max())))
     true_idx, pred_idx = np.meshgrid(range(len(classes)), range(len(classes)), indexing="ij")
     figure.add_trace(go.Scatter(
-        x=[names[j] for j in pred_idx.ravel()], y=[names[i] for i in true_idx.ravel()], mode="markers+text",
+        x=[names[j] for j in pred_idx.ravel()], y=[names[i] for i in true_idx.ravel()], mode="markers",
         text=[text[i][j] for i, j in zip(true_idx.ravel(), pred_idx.ravel())],
-        textfont=dict(color=["white" if values[i, j] > 0.5 * (1 if normalise else values.max()) else "#1a1f2b"
-                             for i, j in zip(true_idx.ravel(), pred_idx.ravel())], size=14),
         marker=dict(size=60, symbol="square", opacity=0.01, color="#000"),
+        selected=dict(marker=dict(opacity=0.25, color="#f3a712")), unselected=dict(marker=dict(opacity=0.01)),
         customdata=[[classes[i], classes[j]] for i, j in zip(true_idx.ravel(), pred_idx.ravel())],
         hovertemplate="true %{y}, predicted %{x}: %{text}<br>click to list these cases<extra></extra>",
         showlegend=False))
@@ -151,14 +160,14 @@ def localisation_figure(per_class: dict) -> go.Figure:
                                ("energy_in_box", "heatmap energy in the box", "#f3a712"),
                                ("box_share", "box share of the image (uniform heatmap)", "#888")):
         figure.add_trace(go.Bar(x=[label(n) for n in names], y=[per_class[n][key] for n in names], name=title,
-                                marker_color=colour, text=[f"{per_class[n][key]:.2f}" for n in names],
+                                marker_color=colour, text=[fmt(per_class[n][key], ".2f") for n in names],
                                 textposition="outside"))
     figure.update_yaxes(range=[0, 1.1], title="share")
     return _layout(figure, height=400, barmode="group", title="Does the heatmap point at the tumour?")
 
 
-def per_class_table(block: dict, classes: list[str]) -> pd.DataFrame:
-    """Per-class figures with their 95% intervals, one row per class."""
+def per_class_table(block: dict, classes: list[str], level: str = "95%") -> pd.DataFrame:
+    """Per-class figures with their intervals (computed at ``level``), one row per class."""
     intervals = block.get("intervals", {})
     rows = []
     for name in classes:
@@ -166,11 +175,11 @@ def per_class_table(block: dict, classes: list[str]) -> pd.DataFrame:
 
         def ci(key):
             low, high = intervals.get(f"{key}/{name}", [None, None])
-            return f"{low:.3f}–{high:.3f}" if low is not None and high is not None else ""
+            return f"{fmt(low, '.3f')}–{fmt(high, '.3f')}" if low is not None and high is not None else ""
 
         rows.append({"class": label(name), "support": figures["support"], "precision": figures["precision"],
-                     "recall (sensitivity)": figures["recall"], "sensitivity 95% CI": ci("sensitivity"),
-                     "specificity": figures["specificity"], "specificity 95% CI": ci("specificity"),
-                     "F1": figures["f1"], "AUC": figures["auc"], "AUC 95% CI": ci("auc"),
+                     "recall (sensitivity)": figures["recall"], f"sensitivity {level} CI": ci("sensitivity"),
+                     "specificity": figures["specificity"], f"specificity {level} CI": ci("specificity"),
+                     "F1": figures["f1"], "AUC": figures["auc"], f"AUC {level} CI": ci("auc"),
                      "average precision": figures["average_precision"]})
     return pd.DataFrame(rows)

@@ -74,11 +74,16 @@ def _model_file_digest(path: str, modified: float) -> str:
     return digest.hexdigest()
 
 
+def file_digest(path: Path) -> str:
+    """sha256 of a file, computed once per file version."""
+    return _model_file_digest(str(path), path.stat().st_mtime)
+
+
 def runs_of_model(model_file: Path) -> list:
     """The bundled runs that were made with exactly this checkpoint file."""
     from core.evaluation import RunError, find_runs
 
-    digest = _model_file_digest(str(model_file), model_file.stat().st_mtime)
+    digest = file_digest(model_file)
     found = []
     for path in find_runs(RUNS_DIR):
         try:
@@ -168,5 +173,8 @@ def model_sidebar() -> None:
             m = run.metrics
             free = f"; {m['accuracy_duplicate_free']:.2%} without training duplicates" \
                 if m.get("accuracy_duplicate_free") is not None else ""
-            st.caption(f"Tested on {run.info['dataset']['name']}/{run.info['dataset']['evaluated']}: accuracy "
-                       f"{m['accuracy']:.2%}{free}; macro AUC {m['macro_auc']:.4f}")
+            dataset = run.info["dataset"]
+            where = dataset["name"] + ("" if dataset["evaluated"] == "." else "/" + dataset["evaluated"])
+            auc = f"; macro AUC {m['macro_auc']:.5f}" if m.get("macro_auc") is not None else ""
+            accuracy = f"{m['accuracy']:.2%}" if m.get("accuracy") is not None else "n/a"
+            st.caption(f"Tested on {where}: accuracy {accuracy}{free}{auc}")

@@ -240,3 +240,28 @@ def test_runs_page_renders_its_charts(server_url, browser):
     browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", charts[0])  # for the screenshot
     assert len(charts) >= 3
     assert not exception_texts(browser), exception_texts(browser)
+
+
+def test_clicking_a_confusion_matrix_cell_lists_its_cases(server_url, browser):
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    browser.get(server_url + "/runs")
+
+    def cell_points(driver):
+        charts = driver.find_elements(By.CSS_SELECTOR, "[data-testid='stMain'] [data-testid='stPlotlyChart']")
+        if not charts:
+            return False
+        points = charts[0].find_elements(By.CSS_SELECTOR, "g.trace.scatter path.point")
+        return points if len(points) == 16 else False  # 4 x 4 cells, true class by row
+
+    def listed(driver, wanted: str):
+        return any(wanted in p.text for p in driver.find_elements(By.CSS_SELECTOR, "[data-testid='stMain'] p"))
+
+    points = wait(browser, PAGE_TIMEOUT).until(cell_points, "the confusion matrix has no clickable cells")
+    wait(browser, RESULT_TIMEOUT).until(script_is_idle, "the script run did not finish")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", points[1])
+    ActionChains(browser).move_to_element(points[1]).click().perform()  # true glioma, predicted meningioma
+    wait(browser, RESULT_TIMEOUT).until(lambda d: listed(d, "true Glioma, predicted Meningioma"),
+                                        "clicking the cell did not list its cases")
+    wait(browser, RESULT_TIMEOUT).until(script_is_idle, "the script run did not finish")
+    assert not exception_texts(browser), exception_texts(browser)

@@ -65,7 +65,7 @@ def test_explanation_controls_change_the_heatmap_not_the_prediction(app):
     at.selectbox(key="predict.target").set_value("meningioma")
     at.selectbox(key="predict.layer").set_value("layer3").run()
     assert not at.exception
-    assert heatmap_captions(at) == ["EigenCAM (layer3) for Meningioma"]
+    assert heatmap_captions(at) == ["EigenCAM (layer3) - the same map for every class"]
     assert at.main.subheader[0].value == prediction
     at.selectbox(key="predict.method").set_value("scorecam").run()
     assert any("Score-CAM is slow" in w.value for w in at.warning)

@@ -130,13 +130,29 @@ def test_an_existing_run_is_kept_unless_overwrite(run, checkpoint, evaluation_se
 def test_an_interrupted_run_leaves_nothing_behind(checkpoint, evaluation_set, tmp_path, monkeypatch):
     import core.evaluation as evaluation
 
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
+    real_write = evaluation._write_json
 
-    monkeypatch.setattr(evaluation, "curves", interrupted)  # after all images are predicted
+    def interrupted(path, value):
+        if path.name == RUN_FILE:  # the last file of the run: everything else is already in the staging folder
+            raise KeyboardInterrupt
+        real_write(path, value)
+
+    monkeypatch.setattr(evaluation, "_write_json", interrupted)
     with pytest.raises(KeyboardInterrupt):
         evaluate(settings(checkpoint, evaluation_set, tmp_path / "run"))
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == []  # neither the run nor its staging folder
+
+
+def test_a_damaged_box_file_costs_the_localisation_score_not_the_prediction(checkpoint, tmp_path):
+    data = write_class_tree(tmp_path / "boxed", per_class=2, size=64)
+    for image in data.rglob("*.*"):
+        if image.suffix in (".png", ".jpg"):
+            image.with_suffix(".txt").write_text("" if image.parent.name == "notumor" else "1 0.5 0.5 0.3 0.3\n")
+    (data / "glioma" / "glioma_000.txt").write_text("this is not a box\n")
+    result = read_run(evaluate(settings(checkpoint, data, tmp_path / "run")))
+    assert len(result.predictions) == 8 and result.info["dataset"]["skipped"] == []
+    assert [e["path"] for e in result.info["dataset"]["box_errors"]] == ["glioma/glioma_000.png"]
+    assert len(result.localisation) == 5
 
 
 def test_runs_in_other_format_versions_are_refused_with_a_reason(run, tmp_path):

@@ -83,9 +83,14 @@ def main(argv=None) -> int:
     return 0
 
 
-def _interval(metrics: dict, key: str) -> str:
-    low, high = metrics.get("intervals", {}).get(key, [float("nan")] * 2)
-    return f"[{low:.4f}, {high:.4f}]"
+def _f(value, spec: str) -> str:
+    """A figure for the terminal; undefined ones (null in the run) as n/a."""
+    return "n/a" if value is None else format(value, spec)
+
+
+def _interval(metrics: dict, key: str, spec: str = ".4f") -> str:
+    low, high = (metrics.get("intervals") or {}).get(key, [None, None])
+    return f"[{_f(low, spec)}, {_f(high, spec)}]"
 
 
 def summary(run) -> str:
@@ -99,9 +104,10 @@ def summary(run) -> str:
         audit = info["audit"]
         subsets.append((f"no duplicate in training ({audit['duplicate_free_images']})", run.metrics["duplicate_free"]))
     for title, block in subsets:
-        lines.append(f"  {title}: accuracy {block['accuracy']:.4f} {_interval(block, 'accuracy')}, "
-                     f"macro AUC {block['macro_auc']:.5f} {_interval(block, 'macro_auc')}, "
-                     f"balanced accuracy {block['balanced_accuracy']:.4f}, ECE {block['calibration']['ece']:.4f}")
+        lines.append(f"  {title}: accuracy {_f(block['accuracy'], '.4f')} {_interval(block, 'accuracy')}, "
+                     f"macro AUC {_f(block['macro_auc'], '.5f')} {_interval(block, 'macro_auc')}, "
+                     f"balanced accuracy {_f(block['balanced_accuracy'], '.4f')}, "
+                     f"ECE {_f(block['calibration']['ece'], '.4f')}")
     audit = info["audit"]
     if audit["available"]:
         lines.append(f"  leakage audit (perceptual hash <= {audit['near_duplicate_bits']} bits): "
@@ -109,9 +115,9 @@ def summary(run) -> str:
                      f"training images")
     local = run.metrics.get("localisation")
     if local:
-        parts = [f"{name} {v['pointing_tolerant']:.2f}" for name, v in local["per_class"].items()]
+        parts = [f"{name} {_f(v['pointing_tolerant'], '.2f')}" for name, v in local["per_class"].items()]
         lines.append(f"  pointing game (tolerant, {local['method']} {local['layer']}): {', '.join(parts)}; "
-                     f"overall {local['overall']['pointing_tolerant']:.2f}")
+                     f"overall {_f(local['overall']['pointing_tolerant'], '.2f')}")
     for warning in run.metrics.get("warnings", []):
         lines.append(f"  warning: {warning}")
     return "\n".join(lines)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
 
@@ -52,7 +54,7 @@ if len(paths) < 1:
 
 def title(path: str) -> str:
     try:
-        return load_run(path).name
+        return f"{load_run(path).name} · {Path(path).name}"
     except RunError:
         return f"{path} (unreadable)"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import threading
 
 import streamlit as st
 
@@ -34,14 +35,29 @@ with st.expander("Explanation settings", expanded=False):
     layer = c3.selectbox("Layer", list(LAYERS), index=list(LAYERS).index(DEFAULT_LAYER), key="predict.layer",
                          format_func=lambda name: f"{name}: {LAYERS[name]}")
     opacity = c4.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="predict.opacity")
-    if CAM_METHODS[method].slow:
-        st.warning(f"{CAM_METHODS[method].label} is slow: {CAM_METHODS[method].note}. It runs only when you "
-                   "press the button below; until then the heatmaps are Grad-CAM.")
-        if not st.button(f"Compute {CAM_METHODS[method].label}", key="predict.run_slow"):
-            method = DEFAULT_METHOD
-
 uploads = st.file_uploader("MRI slices", type=["png", "jpg", "jpeg", "bmp", "tif", "tiff"],
                            accept_multiple_files=True, key="predict.uploads")
+
+SLOW_LIMIT = 3  # Score-CAM holds about 1.2 GB per image at layer4 and takes tens of seconds each
+if CAM_METHODS[method].slow:
+    signature = (method, layer, target, tuple(u.file_id for u in uploads or []))
+    if len(uploads or []) > SLOW_LIMIT:
+        st.warning(f"{CAM_METHODS[method].label} explains at most {SLOW_LIMIT} scans at a time "
+                   f"({CAM_METHODS[method].note}); remove some uploads. Until then the heatmaps are Grad-CAM.")
+        method = DEFAULT_METHOD
+    elif st.session_state.get("predict.slow_confirmed") != signature:
+        st.warning(f"{CAM_METHODS[method].label} is slow: {CAM_METHODS[method].note}. It runs only when you press "
+                   "the button; until then the heatmaps are Grad-CAM.")
+        if st.button(f"Compute {CAM_METHODS[method].label}", key="predict.run_slow"):
+            st.session_state["predict.slow_confirmed"] = signature  # remembered for these files and settings
+            st.rerun()
+        method = DEFAULT_METHOD
+
+
+@st.cache_resource
+def slow_method_lock() -> threading.Lock:
+    """One slow explanation at a time in this process, whatever the number of sessions (memory)."""
+    return threading.Lock()
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -50,7 +66,11 @@ def explained(model_key: str, blobs: tuple[bytes, ...], method: str, layer: str,
     """Probabilities and heatmaps for a set of uploads, computed once per model, files and settings
     (moving the opacity slider reuses them)."""
     images = [load_image(io.BytesIO(blob)) for blob in blobs]
-    result = explain(_classifier, images, method=method, layer=layer, targets=target)
+    if CAM_METHODS[method].slow:
+        with slow_method_lock():
+            result = explain(_classifier, images, method=method, layer=layer, targets=target, batch_size=1)
+    else:
+        result = explain(_classifier, images, method=method, layer=layer, targets=target)
     return result.probabilities, result.targets, result.heatmaps
 
 
@@ -82,7 +102,9 @@ if classifier is not None and uploads:
                 original.image(image, caption=f"{name} ({image.width} x {image.height})", width="stretch")
                 blended = overlay(image, heatmap, opacity)
                 why = CLASS_LABELS[classifier.classes[int(explained_class)]]
-                heat.image(blended, caption=f"{CAM_METHODS[method].label} ({layer}) for {why}", width="stretch")
+                class_specific = method != "eigencam"
+                heat.image(blended, caption=f"{CAM_METHODS[method].label} ({layer}) "
+                           + (f"for {why}" if class_specific else "- the same map for every class"), width="stretch")
                 png = io.BytesIO()
                 blended.save(png, "PNG")
                 digest = hashlib.sha1(blob).hexdigest()[:10]
@@ -92,6 +114,8 @@ if classifier is not None and uploads:
                 chart.plotly_chart(probability_bars(classifier.classes, row, best), width="stretch",
                                    key=f"predict.bar.{digest}.{name}")
                 runner_up = int(row.argsort()[-2])
+                meaning = (f"red marks the regions that raised the score of {why}" if class_specific else
+                           "red marks the strongest pattern in the layer's activations, whatever the class")
                 chart.caption(f"Next most likely: {CLASS_LABELS[classifier.classes[runner_up]]} "
-                              f"({row[runner_up]:.1%}). Heatmap: red marks the regions that raised the score of "
-                              f"{why}; it shows where the network looked, not the tumour's outline.")
+                              f"({row[runner_up]:.1%}). Heatmap: {meaning}; it shows where the network looked, "
+                              "not the tumour's outline.")

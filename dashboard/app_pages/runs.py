@@ -17,7 +17,7 @@ from core.explain import explain, overlay
 from core.metrics import NO_TUMOUR, operating_point
 from dashboard import charts
 from dashboard.common import (DATASETS_KEY, ROOT, RUNS_DIR, classifier_at, current_model_path, datasets_root,
-                              load_run, run_images_root)
+                              file_digest, load_run, run_images_root)
 
 SUBSETS = {"all": "All images", "duplicate_free": "No duplicate in training"}
 
@@ -37,7 +37,7 @@ def pick_run():
 
     def title(path: str) -> str:
         try:
-            return load_run(path).name
+            return f"{load_run(path).name} · {Path(path).name}"  # the folder keeps two runs of one name apart
         except RunError:
             return f"{path} (unreadable)"
 
@@ -52,27 +52,33 @@ def pick_run():
         return None
 
 
+def confidence(run) -> str:
+    """The confidence level the run's intervals were computed at, as text ("95%")."""
+    return f"{run.info.get('settings', {}).get('confidence', 0.95):.0%}"
+
+
 def headline_cards(run) -> None:
     rows = [("all", run.metrics["all"])]
     if run.metrics.get("duplicate_free"):
         rows.append(("duplicate_free", run.metrics["duplicate_free"]))
-    figures = [("Accuracy", "accuracy", "accuracy", "{:.2%}"), ("Balanced accuracy", "balanced_accuracy", None, "{:.2%}"),
-               ("Macro AUC", "macro_auc", "macro_auc", "{:.4f}"), ("Tumour vs none AUC", None, "tumour_auc", "{:.4f}"),
-               ("Calibration error (ECE)", None, None, "{:.4f}")]
+    figures = [("Accuracy", "accuracy", "accuracy", ".2%"), ("Balanced accuracy", "balanced_accuracy", None, ".2%"),
+               ("Macro AUC", "macro_auc", "macro_auc", ".5f"), ("Tumour vs none AUC", None, "tumour_auc", ".5f"),
+               ("Calibration error (ECE)", None, None, ".4f")]
+    level = confidence(run)
     for subset, block in rows:
         st.markdown(f"**{SUBSETS[subset]}** ({block['images']:,} images)")
         columns = st.columns(len(figures))
-        for column, (title, key, interval, fmt) in zip(columns, figures):
+        for column, (title, key, interval, spec) in zip(columns, figures):
             if key is not None:
                 value = block.get(key)
             elif interval == "tumour_auc":
                 value = block["tumour_vs_no_tumour"]["auc"]
             else:
                 value = block["calibration"]["ece"]
-            column.metric(title, fmt.format(value) if value is not None else "n/a", border=True)
+            column.metric(title, charts.fmt(value, spec), border=True)
             low, high = block.get("intervals", {}).get(interval, [None, None]) if interval else (None, None)
             if low is not None and high is not None:
-                column.caption(f"95% CI {fmt.format(low)} – {fmt.format(high)}")
+                column.caption(f"{level} CI {charts.fmt(low, spec)} – {charts.fmt(high, spec)}")
 
 
 @st.cache_data(show_spinner="Computing the heatmap…", max_entries=64)
@@ -80,6 +86,23 @@ def case_explanation(model_key: str, image_path: str, _classifier=None):
     image = load_image(image_path)
     result = explain(_classifier, [image])
     return image, result.probabilities[0], result.heatmaps[0], int(result.targets[0])
+
+
+def case_classifier(run):
+    """(classifier, note): the run's own model when its file is here unchanged, else the sidebar's model
+    with a note saying so, or (None, why) when neither loads."""
+    recorded = Path(run.info["model"]["path"])
+    model_path = recorded if recorded.is_absolute() else ROOT / recorded
+    if model_path.is_file() and file_digest(model_path) == run.info["model"].get("file_sha256"):
+        try:
+            return classifier_at(model_path), ""
+        except CheckpointError:
+            pass
+    try:
+        return classifier_at(current_model_path()), (" (from the model in the sidebar: the run's own model is not "
+                                                     "on this machine, or has changed since)")
+    except CheckpointError as error:
+        return None, f"No heatmap: the run's model is not here and the sidebar's does not load ({error})."
 
 
 def show_case(run, row: pd.Series, images_root: Path | None) -> None:
@@ -94,17 +117,14 @@ def show_case(run, row: pd.Series, images_root: Path | None) -> None:
     if images_root is None:
         left.info("The image is not on this machine; set the datasets folder in the sidebar to see it.")
         return
-    model_path = ROOT / run.info["model"]["path"] if not Path(run.info["model"]["path"]).is_absolute() \
-        else Path(run.info["model"]["path"])
-    note = ""
+    classifier, note = case_classifier(run)
+    if classifier is None:
+        left.image(load_image(images_root / row["path"]), caption=row["path"], width="stretch")
+        middle.info(note)
+        return
     try:
-        classifier = classifier_at(model_path)
-    except CheckpointError:
-        classifier = classifier_at(current_model_path())
-        note = " (the run's own model is not on this machine: the heatmap is from the model in the sidebar)"
-    try:
-        image, _, heatmap, target = case_explanation(f"{classifier.path}", str(images_root / row["path"]),
-                                                     _classifier=classifier)
+        image, _, heatmap, target = case_explanation(f"{classifier.path}:{classifier.path.stat().st_mtime}",
+                                                     str(images_root / row["path"]), _classifier=classifier)
     except ValueError as error:
         left.warning(f"{row['path']}: {error}")
         return
@@ -166,12 +186,12 @@ def curves_tab(run, subset: str, block: dict) -> None:
 
 
 def per_class_tab(run, block: dict) -> None:
-    table = charts.per_class_table(block, run.classes)
+    table = charts.per_class_table(block, run.classes, confidence(run))
     st.dataframe(table, hide_index=True, key="runs.per_class")
     st.download_button("Download as CSV", table.to_csv(index=False).encode(), file_name=f"{run.path.name}-per-class.csv",
                        mime="text/csv", key="runs.per_class_csv")
-    st.caption(f"Macro F1 {block['macro_f1']:.4f}, weighted F1 {block['weighted_f1']:.4f}. Intervals: 95% "
-               "bootstrap over the run's images, resampling whole duplicate groups.")
+    st.caption(f"Macro F1 {charts.fmt(block['macro_f1'], '.4f')}, weighted F1 {charts.fmt(block['weighted_f1'], '.4f')}. "
+               f"Intervals: {confidence(run)} bootstrap over the run's images, resampling whole duplicate groups.")
 
 
 def operating_point_tab(run, rows: pd.DataFrame, subset: str) -> None:
@@ -182,8 +202,8 @@ def operating_point_tab(run, rows: pd.DataFrame, subset: str) -> None:
     score = 1.0 - rows[f"prob_{NO_TUMOUR}"].to_numpy()
     point = operating_point(truth, score, threshold)
     a, b, c, d = st.columns(4)
-    a.metric("Sensitivity", f"{point['sensitivity']:.2%}" if point["sensitivity"] == point["sensitivity"] else "n/a")
-    b.metric("Specificity", f"{point['specificity']:.2%}" if point["specificity"] == point["specificity"] else "n/a")
+    a.metric("Sensitivity", charts.fmt(point["sensitivity"], ".2%"))
+    b.metric("Specificity", charts.fmt(point["specificity"], ".2%"))
     c.metric("Tumours missed", point["fn"])
     d.metric("False alarms", point["fp"])
     left, right = st.columns([1, 1.4])
@@ -196,22 +216,24 @@ def operating_point_tab(run, rows: pd.DataFrame, subset: str) -> None:
 def localisation_tab(run) -> None:
     local = run.metrics.get("localisation")
     if not local:
-        st.info("This run has no localisation scores: its dataset has no tumour boxes. The bundled "
-                "figshare-cheng-br35h run has them.")
+        why = "it was made with --localisation off" if run.info.get("settings", {}).get("localisation") == "off" \
+            else "its dataset has no tumour boxes"
+        st.info(f"This run has no localisation scores: {why}. The bundled figshare-cheng-br35h run has them.")
         return
     st.plotly_chart(charts.localisation_figure(local["per_class"]), width="stretch", key="runs.localisation")
     overall = local["overall"]
     st.caption(f"{local['method']} at {local['layer']}, explaining the true class, over {overall['images']:,} tumour "
                f"images with boxes. Pointing game: is the heatmap's maximum inside the box (strict), or within "
                f"{local.get('tolerance_px_at_224', 15)} px of it at 224 px (tolerant). Overall: strict "
-               f"{overall['pointing_strict']:.2f}, tolerant {overall['pointing_tolerant']:.2f}, energy in box "
-               f"{overall['energy_in_box']:.2f} against a box share of {overall['box_share']:.2f}.")
+               f"{charts.fmt(overall['pointing_strict'], '.2f')}, tolerant {charts.fmt(overall['pointing_tolerant'], '.2f')}, "
+               f"energy in box {charts.fmt(overall['energy_in_box'], '.2f')} against a box share of "
+               f"{charts.fmt(overall['box_share'], '.2f')}.")
 
 
 with st.sidebar:
     st.subheader("Images")
-    datasets_root()  # sets the default before the widget reads it
-    st.text_input("Datasets folder", key=DATASETS_KEY,
+    # Kept under a plain session key: a widget's own state is dropped when another page is shown.
+    st.session_state[DATASETS_KEY] = st.text_input("Datasets folder", value=datasets_root(),
                   help="The folder that holds the evaluated datasets (brain-tumor-mri, figshare-cheng-br35h, ...). "
                        "Set BRAIN_MRI_DATASETS to change the default.")
 
