@@ -112,6 +112,7 @@ if classifier is not None and uploads:
                                      file_name=f"{name.rsplit('.', 1)[0]}_{method}_{classifier.classes[int(explained_class)]}.png",
                                      mime="image/png", key=f"predict.download.{digest}.{name}")
                 chart.plotly_chart(probability_bars(classifier.classes, row, best), width="stretch",
+                                   config={"displayModeBar": False},
                                    key=f"predict.bar.{digest}.{name}")
                 runner_up = int(row.argsort()[-2])
                 meaning = (f"red marks the regions that raised the score of {why}" if class_specific else

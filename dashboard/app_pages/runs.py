@@ -110,7 +110,7 @@ def show_case(run, row: pd.Series, images_root: Path | None) -> None:
     left, middle, right = st.columns([1, 1, 1.2])
     probabilities = np.array([row[f"prob_{c}"] for c in run.classes])
     right.plotly_chart(charts.probability_bars(run.classes, probabilities, int(probabilities.argmax())),
-                       width="stretch", key=f"runs.case_bars.{row['path']}")
+                       width="stretch", config={"displayModeBar": False}, key=f"runs.case_bars.{row['path']}")
     duplicate = "yes: " + (row.get("train_match") or "") if str(row.get("train_duplicate")) == "True" else "no"
     right.caption(f"True class **{CLASS_LABELS[row['label']]}**, predicted **{CLASS_LABELS[row['pred']]}**. "
                   f"Duplicate of a training image: {duplicate}.")
