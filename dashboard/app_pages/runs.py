@@ -119,8 +119,11 @@ def show_case(run, row: pd.Series, images_root: Path | None) -> None:
         return
     classifier, note = case_classifier(run)
     if classifier is None:
-        left.image(load_image(images_root / row["path"]), caption=row["path"], width="stretch")
         middle.info(note)
+        try:
+            left.image(load_image(images_root / row["path"]), caption=row["path"], width="stretch")
+        except ValueError as error:
+            left.warning(f"{row['path']}: {error}")
         return
     try:
         image, _, heatmap, target = case_explanation(f"{classifier.path}:{classifier.path.stat().st_mtime}",
