@@ -28,7 +28,7 @@ class TrainConfig:
     warmup_epochs: float = 0.3
     label_smoothing: float = 0.05
     dropout: float = 0.0
-    ema_decay: float = 0.0                 # > 0: validate and save an exponential moving average of the weights
+    ema_decay: float = 0.0                 # > 0: validate and save a moving average of the weights (not adopted: see README)
     patience: int = 4                      # epochs without a better validation score before stopping
     # augmentation
     rotation: float = 10.0

