@@ -96,6 +96,24 @@ def test_concurrent_explanations_do_not_leak_into_each_other(classifier):
     assert all(p.grad is None and not p.requires_grad for p in model.parameters())
 
 
+def test_no_hook_is_ever_registered_on_the_shared_model(classifier, monkeypatch):
+    """Checked while explaining, not only afterwards: every hook registration is recorded."""
+    hooked = []
+    for name in ("register_forward_hook", "register_full_backward_hook", "register_forward_pre_hook"):
+        original = getattr(torch.nn.Module, name)
+
+        def recording(module, *args, _original=original, **kwargs):
+            hooked.append(module)
+            return _original(module, *args, **kwargs)
+
+        monkeypatch.setattr(torch.nn.Module, name, recording)
+    for method in CAM_METHODS:
+        if not CAM_METHODS[method].slow:
+            explain(classifier, slices(1), method=method)
+    shared = {id(m) for m in classifier.model.modules()}
+    assert hooked and not [m for m in hooked if id(m) in shared]  # the stand-in got them, the model none
+
+
 def test_heatmap_maps_back_onto_a_non_square_original():
     # A 200 x 100 image sits in the middle band of the 224 grid (rows 56-167). A hot spot at grid
     # (row 112, column 56) is the original's centre row, a quarter of the way across.
