@@ -149,3 +149,14 @@ def test_compare_page_lists_every_headline_figure_and_the_difference(app):
     assert {"accuracy", "macro AUC", "Glioma: sensitivity"} <= set(table["figure"])
     accuracy = table.set_index("figure").loc["accuracy"]
     assert accuracy["B - A"] == pytest.approx(accuracy["B"] - accuracy["A"])
+
+
+def test_the_chosen_run_survives_a_visit_to_another_page(app):
+    at = app.run()
+    at.switch_page("app_pages/runs.py").run()
+    figshare = str(ROOT / "assets/runs/figshare-cheng-br35h")
+    at.selectbox(key="runs.choice").set_value(figshare).run()
+    at.switch_page("app_pages/predict.py").run()
+    at.switch_page("app_pages/runs.py").run()
+    assert not at.exception
+    assert at.selectbox(key="runs.choice").value == figshare

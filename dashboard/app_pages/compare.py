@@ -44,7 +44,7 @@ def comparison_table(a, b, subset: str) -> pd.DataFrame:
 
 
 paths = [str(p) for p in find_runs(RUNS_DIR)]
-extra = st.text_input("Another run directory", key="compare.other", placeholder="outputs/runs/my-run")
+extra = st.text_input("Another run directory", key="compare.other", persist_state="session", placeholder="outputs/runs/my-run")
 if extra.strip() and extra.strip() not in paths:
     paths.append(extra.strip())
 if len(paths) < 1:
@@ -60,8 +60,8 @@ def title(path: str) -> str:
 
 
 left, right = st.columns(2)
-choice_a = left.selectbox("Run A", paths, index=0, format_func=title, key="compare.a")
-choice_b = right.selectbox("Run B", paths, index=min(1, len(paths) - 1), format_func=title, key="compare.b")
+choice_a = left.selectbox("Run A", paths, index=0, format_func=title, key="compare.a", persist_state="session")
+choice_b = right.selectbox("Run B", paths, index=min(1, len(paths) - 1), format_func=title, key="compare.b", persist_state="session")
 try:
     run_a, run_b = load_run(choice_a), load_run(choice_b)
 except RunError as error:

@@ -26,15 +26,15 @@ classifier = get_classifier()
 with st.expander("Explanation settings", expanded=False):
     c1, c2, c3, c4 = st.columns(4)
     method = c1.selectbox("Method", list(CAM_METHODS), index=list(CAM_METHODS).index(DEFAULT_METHOD),
-                          format_func=lambda m: CAM_METHODS[m].label, key="predict.method",
+                          format_func=lambda m: CAM_METHODS[m].label, key="predict.method", persist_state="session",
                           help="How the heatmap weighs the network's feature maps. " +
                           " ".join(f"{s.label}: {s.note}." for s in CAM_METHODS.values()))
     target = c2.selectbox("Explain", [PREDICTED, *(classifier.classes if classifier else [])], key="predict.target",
                           format_func=lambda c: c if c == PREDICTED else f"why {CLASS_LABELS.get(c, c)}?",
                           help="Ask about any class, for instance 'why not meningioma?'")
-    layer = c3.selectbox("Layer", list(LAYERS), index=list(LAYERS).index(DEFAULT_LAYER), key="predict.layer",
+    layer = c3.selectbox("Layer", list(LAYERS), index=list(LAYERS).index(DEFAULT_LAYER), key="predict.layer", persist_state="session",
                          format_func=lambda name: f"{name}: {LAYERS[name]}")
-    opacity = c4.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="predict.opacity")
+    opacity = c4.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="predict.opacity", persist_state="session")
 uploads = st.file_uploader("MRI slices", type=["png", "jpg", "jpeg", "bmp", "tif", "tiff"],
                            accept_multiple_files=True, key="predict.uploads")
 

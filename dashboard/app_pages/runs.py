@@ -27,7 +27,7 @@ st.title("Evaluation runs")
 def pick_run():
     """The run chosen on this page (bundled runs plus any folder the user names), or None."""
     bundled = [str(p) for p in find_runs(RUNS_DIR)]
-    extra = st.text_input("Another run directory", key="runs.other", placeholder="outputs/runs/my-run",
+    extra = st.text_input("Another run directory", key="runs.other", persist_state="session", placeholder="outputs/runs/my-run",
                           help="Any folder written by python -m training.evaluate")
     options = bundled + ([extra.strip()] if extra.strip() and extra.strip() not in bundled else [])
     if not options:
@@ -44,7 +44,7 @@ def pick_run():
     if extra.strip() and st.session_state.get("runs.last_other") != extra.strip():
         st.session_state["runs.choice"] = extra.strip()  # a newly typed folder becomes the chosen run
     st.session_state["runs.last_other"] = extra.strip()
-    choice = st.selectbox("Run", options, format_func=title, key="runs.choice")
+    choice = st.selectbox("Run", options, format_func=title, key="runs.choice", persist_state="session")
     try:
         return load_run(choice)
     except RunError as error:
@@ -253,7 +253,7 @@ if run is not None:
                    f"training images; {audit['duplicate_free_images']:,} images have none.")
     headline_cards(run)
     subsets = [s for s in SUBSETS if run.metrics.get(s)]
-    subset = st.radio("Figures below for", subsets, format_func=SUBSETS.get, horizontal=True, key="runs.subset")
+    subset = st.radio("Figures below for", subsets, format_func=SUBSETS.get, horizontal=True, key="runs.subset", persist_state="session")
     block = run.metrics[subset]
     rows = run.predictions
     if subset == "duplicate_free":
