@@ -3,7 +3,6 @@ per-class table, calibration, the tumour/no-tumour operating point, training his
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +26,8 @@ st.title("Evaluation runs")
 def pick_run():
     """The run chosen on this page (bundled runs plus any folder the user names), or None."""
     bundled = [str(p) for p in find_runs(RUNS_DIR)]
-    extra = st.text_input("Another run directory", key="runs.other", persist_state="session", placeholder="outputs/runs/my-run",
-                          help="Any folder written by python -m training.evaluate")
+    extra = st.text_input("Another run directory", key="runs.other", persist_state="session",
+                          placeholder="outputs/runs/my-run", help="Any folder written by python -m training.evaluate")
     options = bundled + ([extra.strip()] if extra.strip() and extra.strip() not in bundled else [])
     if not options:
         st.info("No evaluation runs yet. Make one with `python -m training.evaluate --data ... --out ...` and "
