@@ -78,6 +78,13 @@ def test_upload_gives_a_prediction_a_heatmap_and_a_download_and_a_bad_file_a_mes
     assert len(at.warning) == 1 and "broken.jpg" in at.warning[0].value and "not a readable image" in at.warning[0].value
 
 
+def test_the_same_scan_uploaded_twice_is_shown_twice(app):
+    at = app.run()
+    at.file_uploader(key="predict.uploads").set_value([("scan.png", scan_png(), "image/png")] * 2).run()
+    assert not at.exception
+    assert len(at.main.subheader) == 2 and len(heatmap_captions(at)) == 2
+
+
 def test_explanation_controls_change_the_heatmap_not_the_prediction(app):
     at = app.run()
     at.file_uploader(key="predict.uploads").set_value([("scan.png", scan_png(), "image/png")]).run()

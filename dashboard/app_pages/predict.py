@@ -94,7 +94,8 @@ if classifier is not None and uploads:
             except (ValueError, RuntimeError) as error:  # a model/settings mismatch; say it, keep the page
                 st.error(f"The explanation failed: {error}")
                 st.stop()
-        for (name, blob, image), row, explained_class, heatmap in zip(readable, probs, targets, heatmaps):
+        for position, ((name, blob, image), row, explained_class, heatmap) in enumerate(
+                zip(readable, probs, targets, heatmaps)):
             best = int(row.argmax())
             with st.container(border=True):
                 st.subheader(f"{CLASS_LABELS[classifier.classes[best]]} — {row[best]:.1%}")
@@ -110,10 +111,10 @@ if classifier is not None and uploads:
                 digest = hashlib.sha1(blob).hexdigest()[:10]
                 heat.download_button("Download overlay (PNG)", png.getvalue(),
                                      file_name=f"{name.rsplit('.', 1)[0]}_{method}_{classifier.classes[int(explained_class)]}.png",
-                                     mime="image/png", key=f"predict.download.{digest}.{name}")
+                                     mime="image/png", key=f"predict.download.{position}.{digest}")
                 chart.plotly_chart(probability_bars(classifier.classes, row, best), width="stretch",
                                    config={"displayModeBar": False},
-                                   key=f"predict.bar.{digest}.{name}")
+                                   key=f"predict.bar.{position}.{digest}")
                 runner_up = int(row.argsort()[-2])
                 meaning = (f"red marks the regions that raised the score of {why}" if class_specific else
                            "red marks the strongest pattern in the layer's activations, whatever the class")
