@@ -52,7 +52,7 @@ pytestmark = [
 ]
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (requirements-dev.txt)")
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import ElementNotInteractableException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -252,7 +252,11 @@ def test_clicking_a_confusion_matrix_cell_lists_its_cases(server_url, browser):
         if not charts:
             return False
         points = charts[0].find_elements(By.CSS_SELECTOR, "g.trace.scatter path.point")
-        return points if len(points) == 16 else False  # 4 x 4 cells, true class by row
+        if len(points) != 16:  # 4 x 4 cells, true class by row
+            return False
+        # plotly draws the points before it lays them out: wait until the cell to click has a size
+        width = driver.execute_script("return arguments[0].getBoundingClientRect().width;", points[1])
+        return points if width and width > 0 else False
 
     def listed(driver, wanted: str):
         return any(wanted in p.text for p in driver.find_elements(By.CSS_SELECTOR, "[data-testid='stMain'] p"))
@@ -260,7 +264,15 @@ def test_clicking_a_confusion_matrix_cell_lists_its_cases(server_url, browser):
     points = wait(browser, PAGE_TIMEOUT).until(cell_points, "the confusion matrix has no clickable cells")
     wait(browser, RESULT_TIMEOUT).until(script_is_idle, "the script run did not finish")
     browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", points[1])
-    ActionChains(browser).move_to_element(points[1]).click().perform()  # true glioma, predicted meningioma
+
+    def click_cell(driver):  # true glioma, predicted meningioma; a re-render may replace the point meanwhile
+        try:
+            ActionChains(driver).move_to_element(cell_points(driver)[1]).click().perform()
+            return True
+        except (ElementNotInteractableException, StaleElementReferenceException, TypeError):
+            return False
+
+    wait(browser, RESULT_TIMEOUT).until(click_cell, "the confusion-matrix cell could not be clicked")
     wait(browser, RESULT_TIMEOUT).until(lambda d: listed(d, "true Glioma, predicted Meningioma"),
                                         "clicking the cell did not list its cases")
     wait(browser, RESULT_TIMEOUT).until(script_is_idle, "the script run did not finish")
