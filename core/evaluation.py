@@ -41,6 +41,8 @@ from core.explain import CAM_METHODS, DEFAULT_LAYER, DEFAULT_METHOD, check_choic
     localisation_scores
 from core.inference import Classifier
 from core.metrics import BootstrapSettings, MetricWarning, bootstrap_intervals, curves, point_metrics
+from core.runtime import default_workers
+from core.weights import sha256_of_file
 
 log = logging.getLogger(__name__)
 
@@ -117,12 +119,6 @@ def _keep_list(items: list[dict]) -> list[dict]:
     return items
 
 
-def _default_workers() -> int:
-    # On two cores, decoding in the main process beats a worker that competes with the compute threads.
-    cpus = os.cpu_count() or 1
-    return 0 if cpus <= 2 else min(4, cpus // 2)
-
-
 # --------------------------------------------------------------------------------------------------
 # Helpers
 
@@ -149,22 +145,12 @@ def portable_path(path: str | os.PathLike) -> str:
         return str(path)
 
 
-def _file_sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _model_summary(checkpoint, path: Path) -> dict:
     meta = checkpoint.metadata
     data = dict(meta.get("data", {}))
     for bulky in ("seen_files", "val_files", "test_files"):  # file lists stay in the checkpoint
         data.pop(bulky, None)
-    return {"path": portable_path(path), "file_sha256": _file_sha256(path), "classes": meta["classes"],
+    return {"path": portable_path(path), "file_sha256": sha256_of_file(path), "classes": meta["classes"],
             "architecture": meta.get("architecture"), "preprocessing": meta.get("preprocessing"),
             "base_weights": meta.get("base_weights"), "training": meta.get("training"), "data": data,
             "validation": meta.get("validation"), "versions": meta.get("versions")}
@@ -255,7 +241,7 @@ def evaluate(settings: EvaluationSettings) -> Path:
 
     loader = DataLoader(_EvaluationImages([s.path for s in tree.samples], classifier.image_size, localise),
                         batch_size=settings.batch_size, shuffle=False, collate_fn=_keep_list,
-                        num_workers=settings.num_workers if settings.num_workers is not None else _default_workers())
+                        num_workers=settings.num_workers if settings.num_workers is not None else default_workers(4))
     n = len(tree.samples)
     probs = np.full((n, len(CLASSES)), np.nan, dtype=np.float64)
     fingerprints: list = [None] * n

@@ -4,6 +4,7 @@ on GPUs, plain fp32 otherwise."""
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 
@@ -46,3 +47,11 @@ def autocast(device: torch.device, precision: str):
 def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """Move to ``device`` in channels_last, the layout oneDNN and cuDNN convolutions are fastest in."""
     return model.to(device=device, memory_format=torch.channels_last)
+
+
+def default_workers(cap: int) -> int:
+    """Data-loading processes when the user names none: none on two cores or fewer, where decoding in the
+    main process (measured: 20.2 img/s in training) beats one worker competing with the two compute
+    threads (18.5 img/s); else half the cores, at most ``cap``."""
+    cpus = os.cpu_count() or 1
+    return 0 if cpus <= 2 else min(cap, cpus // 2)

@@ -41,13 +41,21 @@ def cached_run(path: str, modified: float):
 
 def load_run(path: str | Path):
     """The run at ``path``; raises core.evaluation.RunError with a readable message."""
-    from core.evaluation import RUN_FILE, RunError
+    from core.evaluation import RUN_FILE
 
     run_file = Path(path) / RUN_FILE
-    if not run_file.is_file():
-        raise RunError(f"{path} is not an evaluation run: {RUN_FILE} is missing (make one with "
-                       "python -m training.evaluate)")
-    return cached_run(str(path), run_file.stat().st_mtime)
+    # Without run.json read_run itself raises the explanation, and cache_data keeps no exceptions.
+    return cached_run(str(path), run_file.stat().st_mtime if run_file.is_file() else 0.0)
+
+
+def run_title(path: str) -> str:
+    """A run's label in a picker: its name, plus its folder, which keeps two runs of one name apart."""
+    from core.evaluation import RunError
+
+    try:
+        return f"{load_run(path).name} · {Path(path).name}"
+    except RunError:
+        return f"{path} (unreadable)"
 
 
 def run_images_root(run) -> Path | None:
@@ -64,19 +72,15 @@ def run_images_root(run) -> Path | None:
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def _model_file_digest(path: str, modified: float) -> str:
-    import hashlib
+def _cached_digest(path: str, modified: float) -> str:
+    from core.weights import sha256_of_file
 
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sha256_of_file(path)
 
 
 def file_digest(path: Path) -> str:
     """sha256 of a file, computed once per file version."""
-    return _model_file_digest(str(path), path.stat().st_mtime)
+    return _cached_digest(str(path), path.stat().st_mtime)
 
 
 def runs_of_model(model_file: Path) -> list:

@@ -50,6 +50,21 @@ def write_class_tree(root: Path, per_class: int, folder_names=("glioma", "mening
     return root
 
 
+def random_classifier(folder: Path, seed: int):
+    """A fp32 classifier with random weights (where the weights do not matter), saved and loaded as a real
+    checkpoint."""
+    from core import load_classifier
+    from core.checkpoint import save_checkpoint
+    from core.data import CLASSES
+    from core.model import build_resnet50
+    from test_checkpoint import metadata
+
+    torch.manual_seed(seed)
+    path = folder / "model.safetensors"
+    save_checkpoint(path, build_resnet50(len(CLASSES)), metadata())
+    return load_classifier(path, precision="fp32")
+
+
 @pytest.fixture
 def class_tree(tmp_path) -> Path:
     return write_class_tree(tmp_path / "tree", per_class=12)

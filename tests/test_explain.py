@@ -6,21 +6,14 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import synthetic_slice
-from core import load_classifier
-from core.checkpoint import save_checkpoint
+from conftest import random_classifier, synthetic_slice
 from core.data import CLASSES
 from core.explain import (CAM_METHODS, ExplainError, explain, heatmap_on_image, localisation_scores, overlay)
-from core.model import build_resnet50
-from test_checkpoint import metadata
 
 
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory):
-    torch.manual_seed(4)
-    path = tmp_path_factory.mktemp("clf") / "model.safetensors"
-    save_checkpoint(path, build_resnet50(len(CLASSES)), metadata())
-    return load_classifier(path, precision="fp32")
+    return random_classifier(tmp_path_factory.mktemp("clf"), seed=4)
 
 
 def slices(n=3, size=96):

@@ -1,21 +1,14 @@
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from core import load_classifier
-from core.checkpoint import save_checkpoint
+from conftest import random_classifier
 from core.data import CLASSES
-from core.model import build_resnet50
-from test_checkpoint import metadata
 
 
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory):
-    torch.manual_seed(1)
-    path = tmp_path_factory.mktemp("clf") / "model.safetensors"
-    save_checkpoint(path, build_resnet50(len(CLASSES)), metadata())
-    return load_classifier(path, precision="fp32")
+    return random_classifier(tmp_path_factory.mktemp("clf"), seed=1)
 
 
 def _images():

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import streamlit as st
 
 from core.evaluation import RunError, find_runs
 from dashboard.charts import label
-from dashboard.common import RUNS_DIR, load_run
+from dashboard.common import RUNS_DIR, load_run, run_title
 
 st.title("Compare runs")
 st.write("Put two evaluation runs side by side (two models on one dataset, or one model on two datasets). "
@@ -52,16 +50,9 @@ if len(paths) < 1:
     st.stop()
 
 
-def title(path: str) -> str:
-    try:
-        return f"{load_run(path).name} · {Path(path).name}"
-    except RunError:
-        return f"{path} (unreadable)"
-
-
 left, right = st.columns(2)
-choice_a = left.selectbox("Run A", paths, index=0, format_func=title, key="compare.a", persist_state="session")
-choice_b = right.selectbox("Run B", paths, index=min(1, len(paths) - 1), format_func=title, key="compare.b", persist_state="session")
+choice_a = left.selectbox("Run A", paths, index=0, format_func=run_title, key="compare.a", persist_state="session")
+choice_b = right.selectbox("Run B", paths, index=min(1, len(paths) - 1), format_func=run_title, key="compare.b", persist_state="session")
 try:
     run_a, run_b = load_run(choice_a), load_run(choice_b)
 except RunError as error:

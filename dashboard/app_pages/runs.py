@@ -16,7 +16,7 @@ from core.explain import explain, overlay
 from core.metrics import NO_TUMOUR, operating_point
 from dashboard import charts
 from dashboard.common import (DATASETS_KEY, ROOT, RUNS_DIR, classifier_at, current_model_path, datasets_root,
-                              file_digest, load_run, run_images_root)
+                              file_digest, load_run, run_images_root, run_title)
 
 SUBSETS = {"all": "All images", "duplicate_free": "No duplicate in training"}
 
@@ -34,16 +34,10 @@ def pick_run():
                 "name its folder above.")
         return None
 
-    def title(path: str) -> str:
-        try:
-            return f"{load_run(path).name} · {Path(path).name}"  # the folder keeps two runs of one name apart
-        except RunError:
-            return f"{path} (unreadable)"
-
     if extra.strip() and st.session_state.get("runs.last_other") != extra.strip():
         st.session_state["runs.choice"] = extra.strip()  # a newly typed folder becomes the chosen run
     st.session_state["runs.last_other"] = extra.strip()
-    choice = st.selectbox("Run", options, format_func=title, key="runs.choice", persist_state="session")
+    choice = st.selectbox("Run", options, format_func=run_title, key="runs.choice", persist_state="session")
     try:
         return load_run(choice)
     except RunError as error:
