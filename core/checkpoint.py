@@ -83,8 +83,6 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, metadata: dict,
                     fingerprints: dict[str, torch.Tensor] | None = None,
                     dtype: torch.dtype = torch.float32) -> Path:
     """Write ``model`` with ``metadata`` atomically: a crash never leaves a half-written file in place."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {}
@@ -97,8 +95,16 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, metadata: dict,
         tensors[key] = (value.to(wanted) if value.is_floating_point() else value).contiguous()
     for key, value in (fingerprints or {}).items():
         tensors[FINGERPRINT_PREFIX + key] = value.contiguous()
-    metadata = json_safe({"format": FORMAT, "format_version": FORMAT_VERSION, **metadata,
-                          "tensor_dtype": str(dtype).replace("torch.", "")})
+    metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, **metadata,
+                "tensor_dtype": str(dtype).replace("torch.", "")}
+    return _write(path, tensors, metadata)
+
+
+def _write(path: Path, tensors: dict[str, torch.Tensor], metadata: dict) -> Path:
+    """Tensors and metadata to ``path``, and the readable metadata copy beside it, each atomically."""
+    from safetensors.torch import save_file
+
+    metadata = json_safe(metadata)
     header = {METADATA_KEY: json.dumps(metadata, sort_keys=True, allow_nan=False)}
     tmp = path.with_name(path.name + ".partial")
     try:
@@ -111,6 +117,13 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, metadata: dict,
     tmp_json.write_text(json.dumps(metadata, indent=2, sort_keys=True, allow_nan=False) + "\n")
     finish_atomic_write(tmp_json, sidecar)
     return path
+
+
+def update_metadata(path: str | os.PathLike, changes: dict) -> Path:
+    """Replace top-level metadata entries of a checkpoint; its tensors are rewritten bit for bit."""
+    stored = load_checkpoint(path)
+    tensors = {**stored.state_dict, **{FINGERPRINT_PREFIX + k: v for k, v in stored.fingerprints.items()}}
+    return _write(stored.path, tensors, {**stored.metadata, **changes})
 
 
 def json_safe(value):

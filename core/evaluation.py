@@ -153,7 +153,8 @@ def _model_summary(checkpoint, path: Path) -> dict:
     return {"path": portable_path(path), "file_sha256": sha256_of_file(path), "classes": meta["classes"],
             "architecture": meta.get("architecture"), "preprocessing": meta.get("preprocessing"),
             "base_weights": meta.get("base_weights"), "training": meta.get("training"), "data": data,
-            "validation": meta.get("validation"), "versions": meta.get("versions")}
+            "validation": meta.get("validation"), "calibration": meta.get("calibration"),
+            "versions": meta.get("versions")}
 
 
 def _metrics_block(labels: np.ndarray, probs: np.ndarray, groups: np.ndarray, settings: EvaluationSettings
@@ -278,7 +279,7 @@ def evaluate(settings: EvaluationSettings) -> Path:
                                            "pred": CLASSES[int(explanation.probabilities[row].argmax())],
                                            "boxes": len(boxes), **scores})
                 else:
-                    probs[index] = classifier.logits(batch).softmax(dim=1).numpy()
+                    probs[index] = classifier.probabilities(classifier.logits(batch)).numpy()
                 for item in good:
                     fingerprints[item["index"]] = item["fingerprint"]
             bar.update(len(items))

@@ -170,7 +170,7 @@ def explain_batch(classifier, batch: torch.Tensor, method: str = DEFAULT_METHOD,
         batch = batch.clone().to(classifier.device).contiguous(memory_format=torch.channels_last)
         with autocast(classifier.device, classifier.precision):
             activations, logits = _split_forward(model, batch, layer, spec.uses_gradients)
-        probabilities = logits.detach().float().softmax(dim=1).cpu().numpy()
+        probabilities = classifier.probabilities(logits.detach()).cpu().numpy()
         chosen = _resolve_targets(targets, probabilities.argmax(axis=1), classifier.classes)
         gradients = None
         if spec.uses_gradients:

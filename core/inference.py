@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from core.checkpoint import load_checkpoint, model_from_checkpoint
+from core.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from core.data import normalize, preprocess_uint8
 from core.runtime import autocast, prepare_model, resolve_device, resolve_precision
 
@@ -34,6 +34,7 @@ class Classifier:
         self.image_size = int(pre["image_size"])
         self.mean = tuple(pre["mean"])
         self.std = tuple(pre["std"])
+        self.temperature = checkpoint_temperature(metadata)
 
     @property
     def classes(self) -> list[str]:
@@ -46,6 +47,10 @@ class Classifier:
     def normalise(self, batch_uint8: torch.Tensor) -> torch.Tensor:
         """uint8 batch (N, 3, size, size), as :func:`core.data.preprocess_uint8` makes it -> network input."""
         return normalize(batch_uint8, self.mean, self.std)
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Class probabilities from raw logits, with the checkpoint's temperature (1 if uncalibrated)."""
+        return (logits.float() / self.temperature).softmax(dim=1)
 
     @torch.inference_mode()
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
@@ -61,13 +66,24 @@ class Classifier:
         images = list(images)
         if not images:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
-        chunks = [self.logits(self.preprocess(images[i:i + batch_size])).softmax(dim=1)
+        chunks = [self.probabilities(self.logits(self.preprocess(images[i:i + batch_size])))
                   for i in range(0, len(images), batch_size)]
         return torch.cat(chunks).numpy()
 
     def predict(self, images, batch_size: int = 32) -> list[str]:
         probs = self.predict_proba(images, batch_size)
         return [self.classes[i] for i in probs.argmax(axis=1)]
+
+
+def checkpoint_temperature(metadata: dict) -> float:
+    """The softmax temperature a checkpoint's calibration prescribes; 1.0 for an uncalibrated one."""
+    record = metadata.get("calibration")
+    if not record:
+        return 1.0
+    value = record.get("temperature") if isinstance(record, dict) else None
+    if not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise CheckpointError(f"the checkpoint's calibration temperature {value!r} is not a positive number")
+    return float(value)
 
 
 def load_classifier(path: str | os.PathLike, device: str | torch.device | None = None,

@@ -143,6 +143,16 @@ def training_source(data: dict) -> str:
     return root if str(trained_on) == "." else f"{root}/{trained_on.as_posix()}"
 
 
+def calibration_caption(meta: dict) -> str:
+    """One line on whether the model's probabilities are calibrated, for people reading them as likelihoods."""
+    record = meta.get("calibration")
+    if not record:
+        return ("Probabilities are not calibrated: read them as scores, not as the chance of being right "
+                "(`python -m training.calibrate`).")
+    return (f"Probabilities calibrated by temperature scaling (T = {record['temperature']:.2f}, fitted on "
+            f"{record['images']:,} held-out validation images): an 80% answer is right about 80% of the time.")
+
+
 def model_sidebar() -> None:
     models = available_models()
     with st.sidebar:
@@ -171,6 +181,7 @@ def model_sidebar() -> None:
             auc = validation.get("val_macro_auc")
             st.caption(f"Validation accuracy {validation['val_accuracy']:.2%}"
                        + (f", macro AUC {auc:.4f}" if auc is not None else ""))
+        st.caption(calibration_caption(meta))
         from core.checkpoint import resolve_checkpoint_path
 
         for run in runs_of_model(resolve_checkpoint_path(current_model_path())):

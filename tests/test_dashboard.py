@@ -8,6 +8,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from conftest import KAGGLE, ROOT, needs_shared, synthetic_slice
+from core.checkpoint import read_metadata
 
 APP = str(ROOT / "dashboard" / "app.py")
 KAGGLE_RUN = ROOT / "assets" / "runs" / "brain-tumor-mri-testing"
@@ -60,6 +61,8 @@ def test_app_starts_on_the_default_model_and_shows_its_test_figures(app):
     captions = [c.value for c in at.sidebar.caption]
     assert any("Classes: Glioma, Meningioma, No tumour, Pituitary tumour" in c for c in captions)
     assert any(c.startswith(f"Tested on brain-tumor-mri/Testing: accuracy {shipped_accuracy()}") for c in captions)
+    temperature = read_metadata(ROOT / "assets/models/default")["calibration"]["temperature"]
+    assert any(f"calibrated by temperature scaling (T = {temperature:.2f}" in c for c in captions)
 
 
 def test_upload_gives_a_prediction_a_heatmap_and_a_download_and_a_bad_file_a_message(app):

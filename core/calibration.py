@@ -1,0 +1,166 @@
+"""Temperature scaling: probabilities that mean what they say.
+
+A network trained with label smoothing is under-confident: among the scans it calls 90% likely, more than
+90% are right. One positive number, the temperature T, divides the logits before the softmax; T < 1 sharpens
+the probabilities, T > 1 softens them. It never changes which class is largest, so accuracy, the confusion
+matrix and the heatmaps stay as they were. T is fitted by minimising the negative log-likelihood on images the
+network was not trained on: the validation split (Guo et al., "On calibration of modern neural networks",
+ICML 2017).
+
+The checkpoint carries the result under ``calibration``; :class:`core.inference.Classifier` applies it. A model
+refitted on every image (``--val-fraction 0``) has no held-out images of its own: it takes the temperature of a
+run of the same recipe that had a validation split (``python -m training.calibrate --from``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.checkpoint import CheckpointError, read_metadata
+from core.data import CLASSES, canonical_class
+from core.metrics import calibration as reliability
+
+METHOD = "temperature scaling"
+# Bounds of the search; a fit that lands on one of them says the logits are degenerate, not calibrated.
+LOWEST, HIGHEST = 0.05, 20.0
+# Settings that may differ between a run with a validation split and its refit on every image.
+NOT_RECIPE = {"out", "data", "val_fraction", "save_dtype", "time_limit_minutes", "resume", "progress",
+              "num_workers", "device", "precision", "weights_file"}
+
+
+class CalibrationError(ValueError):
+    """Calibration cannot be done as asked; the message says why."""
+
+
+def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
+    """Mean negative log-likelihood of ``labels`` under softmax(logits / temperature)."""
+    scaled = torch.as_tensor(logits, dtype=torch.float64) / temperature
+    return float(torch.nn.functional.cross_entropy(scaled, torch.as_tensor(labels, dtype=torch.long)))
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature that minimises the negative log-likelihood (a bounded search over log T)."""
+    from scipy.optimize import minimize_scalar
+
+    logits = np.asarray(logits, dtype=np.float64)
+    labels = np.asarray(labels)
+    if logits.ndim != 2 or len(logits) != len(labels) or not len(labels):
+        raise CalibrationError(f"need logits of shape (n, classes) and n labels; got {logits.shape} and "
+                               f"{labels.shape}")
+    result = minimize_scalar(lambda log_t: nll(logits, labels, float(np.exp(log_t))),
+                             bounds=(np.log(LOWEST), np.log(HIGHEST)), method="bounded",
+                             options={"xatol": 1e-5})
+    temperature = float(np.exp(result.x))
+    best = nll(logits, labels, temperature)
+    at_edge = min(nll(logits, labels, LOWEST), nll(logits, labels, HIGHEST)) <= best + 1e-12
+    if at_edge or not LOWEST * 1.01 < temperature < HIGHEST / 1.01:
+        raise CalibrationError(f"the fitted temperature ({temperature:.3g}) sits at the edge of the search; the "
+                               "held-out images are probably all right with certainty or all wrong")
+    return temperature
+
+
+def _softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
+    return torch.as_tensor(logits, dtype=torch.float64).div(temperature).softmax(1).numpy()
+
+
+def calibration_record(logits: np.ndarray, labels: np.ndarray, fitted_on: dict) -> dict:
+    """Fit the temperature and describe it for the checkpoint: what it was fitted on and what it changed."""
+    temperature = fit_temperature(logits, labels)
+    before, after = _softmax(logits, 1.0), _softmax(logits, temperature)
+    return {"method": METHOD, "temperature": round(temperature, 5), "fitted_on": fitted_on,
+            "images": len(labels),
+            "nll_before": round(nll(logits, labels), 5), "nll_after": round(nll(logits, labels, temperature), 5),
+            "ece_before": round(reliability(labels, before)["ece"], 5),
+            "ece_after": round(reliability(labels, after)["ece"], 5)}
+
+
+def validation_images(metadata: dict, data: str | os.PathLike | None = None) -> tuple[list[Path], np.ndarray]:
+    """The checkpoint's own validation images (as recorded at training) and their labels.
+
+    ``data`` replaces the dataset root recorded in the checkpoint (a relative path there is relative to the
+    directory training ran in)."""
+    recorded = metadata.get("data", {})
+    files = recorded.get("val_files") or []
+    if not files:
+        raise CalibrationError("the checkpoint was trained without a validation split (--val-fraction 0), so it "
+                               "has no held-out images to fit a temperature on; take the temperature of a run "
+                               "of the same recipe that had one (--from)")
+    root = Path(data if data is not None else recorded.get("root", "")).expanduser()
+    base = root / recorded.get("trained_on", ".")
+    if not base.is_dir():
+        raise CalibrationError(f"the training images are not at {base}; pass the dataset root with --data")
+    paths, labels = [], []
+    for relpath in files:
+        name = canonical_class(relpath.split("/")[0])
+        if name is None or name not in CLASSES:
+            raise CalibrationError(f"validation file {relpath} is not in a known class folder")
+        path = base / relpath
+        if not path.is_file():
+            raise CalibrationError(f"validation image {path} is missing; the dataset changed since training")
+        paths.append(path)
+        labels.append(CLASSES.index(name))
+    return paths, np.asarray(labels)
+
+
+def held_out_logits(classifier, paths: list[Path], batch_size: int = 32) -> np.ndarray:
+    """Raw logits of the classifier on these images, with its own preprocessing and precision."""
+    from core.data import load_image
+
+    chunks = []
+    for start in range(0, len(paths), batch_size):
+        try:
+            images = [load_image(p) for p in paths[start:start + batch_size]]
+        except ValueError as error:
+            raise CalibrationError(f"a validation image cannot be read ({error})") from None
+        chunks.append(classifier.logits(classifier.preprocess(images)).numpy())
+    return np.concatenate(chunks)
+
+
+def fit_on_validation(checkpoint: str | os.PathLike, data: str | os.PathLike | None = None) -> dict:
+    """Fit a temperature on a checkpoint's own validation split; returns the record for its metadata."""
+    from core import load_classifier
+
+    classifier = load_classifier(checkpoint)
+    paths, labels = validation_images(classifier.metadata, data)
+    logits = held_out_logits(classifier, paths)
+    fitted_on = {"split": "validation", "checkpoint": Path(classifier.path).parent.name,
+                 "data_fingerprint": classifier.metadata.get("data", {}).get("fingerprint"),
+                 "precision": classifier.precision}
+    return calibration_record(logits, labels, fitted_on)
+
+
+def recipe_differences(target: dict, source: dict) -> list[str]:
+    """Training settings that differ between two checkpoints, apart from those a refit may change. A setting
+    that an older checkpoint does not record had its default then, as on resuming."""
+    from dataclasses import fields
+
+    from core.config import TrainConfig
+
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    a = {**defaults, **target.get("training", {}).get("config", {})}
+    b = {**defaults, **source.get("training", {}).get("config", {})}
+    return sorted(f"{key} is {b.get(key)!r} in the source and {a.get(key)!r} in the target"
+                  for key in set(a) | set(b) if key not in NOT_RECIPE and a.get(key) != b.get(key))
+
+
+def borrowed_record(target: str | os.PathLike, source: str | os.PathLike,
+                    data: str | os.PathLike | None = None) -> dict:
+    """Fit on ``source``'s validation split, for ``target``: a refit of the same recipe on every image."""
+    try:
+        mine, theirs = read_metadata(target), read_metadata(source)
+    except CheckpointError as error:
+        raise CalibrationError(str(error)) from None
+    differences = recipe_differences(mine, theirs)
+    if mine.get("data", {}).get("fingerprint") != theirs.get("data", {}).get("fingerprint"):
+        differences.append("the training data differ (dataset fingerprints)")
+    if differences:
+        raise CalibrationError("the two checkpoints were not trained with the same recipe, so the temperature "
+                               "would not carry over: " + "; ".join(differences))
+    record = fit_on_validation(source, data)
+    record["fitted_on"]["borrowed"] = ("fitted on the validation split of a run of the same recipe; this model "
+                                       "was refitted on every image and has no held-out images of its own")
+    return record

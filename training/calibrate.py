@@ -1,0 +1,61 @@
+"""Fit a checkpoint's softmax temperature so that its probabilities are calibrated.
+
+    python -m training.calibrate --checkpoint outputs/my-model
+    python -m training.calibrate --checkpoint outputs/my-refit --from outputs/my-model
+
+Training already does the first for every run with a validation split. The second is for a refit on every
+image (--val-fraction 0), which has no held-out images of its own: the temperature is fitted on the validation
+split of --from, a run of the same recipe, with that run's model. The temperature changes the probabilities,
+never the predicted class. See core/calibration.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training.calibrate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="checkpoint file or its directory; updated in place")
+    parser.add_argument("--from", dest="source", default=None,
+                        help="fit on the validation split of this checkpoint instead (same recipe, trained with a "
+                             "validation split)")
+    parser.add_argument("--data", default=None,
+                        help="dataset root the validation images live under (default: the one recorded at "
+                             "training)")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = get_args_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    from core.calibration import CalibrationError, borrowed_record, fit_on_validation
+    from core.checkpoint import (
+        CheckpointError,
+        resolve_checkpoint_path,
+        update_metadata,
+    )
+
+    try:
+        target = resolve_checkpoint_path(args.checkpoint)
+        if args.source:
+            record = borrowed_record(target, resolve_checkpoint_path(args.source), args.data)
+        else:
+            record = fit_on_validation(target, args.data)
+        update_metadata(target, {"calibration": record})
+    except (CalibrationError, CheckpointError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"{target}: temperature {record['temperature']:.4f}, fitted on {record['images']} validation images "
+          f"of {record['fitted_on']['checkpoint']}")
+    print(f"  negative log-likelihood {record['nll_before']:.4f} -> {record['nll_after']:.4f}, "
+          f"expected calibration error {record['ece_before']:.4f} -> {record['ece_after']:.4f} "
+          "(on the images it was fitted on)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
