@@ -120,11 +120,17 @@ def held_out_logits(classifier, paths: list[Path], batch_size: int = 32) -> np.n
     return np.concatenate(chunks)
 
 
-def fit_on_validation(checkpoint: str | os.PathLike, data: str | os.PathLike | None = None) -> dict:
+def fit_on_validation(checkpoint: str | os.PathLike, data: str | os.PathLike | None = None,
+                      device: str | None = None, precision: str = "auto") -> dict:
     """Fit a temperature on a checkpoint's own validation split; returns the record for its metadata."""
     from core import load_classifier
+    from core.checkpoint import check_classes_match
 
-    classifier = load_classifier(checkpoint)
+    classifier = load_classifier(checkpoint, device=device, precision=precision)
+    try:
+        check_classes_match(classifier.metadata)
+    except CheckpointError as error:
+        raise CalibrationError(str(error)) from None
     paths, labels = validation_images(classifier.metadata, data)
     logits = held_out_logits(classifier, paths)
     fitted_on = {"split": "validation", "checkpoint": Path(classifier.path).parent.name,
@@ -154,6 +160,9 @@ def borrowed_record(target: str | os.PathLike, source: str | os.PathLike,
         mine, theirs = read_metadata(target), read_metadata(source)
     except CheckpointError as error:
         raise CalibrationError(str(error)) from None
+    if mine.get("data", {}).get("val_files"):
+        raise CalibrationError("this checkpoint has a validation split of its own; calibrate it on that (leave out "
+                               "--from)")
     differences = recipe_differences(mine, theirs)
     if mine.get("data", {}).get("fingerprint") != theirs.get("data", {}).get("fingerprint"):
         differences.append("the training data differ (dataset fingerprints)")

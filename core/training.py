@@ -613,24 +613,27 @@ def train(cfg: TrainConfig) -> Path:
         final["training"]["stopped_by"] = stop_reason
         save_checkpoint(checkpoint_path, model_from_checkpoint(stored), final, stored.fingerprints, save_dtype)
         if len(data.val_idx):
-            calibrate_on_validation(checkpoint_path, cfg.data)
+            calibrate_on_validation(checkpoint_path, cfg)
     if ctx.enabled:
         dist.barrier()
     return checkpoint_path
 
 
-def calibrate_on_validation(checkpoint_path: Path, data_root: str) -> None:
+def calibrate_on_validation(checkpoint_path: Path, cfg: TrainConfig) -> None:
     """Fit the softmax temperature of the finished checkpoint on its validation split (core.calibration).
-    A fit that fails (a tiny or degenerate validation split) leaves the model uncalibrated, with a warning."""
-    from core.calibration import CalibrationError, fit_on_validation
+
+    Calibration is an extra: whatever goes wrong here (a tiny or degenerate validation split, a full disk) leaves
+    the good checkpoint as it is, uncalibrated, with a warning that says why."""
+    from core.calibration import fit_on_validation
     from core.checkpoint import update_metadata
 
     try:
-        record = fit_on_validation(checkpoint_path, data_root)
-    except CalibrationError as error:
+        # Fitted at the precision inference uses by default ('auto'), on the device the user chose.
+        record = fit_on_validation(checkpoint_path, cfg.data, cfg.device)
+        update_metadata(checkpoint_path, {"calibration": record})
+    except Exception as error:  # noqa: BLE001 - see the docstring
         log.warning("probabilities left uncalibrated: %s", error)
         return
-    update_metadata(checkpoint_path, {"calibration": record})
     log.info("calibrated on %d validation images: temperature %.3f (negative log-likelihood %.4f -> %.4f, "
              "ECE %.4f -> %.4f)", record["images"], record["temperature"], record["nll_before"],
              record["nll_after"], record["ece_before"], record["ece_after"])

@@ -145,12 +145,23 @@ def training_source(data: dict) -> str:
 
 def calibration_caption(meta: dict) -> str:
     """One line on whether the model's probabilities are calibrated, for people reading them as likelihoods."""
+    from core.inference import checkpoint_temperature
+
     record = meta.get("calibration")
     if not record:
         return ("Probabilities are not calibrated: read them as scores, not as the chance of being right "
                 "(`python -m training.calibrate`).")
-    return (f"Probabilities calibrated by temperature scaling (T = {record['temperature']:.2f}, fitted on "
-            f"{record['images']:,} held-out validation images): an 80% answer is right about 80% of the time.")
+    try:
+        temperature = checkpoint_temperature(meta)
+    except CheckpointError as error:
+        return f"Calibration unusable: {error}"
+    fitted_on = record.get("fitted_on") or {}
+    images = record.get("images")
+    source = f"{images:,} validation images" if isinstance(images, int) else "validation images"
+    if fitted_on.get("borrowed"):
+        source += f" of a run of the same recipe ({fitted_on.get('checkpoint', 'unnamed')})"
+    return (f"Probabilities calibrated by temperature scaling (T = {temperature:.2f}, fitted on {source}): on "
+            "held-out scans, answers given with 80% are right about 80% of the time.")
 
 
 def model_sidebar() -> None:

@@ -15,6 +15,8 @@ from core import load_classifier
 from core.calibration import CalibrationError, calibration_record, fit_temperature, nll
 from core.checkpoint import CheckpointError, read_metadata, update_metadata
 from core.config import TrainConfig
+from core.explain import explain
+from dashboard.common import calibration_caption
 from core.training import train
 
 
@@ -63,6 +65,18 @@ def test_the_classifier_divides_its_logits_by_the_checkpoints_temperature(tmp_pa
     assert plain.temperature == 1.0 and scaled.temperature == 0.4
     np.testing.assert_allclose(scaled.predict_proba(images), (logits / 0.4).softmax(1).numpy(), atol=1e-5)
     np.testing.assert_array_equal(scaled.predict_proba(images).argmax(1), plain.predict_proba(images).argmax(1))
+    # The heatmap pass reports the same calibrated probabilities.
+    np.testing.assert_allclose(explain(scaled, images).probabilities, scaled.predict_proba(images), atol=1e-5)
+
+
+def test_the_sidebar_says_whether_and_how_a_model_is_calibrated():
+    assert calibration_caption({}).startswith("Probabilities are not calibrated")
+    borrowed = {"calibration": {"temperature": 0.665, "images": 571,
+                                "fitted_on": {"checkpoint": "lrdecay-val", "borrowed": "..."}}}
+    assert ("T = 0.67, fitted on 571 validation images of a run of the same recipe (lrdecay-val)"
+            in calibration_caption(borrowed))
+    assert "fitted on validation images)" in calibration_caption({"calibration": {"temperature": 2}})
+    assert calibration_caption({"calibration": {"temperature": "hot"}}).startswith("Calibration unusable")
 
 
 def test_a_temperature_that_is_not_a_positive_number_is_refused(tmp_path):
@@ -111,6 +125,11 @@ def test_a_refit_borrows_the_temperature_of_a_run_of_its_recipe(validated, kaggl
     record = read_metadata(refit)["calibration"]
     assert record["temperature"] == read_metadata(validated)["calibration"]["temperature"]
     assert "refitted on every image" in record["fitted_on"]["borrowed"]
+
+
+def test_a_model_with_its_own_validation_split_does_not_borrow(validated):
+    result = command("--checkpoint", str(validated), "--from", str(validated))
+    assert result.returncode == 2 and "validation split of its own" in result.stderr
 
 
 def test_a_temperature_is_not_borrowed_across_recipes(validated, kaggle_layout, tmp_path):

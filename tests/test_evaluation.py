@@ -8,6 +8,7 @@ from PIL import Image
 
 from conftest import write_class_tree
 from core import load_classifier
+from core.checkpoint import update_metadata
 from core.config import TrainConfig
 from core.data import load_image
 from core.evaluation import (RUN_FILE, EvaluationSettings, RunError, evaluate, find_runs, read_run)
@@ -66,6 +67,20 @@ def test_probabilities_are_the_classifiers_own(run, checkpoint, evaluation_set):
     rows = run.predictions.head(5)
     images = [load_image(evaluation_set / path) for path in rows["path"]]
     assert np.allclose(clf.predict_proba(images), run.probabilities(rows), atol=1e-5)
+
+
+def test_a_calibrated_checkpoint_evaluates_with_its_temperature(checkpoint, evaluation_set, tmp_path):
+    calibrated = tmp_path / "model.safetensors"
+    shutil.copy(checkpoint, calibrated)
+    update_metadata(calibrated, {"calibration": {"method": "temperature scaling", "temperature": 0.4}})
+    run = read_run(evaluate(settings(calibrated, evaluation_set, tmp_path / "run", localisation="off")))
+    assert run.info["model"]["calibration"]["temperature"] == 0.4
+    rows = run.predictions.head(5)
+    images = [load_image(evaluation_set / path) for path in rows["path"]]
+    clf = load_classifier(calibrated, precision="fp32")
+    assert np.allclose(clf.predict_proba(images), run.probabilities(rows), atol=1e-5)
+    assert not np.allclose(load_classifier(checkpoint, precision="fp32").predict_proba(images),
+                           run.probabilities(rows), atol=1e-3)
 
 
 def test_metrics_agree_with_the_predictions(run):

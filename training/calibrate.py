@@ -49,6 +49,12 @@ def main(argv=None) -> int:
     except (CalibrationError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:
+        print(f"error: the checkpoint could not be rewritten ({error}); it is unchanged", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; the checkpoint is unchanged", file=sys.stderr)
+        return 130
     print(f"{target}: temperature {record['temperature']:.4f}, fitted on {record['images']} validation images "
           f"of {record['fitted_on']['checkpoint']}")
     print(f"  negative log-likelihood {record['nll_before']:.4f} -> {record['nll_after']:.4f}, "
