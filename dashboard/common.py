@@ -155,7 +155,7 @@ def calibration_caption(meta: dict) -> str:
         temperature = checkpoint_temperature(meta)
     except CheckpointError as error:
         return f"Calibration unusable: {error}"
-    fitted_on = record.get("fitted_on") or {}
+    fitted_on = record.get("fitted_on") if isinstance(record.get("fitted_on"), dict) else {}
     images = record.get("images")
     source = f"{images:,} validation images" if isinstance(images, int) else "validation images"
     if fitted_on.get("borrowed"):
