@@ -66,17 +66,31 @@ def head_parameters(model: nn.Module) -> list[nn.Parameter]:
     return list(model.fc.parameters())
 
 
-def set_backbone_trainable(model: nn.Module, trainable: bool) -> None:
-    """Freeze or unfreeze everything but the head."""
+# The backbone's stages in input order; the stem (conv1, bn1) is frozen or trained together with layer1.
+STAGE_PREFIXES = (("conv1", "bn1", "layer1"), ("layer2",), ("layer3",), ("layer4",))
+
+
+def frozen_prefixes(freeze_stages: int) -> tuple[str, ...]:
+    """Top-level module names of the first ``freeze_stages`` stages (0: none; 1: stem and layer1; ... 4: all)."""
+    if not 0 <= freeze_stages <= len(STAGE_PREFIXES):
+        raise ValueError(f"freeze_stages must be between 0 and {len(STAGE_PREFIXES)}, not {freeze_stages}")
+    return tuple(name for stage in STAGE_PREFIXES[:freeze_stages] for name in stage)
+
+
+def set_backbone_trainable(model: nn.Module, trainable: bool, keep_frozen: tuple[str, ...] = ()) -> None:
+    """Freeze or unfreeze everything but the head; modules named in ``keep_frozen`` stay frozen either way."""
     for name, param in model.named_parameters():
         if not name.startswith("fc."):
-            param.requires_grad_(trainable)
+            param.requires_grad_(trainable and name.split(".")[0] not in keep_frozen)
 
 
-def freeze_backbone_batchnorm(model: nn.Module) -> None:
-    """Keep a frozen backbone's BatchNorm statistics fixed (call after ``model.train()``)."""
+def freeze_backbone_batchnorm(model: nn.Module, prefixes: tuple[str, ...] | None = None) -> None:
+    """Keep the BatchNorm statistics of a frozen backbone (``prefixes=None``) or of the named top-level modules
+    fixed (call after ``model.train()``): a frozen layer then computes exactly what it will at inference."""
     for name, module in model.named_modules():
-        if isinstance(module, nn.BatchNorm2d) and not name.startswith("fc"):
+        if not isinstance(module, nn.BatchNorm2d) or name.startswith("fc"):
+            continue
+        if prefixes is None or name.split(".")[0] in prefixes:
             module.eval()
 
 
@@ -85,13 +99,13 @@ def layerwise_parameter_groups(model: nn.Module, head_lr: float, backbone_lr: fl
     """Parameter groups for fine-tuning: the head at ``head_lr``, ``layer4`` at ``backbone_lr`` and each
     earlier stage at ``decay`` times the stage after it (the stem shares ``layer1``'s rate).
 
-    BatchNorm weights and biases get no weight decay.
+    BatchNorm weights and biases get no weight decay. Frozen parameters (``requires_grad`` False) are left out.
     """
     stages = [("fc",), ("layer4",), ("layer3",), ("layer2",), ("layer1", "conv1", "bn1")]
     rates = [head_lr] + [backbone_lr * decay ** i for i in range(4)]
     groups = []
     for prefixes, lr in zip(stages, rates):
-        params = [(n, p) for n, p in model.named_parameters() if n.split(".")[0] in prefixes]
+        params = [(n, p) for n, p in model.named_parameters() if n.split(".")[0] in prefixes and p.requires_grad]
         decayed = [p for n, p in params if p.ndim > 1]
         plain = [p for n, p in params if p.ndim <= 1]
         name = prefixes[0]

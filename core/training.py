@@ -33,7 +33,7 @@ from core.config import TrainConfig
 from core.data import (CLASSES, IMAGE_EXTENSIONS, DatasetError, ImageFolderDataset, Sample, find_split_dirs, normalize,
                        scan_class_folders, training_augmentation)
 from core.model import (ARCHITECTURE, build_resnet50, classifier_from_imagenet, freeze_backbone_batchnorm,
-                        layerwise_parameter_groups, set_backbone_trainable)
+                        frozen_prefixes, layerwise_parameter_groups, set_backbone_trainable)
 from core.runtime import autocast, default_workers, prepare_model, resolve_device, resolve_precision
 from core.weights import IMAGENET_MEAN, IMAGENET_STD, resolve_imagenet_weights
 
@@ -256,10 +256,12 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, phase: str, steps: int, 
 
 
 def train_one_epoch(model, loader, optimizer, scheduler, scaler, criterion, device, precision, ctx,
-                    bar=None, frozen_backbone=False, ema=None) -> dict:
+                    bar=None, frozen_backbone=False, ema=None, keep_frozen: tuple[str, ...] = ()) -> dict:
     model.train()
     if frozen_backbone:
-        freeze_backbone_batchnorm(model)
+        freeze_backbone_batchnorm(_unwrap(model))
+    elif keep_frozen:
+        freeze_backbone_batchnorm(_unwrap(model), keep_frozen)
     loss_sum = correct = seen = 0.0
     for images, labels in loader:
         images = normalize(images, IMAGENET_MEAN, IMAGENET_STD).to(device, non_blocking=True)
@@ -400,6 +402,14 @@ def check_config(cfg: TrainConfig) -> None:
         problems.append("--ema-decay must be in [0, 1) (0 turns the moving average off)")
     if not 0 <= cfg.dropout < 1 or not 0 <= cfg.label_smoothing < 1:
         problems.append("--dropout and --label-smoothing must be in [0, 1)")
+    if not 0 <= cfg.freeze_stages <= 4:
+        problems.append("--freeze-stages must be between 0 (train every stage) and 4 (train only the head)")
+    if cfg.low_res_epochs < 0 or cfg.low_res_epochs > cfg.epochs:
+        problems.append("--low-res-epochs must be between 0 and --epochs")
+    if cfg.low_res_epochs and cfg.low_res_size is None:
+        problems.append("--low-res-epochs needs --low-res-size")
+    if cfg.low_res_size is not None and not 32 <= cfg.low_res_size <= cfg.image_size:
+        problems.append("--low-res-size must be between 32 and --image-size")
     if cfg.weights_file and not Path(cfg.weights_file).is_file():
         problems.append(f"--weights-file {cfg.weights_file} does not exist")
     if problems:
@@ -436,13 +446,31 @@ def load_resume_state(path: Path, cfg: TrainConfig, world: int) -> dict:
     return state
 
 
-def _stop_for_time(cfg: TrainConfig, started: float, history: list, phase: str, ctx: Dist) -> bool:
+def epoch_image_size(cfg: TrainConfig, epoch: int) -> int:
+    """The training image size of ``epoch`` (0-based): the low-resolution size for the first epochs, if set."""
+    return cfg.low_res_size if cfg.low_res_size is not None and epoch < cfg.low_res_epochs else cfg.image_size
+
+
+def expected_epoch_seconds(history: list, phase: str, size: int, default_size: int) -> float | None:
+    """How long an epoch of ``phase`` at ``size`` should take, from the last epochs like it; epochs of the same
+    phase at another size are scaled by the pixel count. None before any epoch of the phase."""
+    same_phase = [h for h in history if h["phase"] == phase]
+    same_size = [h["seconds"] for h in same_phase if h.get("image_size", default_size) == size][-2:]
+    if same_size:
+        return float(np.mean(same_size))
+    if same_phase:
+        last = same_phase[-1]
+        return last["seconds"] * (size / last.get("image_size", default_size)) ** 2
+    return None
+
+
+def _stop_for_time(cfg: TrainConfig, started: float, history: list, phase: str, size: int, ctx: Dist) -> bool:
     """Rank 0 decides (and every process follows) whether the next epoch would end past the time limit,
-    judged from the last epochs of the same phase."""
+    judged from the last epochs of the same phase (see :func:`expected_epoch_seconds`)."""
     over = 0.0
     if ctx.main and cfg.time_limit_minutes is not None:
-        same = [h["seconds"] for h in history if h["phase"] == phase][-2:]
-        if same and time.time() - started + float(np.mean(same)) > cfg.time_limit_minutes * 60:
+        expected = expected_epoch_seconds(history, phase, size, cfg.image_size)
+        if expected is not None and time.time() - started + expected > cfg.time_limit_minutes * 60:
             over = 1.0
     return _all_sum([over], ctx)[0] > 0
 
@@ -511,13 +539,14 @@ def train(cfg: TrainConfig) -> Path:
 
     augment = training_augmentation(cfg.rotation, (cfg.scale_min, cfg.scale_max), cfg.translate,
                                     cfg.brightness, cfg.contrast, cfg.hflip)
-    train_set = Subset(ImageFolderDataset(data.samples, cfg.image_size, augment), data.train_idx.tolist())
+    keep_frozen = frozen_prefixes(cfg.freeze_stages)
     val_indices = data.val_idx[ctx.rank::ctx.world].tolist()  # a disjoint share per process, no padding
     val_set = Subset(ImageFolderDataset(data.samples, cfg.image_size), val_indices)
     workers = cfg.num_workers if cfg.num_workers is not None else default_workers(8)
     loader_args = {"batch_size": cfg.batch_size, "num_workers": workers, "pin_memory": device.type == "cuda"}
     val_loader = DataLoader(val_set, shuffle=False, **loader_args)
     steps_per_epoch = per_rank // cfg.batch_size
+    n_train = len(data.train_idx)
 
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
@@ -535,14 +564,15 @@ def train(cfg: TrainConfig) -> Path:
 
     for epoch in range(start_epoch, cfg.epochs):
         wanted = "head" if epoch < cfg.head_epochs else "full"
-        if _stop_for_time(cfg, started, history, wanted, ctx):
+        size = epoch_image_size(cfg, epoch)
+        if _stop_for_time(cfg, started, history, wanted, size, ctx):
             log.warning("stopping before epoch %d: it would end past the %.0f-minute limit",
                         epoch + 1, cfg.time_limit_minutes)
             stop_reason = "time limit"
             break
         if wanted != phase:
             phase = wanted
-            set_backbone_trainable(model, phase == "full")
+            set_backbone_trainable(model, phase == "full", keep_frozen)
             phase_epochs = cfg.head_epochs if phase == "head" else cfg.epochs - cfg.head_epochs
             optimizer, scheduler = build_optimizer(model, cfg, phase, steps_per_epoch * phase_epochs,
                                                    steps_per_epoch)
@@ -552,23 +582,24 @@ def train(cfg: TrainConfig) -> Path:
                 scheduler.load_state_dict(resume_state["scheduler"])
             resume_state = None  # consumed: a later phase change starts its optimizer afresh
         generator = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-        indices = torch.randperm(len(train_set), generator=generator)[:per_rank * ctx.world]
-        mine = indices[ctx.rank::ctx.world][:steps_per_epoch * cfg.batch_size].tolist()
-        train_loader = DataLoader(Subset(train_set, mine), shuffle=False, drop_last=True,
-                                  generator=generator, **loader_args)
+        indices = torch.randperm(n_train, generator=generator)[:per_rank * ctx.world]
+        mine = data.train_idx[indices[ctx.rank::ctx.world][:steps_per_epoch * cfg.batch_size].numpy()].tolist()
+        train_loader = DataLoader(Subset(ImageFolderDataset(data.samples, size, augment), mine), shuffle=False,
+                                  drop_last=True, generator=generator, **loader_args)
         torch.manual_seed(cfg.seed * 1000 + epoch * 10 + ctx.rank)  # augmentation draws in the main process
         epoch_start = time.time()
-        with tqdm(total=len(mine) * ctx.world, desc=f"epoch {epoch + 1}/{cfg.epochs} [{phase}]", unit="img",
-                  disable=not (cfg.progress and ctx.main), dynamic_ncols=True) as bar:
+        with tqdm(total=len(mine) * ctx.world, desc=f"epoch {epoch + 1}/{cfg.epochs} [{phase}, {size} px]",
+                  unit="img", disable=not (cfg.progress and ctx.main), dynamic_ncols=True) as bar:
             record = train_one_epoch(net, train_loader, optimizer, scheduler, scaler, criterion, device,
-                                     precision, ctx, bar, frozen_backbone=phase == "head", ema=ema)
+                                     precision, ctx, bar, frozen_backbone=phase == "head", ema=ema,
+                                     keep_frozen=keep_frozen)
         train_seconds = time.time() - epoch_start
         if ema is not None:
             _sync_buffers(ema.module, model)
         if len(data.val_idx):
             record.update(validate(evaluated, val_loader, device, precision, ctx))
         seconds = time.time() - epoch_start
-        record.update({"epoch": epoch + 1, "phase": phase, "seconds": round(seconds, 1),
+        record.update({"epoch": epoch + 1, "phase": phase, "image_size": size, "seconds": round(seconds, 1),
                        "train_images_per_second": round(len(mine) * ctx.world / train_seconds, 2),
                        "lr_head": optimizer.param_groups[0]["lr"],
                        "lr_backbone": max((g["lr"] for g in optimizer.param_groups if not g["name"].startswith("fc")),

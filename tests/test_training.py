@@ -8,7 +8,7 @@ from conftest import write_class_tree
 from core.checkpoint import load_checkpoint, read_metadata
 from core.config import TrainConfig
 from core.data import DatasetError
-from core.training import STATE_FILENAME, TrainingError, prepare_data, train
+from core.training import STATE_FILENAME, TrainingError, expected_epoch_seconds, prepare_data, train
 
 
 def tiny(data, out, **overrides):
@@ -124,6 +124,43 @@ def test_a_moving_average_of_the_weights_is_what_gets_validated_and_saved(kaggle
     assert torch.allclose(saved[statistics].float(), state["model"][statistics].float(), atol=1e-6)
 
 
+def test_frozen_stages_keep_their_weights_and_statistics_and_early_epochs_run_smaller(kaggle_layout, tmp_path,
+                                                                                      monkeypatch):
+    import core.training as training
+
+    initial = {}
+    real_build = training.classifier_from_imagenet
+
+    def remember_initial_weights(*args, **kwargs):
+        model = real_build(*args, **kwargs)
+        initial.update({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return model
+
+    monkeypatch.setattr(training, "classifier_from_imagenet", remember_initial_weights)
+    path = train(tiny(kaggle_layout, tmp_path / "frozen", epochs=3, freeze_stages=1, low_res_size=32,
+                      low_res_epochs=2))
+    meta = read_metadata(path)
+    assert [h["image_size"] for h in meta["history"]] == [32, 32, 48]
+    assert meta["preprocessing"]["image_size"] == 48  # the model is used at the full size
+    saved = load_checkpoint(path).state_dict
+    for name in ("conv1.weight", "bn1.running_mean", "layer1.0.conv1.weight", "layer1.2.bn3.running_var",
+                 "layer1.2.bn3.weight"):
+        assert torch.equal(saved[name], initial[name]), f"{name} changed although its stage is frozen"
+    for name in ("layer2.0.conv1.weight", "layer2.0.bn1.running_mean", "fc.weight"):
+        assert not torch.equal(saved[name], initial[name]), f"{name} did not train"
+
+
+def test_epoch_time_is_estimated_from_epochs_like_it():
+    history = [{"phase": "head", "image_size": 160, "seconds": 50.0},
+               {"phase": "full", "image_size": 160, "seconds": 100.0},
+               {"phase": "full", "image_size": 160, "seconds": 110.0}]
+    assert expected_epoch_seconds(history, "full", 160, 224) == 105.0   # the mean of the last two alike
+    assert expected_epoch_seconds(history, "full", 320, 224) == 440.0   # 110 s scaled by (320 / 160) ** 2
+    assert expected_epoch_seconds(history, "head", 160, 224) == 50.0
+    assert expected_epoch_seconds(history[:1], "full", 224, 224) is None
+    assert expected_epoch_seconds([{"phase": "full", "seconds": 30.0}], "full", 224, 224) == 30.0  # older runs
+
+
 def test_an_existing_run_is_not_overwritten(trained, kaggle_layout, tmp_path):
     with pytest.raises(TrainingError, match="--resume"):
         train(tiny(kaggle_layout, trained[0]))
@@ -140,6 +177,10 @@ def test_an_existing_run_is_not_overwritten(trained, kaggle_layout, tmp_path):
     ({"epochs": 0}, "--epochs must be at least 1"),
     ({"schedule": "linear"}, "--schedule must be cosine or onecycle"),
     ({"weights_file": "/nonexistent/weights.safetensors"}, "does not exist"),
+    ({"freeze_stages": 5}, "--freeze-stages must be between 0"),
+    ({"low_res_epochs": 1}, "--low-res-epochs needs --low-res-size"),
+    ({"low_res_size": 64, "low_res_epochs": 1}, "--low-res-size must be between 32 and --image-size"),
+    ({"low_res_size": 32, "low_res_epochs": 3}, "--low-res-epochs must be between 0 and --epochs"),
 ])
 def test_impossible_settings_are_refused_before_reading_data(tmp_path, overrides, message):
     with pytest.raises(TrainingError, match=message):

@@ -42,6 +42,11 @@ HELP = {
     "warmup_epochs": "length of the linear warm-up in epochs",
     "label_smoothing": "label smoothing of the cross-entropy loss",
     "dropout": "dropout before the classification head",
+    "freeze_stages": "backbone stages kept frozen throughout, BatchNorm statistics included (0: none; 1: the stem "
+                     "and layer1, as detection fine-tuning does; up to 4: all); frozen stages cost no backward pass",
+    "low_res_size": "train the first --low-res-epochs epochs at this smaller image size (progressive resizing: "
+                    "cheaper early epochs); the later epochs and validation use --image-size",
+    "low_res_epochs": "how many epochs, counted from the first, train at --low-res-size",
     "patience": "stop after this many epochs without a better validation score",
     "rotation": "largest random rotation in degrees",
     "scale_min": "smallest random scale", "scale_max": "largest random scale",
