@@ -612,8 +612,9 @@ def train(cfg: TrainConfig) -> Path:
             stale += 1
         scores = (f"val loss {record['val_loss']:.4f} acc {record['val_accuracy']:.4f} "
                   f"auc {record['val_macro_auc']:.5f}" if "val_loss" in record else "no validation (final fit)")
+        kept = " (best)" if len(data.val_idx) else " (saved)"
         log.info("epoch %d/%d %s: train loss %.4f acc %.4f | %s | %.0fs%s", epoch + 1, cfg.epochs, phase,
-                 record["train_loss"], record["train_accuracy"], scores, seconds, " (best)" if improved else "")
+                 record["train_loss"], record["train_accuracy"], scores, seconds, kept if improved else "")
         if ctx.main:
             if improved:
                 metadata = build_metadata(cfg, data, data_fingerprint, base_description, precision, history, best,

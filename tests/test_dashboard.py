@@ -112,6 +112,10 @@ def test_runs_page_shows_headline_figures_and_lists_the_cases_of_a_cell(app):
     assert [m.label for m in at.metric][:3] == ["Accuracy", "Balanced accuracy", "Macro AUC"]
     assert at.metric[0].value == shipped_accuracy()
     assert any(c.value.startswith("95% CI") for c in at.caption)
+    import json
+    config = json.loads((KAGGLE_RUN / "run.json").read_text())["model"]["training"]["config"]
+    recipe = [c.value for c in at.caption if c.value.startswith(f"{config['epochs']} epochs ({config['head_epochs']} ")]
+    assert len(recipe) == 1 and f"seed {config['seed']}" in recipe[0]
     true, pred, count = busiest_error_cell()
     at.selectbox(key="runs.cell_true").set_value(true)
     at.selectbox(key="runs.cell_pred").set_value(pred).run()

@@ -226,6 +226,19 @@ def localisation_tab(run) -> None:
                f"{charts.fmt(overall['box_share'], '.2f')}.")
 
 
+def recipe_caption(config: dict, best_epoch) -> str:
+    """The training recipe of a run's model in one sentence (settings a run's model may predate are skipped)."""
+    parts = [f"{config.get('epochs')} epochs ({config.get('head_epochs')} head-only)"]
+    if config.get("low_res_epochs"):
+        parts.append(f"the first {config['low_res_epochs']} at {config.get('low_res_size')} px")
+    if config.get("freeze_stages"):
+        frozen = "stem and layer1" + "".join(f", layer{k}" for k in range(2, int(config["freeze_stages"]) + 1))
+        parts.append(f"{frozen} frozen")
+    parts += [f"batch {config.get('batch_size')}", f"label smoothing {config.get('label_smoothing')}",
+              f"validation share {config.get('val_fraction')}", f"seed {config.get('seed')}"]
+    return ", ".join(parts) + f"; epoch kept: {best_epoch}."
+
+
 with st.sidebar:
     st.subheader("Images")
     # Kept under a plain session key: a widget's own state is dropped when another page is shown.
@@ -271,8 +284,7 @@ if run is not None:
         training = model.get("training") or {}
         config = training.get("config", {})
         if config:
-            st.caption(f"{config.get('epochs')} epochs ({config.get('head_epochs')} head-only), batch "
-                       f"{config.get('batch_size')}, label smoothing {config.get('label_smoothing')}, validation share "
-                       f"{config.get('val_fraction')}, seed {config.get('seed')}; best epoch {training.get('best_epoch')}.")
+            st.caption(recipe_caption(config, training.get("best_epoch")))
     with tabs[6]:
         localisation_tab(run)
+
