@@ -10,6 +10,9 @@ ICML 2017).
 The checkpoint carries the result under ``calibration``; :class:`core.inference.Classifier` applies it. A model
 refitted on every image (``--val-fraction 0``) has no held-out images of its own: it takes the temperature of a
 run of the same recipe that had a validation split (``python -m training.calibrate --from``).
+
+The same held-out images judge the second look at uncertain scans (``mirror_averaging``, see
+:class:`core.inference.Classifier`): how many are wrong without it and with it, for a chosen threshold.
 """
 
 from __future__ import annotations
@@ -106,8 +109,9 @@ def validation_images(metadata: dict, data: str | os.PathLike | None = None) -> 
     return paths, np.asarray(labels)
 
 
-def held_out_logits(classifier, paths: list[Path], batch_size: int = 32) -> np.ndarray:
-    """Raw logits of the classifier on these images, with its own preprocessing and precision."""
+def held_out_logits(classifier, paths: list[Path], batch_size: int = 32, mirrored: bool = False) -> np.ndarray:
+    """Raw logits of the classifier on these images (left-right mirrored if asked), with its own preprocessing
+    and precision."""
     from core.data import load_image
 
     chunks = []
@@ -116,13 +120,30 @@ def held_out_logits(classifier, paths: list[Path], batch_size: int = 32) -> np.n
             images = [load_image(p) for p in paths[start:start + batch_size]]
         except ValueError as error:
             raise CalibrationError(f"a validation image cannot be read ({error})") from None
-        chunks.append(classifier.logits(classifier.preprocess(images)).numpy())
+        batch = classifier.preprocess(images)
+        chunks.append(classifier.logits(batch.flip(-1) if mirrored else batch).numpy())
     return np.concatenate(chunks)
 
 
-def fit_on_validation(checkpoint: str | os.PathLike, data: str | os.PathLike | None = None,
-                      device: str | None = None, precision: str = "auto") -> dict:
-    """Fit a temperature on a checkpoint's own validation split; returns the record for its metadata."""
+def mirror_record(logits: np.ndarray, mirrored_logits: np.ndarray, labels: np.ndarray, temperature: float,
+                  below: float, fitted_on: dict) -> dict:
+    """What the second look does on held-out images: a scan whose top probability (at ``temperature``) is below
+    ``below`` is decided on the mean of its logits and its mirror image's. The record for the checkpoint."""
+    if not 0 < below <= 1:
+        raise CalibrationError(f"the mirror-averaging threshold must be a probability in (0, 1], not {below}")
+    uncertain = _softmax(logits, temperature).max(axis=1) < below
+    decided = np.where(uncertain[:, None], (logits + mirrored_logits) / 2, logits)
+    return {"below": float(below), "view": "left-right mirror image", "images": int(len(labels)),
+            "share_mirrored": round(float(uncertain.mean()), 5),
+            "errors_without": int((logits.argmax(axis=1) != labels).sum()),
+            "errors_with": int((decided.argmax(axis=1) != labels).sum()), "fitted_on": dict(fitted_on)}
+
+
+def choose_on_validation(checkpoint: str | os.PathLike, data: str | os.PathLike | None = None,
+                         device: str | None = None, precision: str = "auto", mirror_below: float | None = None
+                         ) -> dict:
+    """The metadata a checkpoint's own validation split gives it: ``calibration`` (the fitted temperature) and,
+    when ``mirror_below`` is given, ``mirror_averaging`` (that threshold, with its errors on the split)."""
     from core import load_classifier
     from core.checkpoint import check_classes_match
 
@@ -136,7 +157,17 @@ def fit_on_validation(checkpoint: str | os.PathLike, data: str | os.PathLike | N
     fitted_on = {"split": "validation", "checkpoint": Path(classifier.path).parent.name,
                  "data_fingerprint": classifier.metadata.get("data", {}).get("fingerprint"),
                  "precision": classifier.precision}
-    return calibration_record(logits, labels, fitted_on)
+    changes = {"calibration": calibration_record(logits, labels, fitted_on)}
+    if mirror_below is not None:
+        changes["mirror_averaging"] = mirror_record(logits, held_out_logits(classifier, paths, mirrored=True), labels,
+                                                    changes["calibration"]["temperature"], mirror_below, fitted_on)
+    return changes
+
+
+def fit_on_validation(checkpoint: str | os.PathLike, data: str | os.PathLike | None = None,
+                      device: str | None = None, precision: str = "auto") -> dict:
+    """Fit a temperature on a checkpoint's own validation split; returns the record for its metadata."""
+    return choose_on_validation(checkpoint, data, device, precision)["calibration"]
 
 
 def recipe_differences(target: dict, source: dict) -> list[str]:
@@ -156,6 +187,13 @@ def recipe_differences(target: dict, source: dict) -> list[str]:
 def borrowed_record(target: str | os.PathLike, source: str | os.PathLike,
                     data: str | os.PathLike | None = None) -> dict:
     """Fit on ``source``'s validation split, for ``target``: a refit of the same recipe on every image."""
+    return borrowed_changes(target, source, data)["calibration"]
+
+
+def borrowed_changes(target: str | os.PathLike, source: str | os.PathLike, data: str | os.PathLike | None = None,
+                     mirror_below: float | None = None) -> dict:
+    """:func:`choose_on_validation` on ``source``'s validation split, for ``target``: a refit of the same recipe
+    on every image."""
     try:
         mine, theirs = read_metadata(target), read_metadata(source)
     except CheckpointError as error:
@@ -169,7 +207,8 @@ def borrowed_record(target: str | os.PathLike, source: str | os.PathLike,
     if differences:
         raise CalibrationError("the two checkpoints were not trained with the same recipe, so the temperature "
                                "would not carry over: " + "; ".join(differences))
-    record = fit_on_validation(source, data)
-    record["fitted_on"]["borrowed"] = ("fitted on the validation split of a run of the same recipe; this model "
-                                       "was refitted on every image and has no held-out images of its own")
-    return record
+    changes = choose_on_validation(source, data, mirror_below=mirror_below)
+    for record in changes.values():
+        record["fitted_on"]["borrowed"] = ("fitted on the validation split of a run of the same recipe; this model "
+                                           "was refitted on every image and has no held-out images of its own")
+    return changes

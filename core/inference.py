@@ -19,6 +19,11 @@ class Classifier:
 
     ``classes`` are the canonical class names in output order. The network itself is read-only shared
     state: nothing here mutates it after loading, so one instance may serve several threads.
+
+    Two inference settings come from the checkpoint: the softmax ``temperature`` (1 when uncalibrated), and
+    ``mirror_below``, a second look for uncertain scans: when the calibrated top probability of a scan is below
+    it, the logits are averaged with those of the left-right mirrored scan (the model was trained with mirrored
+    scans, and brain anatomy is roughly symmetric). None turns it off.
     """
 
     def __init__(self, model: torch.nn.Module, metadata: dict, path: Path | None = None,
@@ -35,6 +40,7 @@ class Classifier:
         self.mean = tuple(pre["mean"])
         self.std = tuple(pre["std"])
         self.temperature = checkpoint_temperature(metadata)
+        self.mirror_below = checkpoint_mirror_threshold(metadata)
 
     @property
     def classes(self) -> list[str]:
@@ -59,6 +65,25 @@ class Classifier:
             out = self.model(batch)
         return out.float().cpu()
 
+    @torch.inference_mode()
+    def second_look(self, batch: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The logits the prediction is made from, given the network input ``batch`` and its raw ``logits``:
+        rows whose calibrated top probability is below :attr:`mirror_below` are averaged with the logits of the
+        mirrored input. Returns (logits, boolean mask of the rows that were averaged)."""
+        logits = logits.detach().float().cpu()
+        if self.mirror_below is None or not len(logits):
+            return logits, torch.zeros(len(logits), dtype=torch.bool)
+        uncertain = self.probabilities(logits).max(dim=1).values < self.mirror_below
+        if uncertain.any():
+            logits = logits.clone()
+            mirrored = self.logits(batch[uncertain.to(batch.device)].flip(-1))
+            logits[uncertain] = (logits[uncertain] + mirrored) / 2
+        return logits, uncertain
+
+    def decision_logits(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits of a normalised batch after the checkpoint's second look (see :meth:`second_look`)."""
+        return self.second_look(batch, self.logits(batch))
+
     def predict_proba(self, images, batch_size: int = 32) -> np.ndarray:
         """Class probabilities, shape (len(images), len(classes)), rows in input order."""
         if isinstance(images, Image.Image):
@@ -66,7 +91,7 @@ class Classifier:
         images = list(images)
         if not images:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
-        chunks = [self.probabilities(self.logits(self.preprocess(images[i:i + batch_size])))
+        chunks = [self.probabilities(self.decision_logits(self.preprocess(images[i:i + batch_size]))[0])
                   for i in range(0, len(images), batch_size)]
         return torch.cat(chunks).numpy()
 
@@ -83,6 +108,18 @@ def checkpoint_temperature(metadata: dict) -> float:
     value = record.get("temperature") if isinstance(record, dict) else None
     if not isinstance(value, (int, float)) or not 0 < value < float("inf"):
         raise CheckpointError(f"the checkpoint's calibration temperature {value!r} is not a positive number")
+    return float(value)
+
+
+def checkpoint_mirror_threshold(metadata: dict) -> float | None:
+    """The calibrated top probability below which a checkpoint averages a scan with its mirror image (see
+    :class:`Classifier`); None when the checkpoint asks for no second look."""
+    record = metadata.get("mirror_averaging")
+    if not record:
+        return None
+    value = record.get("below") if isinstance(record, dict) else None
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value <= 1:
+        raise CheckpointError(f"the checkpoint's mirror-averaging threshold {value!r} is not a probability in (0, 1]")
     return float(value)
 
 

@@ -164,6 +164,26 @@ def calibration_caption(meta: dict) -> str:
             "held-out scans, answers given with 80% are right about 80% of the time.")
 
 
+def mirror_caption(meta: dict) -> str | None:
+    """One line on the model's second look at uncertain scans (its mirror image); None when it takes none."""
+    from core.inference import checkpoint_mirror_threshold
+
+    try:
+        below = checkpoint_mirror_threshold(meta)
+    except CheckpointError as error:
+        return f"Second-look setting unusable: {error}"
+    if below is None:
+        return None
+    record = meta["mirror_averaging"]
+    text = f"Second look: a scan scored below {below:.0%} is also judged on its mirror image"
+    figures = [record.get(k) for k in ("images", "share_mirrored", "errors_without", "errors_with")]
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in figures):
+        images, share, without, with_ = figures
+        text += (f" (on {images:,} validation images: {share:.1%} got it; {without} wrong without it, "
+                 f"{with_} with it)")
+    return text + "."
+
+
 def model_sidebar() -> None:
     models = available_models()
     with st.sidebar:
@@ -193,6 +213,9 @@ def model_sidebar() -> None:
             st.caption(f"Validation accuracy {validation['val_accuracy']:.2%}"
                        + (f", macro AUC {auc:.4f}" if auc is not None else ""))
         st.caption(calibration_caption(meta))
+        second_look = mirror_caption(meta)
+        if second_look:
+            st.caption(second_look)
         from core.checkpoint import resolve_checkpoint_path
 
         for run in runs_of_model(resolve_checkpoint_path(current_model_path())):

@@ -79,6 +79,34 @@ def test_the_sidebar_says_whether_and_how_a_model_is_calibrated():
     assert calibration_caption({"calibration": {"temperature": "hot"}}).startswith("Calibration unusable")
 
 
+def test_the_second_look_is_judged_by_hand_counted_errors():
+    from core.calibration import mirror_record
+
+    labels = np.array([0, 1, 2])
+    logits = np.array([[4.0, 0.0, 0.0, 0.0],     # sure and right: no second look
+                       [1.0, 0.9, 0.0, 0.0],     # unsure and wrong; its mirror image is sure of class 1
+                       [0.0, 0.0, 0.5, 0.45]])   # unsure and right; the mirror image leans to class 3, too little
+    mirrored = np.array([[0.0, 4.0, 0.0, 0.0],
+                         [0.0, 3.0, 0.0, 0.0],
+                         [0.0, 0.0, 0.4, 0.42]])
+    record = mirror_record(logits, mirrored, labels, temperature=1.0, below=0.9, fitted_on={"split": "validation"})
+    assert record["errors_without"] == 1 and record["errors_with"] == 0
+    assert record["share_mirrored"] == pytest.approx(2 / 3, abs=1e-4) and record["images"] == 3
+    with pytest.raises(CalibrationError, match="probability in"):
+        mirror_record(logits, mirrored, labels, 1.0, 0.0, {})
+
+
+def test_the_sidebar_describes_the_second_look():
+    from dashboard.common import mirror_caption
+
+    assert mirror_caption({}) is None
+    record = {"mirror_averaging": {"below": 0.9, "images": 571, "share_mirrored": 0.021, "errors_without": 9,
+                                   "errors_with": 7}}
+    assert mirror_caption(record) == ("Second look: a scan scored below 90% is also judged on its mirror image (on "
+                                      "571 validation images: 2.1% got it; 9 wrong without it, 7 with it).")
+    assert mirror_caption({"mirror_averaging": {"below": "high"}}).startswith("Second-look setting unusable")
+
+
 def test_a_temperature_that_is_not_a_positive_number_is_refused(tmp_path):
     path = random_classifier(tmp_path, seed=1).path
     update_metadata(path, {"calibration": {"temperature": -2}})
@@ -125,6 +153,24 @@ def test_a_refit_borrows_the_temperature_of_a_run_of_its_recipe(validated, kaggl
     record = read_metadata(refit)["calibration"]
     assert record["temperature"] == read_metadata(validated)["calibration"]["temperature"]
     assert "refitted on every image" in record["fitted_on"]["borrowed"]
+
+
+def test_the_second_look_is_set_with_its_validation_figures_and_removed_again(validated, tmp_path):
+    import shutil
+
+    target = tmp_path / "model.safetensors"
+    shutil.copy(validated, target)
+    result = command("--checkpoint", str(target), "--mirror-below", "0.9")
+    assert result.returncode == 0, result.stderr
+    record = read_metadata(target)["mirror_averaging"]
+    assert record["below"] == 0.9 and record["images"] == len(read_metadata(target)["data"]["val_files"])
+    assert f"{record['errors_without']} wrong without it, {record['errors_with']} with it" in result.stdout
+    assert load_classifier(target).mirror_below == 0.9
+    removed = command("--checkpoint", str(target), "--mirror-below", "0")
+    assert removed.returncode == 0 and read_metadata(target)["mirror_averaging"] is None
+    assert load_classifier(target).mirror_below is None
+    bad = command("--checkpoint", str(target), "--mirror-below", "1.5")
+    assert bad.returncode == 2 and "probability in (0, 1]" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_a_model_with_its_own_validation_split_does_not_borrow(validated):

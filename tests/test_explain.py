@@ -30,6 +30,21 @@ def test_prediction_comes_from_the_same_pass_and_matches_predict_proba(classifie
     assert (result.targets == result.predictions).all()
 
 
+def test_a_second_look_changes_the_prediction_as_in_predict_proba_and_not_the_heatmap(tmp_path):
+    from core import load_classifier
+    from core.checkpoint import update_metadata
+
+    plain = random_classifier(tmp_path, seed=4)
+    update_metadata(plain.path, {"mirror_averaging": {"below": 1.0}})  # every scan gets the second look
+    second = load_classifier(plain.path, precision="fp32")
+    images = slices(3)
+    target = int(explain(plain, images).targets[0])
+    result = explain(second, images, targets=target)
+    assert result.mirrored.all() and not explain(plain, images).mirrored.any()
+    np.testing.assert_allclose(result.probabilities, second.predict_proba(images), atol=1e-5)
+    np.testing.assert_allclose(result.heatmaps, explain(plain, images, targets=target).heatmaps, atol=1e-5)
+
+
 @pytest.mark.parametrize("method", [m for m, spec in CAM_METHODS.items() if not spec.slow])
 def test_heatmaps_equal_pytorch_grad_cams_own_call(classifier, method):
     """The one-pass route must give exactly the maps of the library's usual (hooked, full-backward) call."""

@@ -1,8 +1,11 @@
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from conftest import random_classifier
+from core import load_classifier
+from core.checkpoint import CheckpointError, update_metadata
 from core.data import CLASSES
 
 
@@ -42,3 +45,28 @@ def test_a_single_image_must_come_in_a_list(classifier):
     with pytest.raises(TypeError, match="list of PIL images"):
         classifier.predict_proba(_images()[0])
     assert classifier.predict_proba([]).shape == (0, 4)
+
+
+def test_uncertain_scans_are_decided_on_themselves_and_their_mirror_image(tmp_path):
+    plain = random_classifier(tmp_path, seed=2)
+    images = _images()
+    batch = plain.preprocess(images)
+    logits, mirrored = plain.logits(batch), plain.logits(batch.flip(-1))
+    top = logits.softmax(1).max(1).values
+    below = float(top.median())  # about half the scans count as uncertain
+    update_metadata(plain.path, {"mirror_averaging": {"below": below}})
+    second = load_classifier(plain.path, precision="fp32")
+    uncertain = top < below
+    assert second.mirror_below == below and 0 < int(uncertain.sum()) < len(images)
+    expected = torch.where(uncertain[:, None], (logits + mirrored) / 2, logits).softmax(1)
+    np.testing.assert_allclose(second.predict_proba(images), expected.numpy(), atol=1e-5)
+    decided, looked_twice = second.decision_logits(batch)
+    assert torch.equal(looked_twice, uncertain)
+    assert plain.mirror_below is None and not plain.decision_logits(batch)[1].any()
+
+
+def test_a_mirror_threshold_that_is_not_a_probability_is_refused(tmp_path):
+    path = random_classifier(tmp_path, seed=1).path
+    update_metadata(path, {"mirror_averaging": {"below": 1.5}})
+    with pytest.raises(CheckpointError, match="not a probability"):
+        load_classifier(path)

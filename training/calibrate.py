@@ -7,6 +7,12 @@ Training already does the first for every run with a validation split. The secon
 image (--val-fraction 0), which has no held-out images of its own: the temperature is fitted on the validation
 split of --from, a run of the same recipe, with that run's model. The temperature changes the probabilities,
 never the predicted class. See core/calibration.py.
+
+    python -m training.calibrate --checkpoint outputs/my-refit --from outputs/my-model --mirror-below 0.9
+
+also gives the model a second look at scans it is unsure of: below that top probability, a scan is decided on
+the mean of its logits and those of its mirror image. The command prints how many validation images are wrong
+without it and with it; --mirror-below 0 removes it.
 """
 
 from __future__ import annotations
@@ -23,6 +29,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--from", dest="source", default=None,
                         help="fit on the validation split of this checkpoint instead (same recipe, trained with a "
                              "validation split)")
+    parser.add_argument("--mirror-below", type=float, default=None,
+                        help="average the logits of a scan with its mirror image's when its top probability is below "
+                             "this (also judged on the validation split); 0 removes the setting (default: leave it "
+                             "as it is)")
     parser.add_argument("--data", default=None,
                         help="dataset root the validation images live under (default: the one recorded at "
                              "training)")
@@ -32,7 +42,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    from core.calibration import CalibrationError, borrowed_record, fit_on_validation
+    from core.calibration import CalibrationError, borrowed_changes, choose_on_validation
     from core.checkpoint import (
         CheckpointError,
         resolve_checkpoint_path,
@@ -41,11 +51,14 @@ def main(argv=None) -> int:
 
     try:
         target = resolve_checkpoint_path(args.checkpoint)
+        below = args.mirror_below or None
         if args.source:
-            record = borrowed_record(target, resolve_checkpoint_path(args.source), args.data)
+            changes = borrowed_changes(target, resolve_checkpoint_path(args.source), args.data, below)
         else:
-            record = fit_on_validation(target, args.data)
-        update_metadata(target, {"calibration": record})
+            changes = choose_on_validation(target, args.data, mirror_below=below)
+        if args.mirror_below == 0:
+            changes["mirror_averaging"] = None
+        update_metadata(target, changes)
     except (CalibrationError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -55,11 +68,18 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted; the checkpoint is unchanged", file=sys.stderr)
         return 130
+    record = changes["calibration"]
     print(f"{target}: temperature {record['temperature']:.4f}, fitted on {record['images']} validation images "
           f"of {record['fitted_on']['checkpoint']}")
     print(f"  negative log-likelihood {record['nll_before']:.4f} -> {record['nll_after']:.4f}, "
           f"expected calibration error {record['ece_before']:.4f} -> {record['ece_after']:.4f} "
           "(on the images it was fitted on)")
+    mirror = changes.get("mirror_averaging")
+    if mirror:
+        print(f"  second look below top probability {mirror['below']:g}: {mirror['share_mirrored']:.1%} of the "
+              f"validation images get it; {mirror['errors_without']} wrong without it, {mirror['errors_with']} with it")
+    elif args.mirror_below == 0:
+        print("  second look at the mirror image: off")
     return 0
 
 

@@ -71,7 +71,7 @@ def explained(model_key: str, blobs: tuple[bytes, ...], method: str, layer: str,
             result = explain(_classifier, images, method=method, layer=layer, targets=target, batch_size=1)
     else:
         result = explain(_classifier, images, method=method, layer=layer, targets=target)
-    return result.probabilities, result.targets, result.heatmaps
+    return result.probabilities, result.targets, result.heatmaps, result.mirrored
 
 
 if classifier is not None and uploads:
@@ -88,14 +88,14 @@ if classifier is not None and uploads:
         model_key = f"{classifier.path}:{os.path.getmtime(classifier.path)}"
         with st.spinner(f"Explaining {len(readable)} scan{'s' if len(readable) > 1 else ''}…"):
             try:
-                probs, targets, heatmaps = explained(model_key, tuple(blob for _, blob, _ in readable), method,
+                probs, targets, heatmaps, mirrored = explained(model_key, tuple(blob for _, blob, _ in readable), method,
                                                      layer, None if target == PREDICTED else target,
                                                      _classifier=classifier)
             except (ValueError, RuntimeError) as error:  # a model/settings mismatch; say it, keep the page
                 st.error(f"The explanation failed: {error}")
                 st.stop()
-        for position, ((name, blob, image), row, explained_class, heatmap) in enumerate(
-                zip(readable, probs, targets, heatmaps)):
+        for position, ((name, blob, image), row, explained_class, heatmap, looked_twice) in enumerate(
+                zip(readable, probs, targets, heatmaps, mirrored)):
             best = int(row.argmax())
             with st.container(border=True):
                 st.subheader(f"{CLASS_LABELS[classifier.classes[best]]} — {row[best]:.1%}")
@@ -118,6 +118,9 @@ if classifier is not None and uploads:
                 runner_up = int(row.argsort()[-2])
                 meaning = (f"red marks the regions that raised the score of {why}" if class_specific else
                            "red marks the strongest pattern in the layer's activations, whatever the class")
+                second_look = (f" The model was unsure of this scan (below {classifier.mirror_below:.0%}), so it also "
+                               "looked at its mirror image; the probabilities are of both views, the heatmap of the "
+                               "scan as uploaded." if looked_twice else "")
                 chart.caption(f"Next most likely: {CLASS_LABELS[classifier.classes[runner_up]]} "
                               f"({row[runner_up]:.1%}). Heatmap: {meaning}; it shows where the network looked, "
-                              "not the tumour's outline.")
+                              f"not the tumour's outline.{second_look}")
