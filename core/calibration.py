@@ -109,58 +109,95 @@ def validation_images(metadata: dict, data: str | os.PathLike | None = None) -> 
     return paths, np.asarray(labels)
 
 
-def held_out_logits(classifier, paths: list[Path], batch_size: int = 32, mirrored: bool = False) -> np.ndarray:
-    """Raw logits of the classifier on these images (left-right mirrored if asked), with its own preprocessing
-    and precision."""
+def _held_out_batches(classifier, paths: list[Path], batch_size: int):
+    """The network input for these images, batch by batch, with the classifier's own preprocessing."""
     from core.data import load_image
 
-    chunks = []
     for start in range(0, len(paths), batch_size):
         try:
             images = [load_image(p) for p in paths[start:start + batch_size]]
         except ValueError as error:
             raise CalibrationError(f"a validation image cannot be read ({error})") from None
-        batch = classifier.preprocess(images)
-        chunks.append(classifier.logits(batch.flip(-1) if mirrored else batch).numpy())
-    return np.concatenate(chunks)
+        yield classifier.preprocess(images)
 
 
-def mirror_record(logits: np.ndarray, mirrored_logits: np.ndarray, labels: np.ndarray, temperature: float,
+def held_out_logits(classifier, paths: list[Path], batch_size: int = 32) -> np.ndarray:
+    """Raw logits of the classifier on these images, with its own preprocessing and precision."""
+    return np.concatenate([classifier.logits(batch).numpy()
+                           for batch in _held_out_batches(classifier, paths, batch_size)])
+
+
+def second_look_logits(classifier, paths: list[Path], logits: np.ndarray, batch_size: int = 32
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """What the classifier decides these images on, given their raw ``logits`` (from :func:`held_out_logits`
+    with the same batch size): :meth:`core.inference.Classifier.second_look`, the very code inference runs,
+    with the classifier's current temperature and threshold. Returns (decision logits, rows mirrored)."""
+    decided, mirrored = [], []
+    for index, batch in enumerate(_held_out_batches(classifier, paths, batch_size)):
+        rows = torch.as_tensor(logits[index * batch_size:(index + 1) * batch_size])
+        out, mask = classifier.second_look(batch, rows)
+        decided.append(out.numpy())
+        mirrored.append(mask.numpy())
+    return np.concatenate(decided), np.concatenate(mirrored)
+
+
+def mirror_record(logits: np.ndarray, decided: np.ndarray, mirrored: np.ndarray, labels: np.ndarray,
                   below: float, fitted_on: dict) -> dict:
-    """What the second look does on held-out images: a scan whose top probability (at ``temperature``) is below
-    ``below`` is decided on the mean of its logits and its mirror image's. The record for the checkpoint."""
-    if not 0 < below <= 1:
-        raise CalibrationError(f"the mirror-averaging threshold must be a probability in (0, 1], not {below}")
-    uncertain = _softmax(logits, temperature).max(axis=1) < below
-    decided = np.where(uncertain[:, None], (logits + mirrored_logits) / 2, logits)
+    """The checkpoint's record of the second look at threshold ``below`` on held-out images: the raw
+    ``logits``, the ``decided`` logits after the second look and which rows were ``mirrored``.
+
+    The threshold is judged on the same images the errors are counted on, so ``errors_with`` is an optimistic
+    estimate when ``below`` was chosen by looking at it."""
     return {"below": float(below), "view": "left-right mirror image", "images": int(len(labels)),
-            "share_mirrored": round(float(uncertain.mean()), 5),
-            "errors_without": int((logits.argmax(axis=1) != labels).sum()),
-            "errors_with": int((decided.argmax(axis=1) != labels).sum()), "fitted_on": dict(fitted_on)}
+            "share_mirrored": round(float(np.mean(mirrored)), 5),
+            "errors_without": int((np.asarray(logits).argmax(axis=1) != labels).sum()),
+            "errors_with": int((np.asarray(decided).argmax(axis=1) != labels).sum()), "fitted_on": dict(fitted_on)}
+
+
+def check_mirror_threshold(below: float) -> float:
+    """``below`` if it can be a second-look threshold (a probability in (0, 1]); CalibrationError otherwise."""
+    if isinstance(below, bool) or not isinstance(below, (int, float)) or not 0 < below <= 1:
+        raise CalibrationError(f"the mirror-averaging threshold must be a probability in (0, 1], not {below}")
+    return float(below)
 
 
 def choose_on_validation(checkpoint: str | os.PathLike, data: str | os.PathLike | None = None,
                          device: str | None = None, precision: str = "auto", mirror_below: float | None = None
                          ) -> dict:
     """The metadata a checkpoint's own validation split gives it: ``calibration`` (the fitted temperature) and,
-    when ``mirror_below`` is given, ``mirror_averaging`` (that threshold, with its errors on the split)."""
-    from core import load_classifier
-    from core.checkpoint import check_classes_match
+    when ``mirror_below`` is given, ``mirror_averaging`` (that threshold, with its errors on the split, judged
+    with the fitted temperature)."""
+    from core.checkpoint import check_classes_match, load_checkpoint, model_from_checkpoint
+    from core.config import TrainConfig
+    from core.inference import Classifier
 
-    classifier = load_classifier(checkpoint, device=device, precision=precision)
+    if mirror_below is not None:
+        mirror_below = check_mirror_threshold(mirror_below)
     try:
-        check_classes_match(classifier.metadata)
+        loaded = load_checkpoint(checkpoint)
+        check_classes_match(loaded.metadata)
     except CheckpointError as error:
         raise CalibrationError(str(error)) from None
-    paths, labels = validation_images(classifier.metadata, data)
+    metadata = loaded.metadata
+    # Both inference settings are refitted here: the network is judged without them, so a damaged one in the
+    # checkpoint cannot block its own repair.
+    metadata.pop("calibration", None)
+    metadata.pop("mirror_averaging", None)
+    hflip = metadata.get("training", {}).get("config", {}).get("hflip", TrainConfig.hflip)
+    if mirror_below is not None and not hflip:
+        raise CalibrationError("this model was trained without mirrored scans (hflip 0), so its mirror image is not "
+                               "a view it knows; leave out --mirror-below")
+    classifier = Classifier(model_from_checkpoint(loaded), metadata, loaded.path, device, precision)
+    paths, labels = validation_images(metadata, data)
     logits = held_out_logits(classifier, paths)
     fitted_on = {"split": "validation", "checkpoint": Path(classifier.path).parent.name,
-                 "data_fingerprint": classifier.metadata.get("data", {}).get("fingerprint"),
+                 "data_fingerprint": metadata.get("data", {}).get("fingerprint"),
                  "precision": classifier.precision}
     changes = {"calibration": calibration_record(logits, labels, fitted_on)}
     if mirror_below is not None:
-        changes["mirror_averaging"] = mirror_record(logits, held_out_logits(classifier, paths, mirrored=True), labels,
-                                                    changes["calibration"]["temperature"], mirror_below, fitted_on)
+        classifier.temperature, classifier.mirror_below = changes["calibration"]["temperature"], mirror_below
+        decided, mirrored = second_look_logits(classifier, paths, logits)
+        changes["mirror_averaging"] = mirror_record(logits, decided, mirrored, labels, mirror_below, fitted_on)
     return changes
 
 

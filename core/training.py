@@ -32,8 +32,8 @@ from core.checkpoint import DEFAULT_FILENAME, json_safe, library_versions, save_
 from core.config import TrainConfig
 from core.data import (CLASSES, IMAGE_EXTENSIONS, DatasetError, ImageFolderDataset, Sample, find_split_dirs, normalize,
                        scan_class_folders, training_augmentation)
-from core.model import (ARCHITECTURE, build_resnet50, classifier_from_imagenet, freeze_backbone_batchnorm,
-                        frozen_prefixes, layerwise_parameter_groups, set_backbone_trainable)
+from core.model import (ARCHITECTURE, STAGE_PREFIXES, build_resnet50, classifier_from_imagenet,
+                        freeze_backbone_batchnorm, frozen_prefixes, layerwise_parameter_groups, set_backbone_trainable)
 from core.runtime import autocast, default_workers, prepare_model, resolve_device, resolve_precision
 from core.weights import IMAGENET_MEAN, IMAGENET_STD, resolve_imagenet_weights
 
@@ -402,8 +402,9 @@ def check_config(cfg: TrainConfig) -> None:
         problems.append("--ema-decay must be in [0, 1) (0 turns the moving average off)")
     if not 0 <= cfg.dropout < 1 or not 0 <= cfg.label_smoothing < 1:
         problems.append("--dropout and --label-smoothing must be in [0, 1)")
-    if not 0 <= cfg.freeze_stages <= 4:
-        problems.append("--freeze-stages must be between 0 (train every stage) and 4 (train only the head)")
+    if not 0 <= cfg.freeze_stages <= len(STAGE_PREFIXES):
+        problems.append(f"--freeze-stages must be between 0 (train every stage) and {len(STAGE_PREFIXES)} (train "
+                        "only the head)")
     if cfg.low_res_epochs < 0 or cfg.low_res_epochs > cfg.epochs:
         problems.append("--low-res-epochs must be between 0 and --epochs")
     if cfg.low_res_epochs and cfg.low_res_size is None:
@@ -452,15 +453,18 @@ def epoch_image_size(cfg: TrainConfig, epoch: int) -> int:
 
 
 def expected_epoch_seconds(history: list, phase: str, size: int, default_size: int) -> float | None:
-    """How long an epoch of ``phase`` at ``size`` should take, from the last epochs like it; epochs of the same
-    phase at another size are scaled by the pixel count. None before any epoch of the phase."""
+    """How long an epoch of ``phase`` at ``size`` should take, from the last epochs like it. From an epoch of the
+    same phase at another size, its training part is scaled by the pixel count and the rest (validation, always
+    at full size) is kept as it was; histories without ``train_seconds`` scale the whole epoch. None before any
+    epoch of the phase."""
     same_phase = [h for h in history if h["phase"] == phase]
     same_size = [h["seconds"] for h in same_phase if h.get("image_size", default_size) == size][-2:]
     if same_size:
         return float(np.mean(same_size))
     if same_phase:
         last = same_phase[-1]
-        return last["seconds"] * (size / last.get("image_size", default_size)) ** 2
+        training = last.get("train_seconds", last["seconds"])
+        return last["seconds"] - training + training * (size / last.get("image_size", default_size)) ** 2
     return None
 
 
@@ -600,6 +604,7 @@ def train(cfg: TrainConfig) -> Path:
             record.update(validate(evaluated, val_loader, device, precision, ctx))
         seconds = time.time() - epoch_start
         record.update({"epoch": epoch + 1, "phase": phase, "image_size": size, "seconds": round(seconds, 1),
+                       "train_seconds": round(train_seconds, 1),
                        "train_images_per_second": round(len(mine) * ctx.world / train_seconds, 2),
                        "lr_head": optimizer.param_groups[0]["lr"],
                        "lr_backbone": max((g["lr"] for g in optimizer.param_groups if not g["name"].startswith("fc")),

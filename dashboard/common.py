@@ -175,13 +175,22 @@ def mirror_caption(meta: dict) -> str | None:
     if below is None:
         return None
     record = meta["mirror_averaging"]
-    text = f"Second look: a scan scored below {below:.0%} is also judged on its mirror image"
+    text = f"Second look: a scan whose top probability is under {percent(below)} is also judged on its mirror image"
     figures = [record.get(k) for k in ("images", "share_mirrored", "errors_without", "errors_with")]
     if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in figures):
         images, share, without, with_ = figures
-        text += (f" (on {images:,} validation images: {share:.1%} got it; {without} wrong without it, "
-                 f"{with_} with it)")
+        fitted_on = record.get("fitted_on") if isinstance(record.get("fitted_on"), dict) else {}
+        source = f"{images:,} validation images"
+        if fitted_on.get("borrowed"):
+            source += f" of a run of the same recipe ({fitted_on.get('checkpoint', 'unnamed')})"
+        text += f" (on {source}: {share:.1%} got it; {without} wrong without it, {with_} with it)"
     return text + "."
+
+
+def percent(probability: float) -> str:
+    """A probability as a percentage with no rounding that would hide a threshold: 0.9 -> '90%', 0.995 ->
+    '99.5%'."""
+    return f"{probability * 100:.4g}%"
 
 
 def model_sidebar() -> None:
@@ -227,3 +236,16 @@ def model_sidebar() -> None:
             auc = f"; macro AUC {m['macro_auc']:.5f}" if m.get("macro_auc") is not None else ""
             accuracy = f"{m['accuracy']:.2%}" if m.get("accuracy") is not None else "n/a"
             st.caption(f"Tested on {where}: accuracy {accuracy}{free}{auc}")
+
+
+def recipe_caption(config: dict, best_epoch) -> str:
+    """The training recipe of a run's model in one sentence (settings a run's model may predate are skipped)."""
+    parts = [f"{config.get('epochs')} epochs ({config.get('head_epochs')} head-only)"]
+    if config.get("low_res_epochs"):
+        parts.append(f"the first {config['low_res_epochs']} at {config.get('low_res_size')} px")
+    if config.get("freeze_stages"):
+        frozen = "stem and layer1" + "".join(f", layer{k}" for k in range(2, int(config["freeze_stages"]) + 1))
+        parts.append(f"{frozen} frozen")
+    parts += [f"batch {config.get('batch_size')}", f"label smoothing {config.get('label_smoothing')}",
+              f"validation share {config.get('val_fraction')}", f"seed {config.get('seed')}"]
+    return ", ".join(parts) + f"; epoch kept: {best_epoch}."

@@ -35,12 +35,16 @@ def test_a_second_look_changes_the_prediction_as_in_predict_proba_and_not_the_he
     from core.checkpoint import update_metadata
 
     plain = random_classifier(tmp_path, seed=4)
-    update_metadata(plain.path, {"mirror_averaging": {"below": 1.0}})  # every scan gets the second look
+    images = slices(4)
+    first = explain(plain, images)
+    top = np.sort(first.probabilities.max(1))
+    below = float(top[1] + top[2]) / 2  # the two least sure scans get the second look, the others do not
+    update_metadata(plain.path, {"mirror_averaging": {"below": below}})
     second = load_classifier(plain.path, precision="fp32")
-    images = slices(3)
-    target = int(explain(plain, images).targets[0])
+    target = int(first.targets[0])
     result = explain(second, images, targets=target)
-    assert result.mirrored.all() and not explain(plain, images).mirrored.any()
+    assert result.mirrored.tolist() == (first.probabilities.max(1) < below).tolist() and result.mirrored.sum() == 2
+    assert not first.mirrored.any()
     np.testing.assert_allclose(result.probabilities, second.predict_proba(images), atol=1e-5)
     np.testing.assert_allclose(result.heatmaps, explain(plain, images, targets=target).heatmaps, atol=1e-5)
 

@@ -47,18 +47,27 @@ def test_a_single_image_must_come_in_a_list(classifier):
     assert classifier.predict_proba([]).shape == (0, 4)
 
 
+def distinct_scans(n=6):
+    rng = np.random.default_rng(5)
+    return [Image.fromarray(rng.integers(0, 255, (64 + 4 * i, 80), dtype=np.uint8), "L") for i in range(n)]
+
+
 def test_uncertain_scans_are_decided_on_themselves_and_their_mirror_image(tmp_path):
     plain = random_classifier(tmp_path, seed=2)
-    images = _images()
+    images = distinct_scans()
     batch = plain.preprocess(images)
     logits, mirrored = plain.logits(batch), plain.logits(batch.flip(-1))
-    top = logits.softmax(1).max(1).values
-    below = float(top.median())  # about half the scans count as uncertain
-    update_metadata(plain.path, {"mirror_averaging": {"below": below}})
+    # The threshold compares calibrated probabilities (here T = 8), and sits in the widest gap between two of
+    # the middle scans' top probabilities, so that some scans are on each side by a clear margin.
+    top = np.sort((logits / 8).softmax(1).max(1).values.numpy())
+    gap = int(np.argmax(np.diff(top)[1:-1])) + 1
+    below = float(top[gap] + top[gap + 1]) / 2
+    assert top[gap + 1] - top[gap] > 1e-4
+    update_metadata(plain.path, {"calibration": {"temperature": 8}, "mirror_averaging": {"below": below}})
     second = load_classifier(plain.path, precision="fp32")
-    uncertain = top < below
+    uncertain = (logits / 8).softmax(1).max(1).values < below
     assert second.mirror_below == below and 0 < int(uncertain.sum()) < len(images)
-    expected = torch.where(uncertain[:, None], (logits + mirrored) / 2, logits).softmax(1)
+    expected = (torch.where(uncertain[:, None], (logits + mirrored) / 2, logits) / 8).softmax(1)
     np.testing.assert_allclose(second.predict_proba(images), expected.numpy(), atol=1e-5)
     decided, looked_twice = second.decision_logits(batch)
     assert torch.equal(looked_twice, uncertain)

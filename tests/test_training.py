@@ -156,6 +156,9 @@ def test_epoch_time_is_estimated_from_epochs_like_it():
                {"phase": "full", "image_size": 160, "seconds": 110.0}]
     assert expected_epoch_seconds(history, "full", 160, 224) == 105.0   # the mean of the last two alike
     assert expected_epoch_seconds(history, "full", 320, 224) == 440.0   # 110 s scaled by (320 / 160) ** 2
+    # Validation runs at full size whatever the training size: only the training part is scaled.
+    timed = [{"phase": "full", "image_size": 160, "seconds": 110.0, "train_seconds": 80.0}]
+    assert expected_epoch_seconds(timed, "full", 320, 224) == 30.0 + 80.0 * 4
     assert expected_epoch_seconds(history, "head", 160, 224) == 50.0
     assert expected_epoch_seconds(history[:1], "full", 224, 224) is None
     assert expected_epoch_seconds([{"phase": "full", "seconds": 30.0}], "full", 224, 224) == 30.0  # older runs

@@ -12,7 +12,8 @@ never the predicted class. See core/calibration.py.
 
 also gives the model a second look at scans it is unsure of: below that top probability, a scan is decided on
 the mean of its logits and those of its mirror image. The command prints how many validation images are wrong
-without it and with it; --mirror-below 0 removes it.
+without it and with it. A checkpoint that has a second look keeps its threshold when the temperature is
+refitted, and the threshold is judged again; --mirror-below 0 removes it and changes nothing else.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                              "validation split)")
     parser.add_argument("--mirror-below", type=float, default=None,
                         help="average the logits of a scan with its mirror image's when its top probability is below "
-                             "this (also judged on the validation split); 0 removes the setting (default: leave it "
-                             "as it is)")
+                             "this (also judged on the validation split); 0 removes the setting and changes nothing "
+                             "else (default: keep the checkpoint's threshold, if it has one)")
     parser.add_argument("--data", default=None,
                         help="dataset root the validation images live under (default: the one recorded at "
                              "training)")
@@ -43,21 +44,23 @@ def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     from core.calibration import CalibrationError, borrowed_changes, choose_on_validation
-    from core.checkpoint import (
-        CheckpointError,
-        resolve_checkpoint_path,
-        update_metadata,
-    )
+    from core.checkpoint import CheckpointError, read_metadata, resolve_checkpoint_path, update_metadata
 
     try:
         target = resolve_checkpoint_path(args.checkpoint)
-        below = args.mirror_below or None
+        if args.mirror_below == 0:
+            update_metadata(target, {"mirror_averaging": None})
+            print(f"{target}: second look at the mirror image off; the temperature is unchanged")
+            return 0
+        below = args.mirror_below
+        if below is None:
+            # The threshold compares calibrated probabilities: a new temperature changes which scans it picks,
+            # so a second look the checkpoint already has is judged again with the new temperature.
+            below = kept_mirror_threshold(read_metadata(target))
         if args.source:
             changes = borrowed_changes(target, resolve_checkpoint_path(args.source), args.data, below)
         else:
             changes = choose_on_validation(target, args.data, mirror_below=below)
-        if args.mirror_below == 0:
-            changes["mirror_averaging"] = None
         update_metadata(target, changes)
     except (CalibrationError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -77,10 +80,22 @@ def main(argv=None) -> int:
     mirror = changes.get("mirror_averaging")
     if mirror:
         print(f"  second look below top probability {mirror['below']:g}: {mirror['share_mirrored']:.1%} of the "
-              f"validation images get it; {mirror['errors_without']} wrong without it, {mirror['errors_with']} with it")
-    elif args.mirror_below == 0:
-        print("  second look at the mirror image: off")
+              f"validation images get it; {mirror['errors_without']} wrong without it, {mirror['errors_with']} with it "
+              "(counted on the images the threshold is judged on: optimistic if it was chosen by these counts)")
     return 0
+
+
+def kept_mirror_threshold(metadata: dict) -> float | None:
+    """The second-look threshold a checkpoint already has, to be judged again; None when it has none."""
+    from core.calibration import CalibrationError
+    from core.checkpoint import CheckpointError
+    from core.inference import checkpoint_mirror_threshold
+
+    try:
+        return checkpoint_mirror_threshold(metadata)
+    except CheckpointError as error:
+        raise CalibrationError(f"{error}; set a new one with --mirror-below P, or remove it with --mirror-below 0"
+                               ) from None
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import streamlit as st
 from core.data import CLASS_LABELS, load_image
 from core.explain import CAM_METHODS, DEFAULT_LAYER, DEFAULT_METHOD, LAYERS, explain, overlay
 from dashboard.charts import probability_bars
-from dashboard.common import get_classifier
+from dashboard.common import get_classifier, percent
 
 PREDICTED = "the predicted class"
 
@@ -88,9 +88,9 @@ if classifier is not None and uploads:
         model_key = f"{classifier.path}:{os.path.getmtime(classifier.path)}"
         with st.spinner(f"Explaining {len(readable)} scan{'s' if len(readable) > 1 else ''}…"):
             try:
-                probs, targets, heatmaps, mirrored = explained(model_key, tuple(blob for _, blob, _ in readable), method,
-                                                     layer, None if target == PREDICTED else target,
-                                                     _classifier=classifier)
+                probs, targets, heatmaps, mirrored = explained(
+                    model_key, tuple(blob for _, blob, _ in readable), method, layer,
+                    None if target == PREDICTED else target, _classifier=classifier)
             except (ValueError, RuntimeError) as error:  # a model/settings mismatch; say it, keep the page
                 st.error(f"The explanation failed: {error}")
                 st.stop()
@@ -118,9 +118,10 @@ if classifier is not None and uploads:
                 runner_up = int(row.argsort()[-2])
                 meaning = (f"red marks the regions that raised the score of {why}" if class_specific else
                            "red marks the strongest pattern in the layer's activations, whatever the class")
-                second_look = (f" The model was unsure of this scan (below {classifier.mirror_below:.0%}), so it also "
-                               "looked at its mirror image; the probabilities are of both views, the heatmap of the "
-                               "scan as uploaded." if looked_twice else "")
+                second_look = (f" The model's first reading of this scan was unsure (top probability under "
+                               f"{percent(classifier.mirror_below)}), so it also looked at its mirror image; the "
+                               "probabilities are of both views, the heatmap of the scan as uploaded."
+                               if looked_twice else "")
                 chart.caption(f"Next most likely: {CLASS_LABELS[classifier.classes[runner_up]]} "
                               f"({row[runner_up]:.1%}). Heatmap: {meaning}; it shows where the network looked, "
                               f"not the tumour's outline.{second_look}")

@@ -16,7 +16,7 @@ from core.explain import explain, overlay
 from core.metrics import NO_TUMOUR, operating_point
 from dashboard import charts
 from dashboard.common import (DATASETS_KEY, ROOT, RUNS_DIR, classifier_at, current_model_path, datasets_root,
-                              file_digest, load_run, run_images_root, run_title)
+                              file_digest, load_run, recipe_caption, run_images_root, run_title)
 
 SUBSETS = {"all": "All images", "duplicate_free": "No duplicate in training"}
 
@@ -226,19 +226,6 @@ def localisation_tab(run) -> None:
                f"{charts.fmt(overall['box_share'], '.2f')}.")
 
 
-def recipe_caption(config: dict, best_epoch) -> str:
-    """The training recipe of a run's model in one sentence (settings a run's model may predate are skipped)."""
-    parts = [f"{config.get('epochs')} epochs ({config.get('head_epochs')} head-only)"]
-    if config.get("low_res_epochs"):
-        parts.append(f"the first {config['low_res_epochs']} at {config.get('low_res_size')} px")
-    if config.get("freeze_stages"):
-        frozen = "stem and layer1" + "".join(f", layer{k}" for k in range(2, int(config["freeze_stages"]) + 1))
-        parts.append(f"{frozen} frozen")
-    parts += [f"batch {config.get('batch_size')}", f"label smoothing {config.get('label_smoothing')}",
-              f"validation share {config.get('val_fraction')}", f"seed {config.get('seed')}"]
-    return ", ".join(parts) + f"; epoch kept: {best_epoch}."
-
-
 with st.sidebar:
     st.subheader("Images")
     # Kept under a plain session key: a widget's own state is dropped when another page is shown.
@@ -287,4 +274,3 @@ if run is not None:
             st.caption(recipe_caption(config, training.get("best_epoch")))
     with tabs[6]:
         localisation_tab(run)
-
