@@ -25,6 +25,7 @@ import torch
 
 from core.checkpoint import CheckpointError, read_metadata
 from core.data import CLASSES, canonical_class
+from core.inference import is_mirror_threshold
 from core.metrics import calibration as reliability
 
 METHOD = "temperature scaling"
@@ -156,7 +157,7 @@ def mirror_record(logits: np.ndarray, decided: np.ndarray, mirrored: np.ndarray,
 
 def check_mirror_threshold(below: float) -> float:
     """``below`` if it can be a second-look threshold (a probability in (0, 1]); CalibrationError otherwise."""
-    if isinstance(below, bool) or not isinstance(below, (int, float)) or not 0 < below <= 1:
+    if not is_mirror_threshold(below):
         raise CalibrationError(f"the mirror-averaging threshold must be a probability in (0, 1], not {below}")
     return float(below)
 
@@ -219,12 +220,6 @@ def recipe_differences(target: dict, source: dict) -> list[str]:
     b = {**defaults, **source.get("training", {}).get("config", {})}
     return sorted(f"{key} is {b.get(key)!r} in the source and {a.get(key)!r} in the target"
                   for key in set(a) | set(b) if key not in NOT_RECIPE and a.get(key) != b.get(key))
-
-
-def borrowed_record(target: str | os.PathLike, source: str | os.PathLike,
-                    data: str | os.PathLike | None = None) -> dict:
-    """Fit on ``source``'s validation split, for ``target``: a refit of the same recipe on every image."""
-    return borrowed_changes(target, source, data)["calibration"]
 
 
 def borrowed_changes(target: str | os.PathLike, source: str | os.PathLike, data: str | os.PathLike | None = None,

@@ -118,9 +118,14 @@ def checkpoint_mirror_threshold(metadata: dict) -> float | None:
     if not record:
         return None
     value = record.get("below") if isinstance(record, dict) else None
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value <= 1:
+    if not is_mirror_threshold(value):
         raise CheckpointError(f"the checkpoint's mirror-averaging threshold {value!r} is not a probability in (0, 1]")
     return float(value)
+
+
+def is_mirror_threshold(value) -> bool:
+    """Whether ``value`` can be a second-look threshold: a probability in (0, 1]."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1
 
 
 def load_classifier(path: str | os.PathLike, device: str | torch.device | None = None,

@@ -155,13 +155,20 @@ def calibration_caption(meta: dict) -> str:
         temperature = checkpoint_temperature(meta)
     except CheckpointError as error:
         return f"Calibration unusable: {error}"
-    fitted_on = record.get("fitted_on") if isinstance(record.get("fitted_on"), dict) else {}
     images = record.get("images")
     source = f"{images:,} validation images" if isinstance(images, int) else "validation images"
-    if fitted_on.get("borrowed"):
-        source += f" of a run of the same recipe ({fitted_on.get('checkpoint', 'unnamed')})"
+    source += borrowed_from(record)
     return (f"Probabilities calibrated by temperature scaling (T = {temperature:.2f}, fitted on {source}): on "
             "held-out scans, answers given with 80% are right about 80% of the time.")
+
+
+def borrowed_from(record: dict) -> str:
+    """' of a run of the same recipe (name)' when a calibration-style record was fitted on another run's
+    validation split; '' otherwise."""
+    fitted_on = record.get("fitted_on") if isinstance(record.get("fitted_on"), dict) else {}
+    if not fitted_on.get("borrowed"):
+        return ""
+    return f" of a run of the same recipe ({fitted_on.get('checkpoint', 'unnamed')})"
 
 
 def mirror_caption(meta: dict) -> str | None:
@@ -179,11 +186,8 @@ def mirror_caption(meta: dict) -> str | None:
     figures = [record.get(k) for k in ("images", "share_mirrored", "errors_without", "errors_with")]
     if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in figures):
         images, share, without, with_ = figures
-        fitted_on = record.get("fitted_on") if isinstance(record.get("fitted_on"), dict) else {}
-        source = f"{images:,} validation images"
-        if fitted_on.get("borrowed"):
-            source += f" of a run of the same recipe ({fitted_on.get('checkpoint', 'unnamed')})"
-        text += f" (on {source}: {share:.1%} got it; {without} wrong without it, {with_} with it)"
+        text += (f" (on {images:,} validation images{borrowed_from(record)}: {share:.1%} got it; {without} wrong "
+                 f"without it, {with_} with it)")
     return text + "."
 
 
