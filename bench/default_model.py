@@ -30,7 +30,8 @@ def test_figures(checkpoint: Path, data: Path) -> None:
     figures; the run itself goes to a temporary folder."""
     import tempfile
 
-    from core.evaluation import EvaluationSettings, evaluate, read_run
+    from core.evaluation import EvaluationSettings, evaluate
+    from core.runs import read_run
 
     with tempfile.TemporaryDirectory() as tmp:
         run = read_run(evaluate(EvaluationSettings(checkpoint=str(checkpoint), data=str(data), out=f"{tmp}/run",

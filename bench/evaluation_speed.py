@@ -23,8 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from core.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
-from core.data import find_split_dirs, load_image, normalize, preprocess_uint8, scan_class_folders  # noqa: E402
-from core.evaluation import EvaluationSettings, evaluate, read_run  # noqa: E402
+from core.data import find_split_dirs, normalize, preprocess_uint8, scan_class_folders  # noqa: E402
+from core.sources import read_image  # noqa: E402
+from core.evaluation import EvaluationSettings, evaluate  # noqa: E402
+from core.runs import read_run  # noqa: E402
 
 
 def plain_fp32(checkpoint: str, folder: Path, batch_size: int = 32) -> float:
@@ -35,7 +37,7 @@ def plain_fp32(checkpoint: str, folder: Path, batch_size: int = 32) -> float:
     started = time.perf_counter()
     with torch.inference_mode():
         for start in range(0, len(samples), batch_size):
-            batch = torch.stack([preprocess_uint8(load_image(s.path), pre["image_size"])
+            batch = torch.stack([preprocess_uint8(read_image(s.path), pre["image_size"])
                                  for s in samples[start:start + batch_size]])
             model(normalize(batch, pre["mean"], pre["std"]))
     return len(samples) / (time.perf_counter() - started)

@@ -19,13 +19,13 @@ group on one side is leak-free.
 from __future__ import annotations
 
 import hashlib
-import io
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
-from core.data import load_image
+from core.sources import read_bytes, read_image
+from core.sources.images import MAX_FILE_BYTES
 
 NEAR_DUPLICATE_BITS = 12
 PHASH_SIZE = 16  # hash side: 16 x 16 = 256 bits
@@ -48,7 +48,7 @@ def fingerprint_bytes(raw: bytes, image=None) -> Fingerprint:
     import imagehash
 
     if image is None:
-        image = load_image(io.BytesIO(raw))
+        image = read_image(raw)
     gray = image.convert("L")
     pixels = hashlib.sha256(f"{gray.size}".encode() + gray.tobytes()).hexdigest()
     phash = np.packbits(imagehash.phash(gray, hash_size=PHASH_SIZE).hash.flatten()).tobytes()
@@ -57,8 +57,7 @@ def fingerprint_bytes(raw: bytes, image=None) -> Fingerprint:
 
 def fingerprint_file(path) -> Fingerprint:
     """Fingerprint one image file. Raises ``ValueError`` when it is not a readable image."""
-    with open(path, "rb") as handle:
-        return fingerprint_bytes(handle.read())
+    return fingerprint_bytes(read_bytes(path, MAX_FILE_BYTES, "image file"))
 
 
 def dataset_fingerprint(pairs: Iterable[tuple[str, str]]) -> str:

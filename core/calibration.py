@@ -23,14 +23,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.checkpoint import CheckpointError, read_metadata
+from core.checkpoint import TEMPERATURES, CheckpointError, read_metadata
 from core.data import CLASSES, canonical_class
 from core.inference import is_mirror_threshold
 from core.metrics import calibration as reliability
 
 METHOD = "temperature scaling"
-# Bounds of the search; a fit that lands on one of them says the logits are degenerate, not calibrated.
-LOWEST, HIGHEST = 0.05, 20.0
+# Bounds of the search (and of what a checkpoint may carry); a fit that lands on one of them says the logits are
+# degenerate, not calibrated.
+LOWEST, HIGHEST = TEMPERATURES
 # Settings that may differ between a run with a validation split and its refit on every image.
 NOT_RECIPE = {"out", "data", "val_fraction", "save_dtype", "time_limit_minutes", "resume", "progress",
               "num_workers", "device", "precision", "weights_file"}
@@ -112,11 +113,11 @@ def validation_images(metadata: dict, data: str | os.PathLike | None = None) -> 
 
 def _held_out_batches(classifier, paths: list[Path], batch_size: int):
     """The network input for these images, batch by batch, with the classifier's own preprocessing."""
-    from core.data import load_image
+    from core.sources import read_image
 
     for start in range(0, len(paths), batch_size):
         try:
-            images = [load_image(p) for p in paths[start:start + batch_size]]
+            images = [read_image(p) for p in paths[start:start + batch_size]]
         except ValueError as error:
             raise CalibrationError(f"a validation image cannot be read ({error})") from None
         yield classifier.preprocess(images)

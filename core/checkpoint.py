@@ -12,6 +12,7 @@ so that an evaluation can flag test images that the model has already seen, with
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import platform
@@ -24,12 +25,21 @@ from torch import nn
 from core.atomic import finish_atomic_write
 from core.data import CLASSES
 from core.model import ARCHITECTURE, DOWNSAMPLE_STRIDES, build_resnet50
+from core.sources import FileRefused, open_regular, read_bytes
+from core.sources.files import load_json, printable
 
 FORMAT = "brain-tumour-mri/checkpoint"
 FORMAT_VERSION = 1
 METADATA_KEY = "checkpoint"
 FINGERPRINT_PREFIX = "train_fingerprints."
 DEFAULT_FILENAME = "model.safetensors"
+# A ResNet-50 is 94 MB in float32; the fingerprints of a million training images would add 100 MB.
+MAX_CHECKPOINT_BYTES = 512 << 20
+MAX_HEADER_BYTES = 64 << 20
+# The network input sizes a checkpoint may ask for: a 20,000-pixel input would take gigabytes to run.
+IMAGE_SIZES = (32, 512)
+# The temperatures core.calibration can fit; anything else makes probabilities of 0/0.
+TEMPERATURES = (0.05, 20.0)
 
 
 class CheckpointError(ValueError):
@@ -61,7 +71,8 @@ def library_versions() -> dict[str, str]:
 
 
 def resolve_checkpoint_path(path: str | os.PathLike) -> Path:
-    """A checkpoint file, or a directory holding exactly one (``model.safetensors`` preferred)."""
+    """A checkpoint file, or a directory holding exactly one (``model.safetensors`` preferred). Whether a file
+    is a readable checkpoint is decided when it is read."""
     path = Path(path).expanduser()
     if path.is_dir():
         preferred = path / DEFAULT_FILENAME
@@ -71,11 +82,9 @@ def resolve_checkpoint_path(path: str | os.PathLike) -> Path:
         if len(found) == 1:
             return found[0]
         if not found:
-            raise CheckpointError(f"{path} holds no .safetensors checkpoint")
-        raise CheckpointError(f"{path} holds several checkpoints ({', '.join(p.name for p in found)}); "
+            raise CheckpointError(f"{printable(path)} holds no .safetensors checkpoint")
+        raise CheckpointError(f"{printable(path)} holds several checkpoints ({', '.join(p.name for p in found)}); "
                               "name the file")
-    if not path.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist")
     return path
 
 
@@ -137,40 +146,125 @@ def json_safe(value):
     return value
 
 
-def read_metadata(path: str | os.PathLike) -> dict:
-    """Only the metadata of a checkpoint (cheap: reads the header, not the tensors)."""
-    from safetensors import safe_open
+def _numbers(count: int, low: float, high: float, exclusive_low: bool = False) -> dict:
+    bound = {"exclusiveMinimum": low} if exclusive_low else {"minimum": low}
+    return {"type": "array", "minItems": count, "maxItems": count,
+            "items": {"type": "number", **bound, "maximum": high}}
 
-    path = resolve_checkpoint_path(path)
+
+_OBJECT = {"type": "object"}
+_COUNTS = {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}}
+# What the code that loads and shows a checkpoint relies on; other entries are free-form.
+METADATA_SCHEMA = {
+    "type": "object",
+    "required": ["format", "format_version", "architecture", "classes", "preprocessing"],
+    "properties": {
+        "format": {"const": FORMAT},
+        "format_version": {"type": "integer", "minimum": 1},
+        "architecture": {"type": "object", "required": ["name"], "properties": {
+            "name": {"const": ARCHITECTURE}, "downsample_stride": {"enum": list(DOWNSAMPLE_STRIDES)},
+            "dropout": {"type": "number", "minimum": 0, "exclusiveMaximum": 1}}},
+        # Only the classes this project knows: names that come from a file are never shown unchecked.
+        "classes": {"type": "array", "minItems": 2, "uniqueItems": True, "items": {"enum": list(CLASSES)}},
+        "preprocessing": {"type": "object", "required": ["image_size", "mean", "std"], "properties": {
+            "image_size": {"type": "integer", "minimum": IMAGE_SIZES[0], "maximum": IMAGE_SIZES[1]},
+            "mean": _numbers(3, 0, 1), "std": _numbers(3, 0, 1, exclusive_low=True)}},
+        "calibration": {"type": ["object", "null"], "required": ["temperature"], "properties": {
+            "temperature": {"type": "number", "minimum": TEMPERATURES[0], "maximum": TEMPERATURES[1]},
+            "images": {"type": "integer", "minimum": 0}, "fitted_on": _OBJECT}},
+        "mirror_averaging": {"type": ["object", "null"], "required": ["below"], "properties": {
+            "below": {"type": "number", "exclusiveMinimum": 0, "maximum": 1}}},
+        "base_weights": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}},
+        "data": {"type": "object", "properties": {
+            "counts": {"type": "object", "additionalProperties": _COUNTS},
+            "seen_files": {"type": "array", "items": {"type": "string"}}}},
+        "validation": {"type": "object", "additionalProperties": {"type": ["number", "null"]}},
+        "training": {"type": "object", "properties": {"config": _OBJECT, "best_epoch": {"type": "integer"}}},
+        "history": {"type": "array", "items": _OBJECT},
+    },
+}
+
+
+def validate_metadata(metadata, path: str | os.PathLike = "checkpoint") -> None:
+    """Check checkpoint metadata against :data:`METADATA_SCHEMA` once, where it is read, so that every user of
+    a checkpoint gets one clear :class:`CheckpointError` instead of a crash somewhere further in."""
+    import jsonschema
+
+    name = printable(path)
+    if isinstance(metadata, dict) and isinstance(metadata.get("format_version"), int) \
+            and metadata["format_version"] > FORMAT_VERSION and metadata.get("format") == FORMAT:
+        raise CheckpointError(f"{name} has checkpoint format version {metadata['format_version']}; this code reads "
+                              f"up to {FORMAT_VERSION}. Update the project to load it.")
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(METADATA_SCHEMA).iter_errors(metadata))
+    if error is None:
+        return
+    if error.validator == "const" and list(error.absolute_path) == ["format"]:
+        raise CheckpointError(f"{name} is not a {FORMAT} checkpoint")
+    field = ".".join(str(part) for part in error.absolute_path) or "the metadata as a whole"
+    message = error.message if len(error.message) <= 200 else error.message[:200] + "…"
+    raise CheckpointError(f"{name} has unusable metadata: {field}: {message}")
+
+
+def _header(handle, path: Path) -> dict:
+    """The JSON header of a safetensors file (its first 8 bytes give the header's length)."""
+    size_field = handle.read(8)
+    if len(size_field) < 8:
+        raise CheckpointError(f"{printable(path)} is not a safetensors file (it is only {len(size_field)} bytes long)")
+    length = int.from_bytes(size_field, "little")
+    if length > MAX_HEADER_BYTES:
+        raise CheckpointError(f"{printable(path)} is not a checkpoint of ours: its header claims {length:,} bytes")
+    text = handle.read(length)
     try:
-        with safe_open(str(path), "pt") as handle:
-            header = handle.metadata() or {}
-    except Exception as error:  # safetensors raises its own error types for damaged files
-        raise CheckpointError(f"{path} is not a readable safetensors file ({error})") from None
-    if METADATA_KEY not in header:
-        raise CheckpointError(f"{path} is a safetensors file but not one of our checkpoints (no metadata)")
+        header = load_json(text)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise CheckpointError(f"{printable(path)} is not a safetensors file (its header is not JSON)") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{printable(path)} is not a safetensors file (its header is not a JSON object)")
+    return header
+
+
+def _metadata_from_header(header: dict, path: Path) -> dict:
+    stored = header.get("__metadata__")
+    if not isinstance(stored, dict) or METADATA_KEY not in stored:
+        raise CheckpointError(f"{printable(path)} is a safetensors file but not one of our checkpoints (no metadata)")
     try:
-        metadata = json.loads(header[METADATA_KEY])
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{path} has damaged metadata ({error})") from None
-    if metadata.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a {FORMAT} checkpoint")
-    version = metadata.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise CheckpointError(f"{path} has checkpoint format version {version}; this code reads up to "
-                              f"{FORMAT_VERSION}. Update the project to load it.")
+        metadata = load_json(stored[METADATA_KEY])
+    except (TypeError, ValueError, RecursionError) as error:
+        raise CheckpointError(f"{printable(path)} has damaged metadata ({error})") from None
+    validate_metadata(metadata, path)
     return metadata
 
 
+def read_metadata(path: str | os.PathLike) -> dict:
+    """Only the metadata of a checkpoint, checked against the schema (cheap: reads the header, not the
+    tensors)."""
+    path = resolve_checkpoint_path(path)
+    try:
+        with open_regular(path, MAX_CHECKPOINT_BYTES, "checkpoint") as handle:
+            header = _header(handle, path)
+    except FileRefused as error:
+        raise CheckpointError(str(error)) from None
+    except OSError as error:
+        raise CheckpointError(f"{printable(path)} cannot be read ({error.strerror or error})") from None
+    return _metadata_from_header(header, path)
+
+
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    from safetensors.torch import load_file
+    """Tensors and checked metadata of a checkpoint. The file is read once, as a regular file of bounded size,
+    and parsed by safetensors from memory: nothing is unpickled."""
+    from safetensors.torch import load as load_tensors
 
     path = resolve_checkpoint_path(path)
-    metadata = read_metadata(path)
     try:
-        tensors = load_file(str(path))
-    except Exception as error:
-        raise CheckpointError(f"{path} is damaged: its tensors cannot be read ({error})") from None
+        raw = read_bytes(path, MAX_CHECKPOINT_BYTES, "checkpoint")
+    except FileRefused as error:
+        raise CheckpointError(str(error)) from None
+    metadata = _metadata_from_header(_header(io.BytesIO(raw), path), path)
+    try:
+        tensors = load_tensors(raw)
+    except Exception as error:  # safetensors raises its own error types for damaged files
+        raise CheckpointError(f"{printable(path)} is damaged: its tensors cannot be read ({error})") from None
+    del raw
     fingerprints = {k[len(FINGERPRINT_PREFIX):]: v for k, v in tensors.items() if k.startswith(FINGERPRINT_PREFIX)}
     state = {k: v for k, v in tensors.items() if not k.startswith(FINGERPRINT_PREFIX)}
     return Checkpoint(state, metadata, fingerprints, path)
@@ -178,18 +272,9 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
 
 def model_from_checkpoint(checkpoint: Checkpoint) -> nn.Module:
     """Rebuild the network the metadata describes and load its tensors, checking that they fit."""
-    meta = checkpoint.metadata
-    arch = meta.get("architecture", {})
-    if arch.get("name") != ARCHITECTURE:
-        raise CheckpointError(f"{checkpoint.path}: architecture {arch.get('name')!r} is not supported "
-                              f"(only {ARCHITECTURE})")
-    classes = meta.get("classes")
-    if not classes or not isinstance(classes, list):
-        raise CheckpointError(f"{checkpoint.path}: the metadata lists no class names")
-    stride = arch.get("downsample_stride", "3x3")
-    if stride not in DOWNSAMPLE_STRIDES:
-        raise CheckpointError(f"{checkpoint.path}: unknown downsample_stride {stride!r}")
-    model = build_resnet50(len(classes), stride, arch.get("dropout", 0.0))
+    meta = checkpoint.metadata  # checked against the schema when it was read
+    arch, classes = meta["architecture"], meta["classes"]
+    model = build_resnet50(len(classes), arch.get("downsample_stride", "3x3"), arch.get("dropout", 0.0))
     expected = {k: v.shape for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
     state = checkpoint.state_dict
     missing = sorted(set(expected) - set(state))
@@ -205,6 +290,10 @@ def model_from_checkpoint(checkpoint: Checkpoint) -> nn.Module:
              if tuple(state[k].shape) != tuple(shape)]
     if wrong:
         raise CheckpointError(f"{checkpoint.path}: tensor shapes differ from a {ARCHITECTURE}: {wrong[:3]}")
+    damaged = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if damaged:
+        raise CheckpointError(f"{checkpoint.path}: {len(damaged)} tensors hold values that are not numbers (NaN or "
+                              f"infinity), {', '.join(damaged[:3])} among them; the weights are damaged")
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()},
                           strict=False)
     return model.eval()

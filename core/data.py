@@ -18,7 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image
+
+from core.sources import FileRefused, prepare_image, read_bytes, read_image
+from core.sources.files import printable
 
 CLASSES = ("glioma", "meningioma", "notumor", "pituitary")
 CLASS_LABELS = {"glioma": "Glioma", "meningioma": "Meningioma", "notumor": "No tumour",
@@ -34,10 +37,6 @@ _ALIASES = {
     "pituitary": "pituitary", "pituitarytumor": "pituitary", "pituitarytumour": "pituitary",
     "pituitaryadenoma": "pituitary",
 }
-
-# Refuse decompression bombs, but allow the large scans that radiology exports can be.
-Image.MAX_IMAGE_PIXELS = 20_000 * 20_000
-ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
 class DatasetError(ValueError):
@@ -69,6 +68,7 @@ class ClassFolderTree:
     folders: dict[str, str] = field(default_factory=dict)       # folder name -> canonical class
     unknown_folders: list[str] = field(default_factory=list)
     other_files: list[str] = field(default_factory=list)        # non-image files in class folders
+    refused: list[dict] = field(default_factory=list)           # {"path", "reason"}: images that cannot be named
 
     def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(CLASSES, 0)
@@ -108,7 +108,7 @@ def scan_class_folders(root: str | os.PathLike) -> ClassFolderTree:
     for folder in _child_dirs(root):
         name = canonical_class(folder.name)
         if name is None:
-            tree.unknown_folders.append(folder.name)
+            tree.unknown_folders.append(printable(folder.name))
             continue
         if name in tree.folders.values():
             other = next(k for k, v in tree.folders.items() if v == name)
@@ -123,11 +123,15 @@ def scan_class_folders(root: str | os.PathLike) -> ClassFolderTree:
                     continue
                 path = Path(dirpath) / filename
                 rel = path.relative_to(root).as_posix()
-                if path.suffix.lower() in IMAGE_EXTENSIONS:
-                    tree.samples.append(Sample(path.resolve(), CLASSES.index(name), rel))
-                    found += 1
+                if path.suffix.lower() not in IMAGE_EXTENSIONS:
+                    tree.other_files.append(printable(rel))
+                elif not _is_utf8(rel):  # it could be named in no run, log or CSV
+                    tree.refused.append({"path": printable(rel), "reason": "the file name is not valid UTF-8; "
+                                                                           "rename the file"})
                 else:
-                    tree.other_files.append(rel)
+                    # Not resolved: a symbolic link stays as named (one that loops is refused when it is read).
+                    tree.samples.append(Sample(Path(os.path.abspath(path)), CLASSES.index(name), rel))
+                    found += 1
         if found == 0:
             raise DatasetError(f"class folder {folder} holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
                                "add images or remove the folder")
@@ -144,36 +148,13 @@ def scan_class_folders(root: str | os.PathLike) -> ClassFolderTree:
 # Decoding and preprocessing
 
 
-def load_image(source) -> Image.Image:
-    """Open an image file (path or file object) as 8-bit RGB, honouring EXIF orientation.
-
-    Grayscale is replicated to three channels; transparency is composited onto black (the background of
-    an MRI slice); 16-bit and float images are windowed to their own min-max range.
-    Raises ``ValueError`` with the reason when the file is not a readable image.
-    """
+def _is_utf8(name: str) -> bool:
+    """Whether a name read from the file system decodes as UTF-8 (undecodable bytes arrive as surrogates)."""
     try:
-        with Image.open(source) as image:
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            return to_rgb(image)
-    except Exception as error:  # damaged files raise many types: OSError, SyntaxError, struct.error, ...
-        raise ValueError(f"not a readable image ({type(error).__name__}: {error})") from None
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL mode -> 8-bit RGB (see :func:`load_image`)."""
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        array = np.asarray(image, dtype=np.float64)
-        low, high = float(array.min()), float(array.max())
-        scaled = (array - low) / (high - low) * 255.0 if high > low else np.zeros_like(array)
-        image = Image.fromarray(scaled.round().astype(np.uint8), "L")
-    if image.mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    if image.mode in ("RGBA", "LA", "PA"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
-        image = Image.alpha_composite(background, rgba)
-    return image.convert("RGB") if image.mode != "RGB" else image
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def square_geometry(width: int, height: int, size: int) -> tuple[float, int, int]:
@@ -195,8 +176,10 @@ def pad_to_square(image: Image.Image) -> Image.Image:
 
 
 def preprocess_uint8(image: Image.Image, size: int) -> torch.Tensor:
-    """RGB PIL image -> uint8 tensor (3, size, size): padded to a square, then resized (antialiased)."""
-    image = pad_to_square(to_rgb(image))
+    """PIL image -> uint8 tensor (3, size, size): checked and converted by
+    :func:`core.sources.prepare_image` (so any image costs bounded memory), padded to a square, then resized
+    (antialiased). Raises :class:`core.sources.ImageRefused` for an image the model must not be shown."""
+    image = pad_to_square(prepare_image(image))
     if image.size != (size, size):
         image = image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
     return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
@@ -209,6 +192,9 @@ def normalize(batch_uint8: torch.Tensor, mean, std) -> torch.Tensor:
     return (batch_uint8.float().div_(255.0) - mean) / std
 
 
+MAX_BOX_FILE_BYTES = 1 << 20  # a box file holds a line or a few
+
+
 def read_yolo_boxes(image_path: str | os.PathLike) -> list[tuple[float, float, float, float]] | None:
     """Tumour boxes from the YOLO sidecar (same stem, ``.txt``) of an image: ``[(x_centre, y_centre, width,
     height), ...]`` normalised to the image. None when there is no sidecar; [] when it is empty (no tumour).
@@ -216,8 +202,12 @@ def read_yolo_boxes(image_path: str | os.PathLike) -> list[tuple[float, float, f
     sidecar = Path(image_path).with_suffix(".txt")
     if not sidecar.is_file():
         return None
+    try:
+        text = read_bytes(sidecar, MAX_BOX_FILE_BYTES, "box file").decode("utf-8", errors="replace")
+    except FileRefused as error:
+        raise ValueError(str(error)) from None
     boxes = []
-    for number, line in enumerate(sidecar.read_text(errors="replace").splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         fields = line.split()
         if not fields:
             continue
@@ -227,7 +217,7 @@ def read_yolo_boxes(image_path: str | os.PathLike) -> list[tuple[float, float, f
             values = []
         if len(fields) != 5 or len(values) != 4 or not all(0.0 <= v <= 1.0 for v in values) \
                 or values[2] <= 0 or values[3] <= 0:
-            raise ValueError(f"{sidecar}, line {number}: expected 'label x_centre y_centre width height' with "
+            raise ValueError(f"{printable(sidecar)}, line {number}: expected 'label x_centre y_centre width height' with "
                              f"values in [0, 1], got {line.strip()!r}")
         boxes.append(tuple(values))
     return boxes
@@ -247,10 +237,9 @@ class ImageFolderDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int):
         sample = self.samples[index]
         try:
-            image = load_image(sample.path)
+            tensor = preprocess_uint8(read_image(sample.path), self.size)
         except ValueError as error:  # checked once before training; the file changed since
-            raise DatasetError(f"{sample.path}: {error}") from None
-        tensor = preprocess_uint8(image, self.size)
+            raise DatasetError(f"{printable(sample.path)}: {error}") from None
         if self.transform is not None:
             tensor = self.transform(tensor)
         return tensor, sample.label

@@ -1,9 +1,8 @@
 """Evaluation runs: what a model predicted for every image of a dataset, and every metric that follows.
 
 ``evaluate(EvaluationSettings(checkpoint=..., data=..., out=...))`` writes a run directory;
-``read_run(path)`` loads one. The format is documented in ``docs/evaluation-runs.md``; its version is
-:data:`RUN_FORMAT_VERSION`, and a run written in another version is refused with a message that says
-what to do.
+:func:`core.runs.read_run` loads one. The format is documented in ``docs/evaluation-runs.md`` and
+:mod:`core.runs`.
 
 One pass over the images decodes each file once and from it takes the file and pixel hashes, the
 perceptual hash and the network input. The hashes feed the leakage audit against the fingerprints the
@@ -15,14 +14,11 @@ class, from the same forward pass as the prediction, against the box.
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 import os
-import shutil
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -34,29 +30,22 @@ from tqdm.auto import tqdm
 
 from core import __version__
 from core.audit import (NEAR_DUPLICATE_BITS, cross_matches, dataset_fingerprint, duplicate_groups, fingerprint_bytes)
-from core.checkpoint import check_classes_match, json_safe, library_versions, load_checkpoint, model_from_checkpoint
-from core.data import CLASSES, DatasetError, find_split_dirs, load_image, preprocess_uint8, read_yolo_boxes, \
+from core.checkpoint import (check_classes_match, library_versions, load_checkpoint, model_from_checkpoint,
+                             resolve_checkpoint_path)
+from core.data import CLASSES, DatasetError, find_split_dirs, preprocess_uint8, read_yolo_boxes, \
     scan_class_folders
 from core.explain import CAM_METHODS, DEFAULT_LAYER, DEFAULT_METHOD, check_choice, explain_batch, \
     localisation_scores
 from core.inference import Classifier
 from core.metrics import BootstrapSettings, MetricWarning, bootstrap_intervals, curves, point_metrics
 from core.runtime import default_workers
+from core.runs import RUN_FORMAT, RUN_FORMAT_VERSION, RunError, RunWriter
+from core.sources import read_bytes, read_image
+from core.sources.files import printable
+from core.sources.images import MAX_FILE_BYTES
 from core.weights import sha256_of_file
 
 log = logging.getLogger(__name__)
-
-RUN_FORMAT = "brain-tumour-mri evaluation run"
-RUN_FORMAT_VERSION = 1
-RUN_FILE = "run.json"
-PREDICTIONS_FILE = "predictions.csv"
-METRICS_FILE = "metrics.json"
-CURVES_FILE = "curves.json"
-LOCALISATION_FILE = "localisation.csv"
-
-
-class RunError(ValueError):
-    """A run cannot be written or read; the message says what is wrong and what to do."""
 
 
 @dataclass(frozen=True)
@@ -94,8 +83,8 @@ class _EvaluationImages(Dataset):
     def __getitem__(self, index: int) -> dict:
         path = self.paths[index]
         try:
-            raw = path.read_bytes()
-            image = load_image(io.BytesIO(raw))
+            raw = read_bytes(path, MAX_FILE_BYTES, "image file")
+            image = read_image(raw)
             item = {"index": index, "tensor": preprocess_uint8(image, self.size),
                     "fingerprint": fingerprint_bytes(raw, image), "width": image.width, "height": image.height}
         except (OSError, ValueError) as error:
@@ -180,18 +169,22 @@ def _localisation_summary(table: pd.DataFrame) -> dict:
             "correctly_classified": summarise(table[table["label"] == table["pred"]])}
 
 
-def _write_json(path: Path, value) -> None:
-    path.write_text(json.dumps(json_safe(value), indent=1, allow_nan=False) + "\n")
-
-
 # --------------------------------------------------------------------------------------------------
 # The run
 
 
 def check_settings(settings: EvaluationSettings) -> None:
+    from core.runtime import PRECISIONS, device_problem
+
     problems = []
     if settings.batch_size < 1:
         problems.append("--batch-size must be at least 1")
+    if device_problem(settings.device):
+        problems.append(device_problem(settings.device))
+    if settings.precision not in PRECISIONS:
+        problems.append(f"--precision must be one of {', '.join(PRECISIONS)}")
+    if settings.num_workers is not None and not 0 <= settings.num_workers <= 64:
+        problems.append("--num-workers must be between 0 and 64")
     if settings.bootstrap_resamples < 1:
         problems.append("--bootstrap must be at least 1 resample (1,000 or more for reported intervals)")
     if not 0 < settings.confidence < 1:
@@ -218,13 +211,16 @@ def evaluate(settings: EvaluationSettings) -> Path:
     place at the end. An existing run is replaced only with ``overwrite``.
     """
     check_settings(settings)
-    out = Path(settings.out)
-    if out.exists() and not settings.overwrite:
-        raise RunError(f"{out} already exists; choose another --out or pass --overwrite to replace it")
     root = Path(settings.data).expanduser()
     if not root.is_dir():
-        raise DatasetError(f"dataset folder {root} does not exist; check the path")
-    checkpoint = load_checkpoint(settings.checkpoint)
+        raise DatasetError(f"dataset folder {printable(root)} does not exist; check the path")
+    checkpoint_file = resolve_checkpoint_path(settings.checkpoint)
+    # Checks --out (never the data, never a folder that is not a run) and makes its staging folder, before any work.
+    with RunWriter(settings.out, settings.overwrite, {"dataset": root, "checkpoint": checkpoint_file}) as writer:
+        return _evaluate(settings, root, load_checkpoint(checkpoint_file), writer)
+
+
+def _evaluate(settings: EvaluationSettings, root: Path, checkpoint, writer: RunWriter) -> Path:
     check_classes_match(checkpoint.metadata)  # the columns and labels below are in CLASSES order
     classifier = Classifier(model_from_checkpoint(checkpoint), checkpoint.metadata, checkpoint.path,
                             settings.device, settings.precision)
@@ -233,6 +229,8 @@ def evaluate(settings: EvaluationSettings) -> Path:
     tree = scan_class_folders(tree_root)
     if not tree.samples:
         raise DatasetError(f"{tree_root} holds no images in class folders")
+    for item in tree.refused:
+        log.warning("skipping image %s: %s", item["path"], item["reason"])
     prefix = tree_root.relative_to(root).as_posix() if tree_root != root else ""
     relpaths = [f"{prefix}/{s.relpath}" if prefix else s.relpath for s in tree.samples]
     has_boxes = any(_has_box(s.path) for s in tree.samples[:200] if s.class_name != "notumor")
@@ -393,7 +391,7 @@ def evaluate(settings: EvaluationSettings) -> Path:
         "dataset": {"root": settings.data, "name": dataset_name(root), "evaluated": evaluated,
                     "fingerprint": dataset_fingerprint((p, f.sha256) for p, f in zip(paths, fps)),
                     "images": int(len(paths)), "counts": {name: int((labels == k).sum()) for k, name in enumerate(CLASSES)},
-                    "skipped": [{"path": relpaths[i], "reason": r} for i, r in sorted(errors.items())],
+                    "skipped": tree.refused + [{"path": relpaths[i], "reason": r} for i, r in sorted(errors.items())],
                     "unknown_folders": tree.unknown_folders, "has_boxes": bool(has_boxes),
                     "box_errors": box_errors},
         "audit": {"near_duplicate_bits": bits, "reference": "the checkpoint's training and validation images",
@@ -408,128 +406,5 @@ def evaluate(settings: EvaluationSettings) -> Path:
         "timing": {"seconds": round(seconds, 1), "images_per_second": round(n / seconds, 1) if seconds else None},
         "versions": {**library_versions(), "project": __version__},
     }
-    _write_run(out, info, predictions, metrics, {"all": everything_curves, "duplicate_free": free_curves},
-               local_table, settings.overwrite)
-    return out
-
-
-def _write_run(out: Path, info: dict, predictions: pd.DataFrame, metrics: dict, curve_sets: dict,
-               localisation: pd.DataFrame | None, overwrite: bool) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
-        predictions.to_csv(staging / PREDICTIONS_FILE, index=False)
-        _write_json(staging / METRICS_FILE, metrics)
-        _write_json(staging / CURVES_FILE, curve_sets)
-        if localisation is not None:
-            localisation.to_csv(staging / LOCALISATION_FILE, index=False)
-        _write_json(staging / RUN_FILE, info)  # last: a folder without run.json is not a run
-        for item in staging.iterdir():
-            with open(item, "rb") as handle:
-                os.fsync(handle.fileno())
-        if out.exists():
-            if not overwrite:
-                raise RunError(f"{out} appeared while evaluating; the new run was not written")
-            retired = out.with_name(f".{out.name}.old-{os.getpid()}")
-            out.rename(retired)
-            try:
-                staging.rename(out)
-            except OSError:
-                retired.rename(out)  # put the old run back rather than leave nothing
-                raise
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-# --------------------------------------------------------------------------------------------------
-# Reading runs
-
-
-@dataclass
-class EvaluationRun:
-    path: Path
-    info: dict
-    predictions: pd.DataFrame
-    metrics: dict
-    curves: dict
-    localisation: pd.DataFrame | None = None
-    classes: list[str] = field(default_factory=lambda: list(CLASSES))
-
-    @property
-    def name(self) -> str:
-        return self.info.get("name") or self.path.name
-
-    def probabilities(self, rows: pd.DataFrame | None = None) -> np.ndarray:
-        rows = self.predictions if rows is None else rows
-        return rows[[f"prob_{c}" for c in self.classes]].to_numpy(dtype=np.float64)
-
-    def label_indices(self, rows: pd.DataFrame | None = None) -> np.ndarray:
-        rows = self.predictions if rows is None else rows
-        return rows["label"].map({c: k for k, c in enumerate(self.classes)}).to_numpy(dtype=int)
-
-
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise RunError(f"{path.parent} is not a complete evaluation run: {path.name} is missing") from None
-    except (OSError, ValueError) as error:
-        raise RunError(f"{path} is damaged ({type(error).__name__}: {error}); evaluate again") from None
-
-
-def read_run(path: str | os.PathLike) -> EvaluationRun:
-    """Load an evaluation run directory. Raises :class:`RunError` with what to do when it is missing,
-    incomplete, damaged or written in another format version."""
-    path = Path(path).expanduser()
-    if not path.is_dir():
-        raise RunError(f"{path} is not a folder; point at an evaluation run directory (it holds {RUN_FILE})")
-    if not (path / RUN_FILE).is_file():
-        raise RunError(f"{path} is not an evaluation run: {RUN_FILE} is missing (make one with "
-                       "python -m training.evaluate)")
-    info = _read_json(path / RUN_FILE)
-    if not isinstance(info, dict) or info.get("format") != RUN_FORMAT:
-        raise RunError(f"{path / RUN_FILE} is not a {RUN_FORMAT} description")
-    version = info.get("format_version")
-    if version != RUN_FORMAT_VERSION:
-        if isinstance(version, int) and version > RUN_FORMAT_VERSION:
-            raise RunError(f"{path} is in run format {version}, newer than this version of the project reads "
-                           f"({RUN_FORMAT_VERSION}); update the project")
-        raise RunError(f"{path} is in run format {version}, older than the current {RUN_FORMAT_VERSION}; "
-                       "evaluate the model again with python -m training.evaluate")
-    try:
-        predictions = pd.read_csv(path / PREDICTIONS_FILE, keep_default_na=False,
-                                  dtype={"train_duplicate_kind": str, "train_match": str})
-    except FileNotFoundError:
-        raise RunError(f"{path} is not a complete evaluation run: {PREDICTIONS_FILE} is missing") from None
-    except (OSError, ValueError) as error:
-        raise RunError(f"{path / PREDICTIONS_FILE} is damaged ({error}); evaluate again") from None
-    classes = info.get("model", {}).get("classes", list(CLASSES))
-    needed = {"path", "label", "pred", *(f"prob_{c}" for c in classes)}
-    if not needed <= set(predictions.columns):
-        raise RunError(f"{path / PREDICTIONS_FILE} lacks the columns {', '.join(sorted(needed - set(predictions.columns)))}")
-    if "train_duplicate" in predictions:
-        predictions["train_duplicate"] = predictions["train_duplicate"].map(
-            {"True": True, "False": False, True: True, False: False}).astype("boolean")
-    localisation = None
-    if (path / LOCALISATION_FILE).is_file():
-        try:
-            localisation = pd.read_csv(path / LOCALISATION_FILE)
-        except (OSError, ValueError) as error:
-            raise RunError(f"{path / LOCALISATION_FILE} is damaged ({error}); evaluate again") from None
-    return EvaluationRun(path, info, predictions, _read_json(path / METRICS_FILE), _read_json(path / CURVES_FILE),
-                         localisation, list(classes))
-
-
-def find_runs(folder: str | os.PathLike) -> list[Path]:
-    """Run directories directly inside ``folder`` (or ``folder`` itself when it is one), sorted by name."""
-    folder = Path(folder).expanduser()
-    if (folder / RUN_FILE).is_file():
-        return [folder]
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if (p / RUN_FILE).is_file() and not p.name.startswith("."))
+    return writer.write(info, predictions, metrics, {"all": everything_curves, "duplicate_free": free_curves},
+                        local_table)

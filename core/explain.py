@@ -28,7 +28,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from core.data import square_geometry, to_rgb
+from core.data import square_geometry
+from core.sources import prepare_image
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
 LAYERS = {"layer4": "last block (7 x 7, most class-specific)",
@@ -143,6 +144,8 @@ def _resolve_targets(targets, predictions: np.ndarray, classes: Sequence[str]) -
             if target not in classes:
                 raise ExplainError(f"unknown class {target!r}; the model knows {', '.join(classes)}")
             resolved.append(classes.index(target))
+        elif isinstance(target, (bool, np.bool_)) or not isinstance(target, (int, np.integer)):
+            raise ExplainError(f"a target is a class name, a class index or None, not {target!r}")
         else:
             if not 0 <= int(target) < len(classes):
                 raise ExplainError(f"class index {target} is out of range for {len(classes)} classes")
@@ -233,14 +236,19 @@ def heatmap_on_image(heatmap: np.ndarray, width: int, height: int) -> np.ndarray
 
 
 def overlay(image: Image.Image, heatmap: np.ndarray, opacity: float = 0.45) -> Image.Image:
-    """The original image with a heatmap (on the network input grid) blended over it, as RGB."""
-    from pytorch_grad_cam.utils.image import show_cam_on_image
+    """The image with a heatmap (on the network input grid) blended over it in the jet colour map, as RGB.
+
+    The image passes :func:`core.sources.prepare_image` first (so a huge one is shrunk, never copied at full size),
+    and the blend is done in 8 bits: no float copy of the image is made."""
+    import cv2
 
     if not 0.0 <= opacity <= 1.0:
         raise ExplainError(f"opacity must be between 0 and 1, not {opacity}")
-    rgb = np.asarray(to_rgb(image), dtype=np.float32) / 255.0
-    mask = heatmap_on_image(heatmap, image.width, image.height)
-    return Image.fromarray(show_cam_on_image(rgb, mask, use_rgb=True, image_weight=1.0 - opacity))
+    rgb = np.asarray(prepare_image(image))
+    mask = heatmap_on_image(heatmap, rgb.shape[1], rgb.shape[0])
+    colours = cv2.cvtColor(cv2.applyColorMap(np.round(mask * 255).astype(np.uint8), cv2.COLORMAP_JET),
+                           cv2.COLOR_BGR2RGB)
+    return Image.fromarray(cv2.addWeighted(rgb, 1.0 - opacity, colours, opacity, 0.0))
 
 
 # --------------------------------------------------------------------------------------------------

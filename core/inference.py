@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from core.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from core.checkpoint import load_checkpoint, model_from_checkpoint, validate_metadata
 from core.data import normalize, preprocess_uint8
 from core.runtime import autocast, prepare_model, resolve_device, resolve_precision
 
@@ -35,6 +35,7 @@ class Classifier:
         self.model = prepare_model(model.eval(), self.device)
         for param in self.model.parameters():
             param.requires_grad_(False)
+        validate_metadata(metadata, path or "checkpoint")
         pre = metadata["preprocessing"]
         self.image_size = int(pre["image_size"])
         self.mean = tuple(pre["mean"])
@@ -55,8 +56,14 @@ class Classifier:
         return normalize(batch_uint8, self.mean, self.std)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        """Class probabilities from raw logits, with the checkpoint's temperature (1 if uncalibrated)."""
-        return (logits.float() / self.temperature).softmax(dim=1)
+        """Class probabilities from raw logits, with the checkpoint's temperature (1 if uncalibrated). Raises
+        :class:`InferenceError` rather than return a probability that is not a number."""
+        logits = logits.float()
+        broken = int((~torch.isfinite(logits).all(dim=1)).sum())
+        if broken:
+            raise InferenceError(f"the model's output for {broken} of {len(logits)} images is not a number (NaN or "
+                                 "infinity); no probability is given")
+        return (logits / self.temperature).softmax(dim=1)
 
     @torch.inference_mode()
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
@@ -100,27 +107,23 @@ class Classifier:
         return [self.classes[i] for i in probs.argmax(axis=1)]
 
 
+class InferenceError(ValueError):
+    """The model cannot give a usable answer for an input; the message says why."""
+
+
 def checkpoint_temperature(metadata: dict) -> float:
-    """The softmax temperature a checkpoint's calibration prescribes; 1.0 for an uncalibrated one."""
+    """The softmax temperature a checkpoint's calibration prescribes (its range is checked with the metadata);
+    1.0 for an uncalibrated one."""
     record = metadata.get("calibration")
-    if not record:
-        return 1.0
-    value = record.get("temperature") if isinstance(record, dict) else None
-    if not isinstance(value, (int, float)) or not 0 < value < float("inf"):
-        raise CheckpointError(f"the checkpoint's calibration temperature {value!r} is not a positive number")
-    return float(value)
+    return float(record["temperature"]) if record else 1.0
 
 
 def checkpoint_mirror_threshold(metadata: dict) -> float | None:
     """The calibrated top probability below which a checkpoint averages a scan with its mirror image (see
-    :class:`Classifier`); None when the checkpoint asks for no second look."""
+    :class:`Classifier`; its range is checked with the metadata); None when the checkpoint asks for no second
+    look."""
     record = metadata.get("mirror_averaging")
-    if not record:
-        return None
-    value = record.get("below") if isinstance(record, dict) else None
-    if not is_mirror_threshold(value):
-        raise CheckpointError(f"the checkpoint's mirror-averaging threshold {value!r} is not a probability in (0, 1]")
-    return float(value)
+    return float(record["below"]) if record else None
 
 
 def is_mirror_threshold(value) -> bool:

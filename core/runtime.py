@@ -11,6 +11,25 @@ import torch
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
 
+def device_problem(device: str | None) -> str | None:
+    """Why ``device`` cannot be used on this machine, in one sentence; None when it can."""
+    if device in (None, "auto", "cpu"):
+        return None
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        return f"--device {device!r} is not a device; use auto, cpu, cuda or cuda:N"
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            return f"--device {device} asks for a GPU, and this machine has no usable CUDA GPU; use auto or cpu"
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            return f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s), numbered from 0"
+        return None
+    if parsed.type != "cpu":
+        return f"--device {device} is not supported here; use auto, cpu, cuda or cuda:N"
+    return None
+
+
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

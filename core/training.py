@@ -28,13 +28,15 @@ from tqdm.auto import tqdm
 from core import __version__
 from core.audit import dataset_fingerprint, duplicate_groups, fingerprint_files
 from core.atomic import finish_atomic_write
-from core.checkpoint import DEFAULT_FILENAME, json_safe, library_versions, save_checkpoint
+from core.checkpoint import DEFAULT_FILENAME, IMAGE_SIZES, json_safe, library_versions, save_checkpoint
 from core.config import TrainConfig
 from core.data import (CLASSES, IMAGE_EXTENSIONS, DatasetError, ImageFolderDataset, Sample, find_split_dirs, normalize,
                        scan_class_folders, training_augmentation)
 from core.model import (ARCHITECTURE, STAGE_PREFIXES, build_resnet50, classifier_from_imagenet,
                         freeze_backbone_batchnorm, frozen_prefixes, layerwise_parameter_groups, set_backbone_trainable)
-from core.runtime import autocast, default_workers, prepare_model, resolve_device, resolve_precision
+from core.runtime import (autocast, default_workers, device_problem, prepare_model, resolve_device,
+                          resolve_precision)
+from core.sources.files import printable
 from core.weights import IMAGENET_MEAN, IMAGENET_STD, resolve_imagenet_weights
 
 log = logging.getLogger(__name__)
@@ -115,7 +117,7 @@ def prepare_data(cfg: TrainConfig, progress: bool = True) -> PreparedData:
     with tqdm(total=len(samples), desc="checking images", unit="img", disable=not progress,
               leave=False) as bar:
         fingerprints, errors = fingerprint_files([s.path for s in samples], progress=bar.update)
-    skipped = [{"path": samples[i].relpath, "reason": reason} for i, reason in sorted(errors.items())]
+    skipped = tree.refused + [{"path": samples[i].relpath, "reason": reason} for i, reason in sorted(errors.items())]
     for item in skipped:
         log.warning("skipping unreadable image %s: %s", item["path"], item["reason"])
     good = [i for i in range(len(samples)) if i not in errors]
@@ -379,8 +381,22 @@ def check_config(cfg: TrainConfig) -> None:
         problems.append("--head-epochs must be between 0 and --epochs")
     if cfg.batch_size < 1:
         problems.append("--batch-size must be at least 1")
-    if cfg.image_size < 32:
-        problems.append("--image-size must be at least 32")
+    low, high = IMAGE_SIZES
+    if not low <= cfg.image_size <= high:
+        problems.append(f"--image-size must be between {low} and {high}")
+    if device_problem(cfg.device):
+        problems.append(device_problem(cfg.device))
+    if cfg.num_workers is not None and not 0 <= cfg.num_workers <= 64:
+        problems.append("--num-workers must be between 0 and 64")
+    if not 0 <= cfg.near_duplicate_bits <= 256:
+        problems.append("--near-duplicate-bits must be between 0 and 256")
+    if cfg.max_images_per_class is not None and cfg.max_images_per_class < 1:
+        problems.append("--max-images-per-class must be at least 1")
+    if cfg.warmup_epochs < 0 or cfg.weight_decay < 0:
+        problems.append("--warmup-epochs and --weight-decay must not be negative")
+    if cfg.time_limit_minutes is not None and cfg.time_limit_minutes <= 0:
+        problems.append("--time-limit-minutes must be positive")
+    problems += augmentation_problems(cfg)
     if not 0 <= cfg.val_fraction <= 0.5:
         problems.append("--val-fraction must be between 0 (a final fit on all training images, keeping the last "
                         "epoch) and 0.5")
@@ -415,6 +431,34 @@ def check_config(cfg: TrainConfig) -> None:
         problems.append(f"--weights-file {cfg.weights_file} does not exist")
     if problems:
         raise TrainingError("; ".join(problems))
+
+
+def check_writable(out: Path) -> None:
+    """Make ``out`` and prove it takes a file, before hours of work depend on it."""
+    probe = out / f".write-test-{os.getpid()}"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise TrainingError(f"cannot write to --out {printable(out)} ({error.strerror or error}); choose a folder "
+                            "you can write to") from None
+
+
+def augmentation_problems(cfg: TrainConfig) -> list[str]:
+    """Augmentation settings outside the ranges that make sense for MRI slices (and that torchvision accepts)."""
+    problems = []
+    if not 0 <= cfg.rotation <= 180:
+        problems.append("--rotation must be between 0 and 180 degrees")
+    if not 0 < cfg.scale_min <= cfg.scale_max <= 4:
+        problems.append("--scale-min and --scale-max must satisfy 0 < scale-min <= scale-max <= 4")
+    if not 0 <= cfg.translate < 1:
+        problems.append("--translate must be in [0, 1), a fraction of the image side")
+    if not 0 <= cfg.brightness < 1 or not 0 <= cfg.contrast < 1:
+        problems.append("--brightness and --contrast must be in [0, 1), fractions of change")
+    if not 0 <= cfg.hflip <= 1:
+        problems.append("--hflip must be a probability between 0 and 1")
+    return problems
 
 
 def load_resume_state(path: Path, cfg: TrainConfig, world: int) -> dict:
@@ -499,7 +543,7 @@ def train(cfg: TrainConfig) -> Path:
         raise TrainingError(f"{out} already holds a training run; add --resume to continue it or choose another "
                             "--out (a finished model is never overwritten)")
     if ctx.main:
-        out.mkdir(parents=True, exist_ok=True)
+        check_writable(out)
 
     torch.manual_seed(cfg.seed)
     data = prepare_data(cfg, progress=cfg.progress and ctx.main)

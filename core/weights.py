@@ -72,9 +72,12 @@ def cache_dir() -> Path:
     return Path(base) / "brain-tumour-mri"
 
 
-def sha256_of_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+def sha256_of_file(path: str | os.PathLike, limit: int = 4 << 30, chunk: int = 1 << 20) -> str:
+    """sha256 of a regular file of at most ``limit`` bytes (raises core.sources.FileRefused otherwise)."""
+    from core.sources import open_regular
+
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with open_regular(path, limit) as handle:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()

@@ -1,22 +1,37 @@
-"""What every page shares: the model picker in the sidebar and the cached model."""
+"""What every page shares: the model picker in the sidebar, the cached model, the folders the dashboard may read,
+showing file-borne text safely, and the error boundary around each part of a page."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import re
 from pathlib import Path
 
 import streamlit as st
 
 from core.checkpoint import CheckpointError, read_metadata
 from core.data import CLASS_LABELS
+from core.runs import RunError
+from core.sources import FileRefused, is_within
+from core.sources.files import printable
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS_DIR = ROOT / "assets" / "models"
 RUNS_DIR = ROOT / "assets" / "runs"
+OUTPUTS_DIR = ROOT / "outputs"
 DEFAULT_MODEL = MODELS_DIR / "default"
 MODEL_KEY = "sidebar.model_path"
 DATASETS_KEY = "settings.datasets_root"
 DATASETS_ENV = "BRAIN_MRI_DATASETS"
+ALLOWED_ENV = "BRAIN_MRI_ALLOWED_ROOTS"
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------------------------------
+# What the dashboard may read
 
 
 def default_datasets_root() -> str:
@@ -27,22 +42,94 @@ def default_datasets_root() -> str:
     return str(shared) if shared.is_dir() else ""
 
 
+def allowed_roots() -> list[str]:
+    """The folders a path typed into the dashboard may point into: the project's assets and outputs, the
+    configured datasets folder, and any folder listed in $BRAIN_MRI_ALLOWED_ROOTS (separated by ``os.pathsep``).
+    Whoever can reach the dashboard can only ever make it read files there."""
+    extra = [p for p in os.environ.get(ALLOWED_ENV, "").split(os.pathsep) if p.strip()]
+    return [str(ROOT / "assets"), str(OUTPUTS_DIR), *([default_datasets_root()] if default_datasets_root() else []),
+            *extra]
+
+
+def check_allowed(path: str | Path, what: str) -> Path:
+    """``path`` when it lies inside :func:`allowed_roots`; otherwise FileRefused with one message that does not
+    depend on whether the path exists."""
+    if not is_within(path, allowed_roots()):
+        raise FileRefused(f"{what} {printable(path)} is outside the folders this dashboard may read (the project's "
+                          f"assets and outputs, the datasets folder, and folders listed in {ALLOWED_ENV})")
+    return Path(path).expanduser()
+
+
 def datasets_root() -> str:
     return st.session_state.setdefault(DATASETS_KEY, default_datasets_root())
+
+
+# --------------------------------------------------------------------------------------------------
+# Text from files, and errors
+
+
+_MARKDOWN = re.compile(r"[\\`*_{}\[\]()#+\-.!|<>~$:=^&\"'@%/]")
+_LINK_START = re.compile(r"(?i)(https?|www)(?=[:.])|@")
+WORD_JOINER = "\u2060"
+
+
+def md(value) -> str:
+    """Text from a file or a user (a run name, a path, a class name, an error message) made safe to put into
+    markdown, to be shown as the characters it holds.
+
+    Every character that markdown or Streamlit's directives could act on becomes a numeric character reference
+    (``:`` -> ``&#58;``), which the page shows as the character itself. That does not stop the link detection of
+    GitHub-flavoured markdown, which runs on the text after parsing (``http://host`` in plain text becomes a link
+    whatever the escaping), so an invisible word joiner goes after each ``http``, ``https`` or ``www`` that starts
+    an address and after each ``@``."""
+    text = printable(str(value)).replace("\r", " ").replace("\n", " ")
+    text = _LINK_START.sub(lambda match: match.group() + WORD_JOINER, text)
+    return _MARKDOWN.sub(lambda match: f"&#{ord(match.group())};", text)
+
+
+def reason(error: BaseException) -> str:
+    """One human sentence (markdown-safe) for an error shown in the page."""
+    if isinstance(error, MemoryError):
+        return "the server ran out of memory for this request; try fewer or smaller files"
+    if type(error).__module__.split(".")[0] in ("core", "dashboard"):
+        return md(error)
+    return (f"an unexpected error occurred ({type(error).__name__}); it has been written to the server's log, and "
+            "the rest of the page still works")
+
+
+@contextlib.contextmanager
+def error_boundary(what: str, where=None):
+    """Run a part of a page; if it fails, show one sentence in its place (``where``: a container or column) and
+    let the rest of the page go on. Streamlit's own stop and rerun signals are not errors and pass through."""
+    try:
+        yield
+    except Exception as error:  # noqa: BLE001 - the boundary: nothing reaches the page as a traceback
+        if type(error).__module__.split(".")[0] not in ("core", "dashboard"):
+            log.exception("error in the dashboard: %s", what)
+        (where or st).error(f"{what} could not be shown: {reason(error)}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Runs
 
 
 @st.cache_data(show_spinner="Reading the evaluation run…", max_entries=16)
 def cached_run(path: str, modified: float):
     """A run, read once per process and file version (``modified`` is run.json's time)."""
-    from core.evaluation import read_run
+    from core.runs import read_run
 
     return read_run(path)
 
 
 def load_run(path: str | Path):
-    """The run at ``path``; raises core.evaluation.RunError with a readable message."""
-    from core.evaluation import RUN_FILE
+    """The run at ``path``; raises core.runs.RunError with a readable message (also for a folder outside the
+    ones the dashboard may read)."""
+    from core.runs import RUN_FILE
 
+    try:
+        check_allowed(path, "run folder")
+    except FileRefused as error:
+        raise RunError(str(error)) from None
     run_file = Path(path) / RUN_FILE
     # Without run.json read_run itself raises the explanation, and cache_data keeps no exceptions.
     return cached_run(str(path), run_file.stat().st_mtime if run_file.is_file() else 0.0)
@@ -50,32 +137,27 @@ def load_run(path: str | Path):
 
 def run_title(path: str) -> str:
     """A run's label in a picker: its name, plus its folder, which keeps two runs of one name apart."""
-    from core.evaluation import RunError
-
     try:
         return f"{load_run(path).name} · {Path(path).name}"
     except RunError:
-        return f"{path} (unreadable)"
+        return f"{printable(path)} (unreadable)"
 
 
 def run_images_root(run) -> Path | None:
-    """The folder the run's image paths are relative to, when it is on this machine."""
-    dataset = run.info.get("dataset", {})
-    candidates = [Path(dataset.get("root", "")), ROOT / dataset.get("root", "")]
-    if datasets_root() and dataset.get("name"):
-        candidates.append(Path(datasets_root()).expanduser() / dataset["name"])
-    for candidate in candidates:
-        if str(candidate) not in ("", ".") and candidate.is_dir() and \
-                (candidate / run.predictions["path"].iloc[0]).is_file():
-            return candidate
-    return None
+    """The folder the run's image paths are relative to: the run's dataset inside the datasets folder set in the
+    sidebar (itself inside the folders the dashboard may read), when it is there."""
+    root = datasets_root()
+    if not root or not is_within(root, allowed_roots()):
+        return None
+    return run.images_root(root)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def _cached_digest(path: str, modified: float) -> str:
+    from core.checkpoint import MAX_CHECKPOINT_BYTES
     from core.weights import sha256_of_file
 
-    return sha256_of_file(path)
+    return sha256_of_file(path, MAX_CHECKPOINT_BYTES)
 
 
 def file_digest(path: Path) -> str:
@@ -85,7 +167,7 @@ def file_digest(path: Path) -> str:
 
 def runs_of_model(model_file: Path) -> list:
     """The bundled runs that were made with exactly this checkpoint file."""
-    from core.evaluation import RunError, find_runs
+    from core.runs import find_runs
 
     digest = file_digest(model_file)
     found = []
@@ -94,7 +176,7 @@ def runs_of_model(model_file: Path) -> list:
             run = load_run(path)
         except RunError:
             continue
-        if run.info.get("model", {}).get("file_sha256") == digest:
+        if run.info["model"].get("file_sha256") == digest:
             found.append(run)
     return found
 
@@ -119,12 +201,26 @@ def current_model_path() -> Path:
     return Path(st.session_state.get(MODEL_KEY, str(DEFAULT_MODEL)))
 
 
-def classifier_at(path: str | Path):
-    """The cached classifier of a checkpoint; raises CheckpointError with a readable message."""
+def checkpoint_file(path: str | Path) -> Path:
+    """The checkpoint file at ``path`` (a file or its folder), refused with CheckpointError when it lies outside
+    the folders the dashboard may read, before anything there is looked at."""
     from core.checkpoint import resolve_checkpoint_path
 
-    file = resolve_checkpoint_path(path)
-    return cached_classifier(str(file), os.path.getmtime(file))
+    try:
+        check_allowed(path, "checkpoint")
+    except FileRefused as error:
+        raise CheckpointError(str(error)) from None
+    return resolve_checkpoint_path(path)
+
+
+def classifier_at(path: str | Path):
+    """The cached classifier of a checkpoint; raises CheckpointError with a readable message."""
+    file = checkpoint_file(path)
+    try:
+        modified = os.path.getmtime(file)
+    except OSError:
+        modified = 0.0  # loading then says what is wrong with the file
+    return cached_classifier(str(file), modified)
 
 
 def get_classifier():
@@ -132,7 +228,7 @@ def get_classifier():
     try:
         return classifier_at(current_model_path())
     except CheckpointError as error:
-        st.error(f"The model cannot be loaded: {error}")
+        st.error(f"The model cannot be loaded: {md(error)}")
         return None
 
 
@@ -144,41 +240,36 @@ def training_source(data: dict) -> str:
 
 
 def calibration_caption(meta: dict) -> str:
-    """One line on whether the model's probabilities are calibrated, for people reading them as likelihoods."""
+    """One line (markdown) on whether the model's probabilities are calibrated, for people reading them as
+    likelihoods."""
     from core.inference import checkpoint_temperature
 
     record = meta.get("calibration")
     if not record:
         return ("Probabilities are not calibrated: read them as scores, not as the chance of being right "
                 "(`python -m training.calibrate`).")
-    try:
-        temperature = checkpoint_temperature(meta)
-    except CheckpointError as error:
-        return f"Calibration unusable: {error}"
     images = record.get("images")
     source = f"{images:,} validation images" if isinstance(images, int) else "validation images"
     source += borrowed_from(record)
-    return (f"Probabilities calibrated by temperature scaling (T = {temperature:.2f}, fitted on {source}): on "
-            "held-out scans, answers given with 80% are right about 80% of the time.")
+    return (f"Probabilities calibrated by temperature scaling (T = {checkpoint_temperature(meta):.2f}, fitted on "
+            f"{source}): on held-out scans, answers given with 80% are right about 80% of the time.")
 
 
 def borrowed_from(record: dict) -> str:
     """' of a run of the same recipe (name)' when a calibration-style record was fitted on another run's
-    validation split; '' otherwise."""
+    validation split; '' otherwise (markdown-safe)."""
     fitted_on = record.get("fitted_on") if isinstance(record.get("fitted_on"), dict) else {}
     if not fitted_on.get("borrowed"):
         return ""
-    return f" of a run of the same recipe ({fitted_on.get('checkpoint', 'unnamed')})"
+    return f" of a run of the same recipe ({md(fitted_on.get('checkpoint', 'unnamed'))})"
 
 
 def mirror_caption(meta: dict) -> str | None:
-    """One line on the model's second look at uncertain scans (its mirror image); None when it takes none."""
+    """One line (markdown) on the model's second look at uncertain scans (its mirror image); None when it takes
+    none."""
     from core.inference import checkpoint_mirror_threshold
 
-    try:
-        below = checkpoint_mirror_threshold(meta)
-    except CheckpointError as error:
-        return f"Second-look setting unusable: {error}"
+    below = checkpoint_mirror_threshold(meta)
     if below is None:
         return None
     record = meta["mirror_averaging"]
@@ -201,54 +292,58 @@ def model_sidebar() -> None:
     models = available_models()
     with st.sidebar:
         st.subheader("Model")
-        options = [str(p) for p in models]
-        current = str(current_model_path())
-        if current not in options:
-            options.append(current)
-        choice = st.selectbox("Checkpoint", options, index=options.index(current),
-                              format_func=lambda p: Path(p).name if Path(p).parent == MODELS_DIR else p)
-        typed = st.text_input("…or a checkpoint path", value="", placeholder="/path/to/model.safetensors")
+        options = [str(p) for p in models] or [str(DEFAULT_MODEL)]
+        # The typed path, when there is one, wins; clearing it goes back to the model chosen in the list.
+        choice = st.selectbox("Checkpoint", options, format_func=lambda p: Path(p).name, key="sidebar.choice")
+        typed = st.text_input("…or a checkpoint path", placeholder="/path/to/model.safetensors",
+                              key="sidebar.checkpoint_path",
+                              help=f"Inside the project's assets or outputs folder, or a folder listed in {ALLOWED_ENV}")
         st.session_state[MODEL_KEY] = typed.strip() or choice
-        try:
-            meta = read_metadata(current_model_path())
-        except CheckpointError as error:
-            st.error(str(error))
-            return
-        st.caption("Classes: " + ", ".join(CLASS_LABELS.get(c, c) for c in meta["classes"]))
-        data = meta.get("data", {})
-        counts = data.get("counts", {})
-        seen = sum(counts.get("train", {}).values()) + sum(counts.get("val", {}).values())
-        st.caption(f"Trained on {seen:,} images from `{training_source(data)}`; "
-                   f"base weights: {meta['base_weights']['name']}")
-        validation = meta.get("validation", {})
-        if validation.get("val_accuracy") is not None:
-            auc = validation.get("val_macro_auc")
-            st.caption(f"Validation accuracy {validation['val_accuracy']:.2%}"
-                       + (f", macro AUC {auc:.4f}" if auc is not None else ""))
-        st.caption(calibration_caption(meta))
-        second_look = mirror_caption(meta)
-        if second_look:
-            st.caption(second_look)
-        from core.checkpoint import resolve_checkpoint_path
+        with error_boundary("The model's description"):
+            try:
+                meta = read_metadata(checkpoint_file(current_model_path()))
+            except CheckpointError as error:
+                st.error(md(error))
+                return
+            model_captions(meta)
 
-        for run in runs_of_model(resolve_checkpoint_path(current_model_path())):
-            m = run.metrics
-            free = f"; {m['accuracy_duplicate_free']:.2%} without training duplicates" \
-                if m.get("accuracy_duplicate_free") is not None else ""
-            dataset = run.info["dataset"]
-            where = dataset["name"] + ("" if dataset["evaluated"] == "." else "/" + dataset["evaluated"])
-            auc = f"; macro AUC {m['macro_auc']:.5f}" if m.get("macro_auc") is not None else ""
-            accuracy = f"{m['accuracy']:.2%}" if m.get("accuracy") is not None else "n/a"
-            st.caption(f"Tested on {where}: accuracy {accuracy}{free}{auc}")
+
+def model_captions(meta: dict) -> None:
+    """The sidebar's description of a model: classes, training data, calibration and bundled test figures."""
+    st.caption("Classes: " + ", ".join(CLASS_LABELS[c] for c in meta["classes"]))
+    data = meta.get("data", {})
+    counts = data.get("counts", {})
+    seen = sum(counts.get("train", {}).values()) + sum(counts.get("val", {}).values())
+    base = meta.get("base_weights", {}).get("name", "not recorded")
+    st.caption(f"Trained on {seen:,} images from {md(training_source(data))}; base weights: {md(base)}")
+    validation = meta.get("validation", {})
+    if validation.get("val_accuracy") is not None:
+        auc = validation.get("val_macro_auc")
+        st.caption(f"Validation accuracy {validation['val_accuracy']:.2%}"
+                   + (f", macro AUC {auc:.4f}" if auc is not None else ""))
+    st.caption(calibration_caption(meta))
+    second_look = mirror_caption(meta)
+    if second_look:
+        st.caption(second_look)
+    for run in runs_of_model(checkpoint_file(current_model_path())):
+        m = run.metrics
+        free = f"; {m['accuracy_duplicate_free']:.2%} without training duplicates" \
+            if m.get("accuracy_duplicate_free") is not None else ""
+        dataset = run.info["dataset"]
+        where = dataset["name"] + ("" if dataset["evaluated"] == "." else "/" + dataset["evaluated"])
+        auc = f"; macro AUC {m['macro_auc']:.5f}" if m.get("macro_auc") is not None else ""
+        accuracy = f"{m['accuracy']:.2%}" if m.get("accuracy") is not None else "n/a"
+        st.caption(f"Tested on {md(where)}: accuracy {accuracy}{free}{auc}")
 
 
 def recipe_caption(config: dict, best_epoch) -> str:
-    """The training recipe of a run's model in one sentence (settings a run's model may predate are skipped)."""
+    """The training recipe of a run's model in one sentence, as plain text (settings a run's model may predate are
+    skipped)."""
     parts = [f"{config.get('epochs')} epochs ({config.get('head_epochs')} head-only)"]
     if config.get("low_res_epochs"):
         parts.append(f"the first {config['low_res_epochs']} at {config.get('low_res_size')} px")
-    if config.get("freeze_stages"):
-        frozen = "stem and layer1" + "".join(f", layer{k}" for k in range(2, int(config["freeze_stages"]) + 1))
+    if isinstance(config.get("freeze_stages"), int) and config["freeze_stages"] > 0:
+        frozen = "stem and layer1" + "".join(f", layer{k}" for k in range(2, min(config["freeze_stages"], 4) + 1))
         parts.append(f"{frozen} frozen")
     parts += [f"batch {config.get('batch_size')}", f"label smoothing {config.get('label_smoothing')}",
               f"validation share {config.get('val_fraction')}", f"seed {config.get('seed')}"]

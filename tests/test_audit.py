@@ -31,7 +31,7 @@ def test_exact_and_resized_reencoded_copies_join_one_group(tmp_path):
     paths = [
         _save(base, tmp_path / "a.png"),
         _save(base, tmp_path / "a_copy.png"),                 # byte-identical
-        _save(base, tmp_path / "a_small.jpg", "JPEG", 56),    # resized and re-encoded
+        _save(base, tmp_path / "a_small.jpg", "JPEG", 72),    # resized and re-encoded
         _save(other, tmp_path / "b.png"),
     ]
     (tmp_path / "a_copy.png").write_bytes((tmp_path / "a.png").read_bytes())

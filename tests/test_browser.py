@@ -94,7 +94,13 @@ def stop_process_group(process: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="module")
-def server_url():
+def crafted_runs(tmp_path_factory) -> Path:
+    """A folder the server may read runs from (BRAIN_MRI_ALLOWED_ROOTS), for runs a test crafts."""
+    return tmp_path_factory.mktemp("crafted-runs")
+
+
+@pytest.fixture(scope="module")
+def server_url(crafted_runs):
     """``streamlit run dashboard/app.py`` on a free loopback port, in its own process group."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     port = free_loopback_port()
@@ -106,7 +112,8 @@ def server_url():
                "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false"]
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+                                   stderr=subprocess.STDOUT, start_new_session=True,
+                                   env={**os.environ, "BRAIN_MRI_ALLOWED_ROOTS": str(crafted_runs)})
         try:
             deadline = time.monotonic() + SERVER_START_TIMEOUT
             while not health_is_ok(f"{base}/_stcore/health"):
@@ -277,3 +284,68 @@ def test_clicking_a_confusion_matrix_cell_lists_its_cases(server_url, browser):
                                         "clicking the cell did not list its cases")
     wait(browser, RESULT_TIMEOUT).until(script_is_idle, "the script run did not finish")
     assert not exception_texts(browser), exception_texts(browser)
+
+
+class _Beacon:
+    """A web server on a loopback port that counts the requests it gets: what a markdown image in a run's name
+    would make every viewer's browser fetch."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        hits = self.hits = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - the name http.server calls
+                hits.append(self.path)
+                self.send_response(404)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+def test_markdown_in_a_run_is_shown_as_text_and_fetches_nothing(server_url, browser, crafted_runs):
+    import json
+
+    from selenium.webdriver.common.keys import Keys
+
+    beacon = _Beacon()
+    try:
+        url = f"http://127.0.0.1:{beacon.port}"
+        markup = f"![x]({url}/beacon.png) [click]({url}/link)"
+        run = crafted_runs / "markdown-run"
+        shutil.copytree(ROOT / "assets/runs/brain-tumor-mri-testing", run)
+        info = json.loads((run / "run.json").read_text())
+        info["name"] = markup
+        info["dataset"]["name"] = markup
+        info["model"]["path"] = markup
+        (run / "run.json").write_text(json.dumps(info))
+
+        browser.get(server_url + "/runs")
+        field = wait(browser, PAGE_TIMEOUT).until(
+            lambda d: d.find_elements(By.CSS_SELECTOR, "input[aria-label='Another run directory']"),
+            "no 'Another run directory' box on /runs")[0]
+        field.send_keys(str(run) + Keys.ENTER)
+        def shown_as_text(driver):  # as the characters it holds (an invisible word joiner breaks each address)
+            paragraphs = driver.find_elements(By.CSS_SELECTOR, "[data-testid='stMain'] p")
+            return any(markup in p.text.replace("\u2060", "") for p in paragraphs)
+
+        wait(browser, RESULT_TIMEOUT).until(shown_as_text, "the run's markup is not shown as text")
+        wait(browser, RESULT_TIMEOUT).until(script_is_idle, "the script run did not finish")
+        time.sleep(1.0)  # time for any image request to arrive
+        images = [i.get_attribute("src") or "" for i in browser.find_elements(By.TAG_NAME, "img")]
+        links = [a.get_attribute("href") or "" for a in browser.find_elements(By.TAG_NAME, "a")]
+        assert beacon.hits == [], beacon.hits
+        assert not any(str(beacon.port) in src for src in images + links)
+        assert not exception_texts(browser), exception_texts(browser)
+    finally:
+        beacon.close()

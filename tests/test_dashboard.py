@@ -1,5 +1,6 @@
 """The dashboard, driven headless with Streamlit's AppTest: every page, with the bundled model and runs."""
 
+import html
 import io
 
 import numpy as np
@@ -34,6 +35,11 @@ def shipped_accuracy() -> str:
     return f"{shipped_metrics()['accuracy']:.2%}"
 
 
+def plain(markdown: str) -> str:
+    """Page text as people read it: file-borne text is put into markdown as character references."""
+    return html.unescape(markdown)
+
+
 def png_bytes(array) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, "PNG")
@@ -58,7 +64,7 @@ def test_app_starts_on_the_default_model_and_shows_its_test_figures(app):
     at = app.run()
     assert not at.exception
     assert at.title[0].value == "Brain-tumour MRI classifier"
-    captions = [c.value for c in at.sidebar.caption]
+    captions = [plain(c.value) for c in at.sidebar.caption]
     assert any("Classes: Glioma, Meningioma, No tumour, Pituitary tumour" in c for c in captions)
     assert any(c.startswith(f"Tested on brain-tumor-mri/Testing: accuracy {shipped_accuracy()}") for c in captions)
     temperature = read_metadata(ROOT / "assets/models/default")["calibration"]["temperature"]
@@ -78,7 +84,8 @@ def test_upload_gives_a_prediction_a_heatmap_and_a_download_and_a_bad_file_a_mes
     assert predicted in ("Glioma", "Meningioma", "No tumour", "Pituitary tumour")
     assert heatmap_captions(at) == [f"Grad-CAM (layer4) for {predicted}"]
     assert len(at.get("download_button")) == 1
-    assert len(at.warning) == 1 and "broken.jpg" in at.warning[0].value and "not a readable image" in at.warning[0].value
+    assert len(at.warning) == 1 and "broken.jpg" in plain(at.warning[0].value)
+    assert "not a readable image" in at.warning[0].value
 
 
 def test_the_same_scan_uploaded_twice_is_shown_twice(app):
@@ -126,7 +133,8 @@ def test_runs_page_shows_headline_figures_and_lists_the_cases_of_a_cell(app):
     assert any(c.value.startswith("95% CI") for c in at.caption)
     import json
     config = json.loads((KAGGLE_RUN / "run.json").read_text())["model"]["training"]["config"]
-    recipe = [c.value for c in at.caption if c.value.startswith(f"{config['epochs']} epochs ({config['head_epochs']} ")]
+    recipe = [plain(c.value) for c in at.caption
+              if plain(c.value).startswith(f"{config['epochs']} epochs ({config['head_epochs']} ")]
     assert len(recipe) == 1 and f"seed {config['seed']}" in recipe[0]
     true, pred, count = busiest_error_cell()
     at.selectbox(key="runs.cell_true").set_value(true)
@@ -149,11 +157,11 @@ def test_choosing_a_case_shows_its_image_and_heatmap(app):
     at.selectbox(key="runs.cell_pred").set_value(pred).run()
     case = at.selectbox(key="runs.case").value
     assert not at.exception
-    assert case in [c for image in at.image for c in image.captions]
+    assert case in [plain(c) for image in at.image for c in image.captions]
     assert any(c.startswith("Grad-CAM (layer4) for") for c in heatmap_captions(at))
 
 
-def test_without_the_images_the_runs_page_says_where_to_point_and_keeps_the_numbers(app, tmp_path):
+def test_without_the_images_the_runs_page_says_where_to_point_and_keeps_the_numbers(app, tmp_path, monkeypatch):
     import json
     import shutil
 
@@ -162,6 +170,7 @@ def test_without_the_images_the_runs_page_says_where_to_point_and_keeps_the_numb
     info = json.loads((run / "run.json").read_text())
     info["dataset"].update(root=str(tmp_path / "gone"), name="somewhere-else")  # images on another machine
     (run / "run.json").write_text(json.dumps(info))
+    monkeypatch.setenv("BRAIN_MRI_ALLOWED_ROOTS", str(tmp_path))
     at = app.run()
     at.switch_page("app_pages/runs.py").run()
     at.text_input(key="runs.other").input(str(run)).run()
@@ -182,7 +191,8 @@ def test_operating_point_moves_with_the_threshold(app):
     assert missed[0.999] > missed[0.5]
 
 
-def test_a_folder_that_is_not_a_run_gets_a_message(app, tmp_path):
+def test_a_folder_that_is_not_a_run_gets_a_message(app, tmp_path, monkeypatch):
+    monkeypatch.setenv("BRAIN_MRI_ALLOWED_ROOTS", str(tmp_path))
     at = app.run()
     at.switch_page("app_pages/runs.py").run()
     at.text_input(key="runs.other").input(str(tmp_path)).run()

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.data import (CLASSES, DatasetError, canonical_class, find_split_dirs, load_image, pad_to_square,
+from core.data import (CLASSES, DatasetError, canonical_class, find_split_dirs, pad_to_square,
                        preprocess_uint8, scan_class_folders)
+from core.sources import read_image
 
 
 @pytest.mark.parametrize("name, expected", [
@@ -61,62 +62,61 @@ def test_release_root_instead_of_class_tree_gets_a_hint(kaggle_layout):
         scan_class_folders(kaggle_layout)
 
 
-def _encode(image, fmt="PNG", **kwargs):
+def _encode(image, fmt="PNG", **kwargs) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, fmt, **kwargs)
-    buffer.seek(0)
-    return buffer
+    return buffer.getvalue()
 
 
 def test_grayscale_becomes_three_equal_channels():
-    gray = Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8), "L")
-    rgb = np.asarray(load_image(_encode(gray)))
-    assert rgb.shape == (8, 8, 3)
+    gray = Image.fromarray(np.arange(64 * 64, dtype=np.uint8).reshape(64, 64), "L")
+    rgb = np.asarray(read_image(_encode(gray)))
+    assert rgb.shape == (64, 64, 3)
     assert (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()
 
 
 def test_transparency_is_composited_onto_black():
-    rgba = Image.new("RGBA", (4, 4), (200, 100, 50, 0))
+    rgba = Image.new("RGBA", (64, 64), (200, 100, 50, 0))
     rgba.putpixel((0, 0), (200, 100, 50, 255))
-    out = np.asarray(load_image(_encode(rgba)))
+    out = np.asarray(read_image(_encode(rgba)))
     assert tuple(out[0, 0]) == (200, 100, 50)
     assert tuple(out[1, 1]) == (0, 0, 0)
 
 
 def test_sixteen_bit_images_are_windowed_to_eight_bits():
-    array = np.linspace(1000, 4000, 16, dtype=np.uint16).reshape(4, 4)
-    out = np.asarray(load_image(_encode(Image.fromarray(array))))
+    array = np.linspace(1000, 4000, 64 * 64, dtype=np.uint16).reshape(64, 64)
+    out = np.asarray(read_image(_encode(Image.fromarray(array))))
     assert out[0, 0, 0] == 0 and out[-1, -1, 0] == 255
 
 
 def test_exif_orientation_is_honoured():
-    wide = Image.new("RGB", (40, 20), (255, 255, 255))
+    wide = Image.new("RGB", (128, 64), (255, 255, 255))
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 CW to display"
-    loaded = load_image(_encode(wide, "JPEG", exif=exif.tobytes()))
-    assert loaded.size == (20, 40)
+    loaded = read_image(_encode(wide, "JPEG", exif=exif.tobytes()))
+    assert loaded.size == (64, 128)
 
 
 def test_corrupt_file_gives_the_reason(tmp_path):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
     with pytest.raises(ValueError, match="not a readable image"):
-        load_image(broken)
+        read_image(broken)
 
 
 def test_truncated_file_gives_the_reason(tmp_path):
-    good = _encode(Image.fromarray(np.full((64, 64), 128, np.uint8)), "JPEG").getvalue()
+    good = _encode(Image.fromarray(np.full((64, 64), 128, np.uint8)), "JPEG")
     truncated = tmp_path / "truncated.jpg"
     truncated.write_bytes(good[: len(good) // 2])
     with pytest.raises(ValueError, match="not a readable image"):
-        load_image(truncated)
+        read_image(truncated)
 
 
 def test_non_square_images_are_padded_not_cropped():
-    tall = Image.new("RGB", (20, 40), (255, 255, 255))
+    tall = Image.new("RGB", (64, 128), (255, 255, 255))
     square = pad_to_square(tall)
-    assert square.size == (40, 40)
+    assert square.size == (128, 128)
     pixels = np.asarray(square)
-    assert pixels[:, :10].max() == 0 and pixels[:, 10:30].min() == 255 and pixels[:, 30:].max() == 0
+    assert pixels[:, :32].max() == 0 and pixels[:, 32:96].min() == 255 and pixels[:, 96:].max() == 0
     tensor = preprocess_uint8(tall, 32)
     assert tuple(tensor.shape) == (3, 32, 32) and tensor.dtype.is_floating_point is False

@@ -6,8 +6,9 @@ import numpy as np
 from conftest import KAGGLE, ROOT, needs_shared
 from core import load_classifier
 from core.checkpoint import read_metadata
-from core.data import CLASSES, load_image, scan_class_folders
-from core.evaluation import find_runs, read_run
+from core.data import CLASSES, scan_class_folders
+from core.runs import find_runs, read_run
+from core.sources import read_image
 
 DEFAULT = ROOT / "assets" / "models" / "default" / "model.safetensors"
 
@@ -34,7 +35,7 @@ def test_default_model_is_right_on_real_test_scans():
     clf = load_classifier(DEFAULT)
     tree = scan_class_folders(KAGGLE / "Testing")
     sample = [s for k in range(len(CLASSES)) for s in [s for s in tree.samples if s.label == k][::20][:15]]
-    probs = clf.predict_proba([load_image(s.path) for s in sample])
+    probs = clf.predict_proba([read_image(s.path) for s in sample])
     labels = np.array([s.label for s in sample])
     accuracy = (probs.argmax(1) == labels).mean()
     assert len(sample) == 60 and accuracy >= 0.95

@@ -10,8 +10,9 @@ from conftest import write_class_tree
 from core import load_classifier
 from core.checkpoint import update_metadata
 from core.config import TrainConfig
-from core.data import load_image
-from core.evaluation import (RUN_FILE, EvaluationSettings, RunError, evaluate, find_runs, read_run)
+from core.sources import read_image
+from core.evaluation import EvaluationSettings, evaluate
+from core.runs import RUN_FILE, RunError, find_runs, read_run
 from core.training import train
 
 
@@ -70,7 +71,7 @@ def test_a_model_with_a_second_look_is_evaluated_as_it_predicts(checkpoint, eval
     looked = read_run(evaluate(settings(second, evaluation_set, tmp_path / "run")))
     assert looked.predictions["mirrored"].all() and looked.info["model"]["mirror_averaging"]["below"] == 1.0
     rows = looked.predictions.head(4)
-    images = [load_image(evaluation_set / path) for path in rows["path"]]
+    images = [read_image(evaluation_set / path) for path in rows["path"]]
     assert np.allclose(load_classifier(second, precision="fp32").predict_proba(images), looked.probabilities(rows),
                        atol=1e-5)
 
@@ -78,7 +79,7 @@ def test_a_model_with_a_second_look_is_evaluated_as_it_predicts(checkpoint, eval
 def test_probabilities_are_the_classifiers_own(run, checkpoint, evaluation_set):
     clf = load_classifier(checkpoint, precision="fp32")
     rows = run.predictions.head(5)
-    images = [load_image(evaluation_set / path) for path in rows["path"]]
+    images = [read_image(evaluation_set / path) for path in rows["path"]]
     assert np.allclose(clf.predict_proba(images), run.probabilities(rows), atol=1e-5)
 
 
@@ -89,7 +90,7 @@ def test_a_calibrated_checkpoint_evaluates_with_its_temperature(checkpoint, eval
     run = read_run(evaluate(settings(calibrated, evaluation_set, tmp_path / "run", localisation="off")))
     assert run.info["model"]["calibration"]["temperature"] == 0.4
     rows = run.predictions.head(5)
-    images = [load_image(evaluation_set / path) for path in rows["path"]]
+    images = [read_image(evaluation_set / path) for path in rows["path"]]
     clf = load_classifier(calibrated, precision="fp32")
     assert np.allclose(clf.predict_proba(images), run.probabilities(rows), atol=1e-5)
     assert not np.allclose(load_classifier(checkpoint, precision="fp32").predict_proba(images),
@@ -156,16 +157,16 @@ def test_an_existing_run_is_kept_unless_overwrite(run, checkpoint, evaluation_se
 
 
 def test_an_interrupted_run_leaves_nothing_behind(checkpoint, evaluation_set, tmp_path, monkeypatch):
-    import core.evaluation as evaluation
+    import core.runs as runs
 
-    real_write = evaluation._write_json
+    real_write = runs._write_json
 
     def interrupted(path, value):
         if path.name == RUN_FILE:  # the last file of the run: everything else is already in the staging folder
             raise KeyboardInterrupt
         real_write(path, value)
 
-    monkeypatch.setattr(evaluation, "_write_json", interrupted)
+    monkeypatch.setattr(runs, "_write_json", interrupted)
     with pytest.raises(KeyboardInterrupt):
         evaluate(settings(checkpoint, evaluation_set, tmp_path / "run"))
     assert list(tmp_path.iterdir()) == []  # neither the run nor its staging folder
@@ -202,6 +203,7 @@ def test_incomplete_or_foreign_folders_are_not_runs(run, tmp_path):
     (broken / "metrics.json").unlink()
     with pytest.raises(RunError, match="metrics.json is missing"):
         read_run(broken)
+    shutil.copy(run.path / "metrics.json", broken / "metrics.json")
     (broken / "predictions.csv").write_text("path,label\nx,glioma\n")
     with pytest.raises(RunError, match="lacks the columns"):
         read_run(broken)

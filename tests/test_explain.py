@@ -77,6 +77,7 @@ def test_any_class_can_be_explained_by_name(classifier):
 @pytest.mark.parametrize("kwargs, message", [
     ({"method": "magic"}, "unknown CAM method"), ({"layer": "layer9"}, "unknown layer"),
     ({"targets": "astrocytoma"}, "unknown class"), ({"targets": 7}, "out of range"),
+    ({"targets": True}, "not True"), ({"targets": [1.5]}, "not 1.5"),  # True was once taken for class 1
 ])
 def test_bad_choices_are_explained(classifier, kwargs, message):
     with pytest.raises(ExplainError, match=message):
@@ -163,3 +164,37 @@ def test_padding_is_left_out_of_localisation():
     scores = localisation_scores(heatmap, [(0.5, 0.5, 0.5, 1.0)], 400, 200)
     assert scores["box_share"] == pytest.approx(0.5, abs=0.01)
     assert scores["energy_in_box"] == pytest.approx(0.5, abs=0.01)
+
+
+def test_the_overlay_blends_in_eight_bits_and_keeps_the_image_size():
+    image = Image.fromarray(np.full((100, 200), 200, np.uint8), "L")
+    heatmap = np.zeros((224, 224), np.float32)
+    heatmap[100:124, 100:124] = 1.0
+    for opacity, expected in ((0.0, (200, 200, 200)), (1.0, None)):
+        blended = np.asarray(overlay(image, heatmap, opacity))
+        assert blended.shape == (100, 200, 3) and blended.dtype == np.uint8
+        if expected is not None:
+            assert (blended == expected).all()  # no heatmap shows the image as it is
+    hot = np.asarray(overlay(image, heatmap, 1.0))[50, 100]
+    cold = np.asarray(overlay(image, heatmap, 1.0))[5, 5]
+    assert hot[0] > 100 and hot[2] < 100 and cold[2] > 100  # jet: red where hot, blue where cold
+
+
+def test_slow_explanations_run_in_a_low_priority_process_and_give_the_same_heatmaps(classifier):
+    import os
+
+    from core.background import SlowExplainer
+    from core.explain import explain_batch
+
+    batch = classifier.preprocess(slices(2))
+    worker = SlowExplainer()
+    try:
+        probabilities, targets, heatmaps, _ = worker.explain(classifier, batch, "gradcam", "layer4", "glioma")
+        here = explain_batch(classifier, batch, "gradcam", "layer4", "glioma")
+        np.testing.assert_allclose(heatmaps, here.heatmaps, atol=1e-4)
+        np.testing.assert_allclose(probabilities, here.probabilities, atol=1e-5)
+        assert (targets == CLASSES.index("glioma")).all()
+        assert worker._executor().submit(os.getpriority, os.PRIO_PROCESS, 0).result() == 19
+        assert os.getpriority(os.PRIO_PROCESS, 0) < 19  # this process keeps its own priority
+    finally:
+        worker.shutdown()

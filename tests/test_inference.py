@@ -17,8 +17,8 @@ def classifier(tmp_path_factory):
 def _images():
     rng = np.random.default_rng(0)
     gray = Image.fromarray(rng.integers(0, 255, (70, 90), dtype=np.uint8), "L")
-    return [gray, gray.convert("RGB").resize((40, 40)), gray.convert("RGBA"),
-            Image.fromarray((rng.integers(0, 4000, (30, 30))).astype(np.uint16)), gray.convert("P")]
+    return [gray, gray.convert("RGB").resize((64, 64)), gray.convert("RGBA"),
+            Image.fromarray((rng.integers(0, 4000, (64, 80))).astype(np.uint16)), gray.convert("P")]
 
 
 def test_any_mode_and_size_gives_one_probability_row_each(classifier):
@@ -77,5 +77,15 @@ def test_uncertain_scans_are_decided_on_themselves_and_their_mirror_image(tmp_pa
 def test_a_mirror_threshold_that_is_not_a_probability_is_refused(tmp_path):
     path = random_classifier(tmp_path, seed=1).path
     update_metadata(path, {"mirror_averaging": {"below": 1.5}})
-    with pytest.raises(CheckpointError, match="not a probability"):
+    with pytest.raises(CheckpointError, match="mirror_averaging.below: 1.5 is greater than the maximum of 1"):
         load_classifier(path)
+
+
+def test_outputs_that_are_not_numbers_are_refused_not_shown(tmp_path):
+    from core.inference import InferenceError
+
+    broken = random_classifier(tmp_path, seed=5)
+    with torch.no_grad():
+        broken.model.fc.bias[1] = float("nan")  # as if the weights had been damaged after loading
+    with pytest.raises(InferenceError, match="not a number"):
+        broken.predict_proba(_images()[:1])

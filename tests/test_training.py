@@ -217,7 +217,7 @@ def test_split_is_seeded_stratified_and_keeps_duplicates_together(tmp_path):
         for source in sorted((root / folder).glob("*.png"))[:4]:
             shutil.copy(source, source.with_name(source.stem + "_copy.png"))
             from PIL import Image
-            Image.open(source).resize((40, 40)).save(source.with_name(source.stem + "_small.jpg"))
+            Image.open(source).resize((96, 96)).save(source.with_name(source.stem + "_small.jpg"))
     cfg = TrainConfig(data=str(root), val_fraction=0.25, test_fraction=0.2, seed=5)
     data = prepare_data(cfg, progress=False)
     side = np.zeros(len(data.samples), dtype=int)

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from training.cli import command
+
 
 def get_args_parser() -> argparse.ArgumentParser:
     from core.audit import NEAR_DUPLICATE_BITS
@@ -55,6 +57,7 @@ def _sets(args):
     return scan_class_folders(testing), scan_class_folders(training), testing, training
 
 
+@command
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
     from tqdm.auto import tqdm
@@ -65,11 +68,7 @@ def main(argv=None) -> int:
     if not 0 <= args.bits <= 256:
         print("error: --bits must be between 0 and 256", file=sys.stderr)
         return 2
-    try:
-        audited, reference, audited_root, reference_root = _sets(args)
-    except DatasetError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    audited, reference, audited_root, reference_root = _sets(args)
     if not audited.samples or not reference.samples:
         empty = audited_root if not audited.samples else reference_root
         print(f"error: {empty} holds no images in class folders", file=sys.stderr)

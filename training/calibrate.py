@@ -22,6 +22,8 @@ import argparse
 import logging
 import sys
 
+from training.cli import command
+
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training.calibrate", description=__doc__,
@@ -40,11 +42,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@command
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    from core.calibration import CalibrationError, borrowed_changes, choose_on_validation
-    from core.checkpoint import CheckpointError, read_metadata, resolve_checkpoint_path, update_metadata
+    from core.calibration import borrowed_changes, choose_on_validation
+    from core.checkpoint import read_metadata, resolve_checkpoint_path, update_metadata
 
     try:
         target = resolve_checkpoint_path(args.checkpoint)
@@ -62,9 +65,6 @@ def main(argv=None) -> int:
         else:
             changes = choose_on_validation(target, args.data, mirror_below=below)
         update_metadata(target, changes)
-    except (CalibrationError, CheckpointError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
     except OSError as error:
         print(f"error: the checkpoint could not be rewritten ({error}); it is unchanged", file=sys.stderr)
         return 2

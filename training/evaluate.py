@@ -18,6 +18,7 @@ from pathlib import Path
 
 from core.evaluation import EvaluationSettings
 from core.explain import CAM_METHODS, LAYERS
+from training.cli import command
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,19 +63,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@command
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    from core.checkpoint import CheckpointError
-    from core.data import DatasetError
-    from core.evaluation import RunError, evaluate, read_run
-    from core.explain import ExplainError
+    from core.evaluation import evaluate
+    from core.runs import read_run
 
     try:
         out = evaluate(EvaluationSettings(**vars(args)))
-    except (DatasetError, RunError, CheckpointError, ExplainError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("\ninterrupted; no run was written", file=sys.stderr)
         return 130

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from core.config import TrainConfig
+from training.cli import command
 
 HELP = {
     "data": "dataset root: a Kaggle-style release (its Training/ folder is used, Testing/ is never read) "
@@ -89,22 +90,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@command
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    from core.checkpoint import CheckpointError
-    from core.data import DatasetError
-    from core.training import STATE_FILENAME, TrainingError, train
-    from core.weights import WeightsUnavailable
+    from core.training import STATE_FILENAME, train
 
     cfg = TrainConfig(**vars(args))
     try:
         path = train(cfg)
-    except (DatasetError, TrainingError, WeightsUnavailable, CheckpointError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         if rank == 0:
             if (Path(cfg.out) / STATE_FILENAME).is_file():

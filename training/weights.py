@@ -13,8 +13,10 @@ import argparse
 import sys
 
 from core import weights
+from training.cli import command
 
 
+@command
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.weights", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core.evaluation import RunError, find_runs
+from core.runs import RunError, find_runs
 from dashboard.charts import label
-from dashboard.common import RUNS_DIR, load_run, run_title
+from dashboard.common import RUNS_DIR, error_boundary, load_run, md, run_title
 
 st.title("Compare runs")
 st.write("Put two evaluation runs side by side (two models on one dataset, or one model on two datasets). "
@@ -56,14 +56,15 @@ choice_b = right.selectbox("Run B", paths, index=min(1, len(paths) - 1), format_
 try:
     run_a, run_b = load_run(choice_a), load_run(choice_b)
 except RunError as error:
-    st.error(str(error))
+    st.error(md(error))
     st.stop()
 subset = st.radio("Images", ["all", "duplicate_free"], horizontal=True, key="compare.subset",
                   format_func={"all": "All images", "duplicate_free": "No duplicate in training"}.get)
-table = comparison_table(run_a, run_b, subset)
-st.dataframe(table.style.format({"A": "{:.4f}", "B": "{:.4f}", "B - A": "{:+.4f}"}, na_rep="n/a"),
-             hide_index=True, key="compare.table", height=35 * (len(table) + 1) + 3)
+with error_boundary("The comparison"):
+    table = comparison_table(run_a, run_b, subset)
+    st.dataframe(table.style.format({"A": "{:.4f}", "B": "{:.4f}", "B - A": "{:+.4f}"}, na_rep="n/a"),
+                 hide_index=True, key="compare.table", height=35 * (len(table) + 1) + 3)
 for run, tag in ((run_a, "A"), (run_b, "B")):
     dataset = run.info["dataset"]
-    st.caption(f"{tag}: model `{run.info['model']['path']}` on `{dataset['name']}/{dataset['evaluated']}`, "
-               f"created {run.info['created']}")
+    st.caption(f"{tag}: model {md(run.info['model']['path'])} on {md(dataset['name'] + '/' + dataset['evaluated'])}, "
+               f"created {md(run.info['created'])}")

@@ -10,13 +10,15 @@ import pandas as pd
 import streamlit as st
 
 from core.checkpoint import CheckpointError
-from core.data import CLASS_LABELS, load_image
-from core.evaluation import RunError, find_runs
+from core.data import CLASS_LABELS
 from core.explain import explain, overlay
 from core.metrics import NO_TUMOUR, operating_point
+from core.runs import RunError, find_runs
+from core.sources import FileRefused, is_within, read_image
 from dashboard import charts
-from dashboard.common import (DATASETS_KEY, ROOT, RUNS_DIR, classifier_at, current_model_path, datasets_root,
-                              file_digest, load_run, recipe_caption, run_images_root, run_title)
+from dashboard.common import (ALLOWED_ENV, DATASETS_ENV, DATASETS_KEY, ROOT, RUNS_DIR, allowed_roots, checkpoint_file,
+                              classifier_at, current_model_path, datasets_root, error_boundary, file_digest, load_run,
+                              md, recipe_caption, run_images_root, run_title)
 
 SUBSETS = {"all": "All images", "duplicate_free": "No duplicate in training"}
 
@@ -41,7 +43,7 @@ def pick_run():
     try:
         return load_run(choice)
     except RunError as error:
-        st.error(str(error))
+        st.error(md(error))
         return None
 
 
@@ -76,7 +78,7 @@ def headline_cards(run) -> None:
 
 @st.cache_data(show_spinner="Computing the heatmap…", max_entries=64)
 def case_explanation(model_key: str, image_path: str, _classifier=None):
-    image = load_image(image_path)
+    image = read_image(image_path)
     result = explain(_classifier, [image])
     return image, result.probabilities[0], result.heatmaps[0], int(result.targets[0])
 
@@ -86,16 +88,19 @@ def case_classifier(run):
     with a note saying so, or (None, why) when neither loads."""
     recorded = Path(run.info["model"]["path"])
     model_path = recorded if recorded.is_absolute() else ROOT / recorded
-    if model_path.is_file() and file_digest(model_path) == run.info["model"].get("file_sha256"):
-        try:
-            return classifier_at(model_path), ""
-        except CheckpointError:
-            pass
+    try:
+        if file_digest(classifier_file := checkpoint_file(model_path)) == run.info["model"].get("file_sha256"):
+            return classifier_at(classifier_file), ""
+    except (CheckpointError, FileRefused, OSError):
+        pass  # not here, not allowed, or not the same file: the sidebar's model explains instead
     try:
         return classifier_at(current_model_path()), (" (from the model in the sidebar: the run's own model is not "
                                                      "on this machine, or has changed since)")
     except CheckpointError as error:
-        return None, f"No heatmap: the run's model is not here and the sidebar's does not load ({error})."
+        return None, f"No heatmap: the run's model is not here and the sidebar's does not load ({md(error)})."
+
+
+
 
 
 def show_case(run, row: pd.Series, images_root: Path | None) -> None:
@@ -104,27 +109,32 @@ def show_case(run, row: pd.Series, images_root: Path | None) -> None:
     probabilities = np.array([row[f"prob_{c}"] for c in run.classes])
     right.plotly_chart(charts.probability_bars(run.classes, probabilities, int(probabilities.argmax())),
                        width="stretch", config={"displayModeBar": False}, key=f"runs.case_bars.{row['path']}")
-    duplicate = "yes: " + (row.get("train_match") or "") if str(row.get("train_duplicate")) == "True" else "no"
+    duplicate = "yes: " + md(row.get("train_match") or "") if str(row.get("train_duplicate")) == "True" else "no"
     right.caption(f"True class **{CLASS_LABELS[row['label']]}**, predicted **{CLASS_LABELS[row['pred']]}**. "
                   f"Duplicate of a training image: {duplicate}.")
     if images_root is None:
         left.info("The image is not on this machine; set the datasets folder in the sidebar to see it.")
         return
+    try:
+        image_path = run.image_path(images_root, row["path"])
+    except FileRefused as error:
+        left.warning(md(error))
+        return
     classifier, note = case_classifier(run)
     if classifier is None:
         middle.info(note)
         try:
-            left.image(load_image(images_root / row["path"]), caption=row["path"], width="stretch")
+            left.image(read_image(image_path), caption=md(row["path"]), width="stretch")
         except ValueError as error:
-            left.warning(f"{row['path']}: {error}")
+            left.warning(md(error))
         return
     try:
         image, _, heatmap, target = case_explanation(f"{classifier.path}:{classifier.path.stat().st_mtime}",
-                                                     str(images_root / row["path"]), _classifier=classifier)
+                                                     str(image_path), _classifier=classifier)
     except ValueError as error:
-        left.warning(f"{row['path']}: {error}")
+        left.warning(md(error))
         return
-    left.image(image, caption=row["path"], width="stretch")
+    left.image(image, caption=md(row["path"]), width="stretch")
     middle.image(overlay(image, heatmap), caption=f"Grad-CAM (layer4) for {CLASS_LABELS[classifier.classes[target]]}"
                  + note, width="stretch")
 
@@ -156,14 +166,15 @@ def confusion_tab(run, rows: pd.DataFrame, block: dict, images_root: Path | None
         grid = st.columns(6)
         for i, (_, row) in enumerate(thumbs.iterrows()):
             try:
-                grid[i % 6].image(load_image(images_root / row["path"]).resize((112, 112)),
-                                  caption=f"{Path(row['path']).name} ({row['confidence']:.0%})")
+                thumbnail = read_image(run.image_path(images_root, row["path"]))
+                thumbnail.thumbnail((112, 112))
+                grid[i % 6].image(thumbnail, caption=f"{md(Path(row['path']).name)} ({row['confidence']:.0%})")
             except ValueError:
-                grid[i % 6].caption(f"{row['path']}: unreadable")
+                grid[i % 6].caption(f"{md(row['path'])}: not readable")
         if len(cases) > 12:
             st.caption(f"Thumbnails of the 12 most confident of {len(cases)} cases.")
     else:
-        st.info(f"The images of this run ({run.info['dataset']['name']}) are not on this machine. Set the datasets "
+        st.info(f"The images of this run ({md(run.info['dataset']['name'])}) are not on this machine. Set the datasets "
                 "folder in the sidebar to the folder that holds it to see thumbnails and heatmaps; the numbers "
                 "are all here.")
     case = st.selectbox("Show a case", cases["path"].tolist(), key="runs.case")
@@ -218,7 +229,7 @@ def localisation_tab(run) -> None:
         return
     st.plotly_chart(charts.localisation_figure(local["per_class"]), width="stretch", key="runs.localisation")
     overall = local["overall"]
-    st.caption(f"{local['method']} at {local['layer']}, explaining the true class, over {overall['images']:,} tumour "
+    st.caption(f"{md(local['method'])} at {md(local['layer'])}, explaining the true class, over {overall['images']:,} tumour "
                f"images with boxes. Pointing game: is the heatmap's maximum inside the box (strict), or within "
                f"{local.get('tolerance_px_at_224', 15)} px of it at 224 px (tolerant). Overall: strict "
                f"{charts.fmt(overall['pointing_strict'], '.2f')}, tolerant {charts.fmt(overall['pointing_tolerant'], '.2f')}, "
@@ -231,46 +242,54 @@ with st.sidebar:
     # Kept under a plain session key: a widget's own state is dropped when another page is shown.
     st.session_state[DATASETS_KEY] = st.text_input("Datasets folder", value=datasets_root(),
                   help="The folder that holds the evaluated datasets (brain-tumor-mri, figshare-cheng-br35h, ...). "
-                       "Set BRAIN_MRI_DATASETS to change the default.")
+                       f"Set {DATASETS_ENV} to change the default; other folders must be listed in {ALLOWED_ENV}.")
+    if datasets_root() and not is_within(datasets_root(), allowed_roots()):
+        st.warning(f"The datasets folder {md(datasets_root())} is outside the folders this dashboard may read; "
+                   f"images are shown only from the default datasets folder or folders listed in {ALLOWED_ENV}.")
 
-run = pick_run()
-if run is not None:
+
+def show_run(run) -> None:
     info = run.info
     model, dataset, audit = info["model"], info["dataset"], info["audit"]
-    st.caption(f"Model `{model['path']}` · dataset `{dataset['name']}/{dataset['evaluated']}` "
-               f"({dataset['images']:,} images, {len(dataset['skipped'])} unreadable) · created {info['created']} · "
-               f"{info['settings']['precision']} on {info['settings']['device']}")
-    if audit.get("available"):
+    st.caption(f"Model {md(model['path'])} · dataset {md(dataset['name'] + '/' + dataset['evaluated'])} "
+               f"({dataset['images']:,} images, {len(dataset['skipped'])} unreadable) · created {md(info['created'])} · "
+               f"{md(info['settings']['precision'])} on {md(info['settings']['device'])}")
+    if audit["available"]:
         st.caption(f"Leakage audit: {audit['exact_duplicates']:,} exact and {audit['near_duplicates']:,} near "
                    f"duplicates (perceptual hash within {audit['near_duplicate_bits']} of 256 bits) of the model's "
                    f"training images; {audit['duplicate_free_images']:,} images have none.")
-    headline_cards(run)
+    with error_boundary("The headline figures"):
+        headline_cards(run)
     subsets = [s for s in SUBSETS if run.metrics.get(s)]
-    subset = st.radio("Figures below for", subsets, format_func=SUBSETS.get, horizontal=True, key="runs.subset", persist_state="session")
+    subset = st.radio("Figures below for", subsets, format_func=SUBSETS.get, horizontal=True, key="runs.subset",
+                      persist_state="session")
     block = run.metrics[subset]
-    rows = run.predictions
-    if subset == "duplicate_free":
-        rows = rows[~rows["train_duplicate"].astype(bool)]
+    rows = run.rows(subset)
     images_root = run_images_root(run)
     tabs = st.tabs(["Confusion matrix", "ROC and precision-recall", "Per class", "Calibration",
                     "Tumour / no tumour", "Training", "Localisation"])
-    with tabs[0]:
+    with tabs[0], error_boundary("The confusion matrix"):
         confusion_tab(run, rows, block, images_root)
-    with tabs[1]:
+    with tabs[1], error_boundary("The curves"):
         curves_tab(run, subset, block)
-    with tabs[2]:
+    with tabs[2], error_boundary("The per-class table"):
         per_class_tab(run, block)
-    with tabs[3]:
+    with tabs[3], error_boundary("The reliability diagram"):
         st.plotly_chart(charts.reliability_figure(block["calibration"]), width="stretch", key="runs.reliability")
         st.caption("Confidence is the largest probability. Points below the diagonal: the model is more sure "
                    "than it is right; above: less sure (label smoothing in training does this).")
-    with tabs[4]:
+    with tabs[4], error_boundary("The operating point"):
         operating_point_tab(run, rows, subset)
-    with tabs[5]:
+    with tabs[5], error_boundary("The training history"):
         st.plotly_chart(charts.training_curves_figure(info.get("history", [])), width="stretch", key="runs.history")
         training = model.get("training") or {}
-        config = training.get("config", {})
+        config = training.get("config") or {}
         if config:
-            st.caption(recipe_caption(config, training.get("best_epoch")))
-    with tabs[6]:
+            st.caption(md(recipe_caption(config, training.get("best_epoch"))))
+    with tabs[6], error_boundary("The localisation scores"):
         localisation_tab(run)
+
+
+run = pick_run()
+if run is not None:
+    show_run(run)

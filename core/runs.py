@@ -1,0 +1,417 @@
+"""The evaluation-run format: writing a run folder safely, and reading one that may have been tampered with.
+
+A run is a folder written by :func:`core.evaluation.evaluate` and documented in ``docs/evaluation-runs.md``:
+``run.json`` (what was evaluated, with what), ``predictions.csv`` (one row per image), ``metrics.json``,
+``curves.json`` and, for datasets with tumour boxes, ``localisation.csv``. This module is all a reader of runs
+(the dashboard) needs.
+
+Writing (:class:`RunWriter`) never loses data: the run is assembled in a hidden staging folder beside its
+destination, created before any work so that an unwritable destination is found at once, and moved into place
+at the end. An existing folder is replaced only when asked, and only when it is itself a run; a destination
+that holds or equals the dataset or the checkpoint is refused.
+
+Reading (:func:`read_run`) trusts nothing: every file is read as a regular file of bounded size, the JSON files
+are checked against schemas and the predictions table column by column, so that whatever is wrong comes out
+as one :class:`RunError` sentence rather than as a crash in a page. Image paths from a run are resolved only
+inside the folder they are relative to (:meth:`EvaluationRun.image_path`).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from core.data import CLASSES
+from core.sources import FileRefused, contained_path, read_bytes
+from core.sources.files import load_json, printable
+
+RUN_FORMAT = "brain-tumour-mri evaluation run"
+RUN_FORMAT_VERSION = 1
+RUN_FILE = "run.json"
+PREDICTIONS_FILE = "predictions.csv"
+METRICS_FILE = "metrics.json"
+CURVES_FILE = "curves.json"
+LOCALISATION_FILE = "localisation.csv"
+SUBSETS = ("all", "duplicate_free")
+
+# Sizes no honest run of a million images reaches; they keep a crafted run from taking the memory.
+MAX_JSON_BYTES = 128 << 20
+MAX_TABLE_BYTES = 512 << 20
+
+
+class RunError(ValueError):
+    """A run cannot be written or read; the message says what is wrong and what to do."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Writing
+
+
+def _overlaps(a: Path, b: Path) -> bool:
+    return a == b or a.is_relative_to(b) or b.is_relative_to(a)
+
+
+def _is_run_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder holding a run description (the only kind of folder ``overwrite`` replaces)."""
+    if path.is_symlink() or not path.is_dir():
+        return False
+    try:
+        info = load_json(read_bytes(path / RUN_FILE, MAX_JSON_BYTES, RUN_FILE))
+    except (FileRefused, ValueError, RecursionError):
+        return False
+    return isinstance(info, dict) and info.get("format") == RUN_FORMAT
+
+
+class RunWriter:
+    """Where a new run is assembled, checked before any work is done::
+
+        with RunWriter(out, overwrite, protected={"dataset": data_root, "checkpoint": checkpoint_file}) as writer:
+            ...                       # the long part: evaluate
+            writer.write(info, predictions, metrics, curves, localisation)
+
+    ``protected`` names paths the run folder must neither be, contain nor lie inside.
+    """
+
+    def __init__(self, out: str | os.PathLike, overwrite: bool, protected: dict[str, str | os.PathLike]):
+        self.out = Path(out).expanduser()
+        self.overwrite = overwrite
+        self.protected = protected
+        self.staging = self.out.with_name(f".{self.out.name}.partial-{os.getpid()}")
+
+    def check(self) -> None:
+        """Refuse a destination that would lose data, before anything is written."""
+        out = self.out
+        if not out.name or out.name in (".", ".."):
+            raise RunError(f"--out {printable(out)} names no folder; give the run folder's own name")
+        real_out = Path(os.path.realpath(out))
+        for what, path in self.protected.items():
+            real = Path(os.path.realpath(Path(path).expanduser()))
+            if _overlaps(real_out, real):
+                raise RunError(f"--out {printable(out)} overlaps the {what} ({printable(path)}): a run folder must be a "
+                               f"folder of its own, outside the {what}")
+        if out.exists() or out.is_symlink():
+            if not self.overwrite:
+                raise RunError(f"{printable(out)} already exists; choose another --out or pass --overwrite to replace it")
+            if not _is_run_folder(out):
+                raise RunError(f"{printable(out)} exists and is not an evaluation run (no readable {RUN_FILE}); "
+                               "--overwrite only ever replaces a run, so choose another --out")
+
+    def __enter__(self) -> RunWriter:
+        self.check()
+        try:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(self.staging, ignore_errors=True)
+            self.staging.mkdir()
+        except OSError as error:
+            raise RunError(f"cannot write the run beside {printable(self.out)} ({error.strerror or error}); choose an "
+                           "--out in a folder you can write to") from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+    def write(self, info: dict, predictions: pd.DataFrame, metrics: dict, curve_sets: dict,
+              localisation: pd.DataFrame | None) -> Path:
+        """Write every file into the staging folder, then move it into place (the old run, if replaced, is put
+        back should the move fail)."""
+        staging = self.staging
+        predictions.to_csv(staging / PREDICTIONS_FILE, index=False)
+        _write_json(staging / METRICS_FILE, metrics)
+        _write_json(staging / CURVES_FILE, curve_sets)
+        if localisation is not None:
+            localisation.to_csv(staging / LOCALISATION_FILE, index=False)
+        _write_json(staging / RUN_FILE, info)  # last: a folder without run.json is not a run
+        for item in staging.iterdir():
+            with open(item, "rb") as handle:
+                os.fsync(handle.fileno())
+        out = self.out
+        if out.exists() or out.is_symlink():
+            self.check()  # it may have changed during the evaluation
+            retired = out.with_name(f".{out.name}.old-{os.getpid()}")
+            out.rename(retired)
+            try:
+                staging.rename(out)
+            except OSError:
+                retired.rename(out)  # put the old run back rather than leave nothing
+                raise
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            staging.rename(out)
+        return out
+
+
+def _write_json(path: Path, value) -> None:
+    from core.checkpoint import json_safe
+
+    path.write_text(json.dumps(json_safe(value), indent=1, allow_nan=False) + "\n")
+
+
+# --------------------------------------------------------------------------------------------------
+# Schemas of what readers rely on (other entries are free-form)
+
+_NUMBER = {"type": "number"}
+_SHARE = {"type": ["number", "null"], "minimum": 0, "maximum": 1}   # a figure that may be undefined
+_COUNT = {"type": "integer", "minimum": 0}
+_TEXT = {"type": "string", "maxLength": 2000}
+_CLASS_NAME = {"enum": list(CLASSES)}  # names from a file are shown in charts: only the project's own
+_CLASSES = {"type": "array", "minItems": 2, "uniqueItems": True, "items": _CLASS_NAME}
+_HISTORY = {"type": "array", "items": {"type": "object", "required": ["epoch"], "properties": {
+    "epoch": {"type": "integer"}, **{k: {"type": ["number", "null"]} for k in
+                                     ("train_loss", "val_loss", "train_accuracy", "val_accuracy")}}}}
+
+RUN_SCHEMA = {
+    "type": "object",
+    "required": ["format", "format_version", "name", "created", "model", "dataset", "audit", "settings"],
+    "properties": {
+        "name": _TEXT, "created": _TEXT,
+        "model": {"type": "object", "required": ["path", "classes"], "properties": {
+            "path": _TEXT, "file_sha256": {"type": ["string", "null"]}, "classes": _CLASSES,
+            "training": {"type": ["object", "null"], "properties": {
+                "config": {"type": ["object", "null"]}, "best_epoch": {"type": ["integer", "null"]}}}}},
+        "dataset": {"type": "object", "required": ["name", "evaluated", "images", "skipped"], "properties": {
+            "root": _TEXT, "name": _TEXT, "evaluated": _TEXT, "images": _COUNT,
+            "skipped": {"type": "array", "items": {"type": "object", "required": ["path", "reason"],
+                                                   "properties": {"path": _TEXT, "reason": _TEXT}}}}},
+        "audit": {"type": "object", "required": ["available"],
+                  "properties": {"available": {"type": "boolean"}, "near_duplicate_bits": _COUNT,
+                                 "exact_duplicates": _COUNT, "near_duplicates": _COUNT, "duplicate_free_images": _COUNT},
+                  "if": {"properties": {"available": {"const": True}}},
+                  "then": {"required": ["near_duplicate_bits", "exact_duplicates", "near_duplicates",
+                                        "duplicate_free_images"]}},
+        "settings": {"type": "object", "required": ["device", "precision"], "properties": {
+            "confidence": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+            "precision": _TEXT, "device": _TEXT, "localisation": _TEXT}},
+        "history": _HISTORY,
+    },
+}
+
+_PER_CLASS = {"type": "object", "required": ["precision", "recall", "specificity", "f1", "support", "auc",
+                                             "average_precision"],
+              "properties": {"support": _COUNT, **{k: _SHARE for k in ("precision", "recall", "specificity", "f1", "auc",
+                                                                       "average_precision")}}}
+_BLOCK = {
+    "type": "object",
+    "required": ["images", "accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "macro_auc", "micro_auc",
+                 "confusion_matrix", "per_class", "tumour_vs_no_tumour", "calibration"],
+    "properties": {
+        "images": _COUNT, **{k: _SHARE for k in ("accuracy", "balanced_accuracy", "macro_f1", "weighted_f1",
+                                                 "macro_auc", "micro_auc")},
+        "confusion_matrix": {"type": "array", "items": {"type": "array", "items": _COUNT}},
+        "per_class": {"type": "object", "propertyNames": _CLASS_NAME, "additionalProperties": _PER_CLASS},
+        "tumour_vs_no_tumour": {"type": "object", "required": ["auc", "sensitivity", "specificity"],
+                                "properties": {k: _SHARE for k in ("auc", "sensitivity", "specificity")}},
+        "calibration": {"type": "object", "required": ["ece", "bins"], "properties": {
+            "ece": _SHARE,
+            "bins": {"type": "array", "items": {"type": "object", "required": ["low", "high", "count"], "properties": {
+                "low": _NUMBER, "high": _NUMBER, "count": _COUNT, "confidence": _SHARE, "accuracy": _SHARE}}}}},
+        "intervals": {"type": "object", "additionalProperties": {
+            "type": "array", "minItems": 2, "maxItems": 2, "items": _SHARE}},
+    },
+}
+_LOCAL = {"type": "object", "required": ["images"], "properties": {
+    "images": _COUNT, **{k: _SHARE for k in ("pointing_strict", "pointing_tolerant", "energy_in_box", "box_share")}}}
+METRICS_SCHEMA = {
+    "type": "object",
+    "required": ["all"],
+    "properties": {
+        **{k: _SHARE for k in ("accuracy", "accuracy_duplicate_free", "macro_auc", "macro_auc_duplicate_free")},
+        "all": _BLOCK, "duplicate_free": {"anyOf": [{"type": "null"}, _BLOCK]},
+        "localisation": {"anyOf": [{"type": "null"}, {
+            "type": "object", "required": ["overall", "per_class", "method", "layer"], "properties": {
+                "overall": _LOCAL, "per_class": {"type": "object", "propertyNames": _CLASS_NAME,
+                                                 "additionalProperties": _LOCAL},
+                "method": _TEXT, "layer": _TEXT, "tolerance_px_at_224": _NUMBER}}]},
+        "warnings": {"type": "array", "items": _TEXT},
+    },
+}
+_NUMBERS = {"type": "array", "items": _NUMBER}
+_CURVE_SET = {"anyOf": [{"type": "null"}, {"type": "object", "properties": {
+    "roc": {"type": "object", "propertyNames": {"enum": [*CLASSES, "micro", "macro"]},
+            "additionalProperties": {"type": "object", "required": ["fpr", "tpr"],
+                                     "properties": {"fpr": _NUMBERS, "tpr": _NUMBERS}}},
+    "precision_recall": {"type": "object", "propertyNames": _CLASS_NAME, "additionalProperties": {
+        "type": "object", "required": ["recall", "precision"], "properties": {"recall": _NUMBERS, "precision": _NUMBERS}}},
+    "tumour_roc": {"type": "object", "properties": {"fpr": _NUMBERS, "tpr": _NUMBERS}}}}]}
+CURVES_SCHEMA = {"type": "object", "properties": {subset: _CURVE_SET for subset in SUBSETS}}
+
+
+def _check(value, schema: dict, file: Path) -> None:
+    import jsonschema
+
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(value))
+    if error is not None:
+        where = ".".join(str(part) for part in error.absolute_path) or "the file as a whole"
+        message = error.message if len(error.message) <= 200 else error.message[:200] + "…"
+        raise RunError(f"{printable(file)} is not a usable run file: {where}: {message}; evaluate again")
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading
+
+
+@dataclass
+class EvaluationRun:
+    path: Path
+    info: dict
+    predictions: pd.DataFrame
+    metrics: dict
+    curves: dict
+    localisation: pd.DataFrame | None = None
+    classes: list[str] = field(default_factory=lambda: list(CLASSES))
+
+    @property
+    def name(self) -> str:
+        return self.info.get("name") or self.path.name
+
+    def probabilities(self, rows: pd.DataFrame | None = None) -> np.ndarray:
+        rows = self.predictions if rows is None else rows
+        return rows[[f"prob_{c}" for c in self.classes]].to_numpy(dtype=np.float64)
+
+    def label_indices(self, rows: pd.DataFrame | None = None) -> np.ndarray:
+        rows = self.predictions if rows is None else rows
+        return rows["label"].map({c: k for k, c in enumerate(self.classes)}).to_numpy(dtype=int)
+
+    def rows(self, subset: str) -> pd.DataFrame:
+        """The predictions of one subset: every image ("all"), or those known to have no duplicate among the
+        model's training images ("duplicate_free")."""
+        if subset == "all":
+            return self.predictions
+        if "train_duplicate" not in self.predictions:
+            return self.predictions.iloc[:0]
+        known_free = (self.predictions["train_duplicate"] == False).fillna(False)  # noqa: E712 - a boolean column with NA
+        return self.predictions[known_free.astype(bool)]
+
+    def images_root(self, datasets_root: str | os.PathLike) -> Path | None:
+        """The folder the run's image paths are relative to: the run's dataset, found by its name inside
+        ``datasets_root`` (the only place images are read from), or None when it is not there."""
+        name = str(self.info["dataset"]["name"])
+        try:
+            root = contained_path(datasets_root, name, "dataset")
+        except FileRefused:
+            return None
+        return root if root.is_dir() else None
+
+    def image_path(self, images_root: Path, relative: str) -> Path:
+        """Where one of the run's images is, refused (:class:`core.sources.FileRefused`) unless it lies inside
+        ``images_root``."""
+        return contained_path(images_root, relative, "image")
+
+
+def _read_file(path: Path, limit: int) -> bytes:
+    try:
+        return read_bytes(path, limit, path.name)
+    except FileRefused as error:
+        if not path.exists() and not path.is_symlink():
+            raise RunError(f"{printable(path.parent)} is not a complete evaluation run: {path.name} is missing"
+                           ) from None
+        raise RunError(f"{error}; evaluate again") from None
+
+
+def _read_json(path: Path):
+    raw = _read_file(path, MAX_JSON_BYTES)
+    try:
+        return load_json(raw)
+    except (ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
+        raise RunError(f"{printable(path)} is damaged (not valid JSON: {str(error)[:120]}); evaluate again") from None
+
+
+def _read_table(path: Path, **options) -> pd.DataFrame:
+    raw = _read_file(path, MAX_TABLE_BYTES)
+    try:
+        return pd.read_csv(io.BytesIO(raw), **options)
+    except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise RunError(f"{printable(path)} is damaged ({type(error).__name__}: {str(error)[:200]}); evaluate again"
+                       ) from None
+
+
+def _check_predictions(table: pd.DataFrame, classes: list[str], file: Path) -> pd.DataFrame:
+    """Columns, labels and probabilities of a predictions table: what every page assumes."""
+    def refuse(problem: str):
+        raise RunError(f"{printable(file)} {problem}; evaluate again")
+
+    needed = ["path", "label", "pred", *(f"prob_{c}" for c in classes), "confidence"]
+    missing = [c for c in needed if c not in table.columns]
+    if missing:
+        refuse(f"lacks the columns {', '.join(missing)}")
+    if table.empty:
+        refuse("holds no predictions (only a header)")
+    table["path"] = table["path"].astype(str)
+    if (table["path"] == "").any():
+        refuse("has rows without an image path")
+    for column in ("label", "pred"):
+        unknown = sorted(set(table[column].astype(str)) - set(classes))
+        if unknown:
+            refuse(f"has {column} values that are not the run's classes: {', '.join(map(repr, unknown[:3]))}")
+    for column in [f"prob_{c}" for c in classes] + ["confidence"]:
+        values = pd.to_numeric(table[column], errors="coerce")
+        if values.isna().any() or not np.isfinite(values).all() or (values < 0).any() or (values > 1).any():
+            refuse(f"has {column} values that are not probabilities between 0 and 1")
+        table[column] = values.astype(np.float64)
+    if "train_duplicate" in table:
+        known = {"True": True, "False": False, "": pd.NA, True: True, False: False}
+        if not table["train_duplicate"].isin(list(known)).all():
+            refuse("has train_duplicate values other than True, False or empty")
+        table["train_duplicate"] = table["train_duplicate"].map(known).astype("boolean")
+    return table
+
+
+def read_run(path: str | os.PathLike) -> EvaluationRun:
+    """Load an evaluation run directory. Raises :class:`RunError` with what to do when it is missing,
+    incomplete, damaged, inconsistent or written in another format version."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise RunError(f"{printable(path)} is not a folder; point at an evaluation run directory (it holds {RUN_FILE})")
+    if not (path / RUN_FILE).exists():
+        raise RunError(f"{printable(path)} is not an evaluation run: {RUN_FILE} is missing (make one with "
+                       "python -m training.evaluate)")
+    info = _read_json(path / RUN_FILE)
+    if not isinstance(info, dict) or info.get("format") != RUN_FORMAT:
+        raise RunError(f"{printable(path / RUN_FILE)} is not a {RUN_FORMAT} description")
+    version = info.get("format_version")
+    if version != RUN_FORMAT_VERSION:
+        if isinstance(version, int) and version > RUN_FORMAT_VERSION:
+            raise RunError(f"{printable(path)} is in run format {version}, newer than this version of the project "
+                           f"reads ({RUN_FORMAT_VERSION}); update the project")
+        age = "older than" if isinstance(version, int) and not isinstance(version, bool) else "not"
+        raise RunError(f"{printable(path)} is in run format {version!r}, {age} the current {RUN_FORMAT_VERSION}; "
+                       "evaluate the model again with python -m training.evaluate")
+    _check(info, RUN_SCHEMA, path / RUN_FILE)
+    classes = list(info["model"]["classes"])
+    metrics = _read_json(path / METRICS_FILE)
+    _check(metrics, METRICS_SCHEMA, path / METRICS_FILE)
+    for subset in SUBSETS:
+        block = metrics.get(subset)
+        if block and (set(classes) - set(block["per_class"]) or len(block["confusion_matrix"]) != len(classes)
+                      or any(len(row) != len(classes) for row in block["confusion_matrix"])):
+            raise RunError(f"{printable(path / METRICS_FILE)} does not match the run's {len(classes)} classes; "
+                           "evaluate again")
+    curves = _read_json(path / CURVES_FILE)
+    _check(curves, CURVES_SCHEMA, path / CURVES_FILE)
+    predictions = _read_table(path / PREDICTIONS_FILE, keep_default_na=False,
+                              dtype={"path": str, "label": str, "pred": str, "train_duplicate": str,
+                                     "train_duplicate_kind": str, "train_match": str})
+    predictions = _check_predictions(predictions, classes, path / PREDICTIONS_FILE)
+    localisation = None
+    if (path / LOCALISATION_FILE).exists():
+        localisation = _read_table(path / LOCALISATION_FILE)
+    return EvaluationRun(path, info, predictions, metrics, curves, localisation, classes)
+
+
+def find_runs(folder: str | os.PathLike) -> list[Path]:
+    """Run directories directly inside ``folder`` (or ``folder`` itself when it is one), sorted by name."""
+    folder = Path(folder).expanduser()
+    if (folder / RUN_FILE).is_file():
+        return [folder]
+    if not folder.is_dir():
+        return []
+    try:
+        return sorted(p for p in folder.iterdir() if (p / RUN_FILE).is_file() and not p.name.startswith("."))
+    except OSError:
+        return []

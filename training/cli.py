@@ -1,0 +1,67 @@
+"""What every command line shares: one error boundary, so that no traceback reaches the person at the terminal.
+
+Every command's ``main`` is decorated with :func:`command`, so that it returns an exit status whatever goes
+wrong, from the shell (``sys.exit(main())``) and from Python alike. The project's own errors (a bad dataset, checkpoint,
+setting or file: every error class defined in ``core`` or ``training``) carry a sentence written for users and
+are printed as one ``error:`` line with exit status 2; an operating-system error is one line naming the file;
+anything else is a bug, reported in one line that says how to see the traceback (``BRAIN_MRI_DEBUG=1``).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from collections.abc import Callable
+
+DEBUG_ENV = "BRAIN_MRI_DEBUG"
+USAGE, FAILURE, INTERRUPTED = 2, 1, 130
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split()).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _ours(error: BaseException) -> bool:
+    return type(error).__module__.split(".")[0] in ("core", "training")
+
+
+def report(error: BaseException) -> int:
+    """Print one line for ``error`` on stderr and return the exit status."""
+    if _ours(error):
+        print(f"error: {_one_line(error)}", file=sys.stderr)
+        return USAGE
+    if isinstance(error, MemoryError):
+        print("error: this machine ran out of memory; use smaller batches (--batch-size) or fewer worker processes",
+              file=sys.stderr)
+        return FAILURE
+    if isinstance(error, OSError):
+        where = f" ({_one_line(error.filename)})" if error.filename else ""
+        print(f"error: {_one_line(error.strerror or error)}{where}", file=sys.stderr)
+        return FAILURE
+    print(f"error: unexpected {type(error).__name__}: {_one_line(error)}. This is a bug; run again with "
+          f"{DEBUG_ENV}=1 to see where it happened", file=sys.stderr)
+    return FAILURE
+
+
+def guarded(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
+    """Run a command's ``main(argv)`` inside the error boundary; returns its exit status."""
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return INTERRUPTED
+    except Exception as error:  # noqa: BLE001 - the boundary: every error becomes one line
+        if os.environ.get(DEBUG_ENV):
+            raise
+        logging.getLogger(__name__).debug("error in a command line", exc_info=True)
+        return report(error)
+
+
+def command(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
+    """Decorate a command's ``main(argv)`` so that it runs inside the error boundary (:func:`guarded`)."""
+    @functools.wraps(main)
+    def wrapper(argv: list[str] | None = None) -> int:
+        return guarded(main, argv)
+    return wrapper
