@@ -216,11 +216,7 @@ def checkpoint_file(path: str | Path) -> Path:
 def classifier_at(path: str | Path):
     """The cached classifier of a checkpoint; raises CheckpointError with a readable message."""
     file = checkpoint_file(path)
-    try:
-        modified = os.path.getmtime(file)
-    except OSError:
-        modified = 0.0  # loading then says what is wrong with the file
-    return cached_classifier(str(file), modified)
+    return cached_classifier(str(file), _modified(file))
 
 
 def get_classifier():
@@ -301,31 +297,51 @@ def model_sidebar() -> None:
         st.session_state[MODEL_KEY] = typed.strip() or choice
         with error_boundary("The model's description"):
             try:
-                meta = read_metadata(checkpoint_file(current_model_path()))
+                file = checkpoint_file(current_model_path())
+                captions = model_description(str(file), _modified(file), _runs_signature())
             except CheckpointError as error:
                 st.error(md(error))
                 return
-            model_captions(meta)
+            for caption in captions:
+                st.caption(caption)
 
 
-def model_captions(meta: dict) -> None:
-    """The sidebar's description of a model: classes, training data, calibration and bundled test figures."""
-    st.caption("Classes: " + ", ".join(CLASS_LABELS[c] for c in meta["classes"]))
+def _modified(path: Path) -> float:
+    try:
+        return os.path.getmtime(path)
+    except OSError:
+        return 0.0  # reading it then says what is wrong
+
+
+def _runs_signature() -> tuple:
+    """What the bundled runs are now (folders and run.json times), so that a cached description follows them."""
+    from core.runs import RUN_FILE, find_runs
+
+    return tuple((str(path), _modified(path / RUN_FILE)) for path in find_runs(RUNS_DIR))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def model_description(file: str, modified: float, runs: tuple) -> list[str]:
+    """The sidebar's description of a model (markdown captions): classes, training data, calibration and the test
+    figures of its bundled runs. Made once per checkpoint file and state of the bundled runs, not on every
+    rerun of every session: reading the metadata and the runs is most of what the sidebar would cost."""
+    meta = read_metadata(file)
+    captions = ["Classes: " + ", ".join(CLASS_LABELS[c] for c in meta["classes"])]
     data = meta.get("data", {})
     counts = data.get("counts", {})
     seen = sum(counts.get("train", {}).values()) + sum(counts.get("val", {}).values())
     base = meta.get("base_weights", {}).get("name", "not recorded")
-    st.caption(f"Trained on {seen:,} images from {md(training_source(data))}; base weights: {md(base)}")
+    captions.append(f"Trained on {seen:,} images from {md(training_source(data))}; base weights: {md(base)}")
     validation = meta.get("validation", {})
     if validation.get("val_accuracy") is not None:
         auc = validation.get("val_macro_auc")
-        st.caption(f"Validation accuracy {validation['val_accuracy']:.2%}"
-                   + (f", macro AUC {auc:.4f}" if auc is not None else ""))
-    st.caption(calibration_caption(meta))
+        captions.append(f"Validation accuracy {validation['val_accuracy']:.2%}"
+                        + (f", macro AUC {auc:.4f}" if auc is not None else ""))
+    captions.append(calibration_caption(meta))
     second_look = mirror_caption(meta)
     if second_look:
-        st.caption(second_look)
-    for run in runs_of_model(checkpoint_file(current_model_path())):
+        captions.append(second_look)
+    for run in runs_of_model(Path(file)):
         m = run.metrics
         free = f"; {m['accuracy_duplicate_free']:.2%} without training duplicates" \
             if m.get("accuracy_duplicate_free") is not None else ""
@@ -333,7 +349,8 @@ def model_captions(meta: dict) -> None:
         where = dataset["name"] + ("" if dataset["evaluated"] == "." else "/" + dataset["evaluated"])
         auc = f"; macro AUC {m['macro_auc']:.5f}" if m.get("macro_auc") is not None else ""
         accuracy = f"{m['accuracy']:.2%}" if m.get("accuracy") is not None else "n/a"
-        st.caption(f"Tested on {md(where)}: accuracy {accuracy}{free}{auc}")
+        captions.append(f"Tested on {md(where)}: accuracy {accuracy}{free}{auc}")
+    return captions
 
 
 def recipe_caption(config: dict, best_epoch) -> str:

@@ -98,6 +98,14 @@ def read_uploads(files) -> tuple[list[tuple[str, str, object]], list[str]]:
     return scans, problems
 
 
+def png_bytes(image) -> bytes:
+    """Lossless, and encoded once: the page shows these bytes and offers them for download as they are (the
+    fastest zlib level: three times faster than the default for 15% more bytes)."""
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", compress_level=1)
+    return buffer.getvalue()
+
+
 def show_scan(position: int, name: str, digest: str, image, row, explained_class: int, heatmap, looked_twice) -> None:
     best = int(row.argmax())
     with st.container(border=True):
@@ -105,15 +113,15 @@ def show_scan(position: int, name: str, digest: str, image, row, explained_class
         original, heat, chart = st.columns([1, 1, 1.3])
         shown = image.copy()
         shown.thumbnail((DISPLAY_SIDE, DISPLAY_SIDE))
-        original.image(shown, caption=f"{md(name)} ({image.width} x {image.height})", width="stretch")
-        blended = overlay(shown, heatmap, opacity)
+        original.image(png_bytes(shown), caption=f"{md(name)} ({image.width} x {image.height})", width="stretch",
+                       output_format="PNG")
+        blended = png_bytes(overlay(shown, heatmap, opacity))
         why = CLASS_LABELS[classifier.classes[int(explained_class)]]
         class_specific = method != "eigencam"
         heat.image(blended, caption=f"{CAM_METHODS[method].label} ({layer}) "
-                   + (f"for {why}" if class_specific else "- the same map for every class"), width="stretch")
-        png = io.BytesIO()
-        blended.save(png, "PNG")
-        heat.download_button("Download overlay (PNG)", png.getvalue(),
+                   + (f"for {why}" if class_specific else "- the same map for every class"), width="stretch",
+                   output_format="PNG")
+        heat.download_button("Download overlay (PNG)", blended,
                              file_name=f"{name.rsplit('.', 1)[0]}_{method}_{classifier.classes[int(explained_class)]}.png",
                              mime="image/png", key=f"predict.download.{position}.{digest[:10]}")
         chart.plotly_chart(probability_bars(classifier.classes, row, best), width="stretch",
