@@ -49,11 +49,15 @@ def _explain_in_worker(checkpoint: str, modified: float, precision: str, batch: 
 
 
 class SlowExplainer:
-    """A queue of slow explanations served by one low-priority process (started on first use)."""
+    """A queue of slow explanations served by one low-priority process (started on first use). At most
+    ``max_waiting`` jobs wait or run at a time, and each waits at most ``timeout`` seconds: many open tabs cannot
+    queue hours of work, each holding a server thread."""
 
-    def __init__(self):
+    def __init__(self, max_waiting: int = 4, timeout: float = 1800.0):
         self._lock = threading.Lock()
         self._pool: ProcessPoolExecutor | None = None
+        self.max_waiting, self.timeout = max_waiting, timeout
+        self._waiting = 0
 
     def _executor(self) -> ProcessPoolExecutor:
         with self._lock:
@@ -62,21 +66,31 @@ class SlowExplainer:
                                                  initializer=_lower_priority)
             return self._pool
 
-    def explain(self, classifier, batch: torch.Tensor, method: str, layer: str, targets=None,
-                timeout: float | None = None) -> tuple:
+    def explain(self, classifier, batch: torch.Tensor, method: str, layer: str, targets=None) -> tuple:
         """(probabilities, targets, heatmaps, mirrored) for a normalised batch, computed in the worker with the
         classifier's checkpoint file, on the CPU at the classifier's precision (the worker loads it once)."""
         if classifier.path is None:
             raise BackgroundError("a slow explanation needs a model saved as a checkpoint file")
         job = (str(classifier.path), os.path.getmtime(classifier.path), classifier.precision, batch.cpu(), method,
                layer, targets)
+        with self._lock:
+            if self._waiting >= self.max_waiting:
+                raise BackgroundError(f"{self._waiting} slow explanations are already queued on this server; try "
+                                      "again in a few minutes")
+            self._waiting += 1
         try:
-            return self._executor().submit(_explain_in_worker, *job).result(timeout)
+            return self._executor().submit(_explain_in_worker, *job).result(self.timeout)
         except BrokenProcessPool:
             with self._lock:
                 self._pool = None  # the next request starts a fresh worker
             raise BackgroundError("the worker process for slow explanations stopped (probably out of memory); try "
                                   "again with fewer scans") from None
+        except TimeoutError:
+            raise BackgroundError(f"the slow explanation did not finish within {self.timeout / 60:.0f} minutes") \
+                from None
+        finally:
+            with self._lock:
+                self._waiting -= 1
 
     def shutdown(self) -> None:
         with self._lock:

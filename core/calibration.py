@@ -24,6 +24,8 @@ import numpy as np
 import torch
 
 from core.checkpoint import TEMPERATURES, CheckpointError, read_metadata
+from core.sources import FileRefused, contained_path
+from core.sources.files import printable
 from core.data import CLASSES, canonical_class
 from core.inference import is_mirror_threshold
 from core.metrics import calibration as reliability
@@ -35,6 +37,9 @@ LOWEST, HIGHEST = TEMPERATURES
 # Settings that may differ between a run with a validation split and its refit on every image.
 NOT_RECIPE = {"out", "data", "val_fraction", "save_dtype", "time_limit_minutes", "resume", "progress",
               "num_workers", "device", "precision", "weights_file"}
+
+
+REFITTED = ("calibration", "mirror_averaging")  # what calibrating writes
 
 
 class CalibrationError(ValueError):
@@ -102,10 +107,14 @@ def validation_images(metadata: dict, data: str | os.PathLike | None = None) -> 
     for relpath in files:
         name = canonical_class(relpath.split("/")[0])
         if name is None or name not in CLASSES:
-            raise CalibrationError(f"validation file {relpath} is not in a known class folder")
-        path = base / relpath
+            raise CalibrationError(f"validation file {printable(relpath)} is not in a known class folder")
+        try:
+            path = contained_path(base, relpath, "validation image")  # the names come from the checkpoint
+        except FileRefused as error:
+            raise CalibrationError(str(error)) from None
         if not path.is_file():
-            raise CalibrationError(f"validation image {path} is missing; the dataset changed since training")
+            raise CalibrationError(f"validation image {printable(path)} is missing; the dataset changed since "
+                                   "training")
         paths.append(path)
         labels.append(CLASSES.index(name))
     return paths, np.asarray(labels)
@@ -176,15 +185,13 @@ def choose_on_validation(checkpoint: str | os.PathLike, data: str | os.PathLike 
     if mirror_below is not None:
         mirror_below = check_mirror_threshold(mirror_below)
     try:
-        loaded = load_checkpoint(checkpoint)
+        # Both inference settings are refitted here: the network is judged without them, and they are left out
+        # before the metadata is checked, so a damaged one in the checkpoint cannot block its own repair.
+        loaded = load_checkpoint(checkpoint, replacing=REFITTED)
         check_classes_match(loaded.metadata)
     except CheckpointError as error:
         raise CalibrationError(str(error)) from None
     metadata = loaded.metadata
-    # Both inference settings are refitted here: the network is judged without them, so a damaged one in the
-    # checkpoint cannot block its own repair.
-    metadata.pop("calibration", None)
-    metadata.pop("mirror_averaging", None)
     hflip = metadata.get("training", {}).get("config", {}).get("hflip", TrainConfig.hflip)
     if mirror_below is not None and not hflip:
         raise CalibrationError("this model was trained without mirrored scans (hflip 0), so its mirror image is not "
@@ -228,7 +235,7 @@ def borrowed_changes(target: str | os.PathLike, source: str | os.PathLike, data:
     """:func:`choose_on_validation` on ``source``'s validation split, for ``target``: a refit of the same recipe
     on every image."""
     try:
-        mine, theirs = read_metadata(target), read_metadata(source)
+        mine, theirs = read_metadata(target, replacing=REFITTED), read_metadata(source, replacing=REFITTED)
     except CheckpointError as error:
         raise CalibrationError(str(error)) from None
     if mine.get("data", {}).get("val_files"):

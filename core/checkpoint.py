@@ -12,7 +12,6 @@ so that an evaluation can flag test images that the model has already seen, with
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import platform
@@ -25,8 +24,10 @@ from torch import nn
 from core.atomic import finish_atomic_write
 from core.data import CLASSES
 from core.model import ARCHITECTURE, DOWNSAMPLE_STRIDES, build_resnet50
-from core.sources import FileRefused, open_regular, read_bytes
+from core.sources import FileRefused
 from core.sources.files import load_json, printable
+from core.sources.schema import schema_problem
+from core.sources.tensors import read_safetensors, read_safetensors_header
 
 FORMAT = "brain-tumour-mri/checkpoint"
 FORMAT_VERSION = 1
@@ -35,7 +36,6 @@ FINGERPRINT_PREFIX = "train_fingerprints."
 DEFAULT_FILENAME = "model.safetensors"
 # A ResNet-50 is 94 MB in float32; the fingerprints of a million training images would add 100 MB.
 MAX_CHECKPOINT_BYTES = 512 << 20
-MAX_HEADER_BYTES = 64 << 20
 # The network input sizes a checkpoint may ask for: a 20,000-pixel input would take gigabytes to run.
 IMAGE_SIZES = (32, 512)
 # The temperatures core.calibration can fit; anything else makes probabilities of 0/0.
@@ -129,10 +129,13 @@ def _write(path: Path, tensors: dict[str, torch.Tensor], metadata: dict) -> Path
 
 
 def update_metadata(path: str | os.PathLike, changes: dict) -> Path:
-    """Replace top-level metadata entries of a checkpoint; its tensors are rewritten bit for bit."""
-    stored = load_checkpoint(path)
+    """Replace top-level metadata entries of a checkpoint (a damaged entry among them does not stop it); its
+    tensors are rewritten bit for bit. The new metadata is checked before anything is written."""
+    stored = load_checkpoint(path, replacing=changes)
+    metadata = {**stored.metadata, **changes}
+    validate_metadata(json_safe(metadata), stored.path)
     tensors = {**stored.state_dict, **{FINGERPRINT_PREFIX + k: v for k, v in stored.fingerprints.items()}}
-    return _write(stored.path, tensors, {**stored.metadata, **changes})
+    return _write(stored.path, tensors, metadata)
 
 
 def json_safe(value):
@@ -153,6 +156,7 @@ def _numbers(count: int, low: float, high: float, exclusive_low: bool = False) -
 
 
 _OBJECT = {"type": "object"}
+FILE_LISTS = ("seen_files", "val_files", "test_files")
 _COUNTS = {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}}
 # What the code that loads and shows a checkpoint relies on; other entries are free-form.
 METADATA_SCHEMA = {
@@ -177,7 +181,7 @@ METADATA_SCHEMA = {
         "base_weights": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}},
         "data": {"type": "object", "properties": {
             "counts": {"type": "object", "additionalProperties": _COUNTS},
-            "seen_files": {"type": "array", "items": {"type": "string"}}}},
+            **{key: {"type": "array"} for key in FILE_LISTS}}},  # items: see validate_metadata
         "validation": {"type": "object", "additionalProperties": {"type": ["number", "null"]}},
         "training": {"type": "object", "properties": {"config": _OBJECT, "best_epoch": {"type": "integer"}}},
         "history": {"type": "array", "items": _OBJECT},
@@ -188,42 +192,25 @@ METADATA_SCHEMA = {
 def validate_metadata(metadata, path: str | os.PathLike = "checkpoint") -> None:
     """Check checkpoint metadata against :data:`METADATA_SCHEMA` once, where it is read, so that every user of
     a checkpoint gets one clear :class:`CheckpointError` instead of a crash somewhere further in."""
-    import jsonschema
-
     name = printable(path)
     if isinstance(metadata, dict) and isinstance(metadata.get("format_version"), int) \
             and metadata["format_version"] > FORMAT_VERSION and metadata.get("format") == FORMAT:
         raise CheckpointError(f"{name} has checkpoint format version {metadata['format_version']}; this code reads "
                               f"up to {FORMAT_VERSION}. Update the project to load it.")
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(METADATA_SCHEMA).iter_errors(metadata))
-    if error is None:
-        return
-    if error.validator == "const" and list(error.absolute_path) == ["format"]:
+    if isinstance(metadata, dict) and metadata.get("format") != FORMAT:
         raise CheckpointError(f"{name} is not a {FORMAT} checkpoint")
-    field = ".".join(str(part) for part in error.absolute_path) or "the metadata as a whole"
-    message = error.message if len(error.message) <= 200 else error.message[:200] + "…"
-    raise CheckpointError(f"{name} has unusable metadata: {field}: {message}")
+    problem = schema_problem(metadata, METADATA_SCHEMA)
+    if problem is None:  # long file lists: checked here, much faster than item by item in the schema
+        data = metadata.get("data") or {}
+        problem = next((f"data.{key}: holds something other than file names" for key in FILE_LISTS
+                        if not all(isinstance(item, str) for item in data.get(key) or [])), None)
+    if problem is not None:
+        raise CheckpointError(f"{name} has unusable metadata: {problem.replace('the whole', 'the metadata as a whole')}")
 
 
-def _header(handle, path: Path) -> dict:
-    """The JSON header of a safetensors file (its first 8 bytes give the header's length)."""
-    size_field = handle.read(8)
-    if len(size_field) < 8:
-        raise CheckpointError(f"{printable(path)} is not a safetensors file (it is only {len(size_field)} bytes long)")
-    length = int.from_bytes(size_field, "little")
-    if length > MAX_HEADER_BYTES:
-        raise CheckpointError(f"{printable(path)} is not a checkpoint of ours: its header claims {length:,} bytes")
-    text = handle.read(length)
-    try:
-        header = load_json(text)
-    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
-        raise CheckpointError(f"{printable(path)} is not a safetensors file (its header is not JSON)") from None
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{printable(path)} is not a safetensors file (its header is not a JSON object)")
-    return header
-
-
-def _metadata_from_header(header: dict, path: Path) -> dict:
+def _metadata(header: dict, path: Path, replacing=()) -> dict:
+    """The checkpoint metadata in a safetensors header, checked. Entries named in ``replacing`` are about to be
+    replaced and are left out first, so that a damaged one cannot block its own repair."""
     stored = header.get("__metadata__")
     if not isinstance(stored, dict) or METADATA_KEY not in stored:
         raise CheckpointError(f"{printable(path)} is a safetensors file but not one of our checkpoints (no metadata)")
@@ -231,40 +218,32 @@ def _metadata_from_header(header: dict, path: Path) -> dict:
         metadata = load_json(stored[METADATA_KEY])
     except (TypeError, ValueError, RecursionError) as error:
         raise CheckpointError(f"{printable(path)} has damaged metadata ({error})") from None
+    if isinstance(metadata, dict):
+        metadata = {key: value for key, value in metadata.items() if key not in replacing}
     validate_metadata(metadata, path)
     return metadata
 
 
-def read_metadata(path: str | os.PathLike) -> dict:
+def read_metadata(path: str | os.PathLike, replacing=()) -> dict:
     """Only the metadata of a checkpoint, checked against the schema (cheap: reads the header, not the
-    tensors)."""
+    tensors). ``replacing``: see :func:`_metadata`."""
     path = resolve_checkpoint_path(path)
     try:
-        with open_regular(path, MAX_CHECKPOINT_BYTES, "checkpoint") as handle:
-            header = _header(handle, path)
+        header = read_safetensors_header(path, MAX_CHECKPOINT_BYTES, "checkpoint")
     except FileRefused as error:
         raise CheckpointError(str(error)) from None
-    except OSError as error:
-        raise CheckpointError(f"{printable(path)} cannot be read ({error.strerror or error})") from None
-    return _metadata_from_header(header, path)
+    return _metadata(header, path, replacing)
 
 
-def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+def load_checkpoint(path: str | os.PathLike, replacing=()) -> Checkpoint:
     """Tensors and checked metadata of a checkpoint. The file is read once, as a regular file of bounded size,
-    and parsed by safetensors from memory: nothing is unpickled."""
-    from safetensors.torch import load as load_tensors
-
+    and parsed by safetensors from memory: nothing is unpickled. ``replacing``: see :func:`_metadata`."""
     path = resolve_checkpoint_path(path)
     try:
-        raw = read_bytes(path, MAX_CHECKPOINT_BYTES, "checkpoint")
+        header, tensors = read_safetensors(path, MAX_CHECKPOINT_BYTES, "checkpoint")
     except FileRefused as error:
         raise CheckpointError(str(error)) from None
-    metadata = _metadata_from_header(_header(io.BytesIO(raw), path), path)
-    try:
-        tensors = load_tensors(raw)
-    except Exception as error:  # safetensors raises its own error types for damaged files
-        raise CheckpointError(f"{printable(path)} is damaged: its tensors cannot be read ({error})") from None
-    del raw
+    metadata = _metadata(header, path, replacing)
     fingerprints = {k[len(FINGERPRINT_PREFIX):]: v for k, v in tensors.items() if k.startswith(FINGERPRINT_PREFIX)}
     state = {k: v for k, v in tensors.items() if not k.startswith(FINGERPRINT_PREFIX)}
     return Checkpoint(state, metadata, fingerprints, path)

@@ -174,17 +174,11 @@ def _localisation_summary(table: pd.DataFrame) -> dict:
 
 
 def check_settings(settings: EvaluationSettings) -> None:
-    from core.runtime import PRECISIONS, device_problem
+    from core.runtime import machinery_problems
 
-    problems = []
+    problems = machinery_problems(settings.device, settings.precision, settings.num_workers)
     if settings.batch_size < 1:
         problems.append("--batch-size must be at least 1")
-    if device_problem(settings.device):
-        problems.append(device_problem(settings.device))
-    if settings.precision not in PRECISIONS:
-        problems.append(f"--precision must be one of {', '.join(PRECISIONS)}")
-    if settings.num_workers is not None and not 0 <= settings.num_workers <= 64:
-        problems.append("--num-workers must be between 0 and 64")
     if settings.bootstrap_resamples < 1:
         problems.append("--bootstrap must be at least 1 resample (1,000 or more for reported intervals)")
     if not 0 < settings.confidence < 1:

@@ -18,6 +18,7 @@ inside the folder they are relative to (:meth:`EvaluationRun.image_path`).
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -31,6 +32,7 @@ import pandas as pd
 from core.data import CLASSES
 from core.sources import FileRefused, contained_path, read_bytes
 from core.sources.files import load_json, printable
+from core.sources.schema import schema_problem
 
 RUN_FORMAT = "brain-tumour-mri evaluation run"
 RUN_FORMAT_VERSION = 1
@@ -41,9 +43,11 @@ CURVES_FILE = "curves.json"
 LOCALISATION_FILE = "localisation.csv"
 SUBSETS = ("all", "duplicate_free")
 
-# Sizes no honest run of a million images reaches; they keep a crafted run from taking the memory.
-MAX_JSON_BYTES = 128 << 20
-MAX_TABLE_BYTES = 512 << 20
+# Sizes far above any honest run (the bundled figshare run, 4,564 images: 0.9 MB of predictions), that keep a
+# crafted run from taking the dashboard's memory and time.
+MAX_JSON_BYTES = 16 << 20
+MAX_TABLE_BYTES = 64 << 20
+MAX_ROWS = 250_000
 
 
 class RunError(ValueError):
@@ -83,7 +87,7 @@ class RunWriter:
         self.out = Path(out).expanduser()
         self.overwrite = overwrite
         self.protected = protected
-        self.staging = self.out.with_name(f".{self.out.name}.partial-{os.getpid()}")
+        self.staging: Path | None = None  # named once the destination has passed check()
 
     def check(self) -> None:
         """Refuse a destination that would lose data, before anything is written."""
@@ -105,6 +109,7 @@ class RunWriter:
 
     def __enter__(self) -> RunWriter:
         self.check()
+        self.staging = self.out.with_name(f".{self.out.name}.partial-{os.getpid()}")
         try:
             self.out.parent.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(self.staging, ignore_errors=True)
@@ -115,7 +120,8 @@ class RunWriter:
         return self
 
     def __exit__(self, *exc) -> None:
-        shutil.rmtree(self.staging, ignore_errors=True)
+        if self.staging is not None:
+            shutil.rmtree(self.staging, ignore_errors=True)
 
     def write(self, info: dict, predictions: pd.DataFrame, metrics: dict, curve_sets: dict,
               localisation: pd.DataFrame | None) -> Path:
@@ -231,7 +237,7 @@ METRICS_SCHEMA = {
         "warnings": {"type": "array", "items": _TEXT},
     },
 }
-_NUMBERS = {"type": "array", "items": _NUMBER}
+_NUMBERS = {"type": "array"}  # long: their items are checked by _check_numbers, not item by item here
 _CURVE_SET = {"anyOf": [{"type": "null"}, {"type": "object", "properties": {
     "roc": {"type": "object", "propertyNames": {"enum": [*CLASSES, "micro", "macro"]},
             "additionalProperties": {"type": "object", "required": ["fpr", "tpr"],
@@ -243,13 +249,26 @@ CURVES_SCHEMA = {"type": "object", "properties": {subset: _CURVE_SET for subset 
 
 
 def _check(value, schema: dict, file: Path) -> None:
-    import jsonschema
+    problem = schema_problem(value, schema)
+    if problem is not None:
+        raise RunError(f"{printable(file)} is not a usable run file: {problem.replace('the whole', 'the file as a whole')}"
+                       "; evaluate again")
 
-    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(value))
-    if error is not None:
-        where = ".".join(str(part) for part in error.absolute_path) or "the file as a whole"
-        message = error.message if len(error.message) <= 200 else error.message[:200] + "…"
-        raise RunError(f"{printable(file)} is not a usable run file: {where}: {message}; evaluate again")
+
+def _check_numbers(curves: dict, file: Path) -> None:
+    """Every point of every curve is a finite number (at numpy's speed: a curve can have a point per image)."""
+    for subset, sets in curves.items():
+        for kind, named in (sets or {}).items():
+            lists = named.items() if kind != "tumour_roc" else [("tumour", named)]
+            for name, curve in lists:
+                for axis, values in curve.items():
+                    try:
+                        finite = np.isfinite(np.asarray(values, dtype=np.float64)).all()
+                    except (TypeError, ValueError):
+                        finite = False
+                    if not finite:
+                        raise RunError(f"{printable(file)} is not a usable run file: {subset}.{kind}.{name}.{axis} "
+                                       "holds something other than numbers; evaluate again")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -263,8 +282,14 @@ class EvaluationRun:
     predictions: pd.DataFrame
     metrics: dict
     curves: dict
-    localisation: pd.DataFrame | None = None
     classes: list[str] = field(default_factory=lambda: list(CLASSES))
+
+    @functools.cached_property
+    def localisation(self) -> pd.DataFrame | None:
+        """The per-image localisation scores (``localisation.csv``), read when asked for; None when the run has
+        none. The summary the dashboard shows is in ``metrics["localisation"]``."""
+        file = self.path / LOCALISATION_FILE
+        return _read_table(file) if file.exists() else None
 
     @property
     def name(self) -> str:
@@ -325,7 +350,12 @@ def _read_json(path: Path):
 def _read_table(path: Path, **options) -> pd.DataFrame:
     raw = _read_file(path, MAX_TABLE_BYTES)
     try:
-        return pd.read_csv(io.BytesIO(raw), **options)
+        table = pd.read_csv(io.BytesIO(raw), nrows=MAX_ROWS + 1, **options)
+        if len(table) > MAX_ROWS:
+            raise RunError(f"{printable(path)} has more than {MAX_ROWS:,} rows, more than this dashboard reads")
+        return table
+    except RunError:
+        raise
     except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         raise RunError(f"{printable(path)} is damaged ({type(error).__name__}: {str(error)[:200]}); evaluate again"
                        ) from None
@@ -394,14 +424,12 @@ def read_run(path: str | os.PathLike) -> EvaluationRun:
                            "evaluate again")
     curves = _read_json(path / CURVES_FILE)
     _check(curves, CURVES_SCHEMA, path / CURVES_FILE)
+    _check_numbers(curves, path / CURVES_FILE)
     predictions = _read_table(path / PREDICTIONS_FILE, keep_default_na=False,
                               dtype={"path": str, "label": str, "pred": str, "train_duplicate": str,
                                      "train_duplicate_kind": str, "train_match": str})
     predictions = _check_predictions(predictions, classes, path / PREDICTIONS_FILE)
-    localisation = None
-    if (path / LOCALISATION_FILE).exists():
-        localisation = _read_table(path / LOCALISATION_FILE)
-    return EvaluationRun(path, info, predictions, metrics, curves, localisation, classes)
+    return EvaluationRun(path, info, predictions, metrics, curves, classes)
 
 
 def find_runs(folder: str | os.PathLike) -> list[Path]:

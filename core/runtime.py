@@ -30,6 +30,16 @@ def device_problem(device: str | None) -> str | None:
     return None
 
 
+def machinery_problems(device: str | None, precision: str, num_workers: int | None) -> list[str]:
+    """What is wrong with the settings every command shares (device, precision, decoding processes)."""
+    problems = [problem for problem in [device_problem(device)] if problem]
+    if precision not in PRECISIONS:
+        problems.append(f"--precision must be one of {', '.join(PRECISIONS)}")
+    if num_workers is not None and not 0 <= num_workers <= 64:
+        problems.append("--num-workers must be between 0 and 64")
+    return problems
+
+
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

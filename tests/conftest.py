@@ -66,6 +66,15 @@ def random_classifier(folder: Path, seed: int):
     return load_classifier(path, precision="fp32")
 
 
+def write_unchecked(path: Path, changes: dict) -> None:
+    """Change a checkpoint's metadata without the check update_metadata makes: a damaged or crafted file."""
+    from core.checkpoint import FINGERPRINT_PREFIX, _write, load_checkpoint
+
+    stored = load_checkpoint(path, replacing=changes)
+    _write(stored.path, {**stored.state_dict, **{FINGERPRINT_PREFIX + k: v for k, v in stored.fingerprints.items()}},
+           {**stored.metadata, **changes})
+
+
 @pytest.fixture
 def class_tree(tmp_path) -> Path:
     return write_class_tree(tmp_path / "tree", per_class=12)

@@ -345,6 +345,8 @@ def run_inputs() -> list[HostileRun]:
                    _edit_json("run.json", lambda v: v["model"].update(classes=["glioma", "![x](http://127.0.0.1:9/b.png)"]))),
         HostileRun("run.json nested 100,000 deep", "not valid JSON", _write("run.json", b"[" * 100_000)),
         HostileRun("NaN in metrics.json", "not valid JSON", _write("metrics.json", b'{"all": NaN}')),
+        HostileRun("a number too large for a float (1e400, read as infinity)", "too large",
+                   _write("metrics.json", b'{"accuracy": 1e400}')),
         HostileRun("metrics.json without its blocks", "metrics.json", _edit_json("metrics.json", lambda v: v.pop("all"))),
         HostileRun("a confusion matrix of the wrong size", "does not match",
                    _edit_json("metrics.json", lambda v: v["all"].update(confusion_matrix=[[1, 2], [3, 4]]))),
@@ -360,5 +362,7 @@ def run_inputs() -> list[HostileRun]:
         HostileRun("predictions.csv as a named pipe", "named pipe", _special("predictions.csv", os.mkfifo)),
         HostileRun("curves.json as a link to /dev/zero", "character device",
                    _special("curves.json", _symlink("/dev/zero"))),
-        HostileRun("a 200 MB sparse metrics.json", "over the 128 MB limit", _special("metrics.json", _sparse(200 << 20))),
+        HostileRun("a 200 MB sparse metrics.json", "over the 16 MB limit", _special("metrics.json", _sparse(200 << 20))),
+        HostileRun("300,000 predictions (a run's table may not be made to take the dashboard's memory)",
+                   "more than 250,000 rows", _edit_table(lambda t: t.iloc[[0] * 300_000])),
     ]

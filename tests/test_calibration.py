@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from conftest import ROOT, random_classifier
+from conftest import ROOT, random_classifier, write_unchecked
 from core import load_classifier
 from core.calibration import CalibrationError, calibration_record, fit_temperature, nll
 from core.checkpoint import CheckpointError, read_metadata, update_metadata
@@ -113,7 +113,9 @@ def test_the_sidebar_describes_the_second_look():
 @pytest.mark.parametrize("temperature", [-2, 0, 1e-300, 1e6, "hot", None])
 def test_a_temperature_outside_the_fitted_range_is_refused(tmp_path, temperature):
     path = random_classifier(tmp_path, seed=1).path
-    update_metadata(path, {"calibration": {"temperature": temperature}})
+    with pytest.raises(CheckpointError, match="calibration.temperature"):
+        update_metadata(path, {"calibration": {"temperature": temperature}})  # never written
+    write_unchecked(path, {"calibration": {"temperature": temperature}})  # as a damaged or crafted file would be
     with pytest.raises(CheckpointError, match="calibration.temperature"):
         load_classifier(path)
 
@@ -190,16 +192,16 @@ def test_the_second_look_is_set_with_its_validation_figures_and_removed_again(va
 
     bad = command("--checkpoint", str(target), "--mirror-below", "1.5")
     assert bad.returncode == 2 and "probability in (0, 1]" in bad.stderr and "Traceback" not in bad.stderr
-    # --mirror-below 0 removes it, touching nothing else.
-    temperature = read_metadata(target)["calibration"]["temperature"]
+    # A damaged threshold blocks a plain refit with a way out, and --mirror-below 0 removes it, touching nothing else.
+    write_unchecked(target, {"mirror_averaging": {"below": 1.5}})
+    blocked = command("--checkpoint", str(target))
+    assert blocked.returncode == 2 and "--mirror-below 0" in blocked.stderr and "Traceback" not in blocked.stderr
+    assert "mirror_averaging.below" in blocked.stderr
+    temperature = read_metadata(target, replacing=("mirror_averaging",))["calibration"]["temperature"]
     removed = command("--checkpoint", str(target), "--mirror-below", "0")
     assert removed.returncode == 0 and read_metadata(target)["mirror_averaging"] is None
     assert read_metadata(target)["calibration"]["temperature"] == temperature
     assert load_classifier(target).mirror_below is None
-    # A damaged threshold makes the checkpoint unusable, said in one line that names the field.
-    update_metadata(target, {"mirror_averaging": {"below": 1.5}})
-    blocked = command("--checkpoint", str(target))
-    assert blocked.returncode == 2 and "mirror_averaging.below" in blocked.stderr and "Traceback" not in blocked.stderr
 
 
 def test_no_second_look_for_a_model_trained_without_mirrored_scans(kaggle_layout, tmp_path):

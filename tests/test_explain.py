@@ -198,3 +198,12 @@ def test_slow_explanations_run_in_a_low_priority_process_and_give_the_same_heatm
         assert os.getpriority(os.PRIO_PROCESS, 0) < 19  # this process keeps its own priority
     finally:
         worker.shutdown()
+
+
+def test_slow_explanations_beyond_the_queue_are_refused_in_words(classifier):
+    from core.background import BackgroundError, SlowExplainer
+
+    full = SlowExplainer(max_waiting=0)  # as if the queue were full
+    with pytest.raises(BackgroundError, match="already queued"):
+        full.explain(classifier, classifier.preprocess(slices(1)), "scorecam", "layer4")
+    assert full._pool is None  # refused before any worker was started

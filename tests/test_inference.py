@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import random_classifier
+from conftest import random_classifier, write_unchecked
 from core import load_classifier
 from core.checkpoint import CheckpointError, update_metadata
 from core.data import CLASSES
@@ -76,7 +76,7 @@ def test_uncertain_scans_are_decided_on_themselves_and_their_mirror_image(tmp_pa
 
 def test_a_mirror_threshold_that_is_not_a_probability_is_refused(tmp_path):
     path = random_classifier(tmp_path, seed=1).path
-    update_metadata(path, {"mirror_averaging": {"below": 1.5}})
+    write_unchecked(path, {"mirror_averaging": {"below": 1.5}})
     with pytest.raises(CheckpointError, match="mirror_averaging.below: 1.5 is greater than the maximum of 1"):
         load_classifier(path)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.sources.files import printable
 from training.cli import command
 
 
@@ -63,7 +64,6 @@ def main(argv=None) -> int:
     from tqdm.auto import tqdm
 
     from core.audit import audit_sets, distance_histogram
-    from core.data import DatasetError
 
     if not 0 <= args.bits <= 256:
         print("error: --bits must be between 0 and 256", file=sys.stderr)
@@ -84,8 +84,11 @@ def main(argv=None) -> int:
     near_only = int((m.near & ~m.byte_identical & ~m.pixel_identical).sum())
     print(f"audited:   {audited_root} ({n} readable images)")
     print(f"reference: {reference_root} ({len(result.reference)} readable images)")
-    for path, reason in result.unreadable:
-        print(f"  unreadable, skipped: {path}: {reason}")
+    refused = [(f"{root}/{item['path']}", item["reason"]) for tree, root in ((audited, audited_root),
+                                                                           (reference, reference_root))
+               for item in tree.refused]
+    for path, reason in refused + result.unreadable:
+        print(f"  unreadable, skipped: {printable(path)}: {reason}")
     print(f"byte-identical copies in the reference: {byte_images} images ({len(result.pairs)} pairs)")
     print(f"same pixels, other file bytes:          {pixel_only} more images")
     print(f"near duplicates (<= {args.bits} of 256 bits):   {near_only} more images")

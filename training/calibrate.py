@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     from core.calibration import borrowed_changes, choose_on_validation
-    from core.checkpoint import read_metadata, resolve_checkpoint_path, update_metadata
+    from core.checkpoint import resolve_checkpoint_path, update_metadata
 
     try:
         target = resolve_checkpoint_path(args.checkpoint)
@@ -59,7 +59,7 @@ def main(argv=None) -> int:
         if below is None:
             # The threshold compares calibrated probabilities: a new temperature changes which scans it picks,
             # so a second look the checkpoint already has is judged again with the new temperature.
-            below = kept_mirror_threshold(read_metadata(target))
+            below = kept_mirror_threshold(target)
         if args.source:
             changes = borrowed_changes(target, resolve_checkpoint_path(args.source), args.data, below)
         else:
@@ -85,15 +85,18 @@ def main(argv=None) -> int:
     return 0
 
 
-def kept_mirror_threshold(metadata: dict) -> float | None:
-    """The second-look threshold a checkpoint already has, to be judged again; None when it has none."""
+def kept_mirror_threshold(target) -> float | None:
+    """The second-look threshold a checkpoint already has, to be judged again; None when it has none. A damaged
+    one is refused with the way out."""
     from core.calibration import CalibrationError
-    from core.checkpoint import CheckpointError
+    from core.checkpoint import CheckpointError, read_metadata
     from core.inference import checkpoint_mirror_threshold
 
     try:
-        return checkpoint_mirror_threshold(metadata)
+        return checkpoint_mirror_threshold(read_metadata(target, replacing=("calibration",)))
     except CheckpointError as error:
+        if "mirror_averaging" not in str(error):
+            raise
         raise CalibrationError(f"{error}; set a new one with --mirror-below P, or remove it with --mirror-below 0"
                                ) from None
 

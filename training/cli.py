@@ -2,7 +2,7 @@
 
 Every command's ``main`` is decorated with :func:`command`, so that it returns an exit status whatever goes
 wrong, from the shell (``sys.exit(main())``) and from Python alike. The project's own errors (a bad dataset, checkpoint,
-setting or file: every error class defined in ``core`` or ``training``) carry a sentence written for users and
+setting or file: see :func:`core.errors.is_ours`) carry a sentence written for users and
 are printed as one ``error:`` line with exit status 2; an operating-system error is one line naming the file;
 anything else is a bug, reported in one line that says how to see the traceback (``BRAIN_MRI_DEBUG=1``).
 """
@@ -15,21 +15,20 @@ import os
 import sys
 from collections.abc import Callable
 
+from core.errors import is_ours
+from core.sources.files import printable
+
 DEBUG_ENV = "BRAIN_MRI_DEBUG"
 USAGE, FAILURE, INTERRUPTED = 2, 1, 130
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split()).encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _ours(error: BaseException) -> bool:
-    return type(error).__module__.split(".")[0] in ("core", "training")
+def _one_line(text) -> str:
+    return printable(" ".join(str(text).split()))
 
 
 def report(error: BaseException) -> int:
     """Print one line for ``error`` on stderr and return the exit status."""
-    if _ours(error):
+    if is_ours(error):
         print(f"error: {_one_line(error)}", file=sys.stderr)
         return USAGE
     if isinstance(error, MemoryError):

@@ -89,8 +89,8 @@ def open_regular(path: str | os.PathLike, limit: int, what: str = "file") -> Ite
 
 
 class _Capped:
-    """A read-only file object that refuses to return more than ``limit`` bytes in all (a file that grows while
-    it is read cannot make a reader take more than was allowed)."""
+    """A file that can only be read, and refuses to return more than ``limit`` bytes in all (a file that grows
+    while it is read cannot make a reader take more than was allowed)."""
 
     def __init__(self, handle: BinaryIO, limit: int, what: str, path):
         self._handle, self._left, self._limit, self._what, self._path = handle, limit, limit, what, path
@@ -103,9 +103,6 @@ class _Capped:
             raise FileRefused(f"{self._what} {printable(self._path)} grew past the {size_text(self._limit)} limit "
                               "while it was read")
         return data
-
-    def __getattr__(self, name):
-        return getattr(self._handle, name)
 
 
 def read_bytes(path: str | os.PathLike, limit: int, what: str = "file") -> bytes:
@@ -121,16 +118,24 @@ def _no_constant(name: str):
     raise ValueError(f"{name} is not a number JSON allows")
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text} is too large for a number")
+    return value
+
+
 def load_json(text: str | bytes):
-    """``json.loads`` that refuses NaN and Infinity (Python accepts them; they would pass any range check)."""
-    return json.loads(text, parse_constant=_no_constant)
+    """``json.loads`` that refuses NaN and Infinity, written as such or as a number too large for a float (Python
+    accepts them; they would pass any range check)."""
+    return json.loads(text, parse_constant=_no_constant, parse_float=_finite)
 
 
 def _resolved(path: Path) -> Path | None:
     """``path`` with every symbolic link followed, or None when that fails (a loop, a permission problem)."""
     try:
         return path.resolve()
-    except (OSError, RuntimeError):  # Python 3.11 raises RuntimeError for a symlink loop
+    except (OSError, RuntimeError, ValueError):  # a loop raises RuntimeError in Python 3.11; a NUL, ValueError
         return None
 
 

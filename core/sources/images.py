@@ -29,7 +29,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from core.sources.files import read_bytes
+from core.sources.files import read_bytes, size_text
 
 FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "GIF", "WEBP")
 MAX_FILE_BYTES = 64 << 20     # the dashboard's upload limit (.streamlit/config.toml) is 50 MB
@@ -76,7 +76,7 @@ def read_image(source: str | os.PathLike | bytes) -> Image.Image:
     Raises :class:`ImageRefused`, or :class:`core.sources.FileRefused` for a path that is no readable file."""
     raw = source if isinstance(source, bytes) else read_bytes(source, MAX_FILE_BYTES, "image file")
     if len(raw) > MAX_FILE_BYTES:
-        raise ImageRefused(f"the file is {len(raw) / (1 << 20):.0f} MB, over the {MAX_FILE_BYTES >> 20} MB limit")
+        raise ImageRefused(f"the file is {size_text(len(raw))}, over the {size_text(MAX_FILE_BYTES)} limit")
     if not raw:
         raise ImageRefused("the file is empty (0 bytes)")
     try:
@@ -91,8 +91,11 @@ def read_image(source: str | os.PathLike | bytes) -> Image.Image:
                 _draft(image)
                 image.load()
                 orientation = image.getexif().get(ORIENTATION_TAG, 1)
+                size = image.size[::-1] if orientation in (5, 6, 7, 8) else image.size
                 # Shrunk first, turned upright after: turning a large image would copy it at full size.
-                return prepare_image(image, orientation)
+                prepared = prepare_image(image, orientation)
+                prepared.info["source_size"] = size  # as stored in the file, upright; the image may be smaller
+                return prepared
     except ImageRefused:
         raise
     except UnidentifiedImageError:

@@ -79,18 +79,12 @@ def explained(model_key: str, digests: tuple[str, ...], method: str, layer: str,
     return result.probabilities, result.targets, result.heatmaps, result.mirrored
 
 
-def upload_limit_bytes() -> int:
-    return int(st.get_option("server.maxUploadSize")) << 20
-
-
 def read_uploads(files) -> tuple[list[tuple[str, str, object]], list[str]]:
-    """(name, digest, image) of every upload that is an acceptable image, and one sentence for each that is not."""
+    """(name, digest, image) of every upload that is an acceptable image, and one sentence for each that is not.
+    (Streamlit itself refuses a file over the upload limit, server.maxUploadSize, before the page sees it.)"""
     scans, problems = [], []
     for upload in files:
         try:
-            if upload.size > upload_limit_bytes():
-                raise ValueError(f"the file is {upload.size / (1 << 20):.0f} MB, over the "
-                                 f"{upload_limit_bytes() >> 20} MB upload limit")
             blob = upload.getvalue()
             scans.append((upload.name, hashlib.sha256(blob).hexdigest(), read_image(blob)))
         except ValueError as error:
@@ -113,7 +107,8 @@ def show_scan(position: int, name: str, digest: str, image, row, explained_class
         original, heat, chart = st.columns([1, 1, 1.3])
         shown = image.copy()
         shown.thumbnail((DISPLAY_SIDE, DISPLAY_SIDE))
-        original.image(png_bytes(shown), caption=f"{md(name)} ({image.width} x {image.height})", width="stretch",
+        width, height = image.info.get("source_size", image.size)
+        original.image(png_bytes(shown), caption=f"{md(name)} ({width} x {height})", width="stretch",
                        output_format="PNG")
         blended = png_bytes(overlay(shown, heatmap, opacity))
         why = CLASS_LABELS[classifier.classes[int(explained_class)]]

@@ -21,6 +21,17 @@ from dashboard.common import (ALLOWED_ENV, DATASETS_ENV, DATASETS_KEY, ROOT, RUN
                               md, recipe_caption, run_images_root, run_title)
 
 SUBSETS = {"all": "All images", "duplicate_free": "No duplicate in training"}
+MAX_CASES = 500      # cases listed for one cell (a crafted run can put millions in one)
+CASE_SIDE = 1024     # a case is shown, and cached, at most this large
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def thumbnail(path: str):
+    """A case's thumbnail, decoded once (12 are shown for every rerun of the page). Raises ValueError for a
+    file that is not a readable image."""
+    image = read_image(path)
+    image.thumbnail((112, 112))
+    return image
 
 st.title("Evaluation runs")
 
@@ -80,6 +91,7 @@ def headline_cards(run) -> None:
 def case_explanation(model_key: str, image_path: str, _classifier=None):
     image = read_image(image_path)
     result = explain(_classifier, [image])
+    image.thumbnail((CASE_SIDE, CASE_SIDE))  # what is shown: the cache keeps 64 of these, not 64 full scans
     return image, result.probabilities[0], result.heatmaps[0], int(result.targets[0])
 
 
@@ -98,9 +110,6 @@ def case_classifier(run):
                                                      "on this machine, or has changed since)")
     except CheckpointError as error:
         return None, f"No heatmap: the run's model is not here and the sidebar's does not load ({md(error)})."
-
-
-
 
 
 def show_case(run, row: pd.Series, images_root: Path | None) -> None:
@@ -159,6 +168,9 @@ def confusion_tab(run, rows: pd.DataFrame, block: dict, images_root: Path | None
                 f"predicted {charts.label(pred)}")
     if cases.empty:
         return
+    if len(cases) > MAX_CASES:
+        st.caption(f"The {MAX_CASES:,} most confident of {len(cases):,} cases are listed.")
+        cases = cases.head(MAX_CASES)
     columns = ["path", "confidence", f"prob_{true}", "train_duplicate", "train_duplicate_kind", "train_match"]
     st.dataframe(cases[[c for c in columns if c in cases]], hide_index=True, key="runs.cases", height=220)
     if images_root is not None:
@@ -166,9 +178,8 @@ def confusion_tab(run, rows: pd.DataFrame, block: dict, images_root: Path | None
         grid = st.columns(6)
         for i, (_, row) in enumerate(thumbs.iterrows()):
             try:
-                thumbnail = read_image(run.image_path(images_root, row["path"]))
-                thumbnail.thumbnail((112, 112))
-                grid[i % 6].image(thumbnail, caption=f"{md(Path(row['path']).name)} ({row['confidence']:.0%})")
+                grid[i % 6].image(thumbnail(str(run.image_path(images_root, row["path"]))),
+                                  caption=f"{md(Path(row['path']).name)} ({row['confidence']:.0%})")
             except ValueError:
                 grid[i % 6].caption(f"{md(row['path'])}: not readable")
         if len(cases) > 12:
