@@ -241,7 +241,6 @@ def good_metadata(**changes) -> dict:
 
 
 def checkpoint_inputs(marker: Path, torch_file: bytes) -> list[Hostile]:
-    unusable = "unusable metadata"
     return [
         Hostile("empty.safetensors", "zero bytes", "not a safetensors file", b""),
         Hostile("noise.safetensors", "random bytes", "not a safetensors file|not a checkpoint of ours",
