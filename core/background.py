@@ -45,7 +45,7 @@ def _explain_in_worker(checkpoint: str, modified: float, precision: str, batch: 
                            targets if not isinstance(targets, list) else targets[i:i + 1])
              for i in range(len(batch))]  # one image at a time: Score-CAM's memory grows with the batch
     return (np.concatenate([p.probabilities for p in parts]), np.concatenate([p.targets for p in parts]),
-            np.concatenate([p.heatmaps for p in parts]), np.concatenate([p.mirrored for p in parts]))
+            np.concatenate([p.heatmaps for p in parts]))
 
 
 class SlowExplainer:
@@ -67,7 +67,7 @@ class SlowExplainer:
             return self._pool
 
     def explain(self, classifier, batch: torch.Tensor, method: str, layer: str, targets=None) -> tuple:
-        """(probabilities, targets, heatmaps, mirrored) for a normalised batch, computed in the worker with the
+        """(probabilities, targets, heatmaps) for a normalised batch, computed in the worker with the
         classifier's checkpoint file, on the CPU at the classifier's precision (the worker loads it once)."""
         if classifier.path is None:
             raise BackgroundError("a slow explanation needs a model saved as a checkpoint file")

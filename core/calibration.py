@@ -10,9 +10,6 @@ ICML 2017).
 The checkpoint carries the result under ``calibration``; :class:`core.inference.Classifier` applies it. A model
 refitted on every image (``--val-fraction 0``) has no held-out images of its own: it takes the temperature of a
 run of the same recipe that had a validation split (``python -m training.calibrate --from``).
-
-The same held-out images judge the second look at uncertain scans (``mirror_averaging``, see
-:class:`core.inference.Classifier`): how many are wrong without it and with it, for a chosen threshold.
 """
 
 from __future__ import annotations
@@ -27,7 +24,6 @@ from core.checkpoint import TEMPERATURES, CheckpointError, read_metadata
 from core.sources import FileRefused, contained_path
 from core.sources.files import printable
 from core.data import CLASSES, canonical_class
-from core.inference import is_mirror_threshold
 from core.metrics import calibration as reliability
 
 METHOD = "temperature scaling"
@@ -39,7 +35,7 @@ NOT_RECIPE = {"out", "data", "val_fraction", "save_dtype", "time_limit_minutes",
               "num_workers", "device", "precision", "weights_file"}
 
 
-REFITTED = ("calibration", "mirror_averaging")  # what calibrating writes
+REFITTED = ("calibration",)  # what calibrating writes
 
 
 class CalibrationError(ValueError):
@@ -138,82 +134,27 @@ def held_out_logits(classifier, paths: list[Path], batch_size: int = 32) -> np.n
                            for batch in _held_out_batches(classifier, paths, batch_size)])
 
 
-def second_look_logits(classifier, paths: list[Path], logits: np.ndarray, batch_size: int = 32
-                       ) -> tuple[np.ndarray, np.ndarray]:
-    """What the classifier decides these images on, given their raw ``logits`` (from :func:`held_out_logits`
-    with the same batch size): :meth:`core.inference.Classifier.second_look`, the very code inference runs,
-    with the classifier's current temperature and threshold. Returns (decision logits, rows mirrored)."""
-    decided, mirrored = [], []
-    for index, batch in enumerate(_held_out_batches(classifier, paths, batch_size)):
-        rows = torch.as_tensor(logits[index * batch_size:(index + 1) * batch_size])
-        out, mask = classifier.second_look(batch, rows)
-        decided.append(out.numpy())
-        mirrored.append(mask.numpy())
-    return np.concatenate(decided), np.concatenate(mirrored)
-
-
-def mirror_record(logits: np.ndarray, decided: np.ndarray, mirrored: np.ndarray, labels: np.ndarray,
-                  below: float, fitted_on: dict) -> dict:
-    """The checkpoint's record of the second look at threshold ``below`` on held-out images: the raw
-    ``logits``, the ``decided`` logits after the second look and which rows were ``mirrored``.
-
-    The threshold is judged on the same images the errors are counted on, so ``errors_with`` is an optimistic
-    estimate when ``below`` was chosen by looking at it."""
-    return {"below": float(below), "view": "left-right mirror image", "images": int(len(labels)),
-            "share_mirrored": round(float(np.mean(mirrored)), 5),
-            "errors_without": int((np.asarray(logits).argmax(axis=1) != labels).sum()),
-            "errors_with": int((np.asarray(decided).argmax(axis=1) != labels).sum()), "fitted_on": dict(fitted_on)}
-
-
-def check_mirror_threshold(below: float) -> float:
-    """``below`` if it can be a second-look threshold (a probability in (0, 1]); CalibrationError otherwise."""
-    if not is_mirror_threshold(below):
-        raise CalibrationError(f"the mirror-averaging threshold must be a probability in (0, 1], not {below}")
-    return float(below)
-
-
-def choose_on_validation(checkpoint: str | os.PathLike, data: str | os.PathLike | None = None,
-                         device: str | None = None, precision: str = "auto", mirror_below: float | None = None
-                         ) -> dict:
-    """The metadata a checkpoint's own validation split gives it: ``calibration`` (the fitted temperature) and,
-    when ``mirror_below`` is given, ``mirror_averaging`` (that threshold, with its errors on the split, judged
-    with the fitted temperature)."""
+def fit_on_validation(checkpoint: str | os.PathLike, data: str | os.PathLike | None = None,
+                      device: str | None = None, precision: str = "auto") -> dict:
+    """Fit a temperature on a checkpoint's own validation split; returns the record for its metadata
+    (``calibration``)."""
     from core.checkpoint import check_classes_match, load_checkpoint, model_from_checkpoint
-    from core.config import TrainConfig
     from core.inference import Classifier
 
-    if mirror_below is not None:
-        mirror_below = check_mirror_threshold(mirror_below)
     try:
-        # Both inference settings are refitted here: the network is judged without them, and they are left out
-        # before the metadata is checked, so a damaged one in the checkpoint cannot block its own repair.
+        # The network is judged without its temperature, which is left out before the metadata is checked, so a
+        # damaged one cannot block its own repair.
         loaded = load_checkpoint(checkpoint, replacing=REFITTED)
         check_classes_match(loaded.metadata)
     except CheckpointError as error:
         raise CalibrationError(str(error)) from None
     metadata = loaded.metadata
-    hflip = metadata.get("training", {}).get("config", {}).get("hflip", TrainConfig.hflip)
-    if mirror_below is not None and not hflip:
-        raise CalibrationError("this model was trained without mirrored scans (hflip 0), so its mirror image is not "
-                               "a view it knows; leave out --mirror-below")
     classifier = Classifier(model_from_checkpoint(loaded), metadata, loaded.path, device, precision)
     paths, labels = validation_images(metadata, data)
-    logits = held_out_logits(classifier, paths)
     fitted_on = {"split": "validation", "checkpoint": Path(classifier.path).parent.name,
                  "data_fingerprint": metadata.get("data", {}).get("fingerprint"),
                  "precision": classifier.precision}
-    changes = {"calibration": calibration_record(logits, labels, fitted_on)}
-    if mirror_below is not None:
-        classifier.temperature, classifier.mirror_below = changes["calibration"]["temperature"], mirror_below
-        decided, mirrored = second_look_logits(classifier, paths, logits)
-        changes["mirror_averaging"] = mirror_record(logits, decided, mirrored, labels, mirror_below, fitted_on)
-    return changes
-
-
-def fit_on_validation(checkpoint: str | os.PathLike, data: str | os.PathLike | None = None,
-                      device: str | None = None, precision: str = "auto") -> dict:
-    """Fit a temperature on a checkpoint's own validation split; returns the record for its metadata."""
-    return choose_on_validation(checkpoint, data, device, precision)["calibration"]
+    return calibration_record(held_out_logits(classifier, paths), labels, fitted_on)
 
 
 def recipe_differences(target: dict, source: dict) -> list[str]:
@@ -230,10 +171,10 @@ def recipe_differences(target: dict, source: dict) -> list[str]:
                   for key in set(a) | set(b) if key not in NOT_RECIPE and a.get(key) != b.get(key))
 
 
-def borrowed_changes(target: str | os.PathLike, source: str | os.PathLike, data: str | os.PathLike | None = None,
-                     mirror_below: float | None = None) -> dict:
-    """:func:`choose_on_validation` on ``source``'s validation split, for ``target``: a refit of the same recipe
-    on every image."""
+def borrowed_calibration(target: str | os.PathLike, source: str | os.PathLike,
+                         data: str | os.PathLike | None = None) -> dict:
+    """:func:`fit_on_validation` on ``source``'s validation split, for ``target``: a refit of the same recipe on
+    every image, which has no held-out images of its own."""
     try:
         mine, theirs = read_metadata(target, replacing=REFITTED), read_metadata(source, replacing=REFITTED)
     except CheckpointError as error:
@@ -247,8 +188,7 @@ def borrowed_changes(target: str | os.PathLike, source: str | os.PathLike, data:
     if differences:
         raise CalibrationError("the two checkpoints were not trained with the same recipe, so the temperature "
                                "would not carry over: " + "; ".join(differences))
-    changes = choose_on_validation(source, data, mirror_below=mirror_below)
-    for record in changes.values():
-        record["fitted_on"]["borrowed"] = ("fitted on the validation split of a run of the same recipe; this model "
-                                           "was refitted on every image and has no held-out images of its own")
-    return changes
+    record = fit_on_validation(source, data)
+    record["fitted_on"]["borrowed"] = ("fitted on the validation split of a run of the same recipe; this model was "
+                                       "refitted on every image and has no held-out images of its own")
+    return record

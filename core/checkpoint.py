@@ -129,10 +129,11 @@ def _write(path: Path, tensors: dict[str, torch.Tensor], metadata: dict) -> Path
 
 
 def update_metadata(path: str | os.PathLike, changes: dict) -> Path:
-    """Replace top-level metadata entries of a checkpoint (a damaged entry among them does not stop it); its
-    tensors are rewritten bit for bit. The new metadata is checked before anything is written."""
+    """Replace top-level metadata entries of a checkpoint (a damaged entry among them does not stop it); an entry
+    changed to None is removed. The tensors are rewritten bit for bit, and the new metadata is checked before
+    anything is written."""
     stored = load_checkpoint(path, replacing=changes)
-    metadata = {**stored.metadata, **changes}
+    metadata = {key: value for key, value in {**stored.metadata, **changes}.items() if value is not None}
     validate_metadata(json_safe(metadata), stored.path)
     tensors = {**stored.state_dict, **{FINGERPRINT_PREFIX + k: v for k, v in stored.fingerprints.items()}}
     return _write(stored.path, tensors, metadata)
@@ -176,8 +177,6 @@ METADATA_SCHEMA = {
         "calibration": {"type": ["object", "null"], "required": ["temperature"], "properties": {
             "temperature": {"type": "number", "minimum": TEMPERATURES[0], "maximum": TEMPERATURES[1]},
             "images": {"type": "integer", "minimum": 0}, "fitted_on": _OBJECT}},
-        "mirror_averaging": {"type": ["object", "null"], "required": ["below"], "properties": {
-            "below": {"type": "number", "exclusiveMinimum": 0, "maximum": 1}}},
         "base_weights": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}},
         "data": {"type": "object", "properties": {
             "counts": {"type": "object", "additionalProperties": _COUNTS},

@@ -143,7 +143,7 @@ def _model_summary(checkpoint, path: Path) -> dict:
             "architecture": meta.get("architecture"), "preprocessing": meta.get("preprocessing"),
             "base_weights": meta.get("base_weights"), "training": meta.get("training"), "data": data,
             "validation": meta.get("validation"), "calibration": meta.get("calibration"),
-            "mirror_averaging": meta.get("mirror_averaging"), "versions": meta.get("versions")}
+            "versions": meta.get("versions")}
 
 
 def _metrics_block(labels: np.ndarray, probs: np.ndarray, groups: np.ndarray, settings: EvaluationSettings
@@ -237,7 +237,6 @@ def _evaluate(settings: EvaluationSettings, root: Path, checkpoint, writer: RunW
                         num_workers=settings.num_workers if settings.num_workers is not None else default_workers(4))
     n = len(tree.samples)
     probs = np.full((n, len(CLASSES)), np.nan, dtype=np.float64)
-    mirrored = np.zeros(n, dtype=bool)
     fingerprints: list = [None] * n
     errors: dict[int, str] = {}
     local_rows: list[dict] = []
@@ -259,7 +258,6 @@ def _evaluate(settings: EvaluationSettings, root: Path, checkpoint, writer: RunW
                     explanation = explain_batch(classifier, batch, settings.cam_method, settings.cam_layer,
                                                 targets=labels_all[index].tolist())
                     probs[index] = explanation.probabilities
-                    mirrored[index] = explanation.mirrored
                     for row, item in enumerate(good):
                         if "box_error" in item:
                             box_errors.append({"path": relpaths[item["index"]], "reason": item["box_error"]})
@@ -273,9 +271,7 @@ def _evaluate(settings: EvaluationSettings, root: Path, checkpoint, writer: RunW
                                            "pred": CLASSES[int(explanation.probabilities[row].argmax())],
                                            "boxes": len(boxes), **scores})
                 else:
-                    decided, looked_twice = classifier.decision_logits(batch)
-                    probs[index] = classifier.probabilities(decided).numpy()
-                    mirrored[index] = looked_twice.numpy()
+                    probs[index] = classifier.probabilities(classifier.logits(batch)).numpy()
                 for item in good:
                     fingerprints[item["index"]] = item["fingerprint"]
             bar.update(len(items))
@@ -288,7 +284,6 @@ def _evaluate(settings: EvaluationSettings, root: Path, checkpoint, writer: RunW
     paths = [p for p, k in zip(relpaths, keep) if k]
     fps = [f for f, k in zip(fingerprints, keep) if k]
     probs = probs[keep]
-    mirrored = mirrored[keep]
     labels = labels_all[keep]
 
     # Leakage audit against the model's own training (and validation) images.
@@ -331,7 +326,6 @@ def _evaluate(settings: EvaluationSettings, root: Path, checkpoint, writer: RunW
         "pred": [CLASSES[k] for k in probs.argmax(axis=1)],
         **{f"prob_{name}": probs[:, k].round(6) for k, name in enumerate(CLASSES)},
         "confidence": probs.max(axis=1).round(6),
-        "mirrored": mirrored,
         "train_duplicate": duplicate if has_train_prints else pd.array([pd.NA] * len(fps), dtype="boolean"),
         "train_duplicate_kind": kind,
         "train_nearest_bits": nearest,

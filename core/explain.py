@@ -8,8 +8,7 @@ only the pass that feeds them differs from that library's usual call:
   explained layer's output becomes a fresh leaf tensor that requires a gradient, and only the stages
   above it (for ``layer4``: average pooling and the linear head) are recorded. The backward pass then
   costs next to nothing, where pytorch-grad-cam's call back-propagates into every weight of the network.
-  The probabilities come from the same forward pass (and, for an uncertain scan of a checkpoint that asks
-  for it, from its average with the mirrored scan: :meth:`core.inference.Classifier.second_look`).
+  The probabilities come from the same forward pass.
 * **No hooks on the shared model.** Nothing is registered on, or stored in, the network, so one cached
   model can explain for several sessions (threads) at once. pytorch-grad-cam's method objects are built
   per call around a stand-in layer, so their hooks never touch the real network.
@@ -73,7 +72,6 @@ class Explanation:
     heatmaps: np.ndarray        # (n, size, size) float32 in [0, 1] on the network input grid (the scan as given)
     method: str
     layer: str
-    mirrored: np.ndarray        # (n,) bool: the prediction also looked at the mirrored scan (it was uncertain)
 
     @property
     def predictions(self) -> np.ndarray:
@@ -175,8 +173,7 @@ def explain_batch(classifier, batch: torch.Tensor, method: str = DEFAULT_METHOD,
         batch = batch.clone().to(classifier.device).contiguous(memory_format=torch.channels_last)
         with autocast(classifier.device, classifier.precision):
             activations, logits = _split_forward(model, batch, layer, spec.uses_gradients)
-        decided, mirrored = classifier.second_look(batch, logits)
-        probabilities = classifier.probabilities(decided).numpy()
+        probabilities = classifier.probabilities(logits.detach().cpu()).numpy()
         chosen = _resolve_targets(targets, probabilities.argmax(axis=1), classifier.classes)
         gradients = None
         if spec.uses_gradients:
@@ -193,7 +190,7 @@ def explain_batch(classifier, batch: torch.Tensor, method: str = DEFAULT_METHOD,
             cam_object.activations_and_grads.release()
     size = batch.shape[-1]
     heatmaps = scale_cam_image(np.maximum(cam, 0), (size, size))
-    return Explanation(probabilities, chosen, heatmaps.astype(np.float32), method, layer, mirrored.numpy())
+    return Explanation(probabilities, chosen, heatmaps.astype(np.float32), method, layer)
 
 
 def explain(classifier, images: Sequence[Image.Image], method: str = DEFAULT_METHOD, layer: str = DEFAULT_LAYER,
@@ -210,8 +207,7 @@ def explain(classifier, images: Sequence[Image.Image], method: str = DEFAULT_MET
         parts.append(explain_batch(classifier, classifier.preprocess(images[start:start + batch_size]), method,
                                    layer, part_targets))
     return Explanation(np.concatenate([p.probabilities for p in parts]), np.concatenate([p.targets for p in parts]),
-                       np.concatenate([p.heatmaps for p in parts]), method, layer,
-                       np.concatenate([p.mirrored for p in parts]))
+                       np.concatenate([p.heatmaps for p in parts]), method, layer)
 
 
 def warm_up(classifier) -> None:

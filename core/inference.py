@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -18,12 +19,8 @@ class Classifier:
     """A trained model with the exact preprocessing it was trained with.
 
     ``classes`` are the canonical class names in output order. The network itself is read-only shared
-    state: nothing here mutates it after loading, so one instance may serve several threads.
-
-    Two inference settings come from the checkpoint: the softmax ``temperature`` (1 when uncalibrated), and
-    ``mirror_below``, a second look for uncertain scans: when the calibrated top probability of a scan is below
-    it, the logits are averaged with those of the left-right mirrored scan (the model was trained with mirrored
-    scans, and brain anatomy is roughly symmetric). None turns it off.
+    state: nothing here mutates it after loading, so one instance may serve several threads. The softmax
+    ``temperature`` comes from the checkpoint (1 when uncalibrated).
     """
 
     def __init__(self, model: torch.nn.Module, metadata: dict, path: Path | None = None,
@@ -41,7 +38,9 @@ class Classifier:
         self.mean = tuple(pre["mean"])
         self.std = tuple(pre["std"])
         self.temperature = checkpoint_temperature(metadata)
-        self.mirror_below = checkpoint_mirror_threshold(metadata)
+        if metadata.get("mirror_averaging"):
+            _say_once(f"{path or 'the checkpoint'} asks for a second look at uncertain scans (mirror averaging), "
+                      "which was removed from the project (it did not help on validation); it is ignored")
 
     @property
     def classes(self) -> list[str]:
@@ -72,25 +71,6 @@ class Classifier:
             out = self.model(batch)
         return out.float().cpu()
 
-    @torch.inference_mode()
-    def second_look(self, batch: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The logits the prediction is made from, given the network input ``batch`` and its raw ``logits``:
-        rows whose calibrated top probability is below :attr:`mirror_below` are averaged with the logits of the
-        mirrored input. Returns (logits, boolean mask of the rows that were averaged)."""
-        logits = logits.detach().float().cpu()
-        if self.mirror_below is None or not len(logits):
-            return logits, torch.zeros(len(logits), dtype=torch.bool)
-        uncertain = self.probabilities(logits).max(dim=1).values < self.mirror_below
-        if uncertain.any():
-            logits = logits.clone()
-            mirrored = self.logits(batch[uncertain.to(batch.device)].flip(-1))
-            logits[uncertain] = (logits[uncertain] + mirrored) / 2
-        return logits, uncertain
-
-    def decision_logits(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits of a normalised batch after the checkpoint's second look (see :meth:`second_look`)."""
-        return self.second_look(batch, self.logits(batch))
-
     def predict_proba(self, images, batch_size: int = 32) -> np.ndarray:
         """Class probabilities, shape (len(images), len(classes)), rows in input order."""
         if isinstance(images, Image.Image):
@@ -98,13 +78,23 @@ class Classifier:
         images = list(images)
         if not images:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
-        chunks = [self.probabilities(self.decision_logits(self.preprocess(images[i:i + batch_size]))[0])
+        chunks = [self.probabilities(self.logits(self.preprocess(images[i:i + batch_size])))
                   for i in range(0, len(images), batch_size)]
         return torch.cat(chunks).numpy()
 
     def predict(self, images, batch_size: int = 32) -> list[str]:
         probs = self.predict_proba(images, batch_size)
         return [self.classes[i] for i in probs.argmax(axis=1)]
+
+
+_SAID: set[str] = set()
+
+
+def _say_once(message: str) -> None:
+    """Log a warning the first time it is given in this process (a checkpoint is loaded by many sessions)."""
+    if message not in _SAID:
+        _SAID.add(message)
+        logging.getLogger(__name__).warning(message)
 
 
 class InferenceError(ValueError):
@@ -116,19 +106,6 @@ def checkpoint_temperature(metadata: dict) -> float:
     1.0 for an uncalibrated one."""
     record = metadata.get("calibration")
     return float(record["temperature"]) if record else 1.0
-
-
-def checkpoint_mirror_threshold(metadata: dict) -> float | None:
-    """The calibrated top probability below which a checkpoint averages a scan with its mirror image (see
-    :class:`Classifier`; its range is checked with the metadata); None when the checkpoint asks for no second
-    look."""
-    record = metadata.get("mirror_averaging")
-    return float(record["below"]) if record else None
-
-
-def is_mirror_threshold(value) -> bool:
-    """Whether ``value`` can be a second-look threshold: a probability in (0, 1]."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1
 
 
 def load_classifier(path: str | os.PathLike, device: str | torch.device | None = None,

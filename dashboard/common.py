@@ -262,30 +262,6 @@ def borrowed_from(record: dict) -> str:
     return f" of a run of the same recipe ({md(fitted_on.get('checkpoint', 'unnamed'))})"
 
 
-def mirror_caption(meta: dict) -> str | None:
-    """One line (markdown) on the model's second look at uncertain scans (its mirror image); None when it takes
-    none."""
-    from core.inference import checkpoint_mirror_threshold
-
-    below = checkpoint_mirror_threshold(meta)
-    if below is None:
-        return None
-    record = meta["mirror_averaging"]
-    text = f"Second look: a scan whose top probability is under {percent(below)} is also judged on its mirror image"
-    figures = [record.get(k) for k in ("images", "share_mirrored", "errors_without", "errors_with")]
-    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in figures):
-        images, share, without, with_ = figures
-        text += (f" (on {images:,} validation images{borrowed_from(record)}: {share:.1%} got it; {without} wrong "
-                 f"without it, {with_} with it)")
-    return text + "."
-
-
-def percent(probability: float) -> str:
-    """A probability as a percentage with no rounding that would hide a threshold: 0.9 -> '90%', 0.995 ->
-    '99.5%'."""
-    return f"{probability * 100:.4g}%"
-
-
 def model_sidebar() -> None:
     models = available_models()
     with st.sidebar:
@@ -340,9 +316,6 @@ def model_description(file: str, modified: float, runs: tuple) -> list[str]:
         captions.append(f"Validation accuracy {validation['val_accuracy']:.2%}"
                         + (f", macro AUC {auc:.4f}" if auc is not None else ""))
     captions.append(calibration_caption(meta))
-    second_look = mirror_caption(meta)
-    if second_look:
-        captions.append(second_look)
     for run in runs_of_model(Path(file)):
         m = run.metrics
         free = f"; {m['accuracy_duplicate_free']:.2%} without training duplicates" \

@@ -5,7 +5,6 @@ from PIL import Image
 
 from conftest import random_classifier, write_unchecked
 from core import load_classifier
-from core.checkpoint import CheckpointError, update_metadata
 from core.data import CLASSES
 
 
@@ -52,33 +51,16 @@ def distinct_scans(n=6):
     return [Image.fromarray(rng.integers(0, 255, (64 + 4 * i, 80), dtype=np.uint8), "L") for i in range(n)]
 
 
-def test_uncertain_scans_are_decided_on_themselves_and_their_mirror_image(tmp_path):
-    plain = random_classifier(tmp_path, seed=2)
-    images = distinct_scans()
-    batch = plain.preprocess(images)
-    logits, mirrored = plain.logits(batch), plain.logits(batch.flip(-1))
-    # The threshold compares calibrated probabilities (here T = 8), and sits in the widest gap between two of
-    # the middle scans' top probabilities, so that some scans are on each side by a clear margin.
-    top = np.sort((logits / 8).softmax(1).max(1).values.numpy())
-    gap = int(np.argmax(np.diff(top)[1:-1])) + 1
-    below = float(top[gap] + top[gap + 1]) / 2
-    assert top[gap + 1] - top[gap] > 1e-4
-    update_metadata(plain.path, {"calibration": {"temperature": 8}, "mirror_averaging": {"below": below}})
-    second = load_classifier(plain.path, precision="fp32")
-    uncertain = (logits / 8).softmax(1).max(1).values < below
-    assert second.mirror_below == below and 0 < int(uncertain.sum()) < len(images)
-    expected = (torch.where(uncertain[:, None], (logits + mirrored) / 2, logits) / 8).softmax(1)
-    np.testing.assert_allclose(second.predict_proba(images), expected.numpy(), atol=1e-5)
-    decided, looked_twice = second.decision_logits(batch)
-    assert torch.equal(looked_twice, uncertain)
-    assert plain.mirror_below is None and not plain.decision_logits(batch)[1].any()
-
-
-def test_a_mirror_threshold_that_is_not_a_probability_is_refused(tmp_path):
-    path = random_classifier(tmp_path, seed=1).path
-    write_unchecked(path, {"mirror_averaging": {"below": 1.5}})
-    with pytest.raises(CheckpointError, match="mirror_averaging.below: 1.5 is greater than the maximum of 1"):
-        load_classifier(path)
+def test_a_checkpoint_that_asks_for_the_removed_second_look_is_used_as_it_is_and_says_so_once(tmp_path, caplog):
+    plain = random_classifier(tmp_path, seed=1)
+    write_unchecked(plain.path, {"mirror_averaging": {"below": 0.99}})
+    images = _images()
+    with caplog.at_level("WARNING", logger="core.inference"):
+        first, again = load_classifier(plain.path, precision="fp32"), load_classifier(plain.path, precision="fp32")
+    assert [r.message for r in caplog.records].count(caplog.records[0].message) == 1
+    assert "second look" in caplog.records[0].message and "ignored" in caplog.records[0].message
+    np.testing.assert_allclose(first.predict_proba(images), plain.predict_proba(images), atol=1e-6)
+    assert again.temperature == plain.temperature
 
 
 def test_outputs_that_are_not_numbers_are_refused_not_shown(tmp_path):

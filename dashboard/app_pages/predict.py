@@ -12,7 +12,7 @@ from core.data import CLASS_LABELS
 from core.explain import CAM_METHODS, DEFAULT_LAYER, DEFAULT_METHOD, LAYERS, explain, overlay
 from core.sources import read_image
 from dashboard.charts import probability_bars
-from dashboard.common import error_boundary, get_classifier, md, percent
+from dashboard.common import error_boundary, get_classifier, md
 
 PREDICTED = "the predicted class"
 MAX_SCANS = 24        # per page: each decoded scan can hold up to 12 MB (2,048 x 2,048 RGB)
@@ -76,7 +76,7 @@ def explained(model_key: str, digests: tuple[str, ...], method: str, layer: str,
     if CAM_METHODS[method].slow:
         return slow_explainer().explain(_classifier, _classifier.preprocess(list(_images)), method, layer, target)
     result = explain(_classifier, list(_images), method=method, layer=layer, targets=target)
-    return result.probabilities, result.targets, result.heatmaps, result.mirrored
+    return result.probabilities, result.targets, result.heatmaps
 
 
 def read_uploads(files) -> tuple[list[tuple[str, str, object]], list[str]]:
@@ -100,7 +100,7 @@ def png_bytes(image) -> bytes:
     return buffer.getvalue()
 
 
-def show_scan(position: int, name: str, digest: str, image, row, explained_class: int, heatmap, looked_twice) -> None:
+def show_scan(position: int, name: str, digest: str, image, row, explained_class: int, heatmap) -> None:
     best = int(row.argmax())
     with st.container(border=True):
         st.subheader(f"{CLASS_LABELS[classifier.classes[best]]} — {row[best]:.1%}")
@@ -124,13 +124,9 @@ def show_scan(position: int, name: str, digest: str, image, row, explained_class
         runner_up = int(row.argsort()[-2])
         meaning = (f"red marks the regions that raised the score of {why}" if class_specific else
                    "red marks the strongest pattern in the layer's activations, whatever the class")
-        second_look = (f" The model's first reading of this scan was unsure (top probability under "
-                       f"{percent(classifier.mirror_below)}), so it also looked at its mirror image; the "
-                       "probabilities are of both views, the heatmap of the scan as uploaded."
-                       if looked_twice else "")
         chart.caption(f"Next most likely: {CLASS_LABELS[classifier.classes[runner_up]]} "
                       f"({row[runner_up]:.1%}). Heatmap: {meaning}; it shows where the network looked, "
-                      f"not the tumour's outline.{second_look}")
+                      "not the tumour's outline.")
 
 
 if classifier is not None and uploads:
@@ -141,11 +137,11 @@ if classifier is not None and uploads:
         with error_boundary("The explanation"):
             model_key = f"{classifier.path}:{os.path.getmtime(classifier.path)}"
             with st.spinner(f"Explaining {len(scans)} scan{'s' if len(scans) > 1 else ''}…"):
-                probs, targets, heatmaps, mirrored = explained(
+                probs, targets, heatmaps = explained(
                     model_key, tuple(digest for _, digest, _ in scans), method, layer,
                     None if target == PREDICTED else target, _images=tuple(image for _, _, image in scans),
                     _classifier=classifier)
-            for position, ((name, digest, image), row, explained_class, heatmap, looked_twice) in enumerate(
-                    zip(scans, probs, targets, heatmaps, mirrored)):
+            for position, ((name, digest, image), row, explained_class, heatmap) in enumerate(
+                    zip(scans, probs, targets, heatmaps)):
                 with error_boundary(f"The result for {md(name)}"):
-                    show_scan(position, name, digest, image, row, explained_class, heatmap, looked_twice)
+                    show_scan(position, name, digest, image, row, explained_class, heatmap)
