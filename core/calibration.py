@@ -150,9 +150,14 @@ def fit_on_validation(checkpoint: str | os.PathLike, data: str | os.PathLike | N
         raise CalibrationError(str(error)) from None
     metadata = loaded.metadata
     classifier = Classifier(model_from_checkpoint(loaded), metadata, loaded.path, device, precision)
-    paths, labels = validation_images(metadata, data)
+    return calibrate(classifier, *validation_images(metadata, data))
+
+
+def calibrate(classifier, paths: list[Path], labels: np.ndarray) -> dict:
+    """The calibration record of ``classifier`` (a checkpoint's network, with its metadata) fitted on held-out
+    images: their raw logits, with the classifier's own preprocessing and precision, and their labels."""
     fitted_on = {"split": "validation", "checkpoint": Path(classifier.path).parent.name,
-                 "data_fingerprint": metadata.get("data", {}).get("fingerprint"),
+                 "data_fingerprint": classifier.metadata.get("data", {}).get("fingerprint"),
                  "precision": classifier.precision}
     return calibration_record(held_out_logits(classifier, paths), labels, fitted_on)
 

@@ -88,25 +88,36 @@ def resolve_checkpoint_path(path: str | os.PathLike) -> Path:
     return path
 
 
-def save_checkpoint(path: str | os.PathLike, model: nn.Module, metadata: dict,
-                    fingerprints: dict[str, torch.Tensor] | None = None,
-                    dtype: torch.dtype = torch.float32) -> Path:
-    """Write ``model`` with ``metadata`` atomically: a crash never leaves a half-written file in place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def stored_tensors(model: nn.Module, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """The network's tensors as a checkpoint stores them: on the CPU, in ``dtype`` (BatchNorm statistics stay
+    float32: small running variances would lose precision in fp16), without BatchNorm's step counters."""
     tensors = {}
     for key, value in model.state_dict().items():
         if key.endswith("num_batches_tracked"):
             continue  # a counter for BatchNorm momentum=None; meaningless at inference
-        value = value.detach().cpu()
-        # BatchNorm statistics stay float32: small running variances would lose precision in fp16.
-        wanted = torch.float32 if "running_" in key else dtype
-        tensors[key] = (value.to(wanted) if value.is_floating_point() else value).contiguous()
+        wanted = (torch.float32 if "running_" in key else dtype) if value.is_floating_point() else value.dtype
+        # A copy, always: the network goes on training, and these are kept as the best epoch's tensors.
+        tensors[key] = value.detach().to(device="cpu", dtype=wanted, copy=True).contiguous()
+    return tensors
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module | dict[str, torch.Tensor], metadata: dict,
+                    fingerprints: dict[str, torch.Tensor] | None = None,
+                    dtype: torch.dtype = torch.float32) -> Path:
+    """Write a network (or the tensors :func:`stored_tensors` made of it) with ``metadata`` atomically: a crash
+    never leaves a half-written file in place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = dict(model) if isinstance(model, dict) else stored_tensors(model, dtype)
     for key, value in (fingerprints or {}).items():
         tensors[FINGERPRINT_PREFIX + key] = value.contiguous()
-    metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, **metadata,
-                "tensor_dtype": str(dtype).replace("torch.", "")}
-    return _write(path, tensors, metadata)
+    return _write(path, tensors, complete_metadata(metadata, dtype))
+
+
+def complete_metadata(metadata: dict, dtype: torch.dtype = torch.float32) -> dict:
+    """``metadata`` with the entries every checkpoint carries: its format, version and tensor type."""
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, **metadata,
+            "tensor_dtype": str(dtype).replace("torch.", "")}
 
 
 def _write(path: Path, tensors: dict[str, torch.Tensor], metadata: dict) -> Path:

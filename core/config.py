@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 
 @dataclass(frozen=True)
@@ -28,10 +28,6 @@ class TrainConfig:
     warmup_epochs: float = 0.3
     label_smoothing: float = 0.05
     dropout: float = 0.0
-    freeze_stages: int = 0                 # backbone stages never trained: 1 = stem and layer1, ... 4 = all
-    low_res_size: int | None = None        # the first low_res_epochs train at this smaller size (faster) ...
-    low_res_epochs: int = 0                # ... and the rest at image_size, the size the model is used at
-    ema_decay: float = 0.0                 # > 0: validate and save a moving average of the weights (not adopted: see README)
     patience: int = 4                      # epochs without a better validation score before stopping
     # augmentation
     rotation: float = 10.0
@@ -54,7 +50,3 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]

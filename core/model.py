@@ -62,35 +62,18 @@ def head_linear(model: nn.Module) -> nn.Linear:
     return fc[-1] if isinstance(fc, nn.Sequential) else fc
 
 
-def head_parameters(model: nn.Module) -> list[nn.Parameter]:
-    return list(model.fc.parameters())
-
-
-# The backbone's stages in input order; the stem (conv1, bn1) is frozen or trained together with layer1.
-STAGE_PREFIXES = (("conv1", "bn1", "layer1"), ("layer2",), ("layer3",), ("layer4",))
-
-
-def frozen_prefixes(freeze_stages: int) -> tuple[str, ...]:
-    """Top-level module names of the first ``freeze_stages`` stages (0: none; 1: stem and layer1; ... 4: all)."""
-    if not 0 <= freeze_stages <= len(STAGE_PREFIXES):
-        raise ValueError(f"freeze_stages must be between 0 and {len(STAGE_PREFIXES)}, not {freeze_stages}")
-    return tuple(name for stage in STAGE_PREFIXES[:freeze_stages] for name in stage)
-
-
-def set_backbone_trainable(model: nn.Module, trainable: bool, keep_frozen: tuple[str, ...] = ()) -> None:
-    """Freeze or unfreeze everything but the head; modules named in ``keep_frozen`` stay frozen either way."""
+def set_backbone_trainable(model: nn.Module, trainable: bool) -> None:
+    """Freeze or unfreeze everything but the head."""
     for name, param in model.named_parameters():
         if not name.startswith("fc."):
-            param.requires_grad_(trainable and name.split(".")[0] not in keep_frozen)
+            param.requires_grad_(trainable)
 
 
-def freeze_backbone_batchnorm(model: nn.Module, prefixes: tuple[str, ...] | None = None) -> None:
-    """Keep the BatchNorm statistics of a frozen backbone (``prefixes=None``) or of the named top-level modules
-    fixed (call after ``model.train()``): a frozen layer then computes exactly what it will at inference."""
+def freeze_backbone_batchnorm(model: nn.Module) -> None:
+    """Keep the BatchNorm statistics of a frozen backbone fixed (call after ``model.train()``): the frozen layers
+    then compute exactly what they will at inference."""
     for name, module in model.named_modules():
-        if not isinstance(module, nn.BatchNorm2d) or name.startswith("fc"):
-            continue
-        if prefixes is None or name.split(".")[0] in prefixes:
+        if isinstance(module, nn.BatchNorm2d) and not name.startswith("fc"):
             module.eval()
 
 

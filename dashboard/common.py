@@ -332,11 +332,6 @@ def recipe_caption(config: dict, best_epoch) -> str:
     """The training recipe of a run's model in one sentence, as plain text (settings a run's model may predate are
     skipped)."""
     parts = [f"{config.get('epochs')} epochs ({config.get('head_epochs')} head-only)"]
-    if config.get("low_res_epochs"):
-        parts.append(f"the first {config['low_res_epochs']} at {config.get('low_res_size')} px")
-    if isinstance(config.get("freeze_stages"), int) and config["freeze_stages"] > 0:
-        frozen = "stem and layer1" + "".join(f", layer{k}" for k in range(2, min(config["freeze_stages"], 4) + 1))
-        parts.append(f"{frozen} frozen")
     parts += [f"batch {config.get('batch_size')}", f"label smoothing {config.get('label_smoothing')}",
               f"validation share {config.get('val_fraction')}", f"seed {config.get('seed')}"]
     return ", ".join(parts) + f"; epoch kept: {best_epoch}."

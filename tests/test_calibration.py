@@ -17,7 +17,7 @@ from core.checkpoint import CheckpointError, read_metadata, update_metadata
 from core.config import TrainConfig
 from core.explain import explain
 from dashboard.common import calibration_caption
-from core.training import train
+from core.trainer import train
 
 
 def sampled(temperature: float, n: int = 6000, seed: int = 0):

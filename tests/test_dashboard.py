@@ -110,16 +110,13 @@ def test_explanation_controls_change_the_heatmap_not_the_prediction(app):
     assert heatmap_captions(at) == ["Grad-CAM (layer3) for Meningioma"]  # until the button is pressed
 
 
-def test_the_recipe_caption_names_frozen_stages_and_low_resolution_epochs():
+def test_the_recipe_caption_says_how_the_model_was_trained():
     from dashboard.common import recipe_caption
 
-    config = {"epochs": 12, "head_epochs": 1, "low_res_epochs": 7, "low_res_size": 160, "freeze_stages": 2,
-              "batch_size": 32, "label_smoothing": 0.05, "val_fraction": 0.1, "seed": 42}
-    assert recipe_caption(config, 11) == ("12 epochs (1 head-only), the first 7 at 160 px, stem and layer1, layer2 "
-                                          "frozen, batch 32, label smoothing 0.05, validation share 0.1, seed 42; "
-                                          "epoch kept: 11.")
-    older = {k: v for k, v in config.items() if k not in ("low_res_epochs", "low_res_size", "freeze_stages")}
-    assert recipe_caption(older, 8).startswith("12 epochs (1 head-only), batch 32, ")
+    config = {"epochs": 8, "head_epochs": 1, "batch_size": 32, "label_smoothing": 0.05, "val_fraction": 0.1,
+              "seed": 42}
+    assert recipe_caption(config, 7) == ("8 epochs (1 head-only), batch 32, label smoothing 0.05, validation share "
+                                         "0.1, seed 42; epoch kept: 7.")
 
 
 def test_runs_page_shows_headline_figures_and_lists_the_cases_of_a_cell(app):

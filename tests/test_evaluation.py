@@ -13,7 +13,7 @@ from core.config import TrainConfig
 from core.sources import read_image
 from core.evaluation import EvaluationSettings, evaluate
 from core.runs import RUN_FILE, RunError, find_runs, read_run
-from core.training import train
+from core.trainer import train
 
 
 @pytest.fixture(scope="module")

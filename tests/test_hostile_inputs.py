@@ -221,12 +221,12 @@ def test_evaluate_reads_a_hostile_dataset_to_the_end_and_touches_nothing_else(ho
 
 def test_training_lists_each_bad_image_with_its_reason(hostile_dataset, images):
     from core.config import TrainConfig
-    from core.training import prepare_data
+    from core.split import prepare_data
 
     data = prepare_data(TrainConfig(data=str(hostile_dataset), val_fraction=0.25, test_fraction=0.0), progress=False)
     skipped = {Path(item["path"]).name: item["reason"] for item in data.skipped}
     for hostile in images + special_files():
-        tried("library: core.training.prepare_data", hostile.what)
+        tried("library: core.split.prepare_data", hostile.what)
         if hostile.expect:
             assert re.search(hostile.expect, skipped[hostile.name]), hostile.what
 

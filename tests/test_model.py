@@ -2,8 +2,7 @@ import torch
 
 import pytest
 
-from core.model import (build_resnet50, freeze_backbone_batchnorm, frozen_prefixes, layerwise_parameter_groups,
-                        set_backbone_trainable)
+from core.model import build_resnet50, freeze_backbone_batchnorm, layerwise_parameter_groups, set_backbone_trainable
 
 
 def test_original_resnet_puts_the_stride_on_the_first_1x1_convolution():
@@ -34,25 +33,7 @@ def test_layerwise_rates_decay_towards_the_stem_and_skip_decay_on_norms():
     assert counted == len(list(model.parameters()))
 
 
-def test_frozen_stages_stay_frozen_and_out_of_the_optimizer():
-    assert frozen_prefixes(0) == ()
-    assert frozen_prefixes(1) == ("conv1", "bn1", "layer1")
-    assert frozen_prefixes(2) == ("conv1", "bn1", "layer1", "layer2")
-    with pytest.raises(ValueError, match="between 0 and 4"):
-        frozen_prefixes(5)
-    model = build_resnet50(4)
-    set_backbone_trainable(model, True, frozen_prefixes(1))
-    frozen = {n.split(".")[0] for n, p in model.named_parameters() if not p.requires_grad}
-    assert frozen == {"conv1", "bn1", "layer1"}
-    groups = {g["name"]: g for g in layerwise_parameter_groups(model, 1e-3, 4e-4, 0.5, 0.05)}
-    assert groups["layer1"]["params"] == [] and groups["layer1.no_decay"]["params"] == []
-    assert sum(len(g["params"]) for g in groups.values()) == sum(p.requires_grad for p in model.parameters())
-
-
-def test_only_the_named_stages_keep_their_batchnorm_statistics():
+def test_a_frozen_backbone_keeps_its_batchnorm_statistics_and_the_head_trains():
     model = build_resnet50(4).train()
-    freeze_backbone_batchnorm(model, frozen_prefixes(1))
-    assert not model.bn1.training and not model.layer1[0].bn1.training
-    assert model.layer2[0].bn1.training and model.layer4[2].bn3.training
     freeze_backbone_batchnorm(model)
-    assert not model.layer4[2].bn3.training
+    assert not model.bn1.training and not model.layer4[2].bn3.training and model.fc.training

@@ -8,7 +8,8 @@ from conftest import write_class_tree
 from core.checkpoint import load_checkpoint, read_metadata
 from core.config import TrainConfig
 from core.data import DatasetError
-from core.training import STATE_FILENAME, TrainingError, expected_epoch_seconds, prepare_data, train
+from core.split import prepare_data
+from core.trainer import STATE_FILENAME, TrainingError, expected_epoch_seconds, train
 
 
 def tiny(data, out, **overrides):
@@ -52,11 +53,11 @@ def test_testing_folder_is_never_used(trained):
 
 
 def test_an_interrupted_run_resumes_to_the_same_result(kaggle_layout, tmp_path, monkeypatch):
-    import core.training as training
+    import core.trainer as trainer
 
     whole = train(tiny(kaggle_layout, tmp_path / "whole", epochs=3))
     calls = {"n": 0}
-    real_validate = training.validate
+    real_validate = trainer.validate
 
     def interrupted(*args, **kwargs):
         calls["n"] += 1
@@ -64,12 +65,12 @@ def test_an_interrupted_run_resumes_to_the_same_result(kaggle_layout, tmp_path, 
             raise KeyboardInterrupt  # Ctrl-C during the third epoch
         return real_validate(*args, **kwargs)
 
-    monkeypatch.setattr(training, "validate", interrupted)
+    monkeypatch.setattr(trainer, "validate", interrupted)
     with pytest.raises(KeyboardInterrupt):
         train(tiny(kaggle_layout, tmp_path / "split", epochs=3))
     import json
     assert [h["epoch"] for h in json.loads((tmp_path / "split" / "history.json").read_text())] == [1, 2]
-    monkeypatch.setattr(training, "validate", real_validate)
+    monkeypatch.setattr(trainer, "validate", real_validate)
     resumed = train(tiny(kaggle_layout, tmp_path / "split", epochs=3, resume=True))
 
     a, b = read_metadata(whole)["history"], read_metadata(resumed)["history"]
@@ -96,11 +97,23 @@ def test_a_damaged_training_state_is_explained(trained, tmp_path, kaggle_layout)
         train(tiny(kaggle_layout, out, resume=True))
 
 
-def test_best_epoch_tensors_are_what_the_checkpoint_holds(trained):
-    meta = read_metadata(trained[1])
+def test_best_epoch_tensors_are_what_the_checkpoint_holds(kaggle_layout, tmp_path, monkeypatch):
+    import core.trainer as trainer
+
+    at_epoch, real_save = {}, trainer.save_epoch
+
+    def keeping(run, record, *args):
+        at_epoch[record["epoch"]] = trainer.stored_tensors(run.model, run.save_dtype)
+        real_save(run, record, *args)
+
+    monkeypatch.setattr(trainer, "save_epoch", keeping)
+    path = train(tiny(kaggle_layout, tmp_path / "best", epochs=4, head_epochs=1, backbone_lr=3e-3))
+    meta, stored = read_metadata(path), load_checkpoint(path).state_dict
     best = meta["training"]["best_epoch"]
-    assert meta["validation"]["val_accuracy"] == next(h for h in meta["history"] if h["epoch"] == best)["val_accuracy"]
     assert meta["validation"]["val_accuracy"] == max(h["val_accuracy"] for h in meta["history"])
+    assert all(torch.equal(stored[name], at_epoch[best][name]) for name in stored)
+    others = [epoch for epoch in at_epoch if epoch != best]
+    assert all(any(not torch.equal(stored[name], at_epoch[epoch][name]) for name in stored) for epoch in others)
 
 
 def test_a_final_fit_trains_on_every_image_and_keeps_the_last_epoch(kaggle_layout, tmp_path):
@@ -112,56 +125,37 @@ def test_a_final_fit_trains_on_every_image_and_keeps_the_last_epoch(kaggle_layou
     assert int(load_checkpoint(path).fingerprints["split"].sum()) == 0
 
 
-def test_a_moving_average_of_the_weights_is_what_gets_validated_and_saved(kaggle_layout, tmp_path):
-    path = train(tiny(kaggle_layout, tmp_path / "ema", ema_decay=0.9, val_fraction=0.0))
-    saved = load_checkpoint(path).state_dict
-    state = torch.load(tmp_path / "ema" / STATE_FILENAME, weights_only=True)
-    averaged = {k[len("module."):]: v for k, v in state["ema"].items() if k.startswith("module.")}
-    weight = "layer4.2.conv3.weight"
-    assert torch.allclose(saved[weight].float(), averaged[weight].float(), atol=1e-6)
-    assert not torch.allclose(saved[weight].float(), state["model"][weight].float(), atol=1e-6)
-    statistics = "layer4.2.bn3.running_mean"  # BatchNorm statistics are the trained network's own
-    assert torch.allclose(saved[statistics].float(), state["model"][statistics].float(), atol=1e-6)
+def test_epoch_time_is_estimated_from_the_last_epochs_of_the_same_phase():
+    history = [{"phase": "head", "seconds": 50.0}, {"phase": "full", "seconds": 90.0},
+               {"phase": "full", "seconds": 100.0}, {"phase": "full", "seconds": 110.0}]
+    assert expected_epoch_seconds(history, "full") == 105.0   # the mean of the last two
+    assert expected_epoch_seconds(history, "head") == 50.0
+    assert expected_epoch_seconds(history[:1], "full") is None
 
 
-def test_frozen_stages_keep_their_weights_and_statistics_and_early_epochs_run_smaller(kaggle_layout, tmp_path,
-                                                                                      monkeypatch):
-    import core.training as training
+def test_the_time_limit_stops_before_an_epoch_that_would_end_past_it(kaggle_layout, tmp_path, monkeypatch):
+    import core.trainer as trainer
 
-    initial = {}
-    real_build = training.classifier_from_imagenet
+    clock = {"now": 1000.0}
+    monkeypatch.setattr(trainer.time, "time", lambda: clock["now"])
+    real_epoch = trainer.train_one_epoch
 
-    def remember_initial_weights(*args, **kwargs):
-        model = real_build(*args, **kwargs)
-        initial.update({k: v.detach().clone() for k, v in model.state_dict().items()})
-        return model
+    def slow_epoch(*args, **kwargs):  # every epoch takes 100 s on the clock above
+        clock["now"] += 100.0
+        return real_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(training, "classifier_from_imagenet", remember_initial_weights)
-    path = train(tiny(kaggle_layout, tmp_path / "frozen", epochs=3, freeze_stages=1, low_res_size=32,
-                      low_res_epochs=2))
+    monkeypatch.setattr(trainer, "train_one_epoch", slow_epoch)
+    # 250 s allow the head epoch (100 s) and one full epoch (judged from nothing yet), not a second full one.
+    path = train(tiny(kaggle_layout, tmp_path / "timed", epochs=4, time_limit_minutes=250 / 60))
     meta = read_metadata(path)
-    assert [h["image_size"] for h in meta["history"]] == [32, 32, 48]
-    assert meta["preprocessing"]["image_size"] == 48  # the model is used at the full size
-    saved = load_checkpoint(path).state_dict
-    for name in ("conv1.weight", "bn1.running_mean", "layer1.0.conv1.weight", "layer1.2.bn3.running_var",
-                 "layer1.2.bn3.weight"):
-        assert torch.equal(saved[name], initial[name]), f"{name} changed although its stage is frozen"
-    for name in ("layer2.0.conv1.weight", "layer2.0.bn1.running_mean", "fc.weight"):
-        assert not torch.equal(saved[name], initial[name]), f"{name} did not train"
+    assert [h["epoch"] for h in meta["history"]] == [1, 2] and meta["training"]["stopped_by"] == "time limit"
 
 
-def test_epoch_time_is_estimated_from_epochs_like_it():
-    history = [{"phase": "head", "image_size": 160, "seconds": 50.0},
-               {"phase": "full", "image_size": 160, "seconds": 100.0},
-               {"phase": "full", "image_size": 160, "seconds": 110.0}]
-    assert expected_epoch_seconds(history, "full", 160, 224) == 105.0   # the mean of the last two alike
-    assert expected_epoch_seconds(history, "full", 320, 224) == 440.0   # 110 s scaled by (320 / 160) ** 2
-    # Validation runs at full size whatever the training size: only the training part is scaled.
-    timed = [{"phase": "full", "image_size": 160, "seconds": 110.0, "train_seconds": 80.0}]
-    assert expected_epoch_seconds(timed, "full", 320, 224) == 30.0 + 80.0 * 4
-    assert expected_epoch_seconds(history, "head", 160, 224) == 50.0
-    assert expected_epoch_seconds(history[:1], "full", 224, 224) is None
-    assert expected_epoch_seconds([{"phase": "full", "seconds": 30.0}], "full", 224, 224) == 30.0  # older runs
+def test_the_one_cycle_schedule_rises_and_falls_within_the_full_phase(kaggle_layout, tmp_path):
+    path = train(tiny(kaggle_layout, tmp_path / "onecycle", epochs=4, schedule="onecycle"))
+    rates = [h["lr_backbone"] for h in read_metadata(path)["history"] if h["phase"] == "full"]
+    peak = tiny(kaggle_layout, tmp_path).backbone_lr
+    assert len(rates) == 3 and rates[0] < peak and rates[-1] < rates[0] / 10  # ends far below where it started
 
 
 def test_an_existing_run_is_not_overwritten(trained, kaggle_layout, tmp_path):
@@ -180,10 +174,6 @@ def test_an_existing_run_is_not_overwritten(trained, kaggle_layout, tmp_path):
     ({"epochs": 0}, "--epochs must be at least 1"),
     ({"schedule": "linear"}, "--schedule must be cosine or onecycle"),
     ({"weights_file": "/nonexistent/weights.safetensors"}, "does not exist"),
-    ({"freeze_stages": 5}, "--freeze-stages must be between 0"),
-    ({"low_res_epochs": 1}, "--low-res-epochs needs --low-res-size"),
-    ({"low_res_size": 64, "low_res_epochs": 1}, "--low-res-size must be between 32 and --image-size"),
-    ({"low_res_size": 32, "low_res_epochs": 3}, "--low-res-epochs must be between 0 and --epochs"),
 ])
 def test_impossible_settings_are_refused_before_reading_data(tmp_path, overrides, message):
     with pytest.raises(TrainingError, match=message):

