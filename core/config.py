@@ -1,8 +1,14 @@
-"""Settings for training, as one frozen dataclass whose defaults are the recipe of the default model."""
+"""Settings for training, as one frozen dataclass whose defaults are the recipe of the default model, and the
+check that refuses settings that cannot work."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """Training settings that cannot work; the message lists every one and what it must be."""
 
 
 @dataclass(frozen=True)
@@ -50,3 +56,67 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """Refuse settings that cannot work, before any data is read."""
+    from core.checkpoint import IMAGE_SIZES
+    from core.runtime import machinery_problems
+    from core.weights import SOURCES
+
+    problems = machinery_problems(cfg.device, cfg.precision, cfg.num_workers)
+    if cfg.epochs < 1:
+        problems.append("--epochs must be at least 1")
+    if not 0 <= cfg.head_epochs <= cfg.epochs:
+        problems.append("--head-epochs must be between 0 and --epochs")
+    if cfg.batch_size < 1:
+        problems.append("--batch-size must be at least 1")
+    low, high = IMAGE_SIZES
+    if not low <= cfg.image_size <= high:
+        problems.append(f"--image-size must be between {low} and {high}")
+    if not 0 <= cfg.near_duplicate_bits <= 256:
+        problems.append("--near-duplicate-bits must be between 0 and 256")
+    if cfg.max_images_per_class is not None and cfg.max_images_per_class < 1:
+        problems.append("--max-images-per-class must be at least 1")
+    if cfg.warmup_epochs < 0 or cfg.weight_decay < 0:
+        problems.append("--warmup-epochs and --weight-decay must not be negative")
+    if cfg.time_limit_minutes is not None and cfg.time_limit_minutes <= 0:
+        problems.append("--time-limit-minutes must be positive")
+    problems += augmentation_problems(cfg)
+    if not 0 <= cfg.val_fraction <= 0.5:
+        problems.append("--val-fraction must be between 0 (a final fit on all training images, keeping the last "
+                        "epoch) and 0.5")
+    if cfg.test_fraction is not None and not 0 <= cfg.test_fraction <= 0.5:
+        problems.append("--test-fraction must be between 0 and 0.5")
+    if cfg.patience < 1:
+        problems.append("--patience must be at least 1")
+    if cfg.schedule not in ("cosine", "onecycle"):
+        problems.append("--schedule must be cosine or onecycle")
+    if cfg.weights not in SOURCES:
+        problems.append(f"--weights must be one of {', '.join(SOURCES)}")
+    if cfg.save_dtype not in ("float32", "float16"):
+        problems.append("--save-dtype must be float32 or float16")
+    if min(cfg.head_lr, cfg.backbone_lr) <= 0 or not 0 < cfg.lr_decay <= 1:
+        problems.append("learning rates must be positive and --lr-decay in (0, 1]")
+    if not 0 <= cfg.dropout < 1 or not 0 <= cfg.label_smoothing < 1:
+        problems.append("--dropout and --label-smoothing must be in [0, 1)")
+    if cfg.weights_file and not Path(cfg.weights_file).is_file():
+        problems.append(f"--weights-file {cfg.weights_file} does not exist")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def augmentation_problems(cfg: TrainConfig) -> list[str]:
+    """Augmentation settings outside the ranges that make sense for MRI slices (and that torchvision accepts)."""
+    problems = []
+    if not 0 <= cfg.rotation <= 180:
+        problems.append("--rotation must be between 0 and 180 degrees")
+    if not 0 < cfg.scale_min <= cfg.scale_max <= 4:
+        problems.append("--scale-min and --scale-max must satisfy 0 < scale-min <= scale-max <= 4")
+    if not 0 <= cfg.translate < 1:
+        problems.append("--translate must be in [0, 1), a fraction of the image side")
+    if not 0 <= cfg.brightness < 1 or not 0 <= cfg.contrast < 1:
+        problems.append("--brightness and --contrast must be in [0, 1), fractions of change")
+    if not 0 <= cfg.hflip <= 1:
+        problems.append("--hflip must be a probability between 0 and 1")
+    return problems

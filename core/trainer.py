@@ -7,7 +7,8 @@ The run is a few named steps, in the manner of torchvision's reference training 
 * :func:`build_model`: ImageNet weights and a new head, or the resumed network;
 * :func:`start_phase`: the optimiser and learning-rate schedule of a phase (the head alone on a frozen backbone,
   then the whole network with layer-wise learning rates);
-* :func:`train_one_epoch`, :func:`validate`;
+* :func:`fit`: the epochs, each :func:`core.epochs.train_one_epoch` and :func:`core.epochs.validate`, stopping
+  early or at the time limit;
 * :func:`save_epoch`: the best checkpoint so far, and the state to resume from;
 * :func:`finish`: the final metadata and, with a validation split, the softmax temperature fitted on it, written
   once.
@@ -22,7 +23,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -38,16 +38,15 @@ from tqdm.auto import tqdm
 
 from core import __version__
 from core.atomic import finish_atomic_write
-from core.checkpoint import (DEFAULT_FILENAME, IMAGE_SIZES, Checkpoint, complete_metadata, json_safe,
+from core.checkpoint import (DEFAULT_FILENAME, Checkpoint, complete_metadata, json_safe,
                              library_versions, load_checkpoint, model_from_checkpoint, save_checkpoint,
                              stored_tensors)
-from core.config import TrainConfig
-from core.data import CLASSES, ImageFolderDataset, normalize, training_augmentation
-from core.distributed import Dist, all_gather_arrays, all_sum, init_distributed
-from core.model import (ARCHITECTURE, build_resnet50, classifier_from_imagenet, freeze_backbone_batchnorm,
-                        layerwise_parameter_groups, set_backbone_trainable)
-from core.runtime import (autocast, default_workers, machinery_problems, prepare_model, resolve_device,
-                          resolve_precision)
+from core.config import TrainConfig, check_config
+from core.data import CLASSES, ImageFolderDataset, training_augmentation
+from core.distributed import Dist, all_sum, init_distributed
+from core.epochs import TrainingError, better, build_optimizer, train_one_epoch, validate
+from core.model import ARCHITECTURE, build_resnet50, classifier_from_imagenet, set_backbone_trainable
+from core.runtime import default_workers, prepare_model, resolve_device, resolve_precision
 from core.sources import read_bytes
 from core.sources.files import printable
 from core.split import PreparedData, fingerprint_tensors, prepare_data
@@ -64,74 +63,8 @@ RESUME_EXEMPT = {"data", "out", "resume", "progress", "num_workers", "time_limit
 REMOVED_OPTIONS = {"ema_decay": 0.0, "freeze_stages": 0, "low_res_size": None, "low_res_epochs": 0}
 
 
-class TrainingError(RuntimeError):
-    """Training cannot go on; the message says what is wrong and what to do."""
-
-
 # --------------------------------------------------------------------------------------------------
-# Settings
-
-
-def check_config(cfg: TrainConfig) -> None:
-    """Refuse settings that cannot work, before any data is read."""
-    from core.weights import SOURCES
-
-    problems = machinery_problems(cfg.device, cfg.precision, cfg.num_workers)
-    if cfg.epochs < 1:
-        problems.append("--epochs must be at least 1")
-    if not 0 <= cfg.head_epochs <= cfg.epochs:
-        problems.append("--head-epochs must be between 0 and --epochs")
-    if cfg.batch_size < 1:
-        problems.append("--batch-size must be at least 1")
-    low, high = IMAGE_SIZES
-    if not low <= cfg.image_size <= high:
-        problems.append(f"--image-size must be between {low} and {high}")
-    if not 0 <= cfg.near_duplicate_bits <= 256:
-        problems.append("--near-duplicate-bits must be between 0 and 256")
-    if cfg.max_images_per_class is not None and cfg.max_images_per_class < 1:
-        problems.append("--max-images-per-class must be at least 1")
-    if cfg.warmup_epochs < 0 or cfg.weight_decay < 0:
-        problems.append("--warmup-epochs and --weight-decay must not be negative")
-    if cfg.time_limit_minutes is not None and cfg.time_limit_minutes <= 0:
-        problems.append("--time-limit-minutes must be positive")
-    problems += augmentation_problems(cfg)
-    if not 0 <= cfg.val_fraction <= 0.5:
-        problems.append("--val-fraction must be between 0 (a final fit on all training images, keeping the last "
-                        "epoch) and 0.5")
-    if cfg.test_fraction is not None and not 0 <= cfg.test_fraction <= 0.5:
-        problems.append("--test-fraction must be between 0 and 0.5")
-    if cfg.patience < 1:
-        problems.append("--patience must be at least 1")
-    if cfg.schedule not in ("cosine", "onecycle"):
-        problems.append("--schedule must be cosine or onecycle")
-    if cfg.weights not in SOURCES:
-        problems.append(f"--weights must be one of {', '.join(SOURCES)}")
-    if cfg.save_dtype not in ("float32", "float16"):
-        problems.append("--save-dtype must be float32 or float16")
-    if min(cfg.head_lr, cfg.backbone_lr) <= 0 or not 0 < cfg.lr_decay <= 1:
-        problems.append("learning rates must be positive and --lr-decay in (0, 1]")
-    if not 0 <= cfg.dropout < 1 or not 0 <= cfg.label_smoothing < 1:
-        problems.append("--dropout and --label-smoothing must be in [0, 1)")
-    if cfg.weights_file and not Path(cfg.weights_file).is_file():
-        problems.append(f"--weights-file {cfg.weights_file} does not exist")
-    if problems:
-        raise TrainingError("; ".join(problems))
-
-
-def augmentation_problems(cfg: TrainConfig) -> list[str]:
-    """Augmentation settings outside the ranges that make sense for MRI slices (and that torchvision accepts)."""
-    problems = []
-    if not 0 <= cfg.rotation <= 180:
-        problems.append("--rotation must be between 0 and 180 degrees")
-    if not 0 < cfg.scale_min <= cfg.scale_max <= 4:
-        problems.append("--scale-min and --scale-max must satisfy 0 < scale-min <= scale-max <= 4")
-    if not 0 <= cfg.translate < 1:
-        problems.append("--translate must be in [0, 1), a fraction of the image side")
-    if not 0 <= cfg.brightness < 1 or not 0 <= cfg.contrast < 1:
-        problems.append("--brightness and --contrast must be in [0, 1), fractions of change")
-    if not 0 <= cfg.hflip <= 1:
-        problems.append("--hflip must be a probability between 0 and 1")
-    return problems
+# The output folder and the state being resumed
 
 
 def check_writable(out: Path) -> None:
@@ -279,40 +212,6 @@ def build_model(run: Run) -> None:
     run.model = prepare_model(model, run.device)
 
 
-def warmup_cosine(total_steps: int, warmup_steps: int, floor: float = 0.0):
-    """Multiplier per step: linear warm-up from ~0 to 1, then cosine down to ``floor``."""
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-    return factor
-
-
-def build_optimizer(model: nn.Module, cfg: TrainConfig, phase: str, steps: int, steps_per_epoch: int):
-    """AdamW plus a per-step schedule for one phase ("head": backbone frozen; "full": everything)."""
-    if phase == "head":
-        groups = [g for g in layerwise_parameter_groups(model, cfg.head_lr, 0.0, 1.0, cfg.weight_decay)
-                  if g["name"].startswith("fc")]
-    else:
-        groups = layerwise_parameter_groups(model, cfg.head_lr, cfg.backbone_lr, cfg.lr_decay, cfg.weight_decay)
-    groups = [g for g in groups if g["params"]]
-    optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.999))
-    warmup = max(1, min(steps // 2, int(cfg.warmup_epochs * steps_per_epoch)))
-    if phase == "full" and cfg.schedule == "onecycle" and steps >= 4:
-        # At least two rising steps: with fewer, torch's schedule divides by zero.
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=[g["lr"] for g in groups], total_steps=steps,
-            pct_start=min(0.5, max(0.05, max(2, warmup) / steps)), anneal_strategy="cos",
-            div_factor=25.0, final_div_factor=1e3)
-    elif cfg.schedule in ("cosine", "onecycle"):
-        floor = 0.1 if phase == "head" else 0.0
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(steps, warmup, floor))
-    else:
-        raise ValueError(f"unknown schedule {cfg.schedule!r}; use cosine or onecycle")
-    return optimizer, scheduler
-
-
 def start_phase(run: Run, phase: str):
     """(network to train, optimiser, schedule) for a phase; a resumed run's optimiser and schedule are restored
     when it stopped in this phase."""
@@ -341,77 +240,6 @@ def epoch_loader(run: Run, epoch: int, augment) -> DataLoader:
     mine = run.data.train_idx[indices[ctx.rank::ctx.world][:run.steps_per_epoch * cfg.batch_size].numpy()].tolist()
     return DataLoader(Subset(ImageFolderDataset(run.data.samples, cfg.image_size, augment), mine), shuffle=False,
                       drop_last=True, generator=generator, **loader_settings(run))
-
-
-def train_one_epoch(model, loader, optimizer, scheduler, scaler, criterion, device, precision, ctx,
-                    bar=None, frozen_backbone=False) -> dict:
-    model.train()
-    if frozen_backbone:
-        freeze_backbone_batchnorm(_unwrap(model))
-    loss_sum = correct = seen = 0.0
-    for images, labels in loader:
-        images = normalize(images, IMAGENET_MEAN, IMAGENET_STD).to(device, non_blocking=True)
-        images = images.contiguous(memory_format=torch.channels_last)
-        labels = labels.to(device, non_blocking=True)
-        with autocast(device, precision):
-            logits = model(images)
-            loss = criterion(logits.float(), labels)
-        if not torch.isfinite(loss):
-            raise TrainingError(f"the loss became {loss.item()}; lower the learning rate or use --precision fp32")
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-        scheduler.step()
-        batch = labels.numel()
-        loss_sum += loss.item() * batch
-        correct += (logits.argmax(1) == labels).sum().item()
-        seen += batch
-        if bar is not None:
-            bar.update(batch * ctx.world)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
-    loss_sum, correct, seen = all_sum([loss_sum, correct, seen], ctx)
-    return {"train_loss": loss_sum / max(1, seen), "train_accuracy": correct / max(1, seen)}
-
-
-@torch.inference_mode()
-def validate(model, loader, device, precision, ctx) -> dict:
-    """Loss (plain cross-entropy), accuracy, per-class recall and macro one-vs-rest AUC on validation, from
-    :func:`core.metrics.point_metrics` (which warns, with a MetricWarning, when a class is absent)."""
-    from core.metrics import point_metrics
-
-    model.eval()
-    probs, labels = [], []
-    for images, target in loader:
-        images = normalize(images, IMAGENET_MEAN, IMAGENET_STD).to(device).contiguous(memory_format=torch.channels_last)
-        with autocast(device, precision):
-            logits = model(images)
-        probs.append(logits.float().softmax(1).cpu().numpy())
-        labels.append(target.numpy())
-    local = np.concatenate([np.concatenate(probs), np.concatenate(labels)[:, None]], axis=1) if probs else \
-        np.zeros((0, len(CLASSES) + 1))
-    merged = np.concatenate(all_gather_arrays(local, ctx))
-    prob, label = merged[:, :-1], merged[:, -1].astype(int)
-    figures = point_metrics(label, prob, list(CLASSES))
-    picked = np.clip(prob[np.arange(len(label)), label], 1e-12, 1.0)
-    return {"val_loss": float(-np.log(picked).mean()) if len(label) else float("nan"),
-            "val_accuracy": figures["accuracy"], "val_images": int(len(label)),
-            **{f"val_recall_{name}": figures["per_class"][name]["recall"] for name in CLASSES},
-            "val_macro_auc": figures["macro_auc"]}
-
-
-def better(new: dict, best: dict | None) -> bool:
-    """Higher validation accuracy wins; ties go to the lower validation loss. Without validation (a final
-    fit) the latest epoch is the one kept."""
-    if best is None or "val_accuracy" not in new:
-        return True
-    if new["val_accuracy"] != best["val_accuracy"]:
-        return new["val_accuracy"] > best["val_accuracy"]
-    return new["val_loss"] < best["val_loss"]
 
 
 def expected_epoch_seconds(history: list, phase: str) -> float | None:
@@ -608,7 +436,3 @@ def _atomic_json(obj, path: Path) -> None:
     tmp = path.with_name(path.name + ".partial")
     tmp.write_text(json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n")
     finish_atomic_write(tmp, path)
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model

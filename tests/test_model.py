@@ -1,7 +1,5 @@
 import torch
 
-import pytest
-
 from core.model import build_resnet50, freeze_backbone_batchnorm, layerwise_parameter_groups, set_backbone_trainable
 
 

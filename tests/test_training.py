@@ -6,7 +6,7 @@ import torch
 
 from conftest import write_class_tree
 from core.checkpoint import load_checkpoint, read_metadata
-from core.config import TrainConfig
+from core.config import ConfigError, TrainConfig
 from core.data import DatasetError
 from core.split import prepare_data
 from core.trainer import STATE_FILENAME, TrainingError, expected_epoch_seconds, train
@@ -176,7 +176,7 @@ def test_an_existing_run_is_not_overwritten(trained, kaggle_layout, tmp_path):
     ({"weights_file": "/nonexistent/weights.safetensors"}, "does not exist"),
 ])
 def test_impossible_settings_are_refused_before_reading_data(tmp_path, overrides, message):
-    with pytest.raises(TrainingError, match=message):
+    with pytest.raises(ConfigError, match=message):
         train(tiny(tmp_path / "not-even-read", tmp_path / "out", **overrides))
 
 
