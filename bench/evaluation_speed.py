@@ -1,72 +1,93 @@
-"""How fast an evaluation run goes through a dataset, against a plain fp32 loop.
+"""How long an evaluation run takes, against a plain fp32 loop over the same images.
 
     python bench/evaluation_speed.py [--checkpoint assets/models/default] [--data ../shared/datasets/brain-tumor-mri]
 
-Both read every image of <data>/Testing from disk and decode it. The plain loop then resizes, batches (32)
-and runs the network in fp32 in the default memory layout; core.evaluation's pass also fingerprints each
-file for the leakage audit and runs bf16 autocast with channels_last where the CPU supports it. Only the
-pass over the images is timed (the evaluation's metrics and bootstrap come after it and are reported
-separately).
+Both are timed as whole commands in fresh processes, imports and model loading included, one after the other in
+this one run:
+
+* ``python -m training.evaluate`` on the dataset's Testing/ folder: each image decoded once, fingerprinted for the
+  leakage audit, run in bf16 with channels_last where the CPU supports it; then the audit, every metric on all
+  images and on the duplicate-free ones, and 2 x 1,000 bootstrap resamples. Where its time went is printed from
+  the run's ``timing.steps``.
+* the plain loop: read, decode, resize and batch (32) every image and run the network in fp32, default memory
+  layout, nothing else.
+
+Say which CPU the figures come from: the speed-up differs between CPUs with AMX and without.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from core.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
-from core.data import find_split_dirs, normalize, preprocess_uint8, scan_class_folders  # noqa: E402
-from core.sources import read_image  # noqa: E402
-from core.evaluation import EvaluationSettings, evaluate  # noqa: E402
-from core.runs import read_run  # noqa: E402
-
-
-def plain_fp32(checkpoint: str, folder: Path, batch_size: int = 32) -> float:
-    loaded = load_checkpoint(checkpoint)
+PLAIN_LOOP = textwrap.dedent("""
+    import sys, torch
+    sys.path.insert(0, {root!r})
+    from core.checkpoint import load_checkpoint, model_from_checkpoint
+    from core.data import normalize, preprocess_uint8, scan_class_folders
+    from core.sources import read_image
+    loaded = load_checkpoint({checkpoint!r})
     model = model_from_checkpoint(loaded).float().eval()
     pre = loaded.metadata["preprocessing"]
-    samples = scan_class_folders(folder).samples
-    started = time.perf_counter()
+    samples = scan_class_folders({folder!r}).samples
     with torch.inference_mode():
-        for start in range(0, len(samples), batch_size):
-            batch = torch.stack([preprocess_uint8(read_image(s.path), pre["image_size"])
-                                 for s in samples[start:start + batch_size]])
+        for start in range(0, len(samples), 32):
+            batch = torch.stack([preprocess_uint8(read_image(s.path), pre["image_size"]) for s in samples[start:start + 32]])
             model(normalize(batch, pre["mean"], pre["std"]))
-    return len(samples) / (time.perf_counter() - started)
+    print(len(samples))
+""")
+
+
+def timed(command: list[str]) -> tuple[float, str]:
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{command[:4]} failed: {done.stderr.strip().splitlines()[-1:]}")
+    return time.perf_counter() - started, done.stdout
+
+
+def cpu_name() -> str:
+    flags = name = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name") and not name:
+            name = line.split(":", 1)[1].strip()
+        if line.startswith("flags") and not flags:
+            flags = line
+    return f"{name or 'unknown CPU'}, {'with' if 'amx_tile' in flags else 'without'} AMX"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=str(ROOT / "assets/models/default"))
     parser.add_argument("--data", default=str(ROOT.parent / "shared/datasets/brain-tumor-mri"))
-    parser.add_argument("--skip-plain", action="store_true", help="only time the evaluation")
     args = parser.parse_args()
     data = Path(args.data)
-    if not data.is_dir():
-        print(f"{data} is absent: nothing to time")
+    if not (data / "Testing").is_dir():
+        print(f"{data}/Testing is absent: nothing to time")
         return 0
-    _, testing = find_split_dirs(data)
-    folder = testing or data
-    print(f"images: {folder} ({len(scan_class_folders(folder).samples)} files), {torch.get_num_threads()} threads")
+    print(f"CPU: {cpu_name()}")
     with tempfile.TemporaryDirectory() as tmp:
-        started = time.perf_counter()
-        run = read_run(evaluate(EvaluationSettings(checkpoint=args.checkpoint, data=str(data), out=f"{tmp}/run",
-                                                   progress=False)))
-        total = time.perf_counter() - started
-    timing = run.info["timing"]
-    print(f"core.evaluation ({run.info['settings']['precision']}, channels_last, with fingerprints): "
-          f"{timing['images_per_second']:6.1f} images/s over the images; whole run incl. metrics and "
-          f"{run.info['settings']['bootstrap_resamples']} bootstrap resamples x 2 subsets: {total:.1f} s")
-    if not args.skip_plain:
-        print(f"plain fp32 loop (decode, resize, forward):              {plain_fp32(args.checkpoint, folder):6.1f} images/s")
+        evaluation, _ = timed([sys.executable, "-m", "training.evaluate", "--checkpoint", args.checkpoint, "--data",
+                               str(data), "--out", f"{tmp}/run", "--no-progress"])
+        info = json.loads(Path(f"{tmp}/run/run.json").read_text())
+    plain, printed = timed([sys.executable, "-c", PLAIN_LOOP.format(root=str(ROOT), checkpoint=args.checkpoint,
+                                                                      folder=str(data / "Testing"))])
+    images = int(printed.strip().splitlines()[-1])
+    print(f"python -m training.evaluate ({info['settings']['precision']}): {evaluation:6.1f} s for {images} images, "
+          "the whole command")
+    for name, seconds in info["timing"].get("steps", {}).items():
+        print(f"    {name:<42} {seconds:6.1f} s")
+    print(f"    {'(imports, start-up, writing the run)':<42} {evaluation - sum(info['timing']['steps'].values()):6.1f} s")
+    print(f"plain fp32 loop (decode, resize, forward):  {plain:6.1f} s, the whole command")
+    print(f"evaluation against the plain loop: {plain / evaluation:.2f} x as fast")
     return 0
 
 

@@ -19,6 +19,7 @@ group on one side is leak-free.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -36,10 +37,6 @@ class Fingerprint:
     sha256: str
     pixel_sha256: str
     phash: bytes  # 256-bit perceptual hash, 32 bytes
-
-    @property
-    def phash_hex(self) -> str:
-        return self.phash.hex()
 
 
 def fingerprint_bytes(raw: bytes, image=None) -> Fingerprint:
@@ -244,3 +241,55 @@ def audit_sets(images: list, reference: list, threshold: int = NEAR_DUPLICATE_BI
     matches = cross_matches(fps, [f.sha256 for f in fps_ref], phash_array(fps_ref),
                             [f.pixel_sha256 for f in fps_ref], threshold)
     return SetAudit(images, reference, fps, fps_ref, matches, exact_pairs(fps, fps_ref), unreadable)
+
+
+# --------------------------------------------------------------------------------------------------
+# An evaluated set against a model's training images
+
+
+@dataclass
+class Audit:
+    """How each evaluated image relates to the model's own training (and validation) images."""
+    available: bool                   # the checkpoint keeps fingerprints of its training images
+    bits: int                         # the near-duplicate threshold
+    duplicate: np.ndarray             # (n,) bool
+    kind: np.ndarray                  # (n,) "exact", "near" or ""
+    nearest_bits: np.ndarray          # (n,) distance to the nearest training image (-1: unknown)
+    match_index: np.ndarray           # (n,) that image's row in the checkpoint's fingerprints (-1: none)
+    train_labels: np.ndarray | None
+    train_split: np.ndarray | None    # 0 train, 1 validation
+    seen_files: list[str]
+    groups: np.ndarray                # duplicate groups within the evaluated images
+
+    def matched(self, i: int, values) -> str:
+        """``values[match]`` for a duplicate image, "" otherwise (or when the checkpoint does not say)."""
+        if values is None or not self.duplicate[i] or self.match_index[i] < 0:
+            return ""
+        return str(values[self.match_index[i]])
+
+
+def leakage_audit(checkpoint, fingerprints: list[Fingerprint], bits: int | None = None) -> Audit:
+    """Every evaluated image (by its fingerprint) against the fingerprints a checkpoint keeps of its training and
+    validation images: exact copies and near duplicates (within ``bits``; default: the checkpoint's own training
+    setting), and the duplicate groups within the evaluated images themselves."""
+    from core.metrics import MetricWarning
+
+    meta = checkpoint.metadata
+    if bits is None:
+        bits = int(meta.get("data", {}).get("near_duplicate_bits", NEAR_DUPLICATE_BITS))
+    train, n = checkpoint.fingerprints, len(fingerprints)
+    groups = duplicate_groups(fingerprints, bits)
+    seen_files = meta.get("data", {}).get("seen_files") or []
+    if not (train and "sha256" in train and "phash" in train):
+        warnings.warn("the checkpoint does not list its training images: the leakage audit and the "
+                      "duplicate-free figures are unavailable", MetricWarning, stacklevel=3)
+        return Audit(False, bits, np.zeros(n, dtype=bool), np.array([""] * n), np.full(n, -1), np.full(n, -1),
+                     None, None, [], groups)
+    train_sha = [bytes(row).hex() for row in train["sha256"].numpy()]
+    # Checkpoints from before pixel hashes were kept match exact copies by file bytes only.
+    train_pixels = [bytes(row).hex() for row in train["pixel_sha256"].numpy()] if "pixel_sha256" in train else []
+    matches = cross_matches(fingerprints, train_sha, train["phash"].numpy(), train_pixels, threshold=bits)
+    return Audit(True, bits, matches.duplicate, matches.kind(), matches.nearest_bits.astype(int),
+                 matches.nearest_index, train["label"].numpy() if "label" in train else None,
+                 train["split"].numpy() if "split" in train else None,
+                 seen_files if len(seen_files) == len(train_sha) else [], groups)

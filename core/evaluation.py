@@ -29,14 +29,14 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from core import __version__
-from core.audit import (NEAR_DUPLICATE_BITS, cross_matches, dataset_fingerprint, duplicate_groups, fingerprint_bytes)
+from core.audit import Audit, dataset_fingerprint, fingerprint_bytes, leakage_audit
 from core.checkpoint import (check_classes_match, library_versions, load_checkpoint, model_from_checkpoint,
                              resolve_checkpoint_path)
-from core.data import CLASSES, DatasetError, find_split_dirs, preprocess_uint8, read_yolo_boxes, \
-    scan_class_folders
-from core.explain import CAM_METHODS, DEFAULT_LAYER, DEFAULT_METHOD, check_choice, explain_batch, \
-    localisation_scores
+from core.data import (CLASSES, ClassFolderTree, DatasetError, Sample, find_split_dirs, preprocess_uint8,
+                       read_yolo_boxes, scan_class_folders)
+from core.explain import CAM_METHODS, DEFAULT_LAYER, DEFAULT_METHOD, check_choice, explain_batch
 from core.inference import Classifier
+from core.localisation import POINTING_TOLERANCE_PX, has_box, localisation_scores, localisation_summary
 from core.metrics import BootstrapSettings, MetricWarning, bootstrap_intervals, curves, point_metrics
 from core.runtime import default_workers
 from core.runs import RUN_FORMAT, RUN_FORMAT_VERSION, RunError, RunWriter
@@ -97,17 +97,6 @@ class _EvaluationImages(Dataset):
         return item
 
 
-def _has_box(path: Path) -> bool:
-    try:
-        return bool(read_yolo_boxes(path))
-    except ValueError:
-        return True  # a box file is there, if damaged: the image is reported when it is read
-
-
-def _keep_list(items: list[dict]) -> list[dict]:
-    return items
-
-
 # --------------------------------------------------------------------------------------------------
 # Helpers
 
@@ -153,20 +142,6 @@ def _metrics_block(labels: np.ndarray, probs: np.ndarray, groups: np.ndarray, se
         labels, probs, list(CLASSES), groups,
         BootstrapSettings(settings.bootstrap_resamples, settings.confidence, settings.seed))
     return block, curves(labels, probs, list(CLASSES))
-
-
-def _localisation_summary(table: pd.DataFrame) -> dict:
-    def summarise(rows: pd.DataFrame) -> dict:
-        return {"images": int(len(rows)),
-                "pointing_strict": float(rows["pointing_strict"].mean()) if len(rows) else float("nan"),
-                "pointing_tolerant": float(rows["pointing_tolerant"].mean()) if len(rows) else float("nan"),
-                "energy_in_box": float(rows["energy_in_box"].mean()) if len(rows) else float("nan"),
-                "box_share": float(rows["box_share"].mean()) if len(rows) else float("nan")}
-
-    return {"overall": summarise(table),
-            "per_class": {name: summarise(table[table["label"] == name]) for name in CLASSES
-                          if (table["label"] == name).any()},
-            "correctly_classified": summarise(table[table["label"] == table["pred"]])}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -215,9 +190,47 @@ def evaluate(settings: EvaluationSettings) -> Path:
 
 
 def _evaluate(settings: EvaluationSettings, root: Path, checkpoint, writer: RunWriter) -> Path:
+    steps = _Stopwatch()
     check_classes_match(checkpoint.metadata)  # the columns and labels below are in CLASSES order
     classifier = Classifier(model_from_checkpoint(checkpoint), checkpoint.metadata, checkpoint.path,
                             settings.device, settings.precision)
+    images = find_images(root, settings)
+    steps.lap("model and file list")
+    predicted = predict_all(classifier, images, settings)
+    steps.lap("images: decode, fingerprint, network")
+    audit = leakage_audit(checkpoint, predicted.fingerprints, settings.near_duplicate_bits)
+    steps.lap("leakage audit")
+    metrics, curve_sets, localisation = all_metrics(predicted, audit, settings, images.localise)
+    steps.lap("metrics, curves and bootstrap intervals")
+    info = run_info(settings, root, images, checkpoint, classifier, predicted, audit)
+    info["timing"]["steps"] = steps.laps
+    return writer.write(info, predictions_table(predicted, audit), metrics, curve_sets, localisation)
+
+
+class _Stopwatch:
+    """Where an evaluation's time goes (run.json's timing.steps, printed by the command and the bench)."""
+
+    def __init__(self):
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self._last, 2)
+        self._last = now
+
+
+@dataclass
+class Images:
+    """What is evaluated: the class tree (a release's Testing/, or the whole folder) and how its images are named."""
+    tree_root: Path
+    tree: ClassFolderTree
+    relpaths: list[str]           # relative to the dataset root, as a run records them
+    has_boxes: bool
+    localise: bool
+
+
+def find_images(root: Path, settings: EvaluationSettings) -> Images:
     _, testing = find_split_dirs(root)
     tree_root = testing or root
     tree = scan_class_folders(tree_root)
@@ -227,23 +240,46 @@ def _evaluate(settings: EvaluationSettings, root: Path, checkpoint, writer: RunW
         log.warning("skipping image %s: %s", item["path"], item["reason"])
     prefix = tree_root.relative_to(root).as_posix() if tree_root != root else ""
     relpaths = [f"{prefix}/{s.relpath}" if prefix else s.relpath for s in tree.samples]
-    has_boxes = any(_has_box(s.path) for s in tree.samples[:200] if s.class_name != "notumor")
-    localise = settings.localisation == "on" or (settings.localisation == "auto" and has_boxes)
+    has_boxes = any(has_box(s.path) for s in tree.samples[:200] if s.class_name != "notumor")
     if settings.localisation == "on" and not has_boxes:
         raise RunError(f"--localisation on, but {tree_root} has no YOLO .txt box files beside its tumour images")
+    localise = settings.localisation == "on" or (settings.localisation == "auto" and has_boxes)
+    return Images(tree_root, tree, relpaths, has_boxes, localise)
 
-    loader = DataLoader(_EvaluationImages([s.path for s in tree.samples], classifier.image_size, localise),
-                        batch_size=settings.batch_size, shuffle=False, collate_fn=_keep_list,
+
+@dataclass
+class Predicted:
+    """The pass over the images: for every readable one, its sample, path, fingerprint and probabilities."""
+    samples: list[Sample]
+    paths: list[str]
+    fingerprints: list
+    probs: np.ndarray
+    skipped: list[dict]               # {"path", "reason"}: refused names and unreadable files
+    localisation_rows: list[dict]
+    box_errors: list[dict]
+    seconds: float
+    images: int                       # how many the pass went over
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([s.label for s in self.samples], dtype=int)
+
+
+def predict_all(classifier: Classifier, images: Images, settings: EvaluationSettings) -> Predicted:
+    """One pass over the images: each file decoded once for its fingerprint and its network input; with
+    localisation, Grad-CAM of the true class from the same forward pass, scored against the boxes."""
+    samples, relpaths = images.tree.samples, images.relpaths
+    loader = DataLoader(_EvaluationImages([s.path for s in samples], classifier.image_size, images.localise),
+                        batch_size=settings.batch_size, shuffle=False, collate_fn=list,
                         num_workers=settings.num_workers if settings.num_workers is not None else default_workers(4))
-    n = len(tree.samples)
+    n = len(samples)
     probs = np.full((n, len(CLASSES)), np.nan, dtype=np.float64)
     fingerprints: list = [None] * n
     errors: dict[int, str] = {}
     local_rows: list[dict] = []
-    labels_all = np.array([s.label for s in tree.samples])
     box_errors: list[dict] = []
-    started = time.time()  # the pass over the images: decoding, fingerprints, network
-    with tqdm(total=n, desc=f"evaluating {tree_root.name}", unit="img", disable=not settings.progress,
+    started = time.time()
+    with tqdm(total=n, desc=f"evaluating {images.tree_root.name}", unit="img", disable=not settings.progress,
               dynamic_ncols=True) as bar:
         for items in loader:
             good = [item for item in items if "error" not in item]
@@ -254,102 +290,76 @@ def _evaluate(settings: EvaluationSettings, root: Path, checkpoint, writer: RunW
             if good:
                 index = [item["index"] for item in good]
                 batch = classifier.normalise(torch.stack([item["tensor"] for item in good]))
-                if localise:
-                    explanation = explain_batch(classifier, batch, settings.cam_method, settings.cam_layer,
-                                                targets=labels_all[index].tolist())
-                    probs[index] = explanation.probabilities
-                    for row, item in enumerate(good):
-                        if "box_error" in item:
-                            box_errors.append({"path": relpaths[item["index"]], "reason": item["box_error"]})
-                            log.warning("no localisation score for %s: %s", relpaths[item["index"]], item["box_error"])
-                        boxes = item.get("boxes")
-                        if tree.samples[item["index"]].class_name == "notumor" or not boxes:
-                            continue
-                        scores = localisation_scores(explanation.heatmaps[row], boxes, item["width"], item["height"])
-                        local_rows.append({"path": relpaths[item["index"]],
-                                           "label": tree.samples[item["index"]].class_name,
-                                           "pred": CLASSES[int(explanation.probabilities[row].argmax())],
-                                           "boxes": len(boxes), **scores})
+                if images.localise:
+                    probs[index] = _explain_and_score(classifier, batch, good, images, settings, local_rows,
+                                                      box_errors)
                 else:
                     probs[index] = classifier.probabilities(classifier.logits(batch)).numpy()
                 for item in good:
                     fingerprints[item["index"]] = item["fingerprint"]
             bar.update(len(items))
-    seconds = time.time() - started
+    keep = [i for i in range(n) if i not in errors]
+    if not keep:
+        raise DatasetError(f"none of the {n} images in {images.tree_root} could be read")
+    skipped = images.tree.refused + [{"path": relpaths[i], "reason": r} for i, r in sorted(errors.items())]
+    return Predicted([samples[i] for i in keep], [relpaths[i] for i in keep], [fingerprints[i] for i in keep],
+                     probs[keep], skipped, local_rows, box_errors, time.time() - started, n)
 
-    keep = np.array([i not in errors for i in range(n)])
-    if not keep.any():
-        raise DatasetError(f"none of the {n} images in {tree_root} could be read")
-    samples = [s for s, k in zip(tree.samples, keep) if k]
-    paths = [p for p, k in zip(relpaths, keep) if k]
-    fps = [f for f, k in zip(fingerprints, keep) if k]
-    probs = probs[keep]
-    labels = labels_all[keep]
 
-    # Leakage audit against the model's own training (and validation) images.
-    meta = checkpoint.metadata
-    bits = settings.near_duplicate_bits
-    if bits is None:
-        bits = int(meta.get("data", {}).get("near_duplicate_bits", NEAR_DUPLICATE_BITS))
-    train = checkpoint.fingerprints
-    seen_files = meta.get("data", {}).get("seen_files") or []
-    has_train_prints = bool(train) and "sha256" in train and "phash" in train
-    if has_train_prints:
-        train_sha = [bytes(row).hex() for row in train["sha256"].numpy()]
-        # Checkpoints from before pixel hashes were kept match exact copies by file bytes only.
-        train_pixels = [bytes(row).hex() for row in train["pixel_sha256"].numpy()] if "pixel_sha256" in train else []
-        matches = cross_matches(fps, train_sha, train["phash"].numpy(), train_pixels, threshold=bits)
-        duplicate = matches.duplicate
-        kind = matches.kind()
-        nearest = matches.nearest_bits.astype(int)
-        match_index = matches.nearest_index
-        train_labels = train["label"].numpy() if "label" in train else None
-        train_split = train["split"].numpy() if "split" in train else None
-    else:
-        warnings.warn("the checkpoint does not list its training images: the leakage audit and the "
-                      "duplicate-free figures are unavailable", MetricWarning, stacklevel=2)
-        duplicate = np.zeros(len(fps), dtype=bool)
-        kind = np.array([""] * len(fps))
-        nearest = np.full(len(fps), -1)
-        match_index = np.full(len(fps), -1)
-        train_labels = train_split = None
-    groups = duplicate_groups(fps, bits)
+def _explain_and_score(classifier, batch, good: list[dict], images: Images, settings: EvaluationSettings,
+                       local_rows: list[dict], box_errors: list[dict]) -> np.ndarray:
+    """Probabilities of a batch, and the localisation score of each of its tumour images with boxes."""
+    samples, relpaths = images.tree.samples, images.relpaths
+    targets = [samples[item["index"]].label for item in good]
+    explanation = explain_batch(classifier, batch, settings.cam_method, settings.cam_layer, targets=targets)
+    for row, item in enumerate(good):
+        path = relpaths[item["index"]]
+        if "box_error" in item:
+            box_errors.append({"path": path, "reason": item["box_error"]})
+            log.warning("no localisation score for %s: %s", path, item["box_error"])
+        boxes = item.get("boxes")
+        if samples[item["index"]].class_name == "notumor" or not boxes:
+            continue
+        scores = localisation_scores(explanation.heatmaps[row], boxes, item["width"], item["height"])
+        local_rows.append({"path": path, "label": samples[item["index"]].class_name,
+                           "pred": CLASSES[int(explanation.probabilities[row].argmax())], "boxes": len(boxes),
+                           **scores})
+    return explanation.probabilities
 
-    def match_field(i: int, source) -> str:
-        if not duplicate[i] or match_index[i] < 0 or source is None:
-            return ""
-        return str(source[match_index[i]])
 
-    predictions = pd.DataFrame({
-        "path": paths,
-        "label": [s.class_name for s in samples],
+def predictions_table(predicted: Predicted, audit: Audit) -> pd.DataFrame:
+    probs, n = predicted.probs, len(predicted.samples)
+    train_labels = None if audit.train_labels is None else [CLASSES[k] for k in audit.train_labels]
+    train_split = None if audit.train_split is None else ["validation" if s else "train" for s in audit.train_split]
+    return pd.DataFrame({
+        "path": predicted.paths,
+        "label": [s.class_name for s in predicted.samples],
         "pred": [CLASSES[k] for k in probs.argmax(axis=1)],
         **{f"prob_{name}": probs[:, k].round(6) for k, name in enumerate(CLASSES)},
         "confidence": probs.max(axis=1).round(6),
-        "train_duplicate": duplicate if has_train_prints else pd.array([pd.NA] * len(fps), dtype="boolean"),
-        "train_duplicate_kind": kind,
-        "train_nearest_bits": nearest,
-        "train_match": [match_field(i, seen_files if has_train_prints and len(seen_files) == len(train_sha)
-                                    else None) for i in range(len(fps))],
-        "train_match_label": [match_field(i, None if train_labels is None else [CLASSES[k] for k in train_labels])
-                              for i in range(len(fps))],
-        "train_match_split": [match_field(i, None if train_split is None else
-                                          ["validation" if s else "train" for s in train_split])
-                              for i in range(len(fps))],
-        "duplicate_group": groups,
-        "sha256": [f.sha256 for f in fps],
+        "train_duplicate": audit.duplicate if audit.available else pd.array([pd.NA] * n, dtype="boolean"),
+        "train_duplicate_kind": audit.kind,
+        "train_nearest_bits": audit.nearest_bits,
+        "train_match": [audit.matched(i, audit.seen_files or None) for i in range(n)],
+        "train_match_label": [audit.matched(i, train_labels) for i in range(n)],
+        "train_match_split": [audit.matched(i, train_split) for i in range(n)],
+        "duplicate_group": audit.groups,
+        "sha256": [f.sha256 for f in predicted.fingerprints],
     })
 
-    captured: list[str] = []
+
+def all_metrics(predicted: Predicted, audit: Audit, settings: EvaluationSettings, localise: bool
+                ) -> tuple[dict, dict, pd.DataFrame | None]:
+    """(metrics.json, curves.json, localisation table): every figure on all images and on the duplicate-free
+    ones, with the warnings the metrics gave."""
+    labels, probs = predicted.labels, predicted.probs
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", MetricWarning)
-        everything, everything_curves = _metrics_block(labels, probs, groups, settings)
-        unseen = ~duplicate
-        if has_train_prints:
-            free, free_curves = _metrics_block(labels[unseen], probs[unseen], groups[unseen], settings)
-        else:
-            free, free_curves = None, None
-        captured = sorted({str(w.message) for w in caught if issubclass(w.category, MetricWarning)})
+        everything, everything_curves = _metrics_block(labels, probs, audit.groups, settings)
+        free, free_curves = None, None
+        if audit.available:
+            unseen = ~audit.duplicate
+            free, free_curves = _metrics_block(labels[unseen], probs[unseen], audit.groups[unseen], settings)
     metrics = {
         "accuracy": everything["accuracy"],
         "accuracy_duplicate_free": free["accuracy"] if free else None,
@@ -358,41 +368,50 @@ def _evaluate(settings: EvaluationSettings, root: Path, checkpoint, writer: RunW
         "all": everything,
         "duplicate_free": free,
         "localisation": None,
-        "warnings": captured,
+        "warnings": sorted({str(w.message) for w in caught if issubclass(w.category, MetricWarning)}),
     }
     local_table = None
     if localise:
-        local_table = pd.DataFrame(local_rows, columns=["path", "label", "pred", "boxes", "pointing_strict",
-                                                        "pointing_tolerant", "energy_in_box", "box_share"])
-        metrics["localisation"] = {**_localisation_summary(local_table), "method": settings.cam_method,
+        local_table = pd.DataFrame(predicted.localisation_rows,
+                                   columns=["path", "label", "pred", "boxes", "pointing_strict", "pointing_tolerant",
+                                            "energy_in_box", "box_share"])
+        metrics["localisation"] = {**localisation_summary(local_table), "method": settings.cam_method,
                                    "layer": settings.cam_layer, "target": "true class",
-                                   "tolerance_px_at_224": 15}
+                                   "tolerance_px_at_224": POINTING_TOLERANCE_PX}
+    return metrics, {"all": everything_curves, "duplicate_free": free_curves}, local_table
 
-    evaluated = tree_root.relative_to(root).as_posix() if tree_root != root else "."
+
+def run_info(settings: EvaluationSettings, root: Path, images: Images, checkpoint, classifier: Classifier,
+             predicted: Predicted, audit: Audit) -> dict:
+    """run.json: what was evaluated, with what, and how."""
+    labels, samples = predicted.labels, predicted.samples
+    evaluated = images.tree_root.relative_to(root).as_posix() if images.tree_root != root else "."
     model_name = Path(checkpoint.path).parent.name
-    info = {
+    disagreements = sum(1 for i, sample in enumerate(samples)
+                        if audit.matched(i, audit.train_labels) not in ("", str(sample.label)))
+    return {
         "format": RUN_FORMAT, "format_version": RUN_FORMAT_VERSION,
         "name": settings.name or f"{dataset_name(root)}{'/' + evaluated if evaluated != '.' else ''} ({model_name})",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": _model_summary(checkpoint, Path(checkpoint.path)),
-        "history": meta.get("history", []),
+        "history": checkpoint.metadata.get("history", []),
         "dataset": {"root": settings.data, "name": dataset_name(root), "evaluated": evaluated,
-                    "fingerprint": dataset_fingerprint((p, f.sha256) for p, f in zip(paths, fps)),
-                    "images": int(len(paths)), "counts": {name: int((labels == k).sum()) for k, name in enumerate(CLASSES)},
-                    "skipped": tree.refused + [{"path": relpaths[i], "reason": r} for i, r in sorted(errors.items())],
-                    "unknown_folders": tree.unknown_folders, "has_boxes": bool(has_boxes),
-                    "box_errors": box_errors},
-        "audit": {"near_duplicate_bits": bits, "reference": "the checkpoint's training and validation images",
-                  "available": has_train_prints,
-                  "exact_duplicates": int((kind == "exact").sum()), "near_duplicates": int((kind == "near").sum()),
-                  "duplicate_free_images": int((~duplicate).sum()),
-                  "groups_within_dataset": int(len(np.unique(groups))),
-                  "label_disagreements": int(sum(1 for i in range(len(fps)) if duplicate[i] and train_labels is not None
-                                                 and CLASSES[train_labels[match_index[i]]] != samples[i].class_name))},
+                    "fingerprint": dataset_fingerprint((p, f.sha256) for p, f in zip(predicted.paths,
+                                                                                     predicted.fingerprints)),
+                    "images": len(samples), "counts": {name: int((labels == k).sum()) for k, name in enumerate(CLASSES)},
+                    "skipped": predicted.skipped, "unknown_folders": images.tree.unknown_folders,
+                    "has_boxes": bool(images.has_boxes), "box_errors": predicted.box_errors},
+        "audit": {"near_duplicate_bits": audit.bits, "reference": "the checkpoint's training and validation images",
+                  "available": audit.available,
+                  "exact_duplicates": int((audit.kind == "exact").sum()),
+                  "near_duplicates": int((audit.kind == "near").sum()),
+                  "duplicate_free_images": int((~audit.duplicate).sum()),
+                  "groups_within_dataset": int(len(np.unique(audit.groups))),
+                  "label_disagreements": int(disagreements)},
         "settings": {**asdict(settings), "checkpoint": portable_path(settings.checkpoint),
-                     "out": portable_path(settings.out), "device": str(classifier.device), "precision": classifier.precision},
-        "timing": {"seconds": round(seconds, 1), "images_per_second": round(n / seconds, 1) if seconds else None},
+                     "out": portable_path(settings.out), "device": str(classifier.device),
+                     "precision": classifier.precision},
+        "timing": {"seconds": round(predicted.seconds, 1),
+                   "images_per_second": round(predicted.images / predicted.seconds, 1) if predicted.seconds else None},
         "versions": {**library_versions(), "project": __version__},
     }
-    return writer.write(info, predictions, metrics, {"all": everything_curves, "duplicate_free": free_curves},
-                        local_table)

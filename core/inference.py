@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from core.checkpoint import load_checkpoint, model_from_checkpoint, validate_metadata
+from core.model import fold_batchnorm
 from core.data import normalize, preprocess_uint8
 from core.runtime import autocast, prepare_model, resolve_device, resolve_precision
 
@@ -18,9 +19,10 @@ from core.runtime import autocast, prepare_model, resolve_device, resolve_precis
 class Classifier:
     """A trained model with the exact preprocessing it was trained with.
 
-    ``classes`` are the canonical class names in output order. The network itself is read-only shared
-    state: nothing here mutates it after loading, so one instance may serve several threads. The softmax
-    ``temperature`` comes from the checkpoint (1 when uncalibrated).
+    ``classes`` are the canonical class names in output order. The classifier takes the network over and
+    prepares it for inference (BatchNorm folded into the convolutions, channels_last, no gradients); from then on
+    it is read-only shared state: nothing here mutates it, so one instance may serve several threads. The
+    softmax ``temperature`` comes from the checkpoint (1 when uncalibrated).
     """
 
     def __init__(self, model: torch.nn.Module, metadata: dict, path: Path | None = None,
@@ -29,7 +31,7 @@ class Classifier:
         self.path = path
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
-        self.model = prepare_model(model.eval(), self.device)
+        self.model = prepare_model(fold_batchnorm(model.eval()), self.device)  # the network is taken over
         for param in self.model.parameters():
             param.requires_grad_(False)
         validate_metadata(metadata, path or "checkpoint")

@@ -267,22 +267,46 @@ class BootstrapSettings:
     seed: int = 0
 
 
-def _bootstrap_figures(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict[str, float]:
-    """The figures that get intervals, as a flat dict (keys as in :func:`bootstrap_intervals`)."""
+def weighted_aucs(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """ROC AUC of ``scores`` for the ``positive`` items under each row of ``weights`` (counts: how often each item
+    is in a bootstrap resample), ties counting one half, as :func:`sklearn.metrics.roc_auc_score` counts them on
+    the resample itself; NaN for a row without positives or negatives. One sort serves every row."""
+    order = np.argsort(scores, kind="mergesort")
+    ordered, positive, weights = scores[order], positive[order], weights[:, order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])  # runs of equal scores
+    pos = np.add.reduceat(weights * positive, starts, axis=1)
+    neg = np.add.reduceat(weights * ~positive, starts, axis=1)
+    below = np.cumsum(neg, axis=1) - neg  # negative weight under each run of equal scores
+    pairs = pos.sum(axis=1) * neg.sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(pairs > 0, (pos * (below + 0.5 * neg)).sum(axis=1) / pairs, np.nan)
+
+
+def _resample_figures(labels: np.ndarray, probs: np.ndarray, classes: list[str], weights: np.ndarray
+                      ) -> dict[str, np.ndarray]:
+    """The figures that get intervals, for a block of resamples given by their ``weights`` (counts per image):
+    ``{figure: values, one per resample}`` (keys as in :func:`bootstrap_intervals`)."""
     k = len(classes)
     pred = probs.argmax(axis=1)
-    figures = per_class_figures(labels, pred, k)
-    aucs = one_vs_rest_auc(labels, probs)
-    # scikit-learn's one-vs-rest macro AUC is this same unweighted mean of the per-class AUCs.
-    out = {"accuracy": float((pred == labels).mean()),
-           "macro_auc": float(np.nanmean(aucs)) if np.isfinite(aucs).any() else float("nan")}
-    out["micro_auc"] = micro_auc(labels, probs)
-    truth = (labels != classes.index(NO_TUMOUR)).astype(int)
-    out["tumour_auc"] = binary_auc(truth, tumour_scores(probs, classes))
+    weights = weights.astype(np.float64)
+
+    def share(hit: np.ndarray, among: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            total = weights @ among.astype(np.float64)
+            return np.where(total > 0, weights @ (hit & among).astype(np.float64) / total, np.nan)
+
+    out = {"accuracy": share(pred == labels, np.ones_like(labels, dtype=bool))}
+    aucs = np.stack([weighted_aucs(probs[:, c], labels == c, weights) for c in range(k)], axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a resample with every AUC undefined
+        out["macro_auc"] = np.nanmean(aucs, axis=1)  # scikit-learn's one-vs-rest macro AUC, over present classes
+    onehot = labels[:, None] == np.arange(k)[None, :]
+    out["micro_auc"] = weighted_aucs(probs.ravel(), onehot.ravel(), np.repeat(weights, k, axis=1))
+    out["tumour_auc"] = weighted_aucs(tumour_scores(probs, classes), labels != classes.index(NO_TUMOUR), weights)
     for c, name in enumerate(classes):
-        out[f"sensitivity/{name}"] = float(figures["recall"][c])
-        out[f"specificity/{name}"] = float(figures["specificity"][c])
-        out[f"auc/{name}"] = float(aucs[c])
+        out[f"sensitivity/{name}"] = share(pred == c, labels == c)
+        out[f"specificity/{name}"] = share(pred != c, labels != c)
+        out[f"auc/{name}"] = aucs[:, c]
     return out
 
 
@@ -304,23 +328,20 @@ def bootstrap_intervals(labels: np.ndarray, probs: np.ndarray, classes: list[str
     if groups is None:
         groups = np.arange(len(labels))
     _, groups = np.unique(groups, return_inverse=True)
-    members = [np.flatnonzero(groups == g) for g in range(groups.max() + 1)] if groups.max() + 1 < len(labels) \
-        else None
-    draws: dict[str, list[float]] = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for _ in range(settings.resamples):
-            if members is None:
-                pick = rng.integers(0, len(labels), len(labels))
-            else:
-                chosen = rng.integers(0, len(members), len(members))
-                pick = np.concatenate([members[g] for g in chosen])
-            for key, value in _bootstrap_figures(labels[pick], probs[pick], classes).items():
-                draws.setdefault(key, []).append(value)
+    count = groups.max() + 1
+    # A resample is a count per image (how often its group was drawn): the figures of a block of resamples are
+    # then a few matrix products and one sort per score, not a scikit-learn call per figure and resample.
+    block = max(1, min(settings.resamples, int(2e7 // (len(labels) * len(classes)))))
+    draws: dict[str, list[np.ndarray]] = {}
+    for start in range(0, settings.resamples, block):
+        drawn = rng.integers(0, count, (min(block, settings.resamples - start), count))
+        weights = np.stack([np.bincount(row, minlength=count) for row in drawn])[:, groups]
+        for key, values in _resample_figures(labels, probs, classes, weights).items():
+            draws.setdefault(key, []).append(values)
     tail = (1.0 - settings.confidence) / 2 * 100
     intervals = {}
-    for key, values in draws.items():
-        values = np.asarray(values, dtype=float)
+    for key, blocks in draws.items():
+        values = np.concatenate(blocks)
         values = values[np.isfinite(values)]
         intervals[key] = [float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))] \
             if len(values) else [float("nan"), float("nan")]

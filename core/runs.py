@@ -210,9 +210,15 @@ class EvaluationRun:
         rows = self.predictions if rows is None else rows
         return rows[[f"prob_{c}" for c in self.classes]].to_numpy(dtype=np.float64)
 
-    def label_indices(self, rows: pd.DataFrame | None = None) -> np.ndarray:
-        rows = self.predictions if rows is None else rows
-        return rows["label"].map({c: k for k, c in enumerate(self.classes)}).to_numpy(dtype=int)
+    def model_file(self, project_root: Path) -> Path:
+        """Where the model that made the run was, as the run records it (a relative path is relative to the
+        project, as the bundled runs name theirs)."""
+        recorded = Path(self.info["model"]["path"])
+        return recorded if recorded.is_absolute() else project_root / recorded
+
+    def made_by(self, file_sha256: str) -> bool:
+        """Whether the run was made with exactly the checkpoint file of this digest."""
+        return self.info["model"].get("file_sha256") == file_sha256
 
     def rows(self, subset: str) -> pd.DataFrame:
         """The predictions of one subset: every image ("all"), or those known to have no duplicate among the

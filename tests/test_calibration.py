@@ -16,7 +16,7 @@ from core.calibration import CalibrationError, calibration_record, fit_temperatu
 from core.checkpoint import CheckpointError, read_metadata, update_metadata
 from core.config import TrainConfig
 from core.explain import explain
-from dashboard.common import calibration_caption
+from dashboard.captions import calibration_caption
 from core.trainer import train
 
 

@@ -111,7 +111,7 @@ def test_explanation_controls_change_the_heatmap_not_the_prediction(app):
 
 
 def test_the_recipe_caption_says_how_the_model_was_trained():
-    from dashboard.common import recipe_caption
+    from dashboard.captions import recipe_caption
 
     config = {"epochs": 8, "head_epochs": 1, "batch_size": 32, "label_smoothing": 0.05, "val_fraction": 0.1,
               "seed": 42}
@@ -156,6 +156,28 @@ def test_choosing_a_case_shows_its_image_and_heatmap(app):
     assert not at.exception
     assert case in [plain(c) for image in at.image for c in image.captions]
     assert any(c.startswith("Grad-CAM (layer4) for") for c in heatmap_captions(at))
+
+
+@needs_shared(KAGGLE)
+def test_a_case_of_a_run_whose_model_is_not_here_is_explained_by_the_sidebars_model(app, tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    run = tmp_path / "elsewhere-run"
+    shutil.copytree(KAGGLE_RUN, run)
+    info = json.loads((run / "run.json").read_text())
+    info["model"]["path"] = str(tmp_path / "gone" / "model.safetensors")  # made on another machine
+    (run / "run.json").write_text(json.dumps(info))
+    monkeypatch.setenv("BRAIN_MRI_ALLOWED_ROOTS", str(tmp_path))
+    at = app.run()
+    at.switch_page("app_pages/runs.py").run()
+    at.text_input(key="runs.other").input(str(run)).run()
+    true, pred, _ = busiest_error_cell()
+    at.selectbox(key="runs.cell_true").set_value(true)
+    at.selectbox(key="runs.cell_pred").set_value(pred).run()
+    assert not at.exception
+    heatmaps = [c for c in heatmap_captions(at) if c.startswith("Grad-CAM (layer4) for")]
+    assert heatmaps and all("from the model in the sidebar" in c for c in heatmaps)
 
 
 def test_without_the_images_the_runs_page_says_where_to_point_and_keeps_the_numbers(app, tmp_path, monkeypatch):

@@ -8,7 +8,8 @@ from PIL import Image
 
 from conftest import random_classifier, synthetic_slice
 from core.data import CLASSES
-from core.explain import (CAM_METHODS, ExplainError, explain, heatmap_on_image, localisation_scores, overlay)
+from core.explain import CAM_METHODS, ExplainError, explain, heatmap_on_image, overlay
+from core.localisation import localisation_scores
 
 
 @pytest.fixture(scope="module")

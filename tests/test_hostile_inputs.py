@@ -454,7 +454,7 @@ def test_markdown_in_files_is_shown_as_text(good_run, tmp_path, monkeypatch):
     at.text_input(key="runs.other").input(str(run)).run()
     assert not at.exception
     tried("dashboard: Evaluation runs page", "markdown in a run's name, dataset, model path and settings")
-    from dashboard.common import md
+    from dashboard.captions import md
 
     texts = [e.value for e in (*at.markdown, *at.caption, *at.error, *at.warning, *at.info)]
     assert sum(md(beacon) in t for t in texts) >= 2  # shown, escaped, in the run's caption and its info line

@@ -114,3 +114,25 @@ def test_resampling_whole_duplicate_groups_widens_the_interval():
     naive = bootstrap_intervals(labels, probs, CLASSES, settings=settings)["accuracy"]
     grouped = bootstrap_intervals(labels, probs, CLASSES, groups, settings)["accuracy"]
     assert grouped[1] - grouped[0] > 1.5 * (naive[1] - naive[0])
+
+
+def test_bootstrap_figures_from_counts_equal_those_of_the_resamples_themselves():
+    from core.metrics import _resample_figures, point_metrics
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 4, 80)
+    probs = np.round(rng.dirichlet(np.ones(4), 80), 1)  # rounded: many ties, which count one half
+    classes = ["glioma", "meningioma", "notumor", "pituitary"]
+    picks = [rng.integers(0, 80, 80) for _ in range(5)]
+    weights = np.stack([np.bincount(pick, minlength=80) for pick in picks])
+    figures = _resample_figures(labels, probs, classes, weights)
+    for r, pick in enumerate(picks):
+        direct = point_metrics(labels[pick], probs[pick], classes)
+        assert figures["accuracy"][r] == pytest.approx(direct["accuracy"])
+        assert figures["macro_auc"][r] == pytest.approx(direct["macro_auc"])
+        assert figures["micro_auc"][r] == pytest.approx(direct["micro_auc"])
+        assert figures["tumour_auc"][r] == pytest.approx(direct["tumour_vs_no_tumour"]["auc"])
+        for name in classes:
+            assert figures[f"sensitivity/{name}"][r] == pytest.approx(direct["per_class"][name]["recall"])
+            assert figures[f"specificity/{name}"][r] == pytest.approx(direct["per_class"][name]["specificity"])
+            assert figures[f"auc/{name}"][r] == pytest.approx(direct["per_class"][name]["auc"])

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from core.model import build_resnet50, freeze_backbone_batchnorm, layerwise_parameter_groups, set_backbone_trainable
@@ -35,3 +36,28 @@ def test_a_frozen_backbone_keeps_its_batchnorm_statistics_and_the_head_trains():
     model = build_resnet50(4).train()
     freeze_backbone_batchnorm(model)
     assert not model.bn1.training and not model.layer4[2].bn3.training and model.fc.training
+
+
+def test_folding_batchnorm_keeps_the_function_and_the_module_names():
+    from core.model import fold_batchnorm
+
+    torch.manual_seed(0)
+    model = build_resnet50(4)
+    with torch.no_grad():  # statistics as training leaves them, not the identity a new BatchNorm starts with
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+    model.eval()
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        before = model(images)
+        folded = fold_batchnorm(model)
+        after = folded(images)
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert hasattr(folded, "layer4") and folded.layer4[0].conv1.bias is not None
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_batchnorm(build_resnet50(4).train())

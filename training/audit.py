@@ -58,25 +58,11 @@ def _sets(args):
     return scan_class_folders(testing), scan_class_folders(training), testing, training
 
 
-@command
-def main(argv=None) -> int:
-    args = get_args_parser().parse_args(argv)
-    from tqdm.auto import tqdm
+def _print_report(result, trees, args) -> None:
+    """The audit's summary, per-class counts, distance histogram and example pairs, on stdout."""
+    from core.audit import distance_histogram
 
-    from core.audit import audit_sets, distance_histogram
-
-    if not 0 <= args.bits <= 256:
-        print("error: --bits must be between 0 and 256", file=sys.stderr)
-        return 2
-    audited, reference, audited_root, reference_root = _sets(args)
-    if not audited.samples or not reference.samples:
-        empty = audited_root if not audited.samples else reference_root
-        print(f"error: {empty} holds no images in class folders", file=sys.stderr)
-        return 2
-    total = len(audited.samples) + len(reference.samples)
-    with tqdm(total=total, desc="fingerprinting", unit="img", disable=not args.progress, leave=False) as bar:
-        result = audit_sets(audited.samples, reference.samples, args.bits, progress=bar.update)
-
+    (audited, audited_root), (reference, reference_root) = trees
     m = result.matches
     n = len(result.images)
     byte_images = int(m.byte_identical.sum())
@@ -84,9 +70,7 @@ def main(argv=None) -> int:
     near_only = int((m.near & ~m.byte_identical & ~m.pixel_identical).sum())
     print(f"audited:   {audited_root} ({n} readable images)")
     print(f"reference: {reference_root} ({len(result.reference)} readable images)")
-    refused = [(f"{root}/{item['path']}", item["reason"]) for tree, root in ((audited, audited_root),
-                                                                           (reference, reference_root))
-               for item in tree.refused]
+    refused = [(f"{root}/{item['path']}", item["reason"]) for tree, root in trees for item in tree.refused]
     for path, reason in refused + result.unreadable:
         print(f"  unreadable, skipped: {printable(path)}: {reason}")
     print(f"byte-identical copies in the reference: {byte_images} images ({len(result.pairs)} pairs)")
@@ -116,18 +100,46 @@ def main(argv=None) -> int:
         j = int(m.nearest_index[i])
         print(f"  label disagreement: {result.images[i].relpath} ({result.images[i].class_name}) ~ "
               f"{result.reference[j].relpath} ({result.reference[j].class_name})")
-    if args.csv:
-        import pandas as pd
 
-        kinds = m.kind()
-        pd.DataFrame({
-            "path": [s.relpath for s in result.images], "label": [s.class_name for s in result.images],
-            "duplicate": m.duplicate, "kind": kinds, "byte_identical": m.byte_identical,
-            "nearest_bits": m.nearest_bits.astype(int),
-            "nearest": [result.reference[int(j)].relpath for j in m.nearest_index],
-            "nearest_label": [result.reference[int(j)].class_name for j in m.nearest_index],
-        }).to_csv(args.csv, index=False)
-        print(f"wrote {args.csv}")
+
+def _write_csv(result, path: str) -> None:
+    """One row per audited image: its nearest reference image and how close it is."""
+    import pandas as pd
+
+    m = result.matches
+    kinds = m.kind()
+    pd.DataFrame({
+        "path": [s.relpath for s in result.images], "label": [s.class_name for s in result.images],
+        "duplicate": m.duplicate, "kind": kinds, "byte_identical": m.byte_identical,
+        "nearest_bits": m.nearest_bits.astype(int),
+        "nearest": [result.reference[int(j)].relpath for j in m.nearest_index],
+        "nearest_label": [result.reference[int(j)].class_name for j in m.nearest_index],
+    }).to_csv(path, index=False)
+    print(f"wrote {path}")
+
+
+@command
+def main(argv=None) -> int:
+    args = get_args_parser().parse_args(argv)
+    from tqdm.auto import tqdm
+
+    from core.audit import audit_sets
+
+    if not 0 <= args.bits <= 256:
+        print("error: --bits must be between 0 and 256", file=sys.stderr)
+        return 2
+    audited, reference, audited_root, reference_root = _sets(args)
+    if not audited.samples or not reference.samples:
+        empty = audited_root if not audited.samples else reference_root
+        print(f"error: {empty} holds no images in class folders", file=sys.stderr)
+        return 2
+    total = len(audited.samples) + len(reference.samples)
+    with tqdm(total=total, desc="fingerprinting", unit="img", disable=not args.progress, leave=False) as bar:
+        result = audit_sets(audited.samples, reference.samples, args.bits, progress=bar.update)
+
+    _print_report(result, ((audited, audited_root), (reference, reference_root)), args)
+    if args.csv:
+        _write_csv(result, args.csv)
     return 0
 
 

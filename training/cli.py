@@ -9,6 +9,8 @@ anything else is a bug, reported in one line that says how to see the traceback 
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import functools
 import logging
 import os
@@ -64,3 +66,25 @@ def command(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | No
     def wrapper(argv: list[str] | None = None) -> int:
         return guarded(main, argv)
     return wrapper
+
+
+_TYPES = {"int": int, "float": float, "str": str}
+
+
+def settings_parser(prog: str, description: str, settings, help_texts: dict[str, str],
+                    required: tuple[str, ...] = ()) -> argparse.ArgumentParser:
+    """A parser with one option per field of a settings dataclass instance (``--field-name``), whose value is the
+    option's default: ``--x/--no-x`` for a yes-or-no, the field's own type otherwise, the default in the help.
+    ``required`` fields must be given."""
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    for field in dataclasses.fields(settings):
+        flag, default, text = "--" + field.name.replace("_", "-"), getattr(settings, field.name), help_texts[field.name]
+        if field.name in required:
+            parser.add_argument(flag, required=True, help=text)
+        elif isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=text)
+        else:  # annotations are text here ("int | None"): the first type named is the option's
+            kind = _TYPES.get(str(field.type).split("|")[0].strip(), str)
+            parser.add_argument(flag, type=kind, default=default, help=f"{text} (default: {default})")
+    return parser

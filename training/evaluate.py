@@ -18,7 +18,7 @@ from pathlib import Path
 
 from core.evaluation import EvaluationSettings
 from core.explain import CAM_METHODS, LAYERS
-from training.cli import command
+from training.cli import command, settings_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,22 +45,8 @@ HELP = {
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     defaults = EvaluationSettings(checkpoint=str(ROOT / "assets/models/default"), data="", out="")
-    for name, help_text in HELP.items():
-        flag = "--" + name.replace("_", "-")
-        default = getattr(defaults, name)
-        if name in ("data", "out"):
-            parser.add_argument(flag, required=True, help=help_text)
-        elif isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
-        else:
-            kind = type(default) if default is not None else (int if name in ("num_workers", "near_duplicate_bits")
-                                                             else str)
-            parser.add_argument(flag, type=kind, default=default, help=f"{help_text} (default: {default})")
-    parser.set_defaults(bootstrap_resamples=defaults.bootstrap_resamples)
-    return parser
+    return settings_parser("python -m training.evaluate", __doc__, defaults, HELP, required=("data", "out"))
 
 
 @command
@@ -96,6 +82,9 @@ def summary(run) -> str:
     info = run.info
     lines.append(f"  {info['dataset']['images']} images, {len(info['dataset']['skipped'])} unreadable, "
                  f"{info['timing']['images_per_second']} images/s")
+    steps = info["timing"].get("steps") or {}
+    if steps:
+        lines.append("  time: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in steps.items()))
     subsets = [("all images", run.metrics["all"])]
     if run.metrics.get("duplicate_free"):
         audit = info["audit"]

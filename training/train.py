@@ -8,14 +8,13 @@ Several processes or GPUs: the same command under ``torchrun --nproc_per_node N 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import sys
 from pathlib import Path
 
 from core.config import TrainConfig
-from training.cli import command
+from training.cli import command, settings_parser
 
 HELP = {
     "data": "dataset root: a Kaggle-style release (its Training/ folder is used, Testing/ is never read) "
@@ -63,23 +62,7 @@ HELP = {
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    defaults = TrainConfig(data="")
-    for field in dataclasses.fields(TrainConfig):
-        flag = "--" + field.name.replace("_", "-")
-        default = getattr(defaults, field.name)
-        help_text = HELP[field.name]
-        if field.type in ("bool",) or isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
-            continue
-        kind = {"int": int, "float": float, "str": str}.get(str(field.type).split(" |")[0], str)
-        if field.name == "data":
-            parser.add_argument(flag, required=True, help=help_text)
-        else:
-            parser.add_argument(flag, type=kind, default=default,
-                                help=f"{help_text} (default: {default})")
-    return parser
+    return settings_parser("python -m training.train", __doc__, TrainConfig(data=""), HELP, required=("data",))
 
 
 @command

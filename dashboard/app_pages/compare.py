@@ -7,7 +7,8 @@ import streamlit as st
 
 from core.runs import RunError, find_runs
 from dashboard.charts import label
-from dashboard.common import RUNS_DIR, error_boundary, load_run, md, run_title
+from dashboard.captions import md
+from dashboard.common import RUNS_DIR, error_boundary, load_run, run_title
 
 st.title("Compare runs")
 st.write("Put two evaluation runs side by side (two models on one dataset, or one model on two datasets). "

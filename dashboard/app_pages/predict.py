@@ -12,7 +12,8 @@ from core.data import CLASS_LABELS
 from core.explain import CAM_METHODS, DEFAULT_LAYER, DEFAULT_METHOD, LAYERS, explain, overlay
 from core.sources import read_image
 from dashboard.charts import probability_bars
-from dashboard.common import error_boundary, get_classifier, md
+from dashboard.captions import md
+from dashboard.common import error_boundary, get_classifier
 
 PREDICTED = "the predicted class"
 MAX_SCANS = 24        # per page: each decoded scan can hold up to 12 MB (2,048 x 2,048 RGB)

@@ -16,9 +16,10 @@ from core.metrics import NO_TUMOUR, operating_point
 from core.runs import RunError, find_runs
 from core.sources import FileRefused, is_within, read_image
 from dashboard import charts
+from dashboard.captions import md, recipe_caption
 from dashboard.common import (ALLOWED_ENV, DATASETS_ENV, DATASETS_KEY, ROOT, RUNS_DIR, allowed_roots, checkpoint_file,
                               classifier_at, current_model_path, datasets_root, error_boundary, file_digest, load_run,
-                              md, recipe_caption, run_images_root, run_title)
+                              run_images_root, run_title)
 
 SUBSETS = {"all": "All images", "duplicate_free": "No duplicate in training"}
 MAX_CASES = 500      # cases listed for one cell (a crafted run can put millions in one)
@@ -98,10 +99,8 @@ def case_explanation(model_key: str, image_path: str, _classifier=None):
 def case_classifier(run):
     """(classifier, note): the run's own model when its file is here unchanged, else the sidebar's model
     with a note saying so, or (None, why) when neither loads."""
-    recorded = Path(run.info["model"]["path"])
-    model_path = recorded if recorded.is_absolute() else ROOT / recorded
     try:
-        if file_digest(classifier_file := checkpoint_file(model_path)) == run.info["model"].get("file_sha256"):
+        if run.made_by(file_digest(classifier_file := checkpoint_file(run.model_file(ROOT)))):
             return classifier_at(classifier_file), ""
     except (CheckpointError, FileRefused, OSError):
         pass  # not here, not allowed, or not the same file: the sidebar's model explains instead

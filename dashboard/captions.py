@@ -1,0 +1,96 @@
+"""Captions built from a model's metadata and its runs: text in, markdown out, no Streamlit (like
+dashboard/charts.py, each can be tried in a notebook). Whatever comes from a file goes through :func:`md`."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from core.data import CLASS_LABELS
+from core.sources.files import printable
+
+_MARKDOWN = re.compile(r"[\\`*_{}\[\]()#+\-.!|<>~$:=^&\"'@%/]")
+_LINK_START = re.compile(r"(?i)(https?|www)(?=[:.])|@")
+WORD_JOINER = "\u2060"
+
+
+def md(value) -> str:
+    """Text from a file or a user (a run name, a path, a class name, an error message) made safe to put into
+    markdown, to be shown as the characters it holds.
+
+    Every character that markdown or Streamlit's directives could act on becomes a numeric character reference
+    (``:`` -> ``&#58;``), which the page shows as the character itself. That does not stop the link detection of
+    GitHub-flavoured markdown, which runs on the text after parsing (``http://host`` in plain text becomes a link
+    whatever the escaping), so an invisible word joiner goes after each ``http``, ``https`` or ``www`` that starts
+    an address and after each ``@``."""
+    text = printable(str(value)).replace("\r", " ").replace("\n", " ")
+    text = _LINK_START.sub(lambda match: match.group() + WORD_JOINER, text)
+    return _MARKDOWN.sub(lambda match: f"&#{ord(match.group())};", text)
+
+
+def training_source(data: dict) -> str:
+    """'brain-tumor-mri/Training' from the checkpoint's data record."""
+    trained_on = Path(str(data.get("trained_on", ".")))
+    root = Path(str(data.get("root", "?"))).name
+    return root if str(trained_on) == "." else f"{root}/{trained_on.as_posix()}"
+
+
+def calibration_caption(meta: dict) -> str:
+    """One line (markdown) on whether the model's probabilities are calibrated, for people reading them as
+    likelihoods."""
+    from core.inference import checkpoint_temperature
+
+    record = meta.get("calibration")
+    if not record:
+        return ("Probabilities are not calibrated: read them as scores, not as the chance of being right "
+                "(`python -m training.calibrate`).")
+    images = record.get("images")
+    source = f"{images:,} validation images" if isinstance(images, int) else "validation images"
+    source += borrowed_from(record)
+    return (f"Probabilities calibrated by temperature scaling (T = {checkpoint_temperature(meta):.2f}, fitted on "
+            f"{source}): on held-out scans, answers given with 80% are right about 80% of the time.")
+
+
+def borrowed_from(record: dict) -> str:
+    """' of a run of the same recipe (name)' when a calibration-style record was fitted on another run's
+    validation split; '' otherwise (markdown-safe)."""
+    fitted_on = record.get("fitted_on") if isinstance(record.get("fitted_on"), dict) else {}
+    if not fitted_on.get("borrowed"):
+        return ""
+    return f" of a run of the same recipe ({md(fitted_on.get('checkpoint', 'unnamed'))})"
+
+
+def model_captions(meta: dict, runs: list) -> list[str]:
+    """The sidebar's description of a model (markdown captions): classes, training data, calibration and the test
+    figures of its bundled ``runs``."""
+    captions = ["Classes: " + ", ".join(CLASS_LABELS[c] for c in meta["classes"])]
+    data = meta.get("data", {})
+    counts = data.get("counts", {})
+    seen = sum(counts.get("train", {}).values()) + sum(counts.get("val", {}).values())
+    base = meta.get("base_weights", {}).get("name", "not recorded")
+    captions.append(f"Trained on {seen:,} images from {md(training_source(data))}; base weights: {md(base)}")
+    validation = meta.get("validation", {})
+    if validation.get("val_accuracy") is not None:
+        auc = validation.get("val_macro_auc")
+        captions.append(f"Validation accuracy {validation['val_accuracy']:.2%}"
+                        + (f", macro AUC {auc:.4f}" if auc is not None else ""))
+    captions.append(calibration_caption(meta))
+    for run in runs:
+        m = run.metrics
+        free = f"; {m['accuracy_duplicate_free']:.2%} without training duplicates" \
+            if m.get("accuracy_duplicate_free") is not None else ""
+        dataset = run.info["dataset"]
+        where = dataset["name"] + ("" if dataset["evaluated"] == "." else "/" + dataset["evaluated"])
+        auc = f"; macro AUC {m['macro_auc']:.5f}" if m.get("macro_auc") is not None else ""
+        accuracy = f"{m['accuracy']:.2%}" if m.get("accuracy") is not None else "n/a"
+        captions.append(f"Tested on {md(where)}: accuracy {accuracy}{free}{auc}")
+    return captions
+
+
+def recipe_caption(config: dict, best_epoch) -> str:
+    """The training recipe of a run's model in one sentence, as plain text (settings a run's model may predate are
+    skipped)."""
+    parts = [f"{config.get('epochs')} epochs ({config.get('head_epochs')} head-only)"]
+    parts += [f"batch {config.get('batch_size')}", f"label smoothing {config.get('label_smoothing')}",
+              f"validation share {config.get('val_fraction')}", f"seed {config.get('seed')}"]
+    return ", ".join(parts) + f"; epoch kept: {best_epoch}."
