@@ -16,7 +16,6 @@ import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-import numpy as np
 import torch
 
 _WORKER_MODEL: dict = {}  # in the worker: {"key": (path, modified), "classifier": Classifier}
@@ -32,8 +31,8 @@ def _lower_priority() -> None:
 
 
 def _explain_in_worker(checkpoint: str, modified: float, precision: str, batch: torch.Tensor, method: str,
-                       layer: str, targets) -> tuple:
-    from core.explain import explain_batch
+                       layer: str, targets):
+    from core.explain import Explanation, explain_batch
     from core.inference import load_classifier
 
     key = (checkpoint, modified, precision)
@@ -44,8 +43,7 @@ def _explain_in_worker(checkpoint: str, modified: float, precision: str, batch: 
     parts = [explain_batch(classifier, batch[i:i + 1], method, layer,
                            targets if not isinstance(targets, list) else targets[i:i + 1])
              for i in range(len(batch))]  # one image at a time: Score-CAM's memory grows with the batch
-    return (np.concatenate([p.probabilities for p in parts]), np.concatenate([p.targets for p in parts]),
-            np.concatenate([p.heatmaps for p in parts]))
+    return Explanation.joined(parts)
 
 
 class SlowExplainer:
@@ -66,8 +64,8 @@ class SlowExplainer:
                                                  initializer=_lower_priority)
             return self._pool
 
-    def explain(self, classifier, batch: torch.Tensor, method: str, layer: str, targets=None) -> tuple:
-        """(probabilities, targets, heatmaps) for a normalised batch, computed in the worker with the
+    def explain(self, classifier, batch: torch.Tensor, method: str, layer: str, targets=None):
+        """The :class:`core.explain.Explanation` of a normalised batch, computed in the worker with the
         classifier's checkpoint file, on the CPU at the classifier's precision (the worker loads it once)."""
         if classifier.path is None:
             raise BackgroundError("a slow explanation needs a model saved as a checkpoint file")

@@ -36,6 +36,10 @@ NOT_RECIPE = {"out", "data", "val_fraction", "save_dtype", "time_limit_minutes",
 
 
 REFITTED = ("calibration",)  # what calibrating writes
+# Below this calibrated top probability an answer is marked "uncertain: refer". Once calibrated, a probability is
+# the share of such answers that are right, so this is where the expected accuracy falls under 95%; the record says
+# how the calibration images bear it out.
+REFER_BELOW = 0.95
 
 
 class CalibrationError(ValueError):
@@ -78,10 +82,22 @@ def calibration_record(logits: np.ndarray, labels: np.ndarray, fitted_on: dict) 
     temperature = fit_temperature(logits, labels)
     before, after = _softmax(logits, 1.0), _softmax(logits, temperature)
     return {"method": METHOD, "temperature": round(temperature, 5), "fitted_on": fitted_on,
+            "refer_below": REFER_BELOW, "referral": referral_evidence(after, labels, REFER_BELOW),
             "images": len(labels),
             "nll_before": round(nll(logits, labels), 5), "nll_after": round(nll(logits, labels, temperature), 5),
             "ece_before": round(reliability(labels, before)["ece"], 5),
             "ece_after": round(reliability(labels, after)["ece"], 5)}
+
+
+def referral_evidence(probs: np.ndarray, labels: np.ndarray, level: float) -> dict:
+    """How many held-out answers fall under and over ``level``, and how many of each are right."""
+    confidence, right = probs.max(axis=1), probs.argmax(axis=1) == labels
+
+    def part(mask: np.ndarray) -> dict:
+        return {"images": int(mask.sum()), "correct": int(right[mask].sum()),
+                "accuracy": round(float(right[mask].mean()), 5) if mask.any() else None}
+
+    return {"below": part(confidence < level), "at_or_above": part(confidence >= level)}
 
 
 def validation_images(metadata: dict, data: str | os.PathLike | None = None) -> tuple[list[Path], np.ndarray]:
@@ -89,12 +105,29 @@ def validation_images(metadata: dict, data: str | os.PathLike | None = None) -> 
 
     ``data`` replaces the dataset root recorded in the checkpoint (a relative path there is relative to the
     directory training ran in)."""
-    recorded = metadata.get("data", {})
-    files = recorded.get("val_files") or []
+    files = metadata.get("data", {}).get("val_files") or []
     if not files:
         raise CalibrationError("the checkpoint was trained without a validation split (--val-fraction 0), so it "
                                "has no held-out images to fit a temperature on; take the temperature of a run "
                                "of the same recipe that had one (--from)")
+    return recorded_images(metadata, files, "validation image", data)
+
+
+def training_images(metadata: dict, data: str | os.PathLike | None = None) -> tuple[list[Path], np.ndarray]:
+    """The images the checkpoint's network was trained on (its validation images left out) and their labels."""
+    recorded = metadata.get("data", {})
+    held_out = set(recorded.get("val_files") or [])
+    files = [f for f in recorded.get("seen_files") or [] if f not in held_out]
+    if not files:
+        raise CalibrationError("the checkpoint records no training images")
+    return recorded_images(metadata, files, "training image", data)
+
+
+def recorded_images(metadata: dict, files: list[str], what: str, data: str | os.PathLike | None = None
+                    ) -> tuple[list[Path], np.ndarray]:
+    """Paths and labels of image files a checkpoint names, relative to the folder it was trained on, which must
+    still be there as they were."""
+    recorded = metadata.get("data", {})
     root = Path(data if data is not None else recorded.get("root", "")).expanduser()
     base = root / recorded.get("trained_on", ".")
     if not base.is_dir():
@@ -103,14 +136,13 @@ def validation_images(metadata: dict, data: str | os.PathLike | None = None) -> 
     for relpath in files:
         name = canonical_class(relpath.split("/")[0])
         if name is None or name not in CLASSES:
-            raise CalibrationError(f"validation file {printable(relpath)} is not in a known class folder")
+            raise CalibrationError(f"{what} {printable(relpath)} is not in a known class folder")
         try:
-            path = contained_path(base, relpath, "validation image")  # the names come from the checkpoint
+            path = contained_path(base, relpath, what)  # the names come from the checkpoint
         except FileRefused as error:
             raise CalibrationError(str(error)) from None
         if not path.is_file():
-            raise CalibrationError(f"validation image {printable(path)} is missing; the dataset changed since "
-                                   "training")
+            raise CalibrationError(f"{what} {printable(path)} is missing; the dataset changed since training")
         paths.append(path)
         labels.append(CLASSES.index(name))
     return paths, np.asarray(labels)
@@ -176,6 +208,15 @@ def recipe_differences(target: dict, source: dict) -> list[str]:
                   for key in set(a) | set(b) if key not in NOT_RECIPE and a.get(key) != b.get(key))
 
 
+def same_recipe_problems(target: dict, source: dict) -> list[str]:
+    """Why what was fitted on ``source``'s validation split would not carry over to ``target`` (empty: it
+    would): a training setting that differs, or other training data."""
+    differences = recipe_differences(target, source)
+    if target.get("data", {}).get("fingerprint") != source.get("data", {}).get("fingerprint"):
+        differences.append("the training data differ (dataset fingerprints)")
+    return differences
+
+
 def borrowed_calibration(target: str | os.PathLike, source: str | os.PathLike,
                          data: str | os.PathLike | None = None) -> dict:
     """:func:`fit_on_validation` on ``source``'s validation split, for ``target``: a refit of the same recipe on
@@ -187,9 +228,7 @@ def borrowed_calibration(target: str | os.PathLike, source: str | os.PathLike,
     if mine.get("data", {}).get("val_files"):
         raise CalibrationError("this checkpoint has a validation split of its own; calibrate it on that (leave out "
                                "--from)")
-    differences = recipe_differences(mine, theirs)
-    if mine.get("data", {}).get("fingerprint") != theirs.get("data", {}).get("fingerprint"):
-        differences.append("the training data differ (dataset fingerprints)")
+    differences = same_recipe_problems(mine, theirs)
     if differences:
         raise CalibrationError("the two checkpoints were not trained with the same recipe, so the temperature "
                                "would not carry over: " + "; ".join(differences))

@@ -7,7 +7,9 @@ written beside it as ``<name>.json`` for people to read; the header is what load
 
 Loading never unpickles anything. Training-data fingerprints (file hashes and perceptual hashes of every
 image the model was trained or selected on) are stored as uint8 tensors under ``train_fingerprints.*``
-so that an evaluation can flag test images that the model has already seen, without the training data.
+so that an evaluation can flag test images that the model has already seen, without the training data. The
+familiarity model (:mod:`core.familiarity`: how far a scan lies from the training scans) is stored under
+``familiarity.*``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -33,6 +35,7 @@ FORMAT = "brain-tumour-mri/checkpoint"
 FORMAT_VERSION = 1
 METADATA_KEY = "checkpoint"
 FINGERPRINT_PREFIX = "train_fingerprints."
+FAMILIARITY_PREFIX = "familiarity."
 DEFAULT_FILENAME = "model.safetensors"
 # A ResNet-50 is 94 MB in float32; the fingerprints of a million training images would add 100 MB.
 MAX_CHECKPOINT_BYTES = 512 << 20
@@ -52,6 +55,12 @@ class Checkpoint:
     metadata: dict
     fingerprints: dict[str, torch.Tensor]
     path: Path
+    familiarity: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def extra_tensors(self) -> dict[str, torch.Tensor]:
+        """The tensors stored beside the network's, under their prefixes."""
+        return {**{FINGERPRINT_PREFIX + k: v for k, v in self.fingerprints.items()},
+                **{FAMILIARITY_PREFIX + k: v for k, v in self.familiarity.items()}}
 
 
 def library_versions() -> dict[str, str]:
@@ -103,14 +112,15 @@ def stored_tensors(model: nn.Module, dtype: torch.dtype = torch.float32) -> dict
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module | dict[str, torch.Tensor], metadata: dict,
                     fingerprints: dict[str, torch.Tensor] | None = None,
-                    dtype: torch.dtype = torch.float32) -> Path:
+                    dtype: torch.dtype = torch.float32,
+                    familiarity: dict[str, torch.Tensor] | None = None) -> Path:
     """Write a network (or the tensors :func:`stored_tensors` made of it) with ``metadata`` atomically: a crash
     never leaves a half-written file in place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = dict(model) if isinstance(model, dict) else stored_tensors(model, dtype)
-    for key, value in (fingerprints or {}).items():
-        tensors[FINGERPRINT_PREFIX + key] = value.contiguous()
+    extra = Checkpoint({}, {}, fingerprints or {}, path, familiarity or {}).extra_tensors()
+    tensors.update({key: value.contiguous() for key, value in extra.items()})
     return _write(path, tensors, complete_metadata(metadata, dtype))
 
 
@@ -139,15 +149,17 @@ def _write(path: Path, tensors: dict[str, torch.Tensor], metadata: dict) -> Path
     return path
 
 
-def update_metadata(path: str | os.PathLike, changes: dict) -> Path:
+def update_metadata(path: str | os.PathLike, changes: dict,
+                    familiarity: dict[str, torch.Tensor] | None = None) -> Path:
     """Replace top-level metadata entries of a checkpoint (a damaged entry among them does not stop it); an entry
-    changed to None is removed. The tensors are rewritten bit for bit, and the new metadata is checked before
-    anything is written."""
+    changed to None is removed. ``familiarity``, when given, replaces the familiarity tensors. The other tensors
+    are rewritten bit for bit, and the new metadata is checked before anything is written."""
     stored = load_checkpoint(path, replacing=changes)
     metadata = {key: value for key, value in {**stored.metadata, **changes}.items() if value is not None}
     validate_metadata(json_safe(metadata), stored.path)
-    tensors = {**stored.state_dict, **{FINGERPRINT_PREFIX + k: v for k, v in stored.fingerprints.items()}}
-    return _write(stored.path, tensors, metadata)
+    if familiarity is not None:
+        stored.familiarity = {key: value.contiguous() for key, value in familiarity.items()}
+    return _write(stored.path, {**stored.state_dict, **stored.extra_tensors()}, metadata)
 
 
 def json_safe(value):
@@ -187,7 +199,11 @@ METADATA_SCHEMA = {
             "mean": _numbers(3, 0, 1), "std": _numbers(3, 0, 1, exclusive_low=True)}},
         "calibration": {"type": ["object", "null"], "required": ["temperature"], "properties": {
             "temperature": {"type": "number", "minimum": TEMPERATURES[0], "maximum": TEMPERATURES[1]},
+            "refer_below": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
             "images": {"type": "integer", "minimum": 0}, "fitted_on": _OBJECT}},
+        "familiarity": {"type": ["object", "null"], "required": ["threshold"], "properties": {
+            "threshold": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 1e6},
+            "fitted_on": _OBJECT}},
         "base_weights": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}},
         "data": {"type": "object", "properties": {
             "counts": {"type": "object", "additionalProperties": _COUNTS},
@@ -254,9 +270,11 @@ def load_checkpoint(path: str | os.PathLike, replacing=()) -> Checkpoint:
     except FileRefused as error:
         raise CheckpointError(str(error)) from None
     metadata = _metadata(header, path, replacing)
-    fingerprints = {k[len(FINGERPRINT_PREFIX):]: v for k, v in tensors.items() if k.startswith(FINGERPRINT_PREFIX)}
-    state = {k: v for k, v in tensors.items() if not k.startswith(FINGERPRINT_PREFIX)}
-    return Checkpoint(state, metadata, fingerprints, path)
+    def under(prefix: str) -> dict[str, torch.Tensor]:
+        return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+    state = {k: v for k, v in tensors.items() if not k.startswith((FINGERPRINT_PREFIX, FAMILIARITY_PREFIX))}
+    return Checkpoint(state, metadata, under(FINGERPRINT_PREFIX), path, under(FAMILIARITY_PREFIX))
 
 
 def model_from_checkpoint(checkpoint: Checkpoint) -> nn.Module:

@@ -30,14 +30,14 @@ from tqdm.auto import tqdm
 
 from core import __version__
 from core.audit import Audit, dataset_fingerprint, fingerprint_bytes, leakage_audit
-from core.checkpoint import (check_classes_match, library_versions, load_checkpoint, model_from_checkpoint,
-                             resolve_checkpoint_path)
+from core.checkpoint import check_classes_match, library_versions, load_checkpoint, resolve_checkpoint_path
 from core.data import (CLASSES, ClassFolderTree, DatasetError, Sample, find_split_dirs, preprocess_uint8,
                        read_yolo_boxes, scan_class_folders)
 from core.explain import CAM_METHODS, DEFAULT_LAYER, DEFAULT_METHOD, check_choice, explain_batch
-from core.inference import Classifier
+from core.inference import Classifier, classifier_from_checkpoint
 from core.localisation import POINTING_TOLERANCE_PX, has_box, localisation_scores, localisation_summary
-from core.metrics import BootstrapSettings, MetricWarning, bootstrap_intervals, curves, point_metrics
+from core.metrics import (BootstrapSettings, MetricWarning, bootstrap_intervals, curves, point_metrics,
+                          wilson_interval)
 from core.runtime import default_workers
 from core.runs import RUN_FORMAT, RUN_FORMAT_VERSION, RunError, RunWriter
 from core.sources import read_bytes, read_image
@@ -192,8 +192,7 @@ def evaluate(settings: EvaluationSettings) -> Path:
 def _evaluate(settings: EvaluationSettings, root: Path, checkpoint, writer: RunWriter) -> Path:
     steps = _Stopwatch()
     check_classes_match(checkpoint.metadata)  # the columns and labels below are in CLASSES order
-    classifier = Classifier(model_from_checkpoint(checkpoint), checkpoint.metadata, checkpoint.path,
-                            settings.device, settings.precision)
+    classifier = classifier_from_checkpoint(checkpoint, settings.device, settings.precision)
     images = find_images(root, settings)
     steps.lap("model and file list")
     predicted = predict_all(classifier, images, settings)
@@ -259,6 +258,8 @@ class Predicted:
     box_errors: list[dict]
     seconds: float
     images: int                       # how many the pass went over
+    familiarity: np.ndarray | None    # familiarity scores (None: the model has no familiarity model)
+    threshold: float | None           # above it, a scan is unfamiliar
 
     @property
     def labels(self) -> np.ndarray:
@@ -274,6 +275,7 @@ def predict_all(classifier: Classifier, images: Images, settings: EvaluationSett
                         num_workers=settings.num_workers if settings.num_workers is not None else default_workers(4))
     n = len(samples)
     probs = np.full((n, len(CLASSES)), np.nan, dtype=np.float64)
+    familiarity = np.full(n, np.nan, dtype=np.float64)
     fingerprints: list = [None] * n
     errors: dict[int, str] = {}
     local_rows: list[dict] = []
@@ -291,10 +293,14 @@ def predict_all(classifier: Classifier, images: Images, settings: EvaluationSett
                 index = [item["index"] for item in good]
                 batch = classifier.normalise(torch.stack([item["tensor"] for item in good]))
                 if images.localise:
-                    probs[index] = _explain_and_score(classifier, batch, good, images, settings, local_rows,
-                                                      box_errors)
+                    probs[index], scores = _explain_and_score(classifier, batch, good, images, settings, local_rows,
+                                                              box_errors)
                 else:
-                    probs[index] = classifier.probabilities(classifier.logits(batch)).numpy()
+                    features, logits = classifier.features_and_logits(batch)
+                    probs[index], scores = classifier.probabilities(logits).numpy(), \
+                        classifier.familiarity_scores(features)
+                if scores is not None:
+                    familiarity[index] = scores
                 for item in good:
                     fingerprints[item["index"]] = item["fingerprint"]
             bar.update(len(items))
@@ -302,13 +308,16 @@ def predict_all(classifier: Classifier, images: Images, settings: EvaluationSett
     if not keep:
         raise DatasetError(f"none of the {n} images in {images.tree_root} could be read")
     skipped = images.tree.refused + [{"path": relpaths[i], "reason": r} for i, r in sorted(errors.items())]
+    model = classifier.familiarity
     return Predicted([samples[i] for i in keep], [relpaths[i] for i in keep], [fingerprints[i] for i in keep],
-                     probs[keep], skipped, local_rows, box_errors, time.time() - started, n)
+                     probs[keep], skipped, local_rows, box_errors, time.time() - started, n,
+                     None if model is None else familiarity[keep], None if model is None else model.threshold)
 
 
 def _explain_and_score(classifier, batch, good: list[dict], images: Images, settings: EvaluationSettings,
-                       local_rows: list[dict], box_errors: list[dict]) -> np.ndarray:
-    """Probabilities of a batch, and the localisation score of each of its tumour images with boxes."""
+                       local_rows: list[dict], box_errors: list[dict]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Probabilities and familiarity scores of a batch, and the localisation score of each of its tumour images
+    with boxes."""
     samples, relpaths = images.tree.samples, images.relpaths
     targets = [samples[item["index"]].label for item in good]
     explanation = explain_batch(classifier, batch, settings.cam_method, settings.cam_layer, targets=targets)
@@ -324,11 +333,16 @@ def _explain_and_score(classifier, batch, good: list[dict], images: Images, sett
         local_rows.append({"path": path, "label": samples[item["index"]].class_name,
                            "pred": CLASSES[int(explanation.probabilities[row].argmax())], "boxes": len(boxes),
                            **scores})
-    return explanation.probabilities
+    return explanation.probabilities, explanation.familiarity
 
 
 def predictions_table(predicted: Predicted, audit: Audit) -> pd.DataFrame:
     probs, n = predicted.probs, len(predicted.samples)
+    familiar = {}
+    if predicted.familiarity is not None:
+        familiar = {"familiarity": predicted.familiarity.round(4),
+                    "unfamiliar": pd.array([pd.NA] * n, dtype="boolean") if predicted.threshold is None
+                    else predicted.familiarity > predicted.threshold}
     train_labels = None if audit.train_labels is None else [CLASSES[k] for k in audit.train_labels]
     train_split = None if audit.train_split is None else ["validation" if s else "train" for s in audit.train_split]
     return pd.DataFrame({
@@ -337,6 +351,7 @@ def predictions_table(predicted: Predicted, audit: Audit) -> pd.DataFrame:
         "pred": [CLASSES[k] for k in probs.argmax(axis=1)],
         **{f"prob_{name}": probs[:, k].round(6) for k, name in enumerate(CLASSES)},
         "confidence": probs.max(axis=1).round(6),
+        **familiar,
         "train_duplicate": audit.duplicate if audit.available else pd.array([pd.NA] * n, dtype="boolean"),
         "train_duplicate_kind": audit.kind,
         "train_nearest_bits": audit.nearest_bits,
@@ -368,6 +383,7 @@ def all_metrics(predicted: Predicted, audit: Audit, settings: EvaluationSettings
         "all": everything,
         "duplicate_free": free,
         "localisation": None,
+        "familiarity": familiarity_figures(predicted, audit),
         "warnings": sorted({str(w.message) for w in caught if issubclass(w.category, MetricWarning)}),
     }
     local_table = None
@@ -379,6 +395,22 @@ def all_metrics(predicted: Predicted, audit: Audit, settings: EvaluationSettings
                                    "layer": settings.cam_layer, "target": "true class",
                                    "tolerance_px_at_224": POINTING_TOLERANCE_PX}
     return metrics, {"all": everything_curves, "duplicate_free": free_curves}, local_table
+
+
+def familiarity_figures(predicted: Predicted, audit: Audit) -> dict | None:
+    """How many images the familiarity check flags, with a 95% Wilson interval, on all images and on the
+    duplicate-free ones (None when the model has no familiarity threshold)."""
+    if predicted.familiarity is None or predicted.threshold is None:
+        return None
+    flagged = predicted.familiarity > predicted.threshold
+
+    def share(mask: np.ndarray) -> dict:
+        count, total = int(mask.sum()), int(len(mask))
+        return {"images": total, "flagged": count, "share": count / total if total else None,
+                "interval": list(wilson_interval(count, total)) if total else None}
+
+    return {"threshold": predicted.threshold, "all": share(flagged),
+            "duplicate_free": share(flagged[~audit.duplicate]) if audit.available else None}
 
 
 def run_info(settings: EvaluationSettings, root: Path, images: Images, checkpoint, classifier: Classifier,

@@ -72,10 +72,20 @@ class Explanation:
     heatmaps: np.ndarray        # (n, size, size) float32 in [0, 1] on the network input grid (the scan as given)
     method: str
     layer: str
+    familiarity: np.ndarray | None = None  # (n,) familiarity scores (core.familiarity); None: the model has none
 
     @property
     def predictions(self) -> np.ndarray:
         return self.probabilities.argmax(axis=1)
+
+    @classmethod
+    def joined(cls, parts: Sequence[Explanation]) -> Explanation:
+        """One explanation of the images of several, in order (all of one method and layer)."""
+        def join(name: str):
+            return None if getattr(parts[0], name) is None else np.concatenate([getattr(p, name) for p in parts])
+
+        return cls(join("probabilities"), join("targets"), join("heatmaps"), parts[0].method, parts[0].layer,
+                   join("familiarity"))
 
 
 class _StandIn(nn.Module):
@@ -112,9 +122,9 @@ def check_choice(method: str, layer: str) -> None:
 
 
 def _split_forward(model: nn.Module, batch: torch.Tensor, layer: str, need_gradient: bool
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(activations of ``layer`` as a leaf tensor, logits) of one forward pass; autograd records only
-    the part above ``layer``, and only when ``need_gradient``."""
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(activations of ``layer`` as a leaf tensor, pooled layer4 features, logits) of one forward pass; autograd
+    records only the part above ``layer``, and only when ``need_gradient``."""
     cut = STAGES.index(layer) + 1
     with torch.no_grad():
         x = model.maxpool(model.relu(model.bn1(model.conv1(batch))))
@@ -125,8 +135,9 @@ def _split_forward(model: nn.Module, batch: torch.Tensor, layer: str, need_gradi
         y = activations
         for name in STAGES[cut:]:
             y = getattr(model, name)(y)
-        logits = model.fc(torch.flatten(model.avgpool(y), 1))
-    return activations, logits
+        features = torch.flatten(model.avgpool(y), 1)
+        logits = model.fc(features)
+    return activations, features, logits
 
 
 def _resolve_targets(targets, predictions: np.ndarray, classes: Sequence[str]) -> np.ndarray:
@@ -172,8 +183,9 @@ def explain_batch(classifier, batch: torch.Tensor, method: str = DEFAULT_METHOD,
     with torch.inference_mode(False):
         batch = batch.clone().to(classifier.device).contiguous(memory_format=torch.channels_last)
         with autocast(classifier.device, classifier.precision):
-            activations, logits = _split_forward(model, batch, layer, spec.uses_gradients)
+            activations, features, logits = _split_forward(model, batch, layer, spec.uses_gradients)
         probabilities = classifier.probabilities(logits.detach().cpu()).numpy()
+        familiarity = classifier.familiarity_scores(features.detach().float().cpu())
         chosen = _resolve_targets(targets, probabilities.argmax(axis=1), classifier.classes)
         gradients = None
         if spec.uses_gradients:
@@ -190,7 +202,7 @@ def explain_batch(classifier, batch: torch.Tensor, method: str = DEFAULT_METHOD,
             cam_object.activations_and_grads.release()
     size = batch.shape[-1]
     heatmaps = scale_cam_image(np.maximum(cam, 0), (size, size))
-    return Explanation(probabilities, chosen, heatmaps.astype(np.float32), method, layer)
+    return Explanation(probabilities, chosen, heatmaps.astype(np.float32), method, layer, familiarity)
 
 
 def explain(classifier, images: Sequence[Image.Image], method: str = DEFAULT_METHOD, layer: str = DEFAULT_LAYER,
@@ -206,8 +218,7 @@ def explain(classifier, images: Sequence[Image.Image], method: str = DEFAULT_MET
         part_targets = targets[start:start + batch_size] if isinstance(targets, list) else targets
         parts.append(explain_batch(classifier, classifier.preprocess(images[start:start + batch_size]), method,
                                    layer, part_targets))
-    return Explanation(np.concatenate([p.probabilities for p in parts]), np.concatenate([p.targets for p in parts]),
-                       np.concatenate([p.heatmaps for p in parts]), method, layer)
+    return Explanation.joined(parts)
 
 
 def warm_up(classifier) -> None:

@@ -10,9 +10,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from core.checkpoint import load_checkpoint, model_from_checkpoint, validate_metadata
-from core.model import fold_batchnorm
+from core.checkpoint import Checkpoint, CheckpointError, load_checkpoint, model_from_checkpoint, validate_metadata
 from core.data import normalize, preprocess_uint8
+from core.familiarity import Familiarity, FamiliarityError
+from core.model import fold_batchnorm
 from core.runtime import autocast, prepare_model, resolve_device, resolve_precision
 
 
@@ -26,8 +27,10 @@ class Classifier:
     """
 
     def __init__(self, model: torch.nn.Module, metadata: dict, path: Path | None = None,
-                 device: str | torch.device | None = None, precision: str = "auto"):
+                 device: str | torch.device | None = None, precision: str = "auto",
+                 familiarity: Familiarity | None = None):
         self.metadata = metadata
+        self.familiarity = familiarity  # how far a scan lies from the training scans (None: not fitted)
         self.path = path
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
@@ -43,6 +46,18 @@ class Classifier:
         if metadata.get("mirror_averaging"):
             _say_once(f"{path or 'the checkpoint'} asks for a second look at uncertain scans (mirror averaging), "
                       "which was removed from the project (it did not help on validation); it is ignored")
+
+    @property
+    def refer_below(self) -> float:
+        """Answers under this top probability are marked "uncertain: refer" (core.calibration.REFER_BELOW unless
+        the checkpoint's calibration says otherwise)."""
+        from core.calibration import REFER_BELOW
+
+        return float((self.metadata.get("calibration") or {}).get("refer_below", REFER_BELOW))
+
+    @property
+    def calibrated(self) -> bool:
+        return bool(self.metadata.get("calibration"))
 
     @property
     def classes(self) -> list[str]:
@@ -65,6 +80,21 @@ class Classifier:
             raise InferenceError(f"the model's output for {broken} of {len(logits)} images is not a number (NaN or "
                                  "infinity); no probability is given")
         return (logits / self.temperature).softmax(dim=1)
+
+    @torch.inference_mode()
+    def features_and_logits(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pooled layer4 features (what the head reads) and the logits, from one pass, as float32 on the CPU."""
+        m = self.model
+        batch = batch.to(self.device).contiguous(memory_format=torch.channels_last)
+        with autocast(self.device, self.precision):
+            x = m.maxpool(m.relu(m.bn1(m.conv1(batch))))
+            features = torch.flatten(m.avgpool(m.layer4(m.layer3(m.layer2(m.layer1(x))))), 1)
+            out = m.fc(features)
+        return features.float().cpu(), out.float().cpu()
+
+    def familiarity_scores(self, features: torch.Tensor) -> np.ndarray | None:
+        """Familiarity scores of pooled features, or None when the checkpoint has no familiarity model."""
+        return None if self.familiarity is None else self.familiarity.scores(features)
 
     @torch.inference_mode()
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
@@ -113,5 +143,15 @@ def checkpoint_temperature(metadata: dict) -> float:
 def load_classifier(path: str | os.PathLike, device: str | torch.device | None = None,
                     precision: str = "auto") -> Classifier:
     """Load a checkpoint file (or the directory holding it) for inference."""
-    checkpoint = load_checkpoint(path)
-    return Classifier(model_from_checkpoint(checkpoint), checkpoint.metadata, checkpoint.path, device, precision)
+    return classifier_from_checkpoint(load_checkpoint(path), device, precision)
+
+
+def classifier_from_checkpoint(checkpoint: Checkpoint, device: str | torch.device | None = None,
+                               precision: str = "auto") -> Classifier:
+    """The classifier of a loaded checkpoint, with its familiarity model when it carries one."""
+    try:
+        familiarity = Familiarity.from_tensors(checkpoint.familiarity, checkpoint.metadata)
+    except FamiliarityError as error:
+        raise CheckpointError(f"{checkpoint.path}: {error}") from None
+    return Classifier(model_from_checkpoint(checkpoint), checkpoint.metadata, checkpoint.path, device, precision,
+                      familiarity)

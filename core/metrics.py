@@ -256,6 +256,15 @@ def operating_point(truth_tumour: np.ndarray, tumour_score: np.ndarray, threshol
             "sensitivity": _safe_div(tp, tp + fn), "specificity": _safe_div(tn, tn + fp)}
 
 
+def wilson_interval(count: int, total: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """The Wilson score interval of a proportion ``count / total`` (statsmodels), sound near 0 and 1 where the
+    normal approximation is not."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    low, high = proportion_confint(count, total, alpha=1 - confidence, method="wilson")
+    return float(low), float(high)
+
+
 # --------------------------------------------------------------------------------------------------
 # Bootstrap intervals
 

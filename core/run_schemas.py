@@ -69,12 +69,17 @@ _BLOCK = {
 }
 _LOCAL = {"type": "object", "required": ["images"], "properties": {
     "images": _COUNT, **{k: _SHARE for k in ("pointing_strict", "pointing_tolerant", "energy_in_box", "box_share")}}}
+_FLAGGED = {"type": "object", "required": ["images", "flagged"], "properties": {
+    "images": _COUNT, "flagged": _COUNT, "share": {"anyOf": [{"type": "null"}, _SHARE]}}}
 METRICS_SCHEMA = {
     "type": "object",
     "required": ["all"],
     "properties": {
         **{k: _SHARE for k in ("accuracy", "accuracy_duplicate_free", "macro_auc", "macro_auc_duplicate_free")},
         "all": _BLOCK, "duplicate_free": {"anyOf": [{"type": "null"}, _BLOCK]},
+        "familiarity": {"anyOf": [{"type": "null"}, {
+            "type": "object", "required": ["threshold", "all"], "properties": {
+                "threshold": _NUMBER, "all": _FLAGGED, "duplicate_free": {"anyOf": [{"type": "null"}, _FLAGGED]}}}]},
         "localisation": {"anyOf": [{"type": "null"}, {
             "type": "object", "required": ["overall", "per_class", "method", "layer"], "properties": {
                 "overall": _LOCAL, "per_class": {"type": "object", "propertyNames": _CLASS_NAME,

@@ -301,11 +301,19 @@ def _check_predictions(table: pd.DataFrame, classes: list[str], file: Path) -> p
         if values.isna().any() or not np.isfinite(values).all() or (values < 0).any() or (values > 1).any():
             refuse(f"has {column} values that are not probabilities between 0 and 1")
         table[column] = values.astype(np.float64)
-    if "train_duplicate" in table:
-        known = {"True": True, "False": False, "": pd.NA, True: True, False: False}
-        if not table["train_duplicate"].isin(list(known)).all():
-            refuse("has train_duplicate values other than True, False or empty")
-        table["train_duplicate"] = table["train_duplicate"].map(known).astype("boolean")
+    known = {"True": True, "False": False, "": pd.NA, True: True, False: False}
+    for column in ("train_duplicate", "unfamiliar"):
+        if column in table:
+            if not table[column].isin(list(known)).all():
+                refuse(f"has {column} values other than True, False or empty")
+            table[column] = table[column].map(known).astype("boolean")
+    if "familiarity" in table:
+        raw = table["familiarity"].astype(str)
+        blank = raw == ""  # an image the model has no familiarity score for
+        values = pd.to_numeric(raw.where(~blank), errors="coerce")
+        if (values.isna() & ~blank).any() or (values < 0).any() or np.isinf(values).any():
+            refuse("has familiarity values that are not distances (numbers of 0 or more)")
+        table["familiarity"] = values.astype(np.float64)
     return table
 
 
@@ -344,7 +352,8 @@ def read_run(path: str | os.PathLike) -> EvaluationRun:
     _check_numbers(curves, path / CURVES_FILE)
     predictions = _read_table(path / PREDICTIONS_FILE, keep_default_na=False,
                               dtype={"path": str, "label": str, "pred": str, "train_duplicate": str,
-                                     "train_duplicate_kind": str, "train_match": str})
+                                     "train_duplicate_kind": str, "train_match": str,
+                                     "familiarity": str, "unfamiliar": str})
     predictions = _check_predictions(predictions, classes, path / PREDICTIONS_FILE)
     return EvaluationRun(path, info, predictions, metrics, curves, classes)
 

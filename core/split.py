@@ -41,6 +41,10 @@ class PreparedData:
         """sha256 over the sorted (relative path, file sha256) pairs of every readable image."""
         return dataset_fingerprint((s.relpath, f.sha256) for s, f in zip(self.samples, self.fingerprints))
 
+    def part(self, index: np.ndarray) -> tuple[list[Path], np.ndarray]:
+        """Paths and labels of some of the images."""
+        return [self.samples[i].path for i in index], np.array([self.samples[i].label for i in index], dtype=int)
+
     def counts(self, index: np.ndarray) -> dict[str, int]:
         labels = np.array([self.samples[i].label for i in index], dtype=int)
         return {name: int((labels == k).sum()) for k, name in enumerate(CLASSES)}

@@ -44,6 +44,8 @@ from core.checkpoint import (DEFAULT_FILENAME, Checkpoint, complete_metadata, js
 from core.config import TrainConfig, check_config
 from core.data import CLASSES, ImageFolderDataset, training_augmentation
 from core.distributed import Dist, all_sum, init_distributed
+from core.held_out import calibrate_in_memory, familiarity_in_memory
+from core.inference import Classifier
 from core.epochs import TrainingError, better, build_optimizer, train_one_epoch, validate
 from core.model import ARCHITECTURE, build_resnet50, classifier_from_imagenet, set_backbone_trainable
 from core.runtime import default_workers, prepare_model, resolve_device, resolve_precision
@@ -343,34 +345,23 @@ def finish(run: Run, stopped_by: str) -> None:
         run.best = next(h for h in run.history if h["epoch"] == stored.metadata["training"]["best_epoch"])
     metadata = build_metadata(run)
     metadata["training"]["stopped_by"] = stopped_by
+    familiarity = None
     if len(run.data.val_idx):
-        calibration = calibrate_in_memory(run, metadata)
-        if calibration is not None:
-            metadata["calibration"] = calibration
-    save_checkpoint(run.checkpoint_path, run.best_tensors, metadata, fingerprint_tensors(run.data), run.save_dtype)
-
-
-def calibrate_in_memory(run: Run, metadata: dict) -> dict | None:
-    """The temperature of the best network, as stored, fitted on the validation split (core.calibration), or None
-    with a warning when that cannot be done (a tiny or degenerate split): calibration never costs the model."""
-    from core.calibration import calibrate
-    from core.inference import Classifier
-
-    try:
-        checkpoint = Checkpoint(run.best_tensors, complete_metadata(metadata, run.save_dtype), {},
-                                run.checkpoint_path)
-        # Fitted at the precision inference uses by default ('auto'), on the device the user chose.
+        checkpoint = Checkpoint(run.best_tensors, complete_metadata(metadata, run.save_dtype), {}, run.checkpoint_path)
+        # Judged at the precision inference uses by default ('auto'), on the device the user chose.
         classifier = Classifier(model_from_checkpoint(checkpoint), checkpoint.metadata, run.checkpoint_path,
                                 run.cfg.device)
-        samples = [run.data.samples[i] for i in run.data.val_idx]
-        record = calibrate(classifier, [s.path for s in samples], np.array([s.label for s in samples]))
-    except Exception as error:  # noqa: BLE001 - see the docstring
-        log.warning("probabilities left uncalibrated: %s", error)
-        return None
-    log.info("calibrated on %d validation images: temperature %.3f (negative log-likelihood %.4f -> %.4f, "
-             "ECE %.4f -> %.4f)", record["images"], record["temperature"], record["nll_before"],
-             record["nll_after"], record["ece_before"], record["ece_after"])
-    return record
+        train, validation = run.data.part(run.data.train_idx), run.data.part(run.data.val_idx)
+        calibration = calibrate_in_memory(classifier, validation)
+        if calibration is not None:
+            metadata["calibration"] = calibration
+        fitted_on = {"split": "training", "checkpoint": run.checkpoint_path.parent.name,
+                     "data_fingerprint": run.data_fingerprint, "precision": classifier.precision}
+        familiarity = familiarity_in_memory(classifier, train, validation, fitted_on)
+        if familiarity is not None:
+            metadata["familiarity"] = familiarity.record
+    save_checkpoint(run.checkpoint_path, run.best_tensors, metadata, fingerprint_tensors(run.data), run.save_dtype,
+                    familiarity.tensors if familiarity is not None else None)
 
 
 def train(cfg: TrainConfig) -> Path:

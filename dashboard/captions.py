@@ -4,6 +4,7 @@ dashboard/charts.py, each can be tried in a notebook). Whatever comes from a fil
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from core.data import CLASS_LABELS
@@ -94,3 +95,43 @@ def recipe_caption(config: dict, best_epoch) -> str:
     parts += [f"batch {config.get('batch_size')}", f"label smoothing {config.get('label_smoothing')}",
               f"validation share {config.get('val_fraction')}", f"seed {config.get('seed')}"]
     return ", ".join(parts) + f"; epoch kept: {best_epoch}."
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How one scan's result is presented: a confident answer, an uncertain one, or none (an unfamiliar scan)."""
+    kind: str          # "answer" | "uncertain" | "unfamiliar"
+    heading: str       # markdown
+    badge: str | None  # short label shown beside the heading
+    sentence: str      # markdown: what the state means, in plain words
+
+
+def verdict(label: str, probability: float, refer_below: float, calibrated: bool,
+            familiarity: float | None = None, threshold: float | None = None, evidence: dict | None = None) -> Verdict:
+    """The card's heading and message for a prediction of ``label`` at ``probability``.
+
+    A scan whose familiarity distance exceeds the threshold gets no answer: its heading is the model's guess, in
+    grey. An answer under ``refer_below`` is marked uncertain and never looks like a confident one. ``evidence``:
+    the calibration record's count of held-out answers under that level and how many were right."""
+    shown = f"{label} {probability:.1%}"
+    if familiarity is not None and threshold is not None and not familiarity <= threshold:
+        return Verdict("unfamiliar", f":gray[Not answered (the model's guess would be {shown})]", "Not a familiar scan",
+                       "**Not a brain MRI slice like those the model was trained on?** In the network's own features "
+                       f"this image lies farther from the training scans (distance {familiarity:.1f}) than 99 in 100 "
+                       f"of the held-out scans the model was checked on (threshold {threshold:.1f}). Whatever it "
+                       "shows, the model would still name one of its four classes, so the guess and heatmap below "
+                       "are greyed and should not be read as an answer.")
+    if probability < refer_below:
+        if not calibrated:
+            meaning = (f"The answer is under {refer_below:.0%}; this model's probabilities are not calibrated, so "
+                       "the figure says little about how often such answers are right")
+        else:
+            meaning = (f"The answer is under {refer_below:.0%}, and this model's probabilities are calibrated: fewer "
+                       f"than {round(100 * refer_below)} in 100 answers like it are expected to be right")
+            if evidence and evidence.get("images"):
+                meaning += (f" (of the {evidence['images']} held-out scans it gave under {refer_below:.0%}, "
+                            f"{evidence['correct']} were right)")
+        return Verdict("uncertain", f":orange[Uncertain: {shown}?]", "Uncertain: refer",
+                       f"**Uncertain: refer.** {meaning}; the answer needs a radiologist's read before it is used, "
+                       "and the runner-up below may be the right one.")
+    return Verdict("answer", f"{label} — {probability:.1%}", None, "")

@@ -30,9 +30,11 @@ def _layout(figure: go.Figure, height: int = 380, **extra) -> go.Figure:
     return figure
 
 
-def probability_bars(classes: list[str], probabilities: np.ndarray, highlight: int | None = None) -> go.Figure:
-    """Horizontal bars, one per class, with the percentage written on each."""
-    colours = [CLASS_COLOURS.get(c, "#888") if highlight is None or k == highlight else "#55606e"
+def probability_bars(classes: list[str], probabilities: np.ndarray, highlight: int | None = None,
+                     muted: bool = False) -> go.Figure:
+    """Horizontal bars, one per class, with the percentage written on each; all grey when ``muted`` (a scan the
+    model does not recognise: the bars are not an answer)."""
+    colours = [CLASS_COLOURS.get(c, "#888") if not muted and (highlight is None or k == highlight) else "#55606e"
                for k, c in enumerate(classes)]
     figure = go.Figure(go.Bar(x=probabilities, y=[label(c) for c in classes], orientation="h", marker_color=colours,
                               text=[f"{p:.1%}" for p in probabilities], textposition="auto",

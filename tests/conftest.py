@@ -68,11 +68,10 @@ def random_classifier(folder: Path, seed: int):
 
 def write_unchecked(path: Path, changes: dict) -> None:
     """Change a checkpoint's metadata without the check update_metadata makes: a damaged or crafted file."""
-    from core.checkpoint import FINGERPRINT_PREFIX, _write, load_checkpoint
+    from core.checkpoint import _write, load_checkpoint
 
     stored = load_checkpoint(path, replacing=changes)
-    _write(stored.path, {**stored.state_dict, **{FINGERPRINT_PREFIX + k: v for k, v in stored.fingerprints.items()}},
-           {**stored.metadata, **changes})
+    _write(stored.path, {**stored.state_dict, **stored.extra_tensors()}, {**stored.metadata, **changes})
 
 
 @pytest.fixture
@@ -107,3 +106,23 @@ def pytest_terminal_summary(terminalreporter):
     pairs = module.TRIED["pairs"]
     terminalreporter.write_line(f"hostile inputs tried: {len(module.TRIED['inputs'])} distinct inputs, "
                                 f"{len(pairs)} (entry point, input) pairs over {len({e for e, _ in pairs})} entry points")
+
+
+def validated_recipe(data, out, **overrides):
+    """A tiny training run with a validation split: what calibration and the familiarity model are fitted on.
+    Four epochs: after two, this tiny network's validation predictions are worse than chance and the best
+    temperature is the largest allowed, which the fit refuses."""
+    from core.config import TrainConfig
+
+    settings = dict(data=str(data), out=str(out), image_size=48, epochs=4, head_epochs=1, batch_size=8,
+                    weights="none", num_workers=0, progress=False, precision="fp32", seed=3, val_fraction=0.3)
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+@pytest.fixture(scope="session")
+def validated(kaggle_layout, tmp_path_factory) -> Path:
+    """The checkpoint of :func:`validated_recipe` (trained once per test session)."""
+    from core.trainer import train
+
+    return train(validated_recipe(kaggle_layout, tmp_path_factory.mktemp("validated")))

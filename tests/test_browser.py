@@ -162,10 +162,10 @@ def exception_texts(driver) -> list[str]:
 
 
 def upload_input(driver):
-    """The file input of the uploader labelled 'MRI slices', once the page has rendered it."""
+    """The file input of the uploader labelled 'Add MRI slices', once the page has rendered it."""
     for uploader in driver.find_elements(By.CSS_SELECTOR, "[data-testid='stFileUploader']"):
         labels = uploader.find_elements(By.CSS_SELECTOR, "[data-testid='stWidgetLabel']")
-        if labels and labels[0].text.strip() == "MRI slices":
+        if labels and labels[0].text.strip() == "Add MRI slices":
             inputs = uploader.find_elements(By.CSS_SELECTOR, "input[type='file']")
             if inputs:
                 return inputs[0]
@@ -206,7 +206,7 @@ def test_predict_page_shows_prediction_and_gradcam(server_url, browser, tmp_path
     scan = scan_png(tmp_path)
     browser.get(server_url + "/")
     file_input = wait(browser, PAGE_TIMEOUT).until(
-        upload_input, "no file input for the 'MRI slices' uploader on the Predict page")
+        upload_input, "no file input for the 'Add MRI slices' uploader on the Predict page")
 
     file_input.send_keys(str(scan))
     uploaded = time.monotonic()

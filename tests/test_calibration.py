@@ -10,11 +10,10 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from conftest import ROOT, random_classifier, write_unchecked
+from conftest import ROOT, random_classifier, validated_recipe, write_unchecked
 from core import load_classifier
 from core.calibration import CalibrationError, calibration_record, fit_temperature, nll
 from core.checkpoint import CheckpointError, read_metadata, update_metadata
-from core.config import TrainConfig
 from core.explain import explain
 from dashboard.captions import calibration_caption
 from core.trainer import train
@@ -89,20 +88,6 @@ def test_a_temperature_outside_the_fitted_range_is_refused(tmp_path, temperature
         load_classifier(path)
 
 
-def tiny(data, out, **overrides):
-    # Four epochs: after two, this tiny network's validation predictions are worse than chance and the best
-    # temperature is the largest allowed, which the fit refuses (as tested above).
-    settings = dict(data=str(data), out=str(out), image_size=48, epochs=4, head_epochs=1, batch_size=8,
-                    weights="none", num_workers=0, progress=False, precision="fp32", seed=3, val_fraction=0.3)
-    settings.update(overrides)
-    return TrainConfig(**settings)
-
-
-@pytest.fixture(scope="module")
-def validated(kaggle_layout, tmp_path_factory):
-    return train(tiny(kaggle_layout, tmp_path_factory.mktemp("validated")))
-
-
 def test_training_with_a_validation_split_calibrates_on_it(validated):
     meta = read_metadata(validated)
     record = meta["calibration"]
@@ -117,7 +102,7 @@ def command(*args):
 
 
 def test_a_refit_borrows_the_temperature_of_a_run_of_its_recipe(validated, kaggle_layout, tmp_path):
-    refit = train(tiny(kaggle_layout, tmp_path / "refit", val_fraction=0.0))
+    refit = train(validated_recipe(kaggle_layout, tmp_path / "refit", val_fraction=0.0))
     assert "calibration" not in read_metadata(refit)
 
     alone = command("--checkpoint", str(refit))
@@ -150,7 +135,7 @@ def test_a_model_with_its_own_validation_split_does_not_borrow(validated):
 
 
 def test_a_temperature_is_not_borrowed_across_recipes(validated, kaggle_layout, tmp_path):
-    other = train(tiny(kaggle_layout, tmp_path / "other", val_fraction=0.0, label_smoothing=0.2))
+    other = train(validated_recipe(kaggle_layout, tmp_path / "other", val_fraction=0.0, label_smoothing=0.2))
     result = command("--checkpoint", str(other), "--from", str(validated))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "label_smoothing is 0.05 in the source and 0.2 in the target" in result.stderr

@@ -55,6 +55,12 @@ def app():
     return AppTest.from_file(APP, default_timeout=180)
 
 
+def upload(at, files):
+    """Put files into the predict page's uploader (its key changes each time it hands its files over)."""
+    generation = at.session_state["predict.generation"] if "predict.generation" in at.session_state else 0
+    return at.file_uploader(key=f"predict.uploads.{generation}").set_value(files).run()
+
+
 def heatmap_captions(at) -> list[str]:
     return [c for image in at.image for c in image.captions if c.split(" (")[0] in
             ("Grad-CAM", "Grad-CAM++", "XGrad-CAM", "LayerCAM", "EigenCAM", "Score-CAM")]
@@ -73,10 +79,10 @@ def test_app_starts_on_the_default_model_and_shows_its_test_figures(app):
 
 def test_upload_gives_a_prediction_a_heatmap_and_a_download_and_a_bad_file_a_message(app):
     at = app.run()
-    at.file_uploader(key="predict.uploads").set_value([
+    upload(at, [
         ("scan.png", scan_png(), "image/png"),
         ("broken.jpg", b"\xff\xd8\xff not really", "image/jpeg"),
-    ]).run()
+    ])
     assert not at.exception
     headings = [h.value for h in at.main.subheader]
     assert len(headings) == 1 and "%" in headings[0]
@@ -90,14 +96,14 @@ def test_upload_gives_a_prediction_a_heatmap_and_a_download_and_a_bad_file_a_mes
 
 def test_the_same_scan_uploaded_twice_is_shown_twice(app):
     at = app.run()
-    at.file_uploader(key="predict.uploads").set_value([("scan.png", scan_png(), "image/png")] * 2).run()
+    upload(at, [("scan.png", scan_png(), "image/png")] * 2)
     assert not at.exception
     assert len(at.main.subheader) == 2 and len(heatmap_captions(at)) == 2
 
 
 def test_explanation_controls_change_the_heatmap_not_the_prediction(app):
     at = app.run()
-    at.file_uploader(key="predict.uploads").set_value([("scan.png", scan_png(), "image/png")]).run()
+    upload(at, [("scan.png", scan_png(), "image/png")])
     prediction = at.main.subheader[0].value
     at.selectbox(key="predict.method").set_value("eigencam")
     at.selectbox(key="predict.target").set_value("meningioma")
@@ -239,3 +245,73 @@ def test_the_chosen_run_survives_a_visit_to_another_page(app):
     at.switch_page("app_pages/runs.py").run()
     assert not at.exception
     assert at.selectbox(key="runs.choice").value == figshare
+
+
+def test_uploads_and_their_results_survive_a_visit_to_another_page_until_removed(app):
+    at = app.run()
+    upload(at, [("first.png", scan_png(seed=1), "image/png"), ("second.png", scan_png(seed=2), "image/png")])
+    before = [h.value for h in at.main.subheader]
+    at.switch_page("app_pages/runs.py").run()
+    at.switch_page("app_pages/predict.py").run()
+    assert not at.exception
+    assert [h.value for h in at.main.subheader] == before and len(before) == 2
+    upload(at, [("third.png", scan_png(seed=3), "image/png")])  # added to the kept scans
+    assert len(at.main.subheader) == 3
+    next(b for b in at.button if b.key.startswith("predict.remove.0.")).click().run()
+    assert len(at.main.subheader) == 2
+    at.button(key="predict.clear").click().run()
+    assert not at.main.subheader and not at.exception
+
+
+def test_the_cards_say_uncertain_and_not_familiar_in_words_and_never_look_confident():
+    from dashboard.captions import verdict
+
+    confident = verdict("Glioma", 0.991, 0.95, True)
+    assert confident.kind == "answer" and confident.heading == "Glioma — 99.1%" and confident.badge is None
+    unsure = verdict("Glioma", 0.54, 0.95, True, evidence={"images": 31, "correct": 20})
+    assert unsure.kind == "uncertain" and unsure.badge == "Uncertain: refer"
+    assert unsure.heading.startswith(":orange[Uncertain") and "—" not in unsure.heading
+    assert "of the 31 held-out scans it gave under 95%, 20 were right" in unsure.sentence
+    assert "not calibrated" in verdict("Glioma", 0.54, 0.95, False).sentence
+    stranger = verdict("Meningioma", 0.999, 0.95, True, familiarity=80.0, threshold=30.0)
+    assert stranger.kind == "unfamiliar" and stranger.heading.startswith(":gray[Not answered")
+    assert "Not a brain MRI slice like those the model was trained on?" in stranger.sentence
+    # A familiar scan, or a model without a familiarity threshold, is judged on its probability alone.
+    assert verdict("Meningioma", 0.999, 0.95, True, familiarity=10.0, threshold=30.0).kind == "answer"
+    assert verdict("Meningioma", 0.999, 0.95, True, familiarity=80.0, threshold=None).kind == "answer"
+
+
+def test_a_model_that_does_not_know_gets_the_uncertain_badge_and_a_stranger_the_warning(app, tmp_path,
+                                                                                       monkeypatch):
+    import torch
+
+    from conftest import random_classifier
+    from core.checkpoint import update_metadata
+    from core.familiarity import fit
+
+    from core import load_classifier
+    from core.checkpoint import load_checkpoint, save_checkpoint
+
+    # A head that ignores the scan and answers 50% glioma: every answer is uncertain.
+    path = random_classifier(tmp_path, seed=0).path
+    stored = load_checkpoint(path)
+    stored.state_dict["fc.weight"].zero_()
+    stored.state_dict["fc.bias"] = torch.log(torch.tensor([0.5, 0.3, 0.1, 0.1]))
+    save_checkpoint(path, stored.state_dict, stored.metadata)
+    classifier = load_classifier(path, precision="fp32")
+    scans = [Image.open(io.BytesIO(scan_png(label=k % 4, seed=k))) for k in range(24)]
+    features = classifier.features_and_logits(classifier.preprocess(scans))[0].numpy()
+    fitted = fit(features[:12], np.arange(12) % 4, 4, features[12:], {"split": "training"})
+    update_metadata(classifier.path, {"familiarity": fitted.record}, familiarity=fitted.tensors)
+    monkeypatch.setenv("BRAIN_MRI_ALLOWED_ROOTS", str(tmp_path))
+    at = app.run()
+    at.text_input(key="sidebar.checkpoint_path").input(str(classifier.path)).run()
+    blank = png_bytes(np.full((224, 224), 255, np.uint8))
+    upload(at, [("scan.png", scan_png(seed=5), "image/png"), ("blank.png", blank, "image/png")])
+    assert not at.exception
+    headings = [h.value for h in at.main.subheader]
+    assert headings[0].startswith(":orange[Uncertain") and headings[1].startswith(":gray[Not answered")
+    badges = [m.value for m in at.main.markdown if "-badge[" in m.value]
+    assert len(badges) == 2 and badges[0].endswith("Uncertain: refer]") and badges[1].endswith("Not a familiar scan]")
+    warnings = [plain(w.value) for w in at.warning]
+    assert len(warnings) == 1 and "Not a brain MRI slice like those the model was trained on?" in warnings[0]

@@ -171,7 +171,8 @@ def test_slow_explanations_run_in_a_low_priority_process_and_give_the_same_heatm
     batch = classifier.preprocess(slices(2))
     worker = SlowExplainer()
     try:
-        probabilities, targets, heatmaps = worker.explain(classifier, batch, "gradcam", "layer4", "glioma")
+        result = worker.explain(classifier, batch, "gradcam", "layer4", "glioma")
+        probabilities, targets, heatmaps = result.probabilities, result.targets, result.heatmaps
         here = explain_batch(classifier, batch, "gradcam", "layer4", "glioma")
         np.testing.assert_allclose(heatmaps, here.heatmaps, atol=1e-4)
         np.testing.assert_allclose(probabilities, here.probabilities, atol=1e-5)

@@ -12,11 +12,14 @@ from core.data import CLASS_LABELS
 from core.explain import CAM_METHODS, DEFAULT_LAYER, DEFAULT_METHOD, LAYERS, explain, overlay
 from core.sources import read_image
 from dashboard.charts import probability_bars
-from dashboard.captions import md
+from dashboard.captions import Verdict, md, verdict
 from dashboard.common import error_boundary, get_classifier
 
 PREDICTED = "the predicted class"
-MAX_SCANS = 24        # per page: each decoded scan can hold up to 12 MB (2,048 x 2,048 RGB)
+MAX_SCANS = 24        # per session: each decoded scan can hold up to 12 MB (2,048 x 2,048 RGB)
+MAX_KEPT_BYTES = 96 << 20  # decoded scans one session keeps
+KEPT_KEY, PROBLEMS_KEY, GENERATION_KEY = "predict.kept", "predict.problems", "predict.generation"
+UPLOADER_KEY = "predict.uploads"
 SLOW_LIMIT = 3        # Score-CAM: minutes per scan, in a background worker
 DISPLAY_SIDE = 1024   # scans are shown (and blended with their heatmap) at most this large
 
@@ -39,15 +42,63 @@ with st.expander("Explanation settings", expanded=False):
     layer = c3.selectbox("Layer", list(LAYERS), index=list(LAYERS).index(DEFAULT_LAYER), key="predict.layer", persist_state="session",
                          format_func=lambda name: f"{name}: {LAYERS[name]}")
     opacity = c4.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="predict.opacity", persist_state="session")
-uploads = st.file_uploader("MRI slices", type=["png", "jpg", "jpeg", "bmp", "tif", "tiff"],
-                           accept_multiple_files=True, key="predict.uploads")
-if len(uploads or []) > MAX_SCANS:
-    st.warning(f"{len(uploads)} files were uploaded; the first {MAX_SCANS} are explained. Remove some to see others.")
-    uploads = uploads[:MAX_SCANS]
+
+
+def kept_scans() -> list[dict]:
+    """This session's scans ({"name", "digest", "image"}), kept across pages until the user removes them."""
+    return st.session_state.setdefault(KEPT_KEY, [])
+
+
+def decoded_bytes(image) -> int:
+    return image.width * image.height * len(image.getbands())
+
+
+def take_uploads(files) -> None:
+    """Move uploaded files into the session's kept scans (each decoded and checked once), note a sentence for each
+    that is refused, and empty the uploader."""
+    scans, problems = kept_scans(), []
+    for upload in files:
+        if len(scans) >= MAX_SCANS:
+            problems.append(f"At most {MAX_SCANS} scans are kept at a time; **{md(upload.name)}** and the files after "
+                            "it were not added. Remove some scans first.")
+            break
+        try:
+            blob = upload.getvalue()
+            image = read_image(blob)
+        except ValueError as error:
+            problems.append(f"**{md(upload.name)}**: {md(error)} — skipped; the other files are shown.")
+            continue
+        if sum(decoded_bytes(s["image"]) for s in scans) + decoded_bytes(image) > MAX_KEPT_BYTES:
+            problems.append(f"**{md(upload.name)}** was not added: this session already holds "
+                            f"{MAX_KEPT_BYTES >> 20} MB of decoded scans. Remove some scans first.")
+            continue
+        scans.append({"name": upload.name, "digest": hashlib.sha256(blob).hexdigest(), "image": image})
+    st.session_state[PROBLEMS_KEY] = problems
+    st.session_state[GENERATION_KEY] = st.session_state.get(GENERATION_KEY, 0) + 1  # a fresh, empty uploader
+    st.rerun()
+
+
+uploads = st.file_uploader("Add MRI slices", type=["png", "jpg", "jpeg", "bmp", "tif", "tiff"],
+                           accept_multiple_files=True, key=f"{UPLOADER_KEY}.{st.session_state.get(GENERATION_KEY, 0)}",
+                           help=f"Up to {MAX_SCANS} scans are kept for this session, across pages, until you remove "
+                                "them.")
+if uploads:
+    take_uploads(uploads)
+for problem in st.session_state.get(PROBLEMS_KEY, []):
+    st.warning(problem)
+scans = [(s["name"], s["digest"], s["image"]) for s in kept_scans()]
+if scans:
+    count, clear = st.columns([4, 1], vertical_alignment="center")
+    count.caption(f"{len(scans)} scan{'s' if len(scans) > 1 else ''} kept for this session (they stay when you visit "
+                  "other pages).")
+    if clear.button("Remove all scans", key="predict.clear", icon=":material/delete:"):
+        st.session_state[KEPT_KEY] = []
+        st.session_state[PROBLEMS_KEY] = []
+        st.rerun()
 
 if CAM_METHODS[method].slow:
-    signature = (method, layer, target, tuple(u.file_id for u in uploads or []))
-    if len(uploads or []) > SLOW_LIMIT:
+    signature = (method, layer, target, tuple(digest for _, digest, _ in scans))
+    if len(scans) > SLOW_LIMIT:
         st.warning(f"{CAM_METHODS[method].label} explains at most {SLOW_LIMIT} scans at a time "
                    f"({CAM_METHODS[method].note}); remove some uploads. Until then the heatmaps are Grad-CAM.")
         method = DEFAULT_METHOD
@@ -72,25 +123,11 @@ def slow_explainer():
 @st.cache_data(show_spinner=False, max_entries=64)
 def explained(model_key: str, digests: tuple[str, ...], method: str, layer: str, target: str | None,
               _images=(), _classifier=None):
-    """Probabilities and heatmaps for a set of scans, computed once per model, files (their digests) and settings
-    (moving the opacity slider reuses them)."""
+    """The explanation (probabilities, heatmaps, familiarity) of a set of scans, computed once per model, files
+    (their digests) and settings (moving the opacity slider reuses them)."""
     if CAM_METHODS[method].slow:
         return slow_explainer().explain(_classifier, _classifier.preprocess(list(_images)), method, layer, target)
-    result = explain(_classifier, list(_images), method=method, layer=layer, targets=target)
-    return result.probabilities, result.targets, result.heatmaps
-
-
-def read_uploads(files) -> tuple[list[tuple[str, str, object]], list[str]]:
-    """(name, digest, image) of every upload that is an acceptable image, and one sentence for each that is not.
-    (Streamlit itself refuses a file over the upload limit, server.maxUploadSize, before the page sees it.)"""
-    scans, problems = [], []
-    for upload in files:
-        try:
-            blob = upload.getvalue()
-            scans.append((upload.name, hashlib.sha256(blob).hexdigest(), read_image(blob)))
-        except ValueError as error:
-            problems.append(f"**{md(upload.name)}**: {md(error)} — skipped; the other files are shown.")
-    return scans, problems
+    return explain(_classifier, list(_images), method=method, layer=layer, targets=target)
 
 
 def png_bytes(image) -> bytes:
@@ -101,10 +138,28 @@ def png_bytes(image) -> bytes:
     return buffer.getvalue()
 
 
-def show_scan(position: int, name: str, digest: str, image, row, explained_class: int, heatmap) -> None:
+def scan_verdict(row, familiarity: float | None) -> Verdict:
+    model = classifier.familiarity
+    calibration = classifier.metadata.get("calibration") or {}
+    return verdict(CLASS_LABELS[classifier.classes[int(row.argmax())]], float(row.max()), classifier.refer_below,
+                   classifier.calibrated, familiarity, model.threshold if model is not None else None,
+                   (calibration.get("referral") or {}).get("below"))
+
+
+def show_scan(position: int, name: str, digest: str, image, row, explained_class: int, heatmap,
+              familiarity: float | None) -> None:
     best = int(row.argmax())
+    judged = scan_verdict(row, familiarity)
     with st.container(border=True):
-        st.subheader(f"{CLASS_LABELS[classifier.classes[best]]} — {row[best]:.1%}")
+        if judged.kind == "unfamiliar":
+            st.warning(judged.sentence, icon=":material/help:")
+        heading, badge = st.columns([5, 1.4], vertical_alignment="center")
+        heading.subheader(judged.heading)
+        if judged.badge:
+            badge.badge(judged.badge, icon=":material/warning:" if judged.kind == "uncertain" else
+                        ":material/help:", color="orange" if judged.kind == "uncertain" else "gray")
+        if judged.kind == "uncertain":
+            st.caption(judged.sentence)
         original, heat, chart = st.columns([1, 1, 1.3])
         shown = image.copy()
         shown.thumbnail((DISPLAY_SIDE, DISPLAY_SIDE))
@@ -120,29 +175,29 @@ def show_scan(position: int, name: str, digest: str, image, row, explained_class
         heat.download_button("Download overlay (PNG)", blended,
                              file_name=f"{name.rsplit('.', 1)[0]}_{method}_{classifier.classes[int(explained_class)]}.png",
                              mime="image/png", key=f"predict.download.{position}.{digest[:10]}")
-        chart.plotly_chart(probability_bars(classifier.classes, row, best), width="stretch",
-                           config={"displayModeBar": False}, key=f"predict.bar.{position}.{digest[:10]}")
+        chart.plotly_chart(probability_bars(classifier.classes, row, best, muted=judged.kind == "unfamiliar"),
+                           width="stretch", config={"displayModeBar": False}, key=f"predict.bar.{position}.{digest[:10]}")
         runner_up = int(row.argsort()[-2])
         meaning = (f"red marks the regions that raised the score of {why}" if class_specific else
                    "red marks the strongest pattern in the layer's activations, whatever the class")
         chart.caption(f"Next most likely: {CLASS_LABELS[classifier.classes[runner_up]]} "
                       f"({row[runner_up]:.1%}). Heatmap: {meaning}; it shows where the network looked, "
                       "not the tumour's outline.")
+        if chart.button("Remove this scan", key=f"predict.remove.{position}.{digest[:10]}", icon=":material/close:"):
+            del kept_scans()[position]
+            st.rerun()
 
 
-if classifier is not None and uploads:
-    scans, problems = read_uploads(uploads)
-    for problem in problems:
-        st.warning(problem)
-    if scans:
-        with error_boundary("The explanation"):
-            model_key = f"{classifier.path}:{os.path.getmtime(classifier.path)}"
-            with st.spinner(f"Explaining {len(scans)} scan{'s' if len(scans) > 1 else ''}…"):
-                probs, targets, heatmaps = explained(
-                    model_key, tuple(digest for _, digest, _ in scans), method, layer,
-                    None if target == PREDICTED else target, _images=tuple(image for _, _, image in scans),
-                    _classifier=classifier)
-            for position, ((name, digest, image), row, explained_class, heatmap) in enumerate(
-                    zip(scans, probs, targets, heatmaps)):
-                with error_boundary(f"The result for {md(name)}"):
-                    show_scan(position, name, digest, image, row, explained_class, heatmap)
+if classifier is not None and scans:
+    with error_boundary("The explanation"):
+        model_key = f"{classifier.path}:{os.path.getmtime(classifier.path)}"
+        with st.spinner(f"Explaining {len(scans)} scan{'s' if len(scans) > 1 else ''}…"):
+            result = explained(model_key, tuple(digest for _, digest, _ in scans), method, layer,
+                               None if target == PREDICTED else target,
+                               _images=tuple(image for _, _, image in scans), _classifier=classifier)
+        scores = result.familiarity if result.familiarity is not None else [None] * len(scans)
+        for position, ((name, digest, image), row, explained_class, heatmap, score) in enumerate(
+                zip(scans, result.probabilities, result.targets, result.heatmaps, scores)):
+            with error_boundary(f"The result for {md(name)}"):
+                show_scan(position, name, digest, image, row, explained_class, heatmap,
+                          None if score is None else float(score))

@@ -1,0 +1,249 @@
+"""Familiarity: is a scan like the brain MRI slices the model was trained on?
+
+A classifier answers every input with one of its classes, a blank page or a photograph included. Before its
+answer is shown, a scan's **familiarity score** says how far it lies from the training scans in the network's
+own terms: the Mahalanobis distance of its pooled ``layer4`` features (the 2,048 numbers the last layer
+reads) to the nearest class mean, with one covariance shared by the classes (Lee et al., "A simple unified
+framework for detecting out-of-distribution samples and adversarial attacks", NeurIPS 2018). The covariance
+of 2,048 features from a few thousand images is shrunk towards a multiple of the identity (Ledoit-Wolf), so
+that it can be inverted.
+
+The class means and the whitening matrix (the inverse square root of that covariance) are fitted on the
+training images and stored in the checkpoint as tensors under ``familiarity.``; the metadata entry
+``familiarity`` holds the **threshold** and how it was chosen. A scan whose distance is above the threshold
+is *unfamiliar*: its prediction is shown with a warning, not as an answer.
+
+The threshold is the distance that :data:`FLAG_SHARE` of held-out validation scans exceed: images the network
+was not trained on, from the same source. A model refitted on every image (``--val-fraction 0``) has none; it
+borrows the threshold of a run of the same recipe with a validation split (as it borrows its temperature), in
+proportion to the two models' median distances of their own training images, because a network's training
+images lie closer to their class means than unseen images do and the scale of the distances differs between
+two networks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+METHOD = "Mahalanobis distance of the pooled layer4 features to the nearest class mean (shared covariance, " \
+         "Ledoit-Wolf shrinkage)"
+REFITTED = ("familiarity",)      # the metadata entry fitting writes
+FLAG_SHARE = 0.01                # the share of validation scans the threshold flags
+# Fewer validation images than this and there is no threshold to speak of; under 100, 1% of them is less than
+# one image, so the threshold is the largest of their distances (said in a warning).
+MIN_VALIDATION = 10
+
+
+class FamiliarityError(ValueError):
+    """A familiarity model cannot be fitted or used as asked; the message says why."""
+
+
+@dataclass(frozen=True)
+class Familiarity:
+    means: torch.Tensor       # (classes, features) float32
+    whitening: torch.Tensor   # (features, features): the inverse square root of the shared covariance
+    threshold: float | None   # None: fitted, but no held-out images chose a threshold yet
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], metadata: dict) -> Familiarity | None:
+        """The familiarity model a checkpoint carries, or None when it has none. Shapes and values are checked:
+        a damaged model would flag everything or nothing without a word."""
+        record = metadata.get("familiarity")
+        if not record or not tensors:
+            return None
+        means, whitening = tensors.get("means"), tensors.get("whitening")
+        classes = len(metadata["classes"])
+        if means is None or whitening is None or means.ndim != 2 or means.shape[0] != classes \
+                or tuple(whitening.shape) != (means.shape[1], means.shape[1]):
+            raise FamiliarityError("the checkpoint's familiarity tensors do not fit together (expected means of "
+                                   f"shape ({classes}, n) and a whitening matrix of shape (n, n))")
+        means, whitening = means.float(), whitening.float()
+        if not (torch.isfinite(means).all() and torch.isfinite(whitening).all()):
+            raise FamiliarityError("the checkpoint's familiarity tensors hold values that are not numbers")
+        return cls(means, whitening, record.get("threshold"))
+
+    def scores(self, features: torch.Tensor | np.ndarray) -> np.ndarray:
+        """The distance of each row of pooled features to the nearest class mean (in units of the training
+        scans' spread; larger is less familiar)."""
+        features = torch.as_tensor(features, dtype=torch.float32)
+        if features.ndim != 2 or features.shape[1] != self.means.shape[1]:
+            raise FamiliarityError(f"expected features of shape (n, {self.means.shape[1]}), got "
+                                   f"{tuple(features.shape)}")
+        z = features @ self.whitening
+        centres = self.means @ self.whitening
+        squared = torch.cdist(z.double(), centres.double()).square().min(dim=1).values
+        return squared.sqrt().numpy()
+
+    def unfamiliar(self, scores: np.ndarray) -> np.ndarray:
+        """Which scores lie above the threshold (none when there is no threshold)."""
+        scores = np.asarray(scores, dtype=np.float64)
+        if self.threshold is None:
+            return np.zeros(scores.shape, dtype=bool)
+        return ~(scores <= self.threshold)  # a score that is not a number is not familiar
+
+
+def fit_gaussian(features: np.ndarray, labels: np.ndarray, classes: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """Class means, the whitening matrix of the shared (Ledoit-Wolf shrunk) covariance, and the shrinkage."""
+    from sklearn.covariance import LedoitWolf
+
+    features = np.asarray(features, dtype=np.float64)
+    labels = np.asarray(labels)
+    if features.ndim != 2 or len(features) != len(labels):
+        raise FamiliarityError(f"need features of shape (n, d) and n labels; got {features.shape} and "
+                               f"{labels.shape}")
+    missing = [k for k in range(classes) if not (labels == k).sum() >= 2]
+    if missing:
+        raise FamiliarityError(f"classes {missing} have fewer than two training images; a class mean and its "
+                               "spread cannot be fitted")
+    means = np.stack([features[labels == k].mean(axis=0) for k in range(classes)])
+    centred = features - means[labels]
+    estimate = LedoitWolf(assume_centered=True).fit(centred)
+    values, vectors = np.linalg.eigh(estimate.covariance_)
+    if not values.min() > 0:
+        raise FamiliarityError("the shrunk covariance of the training features is singular; the features are "
+                               "degenerate (a network whose pooled features are all equal?)")
+    whitening = (vectors / np.sqrt(values)) @ vectors.T
+    return means.astype(np.float32), whitening.astype(np.float32), float(estimate.shrinkage_)
+
+
+def threshold_from_validation(scores: np.ndarray, share: float = FLAG_SHARE) -> float:
+    """The distance that ``share`` of the validation scans exceed."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if len(scores) < MIN_VALIDATION:
+        raise FamiliarityError(f"{len(scores)} validation images are too few to set a familiarity threshold "
+                               f"(need {MIN_VALIDATION})")
+    if len(scores) * share < 1:
+        logging.getLogger(__name__).warning(
+            "only %d validation images: the familiarity threshold is about their largest distance, so it will flag "
+            "fewer than %.0f%% of scans like them", len(scores), 100 * share)
+    return float(np.quantile(scores, 1.0 - share))
+
+
+def summary(scores: np.ndarray) -> dict:
+    """Quantiles of a set of scores, for the record."""
+    scores = np.asarray(scores, dtype=np.float64)
+    return {"images": int(len(scores)), "median": round(float(np.median(scores)), 4),
+            **{f"q{q}": round(float(np.quantile(scores, q / 100)), 4) for q in (90, 99)},
+            "max": round(float(scores.max()), 4)}
+
+
+@dataclass
+class Fitted:
+    record: dict                      # the checkpoint's ``familiarity`` metadata entry
+    tensors: dict[str, torch.Tensor]  # means and whitening, to store under ``familiarity.``
+    model: Familiarity
+
+
+def fit(train_features: np.ndarray, train_labels: np.ndarray, classes: int,
+        validation_features: np.ndarray | None, fitted_on: dict) -> Fitted:
+    """Fit on a model's training features; the threshold comes from its validation features when there are
+    any (else it must be borrowed: :func:`borrow_threshold`)."""
+    means, whitening, shrinkage = fit_gaussian(train_features, train_labels, classes)
+    model = Familiarity(torch.from_numpy(means), torch.from_numpy(whitening), None)
+    train_scores = model.scores(train_features)
+    record = {"method": METHOD, "features": "layer4, average-pooled", "dimensions": int(means.shape[1]),
+              "shrinkage": round(shrinkage, 6), "fitted_on": fitted_on, "training_scores": summary(train_scores),
+              "flag_share": FLAG_SHARE, "threshold": None}
+    if validation_features is not None and len(validation_features):
+        validation_scores = model.scores(validation_features)
+        threshold = threshold_from_validation(validation_scores)
+        record.update(threshold=round(threshold, 4), validation_scores=summary(validation_scores),
+                      threshold_from="validation")
+        model = Familiarity(model.means, model.whitening, record["threshold"])
+    return Fitted(record, {"means": model.means, "whitening": model.whitening}, model)
+
+
+def borrow_threshold(fitted: Fitted, source: dict, source_name: str) -> Fitted:
+    """Give a refit on every image the threshold of a run of the same recipe with a validation split
+    (``source``: that run's ``familiarity`` record), scaled by the ratio of the two models' median distances of
+    their own training images."""
+    theirs = source.get("familiarity") or {}
+    if theirs.get("threshold") is None or theirs.get("threshold_from") != "validation":
+        raise FamiliarityError(f"{source_name} has no familiarity threshold set on its own validation split; fit "
+                               "one there first (python -m training.familiarity --checkpoint "
+                               f"{source_name})")
+    ratio = fitted.record["training_scores"]["median"] / theirs["training_scores"]["median"]
+    threshold = round(float(theirs["threshold"]) * ratio, 4)
+    record = {**fitted.record, "threshold": threshold, "threshold_from": "borrowed",
+              "borrowed": {"checkpoint": source_name, "threshold": theirs["threshold"],
+                           "training_median": theirs["training_scores"]["median"],
+                           "validation_scores": theirs.get("validation_scores"), "scale": round(ratio, 5),
+                           "why": "this model was refitted on every image and has no held-out images of its own; "
+                                  "the threshold of a run of the same recipe is scaled by the ratio of the two "
+                                  "models' median distances of their own training images"}}
+    return Fitted(record, fitted.tensors, Familiarity(fitted.model.means, fitted.model.whitening, threshold))
+
+
+def features_of(classifier, paths: Sequence[Path], batch_size: int = 32,
+                progress: Callable[[int], object] | None = None) -> np.ndarray:
+    """Pooled layer4 features of these image files, with the classifier's own preprocessing and precision."""
+    from core.sources import read_image
+
+    chunks = []
+    for start in range(0, len(paths), batch_size):
+        try:
+            images = [read_image(p) for p in paths[start:start + batch_size]]
+        except ValueError as error:
+            raise FamiliarityError(f"an image cannot be read ({error})") from None
+        chunks.append(classifier.features_and_logits(classifier.preprocess(images))[0].numpy())
+        if progress is not None:
+            progress(len(images))
+    return np.concatenate(chunks) if chunks else np.zeros((0, 0), dtype=np.float32)
+
+
+def fit_on_images(classifier, train: tuple[Sequence[Path], np.ndarray], validation: Sequence[Path],
+                  fitted_on: dict, progress: Callable[[int], object] | None = None) -> Fitted:
+    """Features of the training images (paths, labels) and of the validation images, then :func:`fit`."""
+    train_features = features_of(classifier, train[0], progress=progress)
+    validation_features = features_of(classifier, validation, progress=progress) if len(validation) else None
+    return fit(train_features, train[1], len(classifier.classes), validation_features, fitted_on)
+
+
+def fit_for_checkpoint(checkpoint: str | os.PathLike, data: str | os.PathLike | None = None,
+                       source: str | os.PathLike | None = None, device: str | None = None, precision: str = "auto",
+                       progress: Callable[[int], object] | None = None) -> Fitted:
+    """Fit the familiarity model of a checkpoint on its own training images. The threshold comes from its own
+    validation images, or, for a refit on every image, from ``source``: a run of the same recipe whose own
+    familiarity threshold was set on its validation split."""
+    from core.calibration import CalibrationError, same_recipe_problems, training_images, validation_images
+    from core.checkpoint import (CheckpointError, check_classes_match, load_checkpoint, model_from_checkpoint,
+                                 read_metadata, resolve_checkpoint_path)
+    from core.inference import Classifier
+
+    try:
+        loaded = load_checkpoint(checkpoint, replacing=REFITTED)
+        metadata = loaded.metadata
+        check_classes_match(metadata)
+        has_validation = bool(metadata.get("data", {}).get("val_files"))
+        theirs = None
+        if source is not None:
+            if has_validation:
+                raise FamiliarityError("this checkpoint has a validation split of its own; set the threshold on "
+                                       "that (leave out --from)")
+            theirs = read_metadata(source)
+            problems = same_recipe_problems(metadata, theirs)
+            if problems:
+                raise FamiliarityError("the two checkpoints were not trained with the same recipe, so the "
+                                       "threshold would not carry over: " + "; ".join(problems))
+        elif not has_validation:
+            raise FamiliarityError("the checkpoint was trained without a validation split (--val-fraction 0), so "
+                                   "it has no held-out images to set a threshold on; borrow the threshold of a run "
+                                   "of the same recipe that had one (--from)")
+        train = training_images(metadata, data)
+        validation = validation_images(metadata, data)[0] if has_validation else []
+    except (CheckpointError, CalibrationError) as error:
+        raise FamiliarityError(str(error)) from None
+    classifier = Classifier(model_from_checkpoint(loaded), metadata, loaded.path, device, precision)
+    fitted_on = {"split": "training", "checkpoint": loaded.path.parent.name,
+                 "data_fingerprint": metadata.get("data", {}).get("fingerprint"), "precision": classifier.precision}
+    fitted = fit_on_images(classifier, train, validation, fitted_on, progress)
+    if theirs is not None:
+        fitted = borrow_threshold(fitted, theirs, resolve_checkpoint_path(source).parent.name)
+    return fitted
