@@ -54,17 +54,10 @@ def timed(command: list[str]) -> tuple[float, str]:
     return time.perf_counter() - started, done.stdout
 
 
-def cpu_name() -> str:
-    flags = name = ""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name") and not name:
-            name = line.split(":", 1)[1].strip()
-        if line.startswith("flags") and not flags:
-            flags = line
-    return f"{name or 'unknown CPU'}, {'with' if 'amx_tile' in flags else 'without'} AMX"
-
-
 def main() -> int:
+    sys.path.insert(0, str(ROOT))
+    from core.runtime import cpu_description
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=str(ROOT / "assets/models/default"))
     parser.add_argument("--data", default=str(ROOT.parent / "shared/datasets/brain-tumor-mri"))
@@ -73,7 +66,7 @@ def main() -> int:
     if not (data / "Testing").is_dir():
         print(f"{data}/Testing is absent: nothing to time")
         return 0
-    print(f"CPU: {cpu_name()}")
+    print(f"CPU: {cpu_description()}")
     with tempfile.TemporaryDirectory() as tmp:
         evaluation, _ = timed([sys.executable, "-m", "training.evaluate", "--checkpoint", args.checkpoint, "--data",
                                str(data), "--out", f"{tmp}/run", "--no-progress"])

@@ -59,19 +59,22 @@ from pathlib import Path
 from websockets.exceptions import WebSocketException
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from core.runtime import cpu_summary  # noqa: E402
 DATASET_TESTING = ROOT.parent / "shared" / "datasets" / "brain-tumor-mri" / "Testing"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 # What the bench looks for on the Predict page (dashboard/app_pages/predict.py). Widget ids end in the user key.
 PAGE_NAME = "predict"                      # the page's url_path in dashboard/app.py
-UPLOADER_KEY = "predict.uploads"
+UPLOADER_KEY = "predict.uploads.0"         # a fresh session's uploader (the key moves on after each upload)
 METHOD_KEY = "predict.method"
 SLOW_METHOD = "scorecam"
 HEATMAP_CAPTION = "Grad-CAM"
 SLOW_CAPTION = "Score-CAM"
 COMPUTE_LABEL = "Compute"
 POLL_SECONDS = 2.0
-HEADING = re.compile(r"(Glioma|Meningioma|No tumour|Pituitary tumour)\s+[—–-]\s+(\d+(?:\.\d+)?)\s*%")
+# A confident card reads "Glioma — 97.1%"; an uncertain or unfamiliar one "…Glioma 54.0%…".
+HEADING = re.compile(r"(Glioma|Meningioma|No tumour|Pituitary tumour)\s+(?:[—–-]\s+)?(\d+(?:\.\d+)?)\s*%")
 
 
 class BenchError(Exception):
@@ -84,21 +87,6 @@ EXPECTED_FAILURES = (BenchError, OSError, asyncio.TimeoutError, WebSocketExcepti
 
 # --------------------------------------------------------------------------------------------------
 # The machine
-
-
-def cpu_summary() -> dict:
-    model, flags = "unknown", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and model == "unknown":
-                model = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(value.split())
-    except OSError:
-        pass
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"model": model, "amx": "amx_tile" in flags, "cores_online": os.cpu_count(), "cores_usable": usable}
 
 
 def split_cores() -> tuple[set[int] | None, set[int] | None]:

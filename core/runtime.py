@@ -84,3 +84,30 @@ def default_workers(cap: int) -> int:
     threads (18.5 img/s); else half the cores, at most ``cap``."""
     cpus = os.cpu_count() or 1
     return 0 if cpus <= 2 else min(cap, cpus // 2)
+
+
+def cpu_summary() -> dict:
+    """The CPU a timing comes from: its model name, whether it has AMX (bf16 matrix tiles) and AVX-512 bf16, and
+    how many cores this process may use. Benchmarks print it beside every figure."""
+    import os
+    from pathlib import Path
+
+    model, flags = "unknown CPU", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model == "unknown CPU":
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"model": model, "amx": "amx_tile" in flags, "avx512_bf16": "avx512_bf16" in flags,
+            "cores_online": os.cpu_count(), "cores_usable": usable}
+
+
+def cpu_description() -> str:
+    cpu = cpu_summary()
+    return (f"{cpu['model']}, {'with' if cpu['amx'] else 'without'} AMX, "
+            f"{'with' if cpu['avx512_bf16'] else 'without'} AVX-512 bf16, {cpu['cores_usable']} cores")

@@ -73,8 +73,10 @@ def confusion_matrix_figure(matrix: list[list[int]], classes: list[str], normali
     return _layout(figure, height=420, clickmode="event+select", dragmode=False)
 
 
-def roc_figure(roc: dict, aucs: dict[str, float | None]) -> go.Figure:
-    """One-vs-rest ROC curves per class plus the micro and macro averages; AUCs in the legend."""
+def roc_figure(roc: dict, aucs: dict[str, float | None], zoom: bool = False) -> go.Figure:
+    """One-vs-rest ROC curves per class plus the micro and macro averages; AUCs in the legend. ``zoom`` puts the
+    false-positive rate on a log scale, where a near-perfect model's curves differ (on a linear one they all hug
+    the top-left corner)."""
     figure = go.Figure()
     for name, curve in roc.items():
         auc = aucs.get(name)
@@ -83,22 +85,36 @@ def roc_figure(roc: dict, aucs: dict[str, float | None]) -> go.Figure:
         figure.add_trace(go.Scatter(x=curve["fpr"], y=curve["tpr"], mode="lines", name=legend,
                                     line=dict(color=CLASS_COLOURS.get(name, AVERAGE_COLOURS.get(name)),
                                               dash="dot" if name in AVERAGE_COLOURS else "solid", width=2)))
-    figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line=dict(color="#666", dash="dash")))
-    figure.update_xaxes(title="false-positive rate (1 - specificity)", range=[0, 1])
-    figure.update_yaxes(title="true-positive rate (sensitivity)", range=[0, 1.02])
+    if zoom:
+        smallest = min([x for curve in roc.values() for x in curve["fpr"] if x > 0], default=1e-3)
+        chance = np.logspace(np.log10(smallest), 0, 50)
+        figure.add_trace(go.Scatter(x=chance, y=chance, mode="lines", name="chance", line=dict(color="#666", dash="dash")))
+        figure.update_xaxes(title="false-positive rate (1 - specificity), log scale", type="log",
+                            range=[np.log10(smallest) - 0.1, 0])
+        lowest = min([y for curve in roc.values() for x, y in zip(curve["fpr"], curve["tpr"]) if x >= smallest],
+                     default=0.0)
+        figure.update_yaxes(title="true-positive rate (sensitivity)", range=[max(0.0, lowest - 0.02), 1.005])
+    else:
+        figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line=dict(color="#666", dash="dash")))
+        figure.update_xaxes(title="false-positive rate (1 - specificity)", range=[0, 1])
+        figure.update_yaxes(title="true-positive rate (sensitivity)", range=[0, 1.02])
     return _layout(figure, height=440, title="ROC, one class against the rest")
 
 
-def precision_recall_figure(curves: dict, average_precision: dict[str, float | None]) -> go.Figure:
+def precision_recall_figure(curves: dict, average_precision: dict[str, float | None], zoom: bool = False
+                            ) -> go.Figure:
+    """Precision against recall per class, average precision in the legend; ``zoom`` shows only the top-right
+    corner, where a near-perfect model's curves differ."""
     figure = go.Figure()
     for name, curve in curves.items():
         ap = average_precision.get(name)
         figure.add_trace(go.Scatter(x=curve["recall"], y=curve["precision"], mode="lines",
                                     name=label(name) + (f" (AP {ap:.4f})" if ap is not None else ""),
                                     line=dict(color=CLASS_COLOURS.get(name), width=2)))
-    figure.update_xaxes(title="recall (sensitivity)", range=[0, 1])
-    figure.update_yaxes(title="precision", range=[0, 1.02])
-    return _layout(figure, height=440, title="Precision-recall")
+    low = 0.9 if zoom else 0.0
+    figure.update_xaxes(title="recall (sensitivity)", range=[low, 1.005 if zoom else 1])
+    figure.update_yaxes(title="precision", range=[low, 1.005 if zoom else 1.02])
+    return _layout(figure, height=440, title="Precision-recall" + (" (top-right corner)" if zoom else ""))
 
 
 def reliability_figure(calibration: dict) -> go.Figure:
@@ -113,9 +129,14 @@ def reliability_figure(calibration: dict) -> go.Figure:
     figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration",
                                 line=dict(color="#888", dash="dash")))
     ece = calibration.get("ece")
-    figure.update_layout(yaxis2=dict(overlaying="y", side="right", showgrid=False, title="images", type="log"))
-    figure.update_xaxes(title="confidence (largest probability)", range=[0, 1])
-    figure.update_yaxes(title="accuracy", range=[0, 1.02])
+    # Each axis is set by name: update_yaxes would give the count axis the accuracy axis's title and range.
+    most = max([b["count"] for b in bins], default=1)
+    figure.update_layout(
+        yaxis=dict(title="accuracy in bin", range=[0, 1.02], tickformat=".0%"),
+        yaxis2=dict(overlaying="y", side="right", showgrid=False, title="images in bin (log scale)", type="log",
+                    range=[0, np.log10(most) + 0.3], tickformat=",d"),
+        legend=dict(orientation="h", y=-0.2))
+    figure.update_xaxes(title="confidence (largest probability)", range=[0, 1], tickformat=".0%")
     return _layout(figure, height=420,
                    title="Reliability diagram" + (f": expected calibration error {ece:.4f}" if ece is not None else ""))
 
@@ -146,8 +167,11 @@ def training_curves_figure(history: list[dict]) -> go.Figure:
         if column in frame:
             figure.add_trace(go.Scatter(x=frame["epoch"], y=frame[column], name=name, yaxis=axis, mode="lines+markers",
                                         line=dict(dash=dash, color="#e4572e" if "loss" in column else "#4fa3e0")))
-    figure.update_layout(yaxis=dict(title="loss"), yaxis2=dict(title="accuracy", overlaying="y", side="right",
-                                                                showgrid=False))
+    accuracies = pd.concat([frame[c] for c in ("train_accuracy", "val_accuracy") if c in frame]).dropna()
+    low = float(accuracies.min()) if len(accuracies) else 0.0
+    figure.update_layout(yaxis=dict(title="loss", rangemode="tozero"),
+                         yaxis2=dict(title="accuracy", overlaying="y", side="right", showgrid=False, tickformat=".0%",
+                                     range=[max(0.0, np.floor(low * 20) / 20 - 0.05), 1.005]))
     figure.update_xaxes(title="epoch", dtick=1)
     return _layout(figure, height=380, title="Training history")
 
@@ -175,13 +199,36 @@ def per_class_table(block: dict, classes: list[str], level: str = "95%") -> pd.D
     for name in classes:
         figures = block["per_class"][name]
 
-        def ci(key):
+        def ci(key: str, title: str) -> dict:
             low, high = intervals.get(f"{key}/{name}", [None, None])
-            return f"{fmt(low, '.3f')}–{fmt(high, '.3f')}" if low is not None and high is not None else ""
+            return {f"{title} {level} CI low": low, f"{title} {level} CI high": high}
 
         rows.append({"class": label(name), "support": figures["support"], "precision": figures["precision"],
-                     "recall (sensitivity)": figures["recall"], f"sensitivity {level} CI": ci("sensitivity"),
-                     "specificity": figures["specificity"], f"specificity {level} CI": ci("specificity"),
-                     "F1": figures["f1"], "AUC": figures["auc"], f"AUC {level} CI": ci("auc"),
+                     "sensitivity (recall)": figures["recall"], **ci("sensitivity", "sensitivity"),
+                     "specificity": figures["specificity"], **ci("specificity", "specificity"),
+                     "F1": figures["f1"], "AUC": figures["auc"], **ci("auc", "AUC"),
                      "average precision": figures["average_precision"]})
     return pd.DataFrame(rows)
+
+
+def figure_text(name: str, value, signed: bool = False) -> str:
+    """A compared figure as people read it: image counts whole, accuracies and rates as percentages with two
+    decimals, AUCs with five (a near-perfect model's differences are in the fourth), calibration error with four.
+    A difference that rounds to nothing reads 0, never -0.0000."""
+    if value is None or (isinstance(value, float) and value != value):
+        return "n/a"
+    if name == "images":
+        return f"{round(value):+,d}" if signed else f"{round(value):,d}"
+    scale, spec, unit = (1, ".5f", "") if "AUC" in name else (1, ".4f", "") if "ECE" in name else (100, ".2f", "%")
+    text = format(value * scale, ("+" if signed else "") + spec)
+    if signed and float(text) == 0:
+        text = format(0.0, spec)
+    return text + (" pt" if signed and unit else unit)
+
+
+def comparison_text(table: pd.DataFrame) -> pd.DataFrame:
+    """The compare table with each figure written by :func:`figure_text` (differences of percentages in points)."""
+    return pd.DataFrame({"figure": table["figure"],
+                         "A": [figure_text(f, v) for f, v in zip(table["figure"], table["A"])],
+                         "B": [figure_text(f, v) for f, v in zip(table["figure"], table["B"])],
+                         "B - A": [figure_text(f, v, signed=True) for f, v in zip(table["figure"], table["B - A"])]})

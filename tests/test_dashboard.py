@@ -232,8 +232,22 @@ def test_compare_page_lists_every_headline_figure_and_the_difference(app):
     table = at.dataframe[0].value
     assert {"figure", "A", "B", "B - A"} <= set(table.columns)
     assert {"accuracy", "macro AUC", "Glioma: sensitivity"} <= set(table["figure"])
-    accuracy = table.set_index("figure").loc["accuracy"]
-    assert accuracy["B - A"] == pytest.approx(accuracy["B"] - accuracy["A"])
+    figures = table.set_index("figure")
+    accuracy = figures.loc["accuracy"]
+    a, b = (float(accuracy[k].rstrip("%")) for k in ("A", "B"))
+    assert accuracy["B - A"].endswith(" pt") and accuracy["A"].endswith("%")
+    assert float(accuracy["B - A"][:-3]) == pytest.approx(b - a, abs=0.011)  # each side rounded to 0.01
+    assert figures.loc["images", "A"].replace(",", "").isdigit()  # counts are whole numbers
+    assert len(figures.loc["macro AUC", "A"].split(".")[1]) == 5
+
+
+def test_compared_figures_read_as_people_read_them():
+    from dashboard.charts import figure_text
+
+    assert figure_text("images", 1311.0) == "1,311" and figure_text("images", 3253, signed=True) == "+3,253"
+    assert figure_text("accuracy", 0.99390) == "99.39%" and figure_text("accuracy", -1e-7, signed=True) == "0.00 pt"
+    assert figure_text("macro AUC", 0.999812) == "0.99981" and figure_text("macro AUC", 4e-5, signed=True) == "+0.00004"
+    assert figure_text("calibration error (ECE)", None) == "n/a"
 
 
 def test_the_chosen_run_survives_a_visit_to_another_page(app):

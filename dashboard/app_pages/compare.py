@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from core.runs import RunError, find_runs
+from dashboard import charts
 from dashboard.charts import label
 from dashboard.captions import md
 from dashboard.common import RUNS_DIR, error_boundary, load_run, run_title
@@ -63,8 +64,7 @@ subset = st.radio("Images", ["all", "duplicate_free"], horizontal=True, key="com
                   format_func={"all": "All images", "duplicate_free": "No duplicate in training"}.get)
 with error_boundary("The comparison"):
     table = comparison_table(run_a, run_b, subset)
-    st.dataframe(table.style.format({"A": "{:.4f}", "B": "{:.4f}", "B - A": "{:+.4f}"}, na_rep="n/a"),
-                 hide_index=True, key="compare.table", height=35 * (len(table) + 1) + 3)
+    st.dataframe(charts.comparison_text(table), hide_index=True, key="compare.table", height=35 * (len(table) + 1) + 3)
 for run, tag in ((run_a, "A"), (run_b, "B")):
     dataset = run.info["dataset"]
     st.caption(f"{tag}: model {md(run.info['model']['path'])} on {md(dataset['name'] + '/' + dataset['evaluated'])}, "

@@ -195,16 +195,21 @@ def curves_tab(run, subset: str, block: dict) -> None:
     curves = (run.curves.get(subset) or {})
     aucs = {c: block["per_class"][c]["auc"] for c in run.classes}
     aucs.update(micro=block.get("micro_auc"), macro=block.get("macro_auc"))
+    zoom = st.toggle("Zoom in on the near-perfect corner", key="runs.curves_zoom", persist_state="session",
+                     help="A log scale on the false-positive rate, and only the top-right of the precision-recall "
+                          "plot: where the curves of a model that is right almost every time differ.")
     left, right = st.columns(2)
-    left.plotly_chart(charts.roc_figure(curves.get("roc", {}), aucs), width="stretch", key="runs.roc")
+    left.plotly_chart(charts.roc_figure(curves.get("roc", {}), aucs, zoom), width="stretch", key="runs.roc")
     right.plotly_chart(charts.precision_recall_figure(curves.get("precision_recall", {}),
                                                       {c: block["per_class"][c]["average_precision"]
-                                                       for c in run.classes}), width="stretch", key="runs.pr")
+                                                       for c in run.classes}, zoom), width="stretch", key="runs.pr")
 
 
 def per_class_tab(run, block: dict) -> None:
     table = charts.per_class_table(block, run.classes, confidence(run))
-    st.dataframe(table, hide_index=True, key="runs.per_class")
+    st.dataframe(table, hide_index=True, key="runs.per_class",
+                 column_config={column: st.column_config.NumberColumn(format="%.3f")
+                                for column in table.columns if column not in ("class", "support")})
     st.download_button("Download as CSV", table.to_csv(index=False).encode(), file_name=f"{run.path.name}-per-class.csv",
                        mime="text/csv", key="runs.per_class_csv")
     st.caption(f"Macro F1 {charts.fmt(block['macro_f1'], '.4f')}, weighted F1 {charts.fmt(block['weighted_f1'], '.4f')}. "
