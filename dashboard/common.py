@@ -117,6 +117,15 @@ def load_run(path: str | Path):
     return cached_run(str(path), run_file.stat().st_mtime if run_file.is_file() else 0.0)
 
 
+def found_runs() -> list[Path]:
+    """The runs the dashboard finds by itself: the bundled ones (assets/runs), then those in outputs/ and
+    outputs/runs/, where python -m training.evaluate is told to write them."""
+    from core.runs import find_runs
+
+    found = [*find_runs(RUNS_DIR), *find_runs(OUTPUTS_DIR), *find_runs(OUTPUTS_DIR / "runs")]
+    return list(dict.fromkeys(found))
+
+
 def run_title(path: str) -> str:
     """A run's label in a picker: its name, plus its folder, which keeps two runs of one name apart."""
     try:

@@ -126,3 +126,10 @@ def validated(kaggle_layout, tmp_path_factory) -> Path:
     from core.trainer import train
 
     return train(validated_recipe(kaggle_layout, tmp_path_factory.mktemp("validated")))
+
+
+def upload_scans(at, files):
+    """Put files into the Predict page's uploader in a Streamlit AppTest and run the page. The uploader hands its
+    files over to the session's kept scans and is replaced by an empty one under the next key."""
+    generation = at.session_state["predict.generation"] if "predict.generation" in at.session_state else 0
+    return at.file_uploader(key=f"predict.uploads.{generation}").set_value(files).run()

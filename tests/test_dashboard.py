@@ -9,6 +9,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from conftest import KAGGLE, ROOT, needs_shared, synthetic_slice
+from conftest import upload_scans as upload
 from core.checkpoint import read_metadata
 
 APP = str(ROOT / "dashboard" / "app.py")
@@ -53,12 +54,6 @@ def scan_png(label=1, seed=9) -> bytes:
 @pytest.fixture
 def app():
     return AppTest.from_file(APP, default_timeout=180)
-
-
-def upload(at, files):
-    """Put files into the predict page's uploader (its key changes each time it hands its files over)."""
-    generation = at.session_state["predict.generation"] if "predict.generation" in at.session_state else 0
-    return at.file_uploader(key=f"predict.uploads.{generation}").set_value(files).run()
 
 
 def heatmap_captions(at) -> list[str]:
@@ -140,28 +135,64 @@ def test_runs_page_shows_headline_figures_and_lists_the_cases_of_a_cell(app):
               if plain(c.value).startswith(f"{config['epochs']} epochs ({config['head_epochs']} ")]
     assert len(recipe) == 1 and f"seed {config['seed']}" in recipe[0]
     true, pred, count = busiest_error_cell()
-    at.selectbox(key="runs.cell_true").set_value(true)
-    at.selectbox(key="runs.cell_pred").set_value(pred).run()
-    assert not at.exception
+    # The matrix opens on its most frequent mistake.
+    assert (at.selectbox(key="runs.cell_true").value, at.selectbox(key="runs.cell_pred").value) == (true, pred)
     heading = f"**{count} case{'s' if count != 1 else ''}**: true {LABELS[true]}, predicted {LABELS[pred]}"
     assert any(m.value.startswith(heading) for m in at.markdown)
     cases = at.dataframe[0].value
-    assert len(cases) == count and cases["path"].str.startswith(f"Testing/{true}/").all()
+    assert len(cases) == count and cases["image"].str.startswith(f"Testing/{true}/").all()
+    assert {"image", "true class", "predicted class", "confidence"} <= set(cases.columns)
+    assert not any(column.startswith(("prob_", "train_")) for column in cases.columns)  # named for people
     at.radio(key="runs.subset").set_value("duplicate_free").run()
     assert not at.exception
 
 
+def test_the_review_table_puts_the_most_confident_errors_first():
+    from core.runs import read_run
+    from dashboard.review import cases
+
+    run = read_run(KAGGLE_RUN)
+    errors = cases(run, run.predictions, "errors")
+    wrong = run.predictions[run.predictions["label"] != run.predictions["pred"]]
+    assert len(errors) == len(wrong) and errors["confidence"].is_monotonic_decreasing
+    assert errors["confidence"].iloc[0] == wrong["confidence"].max()
+    right = cases(run, run.predictions, "unsure_right", true="glioma")
+    assert right["confidence"].is_monotonic_increasing and (right["true class"] == "Glioma").all()
+
+
 @needs_shared(KAGGLE)
-def test_choosing_a_case_shows_its_image_and_heatmap(app):
+def test_a_clicked_thumbnail_opens_the_case_and_next_goes_through_its_cell(app):
     at = app.run()
     at.switch_page("app_pages/runs.py").run()
-    true, pred, _ = busiest_error_cell()
-    at.selectbox(key="runs.cell_true").set_value(true)
-    at.selectbox(key="runs.cell_pred").set_value(pred).run()
-    case = at.selectbox(key="runs.case").value
+    _, _, count = busiest_error_cell()
+    listed = at.dataframe[0].value["image"].tolist()
+    at.button(key="runs.thumb.0").click().run()
     assert not at.exception
-    assert case in [plain(c) for image in at.image for c in image.captions]
+    captions = [plain(c) for image in at.image for c in image.captions]
+    assert listed[0] in captions
     assert any(c.startswith("Grad-CAM (layer4) for") for c in heatmap_captions(at))
+    assert at.query_params["case"] in (listed[0], [listed[0]])  # the address links to the case
+    if count > 1:
+        at.button(key="runs.case_next").click().run()
+        assert listed[1] in [plain(c) for image in at.image for c in image.captions]
+    at.selectbox(key="runs.case_method").set_value("gradcam++").run()
+    assert any(c.startswith("Grad-CAM++ (layer4) for") for c in heatmap_captions(at))
+
+
+@needs_shared(KAGGLE)
+def test_a_link_opens_its_run_and_case(app):
+    import pandas as pd
+
+    figshare = ROOT / "assets/runs/figshare-cheng-br35h"
+    case = pd.read_csv(figshare / "predictions.csv")["path"].iloc[0]
+    at = app
+    at.query_params["run"] = "figshare-cheng-br35h"
+    at.query_params["case"] = case
+    at.run()
+    at.switch_page("app_pages/runs.py").run()
+    assert not at.exception
+    assert at.selectbox(key="runs.choice").value == str(figshare)
+    assert case in [plain(c) for image in at.image for c in image.captions]
 
 
 @needs_shared(KAGGLE)
@@ -178,9 +209,7 @@ def test_a_case_of_a_run_whose_model_is_not_here_is_explained_by_the_sidebars_mo
     at = app.run()
     at.switch_page("app_pages/runs.py").run()
     at.text_input(key="runs.other").input(str(run)).run()
-    true, pred, _ = busiest_error_cell()
-    at.selectbox(key="runs.cell_true").set_value(true)
-    at.selectbox(key="runs.cell_pred").set_value(pred).run()
+    at.button(key="runs.thumb.0").click().run()
     assert not at.exception
     heatmaps = [c for c in heatmap_captions(at) if c.startswith("Grad-CAM (layer4) for")]
     assert heatmaps and all("from the model in the sidebar" in c for c in heatmaps)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core.runs import RunError, find_runs
+from core.runs import RunError
 from dashboard import charts
 from dashboard.charts import label
 from dashboard.captions import md
-from dashboard.common import RUNS_DIR, error_boundary, load_run, run_title
+from dashboard.common import error_boundary, found_runs, load_run, run_title
 
 st.title("Compare runs")
 st.write("Put two evaluation runs side by side (two models on one dataset, or one model on two datasets). "
@@ -43,7 +43,7 @@ def comparison_table(a, b, subset: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-paths = [str(p) for p in find_runs(RUNS_DIR)]
+paths = [str(p) for p in found_runs()]
 extra = st.text_input("Another run directory", key="compare.other", persist_state="session", placeholder="outputs/runs/my-run")
 if extra.strip() and extra.strip() not in paths:
     paths.append(extra.strip())

@@ -11,15 +11,15 @@ import streamlit as st
 
 from core.checkpoint import CheckpointError
 from core.data import CLASS_LABELS
-from core.explain import explain, overlay
+from core.explain import CAM_METHODS, DEFAULT_LAYER, LAYERS, explain, overlay
 from core.metrics import NO_TUMOUR, operating_point
-from core.runs import RunError, find_runs
+from core.runs import RunError
 from core.sources import FileRefused, is_within, read_image
-from dashboard import charts
+from dashboard import charts, review
 from dashboard.captions import md, recipe_caption
-from dashboard.common import (ALLOWED_ENV, DATASETS_ENV, DATASETS_KEY, ROOT, RUNS_DIR, allowed_roots, checkpoint_file,
-                              classifier_at, current_model_path, datasets_root, error_boundary, file_digest, load_run,
-                              run_images_root, run_title)
+from dashboard.common import (ALLOWED_ENV, DATASETS_ENV, DATASETS_KEY, ROOT, allowed_roots, checkpoint_file,
+                              classifier_at, current_model_path, datasets_root, error_boundary, file_digest, found_runs,
+                              load_run, run_images_root, run_title)
 
 SUBSETS = {"all": "All images", "duplicate_free": "No duplicate in training"}
 MAX_CASES = 500      # cases listed for one cell (a crafted run can put millions in one)
@@ -38,20 +38,25 @@ st.title("Evaluation runs")
 
 
 def pick_run():
-    """The run chosen on this page (bundled runs plus any folder the user names), or None."""
-    bundled = [str(p) for p in find_runs(RUNS_DIR)]
+    """The run chosen on this page (the runs found in assets/runs and outputs/, plus any folder the user names),
+    or None. A link may name the run (``?run=<folder>``); the address follows the choice, so it can be shared."""
+    found = [str(p) for p in found_runs()]
     extra = st.text_input("Another run directory", key="runs.other", persist_state="session",
                           placeholder="outputs/runs/my-run", help="Any folder written by python -m training.evaluate")
-    options = bundled + ([extra.strip()] if extra.strip() and extra.strip() not in bundled else [])
+    options = found + ([extra.strip()] if extra.strip() and extra.strip() not in found else [])
     if not options:
-        st.info("No evaluation runs yet. Make one with `python -m training.evaluate --data ... --out ...` and "
-                "name its folder above.")
+        st.info("No evaluation runs yet. Make one with `python -m training.evaluate --data ... --out outputs/runs/...`; "
+                "runs in outputs/ are found by themselves.")
         return None
-
+    linked = [p for p in found if Path(p).name == st.query_params.get("run")]
+    if linked and "runs.choice" not in st.session_state:
+        st.session_state["runs.choice"] = linked[0]
     if extra.strip() and st.session_state.get("runs.last_other") != extra.strip():
         st.session_state["runs.choice"] = extra.strip()  # a newly typed folder becomes the chosen run
     st.session_state["runs.last_other"] = extra.strip()
     choice = st.selectbox("Run", options, format_func=run_title, key="runs.choice", persist_state="session")
+    if choice in found:
+        st.query_params["run"] = Path(choice).name
     try:
         return load_run(choice)
     except RunError as error:
@@ -89,9 +94,9 @@ def headline_cards(run) -> None:
 
 
 @st.cache_data(show_spinner="Computing the heatmap…", max_entries=64)
-def case_explanation(model_key: str, image_path: str, _classifier=None):
+def case_explanation(model_key: str, image_path: str, method: str, layer: str, _classifier=None):
     image = read_image(image_path)
-    result = explain(_classifier, [image])
+    result = explain(_classifier, [image], method=method, layer=layer)
     image.thumbnail((CASE_SIDE, CASE_SIDE))  # what is shown: the cache keeps 64 of these, not 64 full scans
     return image, result.probabilities[0], result.heatmaps[0], int(result.targets[0])
 
@@ -111,15 +116,16 @@ def case_classifier(run):
         return None, f"No heatmap: the run's model is not here and the sidebar's does not load ({md(error)})."
 
 
-def show_case(run, row: pd.Series, images_root: Path | None) -> None:
-    """One case: its image, the run's probabilities and a heatmap from the run's model."""
+def show_case(run, row: pd.Series, images_root: Path | None, method: str, layer: str) -> None:
+    """One case: its image, the run's probabilities, and a heatmap from the run's model with the tumour box and
+    outline drawn over it where the data has them."""
     left, middle, right = st.columns([1, 1, 1.2])
     probabilities = np.array([row[f"prob_{c}"] for c in run.classes])
     right.plotly_chart(charts.probability_bars(run.classes, probabilities, int(probabilities.argmax())),
                        width="stretch", config={"displayModeBar": False}, key=f"runs.case_bars.{row['path']}")
     duplicate = "yes: " + md(row.get("train_match") or "") if str(row.get("train_duplicate")) == "True" else "no"
     right.caption(f"True class **{CLASS_LABELS[row['label']]}**, predicted **{CLASS_LABELS[row['pred']]}**. "
-                  f"Duplicate of a training image: {duplicate}.")
+                  f"Copy of a training image: {duplicate}.")
     if images_root is None:
         left.info("The image is not on this machine; set the datasets folder in the sidebar to see it.")
         return
@@ -138,16 +144,60 @@ def show_case(run, row: pd.Series, images_root: Path | None) -> None:
         return
     try:
         image, _, heatmap, target = case_explanation(f"{classifier.path}:{classifier.path.stat().st_mtime}",
-                                                     str(image_path), _classifier=classifier)
+                                                     str(image_path), method, layer, _classifier=classifier)
     except ValueError as error:
         left.warning(md(error))
         return
     left.image(image, caption=md(row["path"]), width="stretch")
-    middle.image(overlay(image, heatmap), caption=f"Grad-CAM (layer4) for {CLASS_LABELS[classifier.classes[target]]}"
-                 + note, width="stretch")
+    drawn, notes = review.draw_truth(overlay(image, heatmap), image_path,
+                                     review.mask_path(datasets_root(), run.info["dataset"]["name"], row["path"]))
+    middle.image(drawn, width="stretch", caption=f"{CAM_METHODS[method].label} ({layer}) for "
+                 f"{CLASS_LABELS[classifier.classes[target]]}{note}" + (f"; {'; '.join(notes)}" if notes else ""))
+
+
+def open_case(path: str, listing: list[str], origin: str) -> None:
+    """Open a case in the case view, with the list it came from for next and previous; the address links to it."""
+    st.session_state["runs.open"] = {"path": path, "listing": listing, "origin": origin}
+    st.query_params["case"] = path
+
+
+def case_view(run, images_root: Path | None) -> None:
+    """The open case, with next and previous through the list it was opened from, and the heatmap's settings."""
+    opened = st.session_state.get("runs.open")
+    if not opened and st.query_params.get("case") in set(run.predictions["path"]):
+        opened = {"path": st.query_params["case"], "listing": sorted(run.predictions["path"]), "origin": "the link"}
+    if not opened or opened["path"] not in set(run.predictions["path"]):
+        return
+    listing, path = opened["listing"], opened["path"]
+    position = listing.index(path) if path in listing else 0
+    st.subheader("Case")
+    back, where, forward, close = st.columns([1, 3, 1, 1], vertical_alignment="center")
+    if back.button("Previous", key="runs.case_previous", disabled=position == 0, icon=":material/arrow_back:"):
+        open_case(listing[position - 1], listing, opened["origin"])
+        st.rerun()
+    where.caption(f"{position + 1} of {len(listing)} in {md(opened['origin'])}: {md(path)}")
+    if forward.button("Next", key="runs.case_next", disabled=position >= len(listing) - 1,
+                      icon=":material/arrow_forward:"):
+        open_case(listing[position + 1], listing, opened["origin"])
+        st.rerun()
+    if close.button("Close", key="runs.case_close"):
+        st.session_state.pop("runs.open", None)
+        st.query_params.pop("case", None)
+        st.rerun()
+    method_box, layer_box = st.columns(2)
+    method = method_box.selectbox("Heatmap method", [m for m in CAM_METHODS if not CAM_METHODS[m].slow],
+                                  format_func=lambda m: CAM_METHODS[m].label, key="runs.case_method",
+                                  persist_state="session")
+    layer = layer_box.selectbox("Layer", list(LAYERS), index=list(LAYERS).index(DEFAULT_LAYER),
+                                format_func=lambda name: f"{name}: {LAYERS[name]}", key="runs.case_layer",
+                                persist_state="session")
+    show_case(run, run.predictions[run.predictions["path"] == path].iloc[0], images_root, method, layer)
 
 
 def confusion_tab(run, rows: pd.DataFrame, block: dict, images_root: Path | None) -> None:
+    if st.session_state.get("runs.cell_of") != str(run.path):  # a new run opens on its most frequent mistake
+        st.session_state["runs.cell_of"] = str(run.path)
+        st.session_state["runs.cell_true"], st.session_state["runs.cell_pred"] = review.error_cell(rows, run.classes)
     normalise = st.toggle("Row-normalised (each true class sums to 100%)", key="runs.normalise")
     event = st.plotly_chart(charts.confusion_matrix_figure(block["confusion_matrix"], run.classes, normalise),
                             on_select="rerun", selection_mode="points", key="runs.cm_chart", width="stretch")
@@ -158,7 +208,7 @@ def confusion_tab(run, rows: pd.DataFrame, block: dict, images_root: Path | None
         if st.session_state.get("runs.last_click") != clicked:  # apply a click once; the boxes stay editable
             st.session_state["runs.last_click"] = clicked
             st.session_state["runs.cell_true"], st.session_state["runs.cell_pred"] = clicked
-    st.caption("Click a cell, or choose it here, to list its cases.")
+    st.caption("Click a cell, or choose it here, to list its cases; it opens on the most frequent mistake.")
     a, b = st.columns(2)
     true = a.selectbox("True class", run.classes, key="runs.cell_true", format_func=charts.label)
     pred = b.selectbox("Predicted class", run.classes, key="runs.cell_pred", format_func=charts.label)
@@ -170,25 +220,55 @@ def confusion_tab(run, rows: pd.DataFrame, block: dict, images_root: Path | None
     if len(cases) > MAX_CASES:
         st.caption(f"The {MAX_CASES:,} most confident of {len(cases):,} cases are listed.")
         cases = cases.head(MAX_CASES)
-    columns = ["path", "confidence", f"prob_{true}", "train_duplicate", "train_duplicate_kind", "train_match"]
-    st.dataframe(cases[[c for c in columns if c in cases]], hide_index=True, key="runs.cases", height=220)
-    if images_root is not None:
-        thumbs = cases.head(12)
-        grid = st.columns(6)
-        for i, (_, row) in enumerate(thumbs.iterrows()):
-            try:
-                grid[i % 6].image(thumbnail(str(run.image_path(images_root, row["path"]))),
-                                  caption=f"{md(Path(row['path']).name)} ({row['confidence']:.0%})")
-            except ValueError:
-                grid[i % 6].caption(f"{md(row['path'])}: not readable")
-        if len(cases) > 12:
-            st.caption(f"Thumbnails of the 12 most confident of {len(cases)} cases.")
-    else:
+    table = review.cases(run, cases, None)
+    st.dataframe(table, hide_index=True, key="runs.cases", height=min(220, 35 * (len(table) + 1) + 3),
+                 column_config={"confidence": st.column_config.NumberColumn(format="percent")})
+    listing = cases["path"].tolist()
+    origin = f"true {charts.label(true)}, predicted {charts.label(pred)}"
+    if images_root is None:
         st.info(f"The images of this run ({md(run.info['dataset']['name'])}) are not on this machine. Set the datasets "
                 "folder in the sidebar to the folder that holds it to see thumbnails and heatmaps; the numbers "
                 "are all here.")
-    case = st.selectbox("Show a case", cases["path"].tolist(), key="runs.case")
-    show_case(run, cases[cases["path"] == case].iloc[0], images_root)
+        return
+    grid = st.columns(6)
+    for i, (_, row) in enumerate(cases.head(12).iterrows()):
+        with grid[i % 6]:
+            try:
+                st.image(thumbnail(str(run.image_path(images_root, row["path"]))),
+                         caption=f"{md(Path(row['path']).name)} ({row['confidence']:.0%})")
+            except ValueError:
+                st.caption(f"{md(row['path'])}: not readable")
+            if st.button("Open", key=f"runs.thumb.{i}", icon=":material/zoom_in:", width="stretch"):
+                open_case(row["path"], listing, origin)
+    if len(cases) > 12:
+        st.caption(f"Thumbnails of the 12 most confident of {len(cases)} cases; Next in the case view goes on "
+                   "through all of them.")
+
+
+def review_tab(run, rows: pd.DataFrame) -> None:
+    """A table of the run's cases for a review: the most confident errors first, and other orders."""
+    views = review.available_views(run)
+    view_box, true_box, pred_box = st.columns([2, 1, 1])
+    view = view_box.selectbox("Show", views, format_func=review.VIEWS.get, key="runs.review_view",
+                              persist_state="session")
+    any_class = [None, *run.classes]
+    true = true_box.selectbox("True class", any_class, key="runs.review_true",
+                              format_func=lambda c: "any" if c is None else charts.label(c))
+    pred = pred_box.selectbox("Predicted class", any_class, key="runs.review_pred",
+                              format_func=lambda c: "any" if c is None else charts.label(c))
+    table = review.cases(run, rows, view, true, pred)
+    st.caption(f"{len(table):,} case{'s' if len(table) != 1 else ''}. Click a row to open it below; click a column "
+               "heading to sort.")
+    if table.empty:
+        return
+    shown = table.head(MAX_CASES)
+    event = st.dataframe(shown, hide_index=True, key="runs.review_table", on_select="rerun",
+                         selection_mode="single-row", height=min(400, 35 * (len(shown) + 1) + 3),
+                         column_config={"confidence": st.column_config.NumberColumn(format="percent")})
+    selected = list(getattr(getattr(event, "selection", None), "rows", []) or [])
+    if selected and st.session_state.get("runs.review_last") != (view, true, pred, selected[0]):
+        st.session_state["runs.review_last"] = (view, true, pred, selected[0])
+        open_case(shown["image"].iloc[selected[0]], shown["image"].tolist(), review.VIEWS[view].lower())
 
 
 def curves_tab(run, subset: str, block: dict) -> None:
@@ -281,10 +361,13 @@ def show_run(run) -> None:
     block = run.metrics[subset]
     rows = run.rows(subset)
     images_root = run_images_root(run)
-    tabs = st.tabs(["Confusion matrix", "ROC and precision-recall", "Per class", "Calibration",
+    tabs = st.tabs(["Confusion matrix", "Cases to review", "ROC and precision-recall", "Per class", "Calibration",
                     "Tumour / no tumour", "Training", "Localisation"])
     with tabs[0], error_boundary("The confusion matrix"):
         confusion_tab(run, rows, block, images_root)
+    with tabs[1], error_boundary("The case table"):
+        review_tab(run, rows)
+    tabs = tabs[:1] + tabs[2:]
     with tabs[1], error_boundary("The curves"):
         curves_tab(run, subset, block)
     with tabs[2], error_boundary("The per-class table"):
@@ -303,6 +386,8 @@ def show_run(run) -> None:
             st.caption(md(recipe_caption(config, training.get("best_epoch"))))
     with tabs[6], error_boundary("The localisation scores"):
         localisation_tab(run)
+    with error_boundary("The case"):
+        case_view(run, images_root)
 
 
 run = pick_run()

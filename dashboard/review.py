@@ -1,0 +1,126 @@
+"""Reviewing the cases of an evaluation run: which cases to look at first, how their columns read, and the
+ground truth (tumour box, tumour mask) to draw over a heatmap. No Streamlit here, like dashboard/charts.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageDraw
+
+from core.data import CLASS_LABELS, read_yolo_boxes
+from core.sources import FileRefused, contained_path, read_image
+
+# What a reviewer asks for first, and how the run's cases are filtered and ordered for it.
+VIEWS = {
+    "errors": "Most confident errors",
+    "unsure_right": "Least confident correct answers",
+    "worst_localised": "Worst-localised tumours (heatmap energy in the box)",
+    "unfamiliar": "Scans the model did not recognise (familiarity)",
+    "all": "Every case",
+}
+# Mask folders of datasets whose tumour outlines are published separately; otherwise "<dataset>-masks".
+MASK_FOLDERS = {"figshare-cheng-br35h": "figshare-cheng-masks", "lgg-tcga-glioma": "lgg-tcga-glioma-masks"}
+COLUMN_NAMES = {"path": "image", "label": "true class", "pred": "predicted class", "confidence": "confidence",
+                "correct": "right?", "familiarity": "familiarity distance", "unfamiliar": "not recognised",
+                "energy_in_box": "heatmap energy in box", "pointing_tolerant": "peak near the tumour",
+                "train_duplicate_kind": "copy of a training image", "train_match": "training image it copies"}
+
+
+def available_views(run) -> list[str]:
+    views = ["errors", "unsure_right"]
+    if run.localisation is not None and len(run.localisation):
+        views.append("worst_localised")
+    if "familiarity" in run.predictions:
+        views.append("unfamiliar")
+    return views + ["all"]
+
+
+def cases(run, rows: pd.DataFrame, view: str | None, true: str | None = None, pred: str | None = None
+          ) -> pd.DataFrame:
+    """The run's cases for a review ``view`` (None: the rows as given, in their order), optionally of one true and
+    one predicted class, in the order to look at them, with the columns a reviewer reads (named for people,
+    :data:`COLUMN_NAMES`)."""
+    table = rows.assign(correct=rows["label"] == rows["pred"])
+    if true:
+        table = table[table["label"] == true]
+    if pred:
+        table = table[table["pred"] == pred]
+    if view == "errors":
+        table = table[~table["correct"]].sort_values("confidence", ascending=False)
+    elif view == "unsure_right":
+        table = table[table["correct"]].sort_values("confidence")
+    elif view == "worst_localised":
+        local = run.localisation[["path", "energy_in_box", "pointing_tolerant"]]
+        table = table.merge(local, on="path", how="inner").sort_values("energy_in_box")
+    elif view == "unfamiliar":
+        table = table.sort_values("familiarity", ascending=False)
+    elif view == "all":
+        table = table.sort_values("path")
+    shown = [c for c in COLUMN_NAMES if c in table]
+    out = table[shown].rename(columns=COLUMN_NAMES).reset_index(drop=True)
+    for column in ("true class", "predicted class"):
+        out[column] = out[column].map(lambda name: CLASS_LABELS.get(name, name))
+    if "copy of a training image" in out:
+        out["copy of a training image"] = out["copy of a training image"].replace({"": "no", "none": "no"})
+    return out
+
+
+def error_cell(rows: pd.DataFrame, classes: list[str]) -> tuple[str, str]:
+    """(true, predicted) of the most frequent mistake among ``rows``; when there is none, the largest cell."""
+    counts = pd.crosstab(rows["label"], rows["pred"]).reindex(index=classes, columns=classes, fill_value=0)
+    values = counts.to_numpy()
+    off = values.copy()
+    np.fill_diagonal(off, -1)
+    i, j = np.unravel_index(int(np.argmax(off if off.max() > 0 else values)), values.shape)
+    return classes[int(i)], classes[int(j)]
+
+
+def mask_path(datasets_root: str | Path, dataset: str, relative: str) -> Path | None:
+    """The tumour mask published beside a dataset for one of its images (same class folder and stem, PNG), when
+    it is there; never outside ``datasets_root``."""
+    folder = MASK_FOLDERS.get(dataset, f"{dataset}-masks")
+    try:
+        candidate = contained_path(datasets_root, f"{folder}/{Path(relative).with_suffix('.png').as_posix()}", "mask")
+    except FileRefused:
+        return None
+    return candidate if candidate.is_file() else None
+
+
+def draw_truth(image: Image.Image, image_path: Path, mask: Path | None) -> tuple[Image.Image, list[str]]:
+    """``image`` (the heatmap overlay, at any size) with the tumour box drawn in white and the mask's outline in
+    cyan, where the data has them; and what was drawn, for the caption."""
+    drawn = image.convert("RGB").copy()
+    draw = ImageDraw.Draw(drawn)
+    width, height = drawn.size
+    notes = []
+    try:
+        boxes = read_yolo_boxes(image_path) or []
+    except ValueError:
+        boxes = []
+    for xc, yc, bw, bh in boxes:
+        draw.rectangle([(xc - bw / 2) * width, (yc - bh / 2) * height, (xc + bw / 2) * width, (yc + bh / 2) * height],
+                       outline=(255, 255, 255), width=max(2, width // 200))
+    if boxes:
+        notes.append("white box: the tumour box of the data")
+    if mask is not None:
+        try:
+            outline = _mask_outline(read_image(mask), (width, height))
+        except ValueError:
+            outline = None
+        if outline is not None and outline.any():
+            pixels = np.asarray(drawn).copy()
+            pixels[outline] = (0, 255, 255)
+            drawn = Image.fromarray(pixels)
+            notes.append("cyan line: the tumour outline drawn by the dataset's authors")
+    return drawn, notes
+
+
+def _mask_outline(mask: Image.Image, size: tuple[int, int]) -> np.ndarray:
+    """The boundary pixels of a binary mask resized to ``size``, two pixels wide at typical sizes."""
+    from scipy.ndimage import binary_erosion
+
+    inside = np.asarray(mask.convert("L").resize(size, Image.Resampling.NEAREST)) > 127
+    width = max(1, size[0] // 250)
+    return inside & ~binary_erosion(inside, iterations=width)
