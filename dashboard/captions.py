@@ -29,6 +29,14 @@ def md(value) -> str:
     return _MARKDOWN.sub(lambda match: f"&#{ord(match.group())};", text)
 
 
+def layer_label(name: str) -> str:
+    """A layer as a picker shows it, short enough for a narrow column: 'layer4 (7 x 7)'."""
+    from core.explain import LAYERS
+
+    grid = LAYERS.get(name, "").partition("(")[2].partition(",")[0]
+    return f"{name} ({grid})" if grid else name
+
+
 def training_source(data: dict) -> str:
     """'brain-tumor-mri/Training' from the checkpoint's data record."""
     trained_on = Path(str(data.get("trained_on", ".")))
@@ -36,55 +44,77 @@ def training_source(data: dict) -> str:
     return root if str(trained_on) == "." else f"{root}/{trained_on.as_posix()}"
 
 
-def calibration_caption(meta: dict) -> str:
-    """One line (markdown) on whether the model's probabilities are calibrated, for people reading them as
-    likelihoods."""
+def calibration_caption(meta: dict) -> tuple[str, str]:
+    """(plain sentence, technical detail) on whether the model's percentages can be read as chances of being
+    right (markdown)."""
     from core.inference import checkpoint_temperature
 
     record = meta.get("calibration")
     if not record:
-        return ("Probabilities are not calibrated: read them as scores, not as the chance of being right "
-                "(`python -m training.calibrate`).")
+        return ("Its percentages are not calibrated: read them as scores, not as the chance of being right.",
+                "No temperature scaling was fitted (python -m training.calibrate).")
     images = record.get("images")
     source = f"{images:,} validation images" if isinstance(images, int) else "validation images"
     source += borrowed_from(record)
-    return (f"Probabilities calibrated by temperature scaling (T = {checkpoint_temperature(meta):.2f}, fitted on "
-            f"{source}): on held-out scans, answers given with 80% are right about 80% of the time.")
+    return ("Its percentages are calibrated: on scans it was not trained on, answers given at 80% were right about "
+            "80% of the time.",
+            f"Temperature scaling, T = {checkpoint_temperature(meta):.2f}, fitted on {source}.")
 
 
 def borrowed_from(record: dict) -> str:
     """' of a run of the same recipe (name)' when a calibration-style record was fitted on another run's
     validation split; '' otherwise (markdown-safe)."""
     fitted_on = record.get("fitted_on") if isinstance(record.get("fitted_on"), dict) else {}
-    if not fitted_on.get("borrowed"):
+    borrowed = record.get("borrowed") if isinstance(record.get("borrowed"), dict) else {}
+    if not fitted_on.get("borrowed") and not borrowed:
         return ""
-    return f" of a run of the same recipe ({md(fitted_on.get('checkpoint', 'unnamed'))})"
+    return f" of a run of the same recipe ({md(borrowed.get('checkpoint') or fitted_on.get('checkpoint', 'unnamed'))})"
 
 
-def model_captions(meta: dict, runs: list) -> list[str]:
-    """The sidebar's description of a model (markdown captions): classes, training data, calibration and the test
-    figures of its bundled ``runs``."""
-    captions = ["Classes: " + ", ".join(CLASS_LABELS[c] for c in meta["classes"])]
+def familiarity_caption(meta: dict) -> tuple[str, str] | None:
+    """(plain sentence, technical detail) on the warning for scans unlike the training scans, or None when the
+    model has no familiarity threshold."""
+    record = meta.get("familiarity") or {}
+    if record.get("threshold") is None:
+        return None
+    share = record.get("flag_share", 0.01)
+    return (f"It warns, instead of answering, when a scan is unlike the scans it learned from (1 in "
+            f"{round(1 / share)} ordinary held-out scans is flagged too).",
+            f"Familiarity: Mahalanobis distance of the pooled layer4 features to the nearest class mean, threshold "
+            f"{record['threshold']:.1f}" + (" set on validation images" if record.get("threshold_from") == "validation"
+                                             else f", borrowed{borrowed_from(record)}") + ".")
+
+
+def model_captions(meta: dict, runs: list) -> list[tuple[str, str | None]]:
+    """The sidebar's description of a model: (plain sentence, technical detail for its tooltip) pairs, markdown,
+    on its classes, training data, calibration, familiarity warning and the test figures of its bundled ``runs``."""
+    captions: list[tuple[str, str | None]] = [("Classes: " + ", ".join(CLASS_LABELS[c] for c in meta["classes"]),
+                                                None)]
     data = meta.get("data", {})
     counts = data.get("counts", {})
     seen = sum(counts.get("train", {}).values()) + sum(counts.get("val", {}).values())
     base = meta.get("base_weights", {}).get("name", "not recorded")
-    captions.append(f"Trained on {seen:,} images from {md(training_source(data))}; base weights: {md(base)}")
+    captions.append((f"Learned from {seen:,} scans of {md(training_source(data))}.",
+                     f"A ResNet-50 started from ImageNet weights ({md(base)}) and fine-tuned."))
     validation = meta.get("validation", {})
     if validation.get("val_accuracy") is not None:
         auc = validation.get("val_macro_auc")
-        captions.append(f"Validation accuracy {validation['val_accuracy']:.2%}"
-                        + (f", macro AUC {auc:.4f}" if auc is not None else ""))
+        captions.append((f"Right on {validation['val_accuracy']:.2%} of its held-out validation scans.",
+                         f"Validation macro AUC {auc:.4f}." if auc is not None else None))
     captions.append(calibration_caption(meta))
+    familiar = familiarity_caption(meta)
+    if familiar:
+        captions.append(familiar)
     for run in runs:
         m = run.metrics
-        free = f"; {m['accuracy_duplicate_free']:.2%} without training duplicates" \
+        free = f" ({m['accuracy_duplicate_free']:.2%} on those with no copy in its training data)" \
             if m.get("accuracy_duplicate_free") is not None else ""
         dataset = run.info["dataset"]
         where = dataset["name"] + ("" if dataset["evaluated"] == "." else "/" + dataset["evaluated"])
-        auc = f"; macro AUC {m['macro_auc']:.5f}" if m.get("macro_auc") is not None else ""
         accuracy = f"{m['accuracy']:.2%}" if m.get("accuracy") is not None else "n/a"
-        captions.append(f"Tested on {md(where)}: accuracy {accuracy}{free}{auc}")
+        auc = f"Macro AUC {m['macro_auc']:.5f} (how well it ranks each class above the others; 1 is perfect)." \
+            if m.get("macro_auc") is not None else None
+        captions.append((f"Tested on {md(where)}: right on {accuracy} of the scans{free}.", auc))
     return captions
 
 

@@ -237,8 +237,8 @@ def model_sidebar() -> None:
             except CheckpointError as error:
                 st.error(md(error))
                 return
-            for caption in captions:
-                st.caption(caption)
+            for text, detail in captions:
+                st.caption(text, help=detail)
 
 
 def _modified(path: Path) -> float:
@@ -256,7 +256,7 @@ def _runs_signature() -> tuple:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def model_description(file: str, modified: float, runs: tuple) -> list[str]:
+def model_description(file: str, modified: float, runs: tuple) -> list[tuple[str, str | None]]:
     """The sidebar's description of a model (dashboard.captions.model_captions), made once per checkpoint file
     and state of the bundled runs, not on every rerun of every session: reading the metadata and the runs is
     most of what the sidebar would cost."""

@@ -69,13 +69,14 @@ def test_the_classifier_divides_its_logits_by_the_checkpoints_temperature(tmp_pa
 
 
 def test_the_sidebar_says_whether_and_how_a_model_is_calibrated():
-    assert calibration_caption({}).startswith("Probabilities are not calibrated")
+    assert calibration_caption({})[0].startswith("Its percentages are not calibrated")
     borrowed = {"calibration": {"temperature": 0.665, "images": 571,
                                 "fitted_on": {"checkpoint": "lrdecay-val", "borrowed": "..."}}}
+    plain, detail = calibration_caption(borrowed)
+    assert plain.startswith("Its percentages are calibrated") and "T =" not in plain  # plain words first
     # The source's name comes from a file: it is escaped for markdown.
-    assert ("T = 0.67, fitted on 571 validation images of a run of the same recipe (lrdecay&#45;val)"
-            in calibration_caption(borrowed))
-    assert "fitted on validation images)" in calibration_caption({"calibration": {"temperature": 2}})
+    assert "T = 0.67, fitted on 571 validation images of a run of the same recipe (lrdecay&#45;val)" in detail
+    assert "fitted on validation images." in calibration_caption({"calibration": {"temperature": 2}})[1]
 
 
 @pytest.mark.parametrize("temperature", [-2, 0, 1e-300, 1e6, "hot", None])

@@ -66,10 +66,14 @@ def test_app_starts_on_the_default_model_and_shows_its_test_figures(app):
     assert not at.exception
     assert at.title[0].value == "Brain-tumour MRI classifier"
     captions = [plain(c.value) for c in at.sidebar.caption]
+    details = [plain(c.help or "") for c in at.sidebar.caption]
     assert any("Classes: Glioma, Meningioma, No tumour, Pituitary tumour" in c for c in captions)
-    assert any(c.startswith(f"Tested on brain-tumor-mri/Testing: accuracy {shipped_accuracy()}") for c in captions)
+    assert any(c.startswith(f"Tested on brain-tumor-mri/Testing: right on {shipped_accuracy()}") for c in captions)
     temperature = read_metadata(ROOT / "assets/models/default")["calibration"]["temperature"]
-    assert any(f"calibrated by temperature scaling (T = {temperature:.2f}" in c for c in captions)
+    # Plain words in the sidebar, the technical terms in the tooltips.
+    assert any(c.startswith("Its percentages are calibrated") for c in captions)
+    assert any(f"Temperature scaling, T = {temperature:.2f}" in d for d in details)
+    assert not any("T = " in c or "keras-npm" in c for c in captions)
 
 
 def test_upload_gives_a_prediction_a_heatmap_and_a_download_and_a_bad_file_a_message(app):
@@ -126,7 +130,8 @@ def test_runs_page_shows_headline_figures_and_lists_the_cases_of_a_cell(app):
     assert not at.exception
     assert at.title[0].value == "Evaluation runs"
     assert at.selectbox(key="runs.choice").value.endswith("brain-tumor-mri-testing")
-    assert [m.label for m in at.metric][:3] == ["Accuracy", "Balanced accuracy", "Macro AUC"]
+    assert [m.label for m in at.metric][:3] == ["Accuracy", "Balanced accuracy", "Ranking (AUC)"]
+    assert all(m.help for m in at.metric[:5])  # each figure says in words what it measures
     assert at.metric[0].value == shipped_accuracy()
     assert any(c.value.startswith("95% CI") for c in at.caption)
     import json

@@ -12,7 +12,7 @@ from core.data import CLASS_LABELS
 from core.explain import CAM_METHODS, DEFAULT_LAYER, DEFAULT_METHOD, LAYERS, explain, overlay
 from core.sources import read_image
 from dashboard.charts import probability_bars
-from dashboard.captions import Verdict, md, verdict
+from dashboard.captions import Verdict, layer_label, md, verdict
 from dashboard.common import error_boundary, get_classifier
 
 PREDICTED = "the predicted class"
@@ -39,8 +39,9 @@ with st.expander("Explanation settings", expanded=False):
     target = c2.selectbox("Explain", [PREDICTED, *(classifier.classes if classifier else [])], key="predict.target",
                           format_func=lambda c: c if c == PREDICTED else f"why {CLASS_LABELS[c]}?",
                           help="Ask about any class, for instance 'why not meningioma?'")
-    layer = c3.selectbox("Layer", list(LAYERS), index=list(LAYERS).index(DEFAULT_LAYER), key="predict.layer", persist_state="session",
-                         format_func=lambda name: f"{name}: {LAYERS[name]}")
+    layer = c3.selectbox("Layer", list(LAYERS), index=list(LAYERS).index(DEFAULT_LAYER), key="predict.layer",
+                         persist_state="session", format_func=layer_label,
+                         help=" ".join(f"{name}: {text}." for name, text in LAYERS.items()))
     opacity = c4.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="predict.opacity", persist_state="session")
 
 

@@ -16,7 +16,7 @@ from core.metrics import NO_TUMOUR, operating_point
 from core.runs import RunError
 from core.sources import FileRefused, is_within, read_image
 from dashboard import charts, review
-from dashboard.captions import md, recipe_caption
+from dashboard.captions import layer_label, md, recipe_caption
 from dashboard.common import (ALLOWED_ENV, DATASETS_ENV, DATASETS_KEY, ROOT, allowed_roots, checkpoint_file,
                               classifier_at, current_model_path, datasets_root, error_boundary, file_digest, found_runs,
                               load_run, run_images_root, run_title)
@@ -73,21 +73,30 @@ def headline_cards(run) -> None:
     rows = [("all", run.metrics["all"])]
     if run.metrics.get("duplicate_free"):
         rows.append(("duplicate_free", run.metrics["duplicate_free"]))
-    figures = [("Accuracy", "accuracy", "accuracy", ".2%"), ("Balanced accuracy", "balanced_accuracy", None, ".2%"),
-               ("Macro AUC", "macro_auc", "macro_auc", ".5f"), ("Tumour vs none AUC", None, "tumour_auc", ".5f"),
-               ("Calibration error (ECE)", None, None, ".4f")]
+    figures = [("Accuracy", "accuracy", "accuracy", ".2%", "The share of scans whose class the model named right."),
+               ("Balanced accuracy", "balanced_accuracy", None, ".2%",
+                "Accuracy with the four classes counted equally: the mean of their sensitivities."),
+               ("Ranking (AUC)", "macro_auc", "macro_auc", ".4f",
+                "Macro AUC: for each class, the chance that a scan of that class gets a higher probability for it than "
+                "a scan of another class, averaged over the classes. 1 is perfect, 0.5 is chance."),
+               ("Tumour or not (AUC)", None, "tumour_auc", ".4f",
+                "The same ranking measure for 'any tumour' against 'no tumour', from one minus the no-tumour "
+                "probability."),
+               ("Overconfidence (ECE)", None, None, ".4f",
+                "Expected calibration error: how far, on average, the stated confidence is from the share of answers "
+                "that are right. 0 means the percentages can be taken at their word.")]
     level = confidence(run)
     for subset, block in rows:
         st.markdown(f"**{SUBSETS[subset]}** ({block['images']:,} images)")
         columns = st.columns(len(figures))
-        for column, (title, key, interval, spec) in zip(columns, figures):
+        for column, (title, key, interval, spec, meaning) in zip(columns, figures):
             if key is not None:
                 value = block.get(key)
             elif interval == "tumour_auc":
                 value = block["tumour_vs_no_tumour"]["auc"]
             else:
                 value = block["calibration"]["ece"]
-            column.metric(title, charts.fmt(value, spec), border=True)
+            column.metric(title, charts.fmt(value, spec), border=True, help=meaning)
             low, high = block.get("intervals", {}).get(interval, [None, None]) if interval else (None, None)
             if low is not None and high is not None:
                 column.caption(f"{level} CI {charts.fmt(low, spec)} – {charts.fmt(high, spec)}")
@@ -189,7 +198,8 @@ def case_view(run, images_root: Path | None) -> None:
                                   format_func=lambda m: CAM_METHODS[m].label, key="runs.case_method",
                                   persist_state="session")
     layer = layer_box.selectbox("Layer", list(LAYERS), index=list(LAYERS).index(DEFAULT_LAYER),
-                                format_func=lambda name: f"{name}: {LAYERS[name]}", key="runs.case_layer",
+                                format_func=layer_label, key="runs.case_layer",
+                                help=" ".join(f"{name}: {text}." for name, text in LAYERS.items()),
                                 persist_state="session")
     show_case(run, run.predictions[run.predictions["path"] == path].iloc[0], images_root, method, layer)
 
@@ -324,12 +334,14 @@ def localisation_tab(run) -> None:
         return
     st.plotly_chart(charts.localisation_figure(local["per_class"]), width="stretch", key="runs.localisation")
     overall = local["overall"]
-    st.caption(f"{md(local['method'])} at {md(local['layer'])}, explaining the true class, over {overall['images']:,} tumour "
-               f"images with boxes. Pointing game: is the heatmap's maximum inside the box (strict), or within "
-               f"{local.get('tolerance_px_at_224', 15)} px of it at 224 px (tolerant). Overall: strict "
-               f"{charts.fmt(overall['pointing_strict'], '.2f')}, tolerant {charts.fmt(overall['pointing_tolerant'], '.2f')}, "
-               f"energy in box {charts.fmt(overall['energy_in_box'], '.2f')} against a box share of "
-               f"{charts.fmt(overall['box_share'], '.2f')}.")
+    st.caption(f"Does the heatmap point at the tumour? Over {overall['images']:,} tumour scans with a tumour box, the "
+               f"heatmap's hottest point fell inside the box for {charts.fmt(overall['pointing_strict'], '.0%')} of "
+               f"them and near it for {charts.fmt(overall['pointing_tolerant'], '.0%')}; "
+               f"{charts.fmt(overall['energy_in_box'], '.0%')} of the heat lay in the box, where a heatmap spread evenly "
+               f"would put {charts.fmt(overall['box_share'], '.0%')}.",
+               help=f"{md(local['method'])} at {md(local['layer'])}, explaining the true class. Pointing game: the "
+                    f"maximum inside the box (strict) or within {local.get('tolerance_px_at_224', 15)} px of it at "
+                    "224 px (tolerant); energy in box: the share of the heatmap's sum inside the box.")
 
 
 with st.sidebar:
@@ -350,9 +362,11 @@ def show_run(run) -> None:
                f"({dataset['images']:,} images, {len(dataset['skipped'])} unreadable) · created {md(info['created'])} · "
                f"{md(info['settings']['precision'])} on {md(info['settings']['device'])}")
     if audit["available"]:
-        st.caption(f"Leakage audit: {audit['exact_duplicates']:,} exact and {audit['near_duplicates']:,} near "
-                   f"duplicates (perceptual hash within {audit['near_duplicate_bits']} of 256 bits) of the model's "
-                   f"training images; {audit['duplicate_free_images']:,} images have none.")
+        st.caption(f"Copies of training scans: {audit['exact_duplicates']:,} scans here are exact copies and "
+                   f"{audit['near_duplicates']:,} near copies (resized or re-saved) of scans the model was trained on; "
+                   f"{audit['duplicate_free_images']:,} have none, and the second row of figures counts only those.",
+                   help=f"Leakage audit: exact copies share file bytes or decoded pixels; near copies differ by at most "
+                        f"{audit['near_duplicate_bits']} of the 256 bits of a perceptual hash.")
     with error_boundary("The headline figures"):
         headline_cards(run)
     subsets = [s for s in SUBSETS if run.metrics.get(s)]
