@@ -349,3 +349,121 @@ def test_markdown_in_a_run_is_shown_as_text_and_fetches_nothing(server_url, brow
         assert not exception_texts(browser), exception_texts(browser)
     finally:
         beacon.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# What a reviewer meets: a page at its own address, work kept across pages, warnings, review of errors
+
+
+def page_not_found(driver) -> bool:
+    return any("Page not found" in d.text for d in driver.find_elements(By.CSS_SELECTOR, "[role='dialog']"))
+
+
+def alert_saying(text: str):
+    def find(driver):
+        alerts = driver.find_elements(By.CSS_SELECTOR, "[data-testid='stMain'] [data-testid='stAlert']")
+        return next((a for a in alerts if text in a.text), False)
+    return find
+
+
+def upload_and_wait(browser, path: Path):
+    wait(browser, PAGE_TIMEOUT).until(upload_input, "no file input for the 'Add MRI slices' uploader")
+    upload_input(browser).send_keys(str(path))
+    heading = wait(browser, RESULT_TIMEOUT).until(prediction_heading, "no result card after the upload")
+    wait(browser, RESULT_TIMEOUT).until(script_is_idle, "the script run did not finish")
+    return heading
+
+
+def test_predict_opens_at_its_own_address_and_keeps_uploads_across_pages(server_url, browser, tmp_path):
+    browser.get(server_url + "/predict")
+    wait(browser, PAGE_TIMEOUT).until(upload_input, "no uploader at /predict")
+    assert not page_not_found(browser)
+    heading = upload_and_wait(browser, scan_png(tmp_path)).text
+
+    def go_to(title: str):
+        def click(driver):
+            for link in driver.find_elements(By.CSS_SELECTOR, "[data-testid='stSidebarNav'] a"):
+                if link.text.strip().endswith(title):  # after the page's icon
+                    link.click()
+                    return True
+            return False
+        wait(browser, PAGE_TIMEOUT).until(click, f"no link to {title} in the sidebar")
+
+    go_to("Evaluation runs")
+    wait(browser, PAGE_TIMEOUT).until(lambda d: "/runs" in d.current_url and d.find_elements(
+        By.CSS_SELECTOR, "[data-testid='stMain'] [data-testid='stPlotlyChart']"), "the runs page did not open")
+    go_to("Predict")
+    kept = wait(browser, PAGE_TIMEOUT).until(prediction_heading, "the upload was lost on the way back to Predict")
+    assert kept.text == heading and "/predict" in browser.current_url
+    assert not exception_texts(browser), exception_texts(browser)
+
+
+def test_a_blank_image_gets_the_familiarity_warning_not_an_answer(server_url, browser, tmp_path):
+    blank = tmp_path / "blank.png"
+    Image.new("L", (256, 256), 255).save(blank)
+    browser.get(server_url + "/predict")
+    heading = upload_and_wait(browser, blank)
+    assert heading.text.startswith("Not answered"), heading.text
+    wait(browser, RESULT_TIMEOUT).until(alert_saying("Not a brain MRI slice like those the model was trained on?"),
+                                        "no familiarity warning for a blank image")
+
+
+@pytest.mark.skipif(not KAGGLE.is_dir(), reason=f"{KAGGLE} is absent (real MRI data lives in ../shared)")
+def test_an_uncertain_scan_gets_the_refer_badge(server_url, browser, tmp_path):
+    import pandas as pd
+
+    table = pd.read_csv(ROOT / "assets/runs/brain-tumor-mri-testing/predictions.csv")
+    unsure = table[table["confidence"] < 0.9].sort_values("confidence")
+    assert len(unsure), "the bundled Testing run has no answer under 90%"
+    target = tmp_path / "unsure.png"
+    Image.open(KAGGLE / unsure["path"].iloc[0]).save(target, "PNG")
+    browser.get(server_url + "/predict")
+    heading = upload_and_wait(browser, target)
+    assert heading.text.startswith("Uncertain"), heading.text
+    badges = [b.text for b in browser.find_elements(By.CSS_SELECTOR, "[data-testid='stMain'] [data-testid='stMarkdown']")
+              if "Uncertain: refer" in b.text]
+    assert badges, "no 'Uncertain: refer' badge"
+
+
+def test_the_reliability_diagram_counts_images_on_its_own_axis(server_url, browser):
+    browser.get(server_url + "/runs")
+
+    def open_tab(driver):
+        for tab in driver.find_elements(By.CSS_SELECTOR, "[data-testid='stMain'] [role='tab']"):
+            if tab.text.strip() == "Calibration":
+                tab.click()
+                return True
+        return False
+
+    wait(browser, PAGE_TIMEOUT).until(open_tab, "no Calibration tab on /runs")
+
+    def count_axis(driver):
+        for chart in driver.find_elements(By.CSS_SELECTOR, "[data-testid='stPlotlyChart']"):
+            titles = [t.text for t in chart.find_elements(By.CSS_SELECTOR, "text.y2title")]
+            if titles and titles[0]:
+                return chart
+        return False
+
+    chart = wait(browser, RESULT_TIMEOUT).until(count_axis, "no chart with a second y axis after opening the tab")
+    assert chart.find_elements(By.CSS_SELECTOR, "text.y2title")[0].text.startswith("images in bin")
+    assert chart.find_elements(By.CSS_SELECTOR, "text.ytitle")[0].text.startswith("accuracy")
+    ticks = [t.text for t in chart.find_elements(By.CSS_SELECTOR, "g.y2tick text") if t.text]
+    assert ticks and all(t.replace(",", "").isdigit() for t in ticks), ticks  # whole counts, never "9."
+
+
+@pytest.mark.skipif(not KAGGLE.is_dir(), reason=f"{KAGGLE} is absent (real MRI data lives in ../shared)")
+def test_a_case_opens_from_a_clicked_thumbnail(server_url, browser):
+    browser.get(server_url + "/runs")
+
+    def open_button(driver):
+        buttons = [b for b in driver.find_elements(By.CSS_SELECTOR, "[data-testid='stMain'] button")
+                   if b.text.strip().endswith("Open")]
+        return buttons[0] if buttons else False
+
+    button = wait(browser, PAGE_TIMEOUT).until(open_button, "no thumbnail with an Open button on /runs")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", button)
+    button.click()
+    wait(browser, RESULT_TIMEOUT).until(loaded_gradcam_image, "clicking the thumbnail opened no case heatmap")
+    assert "case=" in browser.current_url  # the address links to the case
+    wait(browser, RESULT_TIMEOUT).until(script_is_idle, "the script run did not finish")
+    assert not exception_texts(browser), exception_texts(browser)

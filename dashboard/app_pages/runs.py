@@ -88,8 +88,10 @@ def headline_cards(run) -> None:
     level = confidence(run)
     for subset, block in rows:
         st.markdown(f"**{SUBSETS[subset]}** ({block['images']:,} images)")
-        columns = st.columns(len(figures))
-        for column, (title, key, interval, spec, meaning) in zip(columns, figures):
+        # Cards of a fixed width in a row that wraps: at any window width each figure is whole, never "99.…".
+        row = st.container(horizontal=True, wrap=True)
+        for title, key, interval, spec, meaning in figures:
+            column = row.container(width=210)
             if key is not None:
                 value = block.get(key)
             elif interval == "tumour_auc":
