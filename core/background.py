@@ -31,7 +31,7 @@ def _lower_priority() -> None:
 
 
 def _explain_in_worker(checkpoint: str, modified: float, precision: str, batch: torch.Tensor, method: str,
-                       layer: str, targets):
+                       layer: str, targets, scale: str = "own"):
     from core.explain import Explanation, explain_batch
     from core.inference import load_classifier
 
@@ -41,7 +41,7 @@ def _explain_in_worker(checkpoint: str, modified: float, precision: str, batch: 
         _WORKER_MODEL.update(key=key, classifier=load_classifier(checkpoint, "cpu", precision))
     classifier = _WORKER_MODEL["classifier"]
     parts = [explain_batch(classifier, batch[i:i + 1], method, layer,
-                           targets if not isinstance(targets, list) else targets[i:i + 1])
+                           targets if not isinstance(targets, list) else targets[i:i + 1], scale)
              for i in range(len(batch))]  # one image at a time: Score-CAM's memory grows with the batch
     return Explanation.joined(parts)
 
@@ -64,13 +64,13 @@ class SlowExplainer:
                                                  initializer=_lower_priority)
             return self._pool
 
-    def explain(self, classifier, batch: torch.Tensor, method: str, layer: str, targets=None):
+    def explain(self, classifier, batch: torch.Tensor, method: str, layer: str, targets=None, scale: str = "own"):
         """The :class:`core.explain.Explanation` of a normalised batch, computed in the worker with the
         classifier's checkpoint file, on the CPU at the classifier's precision (the worker loads it once)."""
         if classifier.path is None:
             raise BackgroundError("a slow explanation needs a model saved as a checkpoint file")
         job = (str(classifier.path), os.path.getmtime(classifier.path), classifier.precision, batch.cpu(), method,
-               layer, targets)
+               layer, targets, scale)
         with self._lock:
             if self._waiting >= self.max_waiting:
                 raise BackgroundError(f"{self._waiting} slow explanations are already queued on this server; try "

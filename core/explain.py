@@ -45,6 +45,15 @@ class CamMethod:
     slow: bool            # needs many extra forward passes per image
     note: str
 
+    @property
+    def key(self) -> str:
+        return next(name for name, spec in CAM_METHODS.items() if spec is self)
+
+    @property
+    def class_specific(self) -> bool:
+        """Whether the map depends on the class explained (EigenCAM's does not)."""
+        return self.class_name != "EigenCAM"
+
 
 CAM_METHODS = {
     "gradcam": CamMethod("Grad-CAM", "GradCAM", True, False, "channel weights: mean gradient"),
@@ -166,47 +175,80 @@ def _resolve_targets(targets, predictions: np.ndarray, classes: Sequence[str]) -
 
 
 def explain_batch(classifier, batch: torch.Tensor, method: str = DEFAULT_METHOD, layer: str = DEFAULT_LAYER,
-                  targets=None) -> Explanation:
+                  targets=None, scale: str = "own") -> Explanation:
     """Explain a normalised float batch (as :meth:`Classifier.preprocess` makes it).
 
     ``targets``: None explains each image's predicted class; a class name or index explains that class
     for every image; a sequence gives one per image (None entries mean the prediction).
-    """
-    from pytorch_grad_cam.utils.image import scale_cam_image
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
+    ``scale`` (:data:`SCALES`): "own" stretches each heatmap from its minimum to its maximum, which paints a
+    class at 0.1% as red as the prediction; "prediction" divides it by the maximum of the predicted class's map
+    of the same method and scan, so the colours compare across classes (and, method by method, across methods).
+    """
     from core.runtime import autocast
 
     check_choice(method, layer)
+    if scale not in SCALES:
+        raise ExplainError(f"unknown heatmap scale {scale!r}; choose one of {', '.join(SCALES)}")
     spec = CAM_METHODS[method]
-    model = classifier.model
     with torch.inference_mode(False):
         batch = batch.clone().to(classifier.device).contiguous(memory_format=torch.channels_last)
         with autocast(classifier.device, classifier.precision):
-            activations, features, logits = _split_forward(model, batch, layer, spec.uses_gradients)
+            activations, features, logits = _split_forward(classifier.model, batch, layer, spec.uses_gradients)
         probabilities = classifier.probabilities(logits.detach().cpu()).numpy()
         familiarity = classifier.familiarity_scores(features.detach().float().cpu())
-        chosen = _resolve_targets(targets, probabilities.argmax(axis=1), classifier.classes)
-        gradients = None
-        if spec.uses_gradients:
-            score = logits.float().gather(1, torch.as_tensor(chosen, device=logits.device)[:, None]).sum()
-            (gradients,) = torch.autograd.grad(score, activations)
-            gradients = gradients.float().cpu().numpy()
+        predicted = probabilities.argmax(axis=1)
+        chosen = _resolve_targets(targets, predicted, classifier.classes)
         acts = activations.detach().float().cpu().numpy()
-        cam_object = _method_object(method, classifier)
-        try:
-            cam = cam_object.get_cam_image(batch.float(), cam_object.target_layers[0],
-                                           [ClassifierOutputTarget(int(c)) for c in chosen], acts, gradients,
-                                           False)
-        finally:
-            cam_object.activations_and_grads.release()
+        cam = _raw_cams(classifier, spec, batch, activations, logits, acts, chosen)
+        reference = None
+        if scale == "prediction":
+            reference = cam if (chosen == predicted).all() or not spec.class_specific else \
+                _raw_cams(classifier, spec, batch, activations, logits, acts, predicted)
     size = batch.shape[-1]
-    heatmaps = scale_cam_image(np.maximum(cam, 0), (size, size))
-    return Explanation(probabilities, chosen, heatmaps.astype(np.float32), method, layer, familiarity)
+    return Explanation(probabilities, chosen, _scaled(cam, reference, size), method, layer, familiarity)
+
+
+SCALES = {"own": "each map to its own maximum", "prediction": "relative to the predicted class's evidence"}
+
+
+def _raw_cams(classifier, spec: CamMethod, batch, activations, logits, acts: np.ndarray, classes: np.ndarray
+              ) -> np.ndarray:
+    """pytorch-grad-cam's class activation maps of ``classes`` on the layer's grid, negative evidence set to 0."""
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    gradients = None
+    if spec.uses_gradients:
+        score = logits.float().gather(1, torch.as_tensor(classes, device=logits.device)[:, None]).sum()
+        (gradients,) = torch.autograd.grad(score, activations, retain_graph=True)
+        gradients = gradients.float().cpu().numpy()
+    cam_object = _method_object(spec.key, classifier)
+    try:
+        cam = cam_object.get_cam_image(batch.float(), cam_object.target_layers[0],
+                                       [ClassifierOutputTarget(int(c)) for c in classes], acts, gradients, False)
+    finally:
+        cam_object.activations_and_grads.release()
+    return np.maximum(cam, 0)
+
+
+def _scaled(cam: np.ndarray, reference: np.ndarray | None, size: int) -> np.ndarray:
+    """Heatmaps in [0, 1] on the ``size`` grid: each from its own minimum to maximum (``reference`` None, as
+    pytorch-grad-cam scales them), or divided by the maximum of the reference map of the same image."""
+    import cv2
+    from pytorch_grad_cam.utils.image import scale_cam_image
+
+    if reference is None:
+        return scale_cam_image(cam, (size, size)).astype(np.float32)
+    peaks = reference.reshape(len(reference), -1).max(axis=1)
+    out = np.zeros((len(cam), size, size), dtype=np.float32)
+    for k, (one, peak) in enumerate(zip(cam, peaks)):
+        if peak > 0:
+            out[k] = np.clip(cv2.resize((one / peak).astype(np.float32), (size, size)), 0.0, 1.0)
+    return out
 
 
 def explain(classifier, images: Sequence[Image.Image], method: str = DEFAULT_METHOD, layer: str = DEFAULT_LAYER,
-            targets=None, batch_size: int = 16) -> Explanation:
+            targets=None, batch_size: int = 16, scale: str = "own") -> Explanation:
     """Prediction and heatmap for PIL images of any mode and size (see :func:`explain_batch`)."""
     images = list(images)
     if not images:
@@ -217,7 +259,7 @@ def explain(classifier, images: Sequence[Image.Image], method: str = DEFAULT_MET
     for start in range(0, len(images), batch_size):
         part_targets = targets[start:start + batch_size] if isinstance(targets, list) else targets
         parts.append(explain_batch(classifier, classifier.preprocess(images[start:start + batch_size]), method,
-                                   layer, part_targets))
+                                   layer, part_targets, scale))
     return Explanation.joined(parts)
 
 

@@ -363,3 +363,31 @@ def test_a_model_that_does_not_know_gets_the_uncertain_badge_and_a_stranger_the_
     assert len(badges) == 2 and badges[0].endswith("Uncertain: refer]") and badges[1].endswith("Not a familiar scan]")
     warnings = [plain(w.value) for w in at.warning]
     assert len(warnings) == 1 and "Not a brain MRI slice like those the model was trained on?" in warnings[0]
+
+
+def test_heatmaps_carry_a_colour_bar_the_download_says_what_it_shows_and_methods_compare_side_by_side(app):
+    from dashboard.heatmaps import with_colour_bar, with_header
+
+    at = app.run()
+    upload(at, [("scan.png", scan_png(), "image/png")])
+    at.radio(key="predict.scale").set_value("prediction").run()
+    assert not at.exception
+    download = at.get("download_button")[0]
+    assert download.proto.label == "Download heatmap (PNG)"
+    # The picture on the page is the overlay with its colour bar: wider than the scan (224 px).
+    shown = [i for i in at.image if heatmap_captions_of(i)]
+    assert shown
+    toggle = next(t for t in at.toggle if t.key.startswith("predict.grid."))
+    toggle.set_value(True).run()
+    assert not at.exception
+    assert {"Grad-CAM", "Grad-CAM++", "XGrad-CAM", "LayerCAM", "EigenCAM"} <= {c for i in at.image for c in i.captions}
+    # The pieces themselves: a bar to the right of the overlay, a header above it.
+    overlay = Image.new("RGB", (224, 224))
+    barred = with_colour_bar(overlay, "prediction")
+    assert barred.height == 224 and barred.width > 224 + 18
+    labelled = with_header(barred, ["scan.png (224 x 224)", "Model: Glioma 97.0%", "Heatmap: Grad-CAM"])
+    assert labelled.width == barred.width and labelled.height > barred.height
+
+
+def heatmap_captions_of(image) -> list[str]:
+    return [c for c in image.captions if c.startswith("Grad-CAM")]

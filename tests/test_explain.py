@@ -190,3 +190,25 @@ def test_slow_explanations_beyond_the_queue_are_refused_in_words(classifier):
     with pytest.raises(BackgroundError, match="already queued"):
         full.explain(classifier, classifier.preprocess(slices(1)), "scorecam", "layer4")
     assert full._pool is None  # refused before any worker was started
+
+
+def test_on_the_prediction_scale_the_predicted_class_peaks_at_one_and_other_classes_compare_to_it(classifier):
+    from core.explain import ExplainError
+
+    images = slices(2)
+    predicted = explain(classifier, images, scale="prediction")
+    assert predicted.heatmaps.reshape(2, -1).max(axis=1) == pytest.approx([1.0, 1.0], abs=1e-5)
+    own = explain(classifier, images)
+    # The same map, up to the scale: where one is hottest, so is the other.
+    for a, b in zip(own.heatmaps, predicted.heatmaps):
+        assert np.unravel_index(a.argmax(), a.shape) == np.unravel_index(b.argmax(), b.shape)
+    others = []
+    for k in range(len(CLASSES)):
+        result = explain(classifier, images, targets=k, scale="prediction")
+        assert result.heatmaps.min() >= 0 and result.heatmaps.max() <= 1
+        others.append(result.heatmaps.reshape(2, -1).max(axis=1))
+    # On its own scale every class's map reaches 1; on the prediction's, a class the scan has less evidence for
+    # stays below it.
+    assert (np.array(others) < 1 - 1e-3).any()
+    with pytest.raises(ExplainError, match="unknown heatmap scale"):
+        explain(classifier, images, scale="loud")

@@ -9,9 +9,11 @@ import os
 import streamlit as st
 
 from core.data import CLASS_LABELS
-from core.explain import CAM_METHODS, DEFAULT_LAYER, DEFAULT_METHOD, LAYERS, explain, overlay
+from core.explain import CAM_METHODS, DEFAULT_LAYER, DEFAULT_METHOD, LAYERS, SCALES, explain, overlay
 from core.sources import read_image
+from core.sources.files import printable
 from dashboard.charts import probability_bars
+from dashboard.heatmaps import with_colour_bar, with_header
 from dashboard.captions import Verdict, layer_label, md, verdict
 from dashboard.common import error_boundary, get_classifier
 
@@ -43,6 +45,11 @@ with st.expander("Explanation settings", expanded=False):
                          persist_state="session", format_func=layer_label,
                          help=" ".join(f"{name}: {text}." for name, text in LAYERS.items()))
     opacity = c4.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="predict.opacity", persist_state="session")
+    scale = st.radio("Heatmap colours", list(SCALES), format_func=lambda k: SCALES[k].capitalize(), horizontal=True,
+                     key="predict.scale", persist_state="session",
+                     help="Own maximum: every map is stretched until its hottest point is red, even for a class at "
+                          "0.1%. Relative to the prediction: red means as much evidence as the predicted class's "
+                          "peak, so maps of different classes and methods can be compared.")
 
 
 def kept_scans() -> list[dict]:
@@ -123,12 +130,13 @@ def slow_explainer():
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def explained(model_key: str, digests: tuple[str, ...], method: str, layer: str, target: str | None,
-              _images=(), _classifier=None):
+              scale: str = "own", _images=(), _classifier=None):
     """The explanation (probabilities, heatmaps, familiarity) of a set of scans, computed once per model, files
     (their digests) and settings (moving the opacity slider reuses them)."""
     if CAM_METHODS[method].slow:
-        return slow_explainer().explain(_classifier, _classifier.preprocess(list(_images)), method, layer, target)
-    return explain(_classifier, list(_images), method=method, layer=layer, targets=target)
+        return slow_explainer().explain(_classifier, _classifier.preprocess(list(_images)), method, layer, target,
+                                        scale)
+    return explain(_classifier, list(_images), method=method, layer=layer, targets=target, scale=scale)
 
 
 def png_bytes(image) -> bytes:
@@ -167,13 +175,18 @@ def show_scan(position: int, name: str, digest: str, image, row, explained_class
         width, height = image.info.get("source_size", image.size)
         original.image(png_bytes(shown), caption=f"{md(name)} ({width} x {height})", width="stretch",
                        output_format="PNG")
-        blended = png_bytes(overlay(shown, heatmap, opacity))
+        blended = with_colour_bar(overlay(shown, heatmap, opacity), scale)
         why = CLASS_LABELS[classifier.classes[int(explained_class)]]
-        class_specific = method != "eigencam"
-        heat.image(blended, caption=f"{CAM_METHODS[method].label} ({layer}) "
-                   + (f"for {why}" if class_specific else "- the same map for every class"), width="stretch",
-                   output_format="PNG")
-        heat.download_button("Download overlay (PNG)", blended,
+        class_specific = CAM_METHODS[method].class_specific
+        described = f"{CAM_METHODS[method].label} ({layer}) " + (f"for {why}" if class_specific else
+                                                                  "- the same map for every class")
+        heat.image(png_bytes(blended), caption=described, width="stretch", output_format="PNG")
+        header = [f"{printable(name)} ({width} x {height})",
+                  f"Model: {CLASS_LABELS[classifier.classes[best]]} {row[best]:.1%}"
+                  + {"answer": "", "uncertain": " (uncertain: refer)",
+                     "unfamiliar": " (not answered: unlike the training scans)"}[judged.kind],
+                  f"Heatmap: {described}; colours {SCALES[scale]}"]
+        heat.download_button("Download heatmap (PNG)", png_bytes(with_header(blended, header)),
                              file_name=f"{name.rsplit('.', 1)[0]}_{method}_{classifier.classes[int(explained_class)]}.png",
                              mime="image/png", key=f"predict.download.{position}.{digest[:10]}")
         chart.plotly_chart(probability_bars(classifier.classes, row, best, muted=judged.kind == "unfamiliar"),
@@ -187,6 +200,23 @@ def show_scan(position: int, name: str, digest: str, image, row, explained_class
         if chart.button("Remove this scan", key=f"predict.remove.{position}.{digest[:10]}", icon=":material/close:"):
             del kept_scans()[position]
             st.rerun()
+        if st.toggle("Every heatmap method side by side", key=f"predict.grid.{position}.{digest[:10]}",
+                     help="The fast methods on one colour scale (relative to the predicted class's evidence), for "
+                          "teaching how much the picture depends on the method."):
+            method_grid(digest, image, shown, layer, None if target == PREDICTED else target)
+
+
+def method_grid(digest: str, image, shown, layer: str, target: str | None) -> None:
+    fast = [m for m in CAM_METHODS if not CAM_METHODS[m].slow]
+    model_key = f"{classifier.path}:{os.path.getmtime(classifier.path)}"
+    columns = st.columns(len(fast))
+    for column, name in zip(columns, fast):
+        result = explained(model_key, (digest,), name, layer, target, "prediction", _images=(image,),
+                           _classifier=classifier)
+        column.image(png_bytes(overlay(shown, result.heatmaps[0], opacity)), caption=CAM_METHODS[name].label,
+                     width="stretch", output_format="PNG")
+    st.caption("One colour scale for all: dark blue is no evidence, red as much as the predicted class's peak for "
+               "that method.")
 
 
 if classifier is not None and scans:
@@ -194,7 +224,7 @@ if classifier is not None and scans:
         model_key = f"{classifier.path}:{os.path.getmtime(classifier.path)}"
         with st.spinner(f"Explaining {len(scans)} scan{'s' if len(scans) > 1 else ''}…"):
             result = explained(model_key, tuple(digest for _, digest, _ in scans), method, layer,
-                               None if target == PREDICTED else target,
+                               None if target == PREDICTED else target, scale,
                                _images=tuple(image for _, _, image in scans), _classifier=classifier)
         scores = result.familiarity if result.familiarity is not None else [None] * len(scans)
         for position, ((name, digest, image), row, explained_class, heatmap, score) in enumerate(

@@ -1,0 +1,54 @@
+"""Heatmap pictures people can read on their own: the overlay with its colour bar, and, for a download, a header
+that says what the picture shows. PIL in, PIL out; no Streamlit here, like dashboard/charts.py."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+BAR_WIDTH = 18
+SCALE_ENDS = {"own": ("lowest in this map", "highest in this map"),
+              "prediction": ("no evidence", "the predicted class's peak")}
+
+
+def _font(size: int):
+    return ImageFont.load_default(size=size)
+
+
+def colour_bar(height: int, scale: str) -> Image.Image:
+    """A vertical jet colour bar ``height`` pixels high, labelled at both ends with what its colours mean."""
+    import cv2
+
+    ramp = np.linspace(255, 0, max(height, 2)).astype(np.uint8)[:, None].repeat(BAR_WIDTH, axis=1)
+    bar = Image.fromarray(cv2.cvtColor(cv2.applyColorMap(ramp, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB))
+    size = max(10, min(16, height // 22))
+    low, high = SCALE_ENDS[scale]
+    width = BAR_WIDTH + 8 + int(max(_font(size).getlength(t) for t in (low, high)))
+    strip = Image.new("RGB", (width, height), (14, 17, 23))
+    strip.paste(bar, (0, 0))
+    draw = ImageDraw.Draw(strip)
+    draw.text((BAR_WIDTH + 6, 0), high, fill=(230, 233, 239), font=_font(size))
+    draw.text((BAR_WIDTH + 6, height - size - 4), low, fill=(230, 233, 239), font=_font(size))
+    return strip
+
+
+def with_colour_bar(picture: Image.Image, scale: str) -> Image.Image:
+    """The overlay with its colour bar to the right."""
+    bar = colour_bar(picture.height, scale)
+    out = Image.new("RGB", (picture.width + 8 + bar.width, picture.height), (14, 17, 23))
+    out.paste(picture.convert("RGB"), (0, 0))
+    out.paste(bar, (picture.width + 8, 0))
+    return out
+
+
+def with_header(picture: Image.Image, lines: list[str]) -> Image.Image:
+    """The picture under a header of text lines (file, prediction and probability, method and class explained),
+    so that a downloaded heatmap says what it is wherever it ends up."""
+    size = max(12, min(22, picture.width // 40))
+    height = 10 + len(lines) * (size + 6)
+    out = Image.new("RGB", (picture.width, picture.height + height), (14, 17, 23))
+    draw = ImageDraw.Draw(out)
+    for k, line in enumerate(lines):
+        draw.text((8, 6 + k * (size + 6)), line, fill=(230, 233, 239), font=_font(size))
+    out.paste(picture.convert("RGB"), (0, height))
+    return out
