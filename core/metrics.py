@@ -265,6 +265,25 @@ def wilson_interval(count: int, total: int, confidence: float = CONFIDENCE) -> t
     return float(low), float(high)
 
 
+def paired_comparison(a_right: np.ndarray, b_right: np.ndarray) -> dict:
+    """Two models' answers on the same images: how many each got right that the other did not, and McNemar's test
+    of whether their accuracies differ (exact binomial when fewer than 25 images split them, statsmodels)."""
+    from statsmodels.stats.contingency_tables import mcnemar
+
+    a, b = np.asarray(a_right, dtype=bool), np.asarray(b_right, dtype=bool)
+    table = [[int((a & b).sum()), int((a & ~b).sum())], [int((~a & b).sum()), int((~a & ~b).sum())]]
+    split = table[0][1] + table[1][0]
+    result = {"images": int(len(a)), "both_right": table[0][0], "only_a_right": table[0][1],
+              "only_b_right": table[1][0], "both_wrong": table[1][1], "accuracy_a": float(a.mean()) if len(a) else None,
+              "accuracy_b": float(b.mean()) if len(b) else None, "test": None, "p_value": None}
+    if split:
+        exact = split < 25
+        outcome = mcnemar(table, exact=exact, correction=True)
+        result.update(test="McNemar, exact binomial" if exact else "McNemar, chi-square with continuity correction",
+                      p_value=float(outcome.pvalue))
+    return result
+
+
 # --------------------------------------------------------------------------------------------------
 # Bootstrap intervals
 

@@ -232,3 +232,82 @@ def comparison_text(table: pd.DataFrame) -> pd.DataFrame:
                          "A": [figure_text(f, v) for f, v in zip(table["figure"], table["A"])],
                          "B": [figure_text(f, v) for f, v in zip(table["figure"], table["B"])],
                          "B - A": [figure_text(f, v, signed=True) for f, v in zip(table["figure"], table["B - A"])]})
+
+
+RUN_COLOURS = ("#4fa3e0", "#e4572e", "#76b041", "#f3a712", "#b084e0", "#e0e0e0")
+
+
+def overlaid_curves(runs: list[tuple[str, dict]], kind: str, curve: str, zoom: bool = False) -> go.Figure:
+    """One curve of several runs on one chart. ``kind``: "roc" or "precision_recall"; ``curve``: a class name or
+    "macro"/"micro" (ROC). ``runs``: (name, the run's curves for one subset)."""
+    figure = go.Figure()
+    x_key, y_key = ("fpr", "tpr") if kind == "roc" else ("recall", "precision")
+    for k, (name, curves) in enumerate(runs):
+        data = (curves or {}).get(kind, {}).get(curve)
+        if data:
+            figure.add_trace(go.Scatter(x=data[x_key], y=data[y_key], mode="lines", name=name,
+                                        line=dict(color=RUN_COLOURS[k % len(RUN_COLOURS)], width=2)))
+    title = ("ROC" if kind == "roc" else "Precision-recall") + f": {label(curve) if curve in CLASS_LABELS else curve}"
+    if kind == "roc":
+        if zoom:
+            figure.update_xaxes(type="log", title="false-positive rate, log scale")
+        else:
+            figure.update_xaxes(range=[0, 1], title="false-positive rate (1 - specificity)")
+        figure.update_yaxes(title="sensitivity", range=[0.9 if zoom else 0, 1.005])
+    else:
+        low = 0.9 if zoom else 0.0
+        figure.update_xaxes(title="recall (sensitivity)", range=[low, 1.005])
+        figure.update_yaxes(title="precision", range=[low, 1.005])
+    return _layout(figure, height=400, title=title, legend=dict(orientation="h", y=-0.25))
+
+
+def overlaid_reliability(runs: list[tuple[str, dict]]) -> go.Figure:
+    """Accuracy against confidence per bin for several runs (``runs``: name, the run's calibration block)."""
+    figure = go.Figure()
+    for k, (name, calibration) in enumerate(runs):
+        bins = [b for b in (calibration or {}).get("bins", []) if b["count"]]
+        ece = (calibration or {}).get("ece")
+        figure.add_trace(go.Scatter(x=[b["confidence"] for b in bins], y=[b["accuracy"] for b in bins],
+                                    mode="lines+markers", name=name + (f" (ECE {ece:.4f})" if ece is not None else ""),
+                                    customdata=[b["count"] for b in bins],
+                                    hovertemplate="confidence %{x:.1%}: right %{y:.1%} of %{customdata:,d} images"
+                                                  "<extra></extra>",
+                                    line=dict(color=RUN_COLOURS[k % len(RUN_COLOURS)], width=2)))
+    figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfect calibration",
+                                line=dict(color="#888", dash="dash")))
+    figure.update_layout(xaxis=dict(title="confidence", range=[0, 1], tickformat=".0%"),
+                         yaxis=dict(title="accuracy in bin", range=[0, 1.02], tickformat=".0%"))
+    return _layout(figure, height=400, title="Reliability", legend=dict(orientation="h", y=-0.25))
+
+
+def overlaid_training(runs: list[tuple[str, list[dict]]]) -> go.Figure:
+    """Validation (else training) accuracy per epoch of several runs' models."""
+    figure = go.Figure()
+    for k, (name, history) in enumerate(runs):
+        frame = pd.DataFrame(history)
+        column = "val_accuracy" if "val_accuracy" in frame and frame["val_accuracy"].notna().any() else \
+            "train_accuracy" if "train_accuracy" in frame else None
+        if column is None:
+            continue
+        figure.add_trace(go.Scatter(x=frame["epoch"], y=frame[column], mode="lines+markers",
+                                    name=f"{name} ({'validation' if column == 'val_accuracy' else 'training'})",
+                                    line=dict(color=RUN_COLOURS[k % len(RUN_COLOURS)], width=2)))
+    figure.update_layout(xaxis=dict(title="epoch", dtick=1), yaxis=dict(title="accuracy", tickformat=".0%"))
+    return _layout(figure, height=400, title="Training", legend=dict(orientation="h", y=-0.25))
+
+
+def settings_differences(a: dict, b: dict) -> pd.DataFrame:
+    """The evaluation and training settings in which two runs differ (flattened keys, values as text)."""
+    def flat(info: dict) -> dict:
+        out = {f"evaluation: {k}": v for k, v in (info.get("settings") or {}).items()
+               if k not in ("out", "name", "progress")}
+        training = ((info.get("model") or {}).get("training") or {}).get("config") or {}
+        out.update({f"training: {k}": v for k, v in training.items() if k not in ("out", "progress")})
+        out["model file sha256"] = (info.get("model") or {}).get("file_sha256")
+        out["dataset"] = f"{(info.get('dataset') or {}).get('name')}/{(info.get('dataset') or {}).get('evaluated')}"
+        return out
+
+    fa, fb = flat(a), flat(b)
+    rows = [{"setting": key, "A": str(fa.get(key, "")), "B": str(fb.get(key, ""))}
+            for key in sorted(set(fa) | set(fb)) if fa.get(key) != fb.get(key)]
+    return pd.DataFrame(rows, columns=["setting", "A", "B"])

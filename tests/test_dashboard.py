@@ -391,3 +391,28 @@ def test_heatmaps_carry_a_colour_bar_the_download_says_what_it_shows_and_methods
 
 def heatmap_captions_of(image) -> list[str]:
     return [c for c in image.captions if c.startswith("Grad-CAM")]
+
+
+def test_compare_pairs_two_runs_of_the_same_data_tests_them_and_overlays_their_curves(app, tmp_path, monkeypatch):
+    import shutil
+
+    import pandas as pd
+
+    other = tmp_path / "other-run"
+    shutil.copytree(KAGGLE_RUN, other)
+    table = pd.read_csv(other / "predictions.csv", keep_default_na=False)
+    right = table.index[table["label"] == table["pred"]][:12]  # B gets twelve of A's right answers wrong
+    table.loc[right, "pred"] = table.loc[right, "label"].map(
+        {"glioma": "meningioma", "meningioma": "glioma", "notumor": "glioma", "pituitary": "glioma"})
+    table.to_csv(other / "predictions.csv", index=False)
+    monkeypatch.setenv("BRAIN_MRI_ALLOWED_ROOTS", str(tmp_path))
+    at = app.run()
+    at.switch_page("app_pages/compare.py").run()
+    at.text_input(key="compare.other").input(str(other)).run()
+    at.selectbox(key="compare.b").set_value(str(other)).run()
+    assert not at.exception
+    summary = next(plain(m.value) for m in at.markdown if "images in both runs" in plain(m.value))
+    assert "A alone right on 12, B alone right on 0" in summary and "McNemar, exact binomial: p = 0.000488" in summary
+    disagree = next(d.value for d in at.dataframe if "A says" in d.value.columns)
+    assert len(disagree) == 12
+    assert len(at.get("plotly_chart")) >= 4  # ROC, precision-recall, reliability and training, overlaid

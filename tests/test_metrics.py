@@ -136,3 +136,18 @@ def test_bootstrap_figures_from_counts_equal_those_of_the_resamples_themselves()
             assert figures[f"sensitivity/{name}"][r] == pytest.approx(direct["per_class"][name]["recall"])
             assert figures[f"specificity/{name}"][r] == pytest.approx(direct["per_class"][name]["specificity"])
             assert figures[f"auc/{name}"][r] == pytest.approx(direct["per_class"][name]["auc"])
+
+
+def test_the_paired_comparison_counts_the_discordant_images_and_tests_them():
+    from scipy.stats import binomtest
+
+    from core.metrics import paired_comparison
+
+    a = np.array([True] * 90 + [True] * 8 + [False] * 2 + [False] * 5)
+    b = np.array([True] * 90 + [False] * 8 + [True] * 2 + [False] * 5)
+    result = paired_comparison(a, b)
+    assert (result["both_right"], result["only_a_right"], result["only_b_right"], result["both_wrong"]) == (90, 8, 2, 5)
+    # Ten images split the models: the exact test is a two-sided binomial test of 2 in 10 at one half.
+    assert result["test"].startswith("McNemar, exact") and result["p_value"] == pytest.approx(binomtest(2, 10).pvalue)
+    same = paired_comparison(a, a)
+    assert same["p_value"] is None and same["only_a_right"] == same["only_b_right"] == 0

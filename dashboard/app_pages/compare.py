@@ -1,4 +1,5 @@
-"""Two evaluation runs side by side: every headline figure and the difference."""
+"""Evaluation runs side by side: every headline figure of two and the difference, their settings, the images
+where two runs of the same data disagree (with McNemar's test), and the curves of several on one chart."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from dashboard.common import error_boundary, found_runs, load_run, run_title
 
 st.title("Compare runs")
 st.write("Put two evaluation runs side by side (two models on one dataset, or one model on two datasets). "
-         "The last column is B minus A.")
+         "The table's last column is B minus A; below it, what differs in how they were made, where they disagree, "
+         "and the curves of as many runs as you pick.")
 
 
 def figures(block: dict | None, classes: list[str]) -> dict[str, float | None]:
@@ -69,3 +71,73 @@ for run, tag in ((run_a, "A"), (run_b, "B")):
     dataset = run.info["dataset"]
     st.caption(f"{tag}: model {md(run.info['model']['path'])} on {md(dataset['name'] + '/' + dataset['evaluated'])}, "
                f"created {md(run.info['created'])}")
+
+
+def disagreements(a, b) -> None:
+    """The images two runs of the same data answered differently, and whether their accuracies differ."""
+    from core.metrics import paired_comparison
+
+    joined = a.predictions[["path", "label", "pred", "confidence"]].merge(
+        b.predictions[["path", "label", "pred", "confidence"]], on="path", suffixes=(" A", " B"))
+    if joined.empty:
+        st.info("The two runs share no image, so their answers cannot be paired: they are runs of different data.")
+        return
+    if (joined["label A"] != joined["label B"]).any():
+        st.warning("Some images carry different true classes in the two runs; the pairing below uses run A's.")
+    right_a = (joined["pred A"] == joined["label A"]).to_numpy()
+    right_b = (joined["pred B"] == joined["label A"]).to_numpy()
+    result = paired_comparison(right_a, right_b)
+    verdict = ("they answered every shared image alike" if result["p_value"] is None else
+               f"{result['test']}: p = {result['p_value']:.3g}"
+               + (" (a difference this large would be unusual if the two were equally accurate)"
+                  if result["p_value"] < 0.05 else " (no evidence that their accuracies differ)"))
+    st.markdown(f"**{result['images']:,} images in both runs.** A alone right on {result['only_a_right']}, B alone "
+                f"right on {result['only_b_right']}, both wrong on {result['both_wrong']}; {verdict}.")
+    differ = joined[joined["pred A"] != joined["pred B"]]
+    if len(differ):
+        table = pd.DataFrame({"image": differ["path"], "true class": differ["label A"].map(label),
+                              "A says": differ["pred A"].map(label), "A confidence": differ["confidence A"],
+                              "B says": differ["pred B"].map(label), "B confidence": differ["confidence B"]})
+        st.dataframe(table.head(500), hide_index=True, key="compare.disagree",
+                     height=min(400, 35 * (min(len(table), 500) + 1) + 3),
+                     column_config={c: st.column_config.NumberColumn(format="percent")
+                                    for c in ("A confidence", "B confidence")})
+
+
+with error_boundary("The differences in settings"):
+    st.subheader("How they were made")
+    differences = charts.settings_differences(run_a.info, run_b.info)
+    if differences.empty:
+        st.caption("Same model file, data and settings.")
+    else:
+        st.dataframe(differences, hide_index=True, key="compare.settings",
+                     height=min(400, 35 * (len(differences) + 1) + 3))
+with error_boundary("The disagreements"):
+    st.subheader("Where they disagree")
+    disagreements(run_a, run_b)
+with error_boundary("The curves"):
+    st.subheader("Curves of several runs")
+    chosen = st.multiselect("Runs", paths, default=list(dict.fromkeys([choice_a, choice_b])), format_func=run_title,
+                            key="compare.overlay")
+    runs = []
+    for path in chosen:
+        try:
+            runs.append(load_run(path))
+        except RunError as error:
+            st.warning(md(error))
+    if runs:
+        curve_choice, zoom_box = st.columns([2, 1], vertical_alignment="bottom")
+        curve = curve_choice.selectbox("Curve", ["macro", "micro", *runs[0].classes], key="compare.curve",
+                                       format_func=lambda c: f"{c}-average" if c in ("macro", "micro") else label(c))
+        zoom = zoom_box.toggle("Zoom in on the near-perfect corner", key="compare.zoom")
+        named = [(f"{r.name}", r.curves.get(subset) or {}) for r in runs]
+        left, right = st.columns(2)
+        left.plotly_chart(charts.overlaid_curves(named, "roc", curve, zoom), width="stretch", key="compare.roc")
+        pr_curve = curve if curve in runs[0].classes else runs[0].classes[0]
+        right.plotly_chart(charts.overlaid_curves(named, "precision_recall", pr_curve, zoom), width="stretch",
+                           key="compare.pr")
+        left, right = st.columns(2)
+        left.plotly_chart(charts.overlaid_reliability([(r.name, (r.metrics.get(subset) or {}).get("calibration"))
+                                                       for r in runs]), width="stretch", key="compare.reliability")
+        right.plotly_chart(charts.overlaid_training([(r.name, r.info.get("history", [])) for r in runs]),
+                           width="stretch", key="compare.training")
