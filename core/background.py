@@ -6,6 +6,9 @@ Grad-CAM (tens of milliseconds) would wait. Here it runs in a separate process s
 the operating system gives it only the CPU time nobody else wants, so it finishes fast on an idle server and
 yields at once to quick requests. One process serves the requests of all sessions in turn, which also bounds
 memory (pytorch-grad-cam's Score-CAM holds about 1.2 GB per image).
+
+:meth:`SlowExplainer.submit` returns a :class:`SlowJob` at once: the page shows its progress (masked images done,
+and the time left at the pace so far) and can cancel it; the worker stops after its current batch.
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
-from concurrent.futures import ProcessPoolExecutor
+import time
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 
 import torch
 
@@ -30,8 +35,12 @@ def _lower_priority() -> None:
         os.nice(19)
 
 
+class Cancelled(Exception):
+    """A slow explanation was cancelled by whoever asked for it."""
+
+
 def _explain_in_worker(checkpoint: str, modified: float, precision: str, batch: torch.Tensor, method: str,
-                       layer: str, targets, scale: str = "own"):
+                       layer: str, targets, scale: str = "own", status=None):
     from core.explain import Explanation, explain_batch
     from core.inference import load_classifier
 
@@ -40,10 +49,62 @@ def _explain_in_worker(checkpoint: str, modified: float, precision: str, batch: 
         _WORKER_MODEL.clear()  # one model at a time: a replaced checkpoint frees the old one
         _WORKER_MODEL.update(key=key, classifier=load_classifier(checkpoint, "cpu", precision))
     classifier = _WORKER_MODEL["classifier"]
+    progress = None
+    if status is not None:
+        channels = getattr(classifier.model, layer)[-1].conv3.out_channels  # one masked pass per channel
+        status.update(total=channels * len(batch) * (2 if scale == "prediction" else 1), done=0, started=time.time())
+
+        def progress(images: int) -> None:
+            if status.get("cancel"):
+                raise Cancelled()
+            status["done"] = status.get("done", 0) + images
+
     parts = [explain_batch(classifier, batch[i:i + 1], method, layer,
-                           targets if not isinstance(targets, list) else targets[i:i + 1], scale)
+                           targets if not isinstance(targets, list) else targets[i:i + 1], scale, progress)
              for i in range(len(batch))]  # one image at a time: Score-CAM's memory grows with the batch
     return Explanation.joined(parts)
+
+
+@dataclass
+class SlowJob:
+    """A slow explanation in the worker: its progress, a way to cancel it, and its result when done."""
+    future: Future
+    status: object          # a shared dict: done, total (masked images), started (time), cancel
+    submitted: float
+
+    def progress(self) -> tuple[int, int, float | None]:
+        """(masked images done, total, seconds left at the pace so far or None before the first batch)."""
+        try:
+            done, total, started = self.status.get("done", 0), self.status.get("total", 0), self.status.get("started")
+        except (OSError, EOFError, BrokenPipeError):  # the manager is gone: the server is stopping
+            return 0, 0, None
+        if not done or not started or not total:
+            return done, total, None
+        return done, total, (time.time() - started) * (total - done) / done
+
+    def cancel(self) -> None:
+        """Stop the job: dropped from the queue if it has not started, stopped after its current batch if it has."""
+        self.future.cancel()
+        try:
+            self.status["cancel"] = True
+        except (OSError, EOFError, BrokenPipeError):
+            pass
+
+    def done(self) -> bool:
+        return self.future.done()
+
+    def result(self, timeout: float | None = None):
+        try:
+            return self.future.result(timeout)
+        except CancelledError:
+            raise BackgroundError("the slow explanation was cancelled") from None
+        except Cancelled:
+            raise BackgroundError("the slow explanation was cancelled") from None
+        except BrokenProcessPool:
+            raise BackgroundError("the worker process for slow explanations stopped (probably out of memory); try "
+                                  "again with fewer scans") from None
+        except TimeoutError:
+            raise BackgroundError(f"the slow explanation did not finish within {timeout / 60:.0f} minutes") from None
 
 
 class SlowExplainer:
@@ -56,6 +117,7 @@ class SlowExplainer:
         self._pool: ProcessPoolExecutor | None = None
         self.max_waiting, self.timeout = max_waiting, timeout
         self._waiting = 0
+        self._manager = None
 
     def _executor(self) -> ProcessPoolExecutor:
         with self._lock:
@@ -64,9 +126,16 @@ class SlowExplainer:
                                                  initializer=_lower_priority)
             return self._pool
 
-    def explain(self, classifier, batch: torch.Tensor, method: str, layer: str, targets=None, scale: str = "own"):
-        """The :class:`core.explain.Explanation` of a normalised batch, computed in the worker with the
-        classifier's checkpoint file, on the CPU at the classifier's precision (the worker loads it once)."""
+    def _shared(self):
+        with self._lock:
+            if self._manager is None:
+                self._manager = multiprocessing.get_context("spawn").Manager()
+            return self._manager
+
+    def submit(self, classifier, batch: torch.Tensor, method: str, layer: str, targets=None,
+               scale: str = "own") -> SlowJob:
+        """Queue the explanation of a normalised batch, computed in the worker with the classifier's checkpoint
+        file, on the CPU at the classifier's precision (the worker loads it once); returns at once."""
         if classifier.path is None:
             raise BackgroundError("a slow explanation needs a model saved as a checkpoint file")
         job = (str(classifier.path), os.path.getmtime(classifier.path), classifier.precision, batch.cpu(), method,
@@ -77,21 +146,35 @@ class SlowExplainer:
                                       "again in a few minutes")
             self._waiting += 1
         try:
-            return self._executor().submit(_explain_in_worker, *job).result(self.timeout)
-        except BrokenProcessPool:
-            with self._lock:
-                self._pool = None  # the next request starts a fresh worker
-            raise BackgroundError("the worker process for slow explanations stopped (probably out of memory); try "
-                                  "again with fewer scans") from None
-        except TimeoutError:
-            raise BackgroundError(f"the slow explanation did not finish within {self.timeout / 60:.0f} minutes") \
-                from None
-        finally:
+            status = self._shared().dict(done=0, total=0, started=None, cancel=False)
+            future = self._executor().submit(_explain_in_worker, *job, status)
+        except BaseException:
             with self._lock:
                 self._waiting -= 1
+            raise
+        future.add_done_callback(self._finished)
+        return SlowJob(future, status, time.time())
+
+    def _finished(self, future: Future) -> None:
+        with self._lock:
+            self._waiting -= 1
+            if not future.cancelled() and isinstance(future.exception(), BrokenProcessPool):
+                self._pool = None  # the next request starts a fresh worker
+
+    def explain(self, classifier, batch: torch.Tensor, method: str, layer: str, targets=None, scale: str = "own"):
+        """:meth:`submit`, then wait for the :class:`core.explain.Explanation` (at most ``timeout`` seconds)."""
+        job = self.submit(classifier, batch, method, layer, targets, scale)
+        try:
+            return job.result(self.timeout)
+        except BackgroundError:
+            job.cancel()
+            raise
 
     def shutdown(self) -> None:
         with self._lock:
             if self._pool is not None:
                 self._pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = None
+            if self._manager is not None:
+                self._manager.shutdown()
+                self._manager = None

@@ -65,7 +65,7 @@ CAM_METHODS = {
     "eigencam": CamMethod("EigenCAM", "EigenCAM", False, False,
                           "first principal component of the activations; the same map for every class"),
     "scorecam": CamMethod("Score-CAM", "ScoreCAM", False, True,
-                          "one extra forward pass per channel (2,048 at layer4): tens of seconds per image"),
+                          "one extra forward pass per channel (2,048 at layer4): minutes per image on a CPU"),
 }
 DEFAULT_METHOD = "gradcam"
 
@@ -102,24 +102,28 @@ class _StandIn(nn.Module):
     from one) and a forward that runs the real network for Score-CAM, without registering the network
     as a submodule, so the library's ``.eval()`` and hooks reach only this object."""
 
-    def __init__(self, classifier):
+    def __init__(self, classifier, progress=None):
         super().__init__()
         self.probe = nn.Parameter(torch.zeros(1, device=classifier.device), requires_grad=False)
         self.layer = nn.Identity()
         self.__dict__["_classifier"] = classifier
+        self.__dict__["_progress"] = progress
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
         from core.runtime import autocast
 
         clf = self.__dict__["_classifier"]
         with torch.no_grad(), autocast(clf.device, clf.precision):
-            return clf.model(batch.contiguous(memory_format=torch.channels_last)).float()
+            out = clf.model(batch.contiguous(memory_format=torch.channels_last)).float()
+        if self.__dict__["_progress"] is not None:  # Score-CAM's masked passes: one call per batch of them
+            self.__dict__["_progress"](len(batch))
+        return out
 
 
-def _method_object(method: str, classifier):
+def _method_object(method: str, classifier, progress=None):
     import pytorch_grad_cam
 
-    stand_in = _StandIn(classifier)
+    stand_in = _StandIn(classifier, progress)
     return getattr(pytorch_grad_cam, CAM_METHODS[method].class_name)(model=stand_in, target_layers=[stand_in.layer])
 
 
@@ -175,7 +179,7 @@ def _resolve_targets(targets, predictions: np.ndarray, classes: Sequence[str]) -
 
 
 def explain_batch(classifier, batch: torch.Tensor, method: str = DEFAULT_METHOD, layer: str = DEFAULT_LAYER,
-                  targets=None, scale: str = "own") -> Explanation:
+                  targets=None, scale: str = "own", progress=None) -> Explanation:
     """Explain a normalised float batch (as :meth:`Classifier.preprocess` makes it).
 
     ``targets``: None explains each image's predicted class; a class name or index explains that class
@@ -184,6 +188,9 @@ def explain_batch(classifier, batch: torch.Tensor, method: str = DEFAULT_METHOD,
     ``scale`` (:data:`SCALES`): "own" stretches each heatmap from its minimum to its maximum, which paints a
     class at 0.1% as red as the prediction; "prediction" divides it by the maximum of the predicted class's map
     of the same method and scan, so the colours compare across classes (and, method by method, across methods).
+
+    ``progress``: called with the number of masked images after each batch of Score-CAM's extra passes (it may
+    raise to stop the work).
     """
     from core.runtime import autocast
 
@@ -200,11 +207,11 @@ def explain_batch(classifier, batch: torch.Tensor, method: str = DEFAULT_METHOD,
         predicted = probabilities.argmax(axis=1)
         chosen = _resolve_targets(targets, predicted, classifier.classes)
         acts = activations.detach().float().cpu().numpy()
-        cam = _raw_cams(classifier, spec, batch, activations, logits, acts, chosen)
+        cam = _raw_cams(classifier, spec, batch, activations, logits, acts, chosen, progress)
         reference = None
         if scale == "prediction":
             reference = cam if (chosen == predicted).all() or not spec.class_specific else \
-                _raw_cams(classifier, spec, batch, activations, logits, acts, predicted)
+                _raw_cams(classifier, spec, batch, activations, logits, acts, predicted, progress)
     size = batch.shape[-1]
     return Explanation(probabilities, chosen, _scaled(cam, reference, size), method, layer, familiarity)
 
@@ -212,8 +219,8 @@ def explain_batch(classifier, batch: torch.Tensor, method: str = DEFAULT_METHOD,
 SCALES = {"own": "each map to its own maximum", "prediction": "relative to the predicted class's evidence"}
 
 
-def _raw_cams(classifier, spec: CamMethod, batch, activations, logits, acts: np.ndarray, classes: np.ndarray
-              ) -> np.ndarray:
+def _raw_cams(classifier, spec: CamMethod, batch, activations, logits, acts: np.ndarray, classes: np.ndarray,
+              progress=None) -> np.ndarray:
     """pytorch-grad-cam's class activation maps of ``classes`` on the layer's grid, negative evidence set to 0."""
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -222,7 +229,7 @@ def _raw_cams(classifier, spec: CamMethod, batch, activations, logits, acts: np.
         score = logits.float().gather(1, torch.as_tensor(classes, device=logits.device)[:, None]).sum()
         (gradients,) = torch.autograd.grad(score, activations, retain_graph=True)
         gradients = gradients.float().cpu().numpy()
-    cam_object = _method_object(spec.key, classifier)
+    cam_object = _method_object(spec.key, classifier, progress)
     try:
         cam = cam_object.get_cam_image(batch.float(), cam_object.target_layers[0],
                                        [ClassifierOutputTarget(int(c)) for c in classes], acts, gradients, False)

@@ -416,3 +416,17 @@ def test_compare_pairs_two_runs_of_the_same_data_tests_them_and_overlays_their_c
     disagree = next(d.value for d in at.dataframe if "A says" in d.value.columns)
     assert len(disagree) == 12
     assert len(at.get("plotly_chart")) >= 4  # ROC, precision-recall, reliability and training, overlaid
+
+
+def test_score_cam_runs_in_the_background_with_its_progress_and_can_be_cancelled(app):
+    at = app.run()
+    upload(at, [("scan.png", scan_png(), "image/png")])
+    at.selectbox(key="predict.method").set_value("scorecam").run()
+    at.button(key="predict.run_slow").click().run()
+    assert not at.exception
+    assert any("is being computed" in i.value for i in at.info)
+    assert heatmap_captions(at) == ["Grad-CAM (layer4) for " + at.main.subheader[0].value.split(" — ")[0]]
+    assert len(at.get("progress")) == 1 and "Score-CAM" in at.get("progress")[0].proto.text
+    at.button(key="predict.slow_cancel").click().run()
+    assert not at.exception
+    assert not at.get("progress") and any("Score-CAM is slow" in w.value for w in at.warning)

@@ -1,5 +1,6 @@
 import copy
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -212,3 +213,28 @@ def test_on_the_prediction_scale_the_predicted_class_peaks_at_one_and_other_clas
     assert (np.array(others) < 1 - 1e-3).any()
     with pytest.raises(ExplainError, match="unknown heatmap scale"):
         explain(classifier, images, scale="loud")
+
+
+def test_a_slow_job_reports_its_progress_and_can_be_cancelled(classifier):
+    from core.background import BackgroundError, SlowExplainer
+
+    worker = SlowExplainer()
+    try:
+        batch = classifier.preprocess(slices(1))
+        job = worker.submit(classifier, batch, "scorecam", "layer4")
+        deadline = time.monotonic() + 300
+        while job.progress()[0] == 0 and not job.done() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        done, total, left = job.progress()
+        assert total == 2048 and 0 < done < total and left is not None and left > 0
+        job.cancel()
+        with pytest.raises(BackgroundError, match="cancelled"):
+            job.result(120)
+        given_back = time.monotonic() + 10  # the queue place is given back (by the future's done callback)
+        while worker._waiting and time.monotonic() < given_back:
+            time.sleep(0.05)
+        assert worker._waiting == 0
+        quick = worker.explain(classifier, batch, "gradcam", "layer4")  # the worker goes on serving
+        assert quick.heatmaps.shape[0] == 1
+    finally:
+        worker.shutdown()

@@ -104,22 +104,6 @@ if scans:
         st.session_state[PROBLEMS_KEY] = []
         st.rerun()
 
-if CAM_METHODS[method].slow:
-    signature = (method, layer, target, tuple(digest for _, digest, _ in scans))
-    if len(scans) > SLOW_LIMIT:
-        st.warning(f"{CAM_METHODS[method].label} explains at most {SLOW_LIMIT} scans at a time "
-                   f"({CAM_METHODS[method].note}); remove some uploads. Until then the heatmaps are Grad-CAM.")
-        method = DEFAULT_METHOD
-    elif st.session_state.get("predict.slow_confirmed") != signature:
-        st.warning(f"{CAM_METHODS[method].label} is slow: {CAM_METHODS[method].note}. It runs only when you press "
-                   "the button, in the background at low priority so that nobody else waits for it; until then the "
-                   "heatmaps are Grad-CAM.")
-        if st.button(f"Compute {CAM_METHODS[method].label}", key="predict.run_slow"):
-            st.session_state["predict.slow_confirmed"] = signature  # remembered for these files and settings
-            st.rerun()
-        method = DEFAULT_METHOD
-
-
 @st.cache_resource
 def slow_explainer():
     """The one background worker of this server for slow explanations (core.background)."""
@@ -131,12 +115,71 @@ def slow_explainer():
 @st.cache_data(show_spinner=False, max_entries=64)
 def explained(model_key: str, digests: tuple[str, ...], method: str, layer: str, target: str | None,
               scale: str = "own", _images=(), _classifier=None):
-    """The explanation (probabilities, heatmaps, familiarity) of a set of scans, computed once per model, files
-    (their digests) and settings (moving the opacity slider reuses them)."""
-    if CAM_METHODS[method].slow:
-        return slow_explainer().explain(_classifier, _classifier.preprocess(list(_images)), method, layer, target,
-                                        scale)
+    """The explanation (probabilities, heatmaps, familiarity) of a set of scans by a fast method, computed once per
+    model, files (their digests) and settings (moving the opacity slider reuses them)."""
     return explain(_classifier, list(_images), method=method, layer=layer, targets=target, scale=scale)
+
+
+SLOW_JOB = "predict.slow_job"
+
+
+@st.fragment(run_every=2.0)
+def slow_progress(title: str) -> None:
+    """The running slow explanation's progress, refreshed every two seconds, with a button to cancel it; the
+    whole page reruns when it is done."""
+    entry = st.session_state.get(SLOW_JOB)
+    if entry is None:
+        return
+    job = entry["job"]
+    if job.done():
+        st.rerun(scope="app")
+    done, total, left = job.progress()
+    if not total:
+        text = "waiting for the worker (it serves one slow explanation at a time, for everybody on this server)"
+    else:
+        pace = f"about {max(1, round(left / 60))} min left at this pace" if left is not None else "starting"
+        text = f"{done:,} of {total:,} masked copies of the scans through the network; {pace}"
+    bar, cancel = st.columns([5, 1], vertical_alignment="center")
+    bar.progress(done / total if total else 0.0, text=f"{title}: {text}")
+    if cancel.button("Cancel", key="predict.slow_cancel", icon=":material/stop:"):
+        job.cancel()
+        st.session_state.pop(SLOW_JOB, None)
+        st.session_state.pop("predict.slow_confirmed", None)
+        st.rerun(scope="app")
+
+
+slow_result = None
+if CAM_METHODS[method].slow and scans and classifier is not None:
+    signature = (method, layer, target, scale, tuple(digest for _, digest, _ in scans))
+    title = CAM_METHODS[method].label
+    if len(scans) > SLOW_LIMIT:
+        st.warning(f"{title} explains at most {SLOW_LIMIT} scans at a time ({CAM_METHODS[method].note}); remove "
+                   "some scans. Until then the heatmaps are Grad-CAM.")
+    elif st.session_state.get("predict.slow_confirmed") != signature:
+        st.warning(f"{title} is slow: {CAM_METHODS[method].note} (each scan is masked by every one of the layer's "
+                   "channels and run through the network again). It runs only when you press the button, in the "
+                   "background at low priority, with its progress shown and a button to cancel it; nobody else "
+                   "waits for it. Until then the heatmaps are Grad-CAM.")
+        if st.button(f"Compute {title}", key="predict.run_slow"):
+            st.session_state["predict.slow_confirmed"] = signature  # remembered for these files and settings
+            st.rerun()
+    else:
+        with error_boundary(f"The {title} explanation"):
+            entry = st.session_state.get(SLOW_JOB)
+            if entry is None or entry["signature"] != signature:
+                if entry is not None:
+                    entry["job"].cancel()  # the scans or settings changed: the old job is of no use
+                job = slow_explainer().submit(classifier, classifier.preprocess([image for _, _, image in scans]),
+                                              method, layer, None if target == PREDICTED else target, scale)
+                entry = st.session_state[SLOW_JOB] = {"signature": signature, "job": job, "result": None}
+            if entry["result"] is None and entry["job"].done():
+                entry["result"] = entry["job"].result()
+            if entry["result"] is None:
+                st.info(f"{title} is being computed; the heatmaps below are Grad-CAM until it is done.")
+                slow_progress(title)
+            slow_result = entry["result"]
+    if slow_result is None:
+        method = DEFAULT_METHOD
 
 
 def png_bytes(image) -> bytes:
@@ -223,9 +266,9 @@ if classifier is not None and scans:
     with error_boundary("The explanation"):
         model_key = f"{classifier.path}:{os.path.getmtime(classifier.path)}"
         with st.spinner(f"Explaining {len(scans)} scan{'s' if len(scans) > 1 else ''}…"):
-            result = explained(model_key, tuple(digest for _, digest, _ in scans), method, layer,
-                               None if target == PREDICTED else target, scale,
-                               _images=tuple(image for _, _, image in scans), _classifier=classifier)
+            result = slow_result or explained(model_key, tuple(digest for _, digest, _ in scans), method, layer,
+                                              None if target == PREDICTED else target, scale,
+                                              _images=tuple(image for _, _, image in scans), _classifier=classifier)
         scores = result.familiarity if result.familiarity is not None else [None] * len(scans)
         for position, ((name, digest, image), row, explained_class, heatmap, score) in enumerate(
                 zip(scans, result.probabilities, result.targets, result.heatmaps, scores)):
