@@ -36,7 +36,30 @@ def _lower_priority() -> None:
 
 
 class Cancelled(Exception):
-    """A slow explanation was cancelled by whoever asked for it."""
+    """A slow explanation was cancelled: by whoever asked for it, by its time limit, or because nobody watched it."""
+
+
+ABANDONED = 120.0  # seconds: a watched job whose page has not asked for its progress for this long is stopped
+
+
+class _Progress:
+    """In the worker: counts the masked passes (core.explain plans them per image, then reports each batch) in the
+    shared status, and stops the work when it was cancelled, ran past its deadline or was abandoned."""
+
+    def __init__(self, status):
+        self.status = status
+        status.update(done=0, total=0, started=time.time())
+
+    def plan(self, passes: int) -> None:
+        self.status["total"] = self.status.get("total", 0) + passes
+
+    def __call__(self, images: int) -> None:
+        status, now = self.status, time.time()
+        seen = status.get("seen")
+        if status.get("cancel") or now > status.get("deadline", float("inf")) or \
+                (seen is not None and now - seen > ABANDONED):
+            raise Cancelled()
+        status["done"] = status.get("done", 0) + images
 
 
 def _explain_in_worker(checkpoint: str, modified: float, precision: str, batch: torch.Tensor, method: str,
@@ -49,16 +72,7 @@ def _explain_in_worker(checkpoint: str, modified: float, precision: str, batch: 
         _WORKER_MODEL.clear()  # one model at a time: a replaced checkpoint frees the old one
         _WORKER_MODEL.update(key=key, classifier=load_classifier(checkpoint, "cpu", precision))
     classifier = _WORKER_MODEL["classifier"]
-    progress = None
-    if status is not None:
-        channels = getattr(classifier.model, layer)[-1].conv3.out_channels  # one masked pass per channel
-        status.update(total=channels * len(batch) * (2 if scale == "prediction" else 1), done=0, started=time.time())
-
-        def progress(images: int) -> None:
-            if status.get("cancel"):
-                raise Cancelled()
-            status["done"] = status.get("done", 0) + images
-
+    progress = None if status is None else _Progress(status)
     parts = [explain_batch(classifier, batch[i:i + 1], method, layer,
                            targets if not isinstance(targets, list) else targets[i:i + 1], scale, progress)
              for i in range(len(batch))]  # one image at a time: Score-CAM's memory grows with the batch
@@ -78,6 +92,11 @@ class SlowJob:
             done, total, started = self.status.get("done", 0), self.status.get("total", 0), self.status.get("started")
         except (OSError, EOFError, BrokenPipeError):  # the manager is gone: the server is stopping
             return 0, 0, None
+        try:
+            if self.status.get("seen") is not None:
+                self.status["seen"] = time.time()  # somebody is watching: the worker goes on
+        except (OSError, EOFError, BrokenPipeError):
+            pass
         if not done or not started or not total:
             return done, total, None
         return done, total, (time.time() - started) * (total - done) / done
@@ -133,9 +152,11 @@ class SlowExplainer:
             return self._manager
 
     def submit(self, classifier, batch: torch.Tensor, method: str, layer: str, targets=None,
-               scale: str = "own") -> SlowJob:
+               scale: str = "own", watched: bool = True) -> SlowJob:
         """Queue the explanation of a normalised batch, computed in the worker with the classifier's checkpoint
-        file, on the CPU at the classifier's precision (the worker loads it once); returns at once."""
+        file, on the CPU at the classifier's precision (the worker loads it once); returns at once. The job stops
+        after ``timeout`` seconds, and, when ``watched``, once nobody has asked for its progress for
+        :data:`ABANDONED` seconds (a closed tab)."""
         if classifier.path is None:
             raise BackgroundError("a slow explanation needs a model saved as a checkpoint file")
         job = (str(classifier.path), os.path.getmtime(classifier.path), classifier.precision, batch.cpu(), method,
@@ -146,24 +167,38 @@ class SlowExplainer:
                                       "again in a few minutes")
             self._waiting += 1
         try:
-            status = self._shared().dict(done=0, total=0, started=None, cancel=False)
-            future = self._executor().submit(_explain_in_worker, *job, status)
+            status = self._shared().dict(done=0, total=0, started=None, cancel=False,
+                                         deadline=time.time() + self.timeout, seen=time.time() if watched else None)
+            pool = self._executor()
+            try:
+                future = pool.submit(_explain_in_worker, *job, status)
+            except BrokenProcessPool:  # the worker died while idle: start a fresh one
+                self._reset(pool)
+                pool = self._executor()
+                future = pool.submit(_explain_in_worker, *job, status)
         except BaseException:
             with self._lock:
                 self._waiting -= 1
             raise
-        future.add_done_callback(self._finished)
+        future.add_done_callback(lambda done: self._finished(done, pool))
         return SlowJob(future, status, time.time())
 
-    def _finished(self, future: Future) -> None:
+    def _reset(self, pool: ProcessPoolExecutor) -> None:
+        """Forget a broken pool (only if it is still the current one), so the next request starts a fresh worker."""
+        with self._lock:
+            if self._pool is pool:
+                self._pool = None
+        pool.shutdown(wait=False, cancel_futures=True)
+
+    def _finished(self, future: Future, pool: ProcessPoolExecutor) -> None:
         with self._lock:
             self._waiting -= 1
-            if not future.cancelled() and isinstance(future.exception(), BrokenProcessPool):
-                self._pool = None  # the next request starts a fresh worker
+        if not future.cancelled() and isinstance(future.exception(), BrokenProcessPool):
+            self._reset(pool)
 
     def explain(self, classifier, batch: torch.Tensor, method: str, layer: str, targets=None, scale: str = "own"):
         """:meth:`submit`, then wait for the :class:`core.explain.Explanation` (at most ``timeout`` seconds)."""
-        job = self.submit(classifier, batch, method, layer, targets, scale)
+        job = self.submit(classifier, batch, method, layer, targets, scale, watched=False)
         try:
             return job.result(self.timeout)
         except BackgroundError:

@@ -200,9 +200,14 @@ METADATA_SCHEMA = {
         "calibration": {"type": ["object", "null"], "required": ["temperature"], "properties": {
             "temperature": {"type": "number", "minimum": TEMPERATURES[0], "maximum": TEMPERATURES[1]},
             "refer_below": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+            "referral": {"type": "object", "additionalProperties": {"type": "object", "properties": {
+                "images": {"type": "integer", "minimum": 0}, "correct": {"type": "integer", "minimum": 0}}}},
             "images": {"type": "integer", "minimum": 0}, "fitted_on": _OBJECT}},
         "familiarity": {"type": ["object", "null"], "required": ["threshold"], "properties": {
             "threshold": {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 1e6},
+            "flag_share": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+            "threshold_from": {"enum": ["validation", "borrowed"]},
+            "training_scores": {"type": "object", "properties": {"median": {"type": "number", "exclusiveMinimum": 0}}},
             "fitted_on": _OBJECT}},
         "base_weights": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}},
         "data": {"type": "object", "properties": {

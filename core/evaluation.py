@@ -383,7 +383,7 @@ def all_metrics(predicted: Predicted, audit: Audit, settings: EvaluationSettings
         "all": everything,
         "duplicate_free": free,
         "localisation": None,
-        "familiarity": familiarity_figures(predicted, audit),
+        "familiarity": familiarity_figures(predicted, audit, settings.confidence),
         "warnings": sorted({str(w.message) for w in caught if issubclass(w.category, MetricWarning)}),
     }
     local_table = None
@@ -397,9 +397,9 @@ def all_metrics(predicted: Predicted, audit: Audit, settings: EvaluationSettings
     return metrics, {"all": everything_curves, "duplicate_free": free_curves}, local_table
 
 
-def familiarity_figures(predicted: Predicted, audit: Audit) -> dict | None:
-    """How many images the familiarity check flags, with a 95% Wilson interval, on all images and on the
-    duplicate-free ones (None when the model has no familiarity threshold)."""
+def familiarity_figures(predicted: Predicted, audit: Audit, confidence: float) -> dict | None:
+    """How many images the familiarity check flags, with a Wilson interval at the run's confidence level, on all
+    images and on the duplicate-free ones (None when the model has no familiarity threshold)."""
     if predicted.familiarity is None or predicted.threshold is None:
         return None
     flagged = predicted.familiarity > predicted.threshold
@@ -407,7 +407,7 @@ def familiarity_figures(predicted: Predicted, audit: Audit) -> dict | None:
     def share(mask: np.ndarray) -> dict:
         count, total = int(mask.sum()), int(len(mask))
         return {"images": total, "flagged": count, "share": count / total if total else None,
-                "interval": list(wilson_interval(count, total)) if total else None}
+                "interval": list(wilson_interval(count, total, confidence)) if total else None}
 
     return {"threshold": predicted.threshold, "all": share(flagged),
             "duplicate_free": share(flagged[~audit.duplicate]) if audit.available else None}

@@ -190,7 +190,7 @@ def explain_batch(classifier, batch: torch.Tensor, method: str = DEFAULT_METHOD,
     of the same method and scan, so the colours compare across classes (and, method by method, across methods).
 
     ``progress``: called with the number of masked images after each batch of Score-CAM's extra passes (it may
-    raise to stop the work).
+    raise to stop the work); its ``plan(passes)``, when it has one, is told first how many there will be.
     """
     from core.runtime import autocast
 
@@ -207,11 +207,14 @@ def explain_batch(classifier, batch: torch.Tensor, method: str = DEFAULT_METHOD,
         predicted = probabilities.argmax(axis=1)
         chosen = _resolve_targets(targets, predicted, classifier.classes)
         acts = activations.detach().float().cpu().numpy()
+        second = scale == "prediction" and spec.class_specific and not (chosen == predicted).all()
+        if spec.slow and hasattr(progress, "plan"):  # the masked passes to come: one per channel and map
+            progress.plan(acts.shape[1] * len(batch) * (2 if second else 1))
         cam = _raw_cams(classifier, spec, batch, activations, logits, acts, chosen, progress)
         reference = None
         if scale == "prediction":
-            reference = cam if (chosen == predicted).all() or not spec.class_specific else \
-                _raw_cams(classifier, spec, batch, activations, logits, acts, predicted, progress)
+            reference = _raw_cams(classifier, spec, batch, activations, logits, acts, predicted, progress) \
+                if second else cam
     size = batch.shape[-1]
     return Explanation(probabilities, chosen, _scaled(cam, reference, size), method, layer, familiarity)
 

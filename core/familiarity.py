@@ -37,7 +37,7 @@ METHOD = "Mahalanobis distance of the pooled layer4 features to the nearest clas
 REFITTED = ("familiarity",)      # the metadata entry fitting writes
 FLAG_SHARE = 0.01                # the share of validation scans the threshold flags
 # Fewer validation images than this and there is no threshold to speak of; under 100, 1% of them is less than
-# one image, so the threshold is the largest of their distances (said in a warning).
+# one image, so the threshold lies between their two largest distances and flags more than 1% (said in a warning).
 MIN_VALIDATION = 10
 
 
@@ -52,18 +52,22 @@ class Familiarity:
     threshold: float | None   # None: fitted, but no held-out images chose a threshold yet
 
     @classmethod
-    def from_tensors(cls, tensors: dict[str, torch.Tensor], metadata: dict) -> Familiarity | None:
-        """The familiarity model a checkpoint carries, or None when it has none. Shapes and values are checked:
-        a damaged model would flag everything or nothing without a word."""
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], metadata: dict, features: int | None = None
+                     ) -> Familiarity | None:
+        """The familiarity model a checkpoint carries, or None when it has none. Shapes (``features``: what the
+        network's head reads) and values are checked: a damaged model would flag everything or nothing without a
+        word."""
         record = metadata.get("familiarity")
         if not record or not tensors:
             return None
         means, whitening = tensors.get("means"), tensors.get("whitening")
         classes = len(metadata["classes"])
         if means is None or whitening is None or means.ndim != 2 or means.shape[0] != classes \
-                or tuple(whitening.shape) != (means.shape[1], means.shape[1]):
+                or tuple(whitening.shape) != (means.shape[1], means.shape[1]) \
+                or (features is not None and means.shape[1] != features):
             raise FamiliarityError("the checkpoint's familiarity tensors do not fit together (expected means of "
-                                   f"shape ({classes}, n) and a whitening matrix of shape (n, n))")
+                                   f"shape ({classes}, {features or 'n'}) and a whitening matrix of shape "
+                                   f"({features or 'n'}, {features or 'n'}))")
         means, whitening = means.float(), whitening.float()
         if not (torch.isfinite(means).all() and torch.isfinite(whitening).all()):
             raise FamiliarityError("the checkpoint's familiarity tensors hold values that are not numbers")
@@ -121,8 +125,9 @@ def threshold_from_validation(scores: np.ndarray, share: float = FLAG_SHARE) -> 
                                f"(need {MIN_VALIDATION})")
     if len(scores) * share < 1:
         logging.getLogger(__name__).warning(
-            "only %d validation images: the familiarity threshold is about their largest distance, so it will flag "
-            "fewer than %.0f%% of scans like them", len(scores), 100 * share)
+            "only %d validation images: the familiarity threshold lies between their two largest distances, so it "
+            "will flag about %.0f%% to %.0f%% of scans like them, not %.0f%%", len(scores), 100 / (len(scores) + 1),
+            200 / (len(scores) + 1), 100 * share)
     return float(np.quantile(scores, 1.0 - share))
 
 
@@ -146,7 +151,10 @@ def fit(train_features: np.ndarray, train_labels: np.ndarray, classes: int,
     """Fit on a model's training features; the threshold comes from its validation features when there are
     any (else it must be borrowed: :func:`borrow_threshold`)."""
     means, whitening, shrinkage = fit_gaussian(train_features, train_labels, classes)
-    model = Familiarity(torch.from_numpy(means), torch.from_numpy(whitening), None)
+    # Stored in float16 (8 MB instead of 16 for 2,048 features); the scores below, and so the threshold, are those
+    # of the stored matrix.
+    stored = torch.from_numpy(whitening).half()
+    model = Familiarity(torch.from_numpy(means), stored.float(), None)
     train_scores = model.scores(train_features)
     record = {"method": METHOD, "features": "layer4, average-pooled", "dimensions": int(means.shape[1]),
               "shrinkage": round(shrinkage, 6), "fitted_on": fitted_on, "training_scores": summary(train_scores),
@@ -157,7 +165,7 @@ def fit(train_features: np.ndarray, train_labels: np.ndarray, classes: int,
         record.update(threshold=round(threshold, 4), validation_scores=summary(validation_scores),
                       threshold_from="validation")
         model = Familiarity(model.means, model.whitening, record["threshold"])
-    return Fitted(record, {"means": model.means, "whitening": model.whitening}, model)
+    return Fitted(record, {"means": model.means, "whitening": stored}, model)
 
 
 def borrow_threshold(fitted: Fitted, source: dict, source_name: str) -> Fitted:
@@ -169,7 +177,11 @@ def borrow_threshold(fitted: Fitted, source: dict, source_name: str) -> Fitted:
         raise FamiliarityError(f"{source_name} has no familiarity threshold set on its own validation split; fit "
                                "one there first (python -m training.familiarity --checkpoint "
                                f"{source_name})")
-    ratio = fitted.record["training_scores"]["median"] / theirs["training_scores"]["median"]
+    their_median = (theirs.get("training_scores") or {}).get("median")
+    if not isinstance(their_median, (int, float)) or not 0 < their_median < float("inf"):
+        raise FamiliarityError(f"{source_name}'s familiarity record has no median distance of its training images; "
+                               "fit it again (python -m training.familiarity)")
+    ratio = fitted.record["training_scores"]["median"] / their_median
     threshold = round(float(theirs["threshold"]) * ratio, 4)
     record = {**fitted.record, "threshold": threshold, "threshold_from": "borrowed",
               "borrowed": {"checkpoint": source_name, "threshold": theirs["threshold"],

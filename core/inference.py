@@ -149,9 +149,10 @@ def load_classifier(path: str | os.PathLike, device: str | torch.device | None =
 def classifier_from_checkpoint(checkpoint: Checkpoint, device: str | torch.device | None = None,
                                precision: str = "auto") -> Classifier:
     """The classifier of a loaded checkpoint, with its familiarity model when it carries one."""
+    model = model_from_checkpoint(checkpoint)
     try:
-        familiarity = Familiarity.from_tensors(checkpoint.familiarity, checkpoint.metadata)
+        familiarity = Familiarity.from_tensors(checkpoint.familiarity, checkpoint.metadata,
+                                               model.layer4[-1].conv3.out_channels)  # what the head reads
     except FamiliarityError as error:
         raise CheckpointError(f"{checkpoint.path}: {error}") from None
-    return Classifier(model_from_checkpoint(checkpoint), checkpoint.metadata, checkpoint.path, device, precision,
-                      familiarity)
+    return Classifier(model, checkpoint.metadata, checkpoint.path, device, precision, familiarity)

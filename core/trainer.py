@@ -346,11 +346,8 @@ def finish(run: Run, stopped_by: str) -> None:
     metadata = build_metadata(run)
     metadata["training"]["stopped_by"] = stopped_by
     familiarity = None
-    if len(run.data.val_idx):
-        checkpoint = Checkpoint(run.best_tensors, complete_metadata(metadata, run.save_dtype), {}, run.checkpoint_path)
-        # Judged at the precision inference uses by default ('auto'), on the device the user chose.
-        classifier = Classifier(model_from_checkpoint(checkpoint), checkpoint.metadata, run.checkpoint_path,
-                                run.cfg.device)
+    classifier = held_out_classifier(run, metadata) if len(run.data.val_idx) else None
+    if classifier is not None:
         train, validation = run.data.part(run.data.train_idx), run.data.part(run.data.val_idx)
         calibration = calibrate_in_memory(classifier, validation)
         if calibration is not None:
@@ -362,6 +359,18 @@ def finish(run: Run, stopped_by: str) -> None:
             metadata["familiarity"] = familiarity.record
     save_checkpoint(run.checkpoint_path, run.best_tensors, metadata, fingerprint_tensors(run.data), run.save_dtype,
                     familiarity.tensors if familiarity is not None else None)
+
+
+def held_out_classifier(run: Run, metadata: dict) -> Classifier | None:
+    """The best network as stored, ready to be judged on held-out images (at the precision inference uses by
+    default, on the device the user chose); None with a warning if it cannot be built: that never costs the
+    checkpoint, which is written next."""
+    try:
+        checkpoint = Checkpoint(run.best_tensors, complete_metadata(metadata, run.save_dtype), {}, run.checkpoint_path)
+        return Classifier(model_from_checkpoint(checkpoint), checkpoint.metadata, run.checkpoint_path, run.cfg.device)
+    except Exception as error:  # noqa: BLE001 - see the docstring
+        log.warning("neither calibrated nor given a familiarity model: %s", error)
+        return None
 
 
 def train(cfg: TrainConfig) -> Path:

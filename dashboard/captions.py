@@ -77,9 +77,9 @@ def familiarity_caption(meta: dict) -> tuple[str, str] | None:
     record = meta.get("familiarity") or {}
     if record.get("threshold") is None:
         return None
-    share = record.get("flag_share", 0.01)
-    return (f"It warns, instead of answering, when a scan is unlike the scans it learned from (1 in "
-            f"{round(1 / share)} ordinary held-out scans is flagged too).",
+    share = record.get("flag_share", 0.01)  # checked with the metadata: strictly between 0 and 1
+    return (f"It warns, instead of answering, when a scan is unlike the scans it learned from (about 1 in "
+            f"{round(1 / share)} ordinary scans is flagged too).",
             f"Familiarity: Mahalanobis distance of the pooled layer4 features to the nearest class mean, threshold "
             f"{record['threshold']:.1f}" + (" set on validation images" if record.get("threshold_from") == "validation"
                                              else f", borrowed{borrowed_from(record)}") + ".")
@@ -137,7 +137,8 @@ class Verdict:
 
 
 def verdict(label: str, probability: float, refer_below: float, calibrated: bool,
-            familiarity: float | None = None, threshold: float | None = None, evidence: dict | None = None) -> Verdict:
+            familiarity: float | None = None, threshold: float | None = None, evidence: dict | None = None,
+            flag_share: float = 0.01) -> Verdict:
     """The card's heading and message for a prediction of ``label`` at ``probability``.
 
     A scan whose familiarity distance exceeds the threshold gets no answer: its heading is the model's guess, in
@@ -147,8 +148,9 @@ def verdict(label: str, probability: float, refer_below: float, calibrated: bool
     if familiarity is not None and threshold is not None and not familiarity <= threshold:
         return Verdict("unfamiliar", f":gray[Not answered (the model's guess would be {shown})]", "Not a familiar scan",
                        "**Not a brain MRI slice like those the model was trained on?** In the network's own features "
-                       f"this image lies farther from the training scans (distance {familiarity:.1f}) than 99 in 100 "
-                       f"of the held-out scans the model was checked on (threshold {threshold:.1f}). Whatever it "
+                       f"this image lies farther from the training scans (distance {familiarity:.1f}) than the "
+                       f"threshold ({threshold:.1f}), which about {round(100 * (1 - flag_share))} in 100 ordinary "
+                       "held-out scans stay under. Whatever it "
                        "shows, the model would still name one of its four classes, so the guess and heatmap below "
                        "are greyed and should not be read as an answer.")
     if probability < refer_below:
@@ -158,9 +160,10 @@ def verdict(label: str, probability: float, refer_below: float, calibrated: bool
         else:
             meaning = (f"The answer is under {refer_below:.0%}, and this model's probabilities are calibrated: fewer "
                        f"than {round(100 * refer_below)} in 100 answers like it are expected to be right")
-            if evidence and evidence.get("images"):
-                meaning += (f" (of the {evidence['images']} held-out scans it gave under {refer_below:.0%}, "
-                            f"{evidence['correct']} were right)")
+            images, correct = (evidence or {}).get("images"), (evidence or {}).get("correct")
+            if isinstance(images, int) and isinstance(correct, int) and images > 0:
+                meaning += (f" (of the {images:d} held-out scans it gave under {refer_below:.0%}, {correct:d} "
+                            "were right)")
         return Verdict("uncertain", f":orange[Uncertain: {shown}?]", "Uncertain: refer",
                        f"**Uncertain: refer.** {meaning}; the answer needs a radiologist's read before it is used, "
                        "and the runner-up below may be the right one.")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -134,7 +136,7 @@ def reliability_figure(calibration: dict) -> go.Figure:
     figure.update_layout(
         yaxis=dict(title="accuracy in bin", range=[0, 1.02], tickformat=".0%"),
         yaxis2=dict(overlaying="y", side="right", showgrid=False, title="images in bin (log scale)", type="log",
-                    range=[0, np.log10(most) + 0.3], tickformat=",d"),
+                    range=[-0.3, np.log10(most) + 0.3], tickformat=",d"),  # a bin of 1 image still shows
         legend=dict(orientation="h", y=-0.2))
     figure.update_xaxes(title="confidence (largest probability)", range=[0, 1], tickformat=".0%")
     return _layout(figure, height=420,
@@ -245,7 +247,7 @@ def overlaid_curves(runs: list[tuple[str, dict]], kind: str, curve: str, zoom: b
     for k, (name, curves) in enumerate(runs):
         data = (curves or {}).get(kind, {}).get(curve)
         if data:
-            figure.add_trace(go.Scatter(x=data[x_key], y=data[y_key], mode="lines", name=name,
+            figure.add_trace(go.Scatter(x=data[x_key], y=data[y_key], mode="lines", name=html.escape(name),
                                         line=dict(color=RUN_COLOURS[k % len(RUN_COLOURS)], width=2)))
     title = ("ROC" if kind == "roc" else "Precision-recall") + f": {label(curve) if curve in CLASS_LABELS else curve}"
     if kind == "roc":
@@ -268,7 +270,8 @@ def overlaid_reliability(runs: list[tuple[str, dict]]) -> go.Figure:
         bins = [b for b in (calibration or {}).get("bins", []) if b["count"]]
         ece = (calibration or {}).get("ece")
         figure.add_trace(go.Scatter(x=[b["confidence"] for b in bins], y=[b["accuracy"] for b in bins],
-                                    mode="lines+markers", name=name + (f" (ECE {ece:.4f})" if ece is not None else ""),
+                                    mode="lines+markers",
+                                    name=html.escape(name) + (f" (ECE {ece:.4f})" if ece is not None else ""),
                                     customdata=[b["count"] for b in bins],
                                     hovertemplate="confidence %{x:.1%}: right %{y:.1%} of %{customdata:,d} images"
                                                   "<extra></extra>",
@@ -290,7 +293,7 @@ def overlaid_training(runs: list[tuple[str, list[dict]]]) -> go.Figure:
         if column is None:
             continue
         figure.add_trace(go.Scatter(x=frame["epoch"], y=frame[column], mode="lines+markers",
-                                    name=f"{name} ({'validation' if column == 'val_accuracy' else 'training'})",
+                                    name=f"{html.escape(name)} ({'validation' if column == 'val_accuracy' else 'training'})",
                                     line=dict(color=RUN_COLOURS[k % len(RUN_COLOURS)], width=2)))
     figure.update_layout(xaxis=dict(title="epoch", dtick=1), yaxis=dict(title="accuracy", tickformat=".0%"))
     return _layout(figure, height=400, title="Training", legend=dict(orientation="h", y=-0.25))

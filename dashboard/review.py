@@ -55,7 +55,8 @@ def cases(run, rows: pd.DataFrame, view: str | None, true: str | None = None, pr
         local = run.localisation[["path", "energy_in_box", "pointing_tolerant"]]
         table = table.merge(local, on="path", how="inner").sort_values("energy_in_box")
     elif view == "unfamiliar":
-        table = table.sort_values("familiarity", ascending=False)
+        flagged = table["unfamiliar"].fillna(False).astype(bool) if "unfamiliar" in table else table["label"].isna()
+        table = table[flagged].sort_values("familiarity", ascending=False)
     elif view == "all":
         table = table.sort_values("path")
     shown = [c for c in COLUMN_NAMES if c in table]

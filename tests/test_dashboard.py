@@ -374,9 +374,7 @@ def test_heatmaps_carry_a_colour_bar_the_download_says_what_it_shows_and_methods
     assert not at.exception
     download = at.get("download_button")[0]
     assert download.proto.label == "Download heatmap (PNG)"
-    # The picture on the page is the overlay with its colour bar: wider than the scan (224 px).
-    shown = [i for i in at.image if heatmap_captions_of(i)]
-    assert shown
+    assert [i for i in at.image if heatmap_captions_of(i)]
     toggle = next(t for t in at.toggle if t.key.startswith("predict.grid."))
     toggle.set_value(True).run()
     assert not at.exception
@@ -430,3 +428,18 @@ def test_score_cam_runs_in_the_background_with_its_progress_and_can_be_cancelled
     at.button(key="predict.slow_cancel").click().run()
     assert not at.exception
     assert not at.get("progress") and any("Score-CAM is slow" in w.value for w in at.warning)
+
+
+def test_text_from_a_checkpoint_cannot_reach_the_cards_as_markdown():
+    from dashboard.captions import verdict
+
+    crafted = {"images": "![x](http://127.0.0.1:9/beacon.png)", "correct": 3}
+    card = verdict("Glioma", 0.6, 0.95, True, evidence=crafted)
+    assert "beacon" not in card.sentence and "](" not in card.sentence
+
+
+def test_compare_does_not_pair_runs_of_different_data(app):
+    at = app.run()
+    at.switch_page("app_pages/compare.py").run()  # the bundled Testing and figshare runs
+    assert not at.exception
+    assert any("different data" in i.value for i in at.info)

@@ -15,8 +15,11 @@ DEFAULT = ROOT / "assets" / "models" / "default" / "model.safetensors"
 
 def test_default_checkpoint_is_small_and_self_describing():
     assert DEFAULT.is_file(), "assets/models/default/model.safetensors is missing"
-    assert DEFAULT.stat().st_size < 50_000_000
+    # The network in float16 (47.8 MB) and its familiarity model (the whitening matrix in float16, 8.4 MB).
+    assert DEFAULT.stat().st_size < 60_000_000
     meta = read_metadata(DEFAULT)
+    assert meta["familiarity"]["threshold_from"] == "borrowed" and meta["familiarity"]["threshold"] > 0
+    assert meta["calibration"]["refer_below"] == 0.95
     assert meta["classes"] == list(CLASSES)
     assert meta["tensor_dtype"] == "float16"
     assert meta["preprocessing"]["image_size"] == 224
@@ -53,3 +56,20 @@ def test_default_runs_belong_to_the_default_model():
     kaggle, figshare = runs["brain-tumor-mri"], runs["figshare-cheng-br35h"]
     assert kaggle.info["dataset"]["evaluated"] == "Testing" and len(kaggle.predictions) == 1311
     assert figshare.metrics["localisation"]["overall"]["images"] == 3064
+
+
+@needs_shared(KAGGLE)
+def test_the_default_model_recognises_real_scans_and_not_blank_or_noise_images():
+    from PIL import Image
+
+    from core.explain import explain
+
+    clf = load_classifier(DEFAULT)
+    tree = scan_class_folders(KAGGLE / "Testing")
+    sample = [s for k in range(len(CLASSES)) for s in [s for s in tree.samples if s.label == k][::20][:15]]
+    scans = explain(clf, [read_image(s.path) for s in sample])
+    assert clf.familiarity.unfamiliar(scans.familiarity).sum() <= 2  # about 1 in 100 ordinary scans is flagged
+    rng = np.random.default_rng(0)
+    strangers = [Image.new("L", (256, 256), 255), Image.new("L", (256, 256), 0), Image.new("RGB", (300, 200), (30, 60, 220)),
+                 Image.fromarray(rng.integers(0, 256, (256, 256), dtype=np.uint8))]
+    assert clf.familiarity.unfamiliar(explain(clf, strangers).familiarity).all()

@@ -76,6 +76,9 @@ def test_a_refit_borrows_the_threshold_scaled_by_the_two_models_training_distanc
     assert borrowed.record["borrowed"]["checkpoint"] == "recipe-val"
     with pytest.raises(FamiliarityError, match="no familiarity threshold"):
         borrow_threshold(refit, {"familiarity": None}, "other")
+    lacking = {"familiarity": {"threshold": 4.0, "threshold_from": "validation"}}
+    with pytest.raises(FamiliarityError, match="no median distance"):
+        borrow_threshold(refit, lacking, "other")
 
 
 def test_degenerate_training_features_are_refused_in_words():
@@ -122,6 +125,9 @@ def test_damaged_familiarity_tensors_or_threshold_are_refused_in_words(familiar_
         load_classifier(path)
     write_unchecked(path, {"familiarity": {"threshold": -1}})
     with pytest.raises(CheckpointError, match="familiarity.threshold"):
+        load_classifier(path)
+    write_unchecked(path, {"familiarity": {"threshold": 3.0, "flag_share": 0}})  # would divide by zero
+    with pytest.raises(CheckpointError, match="familiarity.flag_share"):
         load_classifier(path)
 
 

@@ -46,6 +46,10 @@ def main(argv=None) -> int:
     try:
         with tqdm(desc="features", unit="img", disable=not args.progress, leave=False) as bar:
             fitted = fit_for_checkpoint(target, args.data, args.source, args.device, progress=bar.update)
+    except KeyboardInterrupt:
+        print("\ninterrupted; the checkpoint is unchanged", file=sys.stderr)
+        return 130
+    try:
         update_metadata(target, {"familiarity": fitted.record}, familiarity=fitted.tensors)
     except OSError as error:
         print(f"error: the checkpoint could not be rewritten ({error}); it is unchanged", file=sys.stderr)

@@ -73,14 +73,21 @@ for run, tag in ((run_a, "A"), (run_b, "B")):
                f"created {md(run.info['created'])}")
 
 
-def disagreements(a, b) -> None:
+def disagreements(a, b, subset: str) -> None:
     """The images two runs of the same data answered differently, and whether their accuracies differ."""
     from core.metrics import paired_comparison
 
-    joined = a.predictions[["path", "label", "pred", "confidence"]].merge(
-        b.predictions[["path", "label", "pred", "confidence"]], on="path", suffixes=(" A", " B"))
+    def source(run) -> tuple:
+        dataset = run.info["dataset"]
+        return dataset.get("name"), dataset.get("evaluated")
+
+    if source(a) != source(b):
+        st.info("These runs are of different data, so their answers cannot be paired image by image.")
+        return
+    joined = a.rows(subset)[["path", "label", "pred", "confidence"]].merge(
+        b.rows(subset)[["path", "label", "pred", "confidence"]], on="path", suffixes=(" A", " B"))
     if joined.empty:
-        st.info("The two runs share no image, so their answers cannot be paired: they are runs of different data.")
+        st.info("The two runs share no image in this subset, so their answers cannot be paired.")
         return
     if (joined["label A"] != joined["label B"]).any():
         st.warning("Some images carry different true classes in the two runs; the pairing below uses run A's.")
@@ -114,7 +121,7 @@ with error_boundary("The differences in settings"):
                      height=min(400, 35 * (len(differences) + 1) + 3))
 with error_boundary("The disagreements"):
     st.subheader("Where they disagree")
-    disagreements(run_a, run_b)
+    disagreements(run_a, run_b, subset)
 with error_boundary("The curves"):
     st.subheader("Curves of several runs")
     chosen = st.multiselect("Runs", paths, default=list(dict.fromkeys([choice_a, choice_b])), format_func=run_title,
@@ -130,7 +137,7 @@ with error_boundary("The curves"):
         curve = curve_choice.selectbox("Curve", ["macro", "micro", *runs[0].classes], key="compare.curve",
                                        format_func=lambda c: f"{c}-average" if c in ("macro", "micro") else label(c))
         zoom = zoom_box.toggle("Zoom in on the near-perfect corner", key="compare.zoom")
-        named = [(f"{r.name}", r.curves.get(subset) or {}) for r in runs]
+        named = [(r.name, r.curves.get(subset) or {}) for r in runs]
         left, right = st.columns(2)
         left.plotly_chart(charts.overlaid_curves(named, "roc", curve, zoom), width="stretch", key="compare.roc")
         pr_curve = curve if curve in runs[0].classes else runs[0].classes[0]

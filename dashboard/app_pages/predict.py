@@ -100,7 +100,7 @@ if scans:
     count.caption(f"{len(scans)} scan{'s' if len(scans) > 1 else ''} kept for this session (they stay when you visit "
                   "other pages).")
     if clear.button("Remove all scans", key="predict.clear", icon=":material/delete:"):
-        st.session_state[KEPT_KEY] = []
+        st.session_state[KEPT_KEY] = []  # a slow job for them is cancelled below, now that there are no scans
         st.session_state[PROBLEMS_KEY] = []
         st.rerun()
 
@@ -148,10 +148,22 @@ def slow_progress(title: str) -> None:
         st.rerun(scope="app")
 
 
+def drop_slow_job() -> None:
+    """Cancel this session's slow job, if any: its scans, settings or model are no longer the ones shown."""
+    entry = st.session_state.pop(SLOW_JOB, None)
+    if entry is not None and not entry["job"].done():
+        entry["job"].cancel()
+
+
 slow_result = None
-if CAM_METHODS[method].slow and scans and classifier is not None:
-    signature = (method, layer, target, scale, tuple(digest for _, digest, _ in scans))
+if not (CAM_METHODS[method].slow and scans and classifier is not None):
+    drop_slow_job()
+else:
+    model_key = f"{classifier.path}:{os.path.getmtime(classifier.path)}"
+    signature = (model_key, method, layer, target, scale, tuple(digest for _, digest, _ in scans))
     title = CAM_METHODS[method].label
+    if (st.session_state.get(SLOW_JOB) or {}).get("signature") not in (None, signature):
+        drop_slow_job()
     if len(scans) > SLOW_LIMIT:
         st.warning(f"{title} explains at most {SLOW_LIMIT} scans at a time ({CAM_METHODS[method].note}); remove "
                    "some scans. Until then the heatmaps are Grad-CAM.")
@@ -166,14 +178,18 @@ if CAM_METHODS[method].slow and scans and classifier is not None:
     else:
         with error_boundary(f"The {title} explanation"):
             entry = st.session_state.get(SLOW_JOB)
-            if entry is None or entry["signature"] != signature:
-                if entry is not None:
-                    entry["job"].cancel()  # the scans or settings changed: the old job is of no use
+            if entry is None:
                 job = slow_explainer().submit(classifier, classifier.preprocess([image for _, _, image in scans]),
                                               method, layer, None if target == PREDICTED else target, scale)
                 entry = st.session_state[SLOW_JOB] = {"signature": signature, "job": job, "result": None}
             if entry["result"] is None and entry["job"].done():
-                entry["result"] = entry["job"].result()
+                try:
+                    entry["result"] = entry["job"].result()
+                except Exception:
+                    # Failed, cancelled or timed out: forget it, so that the button offers it again.
+                    st.session_state.pop(SLOW_JOB, None)
+                    st.session_state.pop("predict.slow_confirmed", None)
+                    raise
             if entry["result"] is None:
                 st.info(f"{title} is being computed; the heatmaps below are Grad-CAM until it is done.")
                 slow_progress(title)
@@ -195,7 +211,8 @@ def scan_verdict(row, familiarity: float | None) -> Verdict:
     calibration = classifier.metadata.get("calibration") or {}
     return verdict(CLASS_LABELS[classifier.classes[int(row.argmax())]], float(row.max()), classifier.refer_below,
                    classifier.calibrated, familiarity, model.threshold if model is not None else None,
-                   (calibration.get("referral") or {}).get("below"))
+                   (calibration.get("referral") or {}).get("below"),
+                   (classifier.metadata.get("familiarity") or {}).get("flag_share", 0.01))
 
 
 def show_scan(position: int, name: str, digest: str, image, row, explained_class: int, heatmap,

@@ -369,6 +369,15 @@ def show_run(run) -> None:
                    f"{audit['duplicate_free_images']:,} have none, and the second row of figures counts only those.",
                    help=f"Leakage audit: exact copies share file bytes or decoded pixels; near copies differ by at most "
                         f"{audit['near_duplicate_bits']} of the 256 bits of a perceptual hash.")
+    familiar = run.metrics.get("familiarity")
+    if familiar and familiar.get("all"):
+        flagged = familiar["all"]
+        low, high = flagged.get("interval") or (None, None)
+        st.caption(f"The model did not recognise {flagged['flagged']:,} of these {flagged['images']:,} scans as like "
+                   f"its training scans ({charts.fmt(flagged['share'], '.1%')}"
+                   + (f", {confidence(run)} CI {charts.fmt(low, '.1%')}–{charts.fmt(high, '.1%')}" if low is not None
+                      else "") + "); on the Predict page they would get a warning instead of an answer.",
+                   help=f"Familiarity distance above {familiar['threshold']:.1f} (core.familiarity).")
     with error_boundary("The headline figures"):
         headline_cards(run)
     subsets = [s for s in SUBSETS if run.metrics.get(s)]
