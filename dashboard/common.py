@@ -214,8 +214,10 @@ def get_classifier():
     """The model selected in the sidebar, or None after telling the user what is wrong."""
     try:
         return classifier_at(current_model_path())
-    except CheckpointError as error:
-        st.error(f"The model cannot be loaded: {md(error)}")
+    except CheckpointError:
+        # The reason is shown once, in the sidebar, beside the path that caused it.
+        st.error("The model cannot be loaded: see the sidebar for why. Clear the checkpoint path there to go back "
+                 "to the default model.")
         return None
 
 
@@ -234,6 +236,7 @@ def model_sidebar() -> None:
             try:
                 file = checkpoint_file(current_model_path())
                 captions = model_description(str(file), _modified(file), _runs_signature())
+                classifier_at(file)  # tensors that do not load are reported here too, beside the path
             except CheckpointError as error:
                 st.error(md(error))
                 return

@@ -474,3 +474,29 @@ def test_a_case_opens_from_a_clicked_thumbnail(server_url, browser):
     assert "case=" in browser.current_url  # the address links to the case
     wait(browser, RESULT_TIMEOUT).until(script_is_idle, "the script run did not finish")
     assert not exception_texts(browser), exception_texts(browser)
+
+
+def test_clearing_a_bad_checkpoint_path_returns_to_the_default_model(server_url, browser):
+    from selenium.webdriver.common.keys import Keys
+
+    browser.get(server_url + "/predict")
+    field = wait(browser, PAGE_TIMEOUT).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, "input[aria-label='…or a checkpoint path']"),
+        "no checkpoint path box in the sidebar")[0]
+    field.send_keys("assets/models/no-such-model" + Keys.ENTER)
+
+    def sidebar_errors(driver):
+        return [e.text for e in driver.find_elements(By.CSS_SELECTOR, "[data-testid='stSidebar'] [data-testid='stAlert']")]
+
+    wait(browser, RESULT_TIMEOUT).until(lambda d: sidebar_errors(d), "no error in the sidebar for a bad path")
+    wait(browser, RESULT_TIMEOUT).until(script_is_idle, "the script run did not finish")
+    main_errors = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "[data-testid='stMain'] [data-testid='stAlert']")]
+    assert len(sidebar_errors(browser)) == 1 and not any("no-such-model" in e for e in main_errors)  # said once
+    field = browser.find_elements(By.CSS_SELECTOR, "input[aria-label='…or a checkpoint path']")[0]
+    field.send_keys(Keys.CONTROL, "a")
+    field.send_keys(Keys.DELETE)
+    field.send_keys(Keys.ENTER)
+    wait(browser, RESULT_TIMEOUT).until(lambda d: not sidebar_errors(d) and upload_input(d),
+                                        "clearing the path did not bring the default model back")
+    captions = " ".join(c.text for c in browser.find_elements(By.CSS_SELECTOR, "[data-testid='stSidebar'] [data-testid='stCaptionContainer']"))
+    assert "Learned from" in captions

@@ -323,8 +323,11 @@ def test_the_sidebar_refuses_a_bad_checkpoint_and_the_app_stays_usable(checkpoin
         assert not at.exception, hostile.what
         # A link that leads out of the allowed folders (to /dev/zero) is refused as outside them.
         expect = hostile.expect + ("|outside the folders" if hostile.make is not None else "")
-        assert any(re.search(expect, plain(e.value)) for e in at.error), hostile.what
-        assert any("cannot be loaded" in e.value for e in at.main.error)
+        assert any(re.search(expect, plain(e.value)) for e in at.sidebar.error), hostile.what
+        # The reason once, in the sidebar; the page only says that there is no model and where to look.
+        assert [e.value for e in at.main.error] == [
+            "The model cannot be loaded: see the sidebar for why. Clear the checkpoint path there to go back to "
+            "the default model."]
     at.text_input(key="sidebar.checkpoint_path").input("").run()  # back to the bundled model: everything works again
     assert not at.exception and not at.error
 
