@@ -443,3 +443,16 @@ def test_compare_does_not_pair_runs_of_different_data(app):
     at.switch_page("app_pages/compare.py").run()  # the bundled Testing and figshare runs
     assert not at.exception
     assert any("different data" in i.value for i in at.info)
+
+
+def test_runs_in_the_outputs_folder_are_found_without_typing_their_path(app, tmp_path, monkeypatch):
+    import shutil
+
+    import dashboard.common
+
+    shutil.copytree(KAGGLE_RUN, tmp_path / "runs" / "my-new-run")
+    monkeypatch.setattr(dashboard.common, "OUTPUTS_DIR", tmp_path)
+    at = app.run()
+    at.switch_page("app_pages/runs.py").run()
+    assert not at.exception
+    assert any(option.endswith(" · my-new-run") for option in at.selectbox(key="runs.choice").options)
