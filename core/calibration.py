@@ -199,9 +199,10 @@ def recipe_differences(target: dict, source: dict) -> list[str]:
     that an older checkpoint does not record had its default then, as on resuming."""
     from dataclasses import fields
 
-    from core.config import TrainConfig
+    from core.config import REMOVED_OPTIONS, TrainConfig
 
-    defaults = {f.name: f.default for f in fields(TrainConfig)}
+    # An option removed since (at the value that meant "off") is the same recipe as one that never had it.
+    defaults = {**REMOVED_OPTIONS, **{f.name: f.default for f in fields(TrainConfig)}}
     a = {**defaults, **target.get("training", {}).get("config", {})}
     b = {**defaults, **source.get("training", {}).get("config", {})}
     return sorted(f"{key} is {b.get(key)!r} in the source and {a.get(key)!r} in the target"

@@ -120,3 +120,7 @@ def augmentation_problems(cfg: TrainConfig) -> list[str]:
     if not 0 <= cfg.hflip <= 1:
         problems.append("--hflip must be a probability between 0 and 1")
     return problems
+
+
+# Options tried on validation and removed (README, recipe table); a run that used one cannot be resumed.
+REMOVED_OPTIONS = {"ema_decay": 0.0, "freeze_stages": 0, "low_res_size": None, "low_res_epochs": 0}

@@ -41,7 +41,7 @@ from core.atomic import finish_atomic_write
 from core.checkpoint import (DEFAULT_FILENAME, Checkpoint, complete_metadata, json_safe,
                              library_versions, load_checkpoint, model_from_checkpoint, save_checkpoint,
                              stored_tensors)
-from core.config import TrainConfig, check_config
+from core.config import REMOVED_OPTIONS, TrainConfig, check_config
 from core.data import CLASSES, ImageFolderDataset, training_augmentation
 from core.distributed import Dist, all_sum, init_distributed
 from core.held_out import calibrate_in_memory, familiarity_in_memory
@@ -61,8 +61,6 @@ MAX_STATE_BYTES = 2 << 30  # weights and AdamW's two moments: about 300 MB for a
 HISTORY_FILENAME = "history.json"
 # Settings that may change when a run is resumed: where things are and how fast they go, not what is trained.
 RESUME_EXEMPT = {"data", "out", "resume", "progress", "num_workers", "time_limit_minutes", "device", "precision"}
-# Options tried on validation and removed (README, recipe table); a run that used one cannot be resumed.
-REMOVED_OPTIONS = {"ema_decay": 0.0, "freeze_stages": 0, "low_res_size": None, "low_res_epochs": 0}
 
 
 # --------------------------------------------------------------------------------------------------

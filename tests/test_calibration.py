@@ -141,3 +141,13 @@ def test_a_temperature_is_not_borrowed_across_recipes(validated, kaggle_layout, 
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "label_smoothing is 0.05 in the source and 0.2 in the target" in result.stderr
     assert "calibration" not in read_metadata(other)
+
+
+def test_an_option_removed_since_at_its_off_value_is_the_same_recipe():
+    from core.calibration import recipe_differences
+
+    older = {"training": {"config": {"epochs": 8, "ema_decay": 0.0, "low_res_epochs": 0}}}
+    newer = {"training": {"config": {"epochs": 8}}}
+    assert recipe_differences(older, newer) == []
+    used = {"training": {"config": {"epochs": 8, "ema_decay": 0.997}}}
+    assert recipe_differences(used, newer) == ["ema_decay is 0.0 in the source and 0.997 in the target"]
