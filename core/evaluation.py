@@ -34,10 +34,10 @@ from core.checkpoint import check_classes_match, library_versions, load_checkpoi
 from core.data import (CLASSES, ClassFolderTree, DatasetError, Sample, find_split_dirs, preprocess_uint8,
                        read_yolo_boxes, scan_class_folders)
 from core.explain import CAM_METHODS, DEFAULT_LAYER, DEFAULT_METHOD, check_choice, explain_batch
+from core.familiarity import flagged_figures
 from core.inference import Classifier, classifier_from_checkpoint
 from core.localisation import POINTING_TOLERANCE_PX, has_box, localisation_scores, localisation_summary
-from core.metrics import (BootstrapSettings, MetricWarning, bootstrap_intervals, curves, point_metrics,
-                          wilson_interval)
+from core.metrics import BootstrapSettings, MetricWarning, bootstrap_intervals, curves, point_metrics
 from core.runtime import default_workers
 from core.runs import RUN_FORMAT, RUN_FORMAT_VERSION, RunError, RunWriter
 from core.sources import read_bytes, read_image
@@ -383,7 +383,9 @@ def all_metrics(predicted: Predicted, audit: Audit, settings: EvaluationSettings
         "all": everything,
         "duplicate_free": free,
         "localisation": None,
-        "familiarity": familiarity_figures(predicted, audit, settings.confidence),
+        "familiarity": None if predicted.familiarity is None else flagged_figures(
+            predicted.familiarity, predicted.threshold, audit.duplicate if audit.available else None,
+            settings.confidence),
         "warnings": sorted({str(w.message) for w in caught if issubclass(w.category, MetricWarning)}),
     }
     local_table = None
@@ -395,22 +397,6 @@ def all_metrics(predicted: Predicted, audit: Audit, settings: EvaluationSettings
                                    "layer": settings.cam_layer, "target": "true class",
                                    "tolerance_px_at_224": POINTING_TOLERANCE_PX}
     return metrics, {"all": everything_curves, "duplicate_free": free_curves}, local_table
-
-
-def familiarity_figures(predicted: Predicted, audit: Audit, confidence: float) -> dict | None:
-    """How many images the familiarity check flags, with a Wilson interval at the run's confidence level, on all
-    images and on the duplicate-free ones (None when the model has no familiarity threshold)."""
-    if predicted.familiarity is None or predicted.threshold is None:
-        return None
-    flagged = predicted.familiarity > predicted.threshold
-
-    def share(mask: np.ndarray) -> dict:
-        count, total = int(mask.sum()), int(len(mask))
-        return {"images": total, "flagged": count, "share": count / total if total else None,
-                "interval": list(wilson_interval(count, total, confidence)) if total else None}
-
-    return {"threshold": predicted.threshold, "all": share(flagged),
-            "duplicate_free": share(flagged[~audit.duplicate]) if audit.available else None}
 
 
 def run_info(settings: EvaluationSettings, root: Path, images: Images, checkpoint, classifier: Classifier,

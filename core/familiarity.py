@@ -131,6 +131,26 @@ def threshold_from_validation(scores: np.ndarray, share: float = FLAG_SHARE) -> 
     return float(np.quantile(scores, 1.0 - share))
 
 
+def flagged_figures(scores: np.ndarray, threshold: float | None, duplicate: np.ndarray | None,
+                    confidence: float) -> dict | None:
+    """How many images a threshold flags, with a Wilson interval at ``confidence``, on all of them and on those
+    that are not ``duplicate`` of a training image (an evaluation run's ``familiarity`` figures); None without a
+    threshold."""
+    from core.metrics import wilson_interval
+
+    if threshold is None:
+        return None
+    flagged = ~(np.asarray(scores, dtype=np.float64) <= threshold)
+
+    def share(mask: np.ndarray) -> dict:
+        count, total = int(mask.sum()), int(len(mask))
+        return {"images": total, "flagged": count, "share": count / total if total else None,
+                "interval": list(wilson_interval(count, total, confidence)) if total else None}
+
+    return {"threshold": threshold, "all": share(flagged),
+            "duplicate_free": share(flagged[~np.asarray(duplicate, dtype=bool)]) if duplicate is not None else None}
+
+
 def summary(scores: np.ndarray) -> dict:
     """Quantiles of a set of scores, for the record."""
     scores = np.asarray(scores, dtype=np.float64)

@@ -166,3 +166,16 @@ def test_the_command_refits_a_model_with_its_own_split_and_refuses_to_borrow_for
         read_metadata(validated)["familiarity"]["threshold"], rel=1e-3)
     refused = command("--checkpoint", str(target), "--from", str(validated))
     assert refused.returncode == 2 and "validation split of its own" in refused.stderr
+
+
+def test_a_run_counts_the_flagged_images_on_all_and_on_the_duplicate_free_ones():
+    from core.familiarity import flagged_figures
+    from core.metrics import wilson_interval
+
+    scores = np.array([1.0, 5.0, 9.0, np.nan, 2.0])
+    duplicate = np.array([True, False, False, False, True])
+    figures = flagged_figures(scores, 4.0, duplicate, 0.95)
+    assert figures["all"]["flagged"] == 3 and figures["all"]["images"] == 5  # 5, 9 and the missing score
+    assert figures["duplicate_free"] == {"images": 3, "flagged": 3, "share": 1.0,
+                                         "interval": list(wilson_interval(3, 3, 0.95))}
+    assert flagged_figures(scores, None, duplicate, 0.95) is None
