@@ -15,20 +15,13 @@ import argparse
 import logging
 import sys
 
-from training.cli import command
+from training.cli import command, refit_parser
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training.calibrate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="checkpoint file or its directory; updated in place")
-    parser.add_argument("--from", dest="source", default=None,
-                        help="fit on the validation split of this checkpoint instead (same recipe, trained with a "
-                             "validation split)")
-    parser.add_argument("--data", default=None,
-                        help="dataset root the validation images live under (default: the one recorded at "
-                             "training)")
-    return parser
+    return refit_parser("python -m training.calibrate", __doc__,
+                        "fit on the validation split of this checkpoint instead (same recipe, trained with a "
+                        "validation split)", "validation images")
 
 
 @command

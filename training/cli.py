@@ -88,3 +88,15 @@ def settings_parser(prog: str, description: str, settings, help_texts: dict[str,
             kind = _TYPES.get(str(field.type).split("|")[0].strip(), str)
             parser.add_argument(flag, type=kind, default=default, help=f"{text} (default: {default})")
     return parser
+
+
+def refit_parser(prog: str, description: str, source_help: str, images: str) -> argparse.ArgumentParser:
+    """The options of a command that refits part of a checkpoint in place from held-out images: --checkpoint,
+    --from (a run of the same recipe to take it from) and --data (where the ``images`` are)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="checkpoint file or its directory; updated in place")
+    parser.add_argument("--from", dest="source", default=None, help=source_help)
+    parser.add_argument("--data", default=None,
+                        help=f"dataset root the {images} live under (default: the one recorded at training)")
+    return parser

@@ -16,18 +16,13 @@ import argparse
 import logging
 import sys
 
-from training.cli import command
+from training.cli import command, refit_parser
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training.familiarity", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="checkpoint file or its directory; updated in place")
-    parser.add_argument("--from", dest="source", default=None,
-                        help="borrow the threshold of this checkpoint (same recipe, trained with a validation split, "
-                             "its own familiarity model fitted)")
-    parser.add_argument("--data", default=None,
-                        help="dataset root the training images live under (default: the one recorded at training)")
+    parser = refit_parser("python -m training.familiarity", __doc__,
+                          "borrow the threshold of this checkpoint (same recipe, trained with a validation split, "
+                          "its own familiarity model fitted)", "training images")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: the best available)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show progress")
     return parser
