@@ -39,7 +39,7 @@ def main(argv=None) -> int:
 
     target = resolve_checkpoint_path(args.checkpoint)
     try:
-        with tqdm(desc="features", unit="img", disable=not args.progress, leave=False) as bar:
+        with tqdm(desc="features", unit="img", disable=not args.progress, leave=False, delay=2) as bar:
             fitted = fit_for_checkpoint(target, args.data, args.source, args.device, progress=bar.update)
     except KeyboardInterrupt:
         print("\ninterrupted; the checkpoint is unchanged", file=sys.stderr)
