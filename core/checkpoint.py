@@ -275,6 +275,7 @@ def load_checkpoint(path: str | os.PathLike, replacing=()) -> Checkpoint:
     except FileRefused as error:
         raise CheckpointError(str(error)) from None
     metadata = _metadata(header, path, replacing)
+
     def under(prefix: str) -> dict[str, torch.Tensor]:
         return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 

@@ -104,6 +104,7 @@ if scans:
         st.session_state[PROBLEMS_KEY] = []
         st.rerun()
 
+
 @st.cache_resource
 def slow_explainer():
     """The one background worker of this server for slow explanations (core.background)."""

@@ -34,6 +34,7 @@ def thumbnail(path: str):
     image.thumbnail((112, 112))
     return image
 
+
 st.title("Evaluation runs")
 
 
