@@ -15,7 +15,7 @@ import argparse
 import logging
 import sys
 
-from training.cli import command, refit_parser
+from training.cli import command, refit_in_place, refit_parser
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -31,19 +31,13 @@ def main(argv=None) -> int:
     from core.calibration import borrowed_calibration, fit_on_validation
     from core.checkpoint import resolve_checkpoint_path, update_metadata
 
-    try:
-        target = resolve_checkpoint_path(args.checkpoint)
-        if args.source:
-            record = borrowed_calibration(target, resolve_checkpoint_path(args.source), args.data)
-        else:
-            record = fit_on_validation(target, args.data)
-        update_metadata(target, {"calibration": record})
-    except OSError as error:
-        print(f"error: the checkpoint could not be rewritten ({error}); it is unchanged", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted; the checkpoint is unchanged", file=sys.stderr)
-        return 130
+    target = resolve_checkpoint_path(args.checkpoint)
+    record, status = refit_in_place(
+        lambda: borrowed_calibration(target, resolve_checkpoint_path(args.source), args.data) if args.source
+        else fit_on_validation(target, args.data),
+        lambda record: update_metadata(target, {"calibration": record}))
+    if status:
+        return status
     print(f"{target}: temperature {record['temperature']:.4f}, fitted on {record['images']} validation images "
           f"of {record['fitted_on']['checkpoint']}")
     print(f"  negative log-likelihood {record['nll_before']:.4f} -> {record['nll_after']:.4f}, "

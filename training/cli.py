@@ -100,3 +100,20 @@ def refit_parser(prog: str, description: str, source_help: str, images: str) -> 
     parser.add_argument("--data", default=None,
                         help=f"dataset root the {images} live under (default: the one recorded at training)")
     return parser
+
+
+def refit_in_place(fit: Callable[[], object], write: Callable[[object], object]) -> tuple[object, int]:
+    """Fit something for a checkpoint, then rewrite the checkpoint in place with it: (the fit's result, 0), or
+    (None, exit status) after one line saying that the checkpoint is unchanged, when the user interrupts or the file
+    cannot be written. (An error while fitting goes to the command's error boundary as usual.)"""
+    try:
+        result = fit()
+        try:
+            write(result)
+        except OSError as error:
+            print(f"error: the checkpoint could not be rewritten ({error}); it is unchanged", file=sys.stderr)
+            return None, USAGE
+    except KeyboardInterrupt:
+        print("\ninterrupted; the checkpoint is unchanged", file=sys.stderr)
+        return None, INTERRUPTED
+    return result, 0

@@ -16,7 +16,7 @@ import argparse
 import logging
 import sys
 
-from training.cli import command, refit_parser
+from training.cli import command, refit_in_place, refit_parser
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -38,20 +38,15 @@ def main(argv=None) -> int:
     from core.familiarity import fit_for_checkpoint
 
     target = resolve_checkpoint_path(args.checkpoint)
-    try:
+
+    def fit():
         with tqdm(desc="features", unit="img", disable=not args.progress, leave=False, delay=2) as bar:
-            fitted = fit_for_checkpoint(target, args.data, args.source, args.device, progress=bar.update)
-    except KeyboardInterrupt:
-        print("\ninterrupted; the checkpoint is unchanged", file=sys.stderr)
-        return 130
-    try:
-        update_metadata(target, {"familiarity": fitted.record}, familiarity=fitted.tensors)
-    except OSError as error:
-        print(f"error: the checkpoint could not be rewritten ({error}); it is unchanged", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted; the checkpoint is unchanged", file=sys.stderr)
-        return 130
+            return fit_for_checkpoint(target, args.data, args.source, args.device, progress=bar.update)
+
+    fitted, status = refit_in_place(
+        fit, lambda fitted: update_metadata(target, {"familiarity": fitted.record}, familiarity=fitted.tensors))
+    if status:
+        return status
     record = fitted.record
     print(f"{target}: familiarity fitted on {record['training_scores']['images']} training images "
           f"(median distance {record['training_scores']['median']:.2f})")
