@@ -8,9 +8,15 @@ framework for detecting out-of-distribution samples and adversarial attacks", Ne
 of 2,048 features from a few thousand images is shrunk towards a multiple of the identity (Ledoit-Wolf), so
 that it can be inverted.
 
-The class means and the whitening matrix (the inverse square root of that covariance) are fitted on the
-training images and stored in the checkpoint as tensors under ``familiarity.``; the metadata entry
-``familiarity`` holds the **threshold** and how it was chosen. A scan whose distance is above the threshold
+The covariance is stored in a compact form that keeps its :data:`RANK` leading directions exactly (their
+eigenvectors and variances) and replaces the variances of the other directions by their mean (the form of
+probabilistic PCA): 1 MB instead of the 8 MB of a full 2,048 × 2,048 matrix in float16, which keeps the
+default checkpoint under 50 MB. The squared distance of a centred feature vector ``r`` is then
+``|r|² / σ² + Σ_i (v_iᵀ r)² (1/λ_i − 1/σ²)``, exactly the Mahalanobis distance under that covariance.
+
+The class means and the compact covariance are fitted on the training images and stored in the checkpoint as
+tensors under ``familiarity.``; the metadata entry ``familiarity`` holds the **threshold** and how it was
+chosen. A scan whose distance is above the threshold
 is *unfamiliar*: its prediction is shown with a warning, not as an answer.
 
 The threshold is the distance that :data:`FLAG_SHARE` of held-out validation scans exceed: images the network
@@ -26,14 +32,15 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 METHOD = "Mahalanobis distance of the pooled layer4 features to the nearest class mean (shared covariance, " \
-         "Ledoit-Wolf shrinkage)"
+         "Ledoit-Wolf shrinkage, its leading directions kept and the rest given their mean variance)"
+RANK = 256                       # the covariance's directions kept exactly
 REFITTED = ("familiarity",)      # the metadata entry fitting writes
 FLAG_SHARE = 0.01                # the share of validation scans the threshold flags
 # Fewer validation images than this and there is no threshold to speak of; under 100, 1% of them is less than
@@ -48,7 +55,9 @@ class FamiliarityError(ValueError):
 @dataclass(frozen=True)
 class Familiarity:
     means: torch.Tensor       # (classes, features) float32
-    whitening: torch.Tensor   # (features, features): the inverse square root of the shared covariance
+    directions: torch.Tensor  # (features, rank): the leading eigenvectors of the shared covariance, orthonormal
+    variances: torch.Tensor   # (rank,): the variance along each of them
+    residual: float           # the variance given to every other direction: the mean of theirs
     threshold: float | None   # None: fitted, but no held-out images chose a threshold yet
 
     @classmethod
@@ -60,18 +69,33 @@ class Familiarity:
         record = metadata.get("familiarity")
         if not record or not tensors:
             return None
-        means, whitening = tensors.get("means"), tensors.get("whitening")
+        if "whitening" in tensors:
+            raise FamiliarityError("the checkpoint's familiarity model has the older full-matrix form; fit it "
+                                   "again: python -m training.familiarity --checkpoint <this checkpoint>")
+        means, directions = tensors.get("means"), tensors.get("directions")
+        variances, residual = tensors.get("variances"), tensors.get("residual")
         classes = len(metadata["classes"])
-        if means is None or whitening is None or means.ndim != 2 or means.shape[0] != classes \
-                or tuple(whitening.shape) != (means.shape[1], means.shape[1]) \
-                or (features is not None and means.shape[1] != features):
+        n = features or "n"
+        if any(t is None for t in (means, directions, variances, residual)) or means.ndim != 2 \
+                or means.shape[0] != classes or directions.ndim != 2 or directions.shape[0] != means.shape[1] \
+                or not 0 < directions.shape[1] < means.shape[1] or tuple(variances.shape) != directions.shape[1:] \
+                or residual.numel() != 1 or (features is not None and means.shape[1] != features):
             raise FamiliarityError("the checkpoint's familiarity tensors do not fit together (expected means of "
-                                   f"shape ({classes}, {features or 'n'}) and a whitening matrix of shape "
-                                   f"({features or 'n'}, {features or 'n'}))")
-        means, whitening = means.float(), whitening.float()
-        if not (torch.isfinite(means).all() and torch.isfinite(whitening).all()):
-            raise FamiliarityError("the checkpoint's familiarity tensors hold values that are not numbers")
-        return cls(means, whitening, record.get("threshold"))
+                                   f"shape ({classes}, {n}), directions of shape ({n}, k) with k < {n}, k "
+                                   "variances and one residual variance)")
+        values = [t.double() for t in (means, directions, variances, residual)]
+        if not all(torch.isfinite(t).all() for t in values) or not (values[2].min() > 0 and values[3].item() > 0):
+            raise FamiliarityError("the checkpoint's familiarity tensors hold values that are not numbers or "
+                                   "variances that are not positive")
+        return cls.of(values[0], values[1], values[2], values[3].item(), record.get("threshold"))
+
+    @classmethod
+    def of(cls, means, directions, variances, residual: float, threshold: float | None) -> Familiarity:
+        """A model from its parts; the directions are made orthonormal again (float16 storage bends them a
+        little), so that the distance is a true Mahalanobis distance under a covariance close to the fitted one."""
+        directions = torch.linalg.qr(torch.as_tensor(directions, dtype=torch.float64)).Q
+        return cls(torch.as_tensor(means, dtype=torch.float32), directions,
+                   torch.as_tensor(variances, dtype=torch.float64), float(residual), threshold)
 
     def scores(self, features: torch.Tensor | np.ndarray) -> np.ndarray:
         """The distance of each row of pooled features to the nearest class mean (in units of the training
@@ -80,10 +104,11 @@ class Familiarity:
         if features.ndim != 2 or features.shape[1] != self.means.shape[1]:
             raise FamiliarityError(f"expected features of shape (n, {self.means.shape[1]}), got "
                                    f"{tuple(features.shape)}")
-        z = features @ self.whitening
-        centres = self.means @ self.whitening
-        squared = torch.cdist(z.double(), centres.double()).square().min(dim=1).values
-        return squared.sqrt().numpy()
+        x, means = features.double(), self.means.double()
+        squared = torch.cdist(x, means).square() / self.residual                      # (n, classes)
+        along = (x @ self.directions)[:, None, :] - (means @ self.directions)[None]   # (n, classes, rank)
+        squared += along.square() @ (1 / self.variances - 1 / self.residual)
+        return squared.clamp_min(0).min(dim=1).values.sqrt().numpy()
 
     def unfamiliar(self, scores: np.ndarray) -> np.ndarray:
         """Which scores lie above the threshold (none when there is no threshold)."""
@@ -93,15 +118,17 @@ class Familiarity:
         return ~(scores <= self.threshold)  # a score that is not a number is not familiar
 
 
-def fit_gaussian(features: np.ndarray, labels: np.ndarray, classes: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """Class means, the whitening matrix of the shared (Ledoit-Wolf shrunk) covariance, and the shrinkage."""
+def fit_gaussian(features: np.ndarray, labels: np.ndarray, classes: int, rank: int = RANK
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
+    """Class means, the leading ``rank`` eigenvectors of the shared (Ledoit-Wolf shrunk) covariance and their
+    variances, the mean variance of the other directions, and the shrinkage."""
     from sklearn.covariance import LedoitWolf
 
     features = np.asarray(features, dtype=np.float64)
     labels = np.asarray(labels)
-    if features.ndim != 2 or len(features) != len(labels):
-        raise FamiliarityError(f"need features of shape (n, d) and n labels; got {features.shape} and "
-                               f"{labels.shape}")
+    if features.ndim != 2 or len(features) != len(labels) or features.shape[1] < 2:
+        raise FamiliarityError(f"need features of shape (n, d) with d of at least 2, and n labels; got "
+                               f"{features.shape} and {labels.shape}")
     missing = [k for k in range(classes) if not (labels == k).sum() >= 2]
     if missing:
         raise FamiliarityError(f"classes {missing} have fewer than two training images; a class mean and its "
@@ -109,12 +136,13 @@ def fit_gaussian(features: np.ndarray, labels: np.ndarray, classes: int) -> tupl
     means = np.stack([features[labels == k].mean(axis=0) for k in range(classes)])
     centred = features - means[labels]
     estimate = LedoitWolf(assume_centered=True).fit(centred)
-    values, vectors = np.linalg.eigh(estimate.covariance_)
+    values, vectors = np.linalg.eigh(estimate.covariance_)  # ascending
     if not values.min() > 0:
         raise FamiliarityError("the shrunk covariance of the training features is singular; the features are "
                                "degenerate (a network whose pooled features are all equal?)")
-    whitening = (vectors / np.sqrt(values)) @ vectors.T
-    return means.astype(np.float32), whitening.astype(np.float32), float(estimate.shrinkage_)
+    kept = min(rank, features.shape[1] - 1)
+    return (means.astype(np.float32), vectors[:, ::-1][:, :kept].copy(), values[::-1][:kept].copy(),
+            float(values[:-kept].mean()), float(estimate.shrinkage_))
 
 
 def threshold_from_validation(scores: np.ndarray, share: float = FLAG_SHARE) -> float:
@@ -162,7 +190,7 @@ def summary(scores: np.ndarray) -> dict:
 @dataclass
 class Fitted:
     record: dict                      # the checkpoint's ``familiarity`` metadata entry
-    tensors: dict[str, torch.Tensor]  # means and whitening, to store under ``familiarity.``
+    tensors: dict[str, torch.Tensor]  # means, directions, variances, residual: under ``familiarity.``
     model: Familiarity
 
 
@@ -170,22 +198,26 @@ def fit(train_features: np.ndarray, train_labels: np.ndarray, classes: int,
         validation_features: np.ndarray | None, fitted_on: dict) -> Fitted:
     """Fit on a model's training features; the threshold comes from its validation features when there are
     any (else it must be borrowed: :func:`borrow_threshold`)."""
-    means, whitening, shrinkage = fit_gaussian(train_features, train_labels, classes)
-    # Stored in float16 (8 MB instead of 16 for 2,048 features); the scores below, and so the threshold, are those
-    # of the stored matrix.
-    stored = torch.from_numpy(whitening).half()
-    model = Familiarity(torch.from_numpy(means), stored.float(), None)
+    means, directions, variances, residual, shrinkage = fit_gaussian(train_features, train_labels, classes)
+    # The directions are stored in float16 (1 MB for 256 of 2,048 features); the scores below, and so the
+    # threshold, are those of the stored tensors.
+    stored = {"means": torch.from_numpy(means), "directions": torch.from_numpy(directions).half(),
+              "variances": torch.from_numpy(variances).float(), "residual": torch.tensor([residual])}
+    model = Familiarity.of(stored["means"], stored["directions"], stored["variances"], residual, None)
     train_scores = model.scores(train_features)
     record = {"method": METHOD, "features": "layer4, average-pooled", "dimensions": int(means.shape[1]),
-              "shrinkage": round(shrinkage, 6), "fitted_on": fitted_on, "training_scores": summary(train_scores),
-              "flag_share": FLAG_SHARE, "threshold": None}
+              "rank": int(directions.shape[1]), "shrinkage": round(shrinkage, 6),
+              "variance_kept": round(float(variances.sum() / (variances.sum() + residual * (means.shape[1] -
+                                                                                            len(variances)))), 4),
+              "fitted_on": fitted_on, "training_scores": summary(train_scores), "flag_share": FLAG_SHARE,
+              "threshold": None}
     if validation_features is not None and len(validation_features):
         validation_scores = model.scores(validation_features)
         threshold = threshold_from_validation(validation_scores)
         record.update(threshold=round(threshold, 4), validation_scores=summary(validation_scores),
                       threshold_from="validation")
-        model = Familiarity(model.means, model.whitening, record["threshold"])
-    return Fitted(record, {"means": model.means, "whitening": stored}, model)
+        model = replace(model, threshold=record["threshold"])
+    return Fitted(record, stored, model)
 
 
 def borrow_threshold(fitted: Fitted, source: dict, source_name: str) -> Fitted:
@@ -210,7 +242,7 @@ def borrow_threshold(fitted: Fitted, source: dict, source_name: str) -> Fitted:
                            "why": "this model was refitted on every image and has no held-out images of its own; "
                                   "the threshold of a run of the same recipe is scaled by the ratio of the two "
                                   "models' median distances of their own training images"}}
-    return Fitted(record, fitted.tensors, Familiarity(fitted.model.means, fitted.model.whitening, threshold))
+    return Fitted(record, fitted.tensors, replace(fitted.model, threshold=threshold))
 
 
 def features_of(classifier, paths: Sequence[Path], batch_size: int = 32,

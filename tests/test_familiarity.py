@@ -3,6 +3,7 @@
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -17,6 +18,8 @@ from core.familiarity import (Familiarity, FamiliarityError, borrow_threshold, f
                               threshold_from_validation)
 from core.trainer import train
 
+PARTS = {"means", "directions", "variances", "residual"}  # the familiarity tensors a checkpoint stores
+
 
 def blobs(n_per_class: int, dims: int, seed: int = 0):
     rng = np.random.default_rng(seed)
@@ -25,20 +28,48 @@ def blobs(n_per_class: int, dims: int, seed: int = 0):
     return centres[labels] + rng.normal(0, 1, size=(len(labels), dims)), labels
 
 
+def textbook_distances(probes, means, covariance):
+    """The Mahalanobis distance to the nearest class computed the textbook way: inverse covariance, every class,
+    the smallest."""
+    precision = np.linalg.inv(covariance)
+    return [min(np.sqrt((x - m) @ precision @ (x - m)) for m in means) for x in probes]
+
+
 def test_the_score_is_the_mahalanobis_distance_to_the_nearest_class_under_the_shrunk_covariance():
     from sklearn.covariance import LedoitWolf
 
     features, labels = blobs(40, 6)
-    means, whitening, shrinkage = fit_gaussian(features, labels, 3)
-    # The same distance computed the textbook way: inverse covariance, every class, the smallest.
+    means, directions, variances, residual, shrinkage = fit_gaussian(features, labels, 3)
+    # With fewer features than the rank kept, the one direction left keeps its own variance: the covariance is
+    # the Ledoit-Wolf one exactly.
+    assert directions.shape == (6, 5)
     centred = features - np.stack([features[labels == k].mean(0) for k in range(3)])[labels]
     estimate = LedoitWolf(assume_centered=True).fit(centred)
-    precision = np.linalg.inv(estimate.covariance_)
     probes = np.random.default_rng(1).normal(0, 6, size=(7, 6))
-    expected = [min(np.sqrt((x - m) @ precision @ (x - m)) for m in means) for x in probes]
-    model = Familiarity(torch.from_numpy(means), torch.from_numpy(whitening), None)
-    assert model.scores(probes) == pytest.approx(expected, rel=1e-4)
+    model = Familiarity.of(means, directions, variances, residual, None)
+    assert model.scores(probes) == pytest.approx(textbook_distances(probes, means, estimate.covariance_), rel=1e-4)
     assert shrinkage == pytest.approx(estimate.shrinkage_)
+
+
+def test_the_compact_covariance_keeps_the_leading_directions_and_gives_the_rest_their_mean_variance():
+    from sklearn.covariance import LedoitWolf
+
+    features, labels = blobs(50, 8, seed=3)
+    features *= np.linspace(4, 0.5, 8)  # unequal spreads, so that the directions have distinct variances
+    means, directions, variances, residual, _ = fit_gaussian(features, labels, 3, rank=3)
+    centred = features - np.stack([features[labels == k].mean(0) for k in range(3)])[labels]
+    values, vectors = np.linalg.eigh(LedoitWolf(assume_centered=True).fit(centred).covariance_)
+    assert variances == pytest.approx(values[::-1][:3]) and residual == pytest.approx(values[:5].mean())
+    assert np.abs(directions.T @ vectors[:, ::-1][:, :3]) == pytest.approx(np.eye(3), abs=1e-8)
+    compact = directions @ np.diag(variances) @ directions.T + residual * (np.eye(8) - directions @ directions.T)
+    probes = np.random.default_rng(2).normal(0, 5, size=(9, 8))
+    expected = textbook_distances(probes, means, compact)
+    # Stored in float16, the directions are made orthonormal again on loading: still close to the fitted model.
+    stored = Familiarity.of(means, torch.from_numpy(directions).half(), variances, residual, None)
+    assert stored.directions.T @ stored.directions == pytest.approx(torch.eye(3, dtype=torch.float64), abs=1e-12)
+    assert stored.scores(probes) == pytest.approx(expected, rel=1e-2)
+    assert Familiarity.of(means, directions, variances, residual, None).scores(probes) == pytest.approx(expected,
+                                                                                                      rel=1e-6)
 
 
 def test_a_point_far_from_every_class_scores_higher_than_the_training_points():
@@ -59,9 +90,9 @@ def test_the_threshold_flags_the_stated_share_of_the_validation_scans():
 
 
 def test_a_score_that_is_not_a_number_is_unfamiliar_and_no_threshold_flags_nothing():
-    model = Familiarity(torch.zeros(2, 3), torch.eye(3), 1.5)
+    model = Familiarity.of(torch.zeros(2, 3), torch.eye(3)[:, :2], torch.ones(2), 1.0, 1.5)
     assert model.unfamiliar(np.array([1.0, 2.0, np.nan])).tolist() == [False, True, True]
-    assert not Familiarity(torch.zeros(2, 3), torch.eye(3), None).unfamiliar(np.array([99.0])).any()
+    assert not replace(model, threshold=None).unfamiliar(np.array([99.0])).any()
 
 
 def test_a_refit_borrows_the_threshold_scaled_by_the_two_models_training_distances():
@@ -111,7 +142,7 @@ def test_the_checkpoint_carries_the_model_and_every_explanation_scores_its_scans
     assert classifier.probabilities(logits).numpy() == pytest.approx(explanation.probabilities, abs=1e-5)
     # Rewriting other metadata keeps the familiarity tensors.
     update_metadata(path, {"notes": "kept"})
-    assert set(load_checkpoint(path).familiarity) == {"means", "whitening"}
+    assert set(load_checkpoint(path).familiarity) == PARTS
 
 
 def test_damaged_familiarity_tensors_or_threshold_are_refused_in_words(familiar_checkpoint, tmp_path):
@@ -119,10 +150,16 @@ def test_damaged_familiarity_tensors_or_threshold_are_refused_in_words(familiar_
 
     path, _ = familiar_checkpoint
     stored = load_checkpoint(path)
-    stored.familiarity["whitening"] = torch.full((3, 3), float("nan"))
-    _write(path, {**stored.state_dict, **stored.extra_tensors()}, stored.metadata)
-    with pytest.raises(CheckpointError, match="familiarity tensors do not fit together"):
-        load_classifier(path)
+    original = dict(stored.familiarity)
+    for damage, message in [({"directions": original["directions"][:5]}, "do not fit together"),
+                            ({"residual": torch.tensor([1.0, 2.0])}, "do not fit together"),
+                            ({"variances": torch.full_like(original["variances"], float("nan"))}, "not numbers"),
+                            ({"residual": torch.tensor([-1.0])}, "not positive"),
+                            ({"whitening": torch.eye(3)}, "older full-matrix form; fit it again")]:
+        stored.familiarity = {**original, **damage}
+        _write(path, {**stored.state_dict, **stored.extra_tensors()}, stored.metadata)
+        with pytest.raises(CheckpointError, match=message):
+            load_classifier(path)
     write_unchecked(path, {"familiarity": {"threshold": -1}})
     with pytest.raises(CheckpointError, match="familiarity.threshold"):
         load_classifier(path)
@@ -143,7 +180,7 @@ def test_training_with_a_validation_split_fits_it_and_a_refit_borrows_the_thresh
     assert record["threshold_from"] == "validation"
     assert record["training_scores"]["images"] == sum(meta["data"]["counts"]["train"].values())
     assert record["validation_scores"]["images"] == len(meta["data"]["val_files"])
-    assert set(load_checkpoint(validated).familiarity) == {"means", "whitening"}
+    assert set(load_checkpoint(validated).familiarity) == PARTS
 
     refit = train(validated_recipe(kaggle_layout, tmp_path / "refit", val_fraction=0.0))
     assert "familiarity" not in read_metadata(refit)
