@@ -8,8 +8,10 @@ One pass over the images decodes each file once and from it takes the file and p
 perceptual hash and the network input. The hashes feed the leakage audit against the fingerprints the
 checkpoint keeps of its training and validation images; every headline metric is then computed twice,
 on all images and on those with no exact or near duplicate in that training data. Datasets with tumour
-boxes (YOLO ``.txt`` beside each image) also get localisation scores: the Grad-CAM heatmap of the true
-class, from the same forward pass as the prediction, against the box.
+boxes (YOLO ``.txt`` beside each image) or tumour masks (:mod:`core.masks`: a ``-masks`` folder beside the
+dataset, or ``masks=``) also get localisation scores: the heatmap of the true class, from the same forward pass
+as the prediction, against the box and against the mask, with a baseline that ignores the scan. ``files=``
+restricts a run to the images a list names (a held-out split).
 """
 
 from __future__ import annotations
@@ -37,15 +39,18 @@ from core.explain import CAM_METHODS, DEFAULT_LAYER, DEFAULT_METHOD, check_choic
 from core.familiarity import flagged_figures
 from core.inference import Classifier, classifier_from_checkpoint
 from core.localisation import POINTING_TOLERANCE_PX, has_box, localisation_scores, localisation_summary
+from core.masks import (DILATION_PX, SCORES, MaskError, find_mask_root, mask_path, mask_summary, read_mask,
+                        score_against_mask)
 from core.metrics import BootstrapSettings, MetricWarning, bootstrap_intervals, curves, point_metrics
 from core.runtime import default_workers
-from core.runs import RUN_FORMAT, RUN_FORMAT_VERSION, RunError, RunWriter
+from core.runs import LOCALISATION_FILE, MASKS_FILE, RUN_FORMAT, RUN_FORMAT_VERSION, RunError, RunWriter
 from core.sources import read_bytes, read_image
 from core.sources.files import printable
 from core.sources.images import MAX_FILE_BYTES
 from core.weights import sha256_of_file
 
 log = logging.getLogger(__name__)
+MASK_COLUMNS = ["path", "label", "pred", "dilated_share", *SCORES, *(f"blob_{s}" for s in SCORES)]
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,10 @@ class EvaluationSettings:
     bootstrap_resamples: int = 1000
     confidence: float = 0.95
     seed: int = 0
-    localisation: str = "auto"     # auto (when boxes exist) | on | off
+    localisation: str = "auto"     # auto (when boxes or masks exist) | on | off
+    masks: str | None = None       # the folder of tumour masks; None: the one beside the dataset, if any
+    files: str | None = None       # a text file of relative paths (one a line): evaluate only these images
+    mask_dilation_px: float = DILATION_PX  # at 224 px: how far the tumour is grown for the tolerant scores
     cam_method: str = DEFAULT_METHOD
     cam_layer: str = DEFAULT_LAYER
     overwrite: bool = False
@@ -74,8 +82,8 @@ class EvaluationSettings:
 
 
 class _EvaluationImages(Dataset):
-    def __init__(self, paths: list[Path], size: int, boxes: bool):
-        self.paths, self.size, self.boxes = paths, size, boxes
+    def __init__(self, paths: list[Path], size: int, boxes: bool, masks: list[Path | None] | None = None):
+        self.paths, self.size, self.boxes, self.masks = paths, size, boxes, masks
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -94,6 +102,11 @@ class _EvaluationImages(Dataset):
                 item["boxes"] = read_yolo_boxes(path)
             except ValueError as error:
                 item["box_error"] = str(error)
+        if self.masks is not None and self.masks[index] is not None:  # likewise a damaged mask
+            try:
+                item["mask"] = read_mask(self.masks[index], image.width, image.height)
+            except (OSError, ValueError) as error:
+                item["mask_error"] = str(error)
         return item
 
 
@@ -160,6 +173,8 @@ def check_settings(settings: EvaluationSettings) -> None:
         problems.append("--confidence must be between 0 and 1")
     if settings.localisation not in ("auto", "on", "off"):
         problems.append("--localisation must be auto, on or off")
+    if not 0 <= settings.mask_dilation_px <= 50:
+        problems.append("--mask-dilation-px must be between 0 and 50 (pixels at 224)")
     if settings.near_duplicate_bits is not None and not 0 <= settings.near_duplicate_bits <= 256:
         problems.append("--near-duplicate-bits must be between 0 and 256")
     try:
@@ -199,11 +214,11 @@ def _evaluate(settings: EvaluationSettings, root: Path, checkpoint, writer: RunW
     steps.lap("images: decode, fingerprint, network")
     audit = leakage_audit(checkpoint, predicted.fingerprints, settings.near_duplicate_bits)
     steps.lap("leakage audit")
-    metrics, curve_sets, localisation = all_metrics(predicted, audit, settings, images.localise)
+    metrics, curve_sets, tables = all_metrics(predicted, audit, settings, images)
     steps.lap("metrics, curves and bootstrap intervals")
     info = run_info(settings, root, images, checkpoint, classifier, predicted, audit)
     info["timing"]["steps"] = steps.laps
-    return writer.write(info, predictions_table(predicted, audit), metrics, curve_sets, localisation)
+    return writer.write(info, predictions_table(predicted, audit), metrics, curve_sets, tables)
 
 
 class _Stopwatch:
@@ -227,6 +242,8 @@ class Images:
     relpaths: list[str]           # relative to the dataset root, as a run records them
     has_boxes: bool
     localise: bool
+    mask_root: Path | None = None  # where the tumour masks are (None: no masks)
+    masks: list[Path | None] | None = None  # each image's mask file
 
 
 def find_images(root: Path, settings: EvaluationSettings) -> Images:
@@ -238,12 +255,52 @@ def find_images(root: Path, settings: EvaluationSettings) -> Images:
     for item in tree.refused:
         log.warning("skipping image %s: %s", item["path"], item["reason"])
     prefix = tree_root.relative_to(root).as_posix() if tree_root != root else ""
+    if settings.files is not None:
+        tree = only_listed(tree, root, prefix, settings.files)
     relpaths = [f"{prefix}/{s.relpath}" if prefix else s.relpath for s in tree.samples]
-    has_boxes = any(has_box(s.path) for s in tree.samples[:200] if s.class_name != "notumor")
-    if settings.localisation == "on" and not has_boxes:
-        raise RunError(f"--localisation on, but {tree_root} has no YOLO .txt box files beside its tumour images")
-    localise = settings.localisation == "on" or (settings.localisation == "auto" and has_boxes)
-    return Images(tree_root, tree, relpaths, has_boxes, localise)
+    tumours = [s for s in tree.samples if s.class_name != "notumor"]
+    has_boxes = any(has_box(s.path) for s in tumours[:200])
+    mask_root, masks = None, None
+    if settings.localisation != "off":
+        try:
+            mask_root = find_mask_root(root, settings.masks)
+        except MaskError as error:
+            raise RunError(f"--masks: {error}") from None
+    if mask_root is not None:
+        masks = [None if s.class_name == "notumor" else mask_path(mask_root, s.relpath) for s in tree.samples]
+        if not any(masks):
+            if settings.masks is not None:
+                raise RunError(f"--masks {printable(settings.masks)} holds no mask named like a tumour image of "
+                               f"{printable(tree_root)} (same stem, .png, in its class folder or at the top)")
+            mask_root, masks = None, None
+    if settings.localisation == "on" and not has_boxes and masks is None:
+        raise RunError(f"--localisation on, but {tree_root} has neither YOLO .txt box files beside its tumour images "
+                       "nor a folder of masks beside it (or --masks)")
+    localise = settings.localisation == "on" or (settings.localisation == "auto" and (has_boxes or masks is not None))
+    return Images(tree_root, tree, relpaths, has_boxes, localise, mask_root, masks)
+
+
+def only_listed(tree: ClassFolderTree, root: Path, prefix: str, listing: str) -> ClassFolderTree:
+    """The tree with only the images a list file names (relative to the dataset root or to the evaluated tree;
+    one a line, ``#`` starts a comment). A name that is not in the tree is an error: a split that no longer fits
+    its dataset must not be evaluated silently in part."""
+    from dataclasses import replace
+
+    try:
+        text = read_bytes(listing, 16 << 20, "list of files").decode("utf-8")
+    except (OSError, ValueError) as error:
+        raise RunError(f"--files: {error}") from None
+    wanted = {line.split("#", 1)[0].strip() for line in text.splitlines()} - {""}
+    if prefix:
+        wanted = {name[len(prefix) + 1:] if name.startswith(prefix + "/") else name for name in wanted}
+    known = {s.relpath for s in tree.samples}
+    missing = sorted(wanted - known)
+    if missing:
+        raise RunError(f"--files names {len(missing)} image(s) that are not in {printable(root)}, e.g. "
+                       f"{printable(missing[0])}")
+    if not wanted:
+        raise RunError(f"--files {printable(listing)} names no image")
+    return replace(tree, samples=[s for s in tree.samples if s.relpath in wanted])
 
 
 @dataclass
@@ -256,6 +313,8 @@ class Predicted:
     skipped: list[dict]               # {"path", "reason"}: refused names and unreadable files
     localisation_rows: list[dict]
     box_errors: list[dict]
+    mask_rows: list[dict]
+    mask_errors: list[dict]
     seconds: float
     images: int                       # how many the pass went over
     familiarity: np.ndarray | None    # familiarity scores (None: the model has no familiarity model)
@@ -270,7 +329,8 @@ def predict_all(classifier: Classifier, images: Images, settings: EvaluationSett
     """One pass over the images: each file decoded once for its fingerprint and its network input; with
     localisation, Grad-CAM of the true class from the same forward pass, scored against the boxes."""
     samples, relpaths = images.tree.samples, images.relpaths
-    loader = DataLoader(_EvaluationImages([s.path for s in samples], classifier.image_size, images.localise),
+    loader = DataLoader(_EvaluationImages([s.path for s in samples], classifier.image_size, images.localise,
+                                          images.masks if images.localise else None),
                         batch_size=settings.batch_size, shuffle=False, collate_fn=list,
                         num_workers=settings.num_workers if settings.num_workers is not None else default_workers(4))
     n = len(samples)
@@ -280,6 +340,8 @@ def predict_all(classifier: Classifier, images: Images, settings: EvaluationSett
     errors: dict[int, str] = {}
     local_rows: list[dict] = []
     box_errors: list[dict] = []
+    mask_rows: list[dict] = []
+    mask_errors: list[dict] = []
     started = time.time()
     with tqdm(total=n, desc=f"evaluating {images.tree_root.name}", unit="img", disable=not settings.progress,
               dynamic_ncols=True) as bar:
@@ -293,8 +355,8 @@ def predict_all(classifier: Classifier, images: Images, settings: EvaluationSett
                 index = [item["index"] for item in good]
                 batch = classifier.normalise(torch.stack([item["tensor"] for item in good]))
                 if images.localise:
-                    probs[index], scores = _explain_and_score(classifier, batch, good, images, settings, local_rows,
-                                                              box_errors)
+                    probs[index], scores = _explain_and_score(classifier, batch, good, images, settings,
+                                                              (local_rows, box_errors, mask_rows, mask_errors))
                 else:
                     features, logits = classifier.features_and_logits(batch)
                     probs[index], scores = classifier.probabilities(logits).numpy(), \
@@ -310,29 +372,38 @@ def predict_all(classifier: Classifier, images: Images, settings: EvaluationSett
     skipped = images.tree.refused + [{"path": relpaths[i], "reason": r} for i, r in sorted(errors.items())]
     model = classifier.familiarity
     return Predicted([samples[i] for i in keep], [relpaths[i] for i in keep], [fingerprints[i] for i in keep],
-                     probs[keep], skipped, local_rows, box_errors, time.time() - started, n,
+                     probs[keep], skipped, local_rows, box_errors, mask_rows, mask_errors, time.time() - started, n,
                      None if model is None else familiarity[keep], None if model is None else model.threshold)
 
 
 def _explain_and_score(classifier, batch, good: list[dict], images: Images, settings: EvaluationSettings,
-                       local_rows: list[dict], box_errors: list[dict]) -> tuple[np.ndarray, np.ndarray | None]:
-    """Probabilities and familiarity scores of a batch, and the localisation score of each of its tumour images
-    with boxes."""
+                       out: tuple[list, list, list, list]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Probabilities and familiarity scores of a batch, and the localisation scores of each of its tumour images
+    with a box or a mask. ``out``: the box rows, box errors, mask rows and mask errors to append to."""
+    local_rows, box_errors, mask_rows, mask_errors = out
     samples, relpaths = images.tree.samples, images.relpaths
     targets = [samples[item["index"]].label for item in good]
     explanation = explain_batch(classifier, batch, settings.cam_method, settings.cam_layer, targets=targets)
     for row, item in enumerate(good):
-        path = relpaths[item["index"]]
-        if "box_error" in item:
-            box_errors.append({"path": path, "reason": item["box_error"]})
-            log.warning("no localisation score for %s: %s", path, item["box_error"])
-        boxes = item.get("boxes")
-        if samples[item["index"]].class_name == "notumor" or not boxes:
+        path, sample = relpaths[item["index"]], samples[item["index"]]
+        if sample.class_name == "notumor":
             continue
-        scores = localisation_scores(explanation.heatmaps[row], boxes, item["width"], item["height"])
-        local_rows.append({"path": path, "label": samples[item["index"]].class_name,
-                           "pred": CLASSES[int(explanation.probabilities[row].argmax())], "boxes": len(boxes),
-                           **scores})
+        heatmap, pred = explanation.heatmaps[row], CLASSES[int(explanation.probabilities[row].argmax())]
+        for kind, errors in (("box", box_errors), ("mask", mask_errors)):
+            if f"{kind}_error" in item:
+                errors.append({"path": path, "reason": item[f"{kind}_error"]})
+                log.warning("no %s localisation score for %s: %s", kind, path, item[f"{kind}_error"])
+        boxes = item.get("boxes")
+        if boxes:
+            local_rows.append({"path": path, "label": sample.class_name, "pred": pred, "boxes": len(boxes),
+                               **localisation_scores(heatmap, boxes, item["width"], item["height"])})
+        if "mask" in item:
+            try:
+                mask_rows.append({"path": path, "label": sample.class_name, "pred": pred,
+                                  **score_against_mask(heatmap, item["mask"], settings.mask_dilation_px)})
+            except MaskError as error:
+                mask_errors.append({"path": path, "reason": str(error)})
+                log.warning("no mask localisation score for %s: %s", path, error)
     return explanation.probabilities, explanation.familiarity
 
 
@@ -363,10 +434,10 @@ def predictions_table(predicted: Predicted, audit: Audit) -> pd.DataFrame:
     })
 
 
-def all_metrics(predicted: Predicted, audit: Audit, settings: EvaluationSettings, localise: bool
-                ) -> tuple[dict, dict, pd.DataFrame | None]:
-    """(metrics.json, curves.json, localisation table): every figure on all images and on the duplicate-free
-    ones, with the warnings the metrics gave."""
+def all_metrics(predicted: Predicted, audit: Audit, settings: EvaluationSettings, images: Images
+                ) -> tuple[dict, dict, dict[str, pd.DataFrame]]:
+    """(metrics.json, curves.json, {file name: per-image table}): every figure on all images and on the
+    duplicate-free ones, with the warnings the metrics gave, and the localisation tables."""
     labels, probs = predicted.labels, predicted.probs
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", MetricWarning)
@@ -383,20 +454,28 @@ def all_metrics(predicted: Predicted, audit: Audit, settings: EvaluationSettings
         "all": everything,
         "duplicate_free": free,
         "localisation": None,
+        "masks": None,
         "familiarity": None if predicted.familiarity is None else flagged_figures(
             predicted.familiarity, predicted.threshold, audit.duplicate if audit.available else None,
             settings.confidence),
         "warnings": sorted({str(w.message) for w in caught if issubclass(w.category, MetricWarning)}),
     }
-    local_table = None
-    if localise:
+    tables = {}
+    explained = {"method": settings.cam_method, "layer": settings.cam_layer, "target": "true class"}
+    if images.localise and images.has_boxes:
         local_table = pd.DataFrame(predicted.localisation_rows,
                                    columns=["path", "label", "pred", "boxes", "pointing_strict", "pointing_tolerant",
                                             "energy_in_box", "box_share"])
-        metrics["localisation"] = {**localisation_summary(local_table), "method": settings.cam_method,
-                                   "layer": settings.cam_layer, "target": "true class",
+        metrics["localisation"] = {**localisation_summary(local_table), **explained,
                                    "tolerance_px_at_224": POINTING_TOLERANCE_PX}
-    return metrics, {"all": everything_curves, "duplicate_free": free_curves}, local_table
+        tables[LOCALISATION_FILE] = local_table
+    if images.localise and images.masks is not None:
+        mask_table = pd.DataFrame(predicted.mask_rows, columns=MASK_COLUMNS)
+        metrics["masks"] = {**mask_summary(mask_table, settings.bootstrap_resamples, settings.confidence,
+                                           settings.seed), **explained,
+                            "folder": dataset_name(images.mask_root), "errors": predicted.mask_errors}
+        tables[MASKS_FILE] = mask_table
+    return metrics, {"all": everything_curves, "duplicate_free": free_curves}, tables
 
 
 def run_info(settings: EvaluationSettings, root: Path, images: Images, checkpoint, classifier: Classifier,
@@ -418,7 +497,9 @@ def run_info(settings: EvaluationSettings, root: Path, images: Images, checkpoin
                                                                                      predicted.fingerprints)),
                     "images": len(samples), "counts": {name: int((labels == k).sum()) for k, name in enumerate(CLASSES)},
                     "skipped": predicted.skipped, "unknown_folders": images.tree.unknown_folders,
-                    "has_boxes": bool(images.has_boxes), "box_errors": predicted.box_errors},
+                    "has_boxes": bool(images.has_boxes), "box_errors": predicted.box_errors,
+                    "masks": dataset_name(images.mask_root) if images.masks is not None else None,
+                    "files": portable_path(settings.files) if settings.files is not None else None},
         "audit": {"near_duplicate_bits": audit.bits, "reference": "the checkpoint's training and validation images",
                   "available": audit.available,
                   "exact_duplicates": int((audit.kind == "exact").sum()),

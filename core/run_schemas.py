@@ -69,6 +69,11 @@ _BLOCK = {
 }
 _LOCAL = {"type": "object", "required": ["images"], "properties": {
     "images": _COUNT, **{k: _SHARE for k in ("pointing_strict", "pointing_tolerant", "energy_in_box", "box_share")}}}
+_MASK_FIGURE = {"type": "object", "required": ["mean"], "properties": {
+    "mean": _SHARE, "interval": {"type": "array", "maxItems": 2, "items": _SHARE}}}
+_MASK_BLOCK = {"type": "object", "required": ["images"], "properties": {
+    "images": _COUNT, "patients": {"type": ["integer", "null"], "minimum": 0}},
+    "additionalProperties": {"anyOf": [_MASK_FIGURE, {"type": ["integer", "null"]}]}}
 _FLAGGED = {"type": "object", "required": ["images", "flagged"], "properties": {
     "images": _COUNT, "flagged": _COUNT, "share": {"anyOf": [{"type": "null"}, _SHARE]}}}
 METRICS_SCHEMA = {
@@ -85,6 +90,11 @@ METRICS_SCHEMA = {
                 "overall": _LOCAL, "per_class": {"type": "object", "propertyNames": _CLASS_NAME,
                                                  "additionalProperties": _LOCAL},
                 "method": _TEXT, "layer": _TEXT, "tolerance_px_at_224": _NUMBER}}]},
+        "masks": {"anyOf": [{"type": "null"}, {
+            "type": "object", "required": ["overall", "per_class", "method", "layer"], "properties": {
+                "overall": _MASK_BLOCK, "per_class": {"type": "object", "propertyNames": _CLASS_NAME,
+                                                      "additionalProperties": _MASK_BLOCK},
+                "method": _TEXT, "layer": _TEXT, "dilation_px": _NUMBER, "heatmap_level": _NUMBER}}]},
         "warnings": {"type": "array", "items": _TEXT},
     },
 }

@@ -2,7 +2,7 @@
 
 A run is a folder written by :func:`core.evaluation.evaluate` and documented in ``docs/evaluation-runs.md``:
 ``run.json`` (what was evaluated, with what), ``predictions.csv`` (one row per image), ``metrics.json``,
-``curves.json`` and, for datasets with tumour boxes, ``localisation.csv``. This module is all a reader of runs
+``curves.json`` and, for datasets with tumour boxes, ``localisation.csv``, with tumour masks, ``masks.csv``. This module is all a reader of runs
 (the dashboard) needs.
 
 Writing (:class:`RunWriter`) never loses data: the run is assembled in a hidden staging folder beside its
@@ -42,6 +42,8 @@ PREDICTIONS_FILE = "predictions.csv"
 METRICS_FILE = "metrics.json"
 CURVES_FILE = "curves.json"
 LOCALISATION_FILE = "localisation.csv"
+MASKS_FILE = "masks.csv"
+TABLE_FILES = (LOCALISATION_FILE, MASKS_FILE)  # per-image localisation tables a run may hold
 
 # Sizes far above any honest run (the bundled figshare run, 4,564 images: 0.9 MB of predictions), that keep a
 # crafted run from taking the dashboard's memory and time.
@@ -78,7 +80,7 @@ class RunWriter:
 
         with RunWriter(out, overwrite, protected={"dataset": data_root, "checkpoint": checkpoint_file}) as writer:
             ...                       # the long part: evaluate
-            writer.write(info, predictions, metrics, curves, localisation)
+            writer.write(info, predictions, metrics, curves, {LOCALISATION_FILE: table, ...})
 
     ``protected`` names paths the run folder must neither be, contain nor lie inside.
     """
@@ -124,15 +126,17 @@ class RunWriter:
             shutil.rmtree(self.staging, ignore_errors=True)
 
     def write(self, info: dict, predictions: pd.DataFrame, metrics: dict, curve_sets: dict,
-              localisation: pd.DataFrame | None) -> Path:
+              tables: dict[str, pd.DataFrame] | None = None) -> Path:
         """Write every file into the staging folder, then move it into place (the old run, if replaced, is put
         back should the move fail)."""
         staging = self.staging
         predictions.to_csv(staging / PREDICTIONS_FILE, index=False)
         _write_json(staging / METRICS_FILE, metrics)
         _write_json(staging / CURVES_FILE, curve_sets)
-        if localisation is not None:
-            localisation.to_csv(staging / LOCALISATION_FILE, index=False)
+        for name, table in (tables or {}).items():
+            if name not in TABLE_FILES:
+                raise ValueError(f"{name} is not a table a run holds")
+            table.to_csv(staging / name, index=False)
         _write_json(staging / RUN_FILE, info)  # last: a folder without run.json is not a run
         for item in staging.iterdir():
             with open(item, "rb") as handle:
@@ -200,6 +204,13 @@ class EvaluationRun:
         """The per-image localisation scores (``localisation.csv``), read when asked for; None when the run has
         none. The summary the dashboard shows is in ``metrics["localisation"]``."""
         file = self.path / LOCALISATION_FILE
+        return _read_table(file) if file.exists() else None
+
+    @functools.cached_property
+    def masks(self) -> pd.DataFrame | None:
+        """The per-image scores against tumour masks (``masks.csv``; summary in ``metrics["masks"]``), read when
+        asked for; None when the run has none."""
+        file = self.path / MASKS_FILE
         return _read_table(file) if file.exists() else None
 
     @property

@@ -36,7 +36,12 @@ HELP = {
     "bootstrap_resamples": "bootstrap resamples for the confidence intervals",
     "confidence": "confidence level of the intervals",
     "seed": "seed of the bootstrap",
-    "localisation": "score Grad-CAM heatmaps against tumour boxes: auto (when box files exist), on or off",
+    "localisation": "score heatmaps against tumour boxes and masks: auto (when box files or masks exist), on or off",
+    "masks": "folder of tumour masks (same stem as each image, .png; default: a folder named like the dataset with "
+             "-masks beside it, as figshare-cheng-masks beside figshare-cheng-br35h)",
+    "files": "text file of image paths relative to the dataset root, one a line: evaluate only these (a held-out "
+             "split, as assets/splits/figshare-localisation/test.txt)",
+    "mask_dilation_px": "pixels (at 224) by which a mask is grown for the tolerant scores",
     "cam_method": f"CAM method for localisation: {', '.join(m for m, s in CAM_METHODS.items() if not s.slow)}",
     "cam_layer": f"layer the CAM explains: {', '.join(LAYERS)}",
     "overwrite": "replace an existing run at --out",
@@ -76,6 +81,12 @@ def _interval(metrics: dict, key: str, spec: str = ".4f") -> str:
     return f"[{_f(low, spec)}, {_f(high, spec)}]"
 
 
+def _mask_figure(block: dict, key: str) -> str:
+    figure = block[key]
+    low, high = figure.get("interval") or (None, None)
+    return f"{_f(figure['mean'], '.2f')} [{_f(low, '.2f')}, {_f(high, '.2f')}]"
+
+
 def summary(run) -> str:
     """A few lines for the terminal: headline figures with their intervals, on all and duplicate-free images."""
     lines = [f"wrote {run.path}: {run.name}"]
@@ -104,6 +115,13 @@ def summary(run) -> str:
         parts = [f"{name} {_f(v['pointing_tolerant'], '.2f')}" for name, v in local["per_class"].items()]
         lines.append(f"  pointing game (tolerant, {local['method']} {local['layer']}): {', '.join(parts)}; "
                      f"overall {_f(local['overall']['pointing_tolerant'], '.2f')}")
+    masks = run.metrics.get("masks")
+    if masks:
+        for name, block in masks["per_class"].items():
+            lines.append(f"  against the masks, {name} ({block['images']}): peak in the tumour grown by "
+                         f"{masks['dilation_px']:g} px {_mask_figure(block, 'peak_in_dilated')} (centre blob "
+                         f"{_mask_figure(block, 'blob_peak_in_dilated')}), energy inside "
+                         f"{_mask_figure(block, 'energy_in_dilated')} (blob {_mask_figure(block, 'blob_energy_in_dilated')})")
     for warning in run.metrics.get("warnings", []):
         lines.append(f"  warning: {warning}")
     return "\n".join(lines)

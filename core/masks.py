@@ -1,0 +1,219 @@
+"""Tumour masks: where a dataset's masks are, reading one safely, and scoring a heatmap against it.
+
+A mask is a one-bit (or grey) image of the tumour outline filled in, white for tumour, with the same stem as its
+scan. Masks are found in a folder beside the dataset whose name is a leading part of the dataset's name followed by
+``-masks`` (``figshare-cheng-masks`` beside ``figshare-cheng-br35h``, ``lgg-tcga-glioma-masks`` beside
+``lgg-tcga-glioma``), in the same class folder as the scan or at the mask folder's top level, or in a folder given
+by hand (``--masks``).
+
+A heatmap on the network's input grid is scored against the mask placed on that grid the way the scan was
+(padded to a square, resized), inside the scan's own area (padding is left out):
+
+* ``peak_in_mask``: the heatmap's maximum lies in the tumour;
+* ``peak_in_dilated``: it lies in the tumour grown by :data:`DILATION_PX` pixels at 224 (an outline drawn by hand
+  and a 7 x 7 feature map both blur the edge by a few pixels);
+* ``energy_in_dilated``: the share of the heatmap's mass inside the grown tumour;
+* ``iou`` and ``dice``: the overlap of the tumour (not grown) with the region where the heatmap reaches
+  :data:`HEATMAP_LEVEL` of its maximum;
+* ``dilated_share``: the grown tumour's share of the scan, which a uniform heatmap scores as its energy.
+
+Each figure is also given for a heatmap that ignores the scan: a Gaussian blob at the image centre (sigma
+:data:`BLOB_SIGMA` of the side), so that a reader sees what chance looks like.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from core.data import square_geometry
+
+DILATION_PX = 5.0       # at 224 px
+HEATMAP_LEVEL = 0.5     # the highlighted region: where the heatmap reaches half its maximum
+BLOB_SIGMA = 0.15       # the centre blob's spread, as a share of the image side
+MASK_SUFFIX = "-masks"
+MASK_EXTENSIONS = (".png", ".bmp", ".tif", ".tiff", ".gif")
+MAX_MASK_BYTES = 16 << 20
+MAX_MASK_PIXELS = 40_000_000
+SCORES = ("peak_in_mask", "peak_in_dilated", "energy_in_dilated", "iou", "dice")
+PATIENT = re.compile(r"^(TCGA_[A-Za-z0-9]{2}_[A-Za-z0-9]{4})_")  # lgg-tcga-glioma: TCGA_DU_6404_19850629_38
+
+
+class MaskError(ValueError):
+    """A mask cannot be used; the message says why."""
+
+
+def find_mask_root(dataset_root: str | os.PathLike, given: str | os.PathLike | None = None) -> Path | None:
+    """The folder holding a dataset's masks: ``given`` when set (it must exist), else the folder beside the dataset
+    named like it (see the module docstring), else None."""
+    if given is not None:
+        folder = Path(given).expanduser()
+        if not folder.is_dir():
+            raise MaskError(f"the mask folder {folder} does not exist")
+        return folder
+    root = Path(dataset_root).expanduser().resolve()
+    try:
+        siblings = [p for p in root.parent.iterdir() if p.is_dir() and p.name.endswith(MASK_SUFFIX)]
+    except OSError:
+        return None
+    fitting = [p for p in siblings if p != root and (root.name == p.name[:-len(MASK_SUFFIX)]
+                                                     or root.name.startswith(p.name[:-len(MASK_SUFFIX)] + "-"))]
+    return max(fitting, key=lambda p: len(p.name), default=None)
+
+
+def mask_path(mask_root: Path, relpath: str) -> Path | None:
+    """The mask of the scan at ``relpath`` (relative to its class tree: ``glioma/1841.jpg``), or None."""
+    rel = Path(relpath)
+    for folder in (mask_root / rel.parent, mask_root):
+        for extension in MASK_EXTENSIONS:
+            candidate = folder / (rel.stem + extension)
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def read_mask(path: str | os.PathLike, width: int, height: int) -> np.ndarray:
+    """A mask file -> a boolean array of its scan's size (``height``, ``width``). A mask of another size with the
+    same proportions (an outline drawn on a 256-pixel original of a 512-pixel scan) is resized to the scan; one
+    of other proportions belongs to another image and is refused."""
+    from core.sources import read_bytes
+
+    raw = read_bytes(path, MAX_MASK_BYTES, "mask file")
+    try:
+        with Image.open(io.BytesIO(raw), formats=("PNG", "BMP", "TIFF", "GIF")) as image:
+            if image.width * image.height > MAX_MASK_PIXELS:
+                raise MaskError(f"{Path(path).name}: {image.width} x {image.height} pixels is too large for a mask")
+            image.load()
+            grey = np.asarray(image.convert("L"))
+    except MaskError:
+        raise
+    except Exception as error:  # damaged files raise many types
+        raise MaskError(f"{Path(path).name} is not a readable mask image ({type(error).__name__})") from None
+    if grey.shape != (height, width):
+        mask_height, mask_width = grey.shape
+        if abs(mask_width / mask_height - width / height) > 0.01:
+            raise MaskError(f"{Path(path).name} is {mask_width} x {mask_height} pixels, its scan {width} x {height}: "
+                            "not the same proportions, so it belongs to another image")
+        grey = np.asarray(Image.fromarray(grey).resize((width, height), Image.Resampling.NEAREST))
+    return grey > 127
+
+
+def on_grid(mask: np.ndarray, size: int) -> np.ndarray:
+    """A mask of the scan's size -> the network's ``size`` x ``size`` grid, placed as the scan is."""
+    height, width = mask.shape
+    side = max(width, height)
+    _, dx, dy = square_geometry(width, height, size)
+    canvas = Image.new("L", (side, side))
+    canvas.paste(Image.fromarray(mask.astype(np.uint8) * 255), (dx, dy))
+    return np.asarray(canvas.resize((size, size), Image.Resampling.BILINEAR)) >= 128
+
+
+def image_region(width: int, height: int, size: int) -> np.ndarray:
+    """Where the scan itself lies on the grid (padding excluded)."""
+    scale, dx, dy = square_geometry(width, height, size)
+    ys, xs = np.mgrid[0:size, 0:size] + 0.5
+    return (xs >= dx * scale) & (xs <= (dx + width) * scale) & (ys >= dy * scale) & (ys <= (dy + height) * scale)
+
+
+def dilate(mask: np.ndarray, pixels: float) -> np.ndarray:
+    """Grow a mask by ``pixels`` (a disc)."""
+    from scipy.ndimage import binary_dilation
+
+    radius = int(np.floor(pixels))
+    if radius < 1 or not mask.any():
+        return mask.copy()
+    ys, xs = np.mgrid[-radius:radius + 1, -radius:radius + 1]
+    return binary_dilation(mask, structure=xs ** 2 + ys ** 2 <= pixels ** 2)
+
+
+def centre_blob(size: int) -> np.ndarray:
+    """The baseline heatmap: a Gaussian at the grid's centre (the scan's centre, since padding is symmetric)."""
+    ys, xs = np.mgrid[0:size, 0:size] + 0.5
+    sigma = BLOB_SIGMA * size
+    return np.exp(-((xs - size / 2) ** 2 + (ys - size / 2) ** 2) / (2 * sigma ** 2))
+
+
+def mask_scores(heatmap: np.ndarray, mask: np.ndarray, region: np.ndarray, dilation_px: float = DILATION_PX
+                ) -> dict:
+    """Score one heatmap against one mask, both on the network grid; ``region``: the scan's area there."""
+    size = heatmap.shape[-1]
+    grown = dilate(mask, dilation_px * size / 224.0) & region
+    mask = mask & region
+    values = np.where(region, np.nan_to_num(heatmap.astype(np.float64), nan=0.0).clip(min=0), 0.0)
+    total = values.sum()
+    result = {"dilated_share": float(grown.sum() / max(1, region.sum()))}
+    if not total > 0:  # a heatmap with no mass points nowhere: it fails every test
+        return {**result, "peak_in_mask": False, "peak_in_dilated": False, "energy_in_dilated": 0.0, "iou": 0.0,
+                "dice": 0.0}
+    peak = np.unravel_index(int(np.argmax(values)), values.shape)
+    highlighted = values >= HEATMAP_LEVEL * values.max()
+    overlap, union = (highlighted & mask).sum(), (highlighted | mask).sum()
+    return {**result, "peak_in_mask": bool(mask[peak]), "peak_in_dilated": bool(grown[peak]),
+            "energy_in_dilated": float(values[grown].sum() / total),
+            "iou": float(overlap / union) if union else 0.0,
+            "dice": float(2 * overlap / (highlighted.sum() + mask.sum())) if union else 0.0}
+
+
+def score_against_mask(heatmap: np.ndarray, mask: np.ndarray, dilation_px: float = DILATION_PX) -> dict:
+    """Scores of a heatmap and of the centre blob against a mask of the scan's size: ``{score: value,
+    "blob_" + score: value, "dilated_share": ...}``."""
+    size = heatmap.shape[-1]
+    height, width = mask.shape
+    grid, region = on_grid(mask, size), image_region(width, height, size)
+    if not (grid & region).any():
+        raise MaskError("the mask is empty: it marks no tumour")
+    ours = mask_scores(heatmap, grid, region, dilation_px)
+    blob = mask_scores(centre_blob(size), grid, region, dilation_px)
+    return {**ours, **{f"blob_{key}": blob[key] for key in SCORES}}
+
+
+def patient_of(relpath: str) -> str | None:
+    """The patient a file name gives (lgg-tcga-glioma's ``TCGA_DU_6404_...``), else None."""
+    match = PATIENT.match(Path(relpath).name)
+    return match.group(1) if match else None
+
+
+def grouped_bootstrap(values: np.ndarray, groups: Sequence | None, resamples: int, confidence: float,
+                      seed: int) -> tuple[float, float]:
+    """A percentile interval of the mean of ``values``, resampling ``groups`` (patients) with their images when
+    given, else single images."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) == 0:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        keys = np.arange(len(values))
+    else:
+        _, keys = np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)
+    sums = np.bincount(keys, weights=values)
+    counts = np.bincount(keys).astype(np.float64)
+    picks = rng.integers(0, len(sums), size=(resamples, len(sums)))
+    means = sums[picks].sum(axis=1) / counts[picks].sum(axis=1)
+    tail = (1 - confidence) / 2
+    return (float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail)))
+
+
+def mask_summary(table, resamples: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict:
+    """Per tumour class (and over all): the mean of every score, the heatmap's and the centre blob's, each with a
+    bootstrap interval that resamples patients where the file names give them. ``table``: one row per scored
+    image with ``path``, ``label`` and the columns of :func:`score_against_mask`."""
+    def summarise(rows) -> dict:
+        patients = [patient_of(p) for p in rows["path"]]
+        groups = patients if rows.shape[0] and all(patients) else None
+        out = {"images": int(rows.shape[0]), "patients": len(set(patients)) if groups else None}
+        for key in (*SCORES, *(f"blob_{s}" for s in SCORES), "dilated_share"):
+            values = rows[key].to_numpy(dtype=np.float64)
+            out[key] = {"mean": float(values.mean()) if len(values) else float("nan"),
+                        "interval": list(grouped_bootstrap(values, groups, resamples, confidence, seed))}
+        return out
+
+    per_class = {name: summarise(table[table["label"] == name]) for name in sorted(set(table["label"]))}
+    return {"overall": summarise(table), "per_class": per_class, "dilation_px": DILATION_PX,
+            "heatmap_level": HEATMAP_LEVEL, "blob_sigma": BLOB_SIGMA, "confidence": confidence,
+            "resampled": "patients" if table.shape[0] and all(patient_of(p) for p in table["path"]) else "images"}

@@ -1,0 +1,228 @@
+"""Tumour masks: finding them, reading them, scoring heatmaps against them, the localisation split, and evaluation
+runs that report it all."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from conftest import write_class_tree
+from core.audit import fingerprint_file
+from core.data import CLASSES, Sample
+from core.localisation_split import copies_of, slice_groups, split_slices
+from core.masks import (MaskError, centre_blob, find_mask_root, grouped_bootstrap, image_region, mask_path,
+                        mask_scores, mask_summary, patient_of, read_mask, score_against_mask)
+
+SIZE = 64
+
+
+def square(top: int, left: int, side: int, size: int = SIZE) -> np.ndarray:
+    mask = np.zeros((size, size), dtype=bool)
+    mask[top:top + side, left:left + side] = True
+    return mask
+
+
+def test_a_heatmap_equal_to_the_mask_scores_fully_and_a_disjoint_one_scores_nothing():
+    region = np.ones((SIZE, SIZE), dtype=bool)
+    mask = square(20, 20, 16)
+    equal = mask_scores(mask.astype(float), mask, region, dilation_px=0)
+    assert equal["peak_in_mask"] and equal["peak_in_dilated"]
+    assert equal["energy_in_dilated"] == 1.0 and equal["iou"] == 1.0 and equal["dice"] == 1.0
+    disjoint = mask_scores(square(0, 44, 16).astype(float), mask, region, dilation_px=0)
+    assert not disjoint["peak_in_mask"] and not disjoint["peak_in_dilated"]
+    assert disjoint["energy_in_dilated"] == 0.0 and disjoint["iou"] == 0.0 and disjoint["dice"] == 0.0
+    assert equal["dilated_share"] == pytest.approx(256 / 4096)
+
+
+def test_a_heatmap_half_over_the_mask_scores_a_half_and_a_third():
+    region = np.ones((SIZE, SIZE), dtype=bool)
+    mask = square(20, 20, 16)                      # columns 20-35
+    half = np.zeros((SIZE, SIZE))
+    half[20:36, 28:44] = 1.0                        # columns 28-43: 8 of its 16 columns over the mask
+    scores = mask_scores(half, mask, region, dilation_px=0)
+    assert scores["energy_in_dilated"] == pytest.approx(0.5)
+    assert scores["iou"] == pytest.approx(128 / (256 + 256 - 128))   # a third
+    assert scores["dice"] == pytest.approx(0.5)
+    # Grown by 8 pixels of this 64 px grid (28 at 224, the scale the margin is given in), it takes in all of it.
+    assert mask_scores(half, mask, region, dilation_px=28)["energy_in_dilated"] == pytest.approx(1.0)
+
+
+def test_the_peak_just_outside_counts_only_once_the_mask_is_grown():
+    region = np.ones((SIZE, SIZE), dtype=bool)
+    mask = square(20, 20, 16)
+    heatmap = np.zeros((SIZE, SIZE))
+    heatmap[27, 37] = 1.0                           # one pixel right of the mask's edge (column 35)
+    assert not mask_scores(heatmap, mask, region, dilation_px=0)["peak_in_dilated"]
+    grown = mask_scores(heatmap, mask, region, dilation_px=5 * 224 / SIZE)  # 5 px on this grid
+    assert grown["peak_in_dilated"] and not grown["peak_in_mask"]
+
+
+def test_an_empty_heatmap_fails_and_padding_is_left_out():
+    region = image_region(64, 32, SIZE)             # a wide image: rows 16-47 of the grid
+    assert region[16:48].all() and not region[:15].any() and not region[49:].any()
+    mask = square(20, 20, 8)
+    empty = mask_scores(np.zeros((SIZE, SIZE)), mask, region)
+    assert not empty["peak_in_dilated"] and empty["energy_in_dilated"] == 0.0
+    padded = np.zeros((SIZE, SIZE))
+    padded[0:8, :] = 5.0                             # all of it on the padding
+    padded[22, 22] = 1.0
+    assert mask_scores(padded, mask, region)["energy_in_dilated"] == 1.0
+
+
+def test_the_centre_blob_is_scored_beside_the_heatmap():
+    mask = np.zeros((100, 100), dtype=bool)
+    mask[40:60, 40:60] = True                       # at the centre: the blob's peak is in it
+    scores = score_against_mask(np.zeros((SIZE, SIZE)), mask)
+    assert scores["blob_peak_in_mask"] and not scores["peak_in_mask"]
+    assert 0 < scores["blob_energy_in_dilated"] < 1
+    blob = centre_blob(SIZE)                          # on an even grid the centre falls between four pixels
+    assert np.unravel_index(blob.argmax(), blob.shape) in {(31, 31), (31, 32), (32, 31), (32, 32)}
+    assert blob[31, 31] == blob[32, 32] == blob[31, 32] and blob[20, 20] < blob[25, 25] < blob[31, 31]
+    with pytest.raises(MaskError, match="empty"):
+        score_against_mask(np.ones((SIZE, SIZE)), np.zeros((100, 100), dtype=bool))
+
+
+def test_masks_are_found_beside_the_dataset_or_where_given(tmp_path):
+    data = tmp_path / "figshare-cheng-br35h"
+    (data / "glioma").mkdir(parents=True)
+    assert find_mask_root(data) is None
+    (tmp_path / "figshare-cheng-masks" / "glioma").mkdir(parents=True)
+    (tmp_path / "figshare-masks").mkdir()              # also fits, but the longer name is the closer one
+    (tmp_path / "figsharexyz-masks").mkdir()           # a name that is not a leading part of the dataset's
+    assert find_mask_root(data) == tmp_path / "figshare-cheng-masks"
+    Image.new("1", (8, 8)).save(tmp_path / "figshare-cheng-masks" / "glioma" / "1841.png")
+    Image.new("1", (8, 8)).save(tmp_path / "figshare-cheng-masks" / "77.png")  # at the top level
+    root = find_mask_root(data)
+    assert mask_path(root, "glioma/1841.jpg") == root / "glioma" / "1841.png"
+    assert mask_path(root, "meningioma/77.jpg") == root / "77.png"
+    assert mask_path(root, "glioma/9.jpg") is None
+    assert find_mask_root(data, tmp_path / "figshare-masks") == tmp_path / "figshare-masks"
+    with pytest.raises(MaskError, match="does not exist"):
+        find_mask_root(data, tmp_path / "nowhere")
+
+
+def test_a_mask_of_another_size_is_resized_and_one_of_other_proportions_refused(tmp_path):
+    small = np.zeros((256, 256), dtype=np.uint8)
+    small[64:128, 64:128] = 255
+    Image.fromarray(small).save(tmp_path / "small.png")
+    mask = read_mask(tmp_path / "small.png", 512, 512)   # drawn on a 256 px original of a 512 px scan
+    assert mask.shape == (512, 512) and mask[128:256, 128:256].all() and mask.sum() == 128 * 128
+    with pytest.raises(MaskError, match="not the same proportions"):
+        read_mask(tmp_path / "small.png", 512, 300)
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(MaskError, match="not a readable mask"):
+        read_mask(tmp_path / "bad.png", 512, 512)
+
+
+def test_patients_come_from_file_names_and_intervals_resample_them():
+    assert patient_of("glioma/TCGA_DU_6404_19850629_38.png") == "TCGA_DU_6404"
+    assert patient_of("glioma/1841.jpg") is None
+    values = np.array([1.0] * 10 + [0.0] * 10)
+    one_each = grouped_bootstrap(values, [f"p{i}" for i in range(20)], 2000, 0.95, 0)
+    two_patients = grouped_bootstrap(values, ["a"] * 10 + ["b"] * 10, 2000, 0.95, 0)
+    # Two patients, one all right and one all wrong: resampling patients knows the mean could be 0 or 1.
+    assert two_patients == (0.0, 1.0) and 0.2 < one_each[0] < one_each[1] < 0.8
+    table = pd.DataFrame({"path": [f"glioma/TCGA_CS_{i:04d}_1_{j}.png" for i in range(3) for j in range(2)],
+                          "label": "glioma", **{key: 1.0 for key in (
+                              "peak_in_mask", "peak_in_dilated", "energy_in_dilated", "iou", "dice", "dilated_share",
+                              "blob_peak_in_mask", "blob_peak_in_dilated", "blob_energy_in_dilated", "blob_iou",
+                              "blob_dice")}})
+    summary = mask_summary(table, resamples=50)
+    assert summary["resampled"] == "patients" and summary["per_class"]["glioma"]["patients"] == 3
+    assert summary["per_class"]["glioma"]["peak_in_dilated"] == {"mean": 1.0, "interval": [1.0, 1.0]}
+
+
+def picture(seed: int, wobble: int | None = None) -> np.ndarray:
+    """A smooth random picture; ``wobble`` adds a little noise of its own (a neighbouring slice of it)."""
+    coarse = np.random.default_rng(seed).uniform(0, 255, size=(8, 8)).astype(np.uint8)
+    image = np.asarray(Image.fromarray(coarse).resize((96, 96), Image.Resampling.BICUBIC), dtype=np.float64)
+    if wobble is not None:
+        image += np.random.default_rng(1000 + wobble).normal(0, 12, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def slices(tmp_path, plan):
+    """Slice files (number, class, picture) -> samples and fingerprints."""
+    samples, fingerprints = [], []
+    for stem, label, pixels in plan:
+        name = CLASSES[label]
+        path = tmp_path / name / f"{stem}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(path)
+        samples.append(Sample(path, label, f"{name}/{stem}.png"))
+        fingerprints.append(fingerprint_file(path))
+    return samples, fingerprints
+
+
+def test_copies_and_neighbouring_slices_share_a_group(tmp_path):
+    from core.audit import hamming_matrix, phash_array
+
+    # 1-3: one patient's neighbouring slices; 10 and 11 two other pictures; 20 a copy of 1; 4 (another class) and
+    # 12 (not next to 3 in name order) look like 3.
+    plan = [(1, 0, picture(5, 1)), (2, 0, picture(5, 2)), (3, 0, picture(5, 3)), (10, 0, picture(7)),
+            (11, 0, picture(8)), (20, 0, picture(5, 1)), (4, 1, picture(5, 4)), (12, 0, picture(5, 5))]
+    samples, fingerprints = slices(tmp_path, plan)
+    hashes = phash_array(fingerprints)
+    close = int(max(hamming_matrix(hashes[0:1], hashes[1:2])[0, 0], hamming_matrix(hashes[1:2], hashes[2:3])[0, 0]))
+    assert close < int(hamming_matrix(hashes[2:3], hashes[3:4])[0, 0])  # the pictures are what the test says
+    groups = slice_groups(samples, fingerprints, near_duplicate_bits=0, neighbour_bits=close)
+    assert groups[0] == groups[1] == groups[2] == groups[5]           # neighbours, and an exact copy
+    assert len({groups[0], groups[3], groups[4], groups[6]}) == 4      # other pictures; another class
+    assert groups[7] != groups[0]                                      # alike, but not a neighbour in name order
+    # Patients named in the file names share a group whatever their pictures.
+    named, prints = slices(tmp_path / "lgg", [("TCGA_CS_4941_1_1", 0, picture(1)), ("TCGA_CS_4941_1_9", 0, picture(2)),
+                                              ("TCGA_DU_6404_1_1", 0, picture(3))])
+    assert len(set(slice_groups(named, prints, near_duplicate_bits=0, neighbour_bits=0))) == 2
+
+
+def test_the_split_keeps_every_group_on_one_side_and_finds_copies_elsewhere(tmp_path):
+    plan = [(n, label, picture(100 * label + n // 3)) for label in (0, 1, 3) for n in range(30)]  # runs of 3 copies
+    samples, fingerprints = slices(tmp_path / "data", plan)
+    split = split_slices(samples, fingerprints, seed=0, test_fraction=0.3, validation_fraction=0.2)
+    groups = slice_groups(samples, fingerprints)
+    side_of = {path: side for side, paths in split.sides.items() for path in paths}
+    assert sorted(side_of) == sorted(s.relpath for s in samples)
+    for g in np.unique(groups):
+        assert len({side_of[samples[i].relpath] for i in np.flatnonzero(groups == g)}) == 1
+    assert all(split.record["counts"][side]["glioma"] > 0 for side in ("train", "validation", "test"))
+    # Copies of held-out slices among other images (a release that re-published them) are found.
+    held = [fingerprints[i] for i, s in enumerate(samples) if side_of[s.relpath] == "test"]
+    others = [fingerprints[i] for i, s in enumerate(samples) if side_of[s.relpath] == "train"]
+    copies = copies_of(held, held[:3] + others)
+    assert copies[:3].all() and not copies[3:].any()
+
+
+def test_an_evaluation_run_scores_heatmaps_against_masks_and_reads_a_list_of_files(tmp_path, kaggle_layout):
+    from conftest import random_classifier
+    from core.evaluation import EvaluationSettings, evaluate
+    from core.runs import read_run
+
+    data = write_class_tree(tmp_path / "scans", per_class=3, size=64)
+    masks = tmp_path / "scans-masks"
+    for image in sorted(data.rglob("*.*")):
+        if image.parent.name != "notumor":
+            (masks / image.parent.name).mkdir(parents=True, exist_ok=True)
+            mask = np.zeros((128, 128), dtype=np.uint8)  # twice the scan's size: resized to it
+            mask[40:88, 40:88] = 255
+            Image.fromarray(mask).save(masks / image.parent.name / f"{image.stem}.png")
+    listing = tmp_path / "some.txt"
+    chosen = sorted(p.relative_to(data).as_posix() for p in data.rglob("*.*"))[::2]
+    listing.write_text("# a held-out split\n" + "\n".join(chosen) + "\n")
+    model = random_classifier(tmp_path / "model", seed=1).path
+    run = read_run(evaluate(EvaluationSettings(checkpoint=str(model), data=str(data), out=str(tmp_path / "run"),
+                                               precision="fp32", progress=False, bootstrap_resamples=50,
+                                               num_workers=0, files=str(listing))))
+    assert sorted(run.predictions["path"]) == chosen
+    table = run.masks
+    tumours = [p for p in chosen if not p.startswith("notumor")]
+    assert sorted(table["path"]) == tumours
+    summary = run.metrics["masks"]
+    assert summary["overall"]["images"] == len(tumours) and summary["folder"] == "scans-masks"
+    # The centre blob's peak lies in a centred square mask on every image.
+    assert summary["overall"]["blob_peak_in_mask"]["mean"] == 1.0
+    assert run.info["dataset"]["masks"] == "scans-masks"
+    listing.write_text("glioma/nothing-here.png\n")
+    from core.runs import RunError
+    with pytest.raises(RunError, match="not in"):
+        evaluate(EvaluationSettings(checkpoint=str(model), data=str(data), out=str(tmp_path / "run2"),
+                                    progress=False, files=str(listing)))
