@@ -117,7 +117,8 @@ def training_images(metadata: dict, data: str | os.PathLike | None = None) -> tu
     """The images the checkpoint's network was trained on (its validation images left out) and their labels."""
     recorded = metadata.get("data", {})
     held_out = set(recorded.get("val_files") or [])
-    files = [f for f in recorded.get("seen_files") or [] if f not in held_out]
+    # Slices added by mask guidance live in another dataset (core.guidance): not among the images refitted on.
+    files = [f for f in recorded.get("seen_files") or [] if f not in held_out and not f.startswith("guide/")]
     if not files:
         raise CalibrationError("the checkpoint records no training images")
     return recorded_images(metadata, files, "training image", data)

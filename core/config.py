@@ -43,6 +43,12 @@ class TrainConfig:
     brightness: float = 0.2
     contrast: float = 0.2
     hflip: float = 0.5
+    # mask guidance (core/guidance.py): tumour outlines as a second signal of where the evidence should lie
+    mask_data: str | None = None           # a dataset with tumour masks (its localisation split's train side guides)
+    masks: str | None = None               # its mask folder (default: the one beside it)
+    mask_split: str | None = None          # the localisation split folder: train.txt guides, the rest is held out
+    mask_weight: float = 0.0               # weight of the share of evidence outside the outline, added to the loss
+    mask_margin_px: float = 16.0           # how far (at 224 px) the outline is grown before the share is taken
     # machinery
     weights: str = "auto"                  # auto | torchvision | keras-npm | none
     weights_file: str | None = None
@@ -83,6 +89,13 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.time_limit_minutes is not None and cfg.time_limit_minutes <= 0:
         problems.append("--time-limit-minutes must be positive")
     problems += augmentation_problems(cfg)
+    if cfg.mask_data is not None and cfg.mask_split is None:
+        problems.append("--mask-data needs --mask-split, the localisation split whose held-out slices must not be "
+                        "trained on (python -m training.localisation_split)")
+    if cfg.mask_weight < 0 or (cfg.mask_weight > 0 and cfg.mask_data is None):
+        problems.append("--mask-weight must not be negative, and needs --mask-data")
+    if not 0 <= cfg.mask_margin_px <= 112:
+        problems.append("--mask-margin-px must be between 0 and 112")
     if not 0 <= cfg.val_fraction <= 0.5:
         problems.append("--val-fraction must be between 0 (a final fit on all training images, keeping the last "
                         "epoch) and 0.5")

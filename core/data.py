@@ -224,25 +224,42 @@ def read_yolo_boxes(image_path: str | os.PathLike) -> list[tuple[float, float, f
 
 
 class ImageFolderDataset(torch.utils.data.Dataset):
-    """Samples -> (uint8 tensor (3, size, size), label). ``transform`` acts on the uint8 tensor."""
+    """Samples -> (uint8 tensor (3, size, size), label). ``transform`` acts on the uint8 tensor.
 
-    def __init__(self, samples: list[Sample], size: int, transform=None):
+    With ``masks`` (sample index -> tumour outline file, :mod:`core.guidance`), every item is (image, label,
+    outline (1, size, size) uint8 of 0 and 1 on the same grid, whether it has one), and the transform moves the
+    outline with the image."""
+
+    def __init__(self, samples: list[Sample], size: int, transform=None, masks: dict | None = None):
         self.samples = list(samples)
         self.size = size
         self.transform = transform
+        self.masks = masks
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int):
+        from core.masks import on_grid, read_mask
+
         sample = self.samples[index]
+        outline = None if self.masks is None else self.masks.get(index)
         try:
-            tensor = preprocess_uint8(read_image(sample.path), self.size)
+            image = read_image(sample.path)
+            tensor = preprocess_uint8(image, self.size)
+            if outline is not None:
+                outline = torch.from_numpy(on_grid(read_mask(outline, image.width, image.height), self.size))
         except ValueError as error:  # checked once before training; the file changed since
             raise DatasetError(f"{printable(sample.path)}: {error}") from None
+        if self.masks is None:
+            return (self.transform(tensor) if self.transform is not None else tensor), sample.label
+        from torchvision import tv_tensors
+
+        mask = (outline if outline is not None else torch.zeros((self.size, self.size), dtype=torch.bool))
+        mask = tv_tensors.Mask(mask[None].to(torch.uint8))
         if self.transform is not None:
-            tensor = self.transform(tensor)
-        return tensor, sample.label
+            tensor, mask = self.transform(tv_tensors.Image(tensor), mask)
+        return torch.as_tensor(tensor), sample.label, torch.as_tensor(mask), outline is not None
 
 
 def training_augmentation(rotation: float = 10.0, scale: tuple[float, float] = (0.9, 1.1),

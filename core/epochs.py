@@ -12,7 +12,7 @@ from torch import nn
 from core.config import TrainConfig
 from core.data import CLASSES, normalize
 from core.distributed import all_gather_arrays, all_sum
-from core.model import freeze_backbone_batchnorm, layerwise_parameter_groups
+from core.model import freeze_backbone_batchnorm, head_linear, layerwise_parameter_groups
 from core.runtime import autocast
 from core.weights import IMAGENET_MEAN, IMAGENET_STD
 
@@ -56,38 +56,62 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, phase: str, steps: int, 
 
 
 def train_one_epoch(model, loader, optimizer, scheduler, scaler, criterion, device, precision, ctx,
-                    bar=None, frozen_backbone=False) -> dict:
+                    bar=None, frozen_backbone=False, guidance: tuple[float, float] | None = None) -> dict:
+    """One pass over the training images. ``guidance`` (weight, margin in px at 224): the loader gives tumour
+    outlines too, and the share of the true class's Grad-CAM evidence outside them is added to the loss
+    (:mod:`core.guidance`)."""
+    from core.guidance import class_activation_maps, outside_share
+
     model.train()
+    bare = _unwrap(model)
     if frozen_backbone:
-        freeze_backbone_batchnorm(_unwrap(model))
-    loss_sum = correct = seen = 0.0
-    for images, labels in loader:
-        images = normalize(images, IMAGENET_MEAN, IMAGENET_STD).to(device, non_blocking=True)
-        images = images.contiguous(memory_format=torch.channels_last)
-        labels = labels.to(device, non_blocking=True)
-        with autocast(device, precision):
-            logits = model(images)
-            loss = criterion(logits.float(), labels)
-        if not torch.isfinite(loss):
-            raise TrainingError(f"the loss became {loss.item()}; lower the learning rate or use --precision fp32")
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-        scheduler.step()
-        batch = labels.numel()
-        loss_sum += loss.item() * batch
-        correct += (logits.argmax(1) == labels).sum().item()
-        seen += batch
-        if bar is not None:
-            bar.update(batch * ctx.world)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
-    loss_sum, correct, seen = all_sum([loss_sum, correct, seen], ctx)
-    return {"train_loss": loss_sum / max(1, seen), "train_accuracy": correct / max(1, seen)}
+        freeze_backbone_batchnorm(bare)
+    captured = {}
+    hook = bare.layer4.register_forward_hook(lambda _m, _i, out: captured.update(acts=out)) if guidance else None
+    loss_sum = correct = seen = mask_sum = guided = 0.0
+    try:
+        for batch in loader:
+            images, labels = batch[0], batch[1]
+            images = normalize(images, IMAGENET_MEAN, IMAGENET_STD).to(device, non_blocking=True)
+            images = images.contiguous(memory_format=torch.channels_last)
+            labels = labels.to(device, non_blocking=True)
+            with autocast(device, precision):
+                logits = model(images)
+                loss = criterion(logits.float(), labels)
+                if guidance is not None:
+                    outlines, has = batch[2].to(device), batch[3].to(device)
+                    if has.any():
+                        cams = class_activation_maps(captured["acts"][has], head_linear(bare), labels[has])
+                        share = outside_share(cams, outlines[has], guidance[1]).mean()
+                        loss = loss + guidance[0] * share
+                        mask_sum += share.item() * int(has.sum())
+                        guided += int(has.sum())
+            if not torch.isfinite(loss):
+                raise TrainingError(f"the loss became {loss.item()}; lower the learning rate or use --precision fp32")
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+            scheduler.step()
+            size = labels.numel()
+            loss_sum += loss.item() * size
+            correct += (logits.argmax(1) == labels).sum().item()
+            seen += size
+            if bar is not None:
+                bar.update(size * ctx.world)
+                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
+    finally:
+        if hook is not None:
+            hook.remove()
+    loss_sum, correct, seen, mask_sum, guided = all_sum([loss_sum, correct, seen, mask_sum, guided], ctx)
+    record = {"train_loss": loss_sum / max(1, seen), "train_accuracy": correct / max(1, seen)}
+    if guidance is not None:
+        record.update(train_outside_share=mask_sum / guided if guided else None, train_guided_images=int(guided))
+    return record
 
 
 @torch.inference_mode()

@@ -184,7 +184,9 @@ def average_precision_per_class(labels: np.ndarray, probs: np.ndarray) -> np.nda
         positive = labels == c
         if positive.any():
             out[c] = average_precision_score(positive, probs[:, c])
-    return out
+    # scikit-learn's sum of precision steps can exceed 1 by a rounding error (1.0000000000000002 when every
+    # positive ranks first), which a run file must not hold.
+    return np.minimum(out, 1.0)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ METRICS_FILE = "metrics.json"
 CURVES_FILE = "curves.json"
 LOCALISATION_FILE = "localisation.csv"
 MASKS_FILE = "masks.csv"
+EXPLANATIONS_FILE = "explanations.json"  # added to a run by python -m training.explanations
 TABLE_FILES = (LOCALISATION_FILE, MASKS_FILE)  # per-image localisation tables a run may hold
 
 # Sizes far above any honest run (the bundled figshare run, 4,564 images: 0.9 MB of predictions), that keep a
@@ -205,6 +206,21 @@ class EvaluationRun:
         none. The summary the dashboard shows is in ``metrics["localisation"]``."""
         file = self.path / LOCALISATION_FILE
         return _read_table(file) if file.exists() else None
+
+    @functools.cached_property
+    def explanations(self) -> dict | None:
+        """The heatmap measurements ``python -m training.explanations`` added (``explanations.json``), or None.
+        A damaged or foreign file is treated as absent: it is a supplement, not part of the run."""
+        file = self.path / EXPLANATIONS_FILE
+        if not file.is_file():
+            return None
+        try:
+            data = load_json(read_bytes(file, MAX_JSON_BYTES, EXPLANATIONS_FILE))
+        except (FileRefused, ValueError, RecursionError):
+            return None
+        if not isinstance(data, dict) or not isinstance(data.get("by_method_and_layer"), list):
+            return None
+        return data
 
     @functools.cached_property
     def masks(self) -> pd.DataFrame | None:

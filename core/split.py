@@ -36,6 +36,7 @@ class PreparedData:
     skipped: list[dict] = field(default_factory=list)
     unknown_folders: list[str] = field(default_factory=list)
     label_conflicts: list[list[str]] = field(default_factory=list)
+    guidance: object = None       # core.guidance.Guidance, when tumour outlines guide training
 
     def fingerprint(self) -> str:
         """sha256 over the sorted (relative path, file sha256) pairs of every readable image."""
@@ -118,10 +119,17 @@ def prepare_data(cfg: TrainConfig, progress: bool = True) -> PreparedData:
     rest, test_idx = group_stratified_split(labels, groups, test_fraction, cfg.seed)
     rest_train, rest_val = group_stratified_split(labels[rest], groups[rest],
                                                   cfg.val_fraction / max(1e-9, 1 - test_fraction), cfg.seed + 1)
-    return PreparedData(root=tree.root, dataset_root=dataset_root.resolve(), samples=samples,
+    data = PreparedData(root=tree.root, dataset_root=dataset_root.resolve(), samples=samples,
                         fingerprints=fingerprints, groups=groups, train_idx=rest[rest_train],
                         val_idx=rest[rest_val], test_idx=test_idx, skipped=skipped,
                         unknown_folders=tree.unknown_folders, label_conflicts=conflicts)
+    if cfg.mask_data is not None:
+        from core.guidance import prepare_guidance
+
+        with tqdm(desc="guidance: fingerprints", unit="img", disable=not progress, leave=False) as bar:
+            data.guidance = prepare_guidance(data, cfg.mask_data, cfg.masks, cfg.mask_split, cfg.near_duplicate_bits,
+                                             bar.update)
+    return data
 
 
 def exact_label_conflicts(samples: list[Sample], fingerprints: list) -> list[list[str]]:

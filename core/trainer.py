@@ -238,8 +238,9 @@ def epoch_loader(run: Run, epoch: int, augment) -> DataLoader:
     generator = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
     indices = torch.randperm(len(run.data.train_idx), generator=generator)[:run.per_rank * ctx.world]
     mine = run.data.train_idx[indices[ctx.rank::ctx.world][:run.steps_per_epoch * cfg.batch_size].numpy()].tolist()
-    return DataLoader(Subset(ImageFolderDataset(run.data.samples, cfg.image_size, augment), mine), shuffle=False,
-                      drop_last=True, generator=generator, **loader_settings(run))
+    masks = run.data.guidance.masks if run.data.guidance is not None else None
+    return DataLoader(Subset(ImageFolderDataset(run.data.samples, cfg.image_size, augment, masks), mine),
+                      shuffle=False, drop_last=True, generator=generator, **loader_settings(run))
 
 
 def expected_epoch_seconds(history: list, phase: str) -> float | None:
@@ -302,7 +303,8 @@ def fit(run: Run) -> str:
         with tqdm(total=len(loader.dataset) * ctx.world, desc=f"epoch {epoch + 1}/{cfg.epochs} [{phase}]",
                   unit="img", disable=not (cfg.progress and ctx.main), dynamic_ncols=True) as bar:
             record = train_one_epoch(net, loader, optimizer, scheduler, scaler, criterion, run.device, run.precision,
-                                     ctx, bar, frozen_backbone=phase == "head")
+                                     ctx, bar, frozen_backbone=phase == "head",
+                                     guidance=(cfg.mask_weight, cfg.mask_margin_px) if cfg.mask_data else None)
         train_seconds = time.time() - began
         if len(run.data.val_idx):
             record.update(validate(run.model, val_loader, run.device, run.precision, ctx))
@@ -414,6 +416,7 @@ def build_metadata(run: Run) -> dict:
             "val_files": sorted(data.samples[i].relpath for i in data.val_idx),
             "test_files": sorted(data.samples[i].relpath for i in data.test_idx),
             "seen_files": [data.samples[i].relpath for i in seen],  # row order of train_fingerprints.*
+            "guidance": data.guidance.record if data.guidance is not None else None,
         },
         "history": run.history,
         "validation": {k: v for k, v in best.items() if k.startswith("val_")},

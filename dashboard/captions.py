@@ -168,3 +168,19 @@ def verdict(label: str, probability: float, refer_below: float, calibrated: bool
                        f"**Uncertain: refer.** {meaning}; the answer needs a radiologist's read before it is used, "
                        "and the runner-up below may be the right one.")
     return Verdict("answer", f"{label} — {probability:.1%}", None, "")
+
+
+def localisation_sentence(runs: list, class_name: str) -> str | None:
+    """How often the heatmap lay on the tumour for this class, measured against the tumour outlines in a run of
+    the same model (a held-out split's run first), in words; None when no run measured it."""
+    measured = [run for run in runs if class_name in ((run.metrics.get("masks") or {}).get("per_class") or {})]
+    if not measured:
+        return None
+    run = sorted(measured, key=lambda r: ("test" not in r.name.lower(), r.name))[0]
+    masks = run.metrics["masks"]
+    block = masks["per_class"][class_name]
+    ours, blob = block["peak_in_dilated"]["mean"], block["blob_peak_in_dilated"]["mean"]
+    name = CLASS_LABELS.get(class_name, class_name).lower()
+    return (f"Against tumour outlines ({md(run.name)}), the {md(masks['method'])} heatmap's hottest point lay on "
+            f"the tumour for {ours:.0%} of {block['images']:,} {name} slices; a blob at the image centre scores "
+            f"{blob:.0%}.")

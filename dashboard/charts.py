@@ -194,6 +194,26 @@ def localisation_figure(per_class: dict) -> go.Figure:
     return _layout(figure, height=400, barmode="group", title="Does the heatmap point at the tumour?")
 
 
+def mask_figure(per_class: dict, dilation_px: float) -> go.Figure:
+    """Per tumour class: how often the heatmap's peak lies on the tumour (grown by ``dilation_px``) and its share
+    of heat there, beside a blob at the image centre that ignores the scan; 95% intervals as error bars."""
+    names = list(per_class)
+    figure = go.Figure()
+    for key, title, colour in (("peak_in_dilated", "peak on the tumour: heatmap", "#4fa3e0"),
+                               ("blob_peak_in_dilated", "peak on the tumour: centre blob", "#9bbbd4"),
+                               ("energy_in_dilated", "heat on the tumour: heatmap", "#f3a712"),
+                               ("blob_energy_in_dilated", "heat on the tumour: centre blob", "#e8cf9a")):
+        means = [per_class[n][key]["mean"] for n in names]
+        lows = [m - (per_class[n][key]["interval"][0] or m) for m, n in zip(means, names)]
+        highs = [(per_class[n][key]["interval"][1] or m) - m for m, n in zip(means, names)]
+        figure.add_trace(go.Bar(x=[label(n) for n in names], y=means, name=title, marker_color=colour,
+                                error_y=dict(type="data", symmetric=False, array=highs, arrayminus=lows),
+                                text=[fmt(m, ".2f") for m in means], textposition="outside"))
+    figure.update_yaxes(range=[0, 1.1], title="share of slices / of heat")
+    return _layout(figure, height=420, barmode="group",
+                   title=f"Does the heatmap lie on the tumour? (outline grown by {dilation_px:g} px)")
+
+
 def per_class_table(block: dict, classes: list[str], level: str = "95%") -> pd.DataFrame:
     """Per-class figures with their intervals (computed at ``level``), one row per class."""
     intervals = block.get("intervals", {})

@@ -16,7 +16,7 @@ from core.sources import FileRefused, contained_path, read_image
 VIEWS = {
     "errors": "Most confident errors",
     "unsure_right": "Least confident correct answers",
-    "worst_localised": "Worst-localised tumours (heatmap energy in the box)",
+    "worst_localised": "Worst-localised tumours (heatmap energy on the tumour)",
     "unfamiliar": "Scans the model did not recognise (familiarity)",
     "all": "Every case",
 }
@@ -25,16 +25,27 @@ MASK_FOLDERS = {"figshare-cheng-br35h": "figshare-cheng-masks", "lgg-tcga-glioma
 COLUMN_NAMES = {"path": "image", "label": "true class", "pred": "predicted class", "confidence": "confidence",
                 "correct": "right?", "familiarity": "familiarity distance", "unfamiliar": "not recognised",
                 "energy_in_box": "heatmap energy in box", "pointing_tolerant": "peak near the tumour",
+                "energy_in_dilated": "heatmap energy on the tumour", "peak_in_dilated": "peak on the tumour",
                 "train_duplicate_kind": "copy of a training image", "train_match": "training image it copies"}
 
 
 def available_views(run) -> list[str]:
     views = ["errors", "unsure_right"]
-    if run.localisation is not None and len(run.localisation):
+    if localisation_scores(run) is not None:
         views.append("worst_localised")
     if "familiarity" in run.predictions:
         views.append("unfamiliar")
     return views + ["all"]
+
+
+def localisation_scores(run) -> tuple[pd.DataFrame, str] | None:
+    """Each tumour case's localisation scores and the column to sort the worst first by: against the tumour masks
+    where the run has them, else against the boxes; None when it has neither."""
+    if run.masks is not None and len(run.masks):
+        return run.masks[["path", "energy_in_dilated", "peak_in_dilated"]], "energy_in_dilated"
+    if run.localisation is not None and len(run.localisation):
+        return run.localisation[["path", "energy_in_box", "pointing_tolerant"]], "energy_in_box"
+    return None
 
 
 def cases(run, rows: pd.DataFrame, view: str | None, true: str | None = None, pred: str | None = None
@@ -52,8 +63,8 @@ def cases(run, rows: pd.DataFrame, view: str | None, true: str | None = None, pr
     elif view == "unsure_right":
         table = table[table["correct"]].sort_values("confidence")
     elif view == "worst_localised":
-        local = run.localisation[["path", "energy_in_box", "pointing_tolerant"]]
-        table = table.merge(local, on="path", how="inner").sort_values("energy_in_box")
+        local, energy = localisation_scores(run)
+        table = table.merge(local, on="path", how="inner").sort_values(energy)
     elif view == "unfamiliar":
         flagged = table["unfamiliar"].fillna(False).astype(bool) if "unfamiliar" in table else table["label"].isna()
         table = table[flagged].sort_values("familiarity", ascending=False)

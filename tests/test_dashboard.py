@@ -463,3 +463,44 @@ def test_runs_in_the_outputs_folder_are_found_without_typing_their_path(app, tmp
     at.switch_page("app_pages/runs.py").run()
     assert not at.exception
     assert any(option.endswith(" · my-new-run") for option in at.selectbox(key="runs.choice").options)
+
+
+@needs_shared(KAGGLE)
+def test_the_explanations_tab_measures_heatmaps_against_the_outlines_and_a_case_shows_its_own(app):
+    import pandas as pd
+
+    held_out = ROOT / "assets/runs/figshare-localisation-test"
+    masks = pd.read_csv(held_out / "masks.csv")
+    case = masks.sort_values("energy_in_dilated")["path"].iloc[0]
+    at = app
+    at.query_params["run"] = "figshare-localisation-test"
+    at.query_params["case"] = case
+    at.run()
+    at.switch_page("app_pages/runs.py").run()
+    assert not at.exception
+    texts = [plain(c.value) for c in at.caption]
+    # Per class, beside the blob that ignores the scan, in words.
+    sentence = next(t for t in texts if t.startswith("Where is the heatmap's hottest point?"))
+    assert "a blob at the centre of the image" in sentence and "pituitary tumour: on the tumour for" in sentence
+    # Every method and layer, faithfulness and the randomisation test, from the run's explanations.json.
+    methods = at.dataframe(key="runs.methods").value
+    assert {"Grad-CAM", "EigenCAM"} <= set(methods["method"]) and {"layer3", "layer4"} == set(methods["layer"])
+    assert {"random", "centre blob"} <= set(at.dataframe(key="runs.faithfulness").value["heatmap"])
+    assert len(at.dataframe(key="runs.sanity").value) == len(methods)
+    # The case opened by the link: its outline over the heatmap and its own figures.
+    captions = [plain(c) for image in at.image for c in image.captions]
+    assert any("cyan line: the tumour outline" in c for c in captions)
+    row = masks[masks["path"] == case].iloc[0]
+    assert any(f"{row['energy_in_dilated']:.0%} of the heat lies on it" in t for t in texts)
+
+
+def test_the_predict_page_says_how_often_the_heatmap_lies_on_the_tumour(app):
+    at = app.run()
+    upload(at, [("scan.png", scan_png(label=3), "image/png")])
+    assert not at.exception
+    said = [plain(c.value) for c in at.caption if "Against tumour outlines" in plain(c.value)]
+    predicted = predicted_class(at.main.subheader[0].value)
+    if predicted == "No tumour":  # no outline to measure a no-tumour heatmap against
+        assert not said
+    else:
+        assert len(said) == 1 and f"{predicted.split()[0].lower()}" in said[0] and "a blob at the image centre" in said[0]

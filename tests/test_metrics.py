@@ -151,3 +151,13 @@ def test_the_paired_comparison_counts_the_discordant_images_and_tests_them():
     assert result["test"].startswith("McNemar, exact") and result["p_value"] == pytest.approx(binomtest(2, 10).pvalue)
     same = paired_comparison(a, a)
     assert same["p_value"] is None and same["only_a_right"] == same["only_b_right"] == 0
+
+
+def test_average_precision_never_exceeds_one_by_rounding():
+    from core.metrics import average_precision_per_class
+
+    # scikit-learn gives 1.0000000000000002 for 27 images, 9 positives all ranked first; a run file refuses that.
+    labels = np.r_[np.zeros(9, int), np.ones(18, int)]
+    ranked = np.r_[np.linspace(0.99, 0.9, 9), np.random.default_rng(0).uniform(0, 0.5, 18)]
+    probs = np.stack([ranked, 1 - ranked], axis=1)
+    assert average_precision_per_class(labels, probs)[0] == 1.0

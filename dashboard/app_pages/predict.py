@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+from pathlib import Path
 
 import streamlit as st
 
@@ -14,8 +15,8 @@ from core.sources import read_image
 from core.sources.files import printable
 from dashboard.charts import probability_bars
 from dashboard.heatmaps import with_colour_bar, with_header
-from dashboard.captions import Verdict, layer_label, md, verdict
-from dashboard.common import error_boundary, get_classifier
+from dashboard.captions import Verdict, layer_label, localisation_sentence, md, verdict
+from dashboard.common import error_boundary, get_classifier, runs_of_model
 
 PREDICTED = "the predicted class"
 MAX_SCANS = 24        # per session: each decoded scan can hold up to 12 MB (2,048 x 2,048 RGB)
@@ -255,9 +256,10 @@ def show_scan(position: int, name: str, digest: str, image, row, explained_class
         runner_up = int(row.argsort()[-2])
         meaning = (f"red marks the regions that raised the score of {why}" if class_specific else
                    "red marks the strongest pattern in the layer's activations, whatever the class")
+        measured = localisation_sentence(runs_of_model(Path(classifier.path)), classifier.classes[best])
         chart.caption(f"Next most likely: {CLASS_LABELS[classifier.classes[runner_up]]} "
                       f"({row[runner_up]:.1%}). Heatmap: {meaning}; it shows where the network looked, "
-                      "not the tumour's outline.")
+                      "not the tumour's outline." + (f" {measured}" if measured else ""))
         if chart.button("Remove this scan", key=f"predict.remove.{position}.{digest[:10]}", icon=":material/close:"):
             del kept_scans()[position]
             st.rerun()

@@ -165,6 +165,23 @@ def show_case(run, row: pd.Series, images_root: Path | None, method: str, layer:
                                      review.mask_path(datasets_root(), run.info["dataset"]["name"], row["path"]))
     middle.image(drawn, width="stretch", caption=f"{CAM_METHODS[method].label} ({layer}) for "
                  f"{CLASS_LABELS[classifier.classes[target]]}{note}" + (f"; {'; '.join(notes)}" if notes else ""))
+    case_mask_figures(run, row["path"], middle)
+
+
+def case_mask_figures(run, path: str, place) -> None:
+    """The case's own scores against its tumour outline, as the run measured them."""
+    masks = run.masks
+    if masks is None:
+        return
+    found = masks[masks["path"] == path]
+    if found.empty:
+        return
+    scores, settings = found.iloc[0], run.metrics.get("masks") or {}
+    peak = "on the tumour" if bool(scores["peak_in_dilated"]) else "off the tumour"
+    place.caption(f"In the run ({md(settings.get('method', ''))} at {md(settings.get('layer', ''))}, true class): the "
+                  f"peak lies {peak}; {scores['energy_in_dilated']:.0%} of the heat lies on it (outline grown by "
+                  f"{settings.get('dilation_px', 5):g} px); overlap with the outline (IoU) {scores['iou']:.2f}. A "
+                  f"blob at the image centre would put {scores['blob_energy_in_dilated']:.0%} there.")
 
 
 def open_case(path: str, listing: list[str], origin: str) -> None:
@@ -328,13 +345,109 @@ def operating_point_tab(run, rows: pd.DataFrame, subset: str) -> None:
                        width="stretch", key="runs.op_roc")
 
 
+def masks_section(run, images_root: Path | None) -> None:
+    """Heatmaps against the tumour outlines: per class beside the centre blob, every method and layer, how
+    faithful each is, whether each survives randomisation, and the worst-localised cases."""
+    masks = run.metrics.get("masks")
+    if not masks:
+        return
+    st.subheader("Against the tumour outlines")
+    st.plotly_chart(charts.mask_figure(masks["per_class"], masks["dilation_px"]), width="stretch", key="runs.masks")
+    sentences = []
+    for name, block in masks["per_class"].items():
+        ours, blob = block["peak_in_dilated"]["mean"], block["blob_peak_in_dilated"]["mean"]
+        verdict = "no better than" if ours <= blob else "better than"
+        sentences.append(f"{CLASS_LABELS[name].lower()}: on the tumour for {charts.fmt(ours, '.0%')} of "
+                         f"{block['images']:,} slices, {verdict} a blob at the centre of the image "
+                         f"({charts.fmt(blob, '.0%')})")
+    resampled = "patients" if masks.get("resampled") == "patients" else "slices"
+    st.caption(f"Where is the heatmap's hottest point? {'; '.join(sentences)}.",
+               help=f"{md(masks['method'])} at {md(masks['layer'])}, explaining the true class. The outline is grown by "
+                    f"{masks['dilation_px']:g} px at 224 px; heat on the tumour is the share of the heatmap's sum inside "
+                    f"it. Error bars: 95% bootstrap intervals over {resampled}.")
+    explanations_tables(run)
+    worst_gallery(run, images_root)
+
+
+def explanations_tables(run) -> None:
+    found = run.explanations
+    if not found:
+        st.caption("Every method and layer, faithfulness and the randomisation test: run `python -m "
+                   f"training.explanations --run {md(run.path)}` to add them to this run.")
+        return
+    rows = []
+    for row in found["by_method_and_layer"]:
+        entry = {"method": CAM_METHODS[row["method"]].label if row["method"] in CAM_METHODS else row["method"],
+                 "layer": row["layer"]}
+        for name, block in row["per_class"].items():
+            entry[f"{CLASS_LABELS[name]}: peak on tumour"] = block["peak_in_dilated"]["mean"]
+            entry[f"{CLASS_LABELS[name]}: heat on tumour"] = block["energy_in_dilated"]["mean"]
+        rows.append(entry)
+    st.markdown(f"**Every method and layer** ({found['slices']:,} slices)")
+    st.dataframe(pd.DataFrame(rows), hide_index=True, key="runs.methods",
+                 column_config={c: st.column_config.NumberColumn(format="%.2f") for c in rows[0] if ":" in c})
+    best = found["best"]
+    if best.get("method"):
+        st.caption(f"Best at locating the tumour among the methods that pass the sanity check below: "
+                   f"{md(best['method'])} at {md(best['layer'])}.", help=md(best.get("rule", "")))
+    faithful = found.get("faithfulness") or {}
+    if faithful.get("scores"):
+        table = pd.DataFrame([{"heatmap": r["method"], "layer": r["layer"] or "", "ROAD": r["mean"],
+                               "95% CI low": r["interval"][0], "95% CI high": r["interval"][1]}
+                              for r in faithful["scores"]])
+        st.markdown(f"**Faithfulness** (ROAD, {faithful['slices']} slices)")
+        st.dataframe(table, hide_index=True, key="runs.faithfulness",
+                     column_config={c: st.column_config.NumberColumn(format="%+.3f")
+                                    for c in ("ROAD", "95% CI low", "95% CI high")})
+        st.caption("Removing the pixels a faithful heatmap ranks highest costs the model more confidence than "
+                   "removing those it ranks lowest; higher is better. A random map and the centre blob show what no "
+                   "knowledge of the model scores.")
+    sanity = found.get("sanity") or {}
+    if sanity.get("rows"):
+        steps = sanity["steps"]
+        table = pd.DataFrame([{"heatmap": row["method"], "layer": row["layer"],
+                               **{f"after randomising {step}": row[step]["mean"] for step in steps}}
+                              for row in sanity["rows"]])
+        st.markdown(f"**Sanity check** (randomised model, {sanity['slices']} slices)")
+        st.dataframe(table, hide_index=True, key="runs.sanity",
+                     column_config={c: st.column_config.NumberColumn(format="%.2f") for c in table.columns[2:]})
+        alike = sorted({f"{row['method']} ({row['layer']})" for row in sanity["rows"]
+                        if max(row[step]["mean"] for step in steps) >= 0.5})
+        st.caption("How alike each method's heatmaps stay (rank correlation, 1 = the same) when the network's "
+                   "weights are replaced by random ones, first the last layers, then all. "
+                   + (f"These stay much alike: {', '.join(alike)}. What they show is the image's edges and brightness "
+                      "as much as what the model learned, so they are not evidence of the model's reasons."
+                      if alike else "None stays much alike: the heatmaps depend on what the model learned."))
+
+
+def worst_gallery(run, images_root: Path | None, count: int = 6) -> None:
+    table = run.masks
+    if images_root is None or table is None or not len(table):
+        return
+    worst = table.sort_values("energy_in_dilated").head(count)
+    st.markdown("**Worst-localised cases** (least heat on the tumour; open one in the case view below)")
+    columns = st.columns(count)
+    for column, (_, row) in zip(columns, worst.iterrows()):
+        try:
+            column.image(thumbnail(str(run.image_path(images_root, row["path"]))), width="stretch",
+                         caption=f"{md(row['path'])}: {row['energy_in_dilated']:.2f}")
+        except (FileRefused, ValueError):
+            column.caption(md(row["path"]))
+        if column.button("Open", key=f"runs.worst.{row['path']}"):
+            open_case(row["path"], list(worst["path"]), "the worst-localised cases")
+
+
 def localisation_tab(run) -> None:
     local = run.metrics.get("localisation")
     if not local:
+        if run.metrics.get("masks"):
+            return
         why = "it was made with --localisation off" if run.info.get("settings", {}).get("localisation") == "off" \
-            else "its dataset has no tumour boxes"
-        st.info(f"This run has no localisation scores: {why}. The bundled figshare-cheng-br35h run has them.")
+            else "its dataset has neither tumour boxes nor masks"
+        st.info(f"This run has no localisation scores: {why}. The bundled figshare runs have them.")
         return
+    if run.metrics.get("masks"):
+        st.subheader("Against the tumour boxes")
     st.plotly_chart(charts.localisation_figure(local["per_class"]), width="stretch", key="runs.localisation")
     overall = local["overall"]
     st.caption(f"Does the heatmap point at the tumour? Over {overall['images']:,} tumour scans with a tumour box, the "
@@ -388,7 +501,7 @@ def show_run(run) -> None:
     rows = run.rows(subset)
     images_root = run_images_root(run)
     tabs = st.tabs(["Confusion matrix", "Cases to review", "ROC and precision-recall", "Per class", "Calibration",
-                    "Tumour / no tumour", "Training", "Localisation"])
+                    "Tumour / no tumour", "Training", "Explanations"])
     with tabs[0], error_boundary("The confusion matrix"):
         confusion_tab(run, rows, block, images_root)
     with tabs[1], error_boundary("The case table"):
@@ -410,7 +523,8 @@ def show_run(run) -> None:
         config = training.get("config") or {}
         if config:
             st.caption(md(recipe_caption(config, training.get("best_epoch"))))
-    with tabs[6], error_boundary("The localisation scores"):
+    with tabs[6], error_boundary("The explanations"):
+        masks_section(run, images_root)
         localisation_tab(run)
     with error_boundary("The case"):
         case_view(run, images_root)
