@@ -38,6 +38,10 @@ SANITY_STEPS = {"head and layer4": ("fc", "layer4"),
 SANITY_GRID = 56  # heatmaps are compared at this resolution
 
 
+class ExplanationsError(ValueError):
+    """The heatmaps of a run cannot be measured as asked; the message says why."""
+
+
 @dataclass
 class Case:
     path: str           # as the run names it
@@ -52,7 +56,8 @@ def cases_of(run, data_root: Path, mask_root: Path) -> list[Case]:
 
     table = run.masks
     if table is None or not len(table):
-        raise ValueError(f"{run.path} has no scores against tumour masks; evaluate a dataset with masks first")
+        raise ExplanationsError(f"{run.path} has no scores against tumour masks; evaluate a dataset with masks "
+                                "first")
     evaluated = run.info["dataset"].get("evaluated", ".")
     out = []
     for path, label in zip(table["path"], table["label"]):

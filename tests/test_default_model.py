@@ -47,15 +47,24 @@ def test_default_model_is_right_on_real_test_scans():
 def test_default_runs_belong_to_the_default_model():
     import hashlib
 
-    runs = {read_run(path).info["dataset"]["name"]: read_run(path) for path in find_runs(ROOT / "assets" / "runs")}
-    assert {"brain-tumor-mri", "figshare-cheng-br35h"} <= set(runs)
+    runs = {path.name: read_run(path) for path in find_runs(ROOT / "assets" / "runs")}
+    runs = {name: run for name, run in runs.items() if run.info["model"]["path"].startswith("assets/models/default/")}
+    assert {"brain-tumor-mri-testing", "figshare-cheng-br35h", "figshare-localisation-test",
+            "figshare-localisation-validation", "lgg-tcga-glioma"} <= set(runs)
     shipped = hashlib.sha256(DEFAULT.read_bytes()).hexdigest()
     for run in runs.values():
         assert run.info["model"]["file_sha256"] == shipped, f"{run.path} was made with another model; re-evaluate"
         assert len(run.predictions) == run.info["dataset"]["images"]
-    kaggle, figshare = runs["brain-tumor-mri"], runs["figshare-cheng-br35h"]
+    kaggle, figshare = runs["brain-tumor-mri-testing"], runs["figshare-cheng-br35h"]
     assert kaggle.info["dataset"]["evaluated"] == "Testing" and len(kaggle.predictions) == 1311
     assert figshare.metrics["localisation"]["overall"]["images"] == 3064
+    # The held-out localisation split's runs hold exactly its images, scored against the outlines.
+    for side in ("test", "validation"):
+        listed = (ROOT / f"assets/splits/figshare-localisation/{side}.txt").read_text().split()
+        run = runs[f"figshare-localisation-{side}"]
+        assert sorted(run.predictions["path"]) == sorted(listed)
+        assert run.metrics["masks"]["overall"]["images"] == sum(not p.startswith("notumor/") for p in listed)
+    assert runs["lgg-tcga-glioma"].metrics["masks"]["resampled"] == "patients"
 
 
 @needs_shared(KAGGLE)

@@ -192,19 +192,25 @@ def test_the_split_keeps_every_group_on_one_side_and_finds_copies_elsewhere(tmp_
     assert copies[:3].all() and not copies[3:].any()
 
 
-def test_an_evaluation_run_scores_heatmaps_against_masks_and_reads_a_list_of_files(tmp_path, kaggle_layout):
+def scans_with_masks(root):
+    """Scans with a centred square outline beside them, drawn at twice their size (resized when read)."""
+    data = write_class_tree(root / "scans", per_class=3, size=64)
+    masks = root / "scans-masks"
+    for image in sorted(data.rglob("*.*")):
+        if image.parent.name != "notumor":
+            (masks / image.parent.name).mkdir(parents=True, exist_ok=True)
+            mask = np.zeros((128, 128), dtype=np.uint8)
+            mask[40:88, 40:88] = 255
+            Image.fromarray(mask).save(masks / image.parent.name / f"{image.stem}.png")
+    return data
+
+
+def test_an_evaluation_run_scores_heatmaps_against_masks_and_reads_a_list_of_files(tmp_path):
     from conftest import random_classifier
     from core.evaluation import EvaluationSettings, evaluate
     from core.runs import read_run
 
-    data = write_class_tree(tmp_path / "scans", per_class=3, size=64)
-    masks = tmp_path / "scans-masks"
-    for image in sorted(data.rglob("*.*")):
-        if image.parent.name != "notumor":
-            (masks / image.parent.name).mkdir(parents=True, exist_ok=True)
-            mask = np.zeros((128, 128), dtype=np.uint8)  # twice the scan's size: resized to it
-            mask[40:88, 40:88] = 255
-            Image.fromarray(mask).save(masks / image.parent.name / f"{image.stem}.png")
+    data = scans_with_masks(tmp_path)
     listing = tmp_path / "some.txt"
     chosen = sorted(p.relative_to(data).as_posix() for p in data.rglob("*.*"))[::2]
     listing.write_text("# a held-out split\n" + "\n".join(chosen) + "\n")
@@ -226,3 +232,38 @@ def test_an_evaluation_run_scores_heatmaps_against_masks_and_reads_a_list_of_fil
     with pytest.raises(RunError, match="not in"):
         evaluate(EvaluationSettings(checkpoint=str(model), data=str(data), out=str(tmp_path / "run2"),
                                     progress=False, files=str(listing)))
+
+
+def test_the_explanations_command_measures_every_method_and_refuses_a_run_without_masks(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from conftest import ROOT, random_classifier
+    from core.evaluation import EvaluationSettings, evaluate
+
+    data = scans_with_masks(tmp_path)
+    model = random_classifier(tmp_path / "model", seed=2).path
+
+    def run_of(out, **extra):
+        return evaluate(EvaluationSettings(checkpoint=str(model), data=str(data), out=str(out), precision="fp32",
+                                           progress=False, bootstrap_resamples=20, num_workers=0, **extra))
+
+    def command(run):
+        return subprocess.run([sys.executable, "-m", "training.explanations", "--run", str(run), "--methods",
+                               "gradcam", "eigencam", "--layers", "layer4", "--faithfulness-per-class", "1",
+                               "--sanity-per-class", "2", "--no-progress"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=600)
+
+    measured = command(run_of(tmp_path / "run"))
+    assert measured.returncode == 0, measured.stderr
+    found = json.loads((tmp_path / "run" / "explanations.json").read_text())
+    assert [(r["method"], r["layer"]) for r in found["by_method_and_layer"]] == [("gradcam", "layer4"),
+                                                                                ("eigencam", "layer4")]
+    assert found["by_method_and_layer"][0]["per_class"]["glioma"]["images"] == 3
+    assert {r["method"] for r in found["faithfulness"]["scores"]} == {"gradcam", "eigencam", "random", "centre blob"}
+    assert {r["method"] for r in found["sanity"]["rows"]} == {"gradcam", "eigencam"}
+    assert "eigencam layer4" in found["best"]["excluded"]  # the same map for every class: never the default
+    refused = command(run_of(tmp_path / "plain", localisation="off"))
+    assert refused.returncode == 2 and "no scores against tumour masks" in refused.stderr
+    assert "Traceback" not in refused.stderr

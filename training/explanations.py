@@ -57,6 +57,7 @@ def interval(values: np.ndarray, seed: int) -> dict:
 
 def locate(run, given: str | None) -> tuple[Path, Path]:
     """The run's dataset and mask folders on this machine."""
+    from core.explanation_audit import ExplanationsError
     from core.masks import find_mask_root
 
     settings = run.info["settings"]
@@ -64,10 +65,10 @@ def locate(run, given: str | None) -> tuple[Path, Path]:
     if not data.is_absolute() and not data.is_dir():
         data = ROOT / data
     if not data.is_dir():
-        raise ValueError(f"the run's dataset {data} is not here; give its folder with --data")
+        raise ExplanationsError(f"the run's dataset {data} is not here; give its folder with --data")
     masks = find_mask_root(data, settings.get("masks"))
     if masks is None:
-        raise ValueError(f"no mask folder beside {data}")
+        raise ExplanationsError(f"no mask folder beside {data}")
     return data, masks
 
 
@@ -79,14 +80,20 @@ def main(argv=None) -> int:
 
     from core import load_classifier
     from core.explain import check_choice
-    from core.explanation_audit import cases_of, sample, slow_methods
+    from core.explanation_audit import ExplanationsError, cases_of, sample, slow_methods
     from core.runs import read_run
 
     for method in args.methods:
         check_choice(method, "layer4")
     run = read_run(args.run)
     data, masks = locate(run, args.data)
-    classifier = load_classifier(run.model_file(ROOT))
+    from core.weights import sha256_of_file
+
+    model_file = run.model_file(ROOT)
+    if not model_file.is_file() or not run.made_by(sha256_of_file(model_file)):
+        raise ExplanationsError(f"the run's model {model_file} is not here as it was when the run was made; "
+                                "evaluate again")
+    classifier = load_classifier(model_file)
     cases = cases_of(run, data, masks)
     started = time.time()
     plan = len(cases) * len(args.methods) * len(args.layers)
