@@ -259,7 +259,9 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         mask = tv_tensors.Mask(mask[None].to(torch.uint8))
         if self.transform is not None:
             tensor, mask = self.transform(tv_tensors.Image(tensor), mask)
-        return torch.as_tensor(tensor), sample.label, torch.as_tensor(mask), outline is not None
+        mask = torch.as_tensor(mask)
+        # An outline lost on the way (a tiny tumour under the resize, or moved out of the frame) guides nothing.
+        return torch.as_tensor(tensor), sample.label, mask, bool(outline is not None and mask.any())
 
 
 def training_augmentation(rotation: float = 10.0, scale: tuple[float, float] = (0.9, 1.1),

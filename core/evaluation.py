@@ -472,7 +472,7 @@ def all_metrics(predicted: Predicted, audit: Audit, settings: EvaluationSettings
     if images.localise and images.masks is not None:
         mask_table = pd.DataFrame(predicted.mask_rows, columns=MASK_COLUMNS)
         metrics["masks"] = {**mask_summary(mask_table, settings.bootstrap_resamples, settings.confidence,
-                                           settings.seed), **explained,
+                                           settings.seed, settings.mask_dilation_px), **explained,
                             "folder": dataset_name(images.mask_root), "errors": predicted.mask_errors}
         tables[MASKS_FILE] = mask_table
     return metrics, {"all": everything_curves, "duplicate_free": free_curves}, tables

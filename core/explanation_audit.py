@@ -30,7 +30,7 @@ import torch
 
 from core.data import CLASSES
 from core.explain import CAM_METHODS, explain_batch
-from core.masks import SCORES, centre_blob, mask_summary, read_mask, score_against_mask
+from core.masks import DILATION_PX, SCORES, centre_blob, mask_summary, read_mask, score_against_mask
 
 ROAD_PERCENTILES = (20, 40, 60, 80)
 SANITY_STEPS = {"head and layer4": ("fc", "layer4"),
@@ -102,15 +102,17 @@ def heatmaps(classifier, cases: Sequence[Case], method: str, layer: str, batch_s
     return np.concatenate(maps), masks, torch.cat(inputs)
 
 
-def localisation_table(cases: Sequence[Case], maps: np.ndarray, masks: list[np.ndarray]) -> pd.DataFrame:
-    rows = [{"path": c.path, "label": CLASSES[c.label], **score_against_mask(m, mask)}
+def localisation_table(cases: Sequence[Case], maps: np.ndarray, masks: list[np.ndarray],
+                       dilation_px: float = DILATION_PX) -> pd.DataFrame:
+    rows = [{"path": c.path, "label": CLASSES[c.label], **score_against_mask(m, mask, dilation_px)}
             for c, m, mask in zip(cases, maps, masks)]
     return pd.DataFrame(rows)
 
 
-def summarise(table: pd.DataFrame, resamples: int, confidence: float, seed: int) -> dict:
+def summarise(table: pd.DataFrame, resamples: int, confidence: float, seed: int, dilation_px: float = DILATION_PX
+              ) -> dict:
     """Per class: the heatmap's figures with intervals (the centre blob's are the run's own)."""
-    summary = mask_summary(table, resamples, confidence, seed)
+    summary = mask_summary(table, resamples, confidence, seed, dilation_px)
     keep = ("images", "patients", *SCORES)
     return {"overall": {k: summary["overall"][k] for k in keep},
             "per_class": {name: {k: block[k] for k in keep} for name, block in summary["per_class"].items()},
@@ -138,8 +140,19 @@ def road_scores(classifier, inputs: torch.Tensor, maps: np.ndarray, labels: Sequ
 
     metric = ROADCombined(percentiles=list(percentiles))
     targets = [ClassifierOutputTarget(int(k)) for k in labels]
-    return np.asarray(metric(inputs, maps.astype(np.float32), targets, _probability_model(classifier)),
+    return np.asarray(metric(inputs, untied(maps), targets, _probability_model(classifier)),
                       dtype=np.float64).reshape(-1)
+
+
+def untied(maps: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Maps whose equal values (a CAM is exactly zero wherever the evidence is negative: a third to two thirds of
+    a map) are put in a fixed random order. pytorch-grad-cam's ROAD removes the pixels under a percentile of the
+    map; with ties at zero that percentile is zero for every level under the zero share, and every level would
+    remove the same pixels. The nudge is a millionth of each map's range: it orders ties, not values."""
+    maps = np.asarray(maps, dtype=np.float64)
+    spread = np.ptp(maps.reshape(len(maps), -1), axis=1).reshape(-1, 1, 1) if len(maps) else 0.0
+    noise = np.random.default_rng(seed).random(maps.shape[1:])
+    return (maps + 1e-6 * np.where(spread > 0, spread, 1.0) * noise).astype(np.float32)
 
 
 def baseline_maps(kind: str, count: int, size: int, seed: int) -> np.ndarray:

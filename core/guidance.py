@@ -69,11 +69,14 @@ def read_split(folder: str | Path) -> dict[str, set[str]]:
 
 
 def aligned(slice_path: Path, copy_path: Path) -> float:
-    """The correlation of a slice, resized to its copy's size, with the copy (both grey, at a small size)."""
+    """The correlation of a slice, resized to its copy's size, with the copy (both grey, at a small size); 0 for
+    a copy of other proportions (a crop: the outline cannot be moved onto it by resizing)."""
     from core.sources import read_image
 
     a = read_image(slice_path).convert("L")
     b = read_image(copy_path).convert("L")
+    if abs(a.width / a.height - b.width / b.height) > 0.01:
+        return 0.0
     a = np.asarray(a.resize(b.size, Image.Resampling.BILINEAR).resize((ALIGNMENT_SIDE,) * 2), dtype=np.float64)
     b = np.asarray(b.resize((ALIGNMENT_SIDE,) * 2), dtype=np.float64)
     if a.std() == 0 or b.std() == 0:
@@ -107,12 +110,17 @@ def prepare_guidance(data, mask_data: str, masks: str | None, split: str, bits: 
     train = np.asarray(data.train_idx)
     excluded = copies_of(held_prints, [data.fingerprints[i] for i in train], bits)
     data.train_idx = train[~excluded]
+    # The split grouped slices at its own distance; at a looser one, a guiding slice may copy a held-out one.
+    near_held = copies_of(held_prints, guide_prints, bits)
+    guides = [g for g, near in zip(guides, near_held) if not near]
+    guide_prints = [f for f, near in zip(guide_prints, near_held) if not near]
     guidance = Guidance()
     transferred, misaligned = _transfer(data, guides, guide_prints, bits, guidance)
     added = _add_uncopied(data, guides, guide_prints, bits, guidance, progress)
     guidance.record = {
         "mask_data": str(mask_data), "masks": mask_root.name, "split": str(split),
         "left_out_copies_of_held_out_slices": int(excluded.sum()),
+        "guides_left_out_as_copies_of_held_out_slices": int(near_held.sum()),
         "transferred": _counts([data.samples[i] for i in transferred]),
         "not_aligned": _counts([data.samples[i] for i in misaligned]), "alignment": ALIGNMENT,
         "added": _counts([data.samples[i] for i in added]),

@@ -199,7 +199,8 @@ def grouped_bootstrap(values: np.ndarray, groups: Sequence | None, resamples: in
     return (float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail)))
 
 
-def mask_summary(table, resamples: int = 1000, confidence: float = 0.95, seed: int = 0) -> dict:
+def mask_summary(table, resamples: int = 1000, confidence: float = 0.95, seed: int = 0,
+                 dilation_px: float = DILATION_PX) -> dict:
     """Per tumour class (and over all): the mean of every score, the heatmap's and the centre blob's, each with a
     bootstrap interval that resamples patients where the file names give them. ``table``: one row per scored
     image with ``path``, ``label`` and the columns of :func:`score_against_mask`."""
@@ -214,6 +215,6 @@ def mask_summary(table, resamples: int = 1000, confidence: float = 0.95, seed: i
         return out
 
     per_class = {name: summarise(table[table["label"] == name]) for name in sorted(set(table["label"]))}
-    return {"overall": summarise(table), "per_class": per_class, "dilation_px": DILATION_PX,
+    return {"overall": summarise(table), "per_class": per_class, "dilation_px": dilation_px,
             "heatmap_level": HEATMAP_LEVEL, "blob_sigma": BLOB_SIGMA, "confidence": confidence,
             "resampled": "patients" if table.shape[0] and all(patient_of(p) for p in table["path"]) else "images"}

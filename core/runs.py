@@ -218,9 +218,7 @@ class EvaluationRun:
             data = load_json(read_bytes(file, MAX_JSON_BYTES, EXPLANATIONS_FILE))
         except (FileRefused, ValueError, RecursionError):
             return None
-        if not isinstance(data, dict) or not isinstance(data.get("by_method_and_layer"), list):
-            return None
-        return data
+        return data if _usable_explanations(data) else None
 
     @functools.cached_property
     def masks(self) -> pd.DataFrame | None:
@@ -289,6 +287,18 @@ def _read_json(path: Path):
         return load_json(raw)
     except (ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
         raise RunError(f"{printable(path)} is damaged (not valid JSON: {str(error)[:120]}); evaluate again") from None
+
+
+def _usable_explanations(data) -> bool:
+    """Whether an explanations.json has the parts the dashboard reads, in the current form (a file from an
+    earlier version of the command, without the sanity rows or the rule behind ``best``, is not shown)."""
+    if not isinstance(data, dict):
+        return False
+    rows, best, sanity = data.get("by_method_and_layer"), data.get("best"), data.get("sanity")
+    return (isinstance(rows, list) and len(rows) > 0
+            and all(isinstance(r, dict) and isinstance(r.get("per_class"), dict) for r in rows)
+            and isinstance(best, dict) and ("rule" in best or best.get("method") is None)
+            and isinstance(sanity, dict) and isinstance(sanity.get("rows"), list))
 
 
 def _read_table(path: Path, **options) -> pd.DataFrame:

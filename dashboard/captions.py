@@ -170,10 +170,11 @@ def verdict(label: str, probability: float, refer_below: float, calibrated: bool
     return Verdict("answer", f"{label} — {probability:.1%}", None, "")
 
 
-def localisation_sentence(runs: list, class_name: str) -> str | None:
-    """How often the heatmap lay on the tumour for this class, measured against the tumour outlines in a run of
-    the same model (a held-out split's run first), in words; None when no run measured it."""
-    measured = [run for run in runs if class_name in ((run.metrics.get("masks") or {}).get("per_class") or {})]
+def localisation_sentence(runs: list, class_name: str, method: str, layer: str) -> str | None:
+    """How often the heatmap (this method and layer) lay on the tumour for this class, measured against the tumour
+    outlines in a run of the same model (a held-out split's run first), in words; None when no run measured it."""
+    measured = [run for run in runs if class_name in ((run.metrics.get("masks") or {}).get("per_class") or {})
+                and run.metrics["masks"].get("method") == method and run.metrics["masks"].get("layer") == layer]
     if not measured:
         return None
     run = sorted(measured, key=lambda r: ("test" not in r.name.lower(), r.name))[0]
@@ -181,6 +182,7 @@ def localisation_sentence(runs: list, class_name: str) -> str | None:
     block = masks["per_class"][class_name]
     ours, blob = block["peak_in_dilated"]["mean"], block["blob_peak_in_dilated"]["mean"]
     name = CLASS_LABELS.get(class_name, class_name).lower()
-    return (f"Against tumour outlines ({md(run.name)}), the {md(masks['method'])} heatmap's hottest point lay on "
+    return (f"Against tumour outlines ({md(run.name)}), the {md(masks['method'])} ({md(masks['layer'])}) heatmap's "
+            f"hottest point lay on "
             f"the tumour for {ours:.0%} of {block['images']:,} {name} slices; a blob at the image centre scores "
             f"{blob:.0%}.")

@@ -204,8 +204,9 @@ def mask_figure(per_class: dict, dilation_px: float) -> go.Figure:
                                ("energy_in_dilated", "heat on the tumour: heatmap", "#f3a712"),
                                ("blob_energy_in_dilated", "heat on the tumour: centre blob", "#e8cf9a")):
         means = [per_class[n][key]["mean"] for n in names]
-        lows = [m - (per_class[n][key]["interval"][0] or m) for m, n in zip(means, names)]
-        highs = [(per_class[n][key]["interval"][1] or m) - m for m, n in zip(means, names)]
+        bounds = [per_class[n][key]["interval"] or [None, None] for n in names]
+        lows = [m - (m if low is None else low) for m, (low, _) in zip(means, bounds)]
+        highs = [(m if high is None else high) - m for m, (_, high) in zip(means, bounds)]
         figure.add_trace(go.Bar(x=[label(n) for n in names], y=means, name=title, marker_color=colour,
                                 error_y=dict(type="data", symmetric=False, array=highs, arrayminus=lows),
                                 text=[fmt(m, ".2f") for m in means], textposition="outside"))

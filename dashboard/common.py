@@ -95,7 +95,7 @@ def error_boundary(what: str, where=None):
 
 
 @st.cache_resource(show_spinner="Reading the evaluation run…", max_entries=16)
-def cached_run(path: str, modified: float):
+def cached_run(path: str, modified: tuple[float, float]):
     """A run, read once per process and file version (``modified`` is run.json's time), and shared by every
     session as it is: a cache_data copy would be unpickled on every rerun of every page. Never mutate it."""
     from core.runs import read_run
@@ -112,9 +112,13 @@ def load_run(path: str | Path):
         check_allowed(path, "run folder")
     except FileRefused as error:
         raise RunError(str(error)) from None
-    run_file = Path(path) / RUN_FILE
-    # Without run.json read_run itself raises the explanation, and the cache keeps no exceptions.
-    return cached_run(str(path), run_file.stat().st_mtime if run_file.is_file() else 0.0)
+    from core.runs import EXPLANATIONS_FILE
+
+    run_file, added = Path(path) / RUN_FILE, Path(path) / EXPLANATIONS_FILE
+    # Without run.json read_run itself raises the explanation, and the cache keeps no exceptions. The heatmap
+    # measurements are added to a run later: their time is part of the key too.
+    return cached_run(str(path), (run_file.stat().st_mtime if run_file.is_file() else 0.0,
+                                  added.stat().st_mtime if added.is_file() else 0.0))
 
 
 def found_runs() -> list[Path]:

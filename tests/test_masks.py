@@ -217,13 +217,14 @@ def test_an_evaluation_run_scores_heatmaps_against_masks_and_reads_a_list_of_fil
     model = random_classifier(tmp_path / "model", seed=1).path
     run = read_run(evaluate(EvaluationSettings(checkpoint=str(model), data=str(data), out=str(tmp_path / "run"),
                                                precision="fp32", progress=False, bootstrap_resamples=50,
-                                               num_workers=0, files=str(listing))))
+                                               num_workers=0, files=str(listing), mask_dilation_px=10)))
     assert sorted(run.predictions["path"]) == chosen
     table = run.masks
     tumours = [p for p in chosen if not p.startswith("notumor")]
     assert sorted(table["path"]) == tumours
     summary = run.metrics["masks"]
     assert summary["overall"]["images"] == len(tumours) and summary["folder"] == "scans-masks"
+    assert summary["dilation_px"] == 10  # the margin the scores used
     # The centre blob's peak lies in a centred square mask on every image.
     assert summary["overall"]["blob_peak_in_mask"]["mean"] == 1.0
     assert run.info["dataset"]["masks"] == "scans-masks"
@@ -267,3 +268,13 @@ def test_the_explanations_command_measures_every_method_and_refuses_a_run_withou
     refused = command(run_of(tmp_path / "plain", localisation="off"))
     assert refused.returncode == 2 and "no scores against tumour masks" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_roads_percentiles_remove_different_pixels_from_a_map_that_is_mostly_zero():
+    from core.explanation_audit import untied
+
+    cam = np.zeros((1, 32, 32), np.float32)
+    cam[0, 10:20, 10:20] = np.linspace(0.1, 1.0, 100).reshape(10, 10)  # 90% of the map is exactly zero
+    kept = [(untied(cam)[0] >= np.percentile(untied(cam)[0], p)).mean() for p in (20, 40, 60, 80)]
+    assert kept == pytest.approx([0.8, 0.6, 0.4, 0.2], abs=0.01)  # as the percentiles say, not all or nothing
+    assert np.argsort(untied(cam)[0, 10:20, 10:20].ravel()).tolist() == list(range(100))  # the order is the map's

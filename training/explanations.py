@@ -85,6 +85,10 @@ def main(argv=None) -> int:
 
     for method in args.methods:
         check_choice(method, "layer4")
+    if min(args.faithfulness_per_class, args.sanity_per_class) < 1 or args.slow_per_class < 0:
+        print("error: --faithfulness-per-class and --sanity-per-class must be at least 1, --slow-per-class at least 0",
+              file=sys.stderr)
+        return 2
     run = read_run(args.run)
     data, masks = locate(run, args.data)
     from core.weights import sha256_of_file
@@ -150,7 +154,9 @@ def best_of(table: list[dict], checked: dict) -> dict:
     if not passing:
         return {"method": None, "layer": None, "excluded": excluded,
                 "why": "no method explains a class and passes the sanity check"}
-    row = max(passing, key=score)
+    # Rounded, so that methods equal up to arithmetic (Grad-CAM and XGrad-CAM at layer4 of a pooled-linear network)
+    # give the first listed.
+    row = max(passing, key=lambda r: round(score(r), 3))
     return {"method": row["method"], "layer": row["layer"], "score": round(score(row), 4), "excluded": excluded,
             "rule": "highest mean over tumour classes of (peak in the grown outline + heat inside it) / 2, among "
                     f"class-specific methods whose maps keep a rank correlation under {SANITY_LIMIT} with the "

@@ -256,7 +256,8 @@ def show_scan(position: int, name: str, digest: str, image, row, explained_class
         runner_up = int(row.argsort()[-2])
         meaning = (f"red marks the regions that raised the score of {why}" if class_specific else
                    "red marks the strongest pattern in the layer's activations, whatever the class")
-        measured = localisation_sentence(runs_of_model(Path(classifier.path)), classifier.classes[best])
+        measured = localisation_sentence(runs_of_model(Path(classifier.path)),
+                                         classifier.classes[int(explained_class)], method, layer)
         chart.caption(f"Next most likely: {CLASS_LABELS[classifier.classes[runner_up]]} "
                       f"({row[runner_up]:.1%}). Heatmap: {meaning}; it shows where the network looked, "
                       "not the tumour's outline." + (f" {measured}" if measured else ""))
