@@ -460,6 +460,7 @@ def all_metrics(predicted: Predicted, audit: Audit, settings: EvaluationSettings
             settings.confidence),
         "warnings": sorted({str(w.message) for w in caught if issubclass(w.category, MetricWarning)}),
     }
+    metrics["patients"] = patient_figures(predicted, settings.confidence)
     tables = {}
     explained = {"method": settings.cam_method, "layer": settings.cam_layer, "target": "true class"}
     if images.localise and images.has_boxes:
@@ -476,6 +477,38 @@ def all_metrics(predicted: Predicted, audit: Audit, settings: EvaluationSettings
                             "folder": dataset_name(images.mask_root), "errors": predicted.mask_errors}
         tables[MASKS_FILE] = mask_table
     return metrics, {"all": everything_curves, "duplicate_free": free_curves}, tables
+
+
+def patient_figures(predicted: Predicted, confidence: float) -> dict | None:
+    """Where every file name gives its patient (lgg-tcga-glioma): each patient's answer is the class most of their
+    slices get (a tie goes to the tied class with the larger summed probability), and per true class, how many
+    patients get it right, with a Wilson interval. None otherwise."""
+    from core.masks import patient_of
+    from core.metrics import wilson_interval
+
+    patients = [patient_of(path) for path in predicted.paths]
+    if not patients or not all(patients):
+        return None
+    probs, labels = np.asarray(predicted.probs), np.asarray(predicted.labels)
+    names = sorted(set(patients))
+    index = np.array([names.index(p) for p in patients])
+    counts = np.zeros((len(names), len(CLASSES)))
+    np.add.at(counts, (index, probs.argmax(axis=1)), 1)
+    sums = np.zeros((len(names), len(CLASSES)))
+    np.add.at(sums, index, probs)
+    # Votes first; the summed probability (under 1 per slice, so under one vote after scaling) breaks ties.
+    answer = (counts + sums / (len(probs) + 1)).argmax(axis=1)
+    truth = np.array([np.bincount(labels[index == i], minlength=len(CLASSES)).argmax() for i in range(len(names))])
+    votes = pd.DataFrame({"label": truth, "pred": answer})
+    per_class = {}
+    for k, name in enumerate(CLASSES):
+        mine = votes[votes["label"] == k]
+        if len(mine):
+            right = int((mine["pred"] == k).sum())
+            per_class[name] = {"patients": int(len(mine)), "right": right, "recall": right / len(mine),
+                               "interval": list(wilson_interval(right, len(mine), confidence))}
+    return {"patients": int(len(votes)), "rule": "the class most of a patient's slices get (a tie: the larger summed "
+            "probability)", "per_class": per_class}
 
 
 def run_info(settings: EvaluationSettings, root: Path, images: Images, checkpoint, classifier: Classifier,

@@ -90,6 +90,11 @@ METRICS_SCHEMA = {
                 "overall": _LOCAL, "per_class": {"type": "object", "propertyNames": _CLASS_NAME,
                                                  "additionalProperties": _LOCAL},
                 "method": _TEXT, "layer": _TEXT, "tolerance_px_at_224": _NUMBER}}]},
+        "patients": {"anyOf": [{"type": "null"}, {
+            "type": "object", "required": ["patients", "per_class"], "properties": {
+                "patients": _COUNT, "per_class": {"type": "object", "propertyNames": _CLASS_NAME,
+                                                  "additionalProperties": {"type": "object", "properties": {
+                                                      "patients": _COUNT, "right": _COUNT, "recall": _SHARE}}}}}]},
         "masks": {"anyOf": [{"type": "null"}, {
             "type": "object", "required": ["overall", "per_class", "method", "layer"], "properties": {
                 "overall": _MASK_BLOCK, "per_class": {"type": "object", "propertyNames": _CLASS_NAME,

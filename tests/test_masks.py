@@ -278,3 +278,22 @@ def test_roads_percentiles_remove_different_pixels_from_a_map_that_is_mostly_zer
     kept = [(untied(cam)[0] >= np.percentile(untied(cam)[0], p)).mean() for p in (20, 40, 60, 80)]
     assert kept == pytest.approx([0.8, 0.6, 0.4, 0.2], abs=0.01)  # as the percentiles say, not all or nothing
     assert np.argsort(untied(cam)[0, 10:20, 10:20].ravel()).tolist() == list(range(100))  # the order is the map's
+
+
+def test_per_patient_answers_are_the_class_most_of_their_slices_get():
+    from types import SimpleNamespace
+
+    from core.evaluation import patient_figures
+
+    paths = [f"glioma/TCGA_CS_{p}_19960909_{s}.png" for p in ("0001", "0002", "0003") for s in range(3)]
+    predicted_classes = [0, 0, 2,   1, 1, 0,   2, 0, 3]  # patient 1 right (2 of 3), 2 wrong, 3 a three-way tie
+    probs = np.eye(4)[predicted_classes] * 0.9 + 0.025
+    probs[7] = [0.4, 0.2, 0.2, 0.2]  # patient 3's glioma slice is the least sure: the tie goes to another class
+    figures = patient_figures(SimpleNamespace(paths=paths, labels=np.zeros(9, int), probs=probs), 0.95)
+    assert figures["patients"] == 3 and figures["per_class"]["glioma"]["right"] == 1
+    probs[7] = [0.97, 0.01, 0.01, 0.01]  # now the surest: glioma wins the tie
+    assert patient_figures(SimpleNamespace(paths=paths, labels=np.zeros(9, int), probs=probs),
+                           0.95)["per_class"]["glioma"]["right"] == 2
+    assert figures["per_class"]["glioma"]["interval"][0] < 1 / 3 < figures["per_class"]["glioma"]["interval"][1]
+    assert patient_figures(SimpleNamespace(paths=["glioma/1841.jpg"], labels=np.zeros(1, int),
+                                           probs=np.eye(4)[:1]), 0.95) is None

@@ -115,6 +115,10 @@ def summary(run) -> str:
         parts = [f"{name} {_f(v['pointing_tolerant'], '.2f')}" for name, v in local["per_class"].items()]
         lines.append(f"  pointing game (tolerant, {local['method']} {local['layer']}): {', '.join(parts)}; "
                      f"overall {_f(local['overall']['pointing_tolerant'], '.2f')}")
+    patients = run.metrics.get("patients")
+    if patients:
+        parts = [f"{name} {v['right']} of {v['patients']}" for name, v in patients["per_class"].items()]
+        lines.append(f"  per patient ({patients['rule']}): right for {', '.join(parts)}")
     masks = run.metrics.get("masks")
     if masks:
         for name, block in masks["per_class"].items():

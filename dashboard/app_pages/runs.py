@@ -103,6 +103,12 @@ def headline_cards(run) -> None:
             low, high = block.get("intervals", {}).get(interval, [None, None]) if interval else (None, None)
             if low is not None and high is not None:
                 column.caption(f"{level} CI {charts.fmt(low, spec)} – {charts.fmt(high, spec)}")
+    patients = run.metrics.get("patients")
+    if patients:
+        parts = [f"{CLASS_LABELS[name].lower()} right for {v['right']} of {v['patients']} patients "
+                 f"({level} CI {charts.fmt(v['interval'][0], '.0%')} – {charts.fmt(v['interval'][1], '.0%')})"
+                 for name, v in patients["per_class"].items()]
+        st.caption(f"Per patient: {'; '.join(parts)}.", help=f"A patient's answer is {md(patients['rule'])}.")
 
 
 @st.cache_data(show_spinner="Computing the heatmap…", max_entries=64)
