@@ -111,6 +111,9 @@ def model_captions(meta: dict, runs: list) -> list[tuple[str, str | None]]:
             if m.get("accuracy_duplicate_free") is not None else ""
         dataset = run.info["dataset"]
         where = dataset["name"] + ("" if dataset["evaluated"] == "." else "/" + dataset["evaluated"])
+        if dataset.get("files"):  # a listed part of the dataset, as a held-out split
+            listing = Path(str(dataset["files"]))
+            where += f" ({listing.parent.name}/{listing.stem})"
         accuracy = f"{m['accuracy']:.2%}" if m.get("accuracy") is not None else "n/a"
         auc = f"Macro AUC {m['macro_auc']:.5f} (how well it ranks each class above the others; 1 is perfect)." \
             if m.get("macro_auc") is not None else None
