@@ -281,3 +281,26 @@ def training_augmentation(rotation: float = 10.0, scale: tuple[float, float] = (
                         interpolation=v2.InterpolationMode.BILINEAR),
         v2.ColorJitter(brightness=brightness, contrast=contrast),
     ])
+
+
+def only_listed(tree: ClassFolderTree, prefix: str, listing: str | os.PathLike) -> ClassFolderTree:
+    """The tree with only the images a list file names (relative to the dataset root or to the evaluated tree;
+    one a line, ``#`` starts a comment). A name that is not in the tree is an error: a split that no longer fits
+    its dataset must not be evaluated silently in part."""
+    from dataclasses import replace
+
+    try:
+        text = read_bytes(listing, 16 << 20, "list of files").decode("utf-8")
+    except (OSError, ValueError) as error:
+        raise DatasetError(f"--files: {error}") from None
+    wanted = {line.split("#", 1)[0].strip() for line in text.splitlines()} - {""}
+    if prefix:
+        wanted = {name[len(prefix) + 1:] if name.startswith(prefix + "/") else name for name in wanted}
+    known = {s.relpath for s in tree.samples}
+    missing = sorted(wanted - known)
+    if missing:
+        raise DatasetError(f"--files names {len(missing)} image(s) that are not in {printable(tree.root)}, e.g. "
+                       f"{printable(missing[0])}")
+    if not wanted:
+        raise DatasetError(f"--files {printable(listing)} names no image")
+    return replace(tree, samples=[s for s in tree.samples if s.relpath in wanted])

@@ -33,15 +33,15 @@ from tqdm.auto import tqdm
 from core import __version__
 from core.audit import Audit, dataset_fingerprint, fingerprint_bytes, leakage_audit
 from core.checkpoint import check_classes_match, library_versions, load_checkpoint, resolve_checkpoint_path
-from core.data import (CLASSES, ClassFolderTree, DatasetError, Sample, find_split_dirs, preprocess_uint8,
-                       read_yolo_boxes, scan_class_folders)
+from core.data import (CLASSES, ClassFolderTree, DatasetError, Sample, find_split_dirs, only_listed,
+                       preprocess_uint8, read_yolo_boxes, scan_class_folders)
 from core.explain import CAM_METHODS, DEFAULT_LAYER, DEFAULT_METHOD, check_choice, explain_batch
 from core.familiarity import flagged_figures
 from core.inference import Classifier, classifier_from_checkpoint
 from core.localisation import POINTING_TOLERANCE_PX, has_box, localisation_scores, localisation_summary
-from core.masks import (DILATION_PX, SCORES, MaskError, find_mask_root, mask_path, mask_summary, read_mask,
-                        score_against_mask)
-from core.metrics import BootstrapSettings, MetricWarning, bootstrap_intervals, curves, point_metrics
+from core.masks import DILATION_PX, SCORES, MaskError, masks_for, mask_summary, read_mask, score_against_mask
+from core.metrics import (BootstrapSettings, MetricWarning, bootstrap_intervals, curves, patient_figures,
+                          point_metrics)
 from core.runtime import default_workers
 from core.runs import LOCALISATION_FILE, MASKS_FILE, RUN_FORMAT, RUN_FORMAT_VERSION, RunError, RunWriter
 from core.sources import read_bytes, read_image
@@ -256,51 +256,21 @@ def find_images(root: Path, settings: EvaluationSettings) -> Images:
         log.warning("skipping image %s: %s", item["path"], item["reason"])
     prefix = tree_root.relative_to(root).as_posix() if tree_root != root else ""
     if settings.files is not None:
-        tree = only_listed(tree, root, prefix, settings.files)
+        tree = only_listed(tree, prefix, settings.files)
     relpaths = [f"{prefix}/{s.relpath}" if prefix else s.relpath for s in tree.samples]
     tumours = [s for s in tree.samples if s.class_name != "notumor"]
     has_boxes = any(has_box(s.path) for s in tumours[:200])
     mask_root, masks = None, None
     if settings.localisation != "off":
         try:
-            mask_root = find_mask_root(root, settings.masks)
+            mask_root, masks = masks_for(root, tree.samples, settings.masks)
         except MaskError as error:
             raise RunError(f"--masks: {error}") from None
-    if mask_root is not None:
-        masks = [None if s.class_name == "notumor" else mask_path(mask_root, s.relpath) for s in tree.samples]
-        if not any(masks):
-            if settings.masks is not None:
-                raise RunError(f"--masks {printable(settings.masks)} holds no mask named like a tumour image of "
-                               f"{printable(tree_root)} (same stem, .png, in its class folder or at the top)")
-            mask_root, masks = None, None
     if settings.localisation == "on" and not has_boxes and masks is None:
         raise RunError(f"--localisation on, but {tree_root} has neither YOLO .txt box files beside its tumour images "
                        "nor a folder of masks beside it (or --masks)")
     localise = settings.localisation == "on" or (settings.localisation == "auto" and (has_boxes or masks is not None))
     return Images(tree_root, tree, relpaths, has_boxes, localise, mask_root, masks)
-
-
-def only_listed(tree: ClassFolderTree, root: Path, prefix: str, listing: str) -> ClassFolderTree:
-    """The tree with only the images a list file names (relative to the dataset root or to the evaluated tree;
-    one a line, ``#`` starts a comment). A name that is not in the tree is an error: a split that no longer fits
-    its dataset must not be evaluated silently in part."""
-    from dataclasses import replace
-
-    try:
-        text = read_bytes(listing, 16 << 20, "list of files").decode("utf-8")
-    except (OSError, ValueError) as error:
-        raise RunError(f"--files: {error}") from None
-    wanted = {line.split("#", 1)[0].strip() for line in text.splitlines()} - {""}
-    if prefix:
-        wanted = {name[len(prefix) + 1:] if name.startswith(prefix + "/") else name for name in wanted}
-    known = {s.relpath for s in tree.samples}
-    missing = sorted(wanted - known)
-    if missing:
-        raise RunError(f"--files names {len(missing)} image(s) that are not in {printable(root)}, e.g. "
-                       f"{printable(missing[0])}")
-    if not wanted:
-        raise RunError(f"--files {printable(listing)} names no image")
-    return replace(tree, samples=[s for s in tree.samples if s.relpath in wanted])
 
 
 @dataclass
@@ -460,7 +430,7 @@ def all_metrics(predicted: Predicted, audit: Audit, settings: EvaluationSettings
             settings.confidence),
         "warnings": sorted({str(w.message) for w in caught if issubclass(w.category, MetricWarning)}),
     }
-    metrics["patients"] = patient_figures(predicted, settings.confidence)
+    metrics["patients"] = patient_figures(predicted.paths, predicted.labels, predicted.probs, settings.confidence)
     tables = {}
     explained = {"method": settings.cam_method, "layer": settings.cam_layer, "target": "true class"}
     if images.localise and images.has_boxes:
@@ -477,38 +447,6 @@ def all_metrics(predicted: Predicted, audit: Audit, settings: EvaluationSettings
                             "folder": dataset_name(images.mask_root), "errors": predicted.mask_errors}
         tables[MASKS_FILE] = mask_table
     return metrics, {"all": everything_curves, "duplicate_free": free_curves}, tables
-
-
-def patient_figures(predicted: Predicted, confidence: float) -> dict | None:
-    """Where every file name gives its patient (lgg-tcga-glioma): each patient's answer is the class most of their
-    slices get (a tie goes to the tied class with the larger summed probability), and per true class, how many
-    patients get it right, with a Wilson interval. None otherwise."""
-    from core.masks import patient_of
-    from core.metrics import wilson_interval
-
-    patients = [patient_of(path) for path in predicted.paths]
-    if not patients or not all(patients):
-        return None
-    probs, labels = np.asarray(predicted.probs), np.asarray(predicted.labels)
-    names = sorted(set(patients))
-    index = np.array([names.index(p) for p in patients])
-    counts = np.zeros((len(names), len(CLASSES)))
-    np.add.at(counts, (index, probs.argmax(axis=1)), 1)
-    sums = np.zeros((len(names), len(CLASSES)))
-    np.add.at(sums, index, probs)
-    # Votes first; the summed probability (under 1 per slice, so under one vote after scaling) breaks ties.
-    answer = (counts + sums / (len(probs) + 1)).argmax(axis=1)
-    truth = np.array([np.bincount(labels[index == i], minlength=len(CLASSES)).argmax() for i in range(len(names))])
-    votes = pd.DataFrame({"label": truth, "pred": answer})
-    per_class = {}
-    for k, name in enumerate(CLASSES):
-        mine = votes[votes["label"] == k]
-        if len(mine):
-            right = int((mine["pred"] == k).sum())
-            per_class[name] = {"patients": int(len(mine)), "right": right, "recall": right / len(mine),
-                               "interval": list(wilson_interval(right, len(mine), confidence))}
-    return {"patients": int(len(votes)), "rule": "the class most of a patient's slices get (a tie: the larger summed "
-            "probability)", "per_class": per_class}
 
 
 def run_info(settings: EvaluationSettings, root: Path, images: Images, checkpoint, classifier: Classifier,

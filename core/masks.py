@@ -78,6 +78,23 @@ def mask_path(mask_root: Path, relpath: str) -> Path | None:
     return None
 
 
+def masks_for(dataset_root: str | os.PathLike, samples: Sequence, given: str | os.PathLike | None = None
+              ) -> tuple[Path | None, list[Path | None] | None]:
+    """The mask folder of a dataset and each tumour sample's mask file (no-tumour samples: None); (None, None)
+    when no folder is found or, found beside the dataset, it holds no mask of these samples. A folder given by hand
+    that holds none is an error."""
+    mask_root = find_mask_root(dataset_root, given)
+    if mask_root is None:
+        return None, None
+    masks = [None if s.class_name == "notumor" else mask_path(mask_root, s.relpath) for s in samples]
+    if any(masks):
+        return mask_root, masks
+    if given is not None:
+        raise MaskError(f"{given} holds no mask named like a tumour image of {dataset_root} (same stem, .png, in its "
+                        "class folder or at the top)")
+    return None, None
+
+
 def read_mask(path: str | os.PathLike, width: int, height: int) -> np.ndarray:
     """A mask file -> a boolean array of its scan's size (``height``, ``width``). A mask of another size with the
     same proportions (an outline drawn on a 256-pixel original of a 512-pixel scan) is resized to the scan; one

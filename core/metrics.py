@@ -376,3 +376,37 @@ def bootstrap_intervals(labels: np.ndarray, probs: np.ndarray, classes: list[str
         intervals[key] = [float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))] \
             if len(values) else [float("nan"), float("nan")]
     return intervals
+
+
+def patient_figures(paths: list[str], labels: np.ndarray, probs: np.ndarray, confidence: float) -> dict | None:
+    """Where every file name gives its patient (lgg-tcga-glioma): each patient's answer is the class most of their
+    slices get (a tie goes to the tied class with the larger summed probability), and per true class, how many
+    patients get it right, with a Wilson interval. None otherwise."""
+    import pandas as pd
+
+    from core.data import CLASSES
+    from core.masks import patient_of
+
+    patients = [patient_of(path) for path in paths]
+    if not patients or not all(patients):
+        return None
+    probs, labels = np.asarray(probs), np.asarray(labels)
+    names = sorted(set(patients))
+    index = np.array([names.index(p) for p in patients])
+    counts = np.zeros((len(names), len(CLASSES)))
+    np.add.at(counts, (index, probs.argmax(axis=1)), 1)
+    sums = np.zeros((len(names), len(CLASSES)))
+    np.add.at(sums, index, probs)
+    # Votes first; the summed probability (under 1 per slice, so under one vote after scaling) breaks ties.
+    answer = (counts + sums / (len(probs) + 1)).argmax(axis=1)
+    truth = np.array([np.bincount(labels[index == i], minlength=len(CLASSES)).argmax() for i in range(len(names))])
+    votes = pd.DataFrame({"label": truth, "pred": answer})
+    per_class = {}
+    for k, name in enumerate(CLASSES):
+        mine = votes[votes["label"] == k]
+        if len(mine):
+            right = int((mine["pred"] == k).sum())
+            per_class[name] = {"patients": int(len(mine)), "right": right, "recall": right / len(mine),
+                               "interval": list(wilson_interval(right, len(mine), confidence))}
+    return {"patients": int(len(votes)), "rule": "the class most of a patient's slices get (a tie: the larger summed "
+            "probability)", "per_class": per_class}

@@ -119,17 +119,10 @@ def prepare_data(cfg: TrainConfig, progress: bool = True) -> PreparedData:
     rest, test_idx = group_stratified_split(labels, groups, test_fraction, cfg.seed)
     rest_train, rest_val = group_stratified_split(labels[rest], groups[rest],
                                                   cfg.val_fraction / max(1e-9, 1 - test_fraction), cfg.seed + 1)
-    data = PreparedData(root=tree.root, dataset_root=dataset_root.resolve(), samples=samples,
+    return PreparedData(root=tree.root, dataset_root=dataset_root.resolve(), samples=samples,
                         fingerprints=fingerprints, groups=groups, train_idx=rest[rest_train],
                         val_idx=rest[rest_val], test_idx=test_idx, skipped=skipped,
                         unknown_folders=tree.unknown_folders, label_conflicts=conflicts)
-    if cfg.mask_data is not None:
-        from core.guidance import prepare_guidance
-
-        with tqdm(desc="guidance: fingerprints", unit="img", disable=not progress, leave=False) as bar:
-            data.guidance = prepare_guidance(data, cfg.mask_data, cfg.masks, cfg.mask_split, cfg.near_duplicate_bits,
-                                             bar.update)
-    return data
 
 
 def exact_label_conflicts(samples: list[Sample], fingerprints: list) -> list[list[str]]:

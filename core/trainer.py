@@ -181,6 +181,13 @@ def set_up(cfg: TrainConfig) -> Run:
         check_writable(out)
     torch.manual_seed(cfg.seed)
     data = prepare_data(cfg, progress=cfg.progress and ctx.main)
+    if cfg.mask_data is not None:
+        from core.guidance import prepare_guidance
+
+        with tqdm(desc="guidance: fingerprints", unit="img", disable=not (cfg.progress and ctx.main),
+                  leave=False) as bar:
+            data.guidance = prepare_guidance(data, cfg.mask_data, cfg.masks, cfg.mask_split, cfg.near_duplicate_bits,
+                                             bar.update)
     run = Run(cfg, started, device, resolve_precision(cfg.precision, device), ctx, out, data, data.fingerprint(),
               resume)
     if resume is not None:

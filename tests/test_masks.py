@@ -229,8 +229,8 @@ def test_an_evaluation_run_scores_heatmaps_against_masks_and_reads_a_list_of_fil
     assert summary["overall"]["blob_peak_in_mask"]["mean"] == 1.0
     assert run.info["dataset"]["masks"] == "scans-masks"
     listing.write_text("glioma/nothing-here.png\n")
-    from core.runs import RunError
-    with pytest.raises(RunError, match="not in"):
+    from core.data import DatasetError
+    with pytest.raises(DatasetError, match="not in"):
         evaluate(EvaluationSettings(checkpoint=str(model), data=str(data), out=str(tmp_path / "run2"),
                                     progress=False, files=str(listing)))
 
@@ -281,19 +281,15 @@ def test_roads_percentiles_remove_different_pixels_from_a_map_that_is_mostly_zer
 
 
 def test_per_patient_answers_are_the_class_most_of_their_slices_get():
-    from types import SimpleNamespace
-
-    from core.evaluation import patient_figures
+    from core.metrics import patient_figures
 
     paths = [f"glioma/TCGA_CS_{p}_19960909_{s}.png" for p in ("0001", "0002", "0003") for s in range(3)]
     predicted_classes = [0, 0, 2,   1, 1, 0,   2, 0, 3]  # patient 1 right (2 of 3), 2 wrong, 3 a three-way tie
     probs = np.eye(4)[predicted_classes] * 0.9 + 0.025
     probs[7] = [0.4, 0.2, 0.2, 0.2]  # patient 3's glioma slice is the least sure: the tie goes to another class
-    figures = patient_figures(SimpleNamespace(paths=paths, labels=np.zeros(9, int), probs=probs), 0.95)
+    figures = patient_figures(paths, np.zeros(9, int), probs, 0.95)
     assert figures["patients"] == 3 and figures["per_class"]["glioma"]["right"] == 1
     probs[7] = [0.97, 0.01, 0.01, 0.01]  # now the surest: glioma wins the tie
-    assert patient_figures(SimpleNamespace(paths=paths, labels=np.zeros(9, int), probs=probs),
-                           0.95)["per_class"]["glioma"]["right"] == 2
+    assert patient_figures(paths, np.zeros(9, int), probs, 0.95)["per_class"]["glioma"]["right"] == 2
     assert figures["per_class"]["glioma"]["interval"][0] < 1 / 3 < figures["per_class"]["glioma"]["interval"][1]
-    assert patient_figures(SimpleNamespace(paths=["glioma/1841.jpg"], labels=np.zeros(1, int),
-                                           probs=np.eye(4)[:1]), 0.95) is None
+    assert patient_figures(["glioma/1841.jpg"], np.zeros(1, int), np.eye(4)[:1], 0.95) is None
