@@ -389,7 +389,7 @@ def explanations_tables(run) -> None:
             entry[f"{CLASS_LABELS[name]}: peak on tumour"] = block["peak_in_dilated"]["mean"]
             entry[f"{CLASS_LABELS[name]}: heat on tumour"] = block["energy_in_dilated"]["mean"]
         rows.append(entry)
-    st.markdown(f"**Every method and layer** ({found['slices']:,} slices)")
+    st.markdown(f"**Every method and layer** ({md(found['slices'])} slices)")
     st.dataframe(pd.DataFrame(rows), hide_index=True, key="runs.methods",
                  column_config={c: st.column_config.NumberColumn(format="%.2f") for c in rows[0] if ":" in c})
     best = found["best"]
@@ -401,7 +401,7 @@ def explanations_tables(run) -> None:
         table = pd.DataFrame([{"heatmap": r["method"], "layer": r["layer"] or "", "ROAD": r["mean"],
                                "95% CI low": r["interval"][0], "95% CI high": r["interval"][1]}
                               for r in faithful["scores"]])
-        st.markdown(f"**Faithfulness** (ROAD, {faithful['slices']} slices)")
+        st.markdown(f"**Faithfulness** (ROAD, {md(faithful['slices'])} slices)")
         st.dataframe(table, hide_index=True, key="runs.faithfulness",
                      column_config={c: st.column_config.NumberColumn(format="%+.3f")
                                     for c in ("ROAD", "95% CI low", "95% CI high")})
@@ -414,10 +414,10 @@ def explanations_tables(run) -> None:
         table = pd.DataFrame([{"heatmap": row["method"], "layer": row["layer"],
                                **{f"after randomising {step}": row[step]["mean"] for step in steps}}
                               for row in sanity["rows"]])
-        st.markdown(f"**Sanity check** (randomised model, {sanity['slices']} slices)")
+        st.markdown(f"**Sanity check** (randomised model, {md(sanity['slices'])} slices)")
         st.dataframe(table, hide_index=True, key="runs.sanity",
                      column_config={c: st.column_config.NumberColumn(format="%.2f") for c in table.columns[2:]})
-        alike = sorted({f"{row['method']} ({row['layer']})" for row in sanity["rows"]
+        alike = sorted({f"{md(row['method'])} ({md(row['layer'])})" for row in sanity["rows"]
                         if max(row[step]["mean"] for step in steps) >= 0.5})
         st.caption("How alike each method's heatmaps stay (rank correlation, 1 = the same) when the network's "
                    "weights are replaced by random ones, first the last layers, then all. "
