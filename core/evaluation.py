@@ -173,6 +173,8 @@ def check_settings(settings: EvaluationSettings) -> None:
         problems.append("--confidence must be between 0 and 1")
     if settings.localisation not in ("auto", "on", "off"):
         problems.append("--localisation must be auto, on or off")
+    if settings.masks is not None and settings.localisation == "off":
+        problems.append("--masks is only read for localisation scores; leave out --localisation off")
     if not 0 <= settings.mask_dilation_px <= 50:
         problems.append("--mask-dilation-px must be between 0 and 50 (pixels at 224)")
     if settings.near_duplicate_bits is not None and not 0 <= settings.near_duplicate_bits <= 256:

@@ -265,6 +265,9 @@ def test_the_explanations_command_measures_every_method_and_refuses_a_run_withou
     assert {r["method"] for r in found["faithfulness"]["scores"]} == {"gradcam", "eigencam", "random", "centre blob"}
     assert {r["method"] for r in found["sanity"]["rows"]} == {"gradcam", "eigencam"}
     assert "eigencam layer4" in found["best"]["excluded"]  # the same map for every class: never the default
+    from core.runs import RunError
+    with pytest.raises(RunError, match="--masks is only read for localisation"):
+        run_of(tmp_path / "neither", localisation="off", masks=str(tmp_path / "scans-masks"))
     refused = command(run_of(tmp_path / "plain", localisation="off"))
     assert refused.returncode == 2 and "no scores against tumour masks" in refused.stderr
     assert "Traceback" not in refused.stderr
