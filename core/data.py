@@ -300,7 +300,7 @@ def only_listed(tree: ClassFolderTree, prefix: str, listing: str | os.PathLike) 
     missing = sorted(wanted - known)
     if missing:
         raise DatasetError(f"--files names {len(missing)} image(s) that are not in {printable(tree.root)}, e.g. "
-                       f"{printable(missing[0])}")
+                           f"{printable(missing[0])}")
     if not wanted:
         raise DatasetError(f"--files {printable(listing)} names no image")
     return replace(tree, samples=[s for s in tree.samples if s.relpath in wanted])
