@@ -283,17 +283,25 @@ def training_augmentation(rotation: float = 10.0, scale: tuple[float, float] = (
     ])
 
 
+MAX_LISTING_BYTES = 16 << 20  # a list of image paths (a split's side): a million names and more
+
+
+def read_listing(listing: str | os.PathLike, what: str = "--files") -> set[str]:
+    """The image paths a list file names: one a line, ``#`` starts a comment, blank lines ignored."""
+    try:
+        text = read_bytes(listing, MAX_LISTING_BYTES, "list of files").decode("utf-8")
+    except (OSError, ValueError) as error:
+        raise DatasetError(f"{what}: {error}") from None
+    return {line.split("#", 1)[0].strip() for line in text.splitlines()} - {""}
+
+
 def only_listed(tree: ClassFolderTree, prefix: str, listing: str | os.PathLike) -> ClassFolderTree:
     """The tree with only the images a list file names (relative to the dataset root or to the evaluated tree;
-    one a line, ``#`` starts a comment). A name that is not in the tree is an error: a split that no longer fits
-    its dataset must not be evaluated silently in part."""
+    :func:`read_listing`). A name that is not in the tree is an error: a split that no longer fits its dataset
+    must not be evaluated silently in part."""
     from dataclasses import replace
 
-    try:
-        text = read_bytes(listing, 16 << 20, "list of files").decode("utf-8")
-    except (OSError, ValueError) as error:
-        raise DatasetError(f"--files: {error}") from None
-    wanted = {line.split("#", 1)[0].strip() for line in text.splitlines()} - {""}
+    wanted = read_listing(listing)
     if prefix:
         wanted = {name[len(prefix) + 1:] if name.startswith(prefix + "/") else name for name in wanted}
     known = {s.relpath for s in tree.samples}

@@ -70,6 +70,15 @@ CAM_METHODS = {
 DEFAULT_METHOD = "gradcam"
 
 
+def fast_methods() -> list[str]:
+    """The methods that explain a scan in one pass (all but those needing a pass per channel)."""
+    return [m for m, spec in CAM_METHODS.items() if not spec.slow]
+
+
+def slow_methods() -> list[str]:
+    return [m for m, spec in CAM_METHODS.items() if spec.slow]
+
+
 class ExplainError(ValueError):
     """An explanation was asked for with settings that do not exist; the message lists the choices."""
 

@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 
 from core.data import CLASSES
-from core.explain import CAM_METHODS, explain_batch
+from core.explain import explain_batch
 from core.masks import DILATION_PX, SCORES, centre_blob, mask_summary, read_mask, score_against_mask
 
 ROAD_PERCENTILES = (20, 40, 60, 80)
@@ -194,11 +194,3 @@ def rank_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         value = spearmanr(x, y)[0] if x.std() > 0 and y.std() > 0 else 0.0
         out.append(0.0 if np.isnan(value) else float(value))
     return np.asarray(out)
-
-
-def slow_methods() -> list[str]:
-    return [m for m, spec in CAM_METHODS.items() if spec.slow]
-
-
-def fast_methods() -> list[str]:
-    return [m for m, spec in CAM_METHODS.items() if not spec.slow]

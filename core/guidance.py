@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from core.audit import NEAR_DUPLICATE_BITS, fingerprint_files, nearest_matches, phash_array
-from core.data import CLASSES, DatasetError, Sample, find_split_dirs, scan_class_folders
+from core.data import CLASSES, DatasetError, Sample, find_split_dirs, read_listing, scan_class_folders
 from core.localisation_split import SIDES, copies_of
 from core.masks import find_mask_root, mask_path
 
@@ -64,7 +64,7 @@ def read_split(folder: str | Path) -> dict[str, set[str]]:
         if not file.is_file():
             raise GuidanceError(f"the localisation split {folder} has no {side}.txt (python -m "
                                 "training.localisation_split writes one)")
-        sides[side] = {line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()}
+        sides[side] = read_listing(file, f"the localisation split's {side}.txt")
     return sides
 
 

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.audit import NEAR_DUPLICATE_BITS, Fingerprint, duplicate_groups, hamming_matrix, near_pairs, phash_array
+from core.audit import (NEAR_DUPLICATE_BITS, Fingerprint, cross_matches, duplicate_groups, hamming_matrix,
+                        phash_array)
 from core.data import CLASSES, Sample
 from core.masks import patient_of
 
@@ -111,10 +112,9 @@ def split_slices(samples: list[Sample], fingerprints: list[Fingerprint], seed: i
 def copies_of(held_out: list[Fingerprint], images: list[Fingerprint], near_duplicate_bits: int = NEAR_DUPLICATE_BITS
               ) -> np.ndarray:
     """Which of ``images`` (for instance a Kaggle release's Training/) are copies of a held-out slice: byte- or
-    pixel-identical, or at most ``near_duplicate_bits`` apart. These must not be trained on either."""
-    shas = {f.sha256 for f in held_out} | {f.pixel_sha256 for f in held_out}
-    copy = np.array([f.sha256 in shas or f.pixel_sha256 in shas for f in images], dtype=bool)
-    if held_out and images:
-        pairs = near_pairs(phash_array(images), phash_array(held_out), threshold=near_duplicate_bits)
-        copy[np.unique(pairs[:, 0])] = True
-    return copy
+    pixel-identical, or at most ``near_duplicate_bits`` apart (the audit's test, :func:`core.audit.cross_matches`).
+    These must not be trained on either."""
+    if not images:
+        return np.zeros(0, dtype=bool)
+    return cross_matches(images, [f.sha256 for f in held_out], phash_array(held_out),
+                         [f.pixel_sha256 for f in held_out], near_duplicate_bits).duplicate

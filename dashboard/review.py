@@ -10,7 +10,7 @@ import pandas as pd
 from PIL import Image, ImageDraw
 
 from core.data import CLASS_LABELS, read_yolo_boxes
-from core.sources import FileRefused, contained_path, read_image
+from core.sources import FileRefused, contained_path, is_within, read_image
 
 # What a reviewer asks for first, and how the run's cases are filtered and ordered for it.
 VIEWS = {
@@ -20,8 +20,6 @@ VIEWS = {
     "unfamiliar": "Scans the model did not recognise (familiarity)",
     "all": "Every case",
 }
-# Mask folders of datasets whose tumour outlines are published separately; otherwise "<dataset>-masks".
-MASK_FOLDERS = {"figshare-cheng-br35h": "figshare-cheng-masks", "lgg-tcga-glioma": "lgg-tcga-glioma-masks"}
 COLUMN_NAMES = {"path": "image", "label": "true class", "pred": "predicted class", "confidence": "confidence",
                 "correct": "right?", "familiarity": "familiarity distance", "unfamiliar": "not recognised",
                 "energy_in_box": "heatmap energy in box", "pointing_tolerant": "peak near the tumour",
@@ -90,14 +88,20 @@ def error_cell(rows: pd.DataFrame, classes: list[str]) -> tuple[str, str]:
 
 
 def mask_path(datasets_root: str | Path, dataset: str, relative: str) -> Path | None:
-    """The tumour mask published beside a dataset for one of its images (same class folder and stem, PNG), when
-    it is there; never outside ``datasets_root``."""
-    folder = MASK_FOLDERS.get(dataset, f"{dataset}-masks")
+    """The tumour mask published beside a dataset for one of its images, found as evaluation runs find it
+    (:func:`core.masks.find_mask_root`, :func:`core.masks.mask_path`), when it is there; never outside
+    ``datasets_root`` (``dataset`` and ``relative`` come from a run file)."""
+    from core.masks import find_mask_root
+    from core.masks import mask_path as mask_beside
+
     try:
-        candidate = contained_path(datasets_root, f"{folder}/{Path(relative).with_suffix('.png').as_posix()}", "mask")
+        dataset_root = contained_path(datasets_root, dataset, "dataset")
+        contained_path(dataset_root, relative, "image")
     except FileRefused:
         return None
-    return candidate if candidate.is_file() else None
+    mask_root = find_mask_root(dataset_root)
+    found = mask_beside(mask_root, relative) if mask_root is not None else None
+    return found if found is not None and is_within(found, [datasets_root]) else None
 
 
 def draw_truth(image: Image.Image, image_path: Path, mask: Path | None) -> tuple[Image.Image, list[str]]:

@@ -27,8 +27,7 @@ FILE = "explanations.json"
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    from core.explain import LAYERS
-    from core.explanation_audit import fast_methods
+    from core.explain import LAYERS, fast_methods
 
     parser = argparse.ArgumentParser(prog="python -m training.explanations", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -80,7 +79,8 @@ def main(argv=None) -> int:
 
     from core import load_classifier
     from core.explain import check_choice
-    from core.explanation_audit import ExplanationsError, cases_of, sample, slow_methods
+    from core.explain import slow_methods
+    from core.explanation_audit import ExplanationsError, cases_of, sample
     from core.runs import read_run
 
     for method in args.methods:

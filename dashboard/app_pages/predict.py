@@ -10,7 +10,7 @@ from pathlib import Path
 import streamlit as st
 
 from core.data import CLASS_LABELS
-from core.explain import CAM_METHODS, DEFAULT_LAYER, DEFAULT_METHOD, LAYERS, SCALES, explain, overlay
+from core.explain import CAM_METHODS, DEFAULT_LAYER, DEFAULT_METHOD, LAYERS, SCALES, explain, fast_methods, overlay
 from core.sources import read_image
 from core.sources.files import printable
 from dashboard.charts import probability_bars
@@ -271,7 +271,7 @@ def show_scan(position: int, name: str, digest: str, image, row, explained_class
 
 
 def method_grid(digest: str, image, shown, layer: str, target: str | None) -> None:
-    fast = [m for m in CAM_METHODS if not CAM_METHODS[m].slow]
+    fast = fast_methods()
     model_key = f"{classifier.path}:{os.path.getmtime(classifier.path)}"
     columns = st.columns(len(fast))
     for column, name in zip(columns, fast):

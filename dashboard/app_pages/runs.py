@@ -11,7 +11,7 @@ import streamlit as st
 
 from core.checkpoint import CheckpointError
 from core.data import CLASS_LABELS
-from core.explain import CAM_METHODS, DEFAULT_LAYER, LAYERS, explain, overlay
+from core.explain import CAM_METHODS, DEFAULT_LAYER, LAYERS, explain, fast_methods, overlay
 from core.metrics import NO_TUMOUR, operating_point
 from core.runs import RunError
 from core.sources import FileRefused, is_within, read_image
@@ -220,7 +220,7 @@ def case_view(run, images_root: Path | None) -> None:
         st.query_params.pop("case", None)
         st.rerun()
     method_box, layer_box = st.columns(2)
-    method = method_box.selectbox("Heatmap method", [m for m in CAM_METHODS if not CAM_METHODS[m].slow],
+    method = method_box.selectbox("Heatmap method", fast_methods(),
                                   format_func=lambda m: CAM_METHODS[m].label, key="runs.case_method",
                                   persist_state="session")
     layer = layer_box.selectbox("Layer", list(LAYERS), index=list(LAYERS).index(DEFAULT_LAYER),
