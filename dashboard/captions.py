@@ -85,6 +85,26 @@ def familiarity_caption(meta: dict) -> tuple[str, str] | None:
                                              else f", borrowed{borrowed_from(record)}") + ".")
 
 
+def guidance_caption(record, config: dict) -> tuple[str, str] | None:
+    """What a mask-guided model (core.guidance) was taught besides the labels; None for a model trained on labels
+    alone."""
+    if not isinstance(record, dict) or not isinstance(record.get("guided_images"), int):
+        return None
+    def total(key: str) -> int:
+        counts = record.get(key) or {}
+        return sum(v for v in counts.values() if isinstance(v, int)) if isinstance(counts, dict) else 0
+    weight = config.get("mask_weight")
+    return (f"Also taught where the evidence should lie: {record['guided_images']:,} of its training scans came "
+            "with a tumour outline, and evidence outside it was penalised.",
+            f"Outlines from {md(Path(str(record.get('mask_data', '?'))).name)} ({md(record.get('masks', '?'))}), "
+            f"the train side of the localisation split {md(Path(str(record.get('split', '?'))).name)}: "
+            f"{total('transferred'):,} moved onto copies in the training data, {total('added'):,} slices added; "
+            f"{record.get('left_out_copies_of_held_out_slices', 0):,} training images left out as copies of the "
+            "split's validation and test slices, which score its heatmaps. Loss: cross-entropy plus "
+            f"{weight if isinstance(weight, (int, float)) else '?'} x the share of the true class's activation map "
+            "outside the outline.")
+
+
 def model_captions(meta: dict, runs: list) -> list[tuple[str, str | None]]:
     """The sidebar's description of a model: (plain sentence, technical detail for its tooltip) pairs, markdown,
     on its classes, training data, calibration, familiarity warning and the test figures of its bundled ``runs``."""
@@ -96,6 +116,9 @@ def model_captions(meta: dict, runs: list) -> list[tuple[str, str | None]]:
     base = meta.get("base_weights", {}).get("name", "not recorded")
     captions.append((f"Learned from {seen:,} scans of {md(training_source(data))}.",
                      f"A ResNet-50 started from ImageNet weights ({md(base)}) and fine-tuned."))
+    guided = guidance_caption(data.get("guidance"), meta.get("training", {}).get("config", {}))
+    if guided:
+        captions.append(guided)
     validation = meta.get("validation", {})
     if validation.get("val_accuracy") is not None:
         auc = validation.get("val_macro_auc")

@@ -16,7 +16,7 @@ from core.sources.files import printable
 from dashboard.charts import probability_bars
 from dashboard.heatmaps import with_colour_bar, with_header
 from dashboard.captions import Verdict, layer_label, localisation_sentence, md, verdict
-from dashboard.common import error_boundary, get_classifier, runs_of_model
+from dashboard.common import available_models, classifier_at, error_boundary, get_classifier, runs_of_model
 
 PREDICTED = "the predicted class"
 MAX_SCANS = 24        # per session: each decoded scan can hold up to 12 MB (2,048 x 2,048 RGB)
@@ -51,6 +51,11 @@ with st.expander("Explanation settings", expanded=False):
                      help="Own maximum: every map is stretched until its hottest point is red, even for a class at "
                           "0.1%. Relative to the prediction: red means as much evidence as the predicted class's "
                           "peak, so maps of different classes and methods can be compared.")
+
+
+def model_label(folder: str | Path) -> str:
+    """'default' -> 'Default model', 'mask-guided' -> 'Mask-guided model'."""
+    return f"{Path(folder).name.capitalize()} model"
 
 
 def kept_scans() -> list[dict]:
@@ -96,6 +101,12 @@ if uploads:
 for problem in st.session_state.get(PROBLEMS_KEY, []):
     st.warning(problem)
 scans = [(s["name"], s["digest"], s["image"]) for s in kept_scans()]
+bundled_models = available_models()
+compare_models = len(bundled_models) > 1 and st.toggle(
+    "Every bundled model side by side", value=True, key="predict.compare_models", persist_state="session",
+    help="The same scan through each model shipped with the dashboard ("
+         + ", ".join(model_label(m).lower() for m in bundled_models) + "): the same accuracy can rest on different "
+         "evidence.")
 if scans:
     count, clear = st.columns([4, 1], vertical_alignment="center")
     count.caption(f"{len(scans)} scan{'s' if len(scans) > 1 else ''} kept for this session (they stay when you visit "
@@ -112,6 +123,11 @@ def slow_explainer():
     from core.background import SlowExplainer
 
     return SlowExplainer()
+
+
+def model_key_of(model) -> str:
+    """What names a model in the explanation cache: its file and when it was written."""
+    return f"{model.path}:{os.path.getmtime(model.path)}"
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -161,8 +177,7 @@ slow_result = None
 if not (CAM_METHODS[method].slow and scans and classifier is not None):
     drop_slow_job()
 else:
-    model_key = f"{classifier.path}:{os.path.getmtime(classifier.path)}"
-    signature = (model_key, method, layer, target, scale, tuple(digest for _, digest, _ in scans))
+    signature = (model_key_of(classifier), method, layer, target, scale, tuple(digest for _, digest, _ in scans))
     title = CAM_METHODS[method].label
     if (st.session_state.get(SLOW_JOB) or {}).get("signature") not in (None, signature):
         drop_slow_job()
@@ -208,19 +223,25 @@ def png_bytes(image) -> bytes:
     return buffer.getvalue()
 
 
-def scan_verdict(row, familiarity: float | None) -> Verdict:
-    model = classifier.familiarity
-    calibration = classifier.metadata.get("calibration") or {}
-    return verdict(CLASS_LABELS[classifier.classes[int(row.argmax())]], float(row.max()), classifier.refer_below,
-                   classifier.calibrated, familiarity, model.threshold if model is not None else None,
+def scan_verdict(model, row, familiarity: float | None) -> Verdict:
+    """What ``model`` (a classifier) answers for a scan, given its probabilities and familiarity distance."""
+    familiar = model.familiarity
+    calibration = model.metadata.get("calibration") or {}
+    return verdict(CLASS_LABELS[model.classes[int(row.argmax())]], float(row.max()), model.refer_below,
+                   model.calibrated, familiarity, familiar.threshold if familiar is not None else None,
                    (calibration.get("referral") or {}).get("below"),
-                   (classifier.metadata.get("familiarity") or {}).get("flag_share", 0.01))
+                   (model.metadata.get("familiarity") or {}).get("flag_share", 0.01))
+
+
+def heatmap_description(method: str, layer: str, class_label: str) -> str:
+    return f"{CAM_METHODS[method].label} ({layer}) " + (f"for {class_label}" if CAM_METHODS[method].class_specific
+                                                        else "- the same map for every class")
 
 
 def show_scan(position: int, name: str, digest: str, image, row, explained_class: int, heatmap,
               familiarity: float | None) -> None:
     best = int(row.argmax())
-    judged = scan_verdict(row, familiarity)
+    judged = scan_verdict(classifier, row, familiarity)
     with st.container(border=True):
         if judged.kind == "unfamiliar":
             st.warning(judged.sentence, icon=":material/help:")
@@ -240,8 +261,7 @@ def show_scan(position: int, name: str, digest: str, image, row, explained_class
         blended = with_colour_bar(overlay(shown, heatmap, opacity), scale)
         why = CLASS_LABELS[classifier.classes[int(explained_class)]]
         class_specific = CAM_METHODS[method].class_specific
-        described = f"{CAM_METHODS[method].label} ({layer}) " + (f"for {why}" if class_specific else
-                                                                  "- the same map for every class")
+        described = heatmap_description(method, layer, why)
         heat.image(png_bytes(blended), caption=described, width="stretch", output_format="PNG")
         header = [f"{printable(name)} ({width} x {height})",
                   f"Model: {CLASS_LABELS[classifier.classes[best]]} {row[best]:.1%}"
@@ -268,11 +288,43 @@ def show_scan(position: int, name: str, digest: str, image, row, explained_class
                      help="The fast methods on one colour scale (relative to the predicted class's evidence), for "
                           "teaching how much the picture depends on the method."):
             method_grid(digest, image, shown, layer, None if target == PREDICTED else target)
+        if compare_models:
+            models_side_by_side(digest, image, shown, layer, None if target == PREDICTED else target)
+
+
+def models_side_by_side(digest: str, image, shown, layer: str, target: str | None) -> None:
+    """The scan through every bundled model: each one's answer, heatmap (same method, layer and colour scale) and
+    probabilities, and how often its heatmaps lay on the tumour in its own bundled run."""
+    fast = method if not CAM_METHODS[method].slow else DEFAULT_METHOD
+    st.markdown("**The bundled models side by side**")
+    for column, folder in zip(st.columns(len(bundled_models)), bundled_models):
+        with column, error_boundary(f"The {model_label(folder).lower()}"):
+            model = classifier_at(folder)
+            result = explained(model_key_of(model), (digest,), fast, layer, target, scale, _images=(image,),
+                               _classifier=model)
+            row, explained_class = result.probabilities[0], int(result.targets[0])
+            score = None if result.familiarity is None else float(result.familiarity[0])
+            judged = scan_verdict(model, row, score)
+            st.markdown(f"{model_label(folder)}: {judged.heading}")
+            name = model.classes[explained_class]
+            st.image(png_bytes(with_colour_bar(overlay(shown, result.heatmaps[0], opacity), scale)),
+                     caption=f"{model_label(folder)}: {heatmap_description(fast, layer, CLASS_LABELS[name])}",
+                     width="stretch", output_format="PNG")
+            st.plotly_chart(probability_bars(model.classes, row, int(row.argmax()),
+                                             muted=judged.kind == "unfamiliar"),
+                            width="stretch", config={"displayModeBar": False},
+                            key=f"predict.models.{Path(folder).name}.{digest[:10]}")
+            measured = localisation_sentence(runs_of_model(Path(model.path)), name, fast, layer)
+            if measured:
+                st.caption(measured)
+    st.caption("Models can be equally accurate for different reasons: the mask-guided model was trained with the "
+               "figshare tumour outlines as extra supervision of where its evidence should lie. Compare where each "
+               "one looked, and the measured figures under each heatmap.")
 
 
 def method_grid(digest: str, image, shown, layer: str, target: str | None) -> None:
     fast = fast_methods()
-    model_key = f"{classifier.path}:{os.path.getmtime(classifier.path)}"
+    model_key = model_key_of(classifier)
     columns = st.columns(len(fast))
     for column, name in zip(columns, fast):
         result = explained(model_key, (digest,), name, layer, target, "prediction", _images=(image,),
@@ -285,7 +337,7 @@ def method_grid(digest: str, image, shown, layer: str, target: str | None) -> No
 
 if classifier is not None and scans:
     with error_boundary("The explanation"):
-        model_key = f"{classifier.path}:{os.path.getmtime(classifier.path)}"
+        model_key = model_key_of(classifier)
         with st.spinner(f"Explaining {len(scans)} scan{'s' if len(scans) > 1 else ''}…"):
             result = slow_result or explained(model_key, tuple(digest for _, digest, _ in scans), method, layer,
                                               None if target == PREDICTED else target, scale,
