@@ -16,10 +16,10 @@ figshare slices) and its localisation split (:mod:`core.localisation_split`):
 
 **The loss.** For a ResNet with global average pooling and a linear head, Grad-CAM at ``layer4`` is the class
 activation map: the head's weights for the class times the 7 x 7 activations, negative evidence set to zero.
-:func:`outside_share` is the share of that map's positive evidence for the true class lying outside the outline
-grown by a margin, per guided image; training adds ``mask_weight`` times its mean to the cross-entropy (in the
-spirit of GAIN, Li et al. 2018, and of HiResCAM's mask loss, Draelos and Carin 2020). Images without an outline,
-and every no-tumour image, are trained on their label alone.
+:func:`outside_share` is the share of the true class's evidence (the map before the ReLU, spread over its cells by
+a softmax) lying outside the outline grown by a margin, per guided image; training adds ``mask_weight`` times its
+mean to the cross-entropy (in the spirit of GAIN, Li et al. 2018, and of HiResCAM's mask loss, Draelos and Carin
+2020). Images without an outline, and every no-tumour image, are trained on their label alone.
 """
 
 from __future__ import annotations
@@ -185,18 +185,26 @@ def _add_uncopied(data, guides, guide_prints, bits: int, guidance: Guidance, pro
 
 
 def class_activation_maps(activations: torch.Tensor, head: torch.nn.Linear, labels: torch.Tensor) -> torch.Tensor:
-    """Grad-CAM at the last block of a pooled-linear network: the head's weights for each image's class times its
-    activations, summed over channels, negative evidence set to zero: (n, h, w)."""
+    """The class activation map at the last block of a pooled-linear network, before Grad-CAM's ReLU: the head's
+    weights for each image's class times its activations, summed over channels (n, h, w). Its mean plus the bias is
+    the class's logit; Grad-CAM at ``layer4`` is this map with negative evidence set to zero."""
     weights = head.weight[labels].to(activations.dtype)  # (n, channels)
-    return F.relu(torch.einsum("nchw,nc->nhw", activations, weights).float())
+    return torch.einsum("nchw,nc->nhw", activations, weights).float()
 
 
-def outside_share(cams: torch.Tensor, masks: torch.Tensor, margin_px: float) -> torch.Tensor:
-    """Per image, the share of the map's evidence outside the outline grown by ``margin_px`` (at 224 px): ``cams``
-    (n, h, w), ``masks`` (n, 1, H, W) of 0 and 1 on the network's input grid."""
+def outside_share(maps: torch.Tensor, masks: torch.Tensor, margin_px: float) -> torch.Tensor:
+    """Per image, the share of the class's evidence outside the outline grown by ``margin_px`` (at 224 px), with the
+    evidence spread over the map's cells by a softmax: ``maps`` (n, h, w) from :func:`class_activation_maps`,
+    ``masks`` (n, 1, H, W) of 0 and 1 on the network's input grid.
+
+    A softmax, not Grad-CAM's ReLU and sum: a share of positive evidence can be driven to zero by having none
+    (a map that is negative everywhere, which still gives the class its logit through the others' and the bias); a
+    first mask-guided run found exactly that for gliomas, whose Grad-CAM became blank. The softmax ignores a shift
+    of the whole map and always sums to one, so the only way to lower it is to make the evidence inside the outline
+    larger than outside."""
     size = masks.shape[-1]
     radius = int(round(margin_px * size / 224))
     grown = F.max_pool2d(masks.float(), 2 * radius + 1, stride=1, padding=radius) if radius > 0 else masks.float()
-    allowed = F.adaptive_max_pool2d(grown, cams.shape[-2:]).squeeze(1)  # a cell is allowed if the tumour touches it
-    total = cams.sum(dim=(1, 2))
-    return (cams * (1 - allowed)).sum(dim=(1, 2)) / (total + 1e-6)
+    allowed = F.adaptive_max_pool2d(grown, maps.shape[-2:]).squeeze(1).flatten(1)  # a cell touched by the tumour
+    spread = torch.softmax(maps.flatten(1), dim=1)
+    return (spread * (1 - allowed)).sum(dim=1)

@@ -13,7 +13,7 @@ from core.guidance import GUIDE_PREFIX, class_activation_maps, outside_share
 SIDE = 128
 
 
-def test_evidence_outside_the_outline_costs_more_than_evidence_inside():
+def test_evidence_outside_the_outline_costs_more_than_evidence_inside_and_having_none_is_no_way_out():
     head = torch.nn.Linear(8, 4)
     with torch.no_grad():
         head.weight.zero_()
@@ -21,19 +21,24 @@ def test_evidence_outside_the_outline_costs_more_than_evidence_inside():
     outline = torch.zeros(1, 1, 224, 224)
     outline[..., 96:128, 96:128] = 1.0                # the centre cell of the 7 x 7 grid
     inside, outside = torch.zeros(1, 8, 7, 7), torch.zeros(1, 8, 7, 7)
-    inside[..., 3, 3] = 1.0
-    outside[..., 0, 6] = 1.0
+    inside[..., 3, 3] = 4.0                           # 32 once summed over the 8 channels
+    outside[..., 0, 6] = 4.0
     label = torch.tensor([2])
     share_in = outside_share(class_activation_maps(inside, head, label), outline, margin_px=0)
     share_out = outside_share(class_activation_maps(outside, head, label), outline, margin_px=0)
     assert share_in.item() == pytest.approx(0.0, abs=1e-5) and share_out.item() == pytest.approx(1.0, abs=1e-5)
     # Half of it in a neighbouring cell: half outside, until the margin reaches that cell.
     half = inside.clone()
-    half[..., 3, 4] = 1.0
+    half[..., 3, 4] = 4.0
     assert outside_share(class_activation_maps(half, head, label), outline, 0).item() == pytest.approx(0.5, abs=1e-4)
     assert outside_share(class_activation_maps(half, head, label), outline, 8).item() == pytest.approx(0.0, abs=1e-4)
-    # Negative evidence is not evidence: a class that reads the channels negatively has no map to penalise.
-    assert class_activation_maps(inside, head, torch.tensor([0])).sum() == 0
+    # A map with no positive evidence anywhere (what a first guided run learned for gliomas) costs as much as a flat
+    # one, 48 of 49 cells outside: making Grad-CAM blank does not escape the penalty.
+    flat = outside_share(class_activation_maps(torch.zeros(1, 8, 7, 7), head, label), outline, 0).item()
+    negative = outside_share(class_activation_maps(inside - 10.0, head, label), outline, 0).item()
+    assert flat == pytest.approx(48 / 49, abs=1e-5)
+    assert negative == pytest.approx(share_in.item(), abs=1e-5)  # a shift of the whole map changes nothing
+    assert outside_share(class_activation_maps(-inside, head, label), outline, 0).item() > flat
 
 
 def picture(seed: int) -> np.ndarray:
