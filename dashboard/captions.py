@@ -85,24 +85,33 @@ def familiarity_caption(meta: dict) -> tuple[str, str] | None:
                                              else f", borrowed{borrowed_from(record)}") + ".")
 
 
-def guidance_caption(record, config: dict) -> tuple[str, str] | None:
+def _count(value) -> str:
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else "?"
+
+
+def _total(counts) -> int:
+    return sum(v for v in counts.values() if isinstance(v, int)) if isinstance(counts, dict) else 0
+
+
+def guidance_caption(record, config) -> tuple[str, str] | None:
     """What a mask-guided model (core.guidance) was taught besides the labels; None for a model trained on labels
     alone."""
     if not isinstance(record, dict) or not isinstance(record.get("guided_images"), int):
         return None
-    def total(key: str) -> int:
-        counts = record.get(key) or {}
-        return sum(v for v in counts.values() if isinstance(v, int)) if isinstance(counts, dict) else 0
-    weight = config.get("mask_weight")
+    config = config if isinstance(config, dict) else {}
+    weight, margin = config.get("mask_weight"), config.get("mask_margin_px")
+    number = (lambda v: f"{v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else "?")
+    source = md(Path(str(record.get("mask_data", "?"))).name)
     return (f"Also taught where the evidence should lie: {record['guided_images']:,} of its training scans came "
-            "with a tumour outline, and evidence outside it was penalised.",
-            f"Outlines from {md(Path(str(record.get('mask_data', '?'))).name)} ({md(record.get('masks', '?'))}), "
-            f"the train side of the localisation split {md(Path(str(record.get('split', '?'))).name)}: "
-            f"{total('transferred'):,} moved onto copies in the training data, {total('added'):,} slices added; "
-            f"{record.get('left_out_copies_of_held_out_slices', 0):,} training images left out as copies of the "
+            f"with a tumour outline ({_total(record.get('added')):,} of them slices of {source}), and evidence for "
+            "the true class outside the outline was penalised.",
+            f"Outlines from {md(record.get('masks', '?'))}, the train side of the localisation split "
+            f"{md(Path(str(record.get('split', '?'))).name)}: {_total(record.get('transferred')):,} moved onto copies "
+            f"in the training data, {_total(record.get('added')):,} slices added; "
+            f"{_count(record.get('left_out_copies_of_held_out_slices'))} training images left out as copies of the "
             "split's validation and test slices, which score its heatmaps. Loss: cross-entropy plus "
-            f"{weight if isinstance(weight, (int, float)) else '?'} x the share of the true class's activation map "
-            "outside the outline.")
+            f"{number(weight)} x the share of the true class's positive Grad-CAM evidence at layer4 lying outside "
+            f"the outline grown by {number(margin)} px at 224.")
 
 
 def model_captions(meta: dict, runs: list) -> list[tuple[str, str | None]]:
@@ -113,10 +122,12 @@ def model_captions(meta: dict, runs: list) -> list[tuple[str, str | None]]:
     data = meta.get("data", {})
     counts = data.get("counts", {})
     seen = sum(counts.get("train", {}).values()) + sum(counts.get("val", {}).values())
+    guidance = data.get("guidance")
+    seen -= _total(guidance.get("added")) if isinstance(guidance, dict) else 0  # counted in guidance_caption
     base = meta.get("base_weights", {}).get("name", "not recorded")
     captions.append((f"Learned from {seen:,} scans of {md(training_source(data))}.",
                      f"A ResNet-50 started from ImageNet weights ({md(base)}) and fine-tuned."))
-    guided = guidance_caption(data.get("guidance"), meta.get("training", {}).get("config", {}))
+    guided = guidance_caption(guidance, (meta.get("training") or {}).get("config"))
     if guided:
         captions.append(guided)
     validation = meta.get("validation", {})
@@ -208,7 +219,11 @@ def localisation_sentence(runs: list, class_name: str, method: str, layer: str) 
     block = masks["per_class"][class_name]
     ours, blob = block["peak_in_dilated"]["mean"], block["blob_peak_in_dilated"]["mean"]
     name = CLASS_LABELS.get(class_name, class_name).lower()
-    return (f"Against tumour outlines ({md(run.name)}), the {md(masks['method'])} ({md(masks['layer'])}) heatmap's "
+    from core.explain import CAM_METHODS
+
+    known = CAM_METHODS.get(masks["method"])
+    return (f"Against tumour outlines ({md(run.name)}), the {md(known.label if known else masks['method'])} "
+            f"({md(masks['layer'])}) heatmap's "
             f"hottest point lay on "
             f"the tumour for {ours:.0%} of {block['images']:,} {name} slices; a blob at the image centre scores "
             f"{blob:.0%}.")

@@ -177,7 +177,8 @@ def runs_of_model(model_file: Path) -> list:
 
 
 def available_models() -> list[Path]:
-    return sorted(p.parent for p in MODELS_DIR.glob("*/*.safetensors"))
+    """The bundled model folders (assets/models/*/ with a checkpoint), each once."""
+    return sorted({p.parent for p in MODELS_DIR.glob("*/*.safetensors")})
 
 
 @st.cache_resource(show_spinner="Loading the model…")

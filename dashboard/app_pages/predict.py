@@ -9,6 +9,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from core.checkpoint import CheckpointError
 from core.data import CLASS_LABELS
 from core.explain import CAM_METHODS, DEFAULT_LAYER, DEFAULT_METHOD, LAYERS, SCALES, explain, fast_methods, overlay
 from core.sources import read_image
@@ -55,7 +56,8 @@ with st.expander("Explanation settings", expanded=False):
 
 def model_label(folder: str | Path) -> str:
     """'default' -> 'Default model', 'mask-guided' -> 'Mask-guided model'."""
-    return f"{Path(folder).name.capitalize()} model"
+    name = Path(folder).name
+    return f"{name[:1].upper()}{name[1:]} model"
 
 
 def kept_scans() -> list[dict]:
@@ -105,8 +107,8 @@ bundled_models = available_models()
 compare_models = len(bundled_models) > 1 and st.toggle(
     "Every bundled model side by side", value=True, key="predict.compare_models", persist_state="session",
     help="The same scan through each model shipped with the dashboard ("
-         + ", ".join(model_label(m).lower() for m in bundled_models) + "): the same accuracy can rest on different "
-         "evidence.")
+         + ", ".join(md(model_label(m).lower()) for m in bundled_models) + "): models with much the same accuracy "
+         "can rest on different evidence.")
 if scans:
     count, clear = st.columns([4, 1], vertical_alignment="center")
     count.caption(f"{len(scans)} scan{'s' if len(scans) > 1 else ''} kept for this session (they stay when you visit "
@@ -239,7 +241,7 @@ def heatmap_description(method: str, layer: str, class_label: str) -> str:
 
 
 def show_scan(position: int, name: str, digest: str, image, row, explained_class: int, heatmap,
-              familiarity: float | None) -> None:
+              familiarity: float | None, compared: dict) -> None:
     best = int(row.argmax())
     judged = scan_verdict(classifier, row, familiarity)
     with st.container(border=True):
@@ -288,38 +290,70 @@ def show_scan(position: int, name: str, digest: str, image, row, explained_class
                      help="The fast methods on one colour scale (relative to the predicted class's evidence), for "
                           "teaching how much the picture depends on the method."):
             method_grid(digest, image, shown, layer, None if target == PREDICTED else target)
-        if compare_models:
-            models_side_by_side(digest, image, shown, layer, None if target == PREDICTED else target)
+        if compared:
+            models_side_by_side(position, digest, shown, layer, compared)
 
 
-def models_side_by_side(digest: str, image, shown, layer: str, target: str | None) -> None:
+def models_side_by_side(position: int, digest: str, shown, layer: str, compared: dict) -> None:
     """The scan through every bundled model: each one's answer, heatmap (same method, layer and colour scale) and
-    probabilities, and how often its heatmaps lay on the tumour in its own bundled run."""
+    probabilities, its Testing accuracy and how often its heatmaps lay on the tumour in its own bundled runs.
+    ``compared``: bundled model folder -> (classifier, explanation of every kept scan), for the models that load."""
     fast = method if not CAM_METHODS[method].slow else DEFAULT_METHOD
     st.markdown("**The bundled models side by side**")
-    for column, folder in zip(st.columns(len(bundled_models)), bundled_models):
-        with column, error_boundary(f"The {model_label(folder).lower()}"):
-            model = classifier_at(folder)
-            result = explained(model_key_of(model), (digest,), fast, layer, target, scale, _images=(image,),
-                               _classifier=model)
-            row, explained_class = result.probabilities[0], int(result.targets[0])
-            score = None if result.familiarity is None else float(result.familiarity[0])
+    for column, (folder, (model, result)) in zip(st.columns(len(compared)), compared.items()):
+        with column, error_boundary(f"The {md(model_label(folder).lower())}"):
+            row, explained_class = result.probabilities[position], int(result.targets[position])
+            score = None if result.familiarity is None else float(result.familiarity[position])
             judged = scan_verdict(model, row, score)
-            st.markdown(f"{model_label(folder)}: {judged.heading}")
+            label = md(model_label(folder))
+            st.markdown(f"{label}: {judged.heading}")
             name = model.classes[explained_class]
-            st.image(png_bytes(with_colour_bar(overlay(shown, result.heatmaps[0], opacity), scale)),
-                     caption=f"{model_label(folder)}: {heatmap_description(fast, layer, CLASS_LABELS[name])}",
+            st.image(png_bytes(with_colour_bar(overlay(shown, result.heatmaps[position], opacity), scale)),
+                     caption=f"{label}: {heatmap_description(fast, layer, CLASS_LABELS[name])}",
                      width="stretch", output_format="PNG")
             st.plotly_chart(probability_bars(model.classes, row, int(row.argmax()),
                                              muted=judged.kind == "unfamiliar"),
                             width="stretch", config={"displayModeBar": False},
-                            key=f"predict.models.{Path(folder).name}.{digest[:10]}")
-            measured = localisation_sentence(runs_of_model(Path(model.path)), name, fast, layer)
-            if measured:
-                st.caption(measured)
-    st.caption("Models can be equally accurate for different reasons: the mask-guided model was trained with the "
-               "figshare tumour outlines as extra supervision of where its evidence should lie. Compare where each "
-               "one looked, and the measured figures under each heatmap.")
+                            key=f"predict.models.{position}.{Path(folder).name}.{digest[:10]}")
+            st.caption(" ".join(model_notes(model, name, fast, layer)))
+
+
+def model_notes(model, class_name: str, method_name: str, layer: str) -> list[str]:
+    """What a reader of one column of the side-by-side view should know about its model, in sentences."""
+    runs = runs_of_model(Path(model.path))
+    tested = [run for run in runs if run.info["dataset"].get("evaluated") == "Testing"
+              and run.metrics.get("accuracy") is not None]
+    notes = [f"Right on {tested[0].metrics['accuracy']:.2%} of {md(tested[0].info['dataset']['name'])}/Testing."
+             if tested else "No bundled test run for this model."]
+    if model.metadata.get("data", {}).get("guidance"):
+        notes.append("Trained with tumour outlines: its Grad-CAM at layer4 was pushed inside them, so that map is "
+                     "partly good by construction; other methods and layers (Explanation settings) show whether "
+                     "more than that map changed.")
+    measured = localisation_sentence(runs, class_name, method_name, layer)
+    if measured:
+        notes.append(measured)
+    if not model.calibrated:
+        notes.append("Its percentages are not calibrated.")
+    if model.familiarity is None:
+        notes.append("It has no check for scans unlike its training scans: it answers any image.")
+    return notes
+
+
+def compared_models(scans: list, target: str | None) -> dict:
+    """Every bundled model that loads, with its explanation of the kept scans (one cached call per model, the
+    main card's own when it is the sidebar's model); a model that does not load is reported once, here."""
+    fast = method if not CAM_METHODS[method].slow else DEFAULT_METHOD
+    compared = {}
+    for folder in bundled_models:
+        try:
+            model = classifier_at(folder)
+        except CheckpointError as error:
+            st.warning(f"The bundled {md(model_label(folder).lower())} cannot be shown beside the others: {md(error)}")
+            continue
+        compared[folder] = (model, explained(model_key_of(model), tuple(digest for _, digest, _ in scans), fast, layer,
+                                             target, scale, _images=tuple(image for _, _, image in scans),
+                                             _classifier=model))
+    return compared if len(compared) > 1 else {}
 
 
 def method_grid(digest: str, image, shown, layer: str, target: str | None) -> None:
@@ -342,9 +376,13 @@ if classifier is not None and scans:
             result = slow_result or explained(model_key, tuple(digest for _, digest, _ in scans), method, layer,
                                               None if target == PREDICTED else target, scale,
                                               _images=tuple(image for _, _, image in scans), _classifier=classifier)
+            compared = {}
+            if compare_models:
+                with error_boundary("The bundled models side by side"):
+                    compared = compared_models(scans, None if target == PREDICTED else target)
         scores = result.familiarity if result.familiarity is not None else [None] * len(scans)
         for position, ((name, digest, image), row, explained_class, heatmap, score) in enumerate(
                 zip(scans, result.probabilities, result.targets, result.heatmaps, scores)):
             with error_boundary(f"The result for {md(name)}"):
                 show_scan(position, name, digest, image, row, explained_class, heatmap,
-                          None if score is None else float(score))
+                          None if score is None else float(score), compared)
