@@ -48,7 +48,7 @@ class TrainConfig:
     masks: str | None = None               # its mask folder (default: the one beside it)
     mask_split: str | None = None          # the localisation split folder: train.txt guides, the rest is held out
     mask_weight: float = 0.0               # weight of the share of evidence outside the outline, added to the loss
-    mask_margin_px: float = 16.0           # how far (at 224 px) the outline is grown before the share is taken
+    mask_margin_px: float = 5.0            # how far (at 224 px) the outline is grown: the margin localisation is scored at
     # machinery
     weights: str = "auto"                  # auto | torchvision | keras-npm | none
     weights_file: str | None = None
