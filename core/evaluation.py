@@ -35,11 +35,11 @@ from core.audit import Audit, dataset_fingerprint, fingerprint_bytes, leakage_au
 from core.checkpoint import check_classes_match, library_versions, load_checkpoint, resolve_checkpoint_path
 from core.data import (CLASSES, ClassFolderTree, DatasetError, Sample, find_split_dirs, only_listed,
                        preprocess_uint8, read_yolo_boxes, scan_class_folders)
-from core.explain import CAM_METHODS, DEFAULT_LAYER, DEFAULT_METHOD, check_choice, explain_batch
+from core.explain import CAM_METHODS, DEFAULT_LAYER, DEFAULT_METHOD, check_choice, explain_batch, layer_grid
 from core.familiarity import flagged_figures
 from core.inference import Classifier, classifier_from_checkpoint
 from core.localisation import POINTING_TOLERANCE_PX, has_box, localisation_scores, localisation_summary
-from core.masks import DILATION_PX, SCORES, MaskError, masks_for, mask_summary, read_mask, score_against_mask
+from core.masks import DILATION_PX, OPTIONAL_SCORES, SCORES, MaskError, masks_for, mask_summary, read_mask, score_against_mask
 from core.metrics import (BootstrapSettings, MetricWarning, bootstrap_intervals, curves, patient_figures,
                           point_metrics)
 from core.runtime import default_workers
@@ -50,7 +50,7 @@ from core.sources.images import MAX_FILE_BYTES
 from core.weights import sha256_of_file
 
 log = logging.getLogger(__name__)
-MASK_COLUMNS = ["path", "label", "pred", "dilated_share", *SCORES, *(f"blob_{s}" for s in SCORES)]
+MASK_COLUMNS = ["path", "label", "pred", "dilated_share", *SCORES, *(f"blob_{s}" for s in SCORES), *OPTIONAL_SCORES]
 
 
 @dataclass(frozen=True)
@@ -372,7 +372,8 @@ def _explain_and_score(classifier, batch, good: list[dict], images: Images, sett
         if "mask" in item:
             try:
                 mask_rows.append({"path": path, "label": sample.class_name, "pred": pred,
-                                  **score_against_mask(heatmap, item["mask"], settings.mask_dilation_px)})
+                                  **score_against_mask(heatmap, item["mask"], settings.mask_dilation_px,
+                                                       layer_grid(settings.cam_layer, heatmap.shape[-1]))})
             except MaskError as error:
                 mask_errors.append({"path": path, "reason": str(error)})
                 log.warning("no mask localisation score for %s: %s", path, error)

@@ -35,6 +35,12 @@ LAYERS = {"layer4": "last block (7 x 7, most class-specific)",
           "layer3": "third stage (14 x 14, finer, less specific)",
           "layer2": "second stage (28 x 28, edges and textures)"}
 DEFAULT_LAYER = "layer4"
+STRIDES = {"layer1": 4, "layer2": 8, "layer3": 16, "layer4": 32}  # of ResNet-50's stages
+
+
+def layer_grid(layer: str, size: int) -> int:
+    """The side of ``layer``'s feature map for a ``size`` x ``size`` input: the grid its heatmaps are resized from."""
+    return -(-size // STRIDES[layer])
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,10 @@ A heatmap on the network's input grid is scored against the mask placed on that 
 * ``energy_in_dilated``: the share of the heatmap's mass inside the grown tumour;
 * ``iou`` and ``dice``: the overlap of the tumour (not grown) with the region where the heatmap reaches
   :data:`HEATMAP_LEVEL` of its maximum;
-* ``dilated_share``: the grown tumour's share of the scan, which a uniform heatmap scores as its energy.
+* ``dilated_share``: the grown tumour's share of the scan, which a uniform heatmap scores as its energy;
+* ``peak_reachable``: the grown tumour holds a pixel where a heatmap resized from the explained layer's grid can
+  peak at all (:func:`peak_points`): a layer4 map has 7 x 7 cells and its resized maximum lies at a cell's
+  centre, so a small tumour between centres caps ``peak_in_dilated`` whatever the model does.
 
 Each figure is also given for a heatmap that ignores the scan: a Gaussian blob at the image centre (sigma
 :data:`BLOB_SIGMA` of the side), so that a reader sees what chance looks like.
@@ -42,6 +45,7 @@ MASK_EXTENSIONS = (".png", ".bmp", ".tif", ".tiff", ".gif")
 MAX_MASK_BYTES = 16 << 20
 MAX_MASK_PIXELS = 40_000_000
 SCORES = ("peak_in_mask", "peak_in_dilated", "energy_in_dilated", "iou", "dice")
+OPTIONAL_SCORES = ("peak_reachable",)  # not in runs made before it was measured
 PATIENT = re.compile(r"^(TCGA_[A-Za-z0-9]{2}_[A-Za-z0-9]{4})_")  # lgg-tcga-glioma: TCGA_DU_6404_19850629_38
 
 
@@ -156,6 +160,15 @@ def centre_blob(size: int) -> np.ndarray:
     return np.exp(-((xs - size / 2) ** 2 + (ys - size / 2) ** 2) / (2 * sigma ** 2))
 
 
+def peak_points(grid: int, size: int) -> np.ndarray:
+    """The rows (and columns) of a ``size`` grid where a ``grid`` x ``grid`` map resized bilinearly (half-pixel
+    centres, edges held, as Grad-CAM resizes its maps) can have its first maximum: on either side of a cell's
+    centre, or at the grid's first pixel when an edge cell wins (the map is level from there to that centre)."""
+    centres = (np.arange(grid) + 0.5) * size / grid - 0.5
+    points = np.concatenate([[0], np.floor(centres), np.ceil(centres)]).astype(int)
+    return np.unique(points.clip(0, size - 1))
+
+
 def mask_scores(heatmap: np.ndarray, mask: np.ndarray, region: np.ndarray, dilation_px: float = DILATION_PX
                 ) -> dict:
     """Score one heatmap against one mask, both on the network grid; ``region``: the scan's area there."""
@@ -177,17 +190,24 @@ def mask_scores(heatmap: np.ndarray, mask: np.ndarray, region: np.ndarray, dilat
             "dice": float(2 * overlap / (highlighted.sum() + mask.sum())) if union else 0.0}
 
 
-def score_against_mask(heatmap: np.ndarray, mask: np.ndarray, dilation_px: float = DILATION_PX) -> dict:
+def score_against_mask(heatmap: np.ndarray, mask: np.ndarray, dilation_px: float = DILATION_PX,
+                       grid: int | None = None) -> dict:
     """Scores of a heatmap and of the centre blob against a mask of the scan's size: ``{score: value,
-    "blob_" + score: value, "dilated_share": ...}``."""
+    "blob_" + score: value, "dilated_share": ...}``, and ``peak_reachable`` when the heatmap was resized from a
+    ``grid`` x ``grid`` map."""
     size = heatmap.shape[-1]
     height, width = mask.shape
-    grid, region = on_grid(mask, size), image_region(width, height, size)
-    if not (grid & region).any():
+    on_scan, region = on_grid(mask, size), image_region(width, height, size)
+    if not (on_scan & region).any():
         raise MaskError("the mask is empty: it marks no tumour")
-    ours = mask_scores(heatmap, grid, region, dilation_px)
-    blob = mask_scores(centre_blob(size), grid, region, dilation_px)
-    return {**ours, **{f"blob_{key}": blob[key] for key in SCORES}}
+    ours = mask_scores(heatmap, on_scan, region, dilation_px)
+    blob = mask_scores(centre_blob(size), on_scan, region, dilation_px)
+    result = {**ours, **{f"blob_{key}": blob[key] for key in SCORES}}
+    if grid is not None:
+        points = peak_points(grid, size)
+        grown = dilate(on_scan, dilation_px * size / 224.0) & region
+        result["peak_reachable"] = bool(grown[np.ix_(points, points)].any())
+    return result
 
 
 def patient_of(relpath: str) -> str | None:
@@ -225,7 +245,8 @@ def mask_summary(table, resamples: int = 1000, confidence: float = 0.95, seed: i
         patients = [patient_of(p) for p in rows["path"]]
         groups = patients if rows.shape[0] and all(patients) else None
         out = {"images": int(rows.shape[0]), "patients": len(set(patients)) if groups else None}
-        for key in (*SCORES, *(f"blob_{s}" for s in SCORES), "dilated_share"):
+        optional = [key for key in OPTIONAL_SCORES if key in rows and rows[key].notna().all()]
+        for key in (*SCORES, *(f"blob_{s}" for s in SCORES), "dilated_share", *optional):
             values = rows[key].to_numpy(dtype=np.float64)
             out[key] = {"mean": float(values.mean()) if len(values) else float("nan"),
                         "interval": list(grouped_bootstrap(values, groups, resamples, confidence, seed))}

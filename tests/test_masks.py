@@ -11,7 +11,7 @@ from core.audit import fingerprint_file
 from core.data import CLASSES, Sample
 from core.localisation_split import copies_of, slice_groups, split_slices
 from core.masks import (MaskError, centre_blob, find_mask_root, grouped_bootstrap, image_region, mask_path,
-                        mask_scores, mask_summary, patient_of, read_mask, score_against_mask)
+                        mask_scores, mask_summary, patient_of, peak_points, read_mask, score_against_mask)
 
 SIZE = 64
 
@@ -55,6 +55,22 @@ def test_the_peak_just_outside_counts_only_once_the_mask_is_grown():
     assert not mask_scores(heatmap, mask, region, dilation_px=0)["peak_in_dilated"]
     grown = mask_scores(heatmap, mask, region, dilation_px=5 * 224 / SIZE)  # 5 px on this grid
     assert grown["peak_in_dilated"] and not grown["peak_in_mask"]
+
+
+def test_a_layer4_heatmap_peaks_only_near_cell_centres_so_a_tumour_between_them_is_out_of_reach():
+    import cv2
+
+    points = set(peak_points(7, 224).tolist())
+    assert points == {0} | {32 * k + 15 for k in range(7)} | {32 * k + 16 for k in range(7)}
+    rng = np.random.default_rng(0)
+    for _ in range(200):  # where pytorch-grad-cam's resize of a 7 x 7 map really peaks
+        peak = np.unravel_index(cv2.resize(rng.normal(size=(7, 7)).astype(np.float32), (224, 224)).argmax(), (224, 224))
+        assert {int(peak[0]), int(peak[1])} <= points
+    scan = np.zeros((224, 224), dtype=bool)
+    scan[100:104, 100:104] = True                   # 4 px, 12 px from the centre at 112: out of reach at 5 px
+    assert not score_against_mask(np.ones((224, 224)), scan, grid=7)["peak_reachable"]
+    assert score_against_mask(np.ones((224, 224)), scan, grid=14)["peak_reachable"]   # layer3's centres: 104
+    assert "peak_reachable" not in score_against_mask(np.ones((224, 224)), scan)
 
 
 def test_an_empty_heatmap_fails_and_padding_is_left_out():
@@ -227,6 +243,9 @@ def test_an_evaluation_run_scores_heatmaps_against_masks_and_reads_a_list_of_fil
     assert summary["dilation_px"] == 10  # the margin the scores used
     # The centre blob's peak lies in a centred square mask on every image.
     assert summary["overall"]["blob_peak_in_mask"]["mean"] == 1.0
+    # Whether a layer4 heatmap can peak on the tumour at all is scored beside it: at 64 px, layer4 is 2 x 2 and its
+    # resized map peaks only near pixels 0, 16 and 48, none of them in the centred outline (pixels 18-45 grown).
+    assert not table["peak_reachable"].any() and summary["overall"]["peak_reachable"]["mean"] == 0.0
     assert run.info["dataset"]["masks"] == "scans-masks"
     listing.write_text("glioma/nothing-here.png\n")
     from core.data import DatasetError

@@ -125,7 +125,9 @@ def summary(run) -> str:
             lines.append(f"  against the masks, {name} ({block['images']}): peak in the tumour grown by "
                          f"{masks['dilation_px']:g} px {_mask_figure(block, 'peak_in_dilated')} (centre blob "
                          f"{_mask_figure(block, 'blob_peak_in_dilated')}), energy inside "
-                         f"{_mask_figure(block, 'energy_in_dilated')} (blob {_mask_figure(block, 'blob_energy_in_dilated')})")
+                         f"{_mask_figure(block, 'energy_in_dilated')} (blob {_mask_figure(block, 'blob_energy_in_dilated')})"
+                         + (f"; a {masks['layer']} heatmap can peak there at all for "
+                            f"{_mask_figure(block, 'peak_reachable')}" if "peak_reachable" in block else ""))
     for warning in run.metrics.get("warnings", []):
         lines.append(f"  warning: {warning}")
     return "\n".join(lines)

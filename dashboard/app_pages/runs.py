@@ -366,6 +366,11 @@ def masks_section(run, images_root: Path | None) -> None:
         sentences.append(f"{CLASS_LABELS[name].lower()}: on the tumour for {charts.fmt(ours, '.0%')} of "
                          f"{block['images']:,} slices, {verdict} a blob at the centre of the image "
                          f"({charts.fmt(blob, '.0%')})")
+    reach = [f"{CLASS_LABELS[name].lower()} {charts.fmt(block['peak_reachable']['mean'], '.0%')}"
+             for name, block in masks["per_class"].items() if "peak_reachable" in block]
+    if reach:
+        sentences.append(f"the most a heatmap at {md(masks['layer'])} can score, since its hottest point can only lie "
+                         f"near the centre of one of its cells: {', '.join(reach)}")
     resampled = "patients" if masks.get("resampled") == "patients" else "slices"
     st.caption(f"Where is the heatmap's hottest point? {'; '.join(sentences)}.",
                help=f"{md(masks['method'])} at {md(masks['layer'])}, explaining the true class. The outline is grown by "
