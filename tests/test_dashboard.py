@@ -500,9 +500,43 @@ def test_the_predict_page_says_how_often_the_heatmap_lies_on_the_tumour(app):
     at = app.run()
     upload(at, [("scan.png", scan_png(label=3), "image/png")])
     assert not at.exception
-    said = [plain(c.value) for c in at.caption if "Against tumour outlines" in plain(c.value)]
+    card = [plain(c.value) for c in at.caption if plain(c.value).startswith("Next most likely")]
+    said = [c for c in card if "Against tumour outlines" in c]
     predicted = predicted_class(at.main.subheader[0].value)
     if predicted == "No tumour":  # no outline to measure a no-tumour heatmap against
         assert not said
     else:
         assert len(said) == 1 and f"{predicted.split()[0].lower()}" in said[0] and "a blob at the image centre" in said[0]
+
+
+def side_by_side(at) -> tuple[list[str], dict[str, str]]:
+    """The side-by-side view's heatmap captions, and each model's answer, as people read them."""
+    names = ("Default model: ", "Mask-guided model: ")
+    captions = [plain(c) for i in at.image for c in i.captions if plain(c).startswith(names)]
+    answers = dict(plain(m.value).split(": ", 1) for m in at.main.markdown if plain(m.value).startswith(names))
+    return captions, answers
+
+
+def test_both_bundled_models_load_from_the_sidebar_and_show_one_scan_side_by_side(app):
+    from dashboard.common import available_models
+
+    assert {"default", "mask-guided"} <= {path.name for path in available_models()}
+    at = app.run()
+    upload(at, [("scan.png", scan_png(label=3), "image/png")])
+    assert not at.exception
+    captions, answers = side_by_side(at)
+    assert [c.split(":")[0] for c in captions] == ["Default model", "Mask-guided model"]
+    assert all(" (layer4) " in c for c in captions)
+    assert answers["Default model"] == plain(at.main.subheader[0].value)  # the card's own model: the same answer
+    notes = " ".join(plain(c.value) for c in at.caption)
+    assert "Trained with tumour outlines: its Grad-CAM at layer4 was pushed inside them" in notes
+    assert notes.count("/Testing.") == 2  # each model's own Testing accuracy
+    at.toggle(key="predict.compare_models").set_value(False).run()
+    assert side_by_side(at) == ([], {})
+    # The mask-guided model from the sidebar: its own description, and the card's answer is its own.
+    at.selectbox(key="sidebar.choice").set_value(str(ROOT / "assets" / "models" / "mask-guided")).run()
+    assert not at.exception
+    sidebar = [plain(c.value) for c in at.sidebar.caption]
+    assert any(c.startswith("Also taught where the evidence should lie") for c in sidebar), sidebar
+    at.toggle(key="predict.compare_models").set_value(True).run()
+    assert side_by_side(at)[1]["Mask-guided model"] == plain(at.main.subheader[0].value)

@@ -82,3 +82,49 @@ def test_the_default_model_recognises_real_scans_and_not_blank_or_noise_images()
     strangers = [Image.new("L", (256, 256), 255), Image.new("L", (256, 256), 0), Image.new("RGB", (300, 200), (30, 60, 220)),
                  Image.fromarray(rng.integers(0, 256, (256, 256), dtype=np.uint8))]
     assert clf.familiarity.unfamiliar(explain(clf, strangers).familiarity).all()
+
+
+MASK_GUIDED = ROOT / "assets" / "models" / "mask-guided" / "model.safetensors"
+
+
+def test_the_mask_guided_checkpoint_is_small_guided_and_never_saw_the_held_out_slices():
+    assert MASK_GUIDED.is_file(), "assets/models/mask-guided/model.safetensors is missing"
+    assert MASK_GUIDED.stat().st_size + MASK_GUIDED.with_suffix(".json").stat().st_size < 50_000_000
+    meta = read_metadata(MASK_GUIDED)
+    assert meta["tensor_dtype"] == "float16" and meta["classes"] == list(CLASSES)
+    config, guidance = meta["training"]["config"], meta["data"]["guidance"]
+    assert config["mask_weight"] > 0 and config["mask_split"].endswith("figshare-localisation")
+    assert guidance["guided_images"] == sum(guidance["transferred"].values()) + sum(guidance["added"].values()) > 0
+    assert guidance["left_out_copies_of_held_out_slices"] > 0
+    # Its own validation split chose the epoch and fitted its temperature and familiarity threshold.
+    assert meta["validation"]["val_accuracy"] > 0.95
+    assert meta["familiarity"]["threshold"] > 0 and meta["familiarity"].get("threshold_from") != "borrowed"
+    held_out = set()
+    for side in ("validation", "test"):
+        held_out |= set((ROOT / f"assets/splits/figshare-localisation/{side}.txt").read_text().split())
+    added = {f.removeprefix("guide/") for f in meta["data"]["seen_files"] if f.startswith("guide/")}
+    assert added and not added & held_out
+    assert all(not f.startswith("Testing") for f in meta["data"]["seen_files"])
+
+
+def test_the_mask_guided_runs_belong_to_it_and_score_the_held_out_split():
+    import hashlib
+
+    runs = {path.name: read_run(path) for path in find_runs(ROOT / "assets" / "runs")}
+    runs = {name: run for name, run in runs.items()
+            if run.info["model"]["path"].startswith("assets/models/mask-guided/")}
+    assert {"brain-tumor-mri-testing-mask-guided", "figshare-localisation-test-mask-guided",
+            "figshare-localisation-validation-mask-guided", "lgg-tcga-glioma-mask-guided"} <= set(runs)
+    shipped = hashlib.sha256(MASK_GUIDED.read_bytes()).hexdigest()
+    for run in runs.values():
+        assert run.info["model"]["file_sha256"] == shipped, f"{run.path} was made with another model; re-evaluate"
+        assert len(run.predictions) == run.info["dataset"]["images"]
+    for side in ("test", "validation"):
+        listed = (ROOT / f"assets/splits/figshare-localisation/{side}.txt").read_text().split()
+        run = runs[f"figshare-localisation-{side}-mask-guided"]
+        assert sorted(run.predictions["path"]) == sorted(listed)
+        # What trained it never scores it: a held-out slice may copy a scan of its Kaggle validation split (seen
+        # only to choose the epoch and fit the temperature), never one it was trained on.
+        copies = run.predictions[run.predictions["train_duplicate"].eq(True)]
+        assert set(copies["train_match_split"]) <= {"validation"}
+    assert len(runs["brain-tumor-mri-testing-mask-guided"].predictions) == 1311
