@@ -18,7 +18,9 @@ A heatmap on the network's input grid is scored against the mask placed on that 
 * ``dilated_share``: the grown tumour's share of the scan, which a uniform heatmap scores as its energy;
 * ``peak_reachable``: the grown tumour holds a pixel where a heatmap resized from the explained layer's grid can
   peak at all (:func:`peak_points`): a layer4 map has 7 x 7 cells and its resized maximum lies at a cell's
-  centre, so a small tumour between centres caps ``peak_in_dilated`` whatever the model does.
+  centre, so a small tumour between centres caps ``peak_in_dilated`` whatever the model does;
+* ``energy_reachable``: the most of its heat such a heatmap can put inside the grown tumour, that of the single
+  cell that puts the most (:func:`cell_footprints`; a mix of cells puts at most the share of its best one).
 
 Each figure is also given for a heatmap that ignores the scan: a Gaussian blob at the image centre (sigma
 :data:`BLOB_SIGMA` of the side), so that a reader sees what chance looks like.
@@ -26,6 +28,7 @@ Each figure is also given for a heatmap that ignores the scan: a Gaussian blob a
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import re
@@ -45,7 +48,7 @@ MASK_EXTENSIONS = (".png", ".bmp", ".tif", ".tiff", ".gif")
 MAX_MASK_BYTES = 16 << 20
 MAX_MASK_PIXELS = 40_000_000
 SCORES = ("peak_in_mask", "peak_in_dilated", "energy_in_dilated", "iou", "dice")
-OPTIONAL_SCORES = ("peak_reachable",)  # not in runs made before it was measured
+OPTIONAL_SCORES = ("peak_reachable", "energy_reachable")  # not in runs made before it was measured
 PATIENT = re.compile(r"^(TCGA_[A-Za-z0-9]{2}_[A-Za-z0-9]{4})_")  # lgg-tcga-glioma: TCGA_DU_6404_19850629_38
 
 
@@ -169,6 +172,18 @@ def peak_points(grid: int, size: int) -> np.ndarray:
     return np.unique(points.clip(0, size - 1))
 
 
+@functools.lru_cache(maxsize=4)
+def cell_footprints(grid: int, size: int) -> np.ndarray:
+    """(grid * grid, size, size): each cell of a ``grid`` x ``grid`` map resized as Grad-CAM resizes it (bilinear,
+    half-pixel centres, edges held). A resized map, less its minimum, is a sum of these with non-negative weights."""
+    import cv2
+
+    cells = np.eye(grid * grid, dtype=np.float32).reshape(-1, grid, grid)
+    footprints = np.stack([cv2.resize(cell, (size, size), interpolation=cv2.INTER_LINEAR) for cell in cells])
+    footprints.flags.writeable = False  # shared by every caller
+    return footprints
+
+
 def mask_scores(heatmap: np.ndarray, mask: np.ndarray, region: np.ndarray, dilation_px: float = DILATION_PX
                 ) -> dict:
     """Score one heatmap against one mask, both on the network grid; ``region``: the scan's area there."""
@@ -207,6 +222,9 @@ def score_against_mask(heatmap: np.ndarray, mask: np.ndarray, dilation_px: float
         points = peak_points(grid, size)
         grown = dilate(on_scan, dilation_px * size / 224.0) & region
         result["peak_reachable"] = bool(grown[np.ix_(points, points)].any())
+        footprints = cell_footprints(grid, size) * region
+        inside = footprints[:, grown].sum(axis=1) / np.maximum(footprints.sum(axis=(1, 2)), 1e-12)
+        result["energy_reachable"] = float(inside.max())
     return result
 
 

@@ -73,6 +73,22 @@ def test_a_layer4_heatmap_peaks_only_near_cell_centres_so_a_tumour_between_them_
     assert "peak_reachable" not in score_against_mask(np.ones((224, 224)), scan)
 
 
+def test_no_layer4_heatmap_puts_more_heat_in_a_tumour_than_its_best_cell():
+    import cv2
+
+    scan = np.zeros((224, 224), dtype=bool)
+    scan[96:128, 96:128] = True                     # the centre cell exactly
+    best = score_against_mask(np.ones((224, 224)), scan, dilation_px=0, grid=7)["energy_reachable"]
+    cell = np.zeros((7, 7), np.float32)
+    cell[3, 3] = 1.0
+    alone = cv2.resize(cell, (224, 224))
+    assert best == pytest.approx(alone[96:128, 96:128].sum() / alone.sum(), rel=1e-5) and 0.2 < best < 0.6
+    rng = np.random.default_rng(1)                  # any map of that grid, resized as Grad-CAM resizes it, puts less
+    for _ in range(50):
+        heatmap = cv2.resize(rng.uniform(size=(7, 7)).astype(np.float32) ** 4, (224, 224))
+        assert score_against_mask(heatmap, scan, dilation_px=0)["energy_in_dilated"] <= best + 1e-6
+
+
 def test_an_empty_heatmap_fails_and_padding_is_left_out():
     region = image_region(64, 32, SIZE)             # a wide image: rows 16-47 of the grid
     assert region[16:48].all() and not region[:15].any() and not region[49:].any()
@@ -246,6 +262,7 @@ def test_an_evaluation_run_scores_heatmaps_against_masks_and_reads_a_list_of_fil
     # Whether a layer4 heatmap can peak on the tumour at all is scored beside it: at 64 px, layer4 is 2 x 2 and its
     # resized map peaks only near pixels 0, 16 and 48, none of them in the centred outline (pixels 18-45 grown).
     assert not table["peak_reachable"].any() and summary["overall"]["peak_reachable"]["mean"] == 0.0
+    assert summary["overall"]["energy_reachable"]["mean"] > summary["overall"]["energy_in_dilated"]["mean"]
     assert run.info["dataset"]["masks"] == "scans-masks"
     listing.write_text("glioma/nothing-here.png\n")
     from core.data import DatasetError

@@ -127,7 +127,9 @@ def summary(run) -> str:
                          f"{_mask_figure(block, 'blob_peak_in_dilated')}), energy inside "
                          f"{_mask_figure(block, 'energy_in_dilated')} (blob {_mask_figure(block, 'blob_energy_in_dilated')})"
                          + (f"; a {masks['layer']} heatmap can peak there at all for "
-                            f"{_mask_figure(block, 'peak_reachable')}" if "peak_reachable" in block else ""))
+                            f"{_mask_figure(block, 'peak_reachable')}, with at most "
+                            f"{_mask_figure(block, 'energy_reachable')} of its heat inside" if "energy_reachable" in block
+                            else ""))
     for warning in run.metrics.get("warnings", []):
         lines.append(f"  warning: {warning}")
     return "\n".join(lines)

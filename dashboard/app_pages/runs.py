@@ -366,8 +366,9 @@ def masks_section(run, images_root: Path | None) -> None:
         sentences.append(f"{CLASS_LABELS[name].lower()}: on the tumour for {charts.fmt(ours, '.0%')} of "
                          f"{block['images']:,} slices, {verdict} a blob at the centre of the image "
                          f"({charts.fmt(blob, '.0%')})")
-    reach = [f"{CLASS_LABELS[name].lower()} {charts.fmt(block['peak_reachable']['mean'], '.0%')}"
-             for name, block in masks["per_class"].items() if "peak_reachable" in block]
+    reach = [f"{CLASS_LABELS[name].lower()} {charts.fmt(block['peak_reachable']['mean'], '.0%')} (heat on the tumour "
+             f"at most {charts.fmt(block['energy_reachable']['mean'], '.2f')})"
+             for name, block in masks["per_class"].items() if "energy_reachable" in block]
     if reach:
         sentences.append(f"the most a heatmap at {md(masks['layer'])} can score, since its hottest point can only lie "
                          f"near the centre of one of its cells: {', '.join(reach)}")
