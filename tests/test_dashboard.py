@@ -2,6 +2,7 @@
 
 import html
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -445,9 +446,14 @@ def test_text_from_a_checkpoint_cannot_reach_the_cards_as_markdown():
     assert "beacon" not in card.sentence and "](" not in card.sentence
 
 
-def test_compare_does_not_pair_runs_of_different_data(app):
+def test_compare_pairs_the_two_models_on_testing_and_not_runs_of_different_data(app):
     at = app.run()
-    at.switch_page("app_pages/compare.py").run()  # the bundled Testing and figshare runs
+    at.switch_page("app_pages/compare.py").run()  # first, the two bundled models' Testing runs
+    assert not at.exception
+    assert [Path(at.selectbox(key=k).value).name for k in ("compare.a", "compare.b")] == [
+        "brain-tumor-mri-testing", "brain-tumor-mri-testing-mask-guided"]
+    assert not any("different data" in i.value for i in at.info)
+    at.selectbox(key="compare.b").set_value(str(ROOT / "assets" / "runs" / "figshare-cheng-br35h")).run()
     assert not at.exception
     assert any("different data" in i.value for i in at.info)
 
