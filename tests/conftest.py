@@ -133,3 +133,56 @@ def upload_scans(at, files):
     files over to the session's kept scans and is replaced by an empty one under the next key."""
     generation = at.session_state["predict.generation"] if "predict.generation" in at.session_state else 0
     return at.file_uploader(key=f"predict.uploads.{generation}").set_value(files).run()
+
+
+# --------------------------------------------------------------------------------------------------
+# Review databases: a fresh SQLite file, and a fresh database on the PostgreSQL server .ci/run starts on loopback
+
+POSTGRES_ENV = "BRAIN_MRI_TEST_POSTGRES"
+POSTGRES_DEFAULT = "postgresql+psycopg://brain_mri:brain_mri@127.0.0.1:5432/brain_mri_test"
+
+
+def postgres_server_url() -> tuple[str | None, str]:
+    """The test PostgreSQL server's URL ($BRAIN_MRI_TEST_POSTGRES, else the one .ci/run makes), or None and why not."""
+    from sqlalchemy import create_engine, text
+
+    url = os.environ.get(POSTGRES_ENV, POSTGRES_DEFAULT)
+    try:
+        engine = create_engine(url, connect_args={"connect_timeout": 3})
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        engine.dispose()
+    except Exception as error:  # noqa: BLE001 - any failure means: no server to test against
+        return None, f"no PostgreSQL server at {url} ({type(error).__name__}); .ci/run starts one"
+    return url, ""
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    """A fresh, empty review database: a SQLite file in tmp_path, or a new database on the test PostgreSQL server
+    (dropped afterwards)."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from core.review.schema import close_databases
+
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'review.sqlite'}"
+        close_databases()
+        return
+    server, why = postgres_server_url()
+    if server is None:
+        pytest.skip(why)
+    name = f"review_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        close_databases()
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

@@ -1,0 +1,225 @@
+"""What a session's answers say: each reader's accuracy beside the model's on the same cases, Cohen's kappa of
+reader and reference and of reader and model, Fleiss' kappa across readers, the reader's confusion matrix, how hard
+each case was, where reader and model disagree, and how readers rated the heatmaps.
+
+scikit-learn (Cohen) and statsmodels (Fleiss) give every point estimate. The intervals are as in evaluation runs:
+Wilson for a proportion, and a percentile bootstrap over cases for a kappa; a bootstrap needs thousands of kappas,
+so those are computed in one vectorised step from resampled confusion counts (the same formulas; a test holds them
+to the libraries' values).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from core.metrics import BOOTSTRAP_RESAMPLES, CONFIDENCE, wilson_interval
+from core.review.store import RATINGS, CaseView
+
+NAN = float("nan")
+
+
+def answers_table(cases: Sequence[CaseView], answers: Sequence[dict]) -> pd.DataFrame:
+    """One row per answer, with its case's reference and model answer beside it, in reader then case order."""
+    by_id = {c.id: c for c in cases}
+    rows = []
+    for a in answers:
+        case = by_id[a["case_id"]]
+        rows.append({"reader": a["reader"], "case": case.position + 1, "image": case.title,
+                     "reference": case.reference, "model": case.model_label, "answer": a["label"],
+                     "confidence": a["confidence"], "note": a["note"], "heatmap": a["heatmap_rating"],
+                     "changed_to": a["revised_label"], "changed_note": a["revised_note"],
+                     "answered_at": a["answered_at"]})
+    table = pd.DataFrame(rows, columns=["reader", "case", "image", "reference", "model", "answer", "confidence",
+                                        "note", "heatmap", "changed_to", "changed_note", "answered_at"])
+    known = table["reference"].notna()
+    table["reader_right"] = (table["answer"] == table["reference"]).where(known)
+    table["model_right"] = (table["model"] == table["reference"]).where(known & table["model"].notna())
+    table["agrees_with_model"] = (table["answer"] == table["model"]).where(table["model"].notna())
+    return table
+
+
+# --------------------------------------------------------------------------------------------------
+# Kappas
+
+
+def cohen_kappa(a: Sequence[str], b: Sequence[str], classes: Sequence[str]) -> float:
+    """Cohen's kappa of two raters over the same items (scikit-learn); NaN when undefined (chance agreement of 1,
+    as when both gave one class to everything) or with no items."""
+    from sklearn.metrics import cohen_kappa_score
+
+    if len(a) == 0:
+        return NAN
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        value = cohen_kappa_score(list(a), list(b), labels=list(classes))
+    return float(value) if np.isfinite(value) else NAN
+
+
+def fleiss_kappa(counts: np.ndarray) -> float:
+    """Fleiss' kappa (statsmodels) of a subjects x classes table of how many raters gave each class (every subject
+    rated by the same number of raters); NaN when undefined."""
+    from statsmodels.stats.inter_rater import fleiss_kappa as statsmodels_fleiss
+
+    counts = np.asarray(counts, dtype=float)
+    if counts.shape[0] == 0 or counts.sum(axis=1)[0] < 2:
+        return NAN
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        value = statsmodels_fleiss(counts, method="fleiss")
+    return float(value) if np.isfinite(value) else NAN
+
+
+def _resample_weights(n: int, resamples: int, seed: int) -> np.ndarray:
+    """How often each of ``n`` items is drawn in each bootstrap resample (resamples x n)."""
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(float)
+
+
+def _percentiles(values: np.ndarray, confidence: float) -> tuple[float, float]:
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return NAN, NAN
+    tail = 100 * (1 - confidence) / 2
+    return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
+
+
+def cohen_kappas_weighted(a_index: np.ndarray, b_index: np.ndarray, k: int, weights: np.ndarray) -> np.ndarray:
+    """Cohen's kappa for each row of ``weights`` (how often each item counts), from the weighted confusion counts."""
+    pairs = np.zeros((len(a_index), k * k))
+    pairs[np.arange(len(a_index)), a_index * k + b_index] = 1
+    confusion = (weights @ pairs).reshape(-1, k, k)
+    total = confusion.sum(axis=(1, 2))
+    with np.errstate(all="ignore"):
+        observed = np.trace(confusion, axis1=1, axis2=2) / total
+        expected = (confusion.sum(axis=2) * confusion.sum(axis=1)).sum(axis=1) / total ** 2
+        return (observed - expected) / (1 - expected)
+
+
+def cohen_interval(a: Sequence[str], b: Sequence[str], classes: Sequence[str], resamples: int = BOOTSTRAP_RESAMPLES,
+                   confidence: float = CONFIDENCE, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of Cohen's kappa, resampling items."""
+    if len(a) < 2:
+        return NAN, NAN
+    index = {c: i for i, c in enumerate(classes)}
+    a_index, b_index = np.array([index[x] for x in a]), np.array([index[x] for x in b])
+    weights = _resample_weights(len(a), resamples, seed)
+    return _percentiles(cohen_kappas_weighted(a_index, b_index, len(classes), weights), confidence)
+
+
+def fleiss_kappas_weighted(counts: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Fleiss' kappa for each row of ``weights`` (how often each subject counts)."""
+    counts = np.asarray(counts, dtype=float)
+    raters = counts.sum(axis=1)[0]
+    agreement = ((counts ** 2).sum(axis=1) - raters) / (raters * (raters - 1))   # P_i of each subject
+    total = weights.sum(axis=1)
+    with np.errstate(all="ignore"):
+        shares = (weights @ counts) / (total * raters)[:, None]                  # p_j of each class
+        observed = (weights @ agreement) / total
+        expected = (shares ** 2).sum(axis=1)
+        return (observed - expected) / (1 - expected)
+
+
+def fleiss_interval(counts: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES, confidence: float = CONFIDENCE,
+                    seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of Fleiss' kappa, resampling subjects."""
+    counts = np.asarray(counts, dtype=float)
+    if counts.shape[0] < 2 or counts.sum(axis=1)[0] < 2:
+        return NAN, NAN
+    return _percentiles(fleiss_kappas_weighted(counts, _resample_weights(len(counts), resamples, seed)), confidence)
+
+
+# --------------------------------------------------------------------------------------------------
+# Summaries
+
+
+def _share(right: pd.Series, confidence: float) -> dict:
+    known = right.dropna().astype(bool)
+    count, total = int(known.sum()), int(len(known))
+    low, high = wilson_interval(count, total, confidence) if total else (NAN, NAN)
+    return {"right": count, "of": total, "value": count / total if total else NAN, "low": low, "high": high}
+
+
+def reader_summary(table: pd.DataFrame, classes: Sequence[str], confidence: float = CONFIDENCE,
+                   seed: int = 0) -> pd.DataFrame:
+    """Per reader: cases answered, accuracy against the reference and the model's on the same cases (Wilson
+    intervals), Cohen's kappa with the reference and with the model (bootstrap intervals), mean confidence, changes
+    of mind."""
+    rows = []
+    for reader, mine in table.groupby("reader", sort=False):
+        known = mine[mine["reference"].notna()]
+        with_model = mine[mine["model"].notna()]
+        reader_acc, model_acc = _share(known["reader_right"], confidence), _share(known["model_right"], confidence)
+        kappa_ref = cohen_kappa(known["answer"], known["reference"], classes)
+        kappa_model = cohen_kappa(with_model["answer"], with_model["model"], classes)
+        ref_low, ref_high = cohen_interval(list(known["answer"]), list(known["reference"]), classes,
+                                           confidence=confidence, seed=seed)
+        mod_low, mod_high = cohen_interval(list(with_model["answer"]), list(with_model["model"]), classes,
+                                           confidence=confidence, seed=seed)
+        rows.append({"reader": reader, "answered": len(mine), "with_reference": reader_acc["of"],
+                     "accuracy": reader_acc["value"], "accuracy_low": reader_acc["low"],
+                     "accuracy_high": reader_acc["high"], "model_accuracy": model_acc["value"],
+                     "model_accuracy_low": model_acc["low"], "model_accuracy_high": model_acc["high"],
+                     "kappa_reference": kappa_ref, "kappa_reference_low": ref_low, "kappa_reference_high": ref_high,
+                     "kappa_model": kappa_model, "kappa_model_low": mod_low, "kappa_model_high": mod_high,
+                     "mean_confidence": float(mine["confidence"].mean()),
+                     "changed_mind": int(mine["changed_to"].notna().sum())})
+    return pd.DataFrame(rows)
+
+
+def fleiss_summary(table: pd.DataFrame, classes: Sequence[str], confidence: float = CONFIDENCE, seed: int = 0
+                   ) -> dict | None:
+    """Fleiss' kappa across readers, on the cases every reader has answered; None with fewer than two readers."""
+    readers = table["reader"].unique()
+    if len(readers) < 2:
+        return None
+    answered_by = table.groupby("case")["reader"].nunique()
+    common = answered_by.index[answered_by == len(readers)]
+    shared = table[table["case"].isin(common)]
+    counts = pd.crosstab(shared["case"], shared["answer"]).reindex(columns=list(classes), fill_value=0).to_numpy()
+    low, high = fleiss_interval(counts, confidence=confidence, seed=seed)
+    return {"readers": int(len(readers)), "cases": int(len(common)), "kappa": fleiss_kappa(counts), "low": low,
+            "high": high}
+
+
+def confusion(table: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
+    """Reference (rows) against the reader's answer (columns), counts, over answers with a reference."""
+    known = table[table["reference"].notna()]
+    return pd.crosstab(known["reference"], known["answer"]).reindex(index=list(classes), columns=list(classes),
+                                                                   fill_value=0)
+
+
+def case_difficulty(table: pd.DataFrame) -> pd.DataFrame:
+    """Per case with a reference: how many readers answered, how many were wrong and their share, the model's
+    answer; hardest first."""
+    known = table[table["reference"].notna()]
+    if known.empty:
+        return pd.DataFrame(columns=["case", "image", "reference", "model", "readers", "wrong", "share_wrong"])
+    grouped = known.groupby(["case", "image", "reference"], dropna=False)
+    out = grouped.agg(model=("model", "first"), readers=("reader", "nunique"),
+                      wrong=("reader_right", lambda s: int((~s.astype(bool)).sum()))).reset_index()
+    out["share_wrong"] = out["wrong"] / out["readers"]
+    return out.sort_values(["share_wrong", "case"], ascending=[False, True], kind="stable").reset_index(drop=True)
+
+
+def disagreements(table: pd.DataFrame) -> pd.DataFrame:
+    """The answers that differ from the model's, in reader then case order."""
+    return table[table["agrees_with_model"] == False].reset_index(drop=True)  # noqa: E712 - NA stays out
+
+
+def heatmap_ratings(table: pd.DataFrame) -> pd.DataFrame:
+    """How readers rated the heatmaps: counts per rating, split by whether the model was right."""
+    rated = table[table["heatmap"].notna()]
+    verdict = rated["model_right"].map({True: "model right", False: "model wrong"}).fillna("no reference")
+    counts = pd.crosstab(rated["heatmap"], verdict)
+    return counts.reindex(index=list(RATINGS), fill_value=0)
+
+
+def session_summary(table: pd.DataFrame, classes: Sequence[str], confidence: float = CONFIDENCE) -> dict:
+    """Everything the summary page, the CSV export and the session report show."""
+    return {"answers": int(len(table)), "readers": reader_summary(table, classes, confidence),
+            "fleiss": fleiss_summary(table, classes, confidence), "difficulty": case_difficulty(table),
+            "disagreements": disagreements(table), "ratings": heatmap_ratings(table)}

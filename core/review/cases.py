@@ -1,0 +1,170 @@
+"""Which cases a session reads, in which order, and where their images are.
+
+A session reads the images of an evaluation run (all, the model's errors, one class, the most uncertain, or a
+stratified random sample, in the run's order or shuffled with a seed) or scans uploaded for it. Uploaded scans are
+kept under the data directory once, named by their content hash; a run's images stay in their dataset. Either way
+a case keeps the image's sha256, and an image whose content no longer matches is refused when it is shown.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from core.atomic import finish_atomic_write
+from core.review.errors import ReviewError
+from core.review.store import NewCase
+from core.sources import FileRefused, contained_path, read_bytes, read_image
+from core.sources.images import MAX_FILE_BYTES
+
+SELECTIONS = {"all": "Every case", "errors": "The model's errors", "uncertain": "The most uncertain cases (lowest "
+              "confidence)", "sample": "A stratified random sample"}
+ORDERS = {"listed": "As listed", "shuffled": "Shuffled (with the seed)"}
+UPLOADS = "uploads"
+EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "BMP": "bmp", "TIFF": "tif"}
+
+
+def stratified_sample(labels: pd.Series, count: int, seed: int) -> np.ndarray:
+    """Positions of ``count`` items drawn without replacement so that each class keeps its share (largest
+    remainders decide the rounding), reproducibly for a seed."""
+    counts = labels.value_counts().sort_index()
+    count = min(int(count), len(labels))
+    quota = counts / counts.sum() * count
+    taken = np.floor(quota).astype(int)
+    for name in (quota - taken).sort_values(ascending=False, kind="stable").index[:count - int(taken.sum())]:
+        taken[name] += 1
+    rng = np.random.default_rng(seed)
+    chosen = [rng.choice(np.flatnonzero(labels.to_numpy() == name), size=int(n), replace=False)
+              for name, n in taken.items() if n]
+    return np.sort(np.concatenate(chosen)) if chosen else np.array([], dtype=int)
+
+
+def select_rows(predictions: pd.DataFrame, selection: str = "all", true_class: str | None = None,
+                count: int | None = None, seed: int = 0, order: str = "listed") -> pd.DataFrame:
+    """The rows of a run's predictions a session reads, in reading order."""
+    if selection not in SELECTIONS:
+        raise ReviewError(f"unknown selection {selection!r}; choose one of {', '.join(SELECTIONS)}")
+    if order not in ORDERS:
+        raise ReviewError(f"unknown order {order!r}; choose one of {', '.join(ORDERS)}")
+    if selection in ("uncertain", "sample") and (count is None or int(count) < 1):
+        raise ReviewError("say how many cases to take (at least 1)")
+    rows = predictions if true_class is None else predictions[predictions["label"] == true_class]
+    if selection == "errors":
+        rows = rows[rows["label"] != rows["pred"]]
+    elif selection == "uncertain":
+        rows = rows.sort_values("confidence", kind="stable").head(int(count))
+    elif selection == "sample":
+        rows = rows.iloc[stratified_sample(rows["label"], int(count), seed)]
+    if order == "shuffled":
+        rows = rows.iloc[np.random.default_rng(seed).permutation(len(rows))]
+    return rows
+
+
+def cases_from_run(run, images_root: Path | None = None, **choice) -> list[NewCase]:
+    """The cases of a run's images chosen by ``choice`` (see :func:`select_rows`), with the run's answer and
+    reference. The content hash comes from the run, or from the image in ``images_root`` for a run without one."""
+    rows = select_rows(run.predictions, **choice)
+    cases = []
+    for row in rows.itertuples(index=False):
+        digest = getattr(row, "sha256", None)
+        if not isinstance(digest, str) or len(digest) != 64:
+            if images_root is None:
+                raise ReviewError("the run does not record its images' hashes and the dataset folder is not there "
+                                  "to compute them")
+            digest = hashlib.sha256(read_bytes(run.image_path(images_root, row.path), MAX_FILE_BYTES)).hexdigest()
+        probabilities = {c: float(getattr(row, f"prob_{c}")) for c in run.classes}
+        cases.append(NewCase(image=str(row.path), image_sha256=digest, title=str(row.path), reference=str(row.label),
+                             model_label=str(row.pred), model_probabilities=probabilities))
+    return cases
+
+
+def run_source(run, project_root: Path, **choice) -> dict:
+    """What a session made from a run records about where its cases came from."""
+    try:
+        path = str(run.path.resolve().relative_to(project_root.resolve()))
+    except ValueError:
+        path = str(run.path)
+    return {"type": "run", "run": path, "run_name": run.name, "dataset": str(run.info["dataset"]["name"]), **choice}
+
+
+def run_model(run) -> dict:
+    model = run.info.get("model", {})
+    return {"path": model.get("path"), "file_sha256": model.get("file_sha256"), "run": run.name}
+
+
+# --------------------------------------------------------------------------------------------------
+# Uploaded scans
+
+
+def store_upload(data_dir: str | os.PathLike, blob: bytes) -> tuple[str, str, Image.Image]:
+    """Check an uploaded scan (:func:`core.sources.read_image`: ImageRefused with the reason) and keep its bytes
+    under ``data_dir/uploads`` once, named by their sha256. Returns the stored name (relative to ``data_dir``), the
+    hash and the decoded image."""
+    image = read_image(blob)
+    digest = hashlib.sha256(blob).hexdigest()
+    with Image.open(io.BytesIO(blob)) as probe:
+        extension = EXTENSIONS.get(probe.format or "", "img")
+    folder = Path(data_dir) / UPLOADS
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{digest}.{extension}"
+    if not target.is_file():
+        tmp = folder / f".{digest}.{os.getpid()}.part"
+        tmp.write_bytes(blob)
+        finish_atomic_write(tmp, target)
+    return f"{UPLOADS}/{target.name}", digest, image
+
+
+def cases_from_uploads(classifier, uploads: list[tuple[str, bytes]], data_dir: str | os.PathLike
+                       ) -> tuple[list[NewCase], list[str]]:
+    """Cases for uploaded scans ``(file name, bytes)``, each stored once by hash and answered by the classifier now.
+    Returns the cases and one sentence per file refused (the others are kept). A scan uploaded twice is one case."""
+    kept, images, problems, seen = [], [], [], set()
+    for name, blob in uploads:
+        try:
+            stored, digest, image = store_upload(data_dir, blob)
+        except ValueError as error:
+            problems.append(f"{name}: {error}")
+            continue
+        if digest in seen:
+            continue
+        seen.add(digest)
+        kept.append((name, stored, digest))
+        images.append(image)
+    if not kept:
+        return [], problems
+    probabilities = classifier.predict_proba(images)
+    classes = list(classifier.classes)
+    cases = [NewCase(image=stored, image_sha256=digest, title=name, reference=None,
+                     model_label=classes[int(np.argmax(p))], model_probabilities={c: float(v) for c, v in zip(classes, p)})
+             for (name, stored, digest), p in zip(kept, probabilities)]
+    return cases, problems
+
+
+# --------------------------------------------------------------------------------------------------
+# Showing a case
+
+
+def case_image_file(source: dict, image: str, data_dir: str | os.PathLike, datasets_root: str | os.PathLike | None
+                    ) -> Path:
+    """Where a case's image is: under the data directory for an upload, in the run's dataset otherwise; never
+    outside those folders (the names come from the database)."""
+    if source.get("type") == "uploads":
+        return contained_path(data_dir, image, "uploaded scan")
+    if not datasets_root:
+        raise FileRefused("the datasets folder is not set, so the run's images cannot be shown")
+    dataset = contained_path(datasets_root, str(source.get("dataset", "")), "dataset")
+    return contained_path(dataset, image, "image")
+
+
+def load_case_image(path: Path, sha256: str) -> Image.Image:
+    """The case's image, refused unless its content is exactly the one the session was made with."""
+    blob = read_bytes(path, MAX_FILE_BYTES, "image file")
+    if hashlib.sha256(blob).hexdigest() != sha256:
+        raise ReviewError("the image on disk is not the one this session was made with (its content changed)")
+    return read_image(blob)

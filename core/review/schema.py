@@ -1,0 +1,259 @@
+"""The review database: its tables (SQLAlchemy 2 ORM), how a database is opened, and the versioned schema the
+application creates and upgrades itself.
+
+Any SQLAlchemy URL works; SQLite (the default, one file in the data directory) is opened in WAL mode with full
+synchronous commits, so an answer that was committed survives the server being killed at any moment, and write
+transactions begin IMMEDIATE so that two readers answering at once wait for each other instead of failing.
+Images are never stored here: a case names its image and holds its content hash.
+
+Each schema version is one frozen function in :data:`MIGRATIONS`; :func:`open_database` applies the missing ones
+in order, under a lock, so that several processes starting at once upgrade the database exactly once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Callable
+
+from sqlalchemy import (JSON, Boolean, Column, DateTime, Engine, ForeignKey, Integer, MetaData, String, Table, Text,
+                        UniqueConstraint, create_engine, event, select, text)
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.pool import NullPool
+
+from core.review.errors import ReviewError
+
+NAME_LENGTH, NOTE_LENGTH, PATH_LENGTH = 100, 2000, 1000
+MIGRATION_LOCK = 74_120_915  # the PostgreSQL advisory lock that serialises schema upgrades (any fixed number)
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ReviewSession(Base):
+    """A review or a quiz: a named, ordered list of cases read by one or more readers."""
+
+    __tablename__ = "review_sessions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)         # the join code in a session's link
+    owner_key: Mapped[str] = mapped_column(String(64))                 # sha256 of the organiser's key
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    mode: Mapped[str] = mapped_column(String(16))                      # "blinded" or "open"
+    kind: Mapped[str] = mapped_column(String(16))                      # "review" or "quiz"
+    joinable: Mapped[bool] = mapped_column(Boolean)                    # whether a new reader may join by the link
+    classes: Mapped[list] = mapped_column(JSON)
+    source: Mapped[dict] = mapped_column(JSON)                         # run or uploads, filters, sample, order, seed
+    model: Mapped[dict] = mapped_column(JSON)                          # path, file_sha256, name of the model
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    cases: Mapped[list[Case]] = relationship(back_populates="session", order_by="Case.position")
+    readers: Mapped[list[Reader]] = relationship(back_populates="session", order_by="Reader.id")
+
+
+class Case(Base):
+    """One image of a session, in its place in the reading order, with the model's answer and the reference."""
+
+    __tablename__ = "cases"
+    __table_args__ = (UniqueConstraint("session_id", "position"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("review_sessions.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    image: Mapped[str] = mapped_column(String(PATH_LENGTH))            # path in the dataset, or uploads/<sha256>.<ext>
+    image_sha256: Mapped[str] = mapped_column(String(64))
+    title: Mapped[str] = mapped_column(String(PATH_LENGTH))            # what the case is called once revealed
+    reference: Mapped[str | None] = mapped_column(String(32))          # the true class, where known
+    model_label: Mapped[str | None] = mapped_column(String(32))
+    model_probabilities: Mapped[dict | None] = mapped_column(JSON)     # class -> probability
+    session: Mapped[ReviewSession] = relationship(back_populates="cases")
+
+
+class Reader(Base):
+    """A person reading a session, known by name within it and proven by a personal key (stored as its hash)."""
+
+    __tablename__ = "readers"
+    __table_args__ = (UniqueConstraint("session_id", "name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("review_sessions.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    joined_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    session: Mapped[ReviewSession] = relationship(back_populates="readers")
+
+
+class Answer(Base):
+    """A reader's committed reading of one case. The class, confidence and note never change once written; what
+    the reader thought after the reveal is kept beside them (``revised_*``), with the heatmap rating."""
+
+    __tablename__ = "answers"
+    __table_args__ = (UniqueConstraint("reader_id", "case_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    reader_id: Mapped[int] = mapped_column(ForeignKey("readers.id", ondelete="CASCADE"), index=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    label: Mapped[str] = mapped_column(String(32))
+    confidence: Mapped[int] = mapped_column(Integer)                   # 1 (a guess) to 5 (certain)
+    note: Mapped[str] = mapped_column(Text, default="")
+    answered_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    heatmap_rating: Mapped[str | None] = mapped_column(String(16))     # "right", "partly", "wrong"
+    revised_label: Mapped[str | None] = mapped_column(String(32))
+    revised_note: Mapped[str | None] = mapped_column(Text)
+    revised_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+# --------------------------------------------------------------------------------------------------
+# The versioned schema. Each migration is frozen once released: a later change is a new function that alters what
+# the earlier ones made, never an edit of them. The ORM classes above describe the newest version; a test checks
+# that the migrations build exactly that.
+
+
+def _version_1(connection: Connection) -> None:
+    """The first schema: sessions, cases, readers and answers."""
+    meta = MetaData()
+    Table("review_sessions", meta,
+          Column("id", Integer, primary_key=True),
+          Column("code", String(32), nullable=False, unique=True),
+          Column("owner_key", String(64), nullable=False),
+          Column("name", String(NAME_LENGTH), nullable=False),
+          Column("mode", String(16), nullable=False),
+          Column("kind", String(16), nullable=False),
+          Column("joinable", Boolean, nullable=False),
+          Column("classes", JSON, nullable=False),
+          Column("source", JSON, nullable=False),
+          Column("model", JSON, nullable=False),
+          Column("created_at", DateTime(timezone=True), nullable=False))
+    Table("cases", meta,
+          Column("id", Integer, primary_key=True),
+          Column("session_id", Integer, ForeignKey("review_sessions.id", ondelete="CASCADE"), nullable=False,
+                 index=True),
+          Column("position", Integer, nullable=False),
+          Column("image", String(PATH_LENGTH), nullable=False),
+          Column("image_sha256", String(64), nullable=False),
+          Column("title", String(PATH_LENGTH), nullable=False),
+          Column("reference", String(32)),
+          Column("model_label", String(32)),
+          Column("model_probabilities", JSON),
+          UniqueConstraint("session_id", "position"))
+    Table("readers", meta,
+          Column("id", Integer, primary_key=True),
+          Column("session_id", Integer, ForeignKey("review_sessions.id", ondelete="CASCADE"), nullable=False,
+                 index=True),
+          Column("name", String(NAME_LENGTH), nullable=False),
+          Column("key", String(64), nullable=False, unique=True),
+          Column("joined_at", DateTime(timezone=True), nullable=False),
+          UniqueConstraint("session_id", "name"))
+    Table("answers", meta,
+          Column("id", Integer, primary_key=True),
+          Column("reader_id", Integer, ForeignKey("readers.id", ondelete="CASCADE"), nullable=False, index=True),
+          Column("case_id", Integer, ForeignKey("cases.id", ondelete="CASCADE"), nullable=False, index=True),
+          Column("label", String(32), nullable=False),
+          Column("confidence", Integer, nullable=False),
+          Column("note", Text, nullable=False),
+          Column("answered_at", DateTime(timezone=True), nullable=False),
+          Column("heatmap_rating", String(16)),
+          Column("revised_label", String(32)),
+          Column("revised_note", Text),
+          Column("revised_at", DateTime(timezone=True)),
+          UniqueConstraint("reader_id", "case_id"))
+    meta.create_all(connection)
+
+
+MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
+    ("sessions, cases, readers and answers", _version_1),
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+_versions = Table("schema_version", MetaData(), Column("version", Integer, nullable=False))
+
+
+def schema_version(connection: Connection) -> int:
+    """The schema version a database is at; 0 for an empty one."""
+    if not connection.dialect.has_table(connection, "schema_version"):
+        return 0
+    return int(connection.execute(select(_versions.c.version)).scalar_one_or_none() or 0)
+
+
+def upgrade(engine: Engine) -> int:
+    """Bring the database to :data:`SCHEMA_VERSION`, in one transaction that holds the database's write lock, so that
+    a second process waits and then finds nothing to do. Returns the version it was at. A database written by a
+    newer version of the application is refused, untouched."""
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+        found = schema_version(connection)
+        if found > SCHEMA_VERSION:
+            raise ReviewError(f"the review database is at schema version {found}, written by a newer version of "
+                              f"this application (this one knows up to {SCHEMA_VERSION}); it was left untouched")
+        if found == SCHEMA_VERSION:
+            return found
+        if found == 0:
+            _versions.create(connection, checkfirst=True)
+        for _, migrate in MIGRATIONS[found:]:
+            migrate(connection)
+        connection.execute(_versions.delete())
+        connection.execute(_versions.insert().values(version=SCHEMA_VERSION))
+        return found
+
+
+# --------------------------------------------------------------------------------------------------
+# Opening a database
+
+
+def _sqlite_settings(engine: Engine) -> None:
+    """WAL, full synchronous commits, foreign keys, a busy wait; and transactions that SQLAlchemy begins itself,
+    IMMEDIATE (taking the write lock at once): a deferred transaction that reads and then writes can fail at once with
+    'database is locked' when another writer came first, whatever the busy timeout."""
+
+    @event.listens_for(engine, "connect")
+    def configure(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None  # the driver's own implicit BEGIN is replaced by the one below
+        cursor = dbapi_connection.cursor()
+        for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON", "busy_timeout=15000"):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def begin(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def open_database(url: str) -> Engine:
+    """The engine of the review database at ``url`` (any SQLAlchemy URL), with its schema brought up to date; one
+    engine per URL and process. Raises ReviewError with a readable sentence when the URL is malformed, its driver is
+    missing or the server cannot be reached."""
+    with _engines_lock:
+        if url in _engines:
+            return _engines[url]
+        try:
+            parsed = make_url(url)
+            sqlite = parsed.get_backend_name() == "sqlite"
+            options = {"poolclass": NullPool} if sqlite else {"pool_pre_ping": True}
+            engine = create_engine(parsed, **options)
+        except (ArgumentError, NoSuchModuleError, ImportError) as error:
+            raise ReviewError(f"the review database address is not usable ({error.__class__.__name__}: "
+                              f"{str(error).splitlines()[0]})") from None
+        if sqlite:
+            _sqlite_settings(engine)
+        try:
+            upgrade(engine)
+        except OperationalError as error:
+            engine.dispose()
+            raise ReviewError(f"the review database at {parsed.render_as_string(hide_password=True)} cannot be "
+                              f"opened: {str(error.orig).splitlines()[0] if error.orig else error}") from None
+        _engines[url] = engine
+        return engine
+
+
+def close_databases() -> None:
+    """Dispose of every engine opened here (tests, and a process that is about to exit)."""
+    with _engines_lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()

@@ -1,0 +1,348 @@
+"""Review sessions in the database: creating one, readers joining and coming back, committing answers, and what
+each person may see.
+
+Every call is one short transaction, committed before it returns: an answer the page has acknowledged is on disk.
+Who may see what is decided here, not in the page: a reader is known only by a personal key (the database keeps its
+hash), sees only their own answers, and in a blinded session sees the model's answer and the reference of a case
+only after committing their own; the organiser's key opens every reader's answers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, Integer, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from core.review.errors import ReviewError
+from core.review.schema import NAME_LENGTH, NOTE_LENGTH, Answer, Case, Reader, ReviewSession, utc_now
+
+MODES = {"blinded": "Blinded: each reader commits an answer before seeing the model's",
+         "open": "Open: the model's answer, heatmap and reference are shown with the scan"}
+KINDS = {"review": "Review session", "quiz": "Teaching quiz"}
+RATINGS = {"right": "on the tumour", "partly": "partly on it", "wrong": "somewhere else"}
+CONFIDENCES = {1: "1 - a guess", 2: "2 - unsure", 3: "3 - fairly sure", 4: "4 - sure", 5: "5 - certain"}
+MAX_CASES = 2000
+MAX_READERS = 200
+
+
+@dataclass(frozen=True)
+class NewCase:
+    """A case as a session is made: the image's reference and hash, and what is known about it."""
+
+    image: str
+    image_sha256: str
+    title: str
+    reference: str | None = None
+    model_label: str | None = None
+    model_probabilities: dict[str, float] | None = None
+
+
+@dataclass(frozen=True)
+class SessionView:
+    id: int
+    code: str
+    name: str
+    mode: str
+    kind: str
+    joinable: bool
+    classes: list[str]
+    source: dict
+    model: dict
+    created_at: dt.datetime
+
+    @property
+    def blinded(self) -> bool:
+        return self.mode == "blinded"
+
+
+@dataclass(frozen=True)
+class CaseView:
+    id: int
+    position: int
+    image: str
+    image_sha256: str
+    title: str
+    reference: str | None
+    model_label: str | None
+    model_probabilities: dict[str, float] | None
+
+
+@dataclass(frozen=True)
+class ReaderView:
+    id: int
+    name: str
+    session_id: int
+
+
+@dataclass(frozen=True)
+class AnswerView:
+    case_id: int
+    label: str
+    confidence: int
+    note: str
+    answered_at: dt.datetime
+    heatmap_rating: str | None
+    revised_label: str | None
+    revised_note: str | None
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def _new_key() -> str:
+    return secrets.token_urlsafe(16)
+
+
+def clean_text(value: str, what: str, limit: int, required: bool = True) -> str:
+    """``value`` with control characters removed and surrounding space trimmed; refused when empty (if required)
+    or longer than ``limit`` characters."""
+    cleaned = "".join(ch for ch in str(value) if unicodedata.category(ch)[0] != "C" or ch in "\n\t").strip()
+    if required and not cleaned:
+        raise ReviewError(f"the {what} is empty")
+    if len(cleaned) > limit:
+        raise ReviewError(f"the {what} is {len(cleaned)} characters long; at most {limit} are kept")
+    return cleaned
+
+
+def _session_view(row: ReviewSession) -> SessionView:
+    return SessionView(row.id, row.code, row.name, row.mode, row.kind, row.joinable, list(row.classes),
+                       dict(row.source), dict(row.model), row.created_at)
+
+
+def _case_view(row: Case) -> CaseView:
+    return CaseView(row.id, row.position, row.image, row.image_sha256, row.title, row.reference, row.model_label,
+                    dict(row.model_probabilities) if row.model_probabilities is not None else None)
+
+
+def _answer_view(row: Answer) -> AnswerView:
+    return AnswerView(row.case_id, row.label, row.confidence, row.note, row.answered_at, row.heatmap_rating,
+                      row.revised_label, row.revised_note)
+
+
+# --------------------------------------------------------------------------------------------------
+# Sessions
+
+
+def create_session(engine: Engine, name: str, cases: Sequence[NewCase], classes: Sequence[str], *,
+                   mode: str = "blinded", kind: str = "review", readers: Iterable[str] = (), joinable: bool = True,
+                   source: dict | None = None, model: dict | None = None) -> tuple[SessionView, str, dict[str, str]]:
+    """A new session with its cases in reading order and its named readers. Returns the session, the organiser's
+    key, and each named reader's personal key (shown once: only their hashes are kept)."""
+    if mode not in MODES:
+        raise ReviewError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    if kind not in KINDS:
+        raise ReviewError(f"unknown kind of session {kind!r}; choose one of {', '.join(KINDS)}")
+    if not cases:
+        raise ReviewError("the session has no cases; choose a run, filter or uploads that give at least one")
+    if len(cases) > MAX_CASES:
+        raise ReviewError(f"the session would have {len(cases)} cases; at most {MAX_CASES} are allowed")
+    names = [clean_text(n, "reader's name", NAME_LENGTH) for n in readers]
+    if len(set(names)) != len(names):
+        raise ReviewError("two readers have the same name; each reader needs a name of their own")
+    if len(names) > MAX_READERS:
+        raise ReviewError(f"at most {MAX_READERS} readers can be named")
+    for case in cases:
+        for label in (case.reference, case.model_label):
+            if label is not None and label not in classes:
+                raise ReviewError(f"case {case.title!r} has the class {label!r}, which is not one of the session's")
+    owner_key, keys = _new_key(), {n: _new_key() for n in names}
+    with Session(engine) as db, db.begin():
+        row = ReviewSession(code=secrets.token_urlsafe(9), owner_key=_digest(owner_key),
+                            name=clean_text(name, "session name", NAME_LENGTH), mode=mode, kind=kind,
+                            joinable=joinable, classes=list(classes), source=source or {}, model=model or {},
+                            created_at=utc_now())
+        db.add(row)
+        db.flush()
+        db.add_all(Case(session_id=row.id, position=k, image=c.image, image_sha256=c.image_sha256, title=c.title,
+                        reference=c.reference, model_label=c.model_label,
+                        model_probabilities=c.model_probabilities) for k, c in enumerate(cases))
+        db.add_all(Reader(session_id=row.id, name=n, key=_digest(k), joined_at=utc_now()) for n, k in keys.items())
+        db.flush()
+        view = _session_view(row)
+    return view, owner_key, keys
+
+
+def session_by_code(engine: Engine, code: str) -> SessionView:
+    with Session(engine) as db:
+        row = db.scalar(select(ReviewSession).where(ReviewSession.code == str(code)))
+        if row is None:
+            raise ReviewError("no review session has this code; check the link")
+        return _session_view(row)
+
+
+def session_for_organiser(engine: Engine, key: str) -> SessionView:
+    """The session whose organiser's key this is."""
+    with Session(engine) as db:
+        row = db.scalar(select(ReviewSession).where(ReviewSession.owner_key == _digest(str(key))))
+        if row is None:
+            raise ReviewError("this organiser's link is not valid (the key is wrong or the session was removed)")
+        return _session_view(row)
+
+
+def list_sessions(engine: Engine) -> list[tuple[SessionView, int, int]]:
+    """Every session, newest first, with its number of cases and readers (no keys, no answers)."""
+    with Session(engine) as db:
+        cases = select(func.count(Case.id)).where(Case.session_id == ReviewSession.id).scalar_subquery()
+        readers = select(func.count(Reader.id)).where(Reader.session_id == ReviewSession.id).scalar_subquery()
+        rows = db.execute(select(ReviewSession, cases, readers).order_by(ReviewSession.created_at.desc(),
+                                                                          ReviewSession.id.desc()))
+        return [(_session_view(s), int(n_cases), int(n_readers)) for s, n_cases, n_readers in rows]
+
+
+def session_cases(engine: Engine, session_id: int) -> list[CaseView]:
+    with Session(engine) as db:
+        rows = db.scalars(select(Case).where(Case.session_id == session_id).order_by(Case.position))
+        return [_case_view(r) for r in rows]
+
+
+# --------------------------------------------------------------------------------------------------
+# Readers
+
+
+def join(engine: Engine, code: str, name: str) -> tuple[ReaderView, str]:
+    """A new reader, by name, in a session open to joining. Returns the reader and their personal key."""
+    session = session_by_code(engine, code)
+    if not session.joinable:
+        raise ReviewError("this session does not take new readers; ask the organiser for your personal link")
+    name = clean_text(name, "reader's name", NAME_LENGTH)
+    key = _new_key()
+    try:
+        with Session(engine) as db, db.begin():
+            if db.scalar(select(func.count(Reader.id)).where(Reader.session_id == session.id)) >= MAX_READERS:
+                raise ReviewError(f"this session already has {MAX_READERS} readers, the most it can take")
+            row = Reader(session_id=session.id, name=name, key=_digest(key), joined_at=utc_now())
+            db.add(row)
+            db.flush()
+            view = ReaderView(row.id, row.name, row.session_id)
+    except IntegrityError:
+        raise ReviewError(f"a reader called {name!r} has already joined this session; to go on reading as them, "
+                          "open your personal link; otherwise choose another name") from None
+    return view, key
+
+
+def reader_by_key(engine: Engine, key: str) -> ReaderView:
+    with Session(engine) as db:
+        row = db.scalar(select(Reader).where(Reader.key == _digest(str(key))))
+        if row is None:
+            raise ReviewError("this reader's link is not valid; ask the organiser for your personal link")
+        return ReaderView(row.id, row.name, row.session_id)
+
+
+def session_readers(engine: Engine, session_id: int) -> list[ReaderView]:
+    with Session(engine) as db:
+        rows = db.scalars(select(Reader).where(Reader.session_id == session_id).order_by(Reader.id))
+        return [ReaderView(r.id, r.name, r.session_id) for r in rows]
+
+
+# --------------------------------------------------------------------------------------------------
+# Answers
+
+
+def answers_of(engine: Engine, reader: ReaderView) -> dict[int, AnswerView]:
+    """The reader's own answers, by case id."""
+    with Session(engine) as db:
+        rows = db.scalars(select(Answer).where(Answer.reader_id == reader.id))
+        return {r.case_id: _answer_view(r) for r in rows}
+
+
+def next_position(cases: Sequence[CaseView], answered: Iterable[int]) -> int | None:
+    """Where a reader goes on: the first case in reading order without an answer; None when all are answered."""
+    done = set(answered)
+    return next((c.position for c in cases if c.id not in done), None)
+
+
+def _own_case(db: Session, reader: ReaderView, case_id: int) -> tuple[Case, ReviewSession]:
+    case = db.get(Case, case_id)
+    if case is None or case.session_id != reader.session_id:
+        raise ReviewError("this case is not part of your session")
+    return case, db.get(ReviewSession, case.session_id)
+
+
+def commit_answer(engine: Engine, reader: ReaderView, case_id: int, label: str, confidence: int,
+                  note: str = "") -> AnswerView:
+    """Record the reader's answer to a case, committed before this returns. An answer is given once: a second one
+    for the same case is refused and the first kept."""
+    note = clean_text(note, "note", NOTE_LENGTH, required=False)
+    if not isinstance(confidence, int) or isinstance(confidence, bool) or confidence not in CONFIDENCES:
+        raise ReviewError("the confidence must be a whole number from 1 (a guess) to 5 (certain)")
+    try:
+        with Session(engine) as db, db.begin():
+            case, session = _own_case(db, reader, case_id)
+            if label not in session.classes:
+                raise ReviewError(f"{label!r} is not one of this session's classes")
+            row = Answer(reader_id=reader.id, case_id=case.id, label=label, confidence=confidence, note=note,
+                         answered_at=utc_now())
+            db.add(row)
+            db.flush()
+            return _answer_view(row)
+    except IntegrityError:
+        raise ReviewError("you have already answered this case; a committed answer is kept as it was given (record "
+                          "a change of mind after the reveal instead)") from None
+
+
+def _own_answer(db: Session, reader: ReaderView, case_id: int) -> Answer:
+    _own_case(db, reader, case_id)
+    row = db.scalar(select(Answer).where(Answer.reader_id == reader.id, Answer.case_id == case_id))
+    if row is None:
+        raise ReviewError("answer this case first")
+    return row
+
+
+def rate_heatmap(engine: Engine, reader: ReaderView, case_id: int, rating: str | None) -> None:
+    """After the reveal: whether the model's heatmap points at the right place (None takes the rating back)."""
+    if rating is not None and rating not in RATINGS:
+        raise ReviewError(f"unknown heatmap rating {rating!r}; choose one of {', '.join(RATINGS)}")
+    with Session(engine) as db, db.begin():
+        _own_answer(db, reader, case_id).heatmap_rating = rating
+
+
+def change_mind(engine: Engine, reader: ReaderView, case_id: int, label: str | None, note: str = "") -> None:
+    """After the reveal: the class the reader would now give (None withdraws it), kept beside the committed answer,
+    which does not change."""
+    note = clean_text(note, "note", NOTE_LENGTH, required=False)
+    with Session(engine) as db, db.begin():
+        row = _own_answer(db, reader, case_id)
+        if label is not None and label not in db.get(ReviewSession, reader.session_id).classes:
+            raise ReviewError(f"{label!r} is not one of this session's classes")
+        row.revised_label, row.revised_note = label, (note if label is not None else None)
+        row.revised_at = utc_now() if label is not None else None
+
+
+def may_reveal(session: SessionView, answer: AnswerView | None) -> bool:
+    """Whether a reader may see the model's answer, its heatmap and the reference of a case: always in an open
+    session, only after committing their own in a blinded one."""
+    return not session.blinded or answer is not None
+
+
+def session_answers(engine: Engine, session: SessionView) -> list[dict]:
+    """Every answer of the session, one dict per (reader, case) answered, for the organiser's summary. The page
+    calls this only with the organiser's key checked (:func:`session_for_organiser`)."""
+    with Session(engine) as db:
+        rows = db.execute(select(Answer, Reader.name, Case.position)
+                          .join(Reader, Answer.reader_id == Reader.id).join(Case, Answer.case_id == Case.id)
+                          .where(Reader.session_id == session.id).order_by(Reader.id, Case.position))
+        return [{"reader": name, "reader_id": a.reader_id, "case_id": a.case_id, "position": position,
+                 "label": a.label, "confidence": a.confidence, "note": a.note, "answered_at": a.answered_at,
+                 "heatmap_rating": a.heatmap_rating, "revised_label": a.revised_label, "revised_note": a.revised_note}
+                for a, name, position in rows]
+
+
+def scores(engine: Engine, session: SessionView) -> list[tuple[str, int, int]]:
+    """The quiz leaderboard: each reader's name, right answers and answers given, best first. Only counts: no
+    reader sees another's answers through it."""
+    with Session(engine) as db:
+        right = func.sum((Answer.label == Case.reference).cast(Integer))
+        rows = db.execute(select(Reader.name, func.coalesce(right, 0), func.count(Answer.id))
+                          .select_from(Reader).outerjoin(Answer, Answer.reader_id == Reader.id)
+                          .outerjoin(Case, Answer.case_id == Case.id)
+                          .where(Reader.session_id == session.id).group_by(Reader.id, Reader.name))
+        table = [(name, int(r), int(n)) for name, r, n in rows]
+    return sorted(table, key=lambda t: (-t[1], t[2], t[0]))

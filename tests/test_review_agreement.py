@@ -1,0 +1,174 @@
+"""What a session's answers say (core.review.agreement) and which cases a session reads (core.review.cases), on
+hand-computed examples."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from core.review import ReviewError
+from core.review.agreement import (answers_table, case_difficulty, cohen_kappa, cohen_kappas_weighted, confusion,
+                                   disagreements, fleiss_kappa, fleiss_kappas_weighted, fleiss_summary,
+                                   heatmap_ratings, reader_summary)
+from core.review.cases import (case_image_file, load_case_image, select_rows, store_upload, stratified_sample)
+from core.review.store import CaseView
+from core.sources import FileRefused, ImageRefused
+
+TWO = ["glioma", "notumor"]
+
+
+def test_cohen_kappa_by_hand():
+    # 10 scans; the reader and the reference agree on 8; both say glioma 5 times: chance agreement 0.5,
+    # kappa = (0.8 - 0.5) / (1 - 0.5) = 0.6.
+    reference = ["glioma"] * 5 + ["notumor"] * 5
+    reader = ["glioma"] * 4 + ["notumor"] * 5 + ["glioma"]
+    assert cohen_kappa(reader, reference, TWO) == pytest.approx(0.6)
+    assert cohen_kappa(reference, reference, TWO) == pytest.approx(1.0)
+    assert np.isnan(cohen_kappa(["glioma"] * 3, ["glioma"] * 3, TWO))  # chance agreement 1: undefined, not 1
+    assert np.isnan(cohen_kappa([], [], TWO))
+
+
+def test_fleiss_kappa_by_hand():
+    # 4 scans, 3 readers. Agreement per scan: 1, 1, 1/3, 1/3 -> mean 2/3; class shares 1/2, 1/2 -> chance 1/2;
+    # kappa = (2/3 - 1/2) / (1 - 1/2) = 1/3.
+    counts = np.array([[3, 0], [0, 3], [2, 1], [1, 2]])
+    assert fleiss_kappa(counts) == pytest.approx(1 / 3)
+    assert fleiss_kappa(np.array([[1, 0], [0, 1]])) != fleiss_kappa(counts)  # one rater each: NaN
+    assert np.isnan(fleiss_kappa(np.array([[1, 0], [0, 1]])))
+
+
+def test_the_vectorised_bootstrap_kappas_are_the_libraries_kappas():
+    rng = np.random.default_rng(3)
+    a, b = rng.integers(0, 4, 60), rng.integers(0, 4, 60)
+    b[:30] = a[:30]
+    classes = ["glioma", "meningioma", "notumor", "pituitary"]
+    names = np.array(classes)
+    weights = np.vstack([np.ones(60), rng.multinomial(60, np.full(60, 1 / 60))])
+    vectorised = cohen_kappas_weighted(a, b, 4, weights)
+    assert vectorised[0] == pytest.approx(cohen_kappa(names[a], names[b], classes))
+    drawn = np.repeat(np.arange(60), weights[1].astype(int))
+    assert vectorised[1] == pytest.approx(cohen_kappa(names[a[drawn]], names[b[drawn]], classes))
+    counts = rng.multinomial(5, [0.4, 0.3, 0.2, 0.1], size=25)
+    subject_weights = np.vstack([np.ones(25), rng.multinomial(25, np.full(25, 1 / 25))])
+    fleiss = fleiss_kappas_weighted(counts, subject_weights)
+    assert fleiss[0] == pytest.approx(fleiss_kappa(counts))
+    assert fleiss[1] == pytest.approx(fleiss_kappa(np.repeat(counts, subject_weights[1].astype(int), axis=0)))
+
+
+def session_table() -> pd.DataFrame:
+    """Two readers and four cases with references; the model is right on cases 1-3."""
+    cases = [CaseView(k, k, f"img{k}", "0" * 64, f"img{k}", ref, model, None)
+             for k, (ref, model) in enumerate([("glioma", "glioma"), ("glioma", "glioma"), ("notumor", "notumor"),
+                                               ("notumor", "glioma")])]
+    answers = []
+    for reader, labels in [("Ann", ["glioma", "notumor", "notumor", "notumor"]),
+                           ("Bob", ["glioma", "glioma", "notumor", "glioma"])]:
+        for case, label in zip(cases, labels):
+            answers.append({"reader": reader, "case_id": case.id, "label": label, "confidence": 3, "note": "",
+                            "heatmap_rating": "right" if case.id == 0 else None, "revised_label": None,
+                            "revised_note": None, "answered_at": None})
+    answers[3]["revised_label"] = "glioma"
+    return answers_table(cases, answers)
+
+
+def test_reader_summaries_by_hand():
+    summary = reader_summary(session_table(), TWO).set_index("reader")
+    assert summary.loc["Ann", "accuracy"] == pytest.approx(3 / 4)
+    assert summary.loc["Bob", "accuracy"] == pytest.approx(3 / 4)
+    assert summary.loc["Ann", "model_accuracy"] == pytest.approx(3 / 4)
+    # Ann against the reference: agree 3/4, shares glioma 1/4 (Ann) and 1/2 (reference): chance 1/2 -> kappa 0.5.
+    assert summary.loc["Ann", "kappa_reference"] == pytest.approx(0.5)
+    # Ann against the model (glioma, glioma, notumor, glioma): agree 2/4, chance 1/4*3/4 + 3/4*1/4 = 3/8 -> 0.2.
+    assert summary.loc["Ann", "kappa_model"] == pytest.approx((0.5 - 0.375) / 0.625)
+    assert summary.loc["Bob", "kappa_model"] == pytest.approx(1.0)
+    assert summary.loc["Ann", "accuracy_low"] < 0.75 < summary.loc["Ann", "accuracy_high"]
+    assert summary.loc["Ann", "changed_mind"] == 1 and summary.loc["Bob", "changed_mind"] == 0
+
+
+def test_fleiss_difficulty_disagreements_confusion_and_ratings_by_hand():
+    table = session_table()
+    # Per case (glioma, notumor counts): [2,0], [1,1], [0,2], [1,1]: agreement 1, 0, 1, 0 -> 1/2; shares 1/2 each
+    # -> chance 1/2; kappa 0.
+    assert fleiss_summary(table, TWO)["kappa"] == pytest.approx(0.0)
+    assert fleiss_summary(table[table["reader"] == "Ann"], TWO) is None
+    hardest = case_difficulty(table)
+    assert list(hardest["case"][:2]) == [2, 4] and list(hardest["share_wrong"]) == [0.5, 0.5, 0.0, 0.0]
+    assert list(zip(disagreements(table)["reader"], disagreements(table)["case"])) == [("Ann", 2), ("Ann", 4)]
+    assert confusion(table[table["reader"] == "Bob"], TWO).to_numpy().tolist() == [[2, 0], [1, 1]]
+    ratings = heatmap_ratings(table)
+    assert ratings.loc["right", "model right"] == 2 and ratings.loc["wrong"].sum() == 0
+
+
+# --------------------------------------------------------------------------------------------------
+# Case lists
+
+
+def predictions(n_per_class=(6, 3, 1)) -> pd.DataFrame:
+    rows = []
+    for label, n in zip(["glioma", "meningioma", "notumor"], n_per_class):
+        for k in range(n):
+            rows.append({"path": f"{label}/{k}.png", "label": label, "pred": label if k % 3 else "pituitary",
+                         "confidence": 0.5 + k / 20})
+    return pd.DataFrame(rows)
+
+
+def test_case_selections_and_orders():
+    table = predictions()
+    assert list(select_rows(table, "errors")["path"]) == ["glioma/0.png", "glioma/3.png", "meningioma/0.png",
+                                                           "notumor/0.png"]
+    assert list(select_rows(table, "all", true_class="meningioma")["path"]) == [f"meningioma/{k}.png"
+                                                                                  for k in range(3)]
+    assert list(select_rows(table, "uncertain", count=3)["confidence"]) == [0.5, 0.5, 0.5]
+    sample = select_rows(table, "sample", count=5, seed=1)
+    assert sample["label"].value_counts().to_dict() == {"glioma": 3, "meningioma": 2}  # 3, 1.5, 0.5 -> 3, 2, 0
+    assert sample.equals(select_rows(table, "sample", count=5, seed=1))
+    shuffled = select_rows(table, "all", order="shuffled", seed=4)
+    assert sorted(shuffled["path"]) == sorted(table["path"]) and list(shuffled["path"]) != list(table["path"])
+    assert shuffled.equals(select_rows(table, "all", order="shuffled", seed=4))
+    with pytest.raises(ReviewError, match="how many"):
+        select_rows(table, "sample")
+
+
+def test_a_stratified_sample_keeps_each_class_share():
+    labels = pd.Series(["a"] * 50 + ["b"] * 30 + ["c"] * 20)
+    drawn = labels.iloc[stratified_sample(labels, 10, seed=0)]
+    assert drawn.value_counts().to_dict() == {"a": 5, "b": 3, "c": 2}
+    assert len(stratified_sample(labels, 500, seed=0)) == 100
+
+
+def png_bytes(seed: int) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 255, (64, 64), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "PNG")
+    return out.getvalue()
+
+
+def test_an_upload_is_stored_once_by_its_hash_and_refused_when_it_is_no_image(tmp_path):
+    blob = png_bytes(0)
+    name, digest, image = store_upload(tmp_path, blob)
+    assert digest == hashlib.sha256(blob).hexdigest() and name == f"uploads/{digest}.png"
+    assert store_upload(tmp_path, blob)[0] == name
+    assert [p.name for p in (tmp_path / "uploads").iterdir()] == [f"{digest}.png"]
+    assert image.size == (64, 64)
+    with pytest.raises(ImageRefused):
+        store_upload(tmp_path, b"<svg></svg>")
+    assert len(list((tmp_path / "uploads").iterdir())) == 1
+
+
+def test_a_case_image_is_found_only_where_it_belongs_and_only_with_its_content(tmp_path):
+    blob = png_bytes(1)
+    name, digest, _ = store_upload(tmp_path / "data", blob)
+    uploads = {"type": "uploads"}
+    assert load_case_image(case_image_file(uploads, name, tmp_path / "data", None), digest).size == (64, 64)
+    with pytest.raises(FileRefused):
+        case_image_file(uploads, "../../etc/passwd", tmp_path / "data", None)
+    with pytest.raises(FileRefused):
+        case_image_file({"type": "run", "dataset": ".."}, "x.png", tmp_path / "data", tmp_path / "datasets")
+    (tmp_path / "data" / name).write_bytes(png_bytes(2))
+    with pytest.raises(ReviewError, match="changed"):
+        load_case_image(tmp_path / "data" / name, digest)

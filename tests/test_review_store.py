@@ -1,0 +1,249 @@
+"""The review database (core.review.schema, core.review.store), each test against a real SQLite file and a real
+PostgreSQL server: schema creation and upgrade, who sees what, answers that cannot be changed, and answers that
+survive a killed process and two readers answering at once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, inspect, text
+
+from core.review import ReviewError, open_database
+from core.review import store
+from core.review.schema import SCHEMA_VERSION, Base, close_databases, schema_version
+from core.review.store import NewCase
+
+WORKER = Path(__file__).with_name("review_worker.py")
+CLASSES = ["glioma", "meningioma", "notumor", "pituitary"]
+
+
+def make_cases(n: int) -> list[NewCase]:
+    return [NewCase(image=f"Testing/x/{k}.jpg", image_sha256=f"{k:064x}", title=f"case {k}",
+                    reference=CLASSES[k % 4], model_label=CLASSES[(k + k // 4) % 4],
+                    model_probabilities={c: 0.25 for c in CLASSES}) for k in range(n)]
+
+
+def new_session(engine, n: int = 8, **options):
+    session, owner, keys = store.create_session(engine, "Tuesday review", make_cases(n), CLASSES,
+                                                readers=options.pop("readers", ["Ann", "Bob"]), **options)
+    return session, owner, keys, store.session_cases(engine, session.id)
+
+
+# --------------------------------------------------------------------------------------------------
+# Schema
+
+
+def test_a_new_database_gets_the_newest_schema_and_it_matches_the_models(database_url):
+    engine = open_database(database_url)
+    with engine.connect() as connection:
+        assert schema_version(connection) == SCHEMA_VERSION
+        found = inspect(connection)
+        for table in Base.metadata.sorted_tables:
+            columns = {c["name"]: c for c in found.get_columns(table.name)}
+            assert set(columns) == {c.name for c in table.columns}, table.name
+            for column in table.columns:
+                assert columns[column.name]["nullable"] == column.nullable, (table.name, column.name)
+            uniques = {tuple(u["column_names"]) for u in found.get_unique_constraints(table.name)}
+            uniques |= {tuple(i["column_names"]) for i in found.get_indexes(table.name) if i["unique"]}
+            for constraint in table.constraints:
+                if constraint.__class__.__name__ == "UniqueConstraint":
+                    assert tuple(c.name for c in constraint.columns) in uniques, (table.name, constraint)
+    close_databases()
+    engine = open_database(database_url)  # opening again changes nothing
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM schema_version")).scalar_one() == 1
+
+
+def test_a_database_from_a_newer_version_is_refused_and_left_alone(database_url):
+    open_database(database_url)
+    close_databases()
+    raw = create_engine(database_url)
+    with raw.begin() as connection:
+        connection.execute(text("UPDATE schema_version SET version = :v"), {"v": SCHEMA_VERSION + 1})
+    with pytest.raises(ReviewError, match=f"schema version {SCHEMA_VERSION + 1}"):
+        open_database(database_url)
+    with raw.connect() as connection:
+        assert connection.execute(text("SELECT version FROM schema_version")).scalar_one() == SCHEMA_VERSION + 1
+    raw.dispose()
+
+
+def test_processes_opening_a_new_database_at_once_create_it_once(database_url):
+    code = ("import sys; sys.path.insert(0, '.'); from core.review import open_database; "
+            f"open_database({database_url!r}); print('ok')")
+    workers = [subprocess.Popen([sys.executable, "-c", code], cwd=WORKER.parents[1], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    results = [w.communicate(timeout=120) for w in workers]
+    assert all(w.returncode == 0 for w in workers), [err for _, err in results]
+    engine = open_database(database_url)
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT version FROM schema_version")).scalars().all() == [SCHEMA_VERSION]
+
+
+def test_an_unusable_address_gets_a_sentence():
+    with pytest.raises(ReviewError, match="not usable"):
+        open_database("nosuchdb://x")
+    with pytest.raises(ReviewError, match="cannot be opened"):
+        open_database("postgresql+psycopg://nobody:x@127.0.0.1:1/none")
+
+
+# --------------------------------------------------------------------------------------------------
+# Sessions, readers and answers
+
+
+def test_readers_join_by_name_once_and_come_back_by_their_key(database_url):
+    engine = open_database(database_url)
+    session, owner, keys, _ = new_session(engine)
+    assert store.session_for_organiser(engine, owner).id == session.id
+    assert store.reader_by_key(engine, keys["Ann"]).name == "Ann"
+    cat, cat_key = store.join(engine, session.code, "  Cat\x00 ")
+    assert cat.name == "Cat" and store.reader_by_key(engine, cat_key) == cat
+    with pytest.raises(ReviewError, match="already joined"):
+        store.join(engine, session.code, "Ann")  # a name is not a key: Ann's answers stay Ann's
+    with pytest.raises(ReviewError, match="not valid"):
+        store.reader_by_key(engine, owner)
+    with pytest.raises(ReviewError, match="empty"):
+        store.join(engine, session.code, " \t")
+    closed, *_ = new_session(engine, joinable=False)
+    with pytest.raises(ReviewError, match="does not take new readers"):
+        store.join(engine, closed.code, "Dan")
+    assert [r.name for r in store.session_readers(engine, session.id)] == ["Ann", "Bob", "Cat"]
+
+
+def test_an_answer_is_given_once_and_a_change_of_mind_is_kept_beside_it(database_url):
+    engine = open_database(database_url)
+    session, _, keys, cases = new_session(engine)
+    ann = store.reader_by_key(engine, keys["Ann"])
+    first = store.commit_answer(engine, ann, cases[0].id, "glioma", 4, "ring enhancement")
+    with pytest.raises(ReviewError, match="already answered"):
+        store.commit_answer(engine, ann, cases[0].id, "meningioma", 5)
+    store.change_mind(engine, ann, cases[0].id, "meningioma", "dural tail after all")
+    store.rate_heatmap(engine, ann, cases[0].id, "partly")
+    kept = store.answers_of(engine, ann)[cases[0].id]
+    assert (kept.label, kept.confidence, kept.note) == ("glioma", 4, "ring enhancement") == \
+        (first.label, first.confidence, first.note)
+    assert (kept.revised_label, kept.revised_note, kept.heatmap_rating) == ("meningioma", "dural tail after all",
+                                                                              "partly")
+    for bad in [dict(label="astrocytoma", confidence=3), dict(label="glioma", confidence=0),
+                dict(label="glioma", confidence=True)]:
+        with pytest.raises(ReviewError):
+            store.commit_answer(engine, ann, cases[1].id, **bad)
+    with pytest.raises(ReviewError, match="answer this case first"):
+        store.rate_heatmap(engine, ann, cases[1].id, "right")
+    with pytest.raises(ReviewError, match="at most"):
+        store.commit_answer(engine, ann, cases[1].id, "glioma", 3, "x" * 5000)
+
+
+def test_a_reader_sees_and_touches_only_their_own_session_and_answers(database_url):
+    engine = open_database(database_url)
+    session, _, keys, cases = new_session(engine)
+    other, _, other_keys, other_cases = new_session(engine)
+    ann, bob = store.reader_by_key(engine, keys["Ann"]), store.reader_by_key(engine, keys["Bob"])
+    store.commit_answer(engine, ann, cases[0].id, "glioma", 3)
+    assert store.answers_of(engine, bob) == {}
+    with pytest.raises(ReviewError, match="not part of your session"):
+        store.commit_answer(engine, ann, other_cases[0].id, "glioma", 3)
+    # The reveal: in a blinded session only after one's own answer; in an open one at once.
+    assert store.may_reveal(session, store.answers_of(engine, ann).get(cases[0].id))
+    assert not store.may_reveal(session, store.answers_of(engine, bob).get(cases[0].id))
+    open_session, *_ = new_session(engine, mode="open")
+    assert store.may_reveal(open_session, None)
+
+
+def test_resuming_goes_on_at_the_first_unanswered_case_in_reading_order(database_url):
+    engine = open_database(database_url)
+    _, _, keys, cases = new_session(engine, n=5)
+    ann = store.reader_by_key(engine, keys["Ann"])
+    for case in (cases[0], cases[1], cases[3]):
+        store.commit_answer(engine, ann, case.id, "notumor", 2)
+    assert store.next_position(cases, store.answers_of(engine, ann)) == 2
+    store.commit_answer(engine, ann, cases[2].id, "notumor", 2)
+    store.commit_answer(engine, ann, cases[4].id, "notumor", 2)
+    assert store.next_position(cases, store.answers_of(engine, ann)) is None
+
+
+def test_the_leaderboard_counts_right_answers(database_url):
+    engine = open_database(database_url)
+    session, _, keys, cases = new_session(engine, kind="quiz", readers=["Ann", "Bob", "Cat"])
+    ann, bob = store.reader_by_key(engine, keys["Ann"]), store.reader_by_key(engine, keys["Bob"])
+    for case in cases[:4]:
+        store.commit_answer(engine, ann, case.id, case.reference, 3)
+        store.commit_answer(engine, bob, case.id, "glioma", 3)   # right once: case 0 is a glioma
+    assert store.scores(engine, session) == [("Ann", 4, 4), ("Bob", 1, 4), ("Cat", 0, 0)]
+    assert [s.name for s, n_cases, n_readers in store.list_sessions(engine)] == ["Tuesday review"]
+
+
+def test_a_session_is_refused_with_a_reason_when_it_cannot_be_made(database_url):
+    engine = open_database(database_url)
+    with pytest.raises(ReviewError, match="no cases"):
+        store.create_session(engine, "empty", [], CLASSES)
+    with pytest.raises(ReviewError, match="same name"):
+        store.create_session(engine, "twins", make_cases(2), CLASSES, readers=["Ann", "Ann "])
+    with pytest.raises(ReviewError, match="unknown mode"):
+        store.create_session(engine, "x", make_cases(2), CLASSES, mode="peek")
+
+
+# --------------------------------------------------------------------------------------------------
+# Nothing lost
+
+
+def worker(database_url: str, key: str, case_ids, gate: Path | None = None) -> subprocess.Popen:
+    env = {**os.environ, **({"REVIEW_WORKER_WAIT": str(gate)} if gate else {})}
+    process = subprocess.Popen([sys.executable, str(WORKER), database_url, key, *map(str, case_ids)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    assert process.stdout.readline().strip() == "ready", process.stderr.read()
+    return process
+
+
+def test_every_answer_committed_before_a_sigkill_is_there_after_it(database_url):
+    engine = open_database(database_url)
+    _, _, keys, cases = new_session(engine, n=400)
+    process = worker(database_url, keys["Ann"], [c.id for c in cases])
+    acknowledged = []
+    for line in process.stdout:
+        acknowledged.append(int(line.split()[1]))
+        if len(acknowledged) == 25:
+            process.send_signal(signal.SIGKILL)  # mid-stream: the worker is busy committing the next answers
+            break
+    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+    close_databases()
+    ann = store.reader_by_key(open_database(database_url), keys["Ann"])
+    kept = store.answers_of(open_database(database_url), ann)
+    assert set(acknowledged) <= set(kept)
+    assert len(kept) < len(cases)  # it really was stopped part-way
+    assert all(kept[c].note == f"answer of Ann to {c}" for c in acknowledged)
+
+
+def test_two_readers_answering_at_once_both_keep_every_answer(database_url, tmp_path):
+    engine = open_database(database_url)
+    _, _, keys, cases = new_session(engine, n=40)
+    gate = tmp_path / "go"
+    ids = [c.id for c in cases]
+    processes = [worker(database_url, keys[name], ids, gate) for name in ("Ann", "Bob")]
+    gate.touch()
+    outputs = [p.communicate(timeout=120) for p in processes]
+    assert all(p.returncode == 0 for p in processes), [err for _, err in outputs]
+    for name, (out, _) in zip(("Ann", "Bob"), outputs):
+        assert out.split().count("committed") == len(ids)
+        reader = store.reader_by_key(engine, keys[name])
+        assert set(store.answers_of(engine, reader)) == set(ids)
+
+
+def test_one_reader_answering_from_two_windows_at_once_keeps_exactly_one_answer(database_url, tmp_path):
+    engine = open_database(database_url)
+    _, _, keys, cases = new_session(engine, n=30)
+    gate = tmp_path / "go"
+    ids = [c.id for c in cases]
+    processes = [worker(database_url, keys["Ann"], ids, gate) for _ in range(2)]
+    time.sleep(0.05)
+    gate.touch()
+    outputs = [p.communicate(timeout=120)[0] for p in processes]
+    committed = [int(line.split()[1]) for out in outputs for line in out.splitlines() if line.startswith("committed")]
+    assert sorted(committed) == sorted(ids)  # each case answered by exactly one of the two windows
+    assert len(store.answers_of(engine, store.reader_by_key(engine, keys["Ann"]))) == len(ids)
