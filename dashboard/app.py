@@ -18,7 +18,8 @@ st.set_page_config(page_title="Brain-tumour MRI classifier", page_icon="🧠", l
 PREDICT = st.Page(ROOT / "dashboard/app_pages/predict.py", title="Predict", icon="🔍", url_path="predict")
 PAGES = [PREDICT,
          st.Page(ROOT / "dashboard/app_pages/runs.py", title="Evaluation runs", icon="📊", url_path="runs"),
-         st.Page(ROOT / "dashboard/app_pages/compare.py", title="Compare runs", icon="⚖️", url_path="compare")]
+         st.Page(ROOT / "dashboard/app_pages/compare.py", title="Compare runs", icon="⚖️", url_path="compare"),
+         st.Page(ROOT / "dashboard/app_pages/review.py", title="Review sessions", icon="🩺", url_path="review")]
 
 
 def start() -> None:

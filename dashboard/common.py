@@ -26,6 +26,8 @@ MODEL_KEY = "sidebar.model_path"
 DATASETS_KEY = "settings.datasets_root"
 DATASETS_ENV = "BRAIN_MRI_DATASETS"
 ALLOWED_ENV = "BRAIN_MRI_ALLOWED_ROOTS"
+DATA_ENV = "BRAIN_MRI_DATA"       # where review sessions keep their database and uploaded scans
+DATABASE_ENV = "BRAIN_MRI_DB"     # any SQLAlchemy URL for the review database, PostgreSQL included
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,28 @@ def check_allowed(path: str | Path, what: str) -> Path:
 
 def datasets_root() -> str:
     return st.session_state.setdefault(DATASETS_KEY, default_datasets_root())
+
+
+def data_dir() -> Path:
+    """The folder review sessions write to (the SQLite database, uploaded scans): $BRAIN_MRI_DATA, else data/ in the
+    project."""
+    return Path(os.environ.get(DATA_ENV) or ROOT / "data").expanduser()
+
+
+def database_url() -> str:
+    """$BRAIN_MRI_DB, else a SQLite file in :func:`data_dir`."""
+    if os.environ.get(DATABASE_ENV):
+        return os.environ[DATABASE_ENV]
+    data_dir().mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{data_dir() / 'review.sqlite'}"
+
+
+def review_database():
+    """The review database's engine (core.review.open_database: one per URL and process, schema brought up to
+    date); raises core.review.ReviewError with a readable sentence when it cannot be opened."""
+    from core.review import open_database
+
+    return open_database(database_url())
 
 
 # --------------------------------------------------------------------------------------------------

@@ -178,6 +178,11 @@ def session_by_code(engine: Engine, code: str) -> SessionView:
         return _session_view(row)
 
 
+def session_of(engine: Engine, reader: ReaderView) -> SessionView:
+    with Session(engine) as db:
+        return _session_view(db.get(ReviewSession, reader.session_id))
+
+
 def session_for_organiser(engine: Engine, key: str) -> SessionView:
     """The session whose organiser's key this is."""
     with Session(engine) as db:
@@ -234,6 +239,18 @@ def reader_by_key(engine: Engine, key: str) -> ReaderView:
         if row is None:
             raise ReviewError("this reader's link is not valid; ask the organiser for your personal link")
         return ReaderView(row.id, row.name, row.session_id)
+
+
+def new_reader_key(engine: Engine, session: SessionView, reader_id: int) -> str:
+    """A new personal key for a reader of the session (the organiser's remedy for a lost link); the old key stops
+    working. Returns the new key."""
+    key = _new_key()
+    with Session(engine) as db, db.begin():
+        row = db.get(Reader, reader_id)
+        if row is None or row.session_id != session.id:
+            raise ReviewError("no such reader in this session")
+        row.key = _digest(key)
+    return key
 
 
 def session_readers(engine: Engine, session_id: int) -> list[ReaderView]:

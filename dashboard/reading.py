@@ -1,0 +1,220 @@
+"""A reader's view of a review session or quiz: one case at a time, the answer committed before anything of the
+model's is shown (blinded), then the reveal, the heatmap rating and a change of mind; the reader's own summary at
+the end, and for a quiz the running score, the leaderboard and the gallery of missed cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from core.review import ReviewError
+from core.review import store
+from core.review.agreement import answers_table, confusion, reader_summary
+from core.review.store import CONFIDENCES, RATINGS, AnswerView, CaseView, ReaderView, SessionView
+from dashboard.captions import md
+from dashboard.charts import confusion_matrix_figure, probability_bars
+from dashboard.common import error_boundary
+from dashboard.sessions import case_pictures, label, pil, with_interval
+
+
+def position_key(reader: ReaderView) -> str:
+    return f"review.at.{reader.id}"
+
+
+def reader_page(engine, key: str) -> None:
+    reader = store.reader_by_key(engine, key)
+    session = store.session_of(engine, reader)
+    cases = store.session_cases(engine, session.id)
+    answers = store.answers_of(engine, reader)
+    upcoming = store.next_position(cases, answers)
+    quiz = session.kind == "quiz"
+    st.title(md(session.name))
+    st.caption(f"{'Teaching quiz' if quiz else 'Review session'} · reading as **{md(reader.name)}** · "
+               f"{store.MODES[session.mode]}. Keep this page's address: it brings you back to where you stopped.")
+    done = len(answers)
+    st.progress(done / len(cases), text=f"{done} of {len(cases)} cases answered")
+    if quiz:
+        score_line(session, cases, answers)
+        with st.expander("Leaderboard"), error_boundary("The leaderboard"):
+            leaderboard(engine, session)
+    reachable = [c.position for c in cases if c.id in answers] + ([upcoming] if upcoming is not None else [])
+    at = st.session_state.get(position_key(reader))
+    if at not in reachable:
+        at = upcoming if upcoming is not None else None
+    if at is None:
+        finished(engine, session, reader, cases, answers)
+        return
+    st.session_state[position_key(reader)] = at
+    if upcoming is None and st.button("Back to your summary", key="review.summary", icon=":material/summarize:"):
+        st.session_state.pop(position_key(reader))
+        st.rerun()
+    navigation(reader, reachable, at, len(cases))
+    case = cases[at]
+    with error_boundary(f"Case {at + 1}"):
+        show_case(engine, session, reader, case, answers.get(case.id))
+
+
+def score_line(session: SessionView, cases: list[CaseView], answers: dict[int, AnswerView]) -> None:
+    by_id = {c.id: c for c in cases}
+    marked = [a for a in answers.values() if by_id[a.case_id].reference is not None]
+    right = sum(a.label == by_id[a.case_id].reference for a in marked)
+    st.metric("Your score", f"{right} of {len(marked)}")
+
+
+def leaderboard(engine, session: SessionView) -> None:
+    table = pd.DataFrame(store.scores(engine, session), columns=["reader", "right", "answered"])
+    table.index = np.arange(1, len(table) + 1)
+    st.dataframe(table, width="stretch")
+
+
+def navigation(reader: ReaderView, reachable: list[int], at: int, total: int) -> None:
+    """Back to any answered case, and on to the next unanswered one; never ahead of it."""
+    back, where, ahead = st.columns([1, 3, 1], vertical_alignment="center")
+    index = reachable.index(at)
+    if back.button("◀ Previous", disabled=index == 0, key="review.previous"):
+        st.session_state[position_key(reader)] = reachable[index - 1]
+        st.rerun()
+    where.markdown(f"**Case {at + 1} of {total}**")
+    if ahead.button("Next ▶", disabled=index == len(reachable) - 1, key="review.next"):
+        st.session_state[position_key(reader)] = reachable[index + 1]
+        st.rerun()
+
+
+def show_case(engine, session: SessionView, reader: ReaderView, case: CaseView, answer: AnswerView | None) -> None:
+    revealed = store.may_reveal(session, answer)
+    pictures = case_pictures(session, case, with_heatmap=revealed)
+    left, right = st.columns([1, 1])
+    left.image(pictures.scan, caption=md(case.title) if revealed else f"Case {case.position + 1}", width="stretch")
+    if revealed:
+        if pictures.heatmap:
+            right.image(pictures.heatmap, caption=md(pictures.note), width="stretch")
+        else:
+            right.info(md(pictures.note))
+    if answer is None:
+        answer_form(engine, session, reader, case)
+    else:
+        your_answer(case, answer)
+    if revealed:
+        model_answer(session, case)
+    if answer is not None:
+        after_reveal(engine, session, reader, case, answer)
+        case_report_button(session, reader, case, answer, pictures)
+
+
+def answer_form(engine, session: SessionView, reader: ReaderView, case: CaseView) -> None:
+    with st.form(f"review.answer.{case.id}", border=True):
+        st.markdown("**Your reading**" + ("" if not session.blinded else " — the model's answer is shown once "
+                                          "you commit yours"))
+        chosen = st.radio("Class", session.classes, index=None, format_func=label, horizontal=True)
+        confidence = st.radio("Confidence", list(CONFIDENCES), index=None, format_func=CONFIDENCES.get,
+                              horizontal=True)
+        note = st.text_area("Note (optional)", max_chars=store.NOTE_LENGTH, height=80)
+        if st.form_submit_button("Commit answer", type="primary"):
+            if chosen is None or confidence is None:
+                st.error("Choose a class and a confidence first.")
+                return
+            try:
+                store.commit_answer(engine, reader, case.id, chosen, int(confidence), note)
+            except ReviewError as error:
+                st.error(md(error))
+                return
+            st.rerun()
+
+
+def your_answer(case: CaseView, answer: AnswerView) -> None:
+    verdict = ""
+    if case.reference is not None:
+        verdict = (" · :green[✓ right]" if answer.label == case.reference
+                   else f" · :red[✗ the reference is **{label(case.reference)}**]")
+    st.markdown(f"Your answer: **{label(answer.label)}** ({CONFIDENCES[answer.confidence]}){verdict}")
+    if answer.note:
+        st.caption(f"Your note: {md(answer.note)}")
+
+
+def model_answer(session: SessionView, case: CaseView) -> None:
+    reference = f"Reference: **{label(case.reference)}**. " if case.reference else "No reference for this scan. "
+    if case.model_probabilities is None:
+        st.markdown(reference + "The model gave no answer for this case.")
+        return
+    probabilities = np.array([case.model_probabilities.get(c, 0.0) for c in session.classes])
+    st.markdown(f"{reference}The model says **{label(case.model_label)}** ({probabilities.max():.1%}).")
+    st.plotly_chart(probability_bars(session.classes, probabilities, int(probabilities.argmax())), width="stretch",
+                    config={"displayModeBar": False}, key=f"review.bars.{case.id}")
+
+
+def after_reveal(engine, session: SessionView, reader: ReaderView, case: CaseView, answer: AnswerView) -> None:
+    """The heatmap rating and a change of mind; the committed answer itself stays as it is."""
+    ratings = list(RATINGS)
+    rating = st.radio("Does the heatmap point at the right place?", ratings, horizontal=True,
+                      index=ratings.index(answer.heatmap_rating) if answer.heatmap_rating in ratings else None,
+                      format_func=RATINGS.get, key=f"review.rating.{case.id}")
+    if rating != answer.heatmap_rating and rating is not None:
+        store.rate_heatmap(engine, reader, case.id, rating)
+        st.toast("Heatmap rating saved")
+    with st.expander("Changed your mind?" + (f" (recorded: {label(answer.revised_label)})"
+                                             if answer.revised_label else "")):
+        with st.form(f"review.revise.{case.id}", border=False):
+            st.caption("Your committed answer stays as it was given; a change of mind is recorded beside it.")
+            revised = st.radio("The class you would give now", session.classes, horizontal=True, format_func=label,
+                               index=session.classes.index(answer.revised_label) if answer.revised_label else None)
+            why = st.text_input("Why (optional)", value=answer.revised_note or "", max_chars=store.NOTE_LENGTH)
+            if st.form_submit_button("Record the change of mind") and revised is not None:
+                store.change_mind(engine, reader, case.id, revised, why)
+                st.rerun()
+
+
+def case_report_button(session: SessionView, reader: ReaderView, case: CaseView, answer: AnswerView,
+                       pictures) -> None:
+    with error_boundary("The case report"):
+        from core.review.reports import case_report
+
+        blob = case_report(session=session, case=case, scan=pil(pictures.scan), heatmap=pil(pictures.heatmap),
+                           reader=reader.name, answer=answer, revealed=True)
+        st.download_button("Case report (PDF)", blob, file_name=f"case-{case.position + 1}.pdf",
+                           mime="application/pdf", key=f"review.case_pdf.{case.id}", icon=":material/picture_as_pdf:")
+
+
+def finished(engine, session: SessionView, reader: ReaderView, cases: list[CaseView],
+             answers: dict[int, AnswerView]) -> None:
+    """Every case answered: the reader's own figures (only their own answers), and for a quiz the missed cases."""
+    st.success("You have answered every case. Pick one below to look at it again.")
+    own = [{"reader": reader.name, "case_id": a.case_id, "label": a.label, "confidence": a.confidence,
+            "note": a.note, "heatmap_rating": a.heatmap_rating, "revised_label": a.revised_label,
+            "revised_note": a.revised_note, "answered_at": a.answered_at} for a in answers.values()]
+    table = answers_table(cases, own)
+    summary = reader_summary(table, session.classes).iloc[0]
+    a, b, c = st.columns(3)
+    a.metric("Your accuracy", with_interval(summary["accuracy"], summary["accuracy_low"], summary["accuracy_high"]),
+             help="Against the reference, with its 95% Wilson interval")
+    b.metric("The model's, same cases", with_interval(summary["model_accuracy"], summary["model_accuracy_low"],
+                                                     summary["model_accuracy_high"]))
+    c.metric("Agreement with the model (Cohen's κ)", with_interval(summary["kappa_model"], summary["kappa_model_low"],
+                                                                    summary["kappa_model_high"]))
+    if table["reference"].notna().any():
+        st.plotly_chart(confusion_matrix_figure(confusion(table, session.classes).to_numpy().tolist(),
+                                                session.classes), width="stretch", key="review.own_confusion")
+    revisit = st.selectbox("Look at a case again", [c.position for c in cases], format_func=lambda p: f"Case {p + 1}",
+                           index=None, key="review.revisit")
+    if revisit is not None:
+        st.session_state[position_key(reader)] = revisit
+        st.session_state.pop("review.revisit", None)
+        st.rerun()
+    if session.kind == "quiz":
+        missed_gallery(session, cases, answers)
+
+
+def missed_gallery(session: SessionView, cases: list[CaseView], answers: dict[int, AnswerView]) -> None:
+    missed = [c for c in cases if c.reference is not None and answers[c.id].label != c.reference]
+    st.subheader(f"Cases you missed ({len(missed)})")
+    if not missed:
+        st.write("None: every answer matched the reference.")
+    for case in missed:
+        with error_boundary(f"Case {case.position + 1}"):
+            pictures = case_pictures(session, case, with_heatmap=True)
+            left, right = st.columns(2)
+            left.image(pictures.scan, width="stretch",
+                       caption=f"Case {case.position + 1}: you said {label(answers[case.id].label)}, the reference is "
+                               f"{label(case.reference)}, the model said {label(case.model_label)}")
+            if pictures.heatmap:
+                right.image(pictures.heatmap, caption=md(pictures.note), width="stretch")

@@ -1,0 +1,118 @@
+"""What the review pages share: the links of a session, a case's pictures (the scan, and the model's heatmap with
+the tumour's box and outline where the data has them), and figures written with their intervals."""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlencode
+
+import streamlit as st
+from PIL import Image
+
+from core.checkpoint import CheckpointError
+from core.data import CLASS_LABELS
+from core.explain import CAM_METHODS, DEFAULT_LAYER, DEFAULT_METHOD, explain, overlay
+from core.review.cases import case_image_file, load_case_image
+from core.review.store import CaseView, SessionView
+from core.sources import FileRefused
+from dashboard import review
+from dashboard.common import ROOT, checkpoint_file, classifier_at, data_dir, datasets_root, file_digest
+
+CASE_SIDE = 768  # the scan and heatmap are shown, cached and put into reports at most this large
+READER, ORGANISER, JOIN = "reader", "organiser", "session"  # the query parameters of the review page
+
+
+def page_link(**params: str) -> str:
+    """The full address of the review page with these query parameters (for people to copy and share)."""
+    base = "http://localhost:8501/review"
+    try:
+        if st.context.url:
+            base = st.context.url.split("?", 1)[0]
+    except Exception:  # noqa: BLE001 - no request context (a test harness): the local address will do
+        pass
+    return f"{base}?{urlencode(params)}"
+
+
+def label(name: str | None) -> str:
+    return CLASS_LABELS.get(name, name) if name else "—"
+
+
+def with_interval(value: float, low: float, high: float, spec: str = ".2f") -> str:
+    """'0.75 (0.41–0.93)', as evaluation runs write a figure; 'n/a' when it is undefined."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    if low is None or not math.isfinite(low):
+        return f"{value:{spec}}"
+    return f"{value:{spec}} ({low:{spec}}–{high:{spec}})"
+
+
+def png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class CasePictures:
+    scan: bytes                 # PNG
+    heatmap: bytes | None       # PNG: the overlay with the box and outline drawn, or None with ``note`` saying why
+    note: str                   # what the heatmap shows, or why there is none
+    size: tuple[int, int]
+
+
+def case_image_path(session: SessionView, case: CaseView) -> Path:
+    return case_image_file(session.source, case.image, data_dir(), datasets_root() or None)
+
+
+def session_model_file(session: SessionView) -> Path:
+    """The session's model file, refused (CheckpointError) when it is missing, outside the allowed folders, or no
+    longer the file the session was made with."""
+    recorded = session.model.get("path")
+    if not recorded:
+        raise CheckpointError("the session does not name its model")
+    path = Path(recorded) if Path(recorded).is_absolute() else ROOT / recorded
+    file = checkpoint_file(path)
+    expected = session.model.get("file_sha256")
+    if expected and file_digest(file) != expected:
+        raise CheckpointError("the session's model file has changed since the session was made, so its heatmaps "
+                              "would not be the model's that answered")
+    return file
+
+
+@st.cache_data(show_spinner="Computing the heatmap…", max_entries=96)
+def _pictures(image_file: str, image_sha256: str, model_file: str | None, model_error: str, mask_file: str | None
+              ) -> CasePictures:
+    image = load_case_image(Path(image_file), image_sha256)
+    image.thumbnail((CASE_SIDE, CASE_SIDE))
+    if model_file is None:
+        return CasePictures(png(image), None, f"No heatmap: {model_error}" if model_error else "", image.size)
+    classifier = classifier_at(model_file)
+    result = explain(classifier, [image], method=DEFAULT_METHOD, layer=DEFAULT_LAYER)
+    drawn, notes = review.draw_truth(overlay(image, result.heatmaps[0]), Path(image_file),
+                                     Path(mask_file) if mask_file else None)
+    described = (f"{CAM_METHODS[DEFAULT_METHOD].label} ({DEFAULT_LAYER}) for "
+                 f"{label(classifier.classes[int(result.targets[0])])}" + (f"; {'; '.join(notes)}" if notes else ""))
+    return CasePictures(png(image), png(drawn), described, image.size)
+
+
+def case_pictures(session: SessionView, case: CaseView, with_heatmap: bool) -> CasePictures:
+    """The case's scan and, when asked (after the reveal), the session model's heatmap of its answer. Raises
+    ValueError (FileRefused, ReviewError, ImageRefused) with the reason when the scan cannot be shown."""
+    image_file = case_image_path(session, case)
+    model_file, model_error, mask_file = None, "", None
+    if with_heatmap:
+        try:
+            model_file = str(session_model_file(session))
+        except (CheckpointError, FileRefused, OSError) as error:
+            model_error = str(error)
+        if session.source.get("type") == "run" and datasets_root():
+            mask = review.mask_path(datasets_root(), str(session.source.get("dataset", "")), case.image)
+            mask_file = str(mask) if mask else None
+    return _pictures(str(image_file), case.image_sha256, model_file, model_error, mask_file)
+
+
+def pil(picture: bytes | None) -> Image.Image | None:
+    return Image.open(io.BytesIO(picture)).convert("RGB") if picture else None

@@ -1,0 +1,215 @@
+"""A two-reader review session in a real browser (headless Chromium, Selenium), with the server killed mid-way
+(SIGKILL) and started again: every answer a reader saw committed is still there, and each reader goes on where
+they stopped. The screenshots it takes are the README's pictures of the workflow (docs/review-*.png), made from
+synthetic scans only.
+
+Needs Debian's chromium and chromium-driver, like tests/test_browser.py; skips with the reason otherwise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT, synthetic_slice
+from test_browser import (ARTIFACTS, CHROMEDRIVER, CHROMIUM, PAGE_TIMEOUT, SERVER_START_TIMEOUT, exception_texts,
+                          free_loopback_port, health_is_ok, script_is_idle, stop_process_group, tail, wait)
+
+pytestmark = [
+    pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium chromium-driver)"),
+    pytest.mark.skipif(CHROMEDRIVER is None, reason="chromedriver is not installed (apt-get install chromium-driver)"),
+]
+
+from selenium import webdriver  # noqa: E402 - after the skip marks, as in test_browser.py
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+
+DOCS = ROOT / "docs"
+CLASSES = ["glioma", "meningioma", "notumor", "pituitary"]
+LABELS = {"glioma": "Glioma", "meningioma": "Meningioma", "notumor": "No tumour", "pituitary": "Pituitary tumour"}
+
+
+class Server:
+    """``streamlit run dashboard/app.py`` on one loopback port with one data folder, which can be killed outright
+    and started again on the same port."""
+
+    def __init__(self, data: Path):
+        self.data, self.port = data, free_loopback_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+        self.log = ARTIFACTS / "review-server.log"
+
+    def start(self) -> None:
+        command = [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(self.port),
+                   "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
+                   "--browser.gatherUsageStats", "false"]
+        with open(self.log, "a") as log:
+            self.process = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log,
+                                            stderr=subprocess.STDOUT, start_new_session=True,
+                                            env={**os.environ, "BRAIN_MRI_DATA": str(self.data)})
+        deadline = time.monotonic() + SERVER_START_TIMEOUT
+        while not health_is_ok(f"{self.url}/_stcore/health"):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the review server did not start; log {self.log}:\n{tail(self.log)}")
+            time.sleep(0.3)
+
+    def kill(self) -> None:
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process_group(self.process)
+
+
+def make_session(data: Path) -> tuple[str, dict[str, str], list]:
+    """A blinded session of four synthetic scans with references, answered by the default model, in the server's
+    database; returns the organiser's key, the readers' keys and the cases."""
+    from core import load_classifier
+    from core.review import open_database, store
+    from core.review.cases import cases_from_uploads
+
+    blobs = []
+    for k, label in enumerate([0, 1, 3, 2]):
+        pixels = np.kron(synthetic_slice(label, seed=40 + k, size=112), np.ones((2, 2), np.uint8))
+        path = data / f"scan{k}.png"
+        Image.fromarray(pixels, "L").save(path)
+        blobs.append((f"scan{k}.png", path.read_bytes()))
+    model = ROOT / "assets/models/default/model.safetensors"
+    cases, problems = cases_from_uploads(load_classifier(model), blobs, data)
+    assert not problems
+    cases = [dataclasses.replace(c, reference=CLASSES[label]) for c, label in zip(cases, [0, 1, 3, 2])]
+    from core.weights import sha256_of_file
+
+    engine = open_database(f"sqlite:///{data / 'review.sqlite'}")
+    session, owner, keys = store.create_session(
+        engine, "Thursday neuro-oncology review", cases, CLASSES, readers=["Dr Ada", "Dr Ben"],
+        source={"type": "uploads", "files": 4},
+        model={"path": "assets/models/default/model.safetensors", "file_sha256": sha256_of_file(model)})
+    return owner, keys, store.session_cases(engine, session.id)
+
+
+def open_browser():
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1200",
+                     "--disable-background-networking", "--disable-component-update", "--no-first-run"):
+        options.add_argument(argument)
+    return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+
+
+def page_text(driver) -> str:
+    mains = driver.find_elements(By.CSS_SELECTOR, "[data-testid='stMain']")
+    return mains[0].text if mains else ""
+
+
+def settled(driver, saying: str, seconds: float = PAGE_TIMEOUT) -> None:
+    """Wait until the script is idle and the page holds ``saying``; fail with what it shows otherwise."""
+    try:
+        wait(driver, seconds).until(lambda d: script_is_idle(d) and saying in page_text(d))
+    except Exception:
+        pytest.fail(f"the page never said {saying!r}; it shows:\n{page_text(driver)[:1500]}\n"
+                    f"exceptions: {exception_texts(driver)}")
+
+
+def choose(driver, group: str, option: str) -> None:
+    """Click one option of the radio group labelled ``group``."""
+    for radio in driver.find_elements(By.CSS_SELECTOR, "[data-testid='stRadio']"):
+        labels = radio.find_elements(By.CSS_SELECTOR, "[data-testid='stWidgetLabel']")
+        if labels and labels[0].text.strip() == group:
+            for choice in radio.find_elements(By.CSS_SELECTOR, "label"):
+                if choice.text.strip() == option:
+                    choice.click()
+                    return
+    pytest.fail(f"no option {option!r} in a radio group {group!r}")
+
+
+def click(driver, text: str) -> None:
+    buttons = [b for b in driver.find_elements(By.TAG_NAME, "button") if b.text.strip() == text]
+    assert buttons, f"no button {text!r}"
+    buttons[0].click()
+
+
+def answer(driver, number: int, total: int, label: str, confidence: str) -> None:
+    settled(driver, f"Case {number} of {total}")
+    assert "The model says" not in page_text(driver)  # blinded until committed
+    choose(driver, "Class", label)
+    choose(driver, "Confidence", confidence)
+    click(driver, "Commit answer")
+    settled(driver, "The model says")
+
+
+def go_on(driver) -> None:
+    click(driver, "Next ▶")
+    wait(driver, PAGE_TIMEOUT).until(lambda d: script_is_idle(d) and "Commit answer" in page_text(d))
+
+
+def test_two_readers_a_killed_server_and_every_committed_answer_kept(tmp_path):
+    from core.review import open_database, store
+    from core.review.schema import close_databases
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    data = tmp_path / "data"
+    data.mkdir()
+    organiser, keys, cases = make_session(data)
+    server = Server(data)
+    ada, ben = open_browser(), open_browser()
+    try:
+        server.start()
+        ada.get(f"{server.url}/review?reader={keys['Dr Ada']}")
+        ben.get(f"{server.url}/review?reader={keys['Dr Ben']}")
+        answer(ada, 1, 4, "Glioma", "4 - sure")
+        answer(ben, 1, 4, "Meningioma", "2 - unsure")
+        choose(ada, "Does the heatmap point at the right place?", "on the tumour")
+        wait(ada, 30).until(script_is_idle)
+        DOCS.mkdir(exist_ok=True)
+        ada.save_screenshot(str(DOCS / "review-reveal.png"))
+        go_on(ada)
+        answer(ada, 2, 4, "Meningioma", "3 - fairly sure")
+        go_on(ada)
+        choose(ada, "Class", "Pituitary tumour")  # chosen, not committed, when the server dies
+
+        server.kill()
+        server.start()
+        close_databases()
+        engine = open_database(f"sqlite:///{data / 'review.sqlite'}")
+        kept = {name: store.answers_of(engine, store.reader_by_key(engine, key)) for name, key in keys.items()}
+        by_position = {c.id: c.position for c in cases}
+        assert sorted((by_position[i], a.label) for i, a in kept["Dr Ada"].items()) == [(0, "glioma"),
+                                                                                        (1, "meningioma")]
+        assert [(by_position[i], a.label, a.confidence) for i, a in kept["Dr Ben"].items()] == [(0, "meningioma", 2)]
+        assert kept["Dr Ada"][cases[0].id].heatmap_rating == "right"
+
+        # Each reader, back on their own link, goes on exactly where they stopped.
+        ada.get(f"{server.url}/review?reader={keys['Dr Ada']}")
+        ben.get(f"{server.url}/review?reader={keys['Dr Ben']}")
+        answer(ada, 3, 4, "Pituitary tumour", "5 - certain")
+        answer(ben, 2, 4, "Meningioma", "4 - sure")
+        assert not exception_texts(ada) and not exception_texts(ben)
+
+        viewer = ada
+        viewer.get(f"{server.url}/review?organiser={organiser}")
+        settled(viewer, "Answers as they come")
+        wait(viewer, 30).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "[data-testid='stDataFrame']")) >= 2)
+        time.sleep(1)  # the tables draw on a canvas a moment after they are placed
+        viewer.save_screenshot(str(DOCS / "review-organiser.png"))
+        assert not exception_texts(viewer)
+        assert len(store.answers_of(engine, store.reader_by_key(engine, keys["Dr Ada"]))) == 3
+        assert len(store.answers_of(engine, store.reader_by_key(engine, keys["Dr Ben"]))) == 2
+    finally:
+        for driver, name in ((ada, "ada"), (ben, "ben")):
+            try:
+                driver.save_screenshot(str(ARTIFACTS / f"review-{name}.png"))
+            finally:
+                driver.quit()
+        server.stop()
+        close_databases()

@@ -1,0 +1,147 @@
+"""The review pages, driven headless with Streamlit's AppTest: a session started from the page, read blinded by two
+readers, and summarised for the organiser; with a SQLite database in tmp_path."""
+
+from __future__ import annotations
+
+import html
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest import ROOT, needs_shared
+from test_dashboard import scan_png
+
+APP = str(ROOT / "dashboard" / "app.py")
+
+
+@pytest.fixture(autouse=True)
+def review_data(tmp_path, monkeypatch):
+    """Each test gets its own data folder, and with it its own SQLite database."""
+    monkeypatch.setenv("BRAIN_MRI_DATA", str(tmp_path / "data"))
+    monkeypatch.delenv("BRAIN_MRI_DB", raising=False)
+    yield tmp_path / "data"
+    from core.review.schema import close_databases
+
+    close_databases()
+
+
+def review_page(**params) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=180)
+    for name, value in params.items():
+        at.query_params[name] = value
+    at.run()
+    return at.switch_page("app_pages/review.py").run()
+
+
+def problems(at) -> list[str]:
+    return [e.value for e in at.exception] + [e.value for e in at.error]
+
+
+def texts(at) -> str:
+    parts = [m.value for m in at.markdown] + [c.value for c in at.caption] + [s.value for s in at.success]
+    return html.unescape(" ".join(parts))
+
+
+def button(at, label: str):
+    return next(b for b in at.button if b.label == label)
+
+
+def create_session(at, name: str, readers: str, **choices) -> tuple[str, list[str]]:
+    """Fill in the start page and create the session; returns the organiser's key and the readers' keys."""
+    at.text_input(key="review.new.name").set_value(name)
+    at.text_area(key="review.new.readers").set_value(readers)
+    for key, value in choices.items():
+        widget = next(w for kind in (at.radio, at.selectbox, at.number_input) for w in kind if w.key == key)
+        widget.set_value(value)
+        at.run()  # a choice can enable the next widget
+    assert not problems(at)
+    button(at, "Create the session").click().run()
+    assert not problems(at), problems(at)
+    organiser = at.query_params["organiser"]
+    links = [c.value for c in at.code]
+    return (organiser[0] if isinstance(organiser, list) else organiser,
+            [link.split("reader=")[1] for link in links if "reader=" in link])
+
+
+def read_every_case(at, answers: list[tuple[str, int]], rating: str = "right") -> None:
+    """Answer the cases in order: blinded until committed, then revealed; rate the heatmap and go on."""
+    for number, (chosen, confidence) in enumerate(answers, start=1):
+        assert f"Case {number} of {len(answers)}" in texts(at)
+        assert "The model says" not in texts(at) and not at.get("plotly_chart")  # nothing of the model's yet
+        assert len(at.image) == 1 and at.image[0].captions == [f"Case {number}"]  # the scan alone, unnamed
+        at.radio[0].set_value(chosen)
+        at.radio[1].set_value(confidence)
+        at.text_area[0].set_value(f"note {number}")
+        button(at, "Commit answer").click().run()
+        assert not problems(at), problems(at)
+        assert "The model says" in texts(at) and len(at.image) == 2  # revealed: the heatmap beside the scan
+        at.radio(key=next(r.key for r in at.radio if r.label.startswith("Does the heatmap"))).set_value(rating).run()
+        if number < len(answers):
+            button(at, "Next ▶").click().run()
+
+
+def test_a_blinded_session_of_uploaded_scans_from_start_to_summary(review_data):
+    at = review_page()
+    assert at.title[0].value == "Review sessions and quizzes"
+    at.radio(key="review.new.source").set_value("uploads").run()
+    files = [(f"scan{k}.png", scan_png(label, seed=k), "image/png") for k, label in enumerate([0, 1, 3])]
+    at.file_uploader(key="review.new.uploads").set_value(files).run()
+    organiser, keys = create_session(at, "Uploads review", "Ann\nBob")
+    assert len(keys) == 2
+    assert sorted(p.name for p in (review_data / "uploads").iterdir()) == sorted(
+        f"{__import__('hashlib').sha256(blob).hexdigest()}.png" for _, blob, _ in files)  # stored once, by hash
+
+    ann = review_page(reader=keys[0])
+    read_every_case(ann, [("glioma", 4), ("meningioma", 3), ("pituitary", 5)])
+    # Coming back later (a new browser session) goes on where it stopped: here, the reader's summary.
+    again = review_page(reader=keys[0])
+    assert "You have answered every case" in texts(again)
+    bob = review_page(reader=keys[1])
+    read_every_case(bob, [("glioma", 2)] * 3, rating="wrong")
+    assert not problems(bob)
+
+    view = review_page(organiser=organiser)
+    assert not problems(view)
+    frames = {tuple(t.value.columns) for t in view.dataframe}
+    assert ("case", "image", "reference", "model", "Ann", "Bob") in frames  # the teacher's view
+    readers = next(t.value for t in view.dataframe if "κ with model" in t.value.columns)
+    assert list(readers["reader"]) == ["Ann", "Bob"] and list(readers["answered"]) == [3, 3]
+    assert "Fleiss" in texts(view)
+    ratings = next(t.value for t in view.dataframe if "no reference" in t.value.columns)
+    assert ratings["no reference"].tolist() == [3, 0, 3]  # right, partly, wrong
+
+
+@needs_shared()
+def test_a_quiz_of_a_run_sample_scores_readers_against_the_reference(review_data):
+    at = review_page()
+    at.radio(key="review.new.kind").set_value("quiz").run()
+    organiser, keys = create_session(at, "Teaching quiz", "Student A", **{
+        "review.new.run": str(ROOT / "assets/runs/brain-tumor-mri-testing"), "review.new.selection": "sample",
+        "review.new.count": 4, "review.new.seed": 3})
+    student = review_page(reader=keys[0])
+    from core.review import open_database, store
+    from dashboard.common import database_url
+
+    engine = open_database(database_url())
+    cases = store.session_cases(engine, store.session_for_organiser(engine, organiser).id)
+    references = [c.reference for c in cases]
+    assert len(cases) == 4 and all(references)
+    # Right on all but the first case.
+    wrong_first = ["notumor" if references[0] != "notumor" else "glioma"] + references[1:]
+    read_every_case(student, [(r, 3) for r in wrong_first])
+    assert any(m.label == "Your score" and m.value == "3 of 4" for m in student.metric)
+    done = review_page(reader=keys[0])
+    assert any(m.label == "Your accuracy" and m.value.startswith("0.75") for m in done.metric)
+    assert "Cases you missed (1)" in [s.value for s in done.subheader]
+    view = review_page(organiser=organiser)
+    board = next(t.value for t in view.dataframe if list(t.value.columns) == ["reader", "right", "answered"])
+    assert board.values.tolist() == [["Student A", 3, 4]]
+
+
+def test_a_reader_cannot_open_another_session_or_the_organisers_view_with_a_made_up_key():
+    at = review_page(reader="not-a-key")
+    assert any("not valid" in e.value for e in at.error)
+    at = review_page(organiser="not-a-key")
+    assert any("not valid" in e.value for e in at.error)
+    at = review_page(session="no-such-code")
+    assert any("no review session has this code" in e.value for e in at.error)
