@@ -270,6 +270,28 @@ def test_the_predict_page_answers_each_bad_upload_in_one_sentence_and_shows_the_
                for h in at.main.subheader)
 
 
+def test_a_review_session_leaves_out_each_bad_upload_with_its_reason_and_keeps_only_good_scans(images, checkpoint,
+                                                                                                 tmp_path):
+    import hashlib
+
+    from core import load_classifier
+    from core.review.cases import cases_from_uploads
+
+    classifier = load_classifier(checkpoint, precision="fp32")
+    good = encode(scan())
+    uploads = [(upload_name(h), h.data) for h in images] + [("good.png", good)]
+    cases, problems = cases_from_uploads(classifier, uploads, tmp_path / "data")
+    refused = [h for h in images if h.expect]
+    assert len(problems) == len(refused)
+    for hostile, problem in zip(refused, problems):
+        tried("dashboard: review session upload", hostile.what)
+        assert problem.startswith(f"{upload_name(hostile)}: ") and re.search(hostile.expect, problem), problem
+    kept = {h.data for h in images if not h.expect} | {good}
+    assert {c.image_sha256 for c in cases} == {hashlib.sha256(b).hexdigest() for b in kept}
+    stored = sorted(p.name.split(".")[0] for p in (tmp_path / "data" / "uploads").iterdir())
+    assert stored == sorted(hashlib.sha256(b).hexdigest() for b in kept)  # nothing refused reached the disk
+
+
 # --------------------------------------------------------------------------------------------------
 # Checkpoints
 

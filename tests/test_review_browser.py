@@ -1,7 +1,7 @@
 """A two-reader review session in a real browser (headless Chromium, Selenium), with the server killed mid-way
 (SIGKILL) and started again: every answer a reader saw committed is still there, and each reader goes on where
-they stopped. The screenshots it takes are the README's pictures of the workflow (docs/review-*.png), made from
-synthetic scans only.
+they stopped. The screenshots it takes (test-artifacts/browser/review-*.png; with BRAIN_MRI_UPDATE_DOCS=1 also
+docs/, the README's pictures of the workflow) show synthetic scans only.
 
 Needs Debian's chromium and chromium-driver, like tests/test_browser.py; skips with the reason otherwise.
 """
@@ -34,6 +34,7 @@ from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 
 DOCS = ROOT / "docs"
+UPDATE_DOCS = os.environ.get("BRAIN_MRI_UPDATE_DOCS") == "1"  # copy the screenshots into docs/ for the README
 CLASSES = ["glioma", "meningioma", "notumor", "pituitary"]
 LABELS = {"glioma": "Glioma", "meningioma": "Meningioma", "notumor": "No tumour", "pituitary": "Pituitary tumour"}
 
@@ -153,6 +154,13 @@ def go_on(driver) -> None:
     wait(driver, PAGE_TIMEOUT).until(lambda d: script_is_idle(d) and "Commit answer" in page_text(d))
 
 
+def picture(driver, name: str) -> None:
+    """A screenshot in test-artifacts/browser/, and in docs/ (the README's) with BRAIN_MRI_UPDATE_DOCS=1."""
+    driver.save_screenshot(str(ARTIFACTS / name))
+    if UPDATE_DOCS:
+        (DOCS / name).write_bytes((ARTIFACTS / name).read_bytes())
+
+
 def test_two_readers_a_killed_server_and_every_committed_answer_kept(tmp_path):
     from core.review import open_database, store
     from core.review.schema import close_databases
@@ -171,8 +179,7 @@ def test_two_readers_a_killed_server_and_every_committed_answer_kept(tmp_path):
         answer(ben, 1, 4, "Meningioma", "2 - unsure")
         choose(ada, "Does the heatmap point at the right place?", "on the tumour")
         wait(ada, 30).until(script_is_idle)
-        DOCS.mkdir(exist_ok=True)
-        ada.save_screenshot(str(DOCS / "review-reveal.png"))
+        picture(ada, "review-reveal.png")
         go_on(ada)
         answer(ada, 2, 4, "Meningioma", "3 - fairly sure")
         go_on(ada)
@@ -201,7 +208,7 @@ def test_two_readers_a_killed_server_and_every_committed_answer_kept(tmp_path):
         settled(viewer, "Answers as they come")
         wait(viewer, 30).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "[data-testid='stDataFrame']")) >= 2)
         time.sleep(1)  # the tables draw on a canvas a moment after they are placed
-        viewer.save_screenshot(str(DOCS / "review-organiser.png"))
+        picture(viewer, "review-organiser.png")
         assert not exception_texts(viewer)
         assert len(store.answers_of(engine, store.reader_by_key(engine, keys["Dr Ada"]))) == 3
         assert len(store.answers_of(engine, store.reader_by_key(engine, keys["Dr Ben"]))) == 2
