@@ -138,8 +138,16 @@ def model_answer(session: SessionView, case: CaseView) -> None:
         st.markdown(reference + "The model gave no answer for this case.")
         return
     probabilities = np.array([case.model_probabilities.get(c, 0.0) for c in session.classes])
-    st.markdown(f"{reference}The model says **{label(case.model_label)}** ({probabilities.max():.1%}).")
-    st.plotly_chart(probability_bars(session.classes, probabilities, int(probabilities.argmax())), width="stretch",
+    flags = case.model_flags or {}
+    if flags.get("unfamiliar"):
+        said = (f"The model **does not answer**: it finds this scan unlike the scans it learned from (its guess, "
+                f"not an answer: {label(case.model_label)}, {probabilities.max():.1%}).")
+    else:
+        said = f"The model says **{label(case.model_label)}** ({probabilities.max():.1%})" + (
+            ", under its threshold for a confident answer: **uncertain, refer**." if flags.get("uncertain") else ".")
+    st.markdown(reference + said)
+    st.plotly_chart(probability_bars(session.classes, probabilities, int(probabilities.argmax()),
+                                     muted=bool(flags.get("unfamiliar"))), width="stretch",
                     config={"displayModeBar": False}, key=f"review.bars.{case.id}")
 
 

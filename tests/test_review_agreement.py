@@ -172,3 +172,40 @@ def test_a_case_image_is_found_only_where_it_belongs_and_only_with_its_content(t
     (tmp_path / "data" / name).write_bytes(png_bytes(2))
     with pytest.raises(ReviewError, match="changed"):
         load_case_image(tmp_path / "data" / name, digest)
+
+
+def test_a_case_keeps_whether_the_model_recognised_the_scan_and_was_sure():
+    from types import SimpleNamespace
+
+    from core.review.cases import cases_from_run
+
+    rows = predictions((2, 1, 1)).assign(sha256=[f"{k:064x}" for k in range(4)], unfamiliar=[False, True, None, False])
+    classes = ["glioma", "meningioma", "notumor", "pituitary"]
+    for c in classes:
+        rows[f"prob_{c}"] = 0.97 if c == "glioma" else 0.01
+    rows.loc[3, [f"prob_{c}" for c in classes]] = [0.6, 0.2, 0.1, 0.1]
+    run = SimpleNamespace(predictions=rows, classes=classes, info={"model": {"calibration": {"refer_below": 0.95}}})
+    cases = cases_from_run(run)
+    assert [c.model_flags for c in cases] == [{"unfamiliar": False, "uncertain": False},
+                                              {"unfamiliar": True, "uncertain": False},
+                                              {"unfamiliar": False, "uncertain": False},
+                                              {"unfamiliar": False, "uncertain": True}]
+    assert [c.reference for c in cases] == ["glioma", "glioma", "meningioma", "notumor"]
+
+
+def test_an_uploaded_blank_scan_is_not_answered_by_the_default_model(tmp_path):
+    from conftest import ROOT
+    from core import load_classifier
+    from core.review.cases import cases_from_uploads
+    from core.review.store import CaseView
+
+    classifier = load_classifier(ROOT / "assets/models/default")
+    if classifier.familiarity is None:
+        pytest.skip("the default model carries no familiarity check")
+    blank = io.BytesIO()
+    Image.new("L", (256, 256), 0).save(blank, "PNG")
+    (case,), problems = cases_from_uploads(classifier, [("blank.png", blank.getvalue())], tmp_path)
+    assert not problems and case.model_flags["unfamiliar"]
+    view = CaseView(1, 0, case.image, case.image_sha256, case.title, None, case.model_label,
+                    case.model_probabilities, case.model_flags)
+    assert not view.model_answered

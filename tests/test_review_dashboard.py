@@ -42,6 +42,11 @@ def texts(at) -> str:
     return html.unescape(" ".join(parts))
 
 
+def revealed(text: str) -> bool:
+    """Whether the page shows the model's answer (or says it gives none, for a scan it does not recognise)."""
+    return "The model says" in text or "The model **does not answer**" in text
+
+
 def button(at, label: str):
     return next(b for b in at.button if b.label == label)
 
@@ -67,14 +72,14 @@ def read_every_case(at, answers: list[tuple[str, int]], rating: str = "right") -
     """Answer the cases in order: blinded until committed, then revealed; rate the heatmap and go on."""
     for number, (chosen, confidence) in enumerate(answers, start=1):
         assert f"Case {number} of {len(answers)}" in texts(at)
-        assert "The model says" not in texts(at) and not at.get("plotly_chart")  # nothing of the model's yet
+        assert not revealed(texts(at)) and not at.get("plotly_chart")  # nothing of the model's yet
         assert len(at.image) == 1 and at.image[0].captions == [f"Case {number}"]  # the scan alone, unnamed
         at.radio[0].set_value(chosen)
         at.radio[1].set_value(confidence)
         at.text_area[0].set_value(f"note {number}")
         button(at, "Commit answer").click().run()
         assert not problems(at), problems(at)
-        assert "The model says" in texts(at) and len(at.image) == 2  # revealed: the heatmap beside the scan
+        assert revealed(texts(at)) and len(at.image) == 2  # revealed: the heatmap beside the scan
         at.radio(key=next(r.key for r in at.radio if r.label.startswith("Does the heatmap"))).set_value(rating).run()
         if number < len(answers):
             button(at, "Next ▶").click().run()

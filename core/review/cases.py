@@ -69,7 +69,10 @@ def select_rows(predictions: pd.DataFrame, selection: str = "all", true_class: s
 def cases_from_run(run, images_root: Path | None = None, **choice) -> list[NewCase]:
     """The cases of a run's images chosen by ``choice`` (see :func:`select_rows`), with the run's answer and
     reference. The content hash comes from the run, or from the image in ``images_root`` for a run without one."""
+    from core.calibration import REFER_BELOW
+
     rows = select_rows(run.predictions, **choice)
+    refer_below = float((run.info.get("model", {}).get("calibration") or {}).get("refer_below", REFER_BELOW))
     cases = []
     for row in rows.itertuples(index=False):
         digest = getattr(row, "sha256", None)
@@ -79,8 +82,10 @@ def cases_from_run(run, images_root: Path | None = None, **choice) -> list[NewCa
                                   "to compute them")
             digest = hashlib.sha256(read_bytes(run.image_path(images_root, row.path), MAX_FILE_BYTES)).hexdigest()
         probabilities = {c: float(getattr(row, f"prob_{c}")) for c in run.classes}
+        flags = {"unfamiliar": str(getattr(row, "unfamiliar", False)) == "True",  # bool, or NA in older runs
+                 "uncertain": max(probabilities.values()) < refer_below}
         cases.append(NewCase(image=str(row.path), image_sha256=digest, title=str(row.path), reference=str(row.label),
-                             model_label=str(row.pred), model_probabilities=probabilities))
+                             model_label=str(row.pred), model_probabilities=probabilities, model_flags=flags))
     return cases
 
 
@@ -138,12 +143,26 @@ def cases_from_uploads(classifier, uploads: list[tuple[str, bytes]], data_dir: s
         images.append(image)
     if not kept:
         return [], problems
-    probabilities = classifier.predict_proba(images)
+    probabilities, unfamiliar = model_answers(classifier, images)
     classes = list(classifier.classes)
     cases = [NewCase(image=stored, image_sha256=digest, title=name, reference=None,
-                     model_label=classes[int(np.argmax(p))], model_probabilities={c: float(v) for c, v in zip(classes, p)})
-             for (name, stored, digest), p in zip(kept, probabilities)]
+                     model_label=classes[int(np.argmax(p))], model_probabilities={c: float(v) for c, v in zip(classes, p)},
+                     model_flags={"unfamiliar": bool(strange), "uncertain": bool(p.max() < classifier.refer_below)})
+             for (name, stored, digest), p, strange in zip(kept, probabilities, unfamiliar)]
     return cases, problems
+
+
+def model_answers(classifier, images: list[Image.Image], batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """The classifier's probabilities for each image, and whether it finds the image unlike its training scans
+    (False throughout for a model without a familiarity check), from one pass per batch."""
+    probabilities, unfamiliar = [], []
+    for start in range(0, len(images), batch_size):
+        features, logits = classifier.features_and_logits(classifier.preprocess(images[start:start + batch_size]))
+        probabilities.append(classifier.probabilities(logits).numpy())
+        scores = classifier.familiarity_scores(features)
+        unfamiliar.append(classifier.familiarity.unfamiliar(scores) if scores is not None
+                          else np.zeros(len(logits), dtype=bool))
+    return np.concatenate(probabilities), np.concatenate(unfamiliar)
 
 
 # --------------------------------------------------------------------------------------------------

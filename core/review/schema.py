@@ -70,6 +70,7 @@ class Case(Base):
     reference: Mapped[str | None] = mapped_column(String(32))          # the true class, where known
     model_label: Mapped[str | None] = mapped_column(String(32))
     model_probabilities: Mapped[dict | None] = mapped_column(JSON)     # class -> probability
+    model_flags: Mapped[dict | None] = mapped_column(JSON)             # {"unfamiliar": bool, "uncertain": bool}
     session: Mapped[ReviewSession] = relationship(back_populates="cases")
 
 
@@ -137,6 +138,7 @@ def _version_1(connection: Connection) -> None:
           Column("reference", String(32)),
           Column("model_label", String(32)),
           Column("model_probabilities", JSON),
+          Column("model_flags", JSON),
           UniqueConstraint("session_id", "position"))
     Table("readers", meta,
           Column("id", Integer, primary_key=True),

@@ -42,6 +42,7 @@ class NewCase:
     reference: str | None = None
     model_label: str | None = None
     model_probabilities: dict[str, float] | None = None
+    model_flags: dict[str, bool] | None = None   # "unfamiliar": unlike its training scans; "uncertain": under refer_below
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,12 @@ class CaseView:
     reference: str | None
     model_label: str | None
     model_probabilities: dict[str, float] | None
+    model_flags: dict[str, bool] | None = None
+
+    @property
+    def model_answered(self) -> bool:
+        """Whether the model's class is an answer: not for a scan it flagged as unlike its training scans."""
+        return self.model_label is not None and not (self.model_flags or {}).get("unfamiliar", False)
 
 
 @dataclass(frozen=True)
@@ -119,7 +126,8 @@ def _session_view(row: ReviewSession) -> SessionView:
 
 def _case_view(row: Case) -> CaseView:
     return CaseView(row.id, row.position, row.image, row.image_sha256, row.title, row.reference, row.model_label,
-                    dict(row.model_probabilities) if row.model_probabilities is not None else None)
+                    dict(row.model_probabilities) if row.model_probabilities is not None else None,
+                    dict(row.model_flags) if row.model_flags is not None else None)
 
 
 def _answer_view(row: Answer) -> AnswerView:
@@ -163,7 +171,8 @@ def create_session(engine: Engine, name: str, cases: Sequence[NewCase], classes:
         db.flush()
         db.add_all(Case(session_id=row.id, position=k, image=c.image, image_sha256=c.image_sha256, title=c.title,
                         reference=c.reference, model_label=c.model_label,
-                        model_probabilities=c.model_probabilities) for k, c in enumerate(cases))
+                        model_probabilities=c.model_probabilities, model_flags=c.model_flags)
+                    for k, c in enumerate(cases))
         db.add_all(Reader(session_id=row.id, name=n, key=_digest(k), joined_at=utc_now()) for n, k in keys.items())
         db.flush()
         view = _session_view(row)
