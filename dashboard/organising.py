@@ -8,11 +8,11 @@ import pandas as pd
 import streamlit as st
 
 from core.checkpoint import CheckpointError
-from core.data import CLASSES
 from core.review import ReviewError
 from core.review import store
 from core.review.agreement import answers_table, confusion, session_summary
-from core.review.cases import ORDERS, SELECTIONS, cases_from_run, cases_from_uploads, run_model, run_source
+from core.review.cases import (ORDERS, SELECTIONS, cases_from_run, cases_from_uploads, in_order, keep_uploads,
+                               run_model, run_source)
 from core.review.store import KINDS, MODES, RATINGS, CaseView, SessionView
 from core.runs import RunError
 from dashboard.captions import md
@@ -22,7 +22,9 @@ from dashboard.common import (ROOT, current_model_path, data_dir, error_boundary
 from dashboard.sessions import JOIN, ORGANISER, READER, case_pictures, label, page_link, pil, with_interval
 
 CREATED_KEY = "review.created"   # the keys of sessions made in this browser session, shown to their organiser once
+UPLOADS_KEY = "review.new.prepared"  # uploaded scans checked and answered, until the files change
 GALLERY_LIMIT = 12               # disagreement cases in the session report
+DISCUSSION_LIMIT = 8             # most-missed cases shown for discussion
 LIVE_SECONDS = 3
 
 
@@ -59,23 +61,33 @@ def start_page(engine) -> None:
     made = run_cases() if source == "run" else upload_cases()
     if made is None:
         return
-    cases, origin, model = made
+    cases, origin, model, classes, blobs = made
     st.caption(f"{len(cases)} case{'s' if len(cases) != 1 else ''} in the session.")
     if st.button("Create the session", type="primary", key="review.new.create", disabled=not cases):
         names = [line for line in readers.splitlines() if line.strip()]
         try:
             session, owner_key, reader_keys = store.create_session(
-                engine, name, cases, list(CLASSES), mode="blinded" if kind == "quiz" else mode, kind=kind,
+                engine, name, cases, classes, mode="blinded" if kind == "quiz" else mode, kind=kind,
                 readers=names, joinable=joinable, source=origin, model=model)
         except ReviewError as error:
             st.error(md(error))
             return
+        keep_uploads(data_dir(), blobs)  # the scans reach the disk only once the session exists
         st.session_state.setdefault(CREATED_KEY, {})[session.id] = reader_keys
         st.query_params.from_dict({ORGANISER: owner_key})
         st.rerun()
 
 
-def run_cases() -> tuple[list, dict, dict] | None:
+def order_choice(prefix: str) -> tuple[str, int]:
+    """As listed or shuffled (the default: a list sorted by class would tell a blinded reader what comes next)."""
+    c1, c2 = st.columns(2)
+    order = c1.radio("Order", list(ORDERS), index=list(ORDERS).index("shuffled"), format_func=ORDERS.get,
+                     horizontal=True, key=f"{prefix}.order")
+    seed = int(c2.number_input("Seed (sample and shuffle)", 0, 2**31 - 1, 0, key=f"{prefix}.seed"))
+    return order, seed
+
+
+def run_cases() -> tuple[list, dict, dict, list, dict] | None:
     runs = found_runs()
     if not runs:
         st.info("No evaluation runs were found (assets/runs, outputs/).")
@@ -88,43 +100,51 @@ def run_cases() -> tuple[list, dict, dict] | None:
                         format_func=lambda c: "any class" if c == "any" else label(c))
     count = c3.number_input("How many", 1, store.MAX_CASES, 20, key="review.new.count",
                             disabled=selection not in ("uncertain", "sample"))
-    c4, c5 = st.columns(2)
-    order = c4.radio("Order", list(ORDERS), format_func=ORDERS.get, horizontal=True, key="review.new.order")
-    seed = int(c5.number_input("Seed (sample and shuffle)", 0, 2**31 - 1, 0, key="review.new.seed"))
+    order, seed = order_choice("review.new")
     choice = {"selection": selection, "true_class": None if only == "any" else only,
               "count": int(count) if selection in ("uncertain", "sample") else None, "seed": seed, "order": order}
+    images_root = run_images_root(run)
     try:
-        cases = cases_from_run(run, run_images_root(run), **choice)
+        cases = cases_from_run(run, images_root, **choice)
     except (ReviewError, ValueError) as error:
         st.error(md(error))
         return None
-    if run_images_root(run) is None:
+    if images_root is None:
         st.warning("The run's images are not on this machine (set the datasets folder in the sidebar): readers would "
                    "see no scans.")
-    return cases, run_source(run, ROOT, **choice), run_model(run)
+    return cases, run_source(run, ROOT, images_root, **choice), run_model(run), list(run.classes), {}
 
 
-def upload_cases() -> tuple[list, dict, dict] | None:
+def upload_cases() -> tuple[list, dict, dict, list, dict] | None:
     files = st.file_uploader("Scans (PNG, JPEG, BMP or TIFF)", type=["png", "jpg", "jpeg", "bmp", "tif", "tiff"],
                              accept_multiple_files=True, key="review.new.uploads",
                              help="Each scan is kept once, by its content, in the dashboard's data folder; the model "
                                   "in the sidebar answers it now.")
+    order, seed = order_choice("review.new.uploaded")
     classifier = get_classifier()
     if not files or classifier is None:
         return None
     if len(files) > store.MAX_CASES:
         st.error(f"At most {store.MAX_CASES} scans can make one session.")
         return None
-    cases, problems = cases_from_uploads(classifier, [(f.name, f.getvalue()) for f in files], data_dir())
+    file = checkpoint_file(current_model_path())
+    # Checked and answered once per set of files and model, not again on every change of another widget.
+    signature = (tuple(f.file_id for f in files), str(file), file_digest(file))
+    prepared = st.session_state.get(UPLOADS_KEY)
+    if prepared is None or prepared[0] != signature:
+        with st.spinner("Checking the scans and asking the model…"):
+            prepared = (signature, cases_from_uploads(classifier, [(f.name, f.getvalue()) for f in files]))
+        st.session_state[UPLOADS_KEY] = prepared
+    cases, blobs, problems = prepared[1]
     for problem in problems:
         st.warning(md(problem) + " — left out.")
-    file = checkpoint_file(current_model_path())
     try:
         path = str(file.resolve().relative_to(ROOT))
     except ValueError:
         path = str(file)
     model = {"path": path, "file_sha256": file_digest(file), "run": None}
-    return cases, {"type": "uploads", "files": len(cases)}, model
+    source = {"type": "uploads", "files": len(cases), "order": order, "seed": seed}
+    return in_order(cases, order, seed), source, model, list(classifier.classes), blobs
 
 
 # --------------------------------------------------------------------------------------------------
@@ -142,20 +162,35 @@ def organiser_page(engine, key: str) -> None:
     links(engine, session)
     live, summary, export = st.tabs(["Answers as they come", "Summary", "Export and report"])
     with live:
-        on = st.toggle("Update live", value=True, key="review.live",
+        c1, c2 = st.columns(2)
+        on = c1.toggle("Update live", value=True, key="review.live",
                        help=f"Every {LIVE_SECONDS} seconds, without reloading the page")
-        st.fragment(run_every=LIVE_SECONDS if on else None)(teacher_view)(engine, session, cases)
+        show = c2.toggle("Show the reference and the model's answers", value=session.kind != "quiz",
+                         key="review.live.show", help="Off while the view is projected to the readers")
+        st.fragment(run_every=LIVE_SECONDS if on else None)(teacher_view)(engine, session, cases, show)
     table = answers_table(cases, store.session_answers(engine, session))
+    figures = cached_summary(table, tuple(session.classes), len(cases)) if not table.empty else None
     with summary, error_boundary("The summary"):
-        summary_view(engine, session, table)
+        summary_view(session, cases, table, figures)
     with export, error_boundary("The export"):
-        export_view(session, cases, table)
+        export_view(session, cases, table, figures)
+
+
+@st.cache_data(show_spinner="Computing the summary…", max_entries=32)
+def cached_summary(table: pd.DataFrame, classes: tuple[str, ...], cases: int) -> dict:
+    """The session's figures, computed once per state of its answers (the table is the key)."""
+    return session_summary(table, list(classes), cases=cases)
 
 
 def links(engine, session: SessionView) -> None:
     created = st.session_state.get(CREATED_KEY, {}).get(session.id)
     with st.expander("Links to hand out", expanded=bool(created)):
-        if session.joinable:
+        joinable = st.toggle("Readers may join by the session's link", value=session.joinable,
+                             key=f"review.joinable.{session.id}",
+                             help="Close it once the class has joined: nobody can then come in under a second name")
+        if joinable != session.joinable:
+            store.set_joinable(engine, session, joinable)
+        if joinable:
             st.markdown("**Join link** (anyone with it joins under a name of their own):")
             st.code(page_link(**{JOIN: session.code}), language=None)
         if created:
@@ -174,30 +209,38 @@ def links(engine, session: SessionView) -> None:
                 st.code(page_link(**{READER: new_key}), language=None)
 
 
-def teacher_view(engine, session: SessionView, cases: list[CaseView]) -> None:
-    """Every reader's answer per case, as committed (refreshed live)."""
+def teacher_view(engine, session: SessionView, cases: list[CaseView], show_answers: bool) -> None:
+    """Every reader's answer per case, as committed (refreshed live). Columns are keyed by reader id and labelled
+    with the name, so that a reader called "reference" cannot take the place of the reference column."""
     readers = store.session_readers(engine, session.id)
-    answers = store.session_answers(engine, session)
+    answers = pd.DataFrame(store.session_answers(engine, session), columns=["reader_id", "case_id", "label"])
     if not readers:
         st.info("No reader has joined yet.")
         return
-    progress = pd.DataFrame({"reader": [r.name for r in readers],
-                             "answered": [sum(a["reader_id"] == r.id for a in answers) for r in readers]})
-    progress["of"] = len(cases)
-    st.dataframe(progress, hide_index=True, width="content")
-    grid = pd.DataFrame({"case": [c.position + 1 for c in cases], "image": [c.title for c in cases],
-                         "reference": [label(c.reference) for c in cases],
-                         "model": [label(c.model_label) for c in cases]})
+    counts = answers.groupby("reader_id").size()
+    st.dataframe(pd.DataFrame({"reader": [r.name for r in readers],
+                               "joined": [r.joined_at.strftime("%H:%M:%S") if r.joined_at else "" for r in readers],
+                               "answered": [int(counts.get(r.id, 0)) for r in readers], "of": len(cases)}),
+                 hide_index=True, width="content")
     by_case = {c.id: c for c in cases}
+    right = answers.apply(lambda a: by_case[a["case_id"]].reference, axis=1) if len(answers) else pd.Series()
+    answers["shown"] = [label(a) + ("" if r is None or not show_answers else (" ✓" if a == r else " ✗"))
+                        for a, r in zip(answers["label"], right)]
+    grid = answers.pivot(index="case_id", columns="reader_id", values="shown") if len(answers) else pd.DataFrame()
+    table = pd.DataFrame({"case": [c.position + 1 for c in cases], "image": [c.title for c in cases]})
+    if show_answers:
+        table["reference"] = [label(c.reference) for c in cases]
+        table["model"] = [label(c.model_label) for c in cases]
+    config = {}
     for reader in readers:
-        column = [""] * len(cases)
-        for a in answers:
-            if a["reader_id"] == reader.id:
-                case = by_case[a["case_id"]]
-                mark = "" if case.reference is None else (" ✓" if a["label"] == case.reference else " ✗")
-                column[case.position] = label(a["label"]) + mark
-        grid[reader.name] = column
-    st.dataframe(grid, hide_index=True, width="stretch", height=min(600, 38 + 35 * len(grid)))
+        column = f"reader-{reader.id}"
+        table[column] = [grid.at[c.id, reader.id] if reader.id in grid.columns and c.id in grid.index
+                         and isinstance(grid.at[c.id, reader.id], str) else "" for c in cases]
+        config[column] = st.column_config.TextColumn(reader.name)
+    if not show_answers:
+        table = table.drop(columns=["image"])  # the file name can give the class away too
+    st.dataframe(table, hide_index=True, width="stretch", height=min(600, 38 + 35 * len(table)),
+                 column_config=config)
     if session.kind == "quiz":
         st.markdown("**Leaderboard**")
         st.dataframe(pd.DataFrame(store.scores(engine, session), columns=["reader", "right", "answered"]),
@@ -219,18 +262,22 @@ def reader_table(readers: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def summary_view(engine, session: SessionView, table: pd.DataFrame) -> None:
-    if table.empty:
+def summary_view(session: SessionView, cases: list[CaseView], table: pd.DataFrame, summary: dict | None) -> None:
+    if summary is None:
         st.info("No answers yet.")
         return
-    summary = session_summary(table, session.classes)
     st.markdown("**Readers** (accuracy against the reference with 95% Wilson intervals; Cohen's κ with 95% "
                 "bootstrap intervals over cases)")
     st.dataframe(reader_table(summary["readers"]), hide_index=True, width="stretch")
+    if summary["single_class_reference"]:
+        st.caption("Every case with a reference is of one class, so κ against the reference says nothing of skill "
+                   "here (it is 0 or undefined whatever the answers); read the accuracy instead.")
     fleiss = summary["fleiss"]
     if fleiss:
-        st.markdown(f"**Agreement across the {fleiss['readers']} readers** (Fleiss' κ, on the {fleiss['cases']} cases "
-                    f"all of them answered): {with_interval(fleiss['kappa'], fleiss['low'], fleiss['high'])}")
+        left_out = (f"; left out, not having answered every case: {md(', '.join(fleiss['left_out']))}"
+                    if fleiss["left_out"] else "")
+        st.markdown(f"**Agreement across {fleiss['readers']} readers** (Fleiss' κ, on the {fleiss['cases']} cases "
+                    f"all of them answered{left_out}): {with_interval(fleiss['kappa'], fleiss['low'], fleiss['high'])}")
     names = list(summary["readers"]["reader"])
     who = st.selectbox("Confusion matrix of", names, key="review.summary.reader")
     st.plotly_chart(confusion_matrix_figure(confusion(table[table["reader"] == who], session.classes)
@@ -248,17 +295,46 @@ def summary_view(engine, session: SessionView, table: pd.DataFrame) -> None:
     st.markdown(f"**Where reader and model disagree** ({len(summary['disagreements'])} answers)")
     st.dataframe(summary["disagreements"][["reader", "case", "image", "answer", "model", "reference", "confidence",
                                            "note"]], hide_index=True, width="stretch")
+    missed_for_discussion(session, cases, summary["difficulty"])
 
 
-def export_view(session: SessionView, cases: list[CaseView], table: pd.DataFrame) -> None:
-    st.download_button("Every answer (CSV)", table.to_csv(index=False).encode(), file_name="answers.csv",
-                       mime="text/csv", key="review.export.answers", icon=":material/download:")
-    if table.empty:
+def missed_for_discussion(session: SessionView, cases: list[CaseView], difficulty: pd.DataFrame) -> None:
+    """The most-missed cases with the model's heatmap and the reference, to talk through with the class."""
+    missed = difficulty[difficulty["wrong"] > 0].head(DISCUSSION_LIMIT)
+    with st.expander(f"Most-missed cases, for discussion ({len(missed)})"):
+        by_number = {c.position + 1: c for c in cases}
+        for row in missed.itertuples():
+            case = by_number[row.case]
+            with error_boundary(f"Case {row.case}"):
+                pictures = case_pictures(session, case, with_heatmap=True)
+                left, right = st.columns(2)
+                left.image(pictures.scan, width="stretch",
+                           caption=f"Case {row.case}: {row.wrong} of {row.readers} readers wrong; reference "
+                                   f"{label(case.reference)}, model {label(case.model_label)}")
+                if pictures.heatmap:
+                    right.image(pictures.heatmap, caption=md(pictures.note), width="stretch")
+
+
+def csv_bytes(table: pd.DataFrame) -> bytes:
+    """A table as CSV that a spreadsheet opens as text: a cell that begins with =, +, - or @ (a formula, from a
+    note or a name) gets a leading apostrophe."""
+    def safe(value):
+        return "'" + value if isinstance(value, str) and value[:1] in ("=", "+", "-", "@") else value
+
+    return table.map(safe).to_csv(index=False).encode()
+
+
+def export_view(session: SessionView, cases: list[CaseView], table: pd.DataFrame, summary: dict | None) -> None:
+    st.download_button("Every answer (CSV)", csv_bytes(table), file_name="answers.csv", mime="text/csv",
+                       key="review.export.answers", icon=":material/download:")
+    if summary is None:
         return
-    summary = session_summary(table, session.classes)
-    st.download_button("Reader summary (CSV)", summary["readers"].to_csv(index=False).encode(),
-                       file_name="readers.csv", mime="text/csv", key="review.export.readers",
-                       icon=":material/download:")
+    for name, title in (("readers", "Reader summary"), ("difficulty", "Case difficulty"),
+                        ("disagreements", "Disagreements with the model")):
+        st.download_button(f"{title} (CSV)", csv_bytes(summary[name]), file_name=f"{name}.csv", mime="text/csv",
+                           key=f"review.export.{name}", icon=":material/download:")
+    st.download_button("Heatmap ratings (CSV)", csv_bytes(summary["ratings"].reset_index()), file_name="ratings.csv",
+                       mime="text/csv", key="review.export.ratings", icon=":material/download:")
     if st.button("Prepare the session report (PDF)", key="review.export.prepare", icon=":material/picture_as_pdf:"):
         st.session_state["review.export.pdf"] = (session.id, session_report_pdf(session, cases, table, summary))
     prepared = st.session_state.get("review.export.pdf")

@@ -18,6 +18,9 @@ from dashboard.common import error_boundary
 from dashboard.sessions import case_pictures, label, pil, with_interval
 
 
+MISSED_SHOWN = 12  # missed cases shown with their heatmaps at the end of a quiz
+
+
 def position_key(reader: ReaderView) -> str:
     return f"review.at.{reader.id}"
 
@@ -83,14 +86,21 @@ def navigation(reader: ReaderView, reachable: list[int], at: int, total: int) ->
 
 def show_case(engine, session: SessionView, reader: ReaderView, case: CaseView, answer: AnswerView | None) -> None:
     revealed = store.may_reveal(session, answer)
-    pictures = case_pictures(session, case, with_heatmap=revealed)
-    left, right = st.columns([1, 1])
-    left.image(pictures.scan, caption=md(case.title) if revealed else f"Case {case.position + 1}", width="stretch")
-    if revealed:
-        if pictures.heatmap:
-            right.image(pictures.heatmap, caption=md(pictures.note), width="stretch")
-        else:
-            right.info(md(pictures.note))
+    try:
+        pictures = case_pictures(session, case, with_heatmap=revealed)
+    except ValueError as error:  # a scan moved or changed: say so, and let the reader go on
+        pictures = None
+        st.warning(f"The scan cannot be shown: {md(error)}. Tell the organiser; you can still record an answer "
+                   "(say in the note that you did not see the scan) and go on.")
+    if pictures is not None:
+        left, right = st.columns([1, 1])
+        left.image(pictures.scan, caption=md(case.title) if revealed else f"Case {case.position + 1}",
+                   width="stretch")
+        if revealed:
+            if pictures.heatmap:
+                right.image(pictures.heatmap, caption=md(pictures.note), width="stretch")
+            else:
+                right.info(md(pictures.note))
     if answer is None:
         answer_form(engine, session, reader, case)
     else:
@@ -174,13 +184,20 @@ def after_reveal(engine, session: SessionView, reader: ReaderView, case: CaseVie
 
 def case_report_button(session: SessionView, reader: ReaderView, case: CaseView, answer: AnswerView,
                        pictures) -> None:
+    if pictures is None:
+        return
+    key = f"review.case_pdf.{case.id}"
     with error_boundary("The case report"):
-        from core.review.reports import case_report
+        if st.button("Prepare the case report (PDF)", key=f"{key}.prepare", icon=":material/picture_as_pdf:"):
+            from core.review.reports import case_report
 
-        blob = case_report(session=session, case=case, scan=pil(pictures.scan), heatmap=pil(pictures.heatmap),
-                           reader=reader.name, answer=answer, revealed=True)
-        st.download_button("Case report (PDF)", blob, file_name=f"case-{case.position + 1}.pdf",
-                           mime="application/pdf", key=f"review.case_pdf.{case.id}", icon=":material/picture_as_pdf:")
+            st.session_state[key] = case_report(session=session, case=case, scan=pil(pictures.scan),
+                                                heatmap=pil(pictures.heatmap), reader=reader.name, answer=answer,
+                                                revealed=True)
+        if key in st.session_state:
+            st.download_button("Download the case report", st.session_state[key],
+                               file_name=f"case-{case.position + 1}.pdf", mime="application/pdf",
+                               key=f"{key}.download")
 
 
 def finished(engine, session: SessionView, reader: ReaderView, cases: list[CaseView],
@@ -217,7 +234,9 @@ def missed_gallery(session: SessionView, cases: list[CaseView], answers: dict[in
     st.subheader(f"Cases you missed ({len(missed)})")
     if not missed:
         st.write("None: every answer matched the reference.")
-    for case in missed:
+    if len(missed) > MISSED_SHOWN:
+        st.caption(f"The first {MISSED_SHOWN} are shown; pick any case above to look at it again.")
+    for case in missed[:MISSED_SHOWN]:
         with error_boundary(f"Case {case.position + 1}"):
             pictures = case_pictures(session, case, with_heatmap=True)
             left, right = st.columns(2)

@@ -17,9 +17,10 @@ from core.data import CLASS_LABELS
 from core.explain import CAM_METHODS, DEFAULT_LAYER, DEFAULT_METHOD, explain, overlay
 from core.review.cases import case_image_file, load_case_image
 from core.review.store import CaseView, SessionView
-from core.sources import FileRefused
+from core.sources import FileRefused, contained_path, is_within
 from dashboard import review
-from dashboard.common import ROOT, checkpoint_file, classifier_at, data_dir, datasets_root, file_digest
+from dashboard.common import (ROOT, allowed_roots, checkpoint_file, classifier_at, data_dir, datasets_root,
+                              file_digest)
 
 CASE_SIDE = 768  # the scan and heatmap are shown, cached and put into reports at most this large
 READER, ORGANISER, JOIN = "reader", "organiser", "session"  # the query parameters of the review page
@@ -63,8 +64,25 @@ class CasePictures:
     size: tuple[int, int]
 
 
+def session_images_root(session: SessionView) -> Path | None:
+    """The folder a run-based session's images are in: the one found when the session was made (the same for every
+    reader), while it is still inside the folders the dashboard may read; else the dataset in this browser's
+    datasets folder."""
+    recorded = session.source.get("images_root")
+    if recorded and Path(recorded).is_dir() and is_within(recorded, allowed_roots()):
+        return Path(recorded)
+    root = datasets_root()
+    if not root or not is_within(root, allowed_roots()):
+        return None
+    try:
+        found = contained_path(root, str(session.source.get("dataset", "")), "dataset")
+    except FileRefused:
+        return None
+    return found if found.is_dir() else None
+
+
 def case_image_path(session: SessionView, case: CaseView) -> Path:
-    return case_image_file(session.source, case.image, data_dir(), datasets_root() or None)
+    return case_image_file(session.source, case.image, data_dir(), session_images_root(session))
 
 
 def session_model_file(session: SessionView) -> Path:
@@ -108,8 +126,9 @@ def case_pictures(session: SessionView, case: CaseView, with_heatmap: bool) -> C
             model_file = str(session_model_file(session))
         except (CheckpointError, FileRefused, OSError) as error:
             model_error = str(error)
-        if session.source.get("type") == "run" and datasets_root():
-            mask = review.mask_path(datasets_root(), str(session.source.get("dataset", "")), case.image)
+        images_root = session_images_root(session) if session.source.get("type") == "run" else None
+        if images_root is not None:
+            mask = review.mask_path(images_root.parent, images_root.name, case.image)
             mask_file = str(mask) if mask else None
     return _pictures(str(image_file), case.image_sha256, model_file, model_error, mask_file)
 

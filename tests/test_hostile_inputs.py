@@ -275,12 +275,13 @@ def test_a_review_session_leaves_out_each_bad_upload_with_its_reason_and_keeps_o
     import hashlib
 
     from core import load_classifier
-    from core.review.cases import cases_from_uploads
+    from core.review.cases import cases_from_uploads, keep_uploads
 
     classifier = load_classifier(checkpoint, precision="fp32")
     good = encode(scan())
     uploads = [(upload_name(h), h.data) for h in images] + [("good.png", good)]
-    cases, problems = cases_from_uploads(classifier, uploads, tmp_path / "data")
+    cases, blobs, problems = cases_from_uploads(classifier, uploads)
+    keep_uploads(tmp_path / "data", blobs)
     refused = [h for h in images if h.expect]
     assert len(problems) == len(refused)
     for hostile, problem in zip(refused, problems):

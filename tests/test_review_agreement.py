@@ -12,10 +12,11 @@ import pytest
 from PIL import Image
 
 from core.review import ReviewError
-from core.review.agreement import (answers_table, case_difficulty, cohen_kappa, cohen_kappas_weighted, confusion,
-                                   disagreements, fleiss_kappa, fleiss_kappas_weighted, fleiss_summary,
-                                   heatmap_ratings, reader_summary)
-from core.review.cases import (case_image_file, load_case_image, select_rows, store_upload, stratified_sample)
+from core.review.agreement import (answers_table, case_difficulty, cohen_interval, cohen_kappa, cohen_kappas_weighted,
+                                   confusion, disagreements, fleiss_interval, fleiss_kappa, fleiss_kappas_weighted,
+                                   fleiss_summary, heatmap_ratings, reader_summary)
+from core.review.cases import (case_image_file, checked_upload, keep_uploads, load_case_image, select_rows,
+                               stratified_sample)
 from core.review.store import CaseView
 from core.sources import FileRefused, ImageRefused
 
@@ -38,8 +39,7 @@ def test_fleiss_kappa_by_hand():
     # kappa = (2/3 - 1/2) / (1 - 1/2) = 1/3.
     counts = np.array([[3, 0], [0, 3], [2, 1], [1, 2]])
     assert fleiss_kappa(counts) == pytest.approx(1 / 3)
-    assert fleiss_kappa(np.array([[1, 0], [0, 1]])) != fleiss_kappa(counts)  # one rater each: NaN
-    assert np.isnan(fleiss_kappa(np.array([[1, 0], [0, 1]])))
+    assert np.isnan(fleiss_kappa(np.array([[1, 0], [0, 1]])))  # one rater each: undefined
 
 
 def test_the_vectorised_bootstrap_kappas_are_the_libraries_kappas():
@@ -58,6 +58,32 @@ def test_the_vectorised_bootstrap_kappas_are_the_libraries_kappas():
     fleiss = fleiss_kappas_weighted(counts, subject_weights)
     assert fleiss[0] == pytest.approx(fleiss_kappa(counts))
     assert fleiss[1] == pytest.approx(fleiss_kappa(np.repeat(counts, subject_weights[1].astype(int), axis=0)))
+
+
+def test_kappa_intervals_hold_the_estimate_and_are_withheld_when_mostly_undefined():
+    rng = np.random.default_rng(5)
+    truth = rng.choice(TWO, 80)
+    reader = np.where(rng.random(80) < 0.8, truth, rng.choice(TWO, 80))
+    low, high = cohen_interval(list(reader), list(truth), TWO)
+    assert low < cohen_kappa(reader, truth, TWO) < high and high - low < 0.5
+    counts = rng.multinomial(4, [0.7, 0.3], size=40)
+    low, high = fleiss_interval(counts)
+    assert low < fleiss_kappa(counts) < high
+    # Three items, two of one class: a third of the resamples hold one class only and have no kappa.
+    assert all(np.isnan(cohen_interval(["glioma", "glioma", "notumor"], ["glioma", "glioma", "notumor"], TWO)))
+
+
+def test_fleiss_uses_the_readers_who_finished_and_names_the_others():
+    rows = []
+    for case in range(1, 11):
+        for reader in ("Ann", "Bob"):
+            rows.append({"reader": reader, "case": case, "answer": TWO[case % 2]})
+    rows.append({"reader": "Late", "case": 1, "answer": "glioma"})
+    table = pd.DataFrame(rows)
+    fleiss = fleiss_summary(table, TWO, cases=10)
+    assert (fleiss["readers"], fleiss["cases"], fleiss["left_out"]) == (2, 10, ["Late"])
+    assert fleiss["kappa"] == pytest.approx(1.0)
+    assert fleiss_summary(table, TWO)["cases"] == 1  # without the session's size: the cases all three answered
 
 
 def session_table() -> pd.DataFrame:
@@ -148,27 +174,45 @@ def png_bytes(seed: int) -> bytes:
     return out.getvalue()
 
 
-def test_an_upload_is_stored_once_by_its_hash_and_refused_when_it_is_no_image(tmp_path):
+def test_an_upload_is_checked_without_touching_the_disk_and_kept_once_by_its_hash(tmp_path):
     blob = png_bytes(0)
-    name, digest, image = store_upload(tmp_path, blob)
-    assert digest == hashlib.sha256(blob).hexdigest() and name == f"uploads/{digest}.png"
-    assert store_upload(tmp_path, blob)[0] == name
+    name, digest, image = checked_upload(blob)
+    assert digest == hashlib.sha256(blob).hexdigest() and name == f"uploads/{digest}.png" and image.size == (64, 64)
+    assert not (tmp_path / "uploads").exists()
+    keep_uploads(tmp_path, {name: blob})
+    keep_uploads(tmp_path, {name: blob})
     assert [p.name for p in (tmp_path / "uploads").iterdir()] == [f"{digest}.png"]
-    assert image.size == (64, 64)
     with pytest.raises(ImageRefused):
-        store_upload(tmp_path, b"<svg></svg>")
-    assert len(list((tmp_path / "uploads").iterdir())) == 1
+        checked_upload(b"<svg></svg>")
+
+
+def test_uploads_become_cases_once_each_in_the_order_asked(tmp_path):
+    from conftest import random_classifier
+    from core.review.cases import cases_from_uploads, in_order
+
+    classifier = random_classifier(tmp_path, seed=0)
+    uploads = [("a.png", png_bytes(1)), ("b.png", png_bytes(2)), ("again.png", png_bytes(1)), ("bad.png", b"x")]
+    cases, blobs, problems = cases_from_uploads(classifier, uploads)
+    assert [c.title for c in cases] == ["a.png", "b.png"] and len(blobs) == 2
+    assert len(problems) == 1 and problems[0].startswith("bad.png: ")
+    assert all(set(c.model_flags) == {"unfamiliar", "uncertain"} for c in cases)
+    assert in_order(cases, "listed", 0) == cases
+    shuffled = [in_order(cases * 5, "shuffled", seed) for seed in (0, 0, 1)]
+    assert shuffled[0] == shuffled[1] and sorted(c.title for c in shuffled[0]) == sorted(c.title for c in cases * 5)
 
 
 def test_a_case_image_is_found_only_where_it_belongs_and_only_with_its_content(tmp_path):
     blob = png_bytes(1)
-    name, digest, _ = store_upload(tmp_path / "data", blob)
+    name, digest, _ = checked_upload(blob)
+    keep_uploads(tmp_path / "data", {name: blob})
     uploads = {"type": "uploads"}
     assert load_case_image(case_image_file(uploads, name, tmp_path / "data", None), digest).size == (64, 64)
     with pytest.raises(FileRefused):
         case_image_file(uploads, "../../etc/passwd", tmp_path / "data", None)
     with pytest.raises(FileRefused):
-        case_image_file({"type": "run", "dataset": ".."}, "x.png", tmp_path / "data", tmp_path / "datasets")
+        case_image_file({"type": "run", "dataset": "ds"}, "../x.png", tmp_path / "data", tmp_path / "datasets" / "ds")
+    with pytest.raises(FileRefused, match="not on this machine"):
+        case_image_file({"type": "run", "dataset": "ds"}, "x.png", tmp_path / "data", None)
     (tmp_path / "data" / name).write_bytes(png_bytes(2))
     with pytest.raises(ReviewError, match="changed"):
         load_case_image(tmp_path / "data" / name, digest)
@@ -204,7 +248,7 @@ def test_an_uploaded_blank_scan_is_not_answered_by_the_default_model(tmp_path):
         pytest.skip("the default model carries no familiarity check")
     blank = io.BytesIO()
     Image.new("L", (256, 256), 0).save(blank, "PNG")
-    (case,), problems = cases_from_uploads(classifier, [("blank.png", blank.getvalue())], tmp_path)
+    (case,), _, problems = cases_from_uploads(classifier, [("blank.png", blank.getvalue())])
     assert not problems and case.model_flags["unfamiliar"]
     view = CaseView(1, 0, case.image, case.image_sha256, case.title, None, case.model_label,
                     case.model_probabilities, case.model_flags)

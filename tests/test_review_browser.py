@@ -77,7 +77,7 @@ def make_session(data: Path) -> tuple[str, dict[str, str], list]:
     database; returns the organiser's key, the readers' keys and the cases."""
     from core import load_classifier
     from core.review import open_database, store
-    from core.review.cases import cases_from_uploads
+    from core.review.cases import cases_from_uploads, keep_uploads
 
     blobs = []
     for k, label in enumerate([0, 1, 3, 2]):
@@ -86,8 +86,9 @@ def make_session(data: Path) -> tuple[str, dict[str, str], list]:
         Image.fromarray(pixels, "L").save(path)
         blobs.append((f"scan{k}.png", path.read_bytes()))
     model = ROOT / "assets/models/default/model.safetensors"
-    cases, problems = cases_from_uploads(load_classifier(model), blobs, data)
+    cases, kept, problems = cases_from_uploads(load_classifier(model), blobs)
     assert not problems
+    keep_uploads(data, kept)
     cases = [dataclasses.replace(c, reference=CLASSES[label]) for c, label in zip(cases, [0, 1, 3, 2])]
     from core.weights import sha256_of_file
 

@@ -68,15 +68,17 @@ def create_session(at, name: str, readers: str, **choices) -> tuple[str, list[st
             [link.split("reader=")[1] for link in links if "reader=" in link])
 
 
-def read_every_case(at, answers: list[tuple[str, int]], rating: str = "right") -> None:
+def read_every_case(at, answers: list[tuple[str, int]], rating: str = "right", note: str = "note") -> None:
     """Answer the cases in order: blinded until committed, then revealed; rate the heatmap and go on."""
     for number, (chosen, confidence) in enumerate(answers, start=1):
         assert f"Case {number} of {len(answers)}" in texts(at)
         assert not revealed(texts(at)) and not at.get("plotly_chart")  # nothing of the model's yet
         assert len(at.image) == 1 and at.image[0].captions == [f"Case {number}"]  # the scan alone, unnamed
+        assert button(at, "Next ▶").disabled  # never ahead of the first unanswered case
+        assert not any(b.label.startswith("Prepare the case report") for b in at.button)
         at.radio[0].set_value(chosen)
         at.radio[1].set_value(confidence)
-        at.text_area[0].set_value(f"note {number}")
+        at.text_area[0].set_value(f"{note} {number}")
         button(at, "Commit answer").click().run()
         assert not problems(at), problems(at)
         assert revealed(texts(at)) and len(at.image) == 2  # revealed: the heatmap beside the scan
@@ -102,13 +104,18 @@ def test_a_blinded_session_of_uploaded_scans_from_start_to_summary(review_data):
     again = review_page(reader=keys[0])
     assert "You have answered every case" in texts(again)
     bob = review_page(reader=keys[1])
-    read_every_case(bob, [("glioma", 2)] * 3, rating="wrong")
+    read_every_case(bob, [("glioma", 2)] * 3, rating="wrong", note="Bob's private note on case")
     assert not problems(bob)
+    ann = review_page(reader=keys[0])
+    ann.selectbox(key="review.revisit").set_value(0).run()  # back to case 1, answered by both
+    assert "note 1" in texts(ann) and "Bob's private note" not in texts(ann)  # only one's own answers
 
     view = review_page(organiser=organiser)
     assert not problems(view)
-    frames = {tuple(t.value.columns) for t in view.dataframe}
-    assert ("case", "image", "reference", "model", "Ann", "Bob") in frames  # the teacher's view
+    grid = next(t.value for t in view.dataframe if "reader-1" in t.value.columns)  # the teacher's view
+    assert list(grid.columns) == ["case", "image", "reference", "model", "reader-1", "reader-2"]  # labelled by name
+    assert list(grid["reader-1"]) == ["Glioma", "Meningioma", "Pituitary tumour"]
+    assert list(grid["reader-2"]) == ["Glioma"] * 3
     readers = next(t.value for t in view.dataframe if "κ with model" in t.value.columns)
     assert list(readers["reader"]) == ["Ann", "Bob"] and list(readers["answered"]) == [3, 3]
     assert "Fleiss" in texts(view)
@@ -141,6 +148,28 @@ def test_a_quiz_of_a_run_sample_scores_readers_against_the_reference(review_data
     view = review_page(organiser=organiser)
     board = next(t.value for t in view.dataframe if list(t.value.columns) == ["reader", "right", "answered"])
     assert board.values.tolist() == [["Student A", 3, 4]]
+
+
+def test_a_reader_joins_by_the_link_with_a_name_shown_as_typed():
+    from core.review import open_database, store
+    from dashboard.common import database_url
+
+    engine = open_database(database_url())
+    cases = [store.NewCase(image="uploads/x.png", image_sha256="0" * 64, title="x.png")]
+    session, organiser, _ = store.create_session(engine, "Open quiz", cases, ["glioma", "notumor"], kind="quiz")
+    at = review_page(session=session.code)
+    at.text_input[0].set_value("**Eve** [site](http://example.com)")
+    next(b for b in at.button if b.label == "Join").click().run()
+    key = at.query_params["reader"]
+    key = key[0] if isinstance(key, list) else key
+    assert store.reader_by_key(engine, key).name == "**Eve** [site](http://example.com)"
+    page = review_page(reader=key)
+    shown = " ".join(c.value for c in page.caption)
+    assert "**Eve**" not in shown and "**Eve** [site](http" in html.unescape(shown)  # shown as text, not as markup
+    again = review_page(session=session.code)
+    again.text_input[0].set_value("eve")  # not the same name as "**Eve** …", so it is taken as a new reader
+    next(b for b in again.button if b.label == "Join").click().run()
+    assert not problems(again)
 
 
 def test_a_reader_cannot_open_another_session_or_the_organisers_view_with_a_made_up_key():

@@ -9,6 +9,7 @@ import re
 
 import numpy as np
 import pypdf
+import pytest
 from PIL import Image
 
 from core.review.agreement import answers_table, session_summary
@@ -148,3 +149,19 @@ def test_an_empty_session_still_gives_a_valid_report():
     assert pages >= 1
     assert "No reader has committed an answer yet" in text
     assert "Friday teaching round" in text and "Disagreement gallery" in text
+
+
+def test_names_and_notes_in_other_scripts_keep_their_letters_where_a_unicode_font_is_installed():
+    from core.review import reports
+
+    if reports.FONT == "Helvetica":
+        pytest.skip("no DejaVu Sans on this machine (Debian: fonts-dejavu-core); the reports fall back to Latin-1")
+    greek, cyrillic = "Αθηνά Παπαδοπούλου", "Пётр Ильич"
+    cases, answers = session_parts()
+    for row in answers:
+        row["reader"] = greek if row["reader"] == "Ann" else cyrillic
+    table = answers_table(cases, answers)
+    blob = reports.session_report(session=make_session(), cases=cases, table=table,
+                                  summary=session_summary(table, TWO), gallery=[], created=WHEN)
+    _, text = pdf_text(blob)
+    assert greek in text and cyrillic in text

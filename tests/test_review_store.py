@@ -103,8 +103,13 @@ def test_readers_join_by_name_once_and_come_back_by_their_key(database_url):
     assert store.reader_by_key(engine, keys["Ann"]).name == "Ann"
     cat, cat_key = store.join(engine, session.code, "  Cat\x00 ")
     assert cat.name == "Cat" and store.reader_by_key(engine, cat_key) == cat
-    with pytest.raises(ReviewError, match="already joined"):
-        store.join(engine, session.code, "Ann")  # a name is not a key: Ann's answers stay Ann's
+    for taken in ("Ann", "ann", " ANN ", "Ａｎｎ"):  # a name is not a key: Ann's answers stay Ann's
+        with pytest.raises(ReviewError, match="already joined"):
+            store.join(engine, session.code, taken)
+    assert store.join(engine, session.code, "Dr\nEve\t")[0].name == "DrEve"  # one line, no control characters
+    for odd in ("x" * 500, "code\x00", "ümlaut"):  # refused before the database sees it
+        with pytest.raises(ReviewError, match="no review session has this code"):
+            store.join(engine, odd, "Zed")
     with pytest.raises(ReviewError, match="not valid"):
         store.reader_by_key(engine, owner)
     with pytest.raises(ReviewError, match="empty"):
@@ -112,7 +117,10 @@ def test_readers_join_by_name_once_and_come_back_by_their_key(database_url):
     closed, *_ = new_session(engine, joinable=False)
     with pytest.raises(ReviewError, match="does not take new readers"):
         store.join(engine, closed.code, "Dan")
-    assert [r.name for r in store.session_readers(engine, session.id)] == ["Ann", "Bob", "Cat"]
+    assert [r.name for r in store.session_readers(engine, session.id)] == ["Ann", "Bob", "Cat", "DrEve"]
+    store.set_joinable(engine, session, False)
+    with pytest.raises(ReviewError, match="does not take new readers"):
+        store.join(engine, session.code, "Fay")
 
 
 def test_an_answer_is_given_once_and_a_change_of_mind_is_kept_beside_it(database_url):
@@ -183,7 +191,13 @@ def test_a_session_is_refused_with_a_reason_when_it_cannot_be_made(database_url)
     with pytest.raises(ReviewError, match="no cases"):
         store.create_session(engine, "empty", [], CLASSES)
     with pytest.raises(ReviewError, match="same name"):
-        store.create_session(engine, "twins", make_cases(2), CLASSES, readers=["Ann", "Ann "])
+        store.create_session(engine, "twins", make_cases(2), CLASSES, readers=["Ann", "ann "])
+    with pytest.raises(ReviewError, match="nobody could open"):
+        store.create_session(engine, "closed", make_cases(2), CLASSES, joinable=False)
+    long_title = [NewCase(image="x.png", image_sha256="0" * 64, title="t\x00" * 2000)]
+    session, *_ = store.create_session(engine, "long names", long_title, CLASSES)
+    title = store.session_cases(engine, session.id)[0].title
+    assert len(title) == 1000 and title.endswith("…") and "\x00" not in title
     with pytest.raises(ReviewError, match="unknown mode"):
         store.create_session(engine, "x", make_cases(2), CLASSES, mode="peek")
 
@@ -243,7 +257,39 @@ def test_one_reader_answering_from_two_windows_at_once_keeps_exactly_one_answer(
     processes = [worker(database_url, keys["Ann"], ids, gate) for _ in range(2)]
     time.sleep(0.05)
     gate.touch()
-    outputs = [p.communicate(timeout=120)[0] for p in processes]
-    committed = [int(line.split()[1]) for out in outputs for line in out.splitlines() if line.startswith("committed")]
+    outputs = [p.communicate(timeout=120) for p in processes]
+    assert all(p.returncode == 0 for p in processes), [err for _, err in outputs]
+    for out, _ in outputs:  # every attempt ended in a commit or a refusal, none in an error
+        assert len(out.split()) == 2 * len(ids)
+    committed = [int(line.split()[1]) for out, _ in outputs for line in out.splitlines()
+                 if line.startswith("committed")]
     assert sorted(committed) == sorted(ids)  # each case answered by exactly one of the two windows
     assert len(store.answers_of(engine, store.reader_by_key(engine, keys["Ann"]))) == len(ids)
+
+
+def test_sqlite_commits_durably_and_writes_take_the_lock_at_once(tmp_path):
+    """What the SQLite file is opened with (a killed process loses nothing with any journal; a power cut needs WAL
+    and full sync), and the statements each kind of transaction begins with."""
+    from sqlalchemy import event
+
+    from core.review.schema import writing
+
+    engine = open_database(f"sqlite:///{tmp_path / 'review.sqlite'}")
+    statements = []
+
+    @event.listens_for(engine, "connect")
+    def trace(dbapi_connection, _record):
+        dbapi_connection.set_trace_callback(statements.append)
+
+    with engine.connect() as connection:
+        pragmas = {name: connection.exec_driver_sql(f"PRAGMA {name}").scalar()
+                   for name in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")}
+    assert pragmas == {"journal_mode": "wal", "synchronous": 2, "foreign_keys": 1, "busy_timeout": 15000}
+    session, _, keys, cases = new_session(engine, n=2)
+    statements.clear()
+    store.answers_of(engine, store.reader_by_key(engine, keys["Ann"]))
+    assert "BEGIN" in statements and "BEGIN IMMEDIATE" not in statements  # reads never wait for writers
+    statements.clear()
+    store.commit_answer(engine, store.reader_by_key(engine, keys["Ann"]), cases[0].id, "glioma", 3)
+    assert "BEGIN IMMEDIATE" in statements and statements[-1] == "COMMIT"
+    assert writing(engine).get_execution_options()["review_write"]

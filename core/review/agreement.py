@@ -10,6 +10,7 @@ to the libraries' values).
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Sequence
 
@@ -20,6 +21,7 @@ from core.metrics import BOOTSTRAP_RESAMPLES, CONFIDENCE, wilson_interval
 from core.review.store import RATINGS, CaseView
 
 NAN = float("nan")
+MAX_UNDEFINED = 0.05   # the share of bootstrap resamples in which a kappa may be undefined before it gets no interval
 
 
 def answers_table(cases: Sequence[CaseView], answers: Sequence[dict]) -> pd.DataFrame:
@@ -73,16 +75,23 @@ def fleiss_kappa(counts: np.ndarray) -> float:
     return float(value) if np.isfinite(value) else NAN
 
 
+@functools.lru_cache(maxsize=32)
 def _resample_weights(n: int, resamples: int, seed: int) -> np.ndarray:
-    """How often each of ``n`` items is drawn in each bootstrap resample (resamples x n)."""
+    """How often each of ``n`` items is drawn in each bootstrap resample (resamples x n); the same for every reader
+    with ``n`` cases, so made once (read-only)."""
     rng = np.random.default_rng(seed)
-    return rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(float)
+    weights = rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(float)
+    weights.flags.writeable = False
+    return weights
 
 
 def _percentiles(values: np.ndarray, confidence: float) -> tuple[float, float]:
-    values = values[np.isfinite(values)]
-    if len(values) == 0:
+    """The percentile interval of bootstrap values; none (NaN) when the figure is undefined in more than
+    :data:`MAX_UNDEFINED` of the resamples, where the defined ones would describe a different question."""
+    defined = np.isfinite(values)
+    if len(values) == 0 or defined.mean() < 1 - MAX_UNDEFINED:
         return NAN, NAN
+    values = values[defined]
     tail = 100 * (1 - confidence) / 2
     return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
 
@@ -170,19 +179,26 @@ def reader_summary(table: pd.DataFrame, classes: Sequence[str], confidence: floa
     return pd.DataFrame(rows)
 
 
-def fleiss_summary(table: pd.DataFrame, classes: Sequence[str], confidence: float = CONFIDENCE, seed: int = 0
-                   ) -> dict | None:
-    """Fleiss' kappa across readers, on the cases every reader has answered; None with fewer than two readers."""
-    readers = table["reader"].unique()
+def fleiss_summary(table: pd.DataFrame, classes: Sequence[str], confidence: float = CONFIDENCE, seed: int = 0,
+                   cases: int | None = None) -> dict | None:
+    """Fleiss' kappa across readers, on the cases all of them answered. With ``cases`` (the session's number), the
+    readers who answered every case when there are two or more of them, so that one late joiner does not shrink the
+    common cases to a handful; the others are named in ``left_out``. None with fewer than two readers."""
+    answered = table.groupby("reader", sort=False)["case"].nunique()
+    readers = list(answered.index)
+    finished = [r for r in readers if cases is not None and answered[r] >= cases]
+    if len(finished) >= 2:
+        readers = finished
     if len(readers) < 2:
         return None
+    table = table[table["reader"].isin(readers)]
     answered_by = table.groupby("case")["reader"].nunique()
     common = answered_by.index[answered_by == len(readers)]
     shared = table[table["case"].isin(common)]
     counts = pd.crosstab(shared["case"], shared["answer"]).reindex(columns=list(classes), fill_value=0).to_numpy()
     low, high = fleiss_interval(counts, confidence=confidence, seed=seed)
     return {"readers": int(len(readers)), "cases": int(len(common)), "kappa": fleiss_kappa(counts), "low": low,
-            "high": high}
+            "high": high, "left_out": [r for r in answered.index if r not in readers]}
 
 
 def confusion(table: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
@@ -218,8 +234,12 @@ def heatmap_ratings(table: pd.DataFrame) -> pd.DataFrame:
     return counts.reindex(index=list(RATINGS), fill_value=0)
 
 
-def session_summary(table: pd.DataFrame, classes: Sequence[str], confidence: float = CONFIDENCE) -> dict:
-    """Everything the summary page, the CSV export and the session report show."""
+def session_summary(table: pd.DataFrame, classes: Sequence[str], confidence: float = CONFIDENCE,
+                    cases: int | None = None) -> dict:
+    """Everything the summary page, the CSV export and the session report show. ``single_class_reference``: the
+    reference holds one class only, where a kappa against it says nothing of skill (it is 0 or undefined)."""
+    references = table["reference"].dropna().unique()
     return {"answers": int(len(table)), "readers": reader_summary(table, classes, confidence),
-            "fleiss": fleiss_summary(table, classes, confidence), "difficulty": case_difficulty(table),
-            "disagreements": disagreements(table), "ratings": heatmap_ratings(table)}
+            "fleiss": fleiss_summary(table, classes, confidence, cases=cases), "difficulty": case_difficulty(table),
+            "disagreements": disagreements(table), "ratings": heatmap_ratings(table),
+            "single_class_reference": len(references) == 1}

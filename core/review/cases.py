@@ -89,13 +89,15 @@ def cases_from_run(run, images_root: Path | None = None, **choice) -> list[NewCa
     return cases
 
 
-def run_source(run, project_root: Path, **choice) -> dict:
-    """What a session made from a run records about where its cases came from."""
+def run_source(run, project_root: Path, images_root: Path | None = None, **choice) -> dict:
+    """What a session made from a run records about where its cases came from, with the folder its images were
+    found in when it was made (checked again whenever a scan is shown), so that every reader sees the same scans."""
     try:
         path = str(run.path.resolve().relative_to(project_root.resolve()))
     except ValueError:
         path = str(run.path)
-    return {"type": "run", "run": path, "run_name": run.name, "dataset": str(run.info["dataset"]["name"]), **choice}
+    return {"type": "run", "run": path, "run_name": run.name, "dataset": str(run.info["dataset"]["name"]),
+            "images_root": str(images_root) if images_root else None, **choice}
 
 
 def run_model(run) -> dict:
@@ -107,49 +109,65 @@ def run_model(run) -> dict:
 # Uploaded scans
 
 
-def store_upload(data_dir: str | os.PathLike, blob: bytes) -> tuple[str, str, Image.Image]:
-    """Check an uploaded scan (:func:`core.sources.read_image`: ImageRefused with the reason) and keep its bytes
-    under ``data_dir/uploads`` once, named by their sha256. Returns the stored name (relative to ``data_dir``), the
-    hash and the decoded image."""
+def checked_upload(blob: bytes) -> tuple[str, str, Image.Image]:
+    """Check an uploaded scan (:func:`core.sources.read_image`: ImageRefused with the reason). Returns the name it is
+    kept under (relative to the data folder: ``uploads/<sha256>.<ext>``), its hash and the decoded image. Nothing is
+    written: a scan reaches the disk only when a session is made with it (:func:`keep_uploads`)."""
     image = read_image(blob)
     digest = hashlib.sha256(blob).hexdigest()
     with Image.open(io.BytesIO(blob)) as probe:
         extension = EXTENSIONS.get(probe.format or "", "img")
-    folder = Path(data_dir) / UPLOADS
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"{digest}.{extension}"
-    if not target.is_file():
-        tmp = folder / f".{digest}.{os.getpid()}.part"
+    return f"{UPLOADS}/{digest}.{extension}", digest, image
+
+
+def keep_uploads(data_dir: str | os.PathLike, blobs: dict[str, bytes]) -> None:
+    """Write each checked scan (stored name -> bytes) under the data folder once; a scan already kept is left as
+    it is (its name is its content's hash)."""
+    for stored, blob in blobs.items():
+        target = Path(data_dir) / stored  # a name checked_upload made: uploads/<sha256>.<ext>
+        if target.is_file():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f".{target.name}.{os.getpid()}.part"
         tmp.write_bytes(blob)
         finish_atomic_write(tmp, target)
-    return f"{UPLOADS}/{target.name}", digest, image
 
 
-def cases_from_uploads(classifier, uploads: list[tuple[str, bytes]], data_dir: str | os.PathLike
-                       ) -> tuple[list[NewCase], list[str]]:
-    """Cases for uploaded scans ``(file name, bytes)``, each stored once by hash and answered by the classifier now.
-    Returns the cases and one sentence per file refused (the others are kept). A scan uploaded twice is one case."""
-    kept, images, problems, seen = [], [], [], set()
+def cases_from_uploads(classifier, uploads: list[tuple[str, bytes]]) -> tuple[list[NewCase], dict[str, bytes],
+                                                                                 list[str]]:
+    """Cases for uploaded scans ``(file name, bytes)``, answered by the classifier now. Returns the cases, the
+    scans' bytes by the name they are to be kept under (for :func:`keep_uploads`), and one sentence per file
+    refused (the others are kept). A scan uploaded twice is one case."""
+    kept, images, problems, blobs = [], [], [], {}
     for name, blob in uploads:
         try:
-            stored, digest, image = store_upload(data_dir, blob)
+            stored, digest, image = checked_upload(blob)
         except ValueError as error:
             problems.append(f"{name}: {error}")
             continue
-        if digest in seen:
+        if stored in blobs:
             continue
-        seen.add(digest)
+        blobs[stored] = blob
         kept.append((name, stored, digest))
         images.append(image)
     if not kept:
-        return [], problems
+        return [], {}, problems
     probabilities, unfamiliar = model_answers(classifier, images)
     classes = list(classifier.classes)
     cases = [NewCase(image=stored, image_sha256=digest, title=name, reference=None,
                      model_label=classes[int(np.argmax(p))], model_probabilities={c: float(v) for c, v in zip(classes, p)},
                      model_flags={"unfamiliar": bool(strange), "uncertain": bool(p.max() < classifier.refer_below)})
              for (name, stored, digest), p, strange in zip(kept, probabilities, unfamiliar)]
-    return cases, problems
+    return cases, blobs, problems
+
+
+def in_order(cases: list[NewCase], order: str, seed: int) -> list[NewCase]:
+    """Cases as listed, or shuffled reproducibly with the seed."""
+    if order not in ORDERS:
+        raise ReviewError(f"unknown order {order!r}; choose one of {', '.join(ORDERS)}")
+    if order == "listed":
+        return list(cases)
+    return [cases[k] for k in np.random.default_rng(seed).permutation(len(cases))]
 
 
 def model_answers(classifier, images: list[Image.Image], batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
@@ -169,16 +187,16 @@ def model_answers(classifier, images: list[Image.Image], batch_size: int = 16) -
 # Showing a case
 
 
-def case_image_file(source: dict, image: str, data_dir: str | os.PathLike, datasets_root: str | os.PathLike | None
+def case_image_file(source: dict, image: str, data_dir: str | os.PathLike, images_root: str | os.PathLike | None
                     ) -> Path:
-    """Where a case's image is: under the data directory for an upload, in the run's dataset otherwise; never
-    outside those folders (the names come from the database)."""
+    """Where a case's image is: under the data folder for an upload, in the run's images folder (``images_root``,
+    the dataset's folder) otherwise; never outside those folders (the names come from the database)."""
     if source.get("type") == "uploads":
         return contained_path(data_dir, image, "uploaded scan")
-    if not datasets_root:
-        raise FileRefused("the datasets folder is not set, so the run's images cannot be shown")
-    dataset = contained_path(datasets_root, str(source.get("dataset", "")), "dataset")
-    return contained_path(dataset, image, "image")
+    if not images_root:
+        raise FileRefused(f"the dataset {source.get('dataset', '')!r} is not on this machine, so the run's images "
+                          "cannot be shown")
+    return contained_path(images_root, image, "image")
 
 
 def load_case_image(path: Path, sha256: str) -> Image.Image:

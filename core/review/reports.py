@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 from collections.abc import Sequence
+from pathlib import Path
 from xml.sax.saxutils import escape
 
 import pandas as pd
@@ -53,15 +54,42 @@ RULE_COLOUR = colors.HexColor("#BBBBBB")
 HEADER_FILL = colors.HexColor("#EEEEEE")
 AGREEMENT_FILL = colors.HexColor("#E3F1E3")
 
+FONT_FOLDERS = ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/dejavu", "/usr/local/share/fonts/dejavu",
+                "/Library/Fonts", "C:/Windows/Fonts")
+
+
+def _register_fonts() -> tuple[str, str]:
+    """The regular and bold font of the reports: DejaVu Sans where the system has it (Debian's fonts-dejavu-core),
+    which covers Greek, Cyrillic and most scripts readers' names and notes come in; else reportlab's built-in
+    Helvetica, which covers Latin-1 only (other characters then show as boxes)."""
+    from reportlab.pdfbase import pdfmetrics
+    from reportlab.pdfbase.ttfonts import TTFont
+
+    for folder in FONT_FOLDERS:
+        regular, bold = Path(folder) / "DejaVuSans.ttf", Path(folder) / "DejaVuSans-Bold.ttf"
+        if regular.is_file() and bold.is_file():
+            try:
+                pdfmetrics.registerFont(TTFont("ReportSans", str(regular)))
+                pdfmetrics.registerFont(TTFont("ReportSans-Bold", str(bold)))
+                pdfmetrics.registerFontFamily("ReportSans", normal="ReportSans", bold="ReportSans-Bold",
+                                              italic="ReportSans", boldItalic="ReportSans-Bold")
+            except Exception:  # noqa: BLE001 - a damaged font file: the built-in font will do
+                continue
+            return "ReportSans", "ReportSans-Bold"
+    return "Helvetica", "Helvetica-Bold"
+
+
+FONT, BOLD_FONT = _register_fonts()
 _SAMPLE = getSampleStyleSheet()
-TITLE = ParagraphStyle("report-title", parent=_SAMPLE["Title"], alignment=0, fontSize=18, leading=22, spaceAfter=4)
+TITLE = ParagraphStyle("report-title", parent=_SAMPLE["Title"], alignment=0, fontSize=18, leading=22, spaceAfter=4,
+                       fontName=BOLD_FONT)
 HEADING = ParagraphStyle("report-heading", parent=_SAMPLE["Heading2"], fontSize=12, leading=15, spaceBefore=10,
-                         spaceAfter=4)
+                         spaceAfter=4, fontName=BOLD_FONT)
 SUBHEADING = ParagraphStyle("report-subheading", parent=_SAMPLE["Heading3"], fontSize=10, leading=12, spaceBefore=6,
-                            spaceAfter=3)
-BODY = ParagraphStyle("report-body", parent=_SAMPLE["BodyText"], fontSize=9, leading=11.5)
+                            spaceAfter=3, fontName=BOLD_FONT)
+BODY = ParagraphStyle("report-body", parent=_SAMPLE["BodyText"], fontSize=9, leading=11.5, fontName=FONT)
 CELL = ParagraphStyle("report-cell", parent=BODY, fontSize=8, leading=10, spaceBefore=0, spaceAfter=0)
-HEADER_CELL = ParagraphStyle("report-header-cell", parent=CELL, fontName="Helvetica-Bold")
+HEADER_CELL = ParagraphStyle("report-header-cell", parent=CELL, fontName=BOLD_FONT)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -205,7 +233,7 @@ def _model_facts(session: SessionView) -> list[tuple[str, object]]:
 
 def _footer(canvas, document) -> None:
     canvas.saveState()
-    canvas.setFont("Helvetica", 8)
+    canvas.setFont(FONT, 8)
     canvas.setFillColor(colors.grey)
     canvas.drawString(MARGIN, MARGIN / 2, FOOTER)
     canvas.drawRightString(A4[0] - MARGIN, MARGIN / 2, f"Page {document.page}")
@@ -332,10 +360,12 @@ def _accuracy_chart(readers: pd.DataFrame) -> Drawing:
     chart.categoryAxis.categoryNames = [_shorten(str(name), 16) for name in readers["reader"]]
     chart.categoryAxis.labels.angle, chart.categoryAxis.labels.boxAnchor = 30, "ne"
     chart.categoryAxis.labels.fontSize = chart.valueAxis.labels.fontSize = 7
+    chart.categoryAxis.labels.fontName = chart.valueAxis.labels.fontName = FONT  # readers' names in any script
     chart.valueAxis.valueMin, chart.valueAxis.valueMax, chart.valueAxis.valueStep = 0, 1, 0.25
     chart.bars[0].fillColor, chart.bars[1].fillColor = READER_COLOUR, MODEL_COLOUR
     legend = Legend()
     legend.x, legend.y, legend.fontSize = chart.x + chart.width + 15, chart.y + chart.height, 7
+    legend.fontName = FONT
     legend.colorNamePairs = [(READER_COLOUR, "Reader"), (MODEL_COLOUR, "Model, same cases")]
     drawing.add(chart)
     drawing.add(legend)

@@ -59,7 +59,7 @@ class ReviewSession(Base):
 class Case(Base):
     """One image of a session, in its place in the reading order, with the model's answer and the reference."""
 
-    __tablename__ = "cases"
+    __tablename__ = "review_cases"
     __table_args__ = (UniqueConstraint("session_id", "position"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     session_id: Mapped[int] = mapped_column(ForeignKey("review_sessions.id", ondelete="CASCADE"), index=True)
@@ -77,11 +77,12 @@ class Case(Base):
 class Reader(Base):
     """A person reading a session, known by name within it and proven by a personal key (stored as its hash)."""
 
-    __tablename__ = "readers"
-    __table_args__ = (UniqueConstraint("session_id", "name"),)
+    __tablename__ = "review_readers"
+    __table_args__ = (UniqueConstraint("session_id", "name_key"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     session_id: Mapped[int] = mapped_column(ForeignKey("review_sessions.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    name_key: Mapped[str] = mapped_column(String(4 * NAME_LENGTH))   # the name as compared: "Ann" and "ann" clash
     key: Mapped[str] = mapped_column(String(64), unique=True)
     joined_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
     session: Mapped[ReviewSession] = relationship(back_populates="readers")
@@ -91,11 +92,11 @@ class Answer(Base):
     """A reader's committed reading of one case. The class, confidence and note never change once written; what
     the reader thought after the reveal is kept beside them (``revised_*``), with the heatmap rating."""
 
-    __tablename__ = "answers"
+    __tablename__ = "review_answers"
     __table_args__ = (UniqueConstraint("reader_id", "case_id"),)
     id: Mapped[int] = mapped_column(primary_key=True)
-    reader_id: Mapped[int] = mapped_column(ForeignKey("readers.id", ondelete="CASCADE"), index=True)
-    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    reader_id: Mapped[int] = mapped_column(ForeignKey("review_readers.id", ondelete="CASCADE"), index=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("review_cases.id", ondelete="CASCADE"), index=True)
     label: Mapped[str] = mapped_column(String(32))
     confidence: Mapped[int] = mapped_column(Integer)                   # 1 (a guess) to 5 (certain)
     note: Mapped[str] = mapped_column(Text, default="")
@@ -113,7 +114,8 @@ class Answer(Base):
 
 
 def _version_1(connection: Connection) -> None:
-    """The first schema: sessions, cases, readers and answers."""
+    """The first schema: sessions, cases, readers and answers (tables named review_* so that they can share a
+    database with others)."""
     meta = MetaData()
     Table("review_sessions", meta,
           Column("id", Integer, primary_key=True),
@@ -127,7 +129,7 @@ def _version_1(connection: Connection) -> None:
           Column("source", JSON, nullable=False),
           Column("model", JSON, nullable=False),
           Column("created_at", DateTime(timezone=True), nullable=False))
-    Table("cases", meta,
+    Table("review_cases", meta,
           Column("id", Integer, primary_key=True),
           Column("session_id", Integer, ForeignKey("review_sessions.id", ondelete="CASCADE"), nullable=False,
                  index=True),
@@ -140,18 +142,19 @@ def _version_1(connection: Connection) -> None:
           Column("model_probabilities", JSON),
           Column("model_flags", JSON),
           UniqueConstraint("session_id", "position"))
-    Table("readers", meta,
+    Table("review_readers", meta,
           Column("id", Integer, primary_key=True),
           Column("session_id", Integer, ForeignKey("review_sessions.id", ondelete="CASCADE"), nullable=False,
                  index=True),
           Column("name", String(NAME_LENGTH), nullable=False),
+          Column("name_key", String(4 * NAME_LENGTH), nullable=False),
           Column("key", String(64), nullable=False, unique=True),
           Column("joined_at", DateTime(timezone=True), nullable=False),
-          UniqueConstraint("session_id", "name"))
-    Table("answers", meta,
+          UniqueConstraint("session_id", "name_key"))
+    Table("review_answers", meta,
           Column("id", Integer, primary_key=True),
-          Column("reader_id", Integer, ForeignKey("readers.id", ondelete="CASCADE"), nullable=False, index=True),
-          Column("case_id", Integer, ForeignKey("cases.id", ondelete="CASCADE"), nullable=False, index=True),
+          Column("reader_id", Integer, ForeignKey("review_readers.id", ondelete="CASCADE"), nullable=False, index=True),
+          Column("case_id", Integer, ForeignKey("review_cases.id", ondelete="CASCADE"), nullable=False, index=True),
           Column("label", String(32), nullable=False),
           Column("confidence", Integer, nullable=False),
           Column("note", Text, nullable=False),
@@ -161,7 +164,7 @@ def _version_1(connection: Connection) -> None:
           Column("revised_note", Text),
           Column("revised_at", DateTime(timezone=True)),
           UniqueConstraint("reader_id", "case_id"))
-    meta.create_all(connection)
+    meta.create_all(connection, checkfirst=False)  # a table of that name already there is an error, not adopted
 
 
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
@@ -182,8 +185,9 @@ def upgrade(engine: Engine) -> int:
     """Bring the database to :data:`SCHEMA_VERSION`, in one transaction that holds the database's write lock, so that
     a second process waits and then finds nothing to do. Returns the version it was at. A database written by a
     newer version of the application is refused, untouched."""
-    with engine.begin() as connection:
+    with writing(engine).begin() as connection:
         if connection.dialect.name == "postgresql":
+            connection.execute(text("SET LOCAL lock_timeout = '60s'"))  # a stuck upgrade elsewhere: an error, not a hang
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         found = schema_version(connection)
         if found > SCHEMA_VERSION:
@@ -204,10 +208,19 @@ def upgrade(engine: Engine) -> int:
 # Opening a database
 
 
+WRITE_OPTION = "review_write"
+
+
+def writing(engine: Engine) -> Engine:
+    """The engine for a transaction that writes. On SQLite it begins IMMEDIATE, taking the write lock at once: a
+    deferred transaction that reads and then writes can fail at once with 'database is locked' when another writer
+    came first, whatever the busy timeout. Reads begin deferred and never wait for writers (WAL)."""
+    return engine.execution_options(**{WRITE_OPTION: True})
+
+
 def _sqlite_settings(engine: Engine) -> None:
-    """WAL, full synchronous commits, foreign keys, a busy wait; and transactions that SQLAlchemy begins itself,
-    IMMEDIATE (taking the write lock at once): a deferred transaction that reads and then writes can fail at once with
-    'database is locked' when another writer came first, whatever the busy timeout."""
+    """WAL, full synchronous commits, foreign keys and a busy wait on every connection; the driver's own implicit
+    transactions replaced by SQLAlchemy's, IMMEDIATE for writes (:func:`writing`)."""
 
     @event.listens_for(engine, "connect")
     def configure(dbapi_connection, _record):
@@ -219,7 +232,8 @@ def _sqlite_settings(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def begin(connection):
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if connection.get_execution_options().get(WRITE_OPTION)
+                                   else "BEGIN")
 
 
 _engines: dict[str, Engine] = {}
@@ -236,7 +250,9 @@ def open_database(url: str) -> Engine:
         try:
             parsed = make_url(url)
             sqlite = parsed.get_backend_name() == "sqlite"
-            options = {"poolclass": NullPool} if sqlite else {"pool_pre_ping": True}
+            options = ({"poolclass": NullPool} if sqlite else
+                       {"pool_pre_ping": True, **({"connect_args": {"connect_timeout": 10}}
+                                                  if parsed.get_backend_name() == "postgresql" else {})})
             engine = create_engine(parsed, **options)
         except (ArgumentError, NoSuchModuleError, ImportError) as error:
             raise ReviewError(f"the review database address is not usable ({error.__class__.__name__}: "

@@ -21,7 +21,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.review.errors import ReviewError
-from core.review.schema import NAME_LENGTH, NOTE_LENGTH, Answer, Case, Reader, ReviewSession, utc_now
+from core.review.schema import (NAME_LENGTH, NOTE_LENGTH, PATH_LENGTH, Answer, Case, Reader, ReviewSession, utc_now,
+                                 writing)
 
 MODES = {"blinded": "Blinded: each reader commits an answer before seeing the model's",
          "open": "Open: the model's answer, heatmap and reference are shown with the scan"}
@@ -86,6 +87,7 @@ class ReaderView:
     id: int
     name: str
     session_id: int
+    joined_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -108,10 +110,11 @@ def _new_key() -> str:
     return secrets.token_urlsafe(16)
 
 
-def clean_text(value: str, what: str, limit: int, required: bool = True) -> str:
-    """``value`` with control characters removed and surrounding space trimmed; refused when empty (if required)
-    or longer than ``limit`` characters."""
-    cleaned = "".join(ch for ch in str(value) if unicodedata.category(ch)[0] != "C" or ch in "\n\t").strip()
+def clean_text(value: str, what: str, limit: int, required: bool = True, single_line: bool = False) -> str:
+    """``value`` with control characters removed (line breaks and tabs too when ``single_line``) and surrounding
+    space trimmed; refused when empty (if required) or longer than ``limit`` characters."""
+    kept = "" if single_line else "\n\t"
+    cleaned = "".join(ch for ch in str(value) if unicodedata.category(ch)[0] != "C" or ch in kept).strip()
     if required and not cleaned:
         raise ReviewError(f"the {what} is empty")
     if len(cleaned) > limit:
@@ -119,9 +122,39 @@ def clean_text(value: str, what: str, limit: int, required: bool = True) -> str:
     return cleaned
 
 
+def clean_name(value: str) -> str:
+    return clean_text(value, "reader's name", NAME_LENGTH, single_line=True)
+
+
+def name_key(name: str) -> str:
+    """How names are compared within a session: "Ann", "ann" and "Ａｎｎ" (full-width) are one name."""
+    return " ".join(unicodedata.normalize("NFKC", name).casefold().split())
+
+
+def shortened(value: str, limit: int) -> str:
+    """A title from a file name or a path: control characters removed, cut to ``limit`` characters."""
+    cleaned = "".join(ch for ch in str(value) if unicodedata.category(ch)[0] != "C").strip() or "(no name)"
+    return cleaned if len(cleaned) <= limit else cleaned[:limit - 1] + "…"
+
+
+def _plausible_code(code: str) -> bool:
+    """Whether a code from an address could be a session code at all (they are 12 URL-safe characters): anything
+    else is refused before it reaches the database, which may reject odd bytes with an error of its own."""
+    return isinstance(code, str) and 0 < len(code) <= 64 and code.isascii() and code.isprintable()
+
+
+def _utc(value: dt.datetime | None) -> dt.datetime | None:
+    """A time read back from the database, in UTC (SQLite returns the stored UTC time without its zone)."""
+    return value.replace(tzinfo=dt.timezone.utc) if value is not None and value.tzinfo is None else value
+
+
+def _reader_view(row: Reader) -> ReaderView:
+    return ReaderView(row.id, row.name, row.session_id, _utc(row.joined_at))
+
+
 def _session_view(row: ReviewSession) -> SessionView:
     return SessionView(row.id, row.code, row.name, row.mode, row.kind, row.joinable, list(row.classes),
-                       dict(row.source), dict(row.model), row.created_at)
+                       dict(row.source), dict(row.model), _utc(row.created_at))
 
 
 def _case_view(row: Case) -> CaseView:
@@ -131,7 +164,7 @@ def _case_view(row: Case) -> CaseView:
 
 
 def _answer_view(row: Answer) -> AnswerView:
-    return AnswerView(row.case_id, row.label, row.confidence, row.note, row.answered_at, row.heatmap_rating,
+    return AnswerView(row.case_id, row.label, row.confidence, row.note, _utc(row.answered_at), row.heatmap_rating,
                       row.revised_label, row.revised_note)
 
 
@@ -152,9 +185,12 @@ def create_session(engine: Engine, name: str, cases: Sequence[NewCase], classes:
         raise ReviewError("the session has no cases; choose a run, filter or uploads that give at least one")
     if len(cases) > MAX_CASES:
         raise ReviewError(f"the session would have {len(cases)} cases; at most {MAX_CASES} are allowed")
-    names = [clean_text(n, "reader's name", NAME_LENGTH) for n in readers]
-    if len(set(names)) != len(names):
-        raise ReviewError("two readers have the same name; each reader needs a name of their own")
+    names = [clean_name(n) for n in readers]
+    if len({name_key(n) for n in names}) != len(names):
+        raise ReviewError("two readers have the same name (capitals and spacing aside); each reader needs a name of "
+                          "their own")
+    if not names and not joinable:
+        raise ReviewError("nobody could open this session: name at least one reader, or let readers join by its link")
     if len(names) > MAX_READERS:
         raise ReviewError(f"at most {MAX_READERS} readers can be named")
     for case in cases:
@@ -162,24 +198,28 @@ def create_session(engine: Engine, name: str, cases: Sequence[NewCase], classes:
             if label is not None and label not in classes:
                 raise ReviewError(f"case {case.title!r} has the class {label!r}, which is not one of the session's")
     owner_key, keys = _new_key(), {n: _new_key() for n in names}
-    with Session(engine) as db, db.begin():
+    with Session(writing(engine)) as db, db.begin():
         row = ReviewSession(code=secrets.token_urlsafe(9), owner_key=_digest(owner_key),
                             name=clean_text(name, "session name", NAME_LENGTH), mode=mode, kind=kind,
                             joinable=joinable, classes=list(classes), source=source or {}, model=model or {},
                             created_at=utc_now())
         db.add(row)
         db.flush()
-        db.add_all(Case(session_id=row.id, position=k, image=c.image, image_sha256=c.image_sha256, title=c.title,
+        db.add_all(Case(session_id=row.id, position=k, image=c.image, image_sha256=c.image_sha256,
+                        title=shortened(c.title, PATH_LENGTH),
                         reference=c.reference, model_label=c.model_label,
                         model_probabilities=c.model_probabilities, model_flags=c.model_flags)
                     for k, c in enumerate(cases))
-        db.add_all(Reader(session_id=row.id, name=n, key=_digest(k), joined_at=utc_now()) for n, k in keys.items())
+        db.add_all(Reader(session_id=row.id, name=n, name_key=name_key(n), key=_digest(k), joined_at=utc_now())
+                   for n, k in keys.items())
         db.flush()
         view = _session_view(row)
     return view, owner_key, keys
 
 
 def session_by_code(engine: Engine, code: str) -> SessionView:
+    if not _plausible_code(code):
+        raise ReviewError("no review session has this code; check the link")
     with Session(engine) as db:
         row = db.scalar(select(ReviewSession).where(ReviewSession.code == str(code)))
         if row is None:
@@ -226,16 +266,20 @@ def join(engine: Engine, code: str, name: str) -> tuple[ReaderView, str]:
     session = session_by_code(engine, code)
     if not session.joinable:
         raise ReviewError("this session does not take new readers; ask the organiser for your personal link")
-    name = clean_text(name, "reader's name", NAME_LENGTH)
+    name = clean_name(name)
     key = _new_key()
     try:
-        with Session(engine) as db, db.begin():
+        with Session(writing(engine)) as db, db.begin():
+            current = db.get(ReviewSession, session.id, with_for_update=True)  # joins wait for each other (PostgreSQL)
+            if not current.joinable:
+                raise ReviewError("this session no longer takes new readers; ask the organiser for your personal link")
             if db.scalar(select(func.count(Reader.id)).where(Reader.session_id == session.id)) >= MAX_READERS:
                 raise ReviewError(f"this session already has {MAX_READERS} readers, the most it can take")
-            row = Reader(session_id=session.id, name=name, key=_digest(key), joined_at=utc_now())
+            row = Reader(session_id=session.id, name=name, name_key=name_key(name), key=_digest(key),
+                         joined_at=utc_now())
             db.add(row)
             db.flush()
-            view = ReaderView(row.id, row.name, row.session_id)
+            view = _reader_view(row)
     except IntegrityError:
         raise ReviewError(f"a reader called {name!r} has already joined this session; to go on reading as them, "
                           "open your personal link; otherwise choose another name") from None
@@ -247,14 +291,14 @@ def reader_by_key(engine: Engine, key: str) -> ReaderView:
         row = db.scalar(select(Reader).where(Reader.key == _digest(str(key))))
         if row is None:
             raise ReviewError("this reader's link is not valid; ask the organiser for your personal link")
-        return ReaderView(row.id, row.name, row.session_id)
+        return _reader_view(row)
 
 
 def new_reader_key(engine: Engine, session: SessionView, reader_id: int) -> str:
     """A new personal key for a reader of the session (the organiser's remedy for a lost link); the old key stops
     working. Returns the new key."""
     key = _new_key()
-    with Session(engine) as db, db.begin():
+    with Session(writing(engine)) as db, db.begin():
         row = db.get(Reader, reader_id)
         if row is None or row.session_id != session.id:
             raise ReviewError("no such reader in this session")
@@ -265,7 +309,13 @@ def new_reader_key(engine: Engine, session: SessionView, reader_id: int) -> str:
 def session_readers(engine: Engine, session_id: int) -> list[ReaderView]:
     with Session(engine) as db:
         rows = db.scalars(select(Reader).where(Reader.session_id == session_id).order_by(Reader.id))
-        return [ReaderView(r.id, r.name, r.session_id) for r in rows]
+        return [_reader_view(r) for r in rows]
+
+
+def set_joinable(engine: Engine, session: SessionView, joinable: bool) -> None:
+    """Open or close the session's join link (the organiser's choice; named readers keep their personal links)."""
+    with Session(writing(engine)) as db, db.begin():
+        db.get(ReviewSession, session.id).joinable = bool(joinable)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -300,7 +350,7 @@ def commit_answer(engine: Engine, reader: ReaderView, case_id: int, label: str, 
     if not isinstance(confidence, int) or isinstance(confidence, bool) or confidence not in CONFIDENCES:
         raise ReviewError("the confidence must be a whole number from 1 (a guess) to 5 (certain)")
     try:
-        with Session(engine) as db, db.begin():
+        with Session(writing(engine)) as db, db.begin():
             case, session = _own_case(db, reader, case_id)
             if label not in session.classes:
                 raise ReviewError(f"{label!r} is not one of this session's classes")
@@ -326,7 +376,7 @@ def rate_heatmap(engine: Engine, reader: ReaderView, case_id: int, rating: str |
     """After the reveal: whether the model's heatmap points at the right place (None takes the rating back)."""
     if rating is not None and rating not in RATINGS:
         raise ReviewError(f"unknown heatmap rating {rating!r}; choose one of {', '.join(RATINGS)}")
-    with Session(engine) as db, db.begin():
+    with Session(writing(engine)) as db, db.begin():
         _own_answer(db, reader, case_id).heatmap_rating = rating
 
 
@@ -334,7 +384,7 @@ def change_mind(engine: Engine, reader: ReaderView, case_id: int, label: str | N
     """After the reveal: the class the reader would now give (None withdraws it), kept beside the committed answer,
     which does not change."""
     note = clean_text(note, "note", NOTE_LENGTH, required=False)
-    with Session(engine) as db, db.begin():
+    with Session(writing(engine)) as db, db.begin():
         row = _own_answer(db, reader, case_id)
         if label is not None and label not in db.get(ReviewSession, reader.session_id).classes:
             raise ReviewError(f"{label!r} is not one of this session's classes")
@@ -356,7 +406,7 @@ def session_answers(engine: Engine, session: SessionView) -> list[dict]:
                           .join(Reader, Answer.reader_id == Reader.id).join(Case, Answer.case_id == Case.id)
                           .where(Reader.session_id == session.id).order_by(Reader.id, Case.position))
         return [{"reader": name, "reader_id": a.reader_id, "case_id": a.case_id, "position": position,
-                 "label": a.label, "confidence": a.confidence, "note": a.note, "answered_at": a.answered_at,
+                 "label": a.label, "confidence": a.confidence, "note": a.note, "answered_at": _utc(a.answered_at),
                  "heatmap_rating": a.heatmap_rating, "revised_label": a.revised_label, "revised_note": a.revised_note}
                 for a, name, position in rows]
 
