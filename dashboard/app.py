@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -16,21 +17,29 @@ from dashboard.common import error_boundary, model_sidebar  # noqa: E402
 st.set_page_config(page_title="Brain-tumour MRI classifier", page_icon="🧠", layout="wide")
 
 PREDICT = st.Page(ROOT / "dashboard/app_pages/predict.py", title="Predict", icon="🔍", url_path="predict")
-PAGES = [PREDICT,
-         st.Page(ROOT / "dashboard/app_pages/runs.py", title="Evaluation runs", icon="📊", url_path="runs"),
-         st.Page(ROOT / "dashboard/app_pages/compare.py", title="Compare runs", icon="⚖️", url_path="compare"),
-         st.Page(ROOT / "dashboard/app_pages/review.py", title="Review sessions", icon="🩺", url_path="review")]
+ALL_PAGES = [PREDICT,
+             st.Page(ROOT / "dashboard/app_pages/runs.py", title="Evaluation runs", icon="📊", url_path="runs"),
+             st.Page(ROOT / "dashboard/app_pages/compare.py", title="Compare runs", icon="⚖️", url_path="compare"),
+             st.Page(ROOT / "dashboard/app_pages/review.py", title="Review sessions", icon="🩺", url_path="review")]
+PAGES_ENV = "BRAIN_MRI_PAGES"  # e.g. "review": a server for the readers of a blinded study, with no other page
+wanted = {p.strip() for p in os.environ.get(PAGES_ENV, "").split(",") if p.strip()}
+PAGES = [page for page in ALL_PAGES if not wanted or page.url_path in wanted] or ALL_PAGES
+# A reader in a review (or someone joining one) sees that page alone: no page list, no model panel, nothing that
+# shows the model's answers or the runs' cases before they commit their own.
+READING = bool(st.query_params.get("reader") or st.query_params.get("session"))
 
 
 def start() -> None:
-    """The address without a page ("/"): on to Predict, keeping any query parameters. Streamlit serves its default
-    page at "/" only, whatever its url_path, so Predict itself is not the default: that way /predict works too."""
-    st.switch_page(PREDICT, query_params=st.query_params.to_dict())
+    """The address without a page ("/"): on to the first page (Predict), keeping any query parameters. Streamlit
+    serves its default page at "/" only, whatever its url_path, so that page itself is not the default: that way
+    /predict works too."""
+    st.switch_page(PAGES[0], query_params=st.query_params.to_dict())
 
 
 navigation = st.navigation([st.Page(start, title="Start", default=True, url_path="start", visibility="hidden"),
-                            *PAGES])
-with error_boundary("The model panel", st.sidebar):
-    model_sidebar()
+                            *PAGES], position="hidden" if READING or len(PAGES) == 1 else "sidebar")
+if not READING:
+    with error_boundary("The model panel", st.sidebar):
+        model_sidebar()
 with error_boundary("This page"):  # the last line of defence: a page that fails still leaves the app usable
     navigation.run()

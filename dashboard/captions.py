@@ -29,6 +29,13 @@ def md(value) -> str:
     return _MARKDOWN.sub(lambda match: f"&#{ord(match.group())};", text)
 
 
+def sentence(error) -> str:
+    """An error's message shown on its own: markdown-safe, with a capital letter and a full stop."""
+    text = str(error).strip()
+    text = text[:1].upper() + text[1:]
+    return md(text if text.endswith((".", "!", "?")) else text + ".")
+
+
 def layer_label(name: str) -> str:
     """A layer as a picker shows it, short enough for a narrow column: 'layer4 (7 x 7)'."""
     from core.explain import LAYERS

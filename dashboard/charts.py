@@ -46,9 +46,10 @@ def probability_bars(classes: list[str], probabilities: np.ndarray, highlight: i
     return _layout(figure, height=200, margin=dict(l=0, r=0, t=10, b=0))
 
 
-def confusion_matrix_figure(matrix: list[list[int]], classes: list[str], normalise: bool = False) -> go.Figure:
+def confusion_matrix_figure(matrix: list[list[int]], classes: list[str], normalise: bool = False,
+                            axes: tuple[str, str] = ("true class", "predicted class")) -> go.Figure:
     """Counts or row-normalised shares (each true class sums to 1). Every cell is also a clickable point
-    whose ``customdata`` is (true class, predicted class)."""
+    whose ``customdata`` is (true class, predicted class). ``axes``: the titles of the rows and the columns."""
     counts = np.asarray(matrix, dtype=float)
     rows = counts.sum(axis=1, keepdims=True)
     shares = np.divide(counts, rows, out=np.zeros_like(counts), where=rows > 0)
@@ -70,8 +71,8 @@ def confusion_matrix_figure(matrix: list[list[int]], classes: list[str], normali
         customdata=[[classes[i], classes[j]] for i, j in zip(true_idx.ravel(), pred_idx.ravel())],
         hovertemplate="true %{y}, predicted %{x}: %{text}<br>click to list these cases<extra></extra>",
         showlegend=False))
-    figure.update_xaxes(title="predicted class", side="bottom", type="category")
-    figure.update_yaxes(title="true class", autorange="reversed", type="category")
+    figure.update_xaxes(title=axes[1], side="bottom", type="category")
+    figure.update_yaxes(title=axes[0], autorange="reversed", type="category")
     return _layout(figure, height=420, clickmode="event+select", dragmode=False)
 
 

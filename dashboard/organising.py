@@ -15,7 +15,7 @@ from core.review.cases import (ORDERS, SELECTIONS, cases_from_run, cases_from_up
                                run_model, run_source)
 from core.review.store import KINDS, MODES, RATINGS, CaseView, SessionView
 from core.runs import RunError
-from dashboard.captions import md
+from dashboard.captions import md, sentence
 from dashboard.charts import confusion_matrix_figure
 from dashboard.common import (ROOT, current_model_path, data_dir, error_boundary, file_digest, found_runs,
                               get_classifier, checkpoint_file, load_run, run_images_root, run_title)
@@ -40,10 +40,10 @@ def start_page(engine) -> None:
              "and with the model. A teaching quiz is the same blinded flow for a class, with a score and a "
              "leaderboard.")
     with st.container(border=True):
-        code = st.text_input("Have a session code? Join it", key="review.join_code", max_chars=40,
-                             placeholder="the code at the end of the link you were given")
-        if st.button("Join", key="review.join_go", disabled=not code.strip()):
-            st.query_params.from_dict({JOIN: code.strip()})
+        given = st.text_input("Have a session's link or code? Join it", key="review.join_code", max_chars=2000,
+                              placeholder="paste the link you were given, or the code at its end")
+        if st.button("Join", key="review.join_go", disabled=not given.strip()):
+            st.query_params.from_dict({JOIN: session_code(given)})
             st.rerun()
     st.subheader("Start a session")
     name = st.text_input("Name", key="review.new.name", max_chars=store.NAME_LENGTH,
@@ -70,12 +70,21 @@ def start_page(engine) -> None:
                 engine, name, cases, classes, mode="blinded" if kind == "quiz" else mode, kind=kind,
                 readers=names, joinable=joinable, source=origin, model=model)
         except ReviewError as error:
-            st.error(md(error))
+            st.error(sentence(error))
             return
         keep_uploads(data_dir(), blobs)  # the scans reach the disk only once the session exists
         st.session_state.setdefault(CREATED_KEY, {})[session.id] = reader_keys
         st.query_params.from_dict({ORGANISER: owner_key})
         st.rerun()
+
+
+def session_code(given: str) -> str:
+    """The session code in a pasted join link (its ?session= parameter), or the text itself when it is a code."""
+    from urllib.parse import parse_qs, urlsplit
+
+    given = given.strip()
+    found = parse_qs(urlsplit(given).query).get(JOIN) if "?" in given else None
+    return found[0].strip() if found else given
 
 
 def order_choice(prefix: str) -> tuple[str, int]:
@@ -95,7 +104,8 @@ def run_cases() -> tuple[list, dict, dict, list, dict] | None:
     chosen = st.selectbox("Evaluation run", [str(p) for p in runs], format_func=run_title, key="review.new.run")
     run = load_run(chosen)
     c1, c2, c3 = st.columns(3)
-    selection = c1.selectbox("Which cases", list(SELECTIONS), format_func=SELECTIONS.get, key="review.new.selection")
+    selection = c1.selectbox("Which cases", list(SELECTIONS), index=list(SELECTIONS).index("sample"),
+                             format_func=SELECTIONS.get, key="review.new.selection")
     only = c2.selectbox("Of the class", ["any", *run.classes], key="review.new.class",
                         format_func=lambda c: "any class" if c == "any" else label(c))
     count = c3.number_input("How many", 1, store.MAX_CASES, 20, key="review.new.count",
@@ -107,7 +117,7 @@ def run_cases() -> tuple[list, dict, dict, list, dict] | None:
     try:
         cases = cases_from_run(run, images_root, **choice)
     except (ReviewError, ValueError) as error:
-        st.error(md(error))
+        st.error(sentence(error))
         return None
     if images_root is None:
         st.warning("The run's images are not on this machine (set the datasets folder in the sidebar): readers would "
@@ -159,7 +169,10 @@ def organiser_page(engine, key: str) -> None:
               else "uploaded scans")
     st.caption(f"{KINDS[session.kind]} · {MODES[session.mode]} · {len(cases)} cases from {origin} · model "
                f"{md(session.model.get('path') or '?')}. This is the organiser's page: keep its address private.")
-    links(engine, session)
+    if st.button("Start another session", key="review.home.new", icon=":material/add:"):
+        st.query_params.clear()
+        st.rerun()
+    links(engine, session, key)
     live, summary, export = st.tabs(["Answers as they come", "Summary", "Export and report"])
     with live:
         c1, c2 = st.columns(2)
@@ -182,17 +195,20 @@ def cached_summary(table: pd.DataFrame, classes: tuple[str, ...], cases: int) ->
     return session_summary(table, list(classes), cases=cases)
 
 
-def links(engine, session: SessionView) -> None:
+def links(engine, session: SessionView, key: str) -> None:
     created = st.session_state.get(CREATED_KEY, {}).get(session.id)
-    with st.expander("Links to hand out", expanded=bool(created)):
+    if session.joinable:  # shown, not folded away: it is what a class is given, on the projector or by message
+        st.markdown("**Join link** (anyone with it joins under a name of their own):")
+        st.code(page_link(**{JOIN: session.code}), language=None)
+    with st.expander("Your organiser's link, the readers' links, and who may join", expanded=bool(created)):
+        st.markdown("**This page** (bookmark it: it is the only way back to the session's answers; keep it private):")
+        st.code(page_link(**{ORGANISER: key}), language=None)
         joinable = st.toggle("Readers may join by the session's link", value=session.joinable,
                              key=f"review.joinable.{session.id}",
                              help="Close it once the class has joined: nobody can then come in under a second name")
         if joinable != session.joinable:
             store.set_joinable(engine, session, joinable)
-        if joinable:
-            st.markdown("**Join link** (anyone with it joins under a name of their own):")
-            st.code(page_link(**{JOIN: session.code}), language=None)
+            st.rerun()
         if created:
             st.markdown("**Personal links** (shown once; each opens one reader's own reading):")
             for name, reader_key in created.items():
@@ -283,18 +299,20 @@ def summary_view(session: SessionView, cases: list[CaseView], table: pd.DataFram
     st.plotly_chart(confusion_matrix_figure(confusion(table[table["reader"] == who], session.classes)
                                             .to_numpy().tolist(), session.classes), width="stretch",
                     key="review.summary.confusion")
-    left, right = st.columns(2)
     difficulty = summary["difficulty"].head(20).assign(reference=lambda t: t["reference"].map(label),
                                                        model=lambda t: t["model"].map(label))
-    left.markdown("**Hardest cases** (share of readers wrong)")
-    left.dataframe(difficulty, hide_index=True, width="stretch",
-                   column_config={"share_wrong": st.column_config.ProgressColumn("share wrong", min_value=0,
-                                                                                   max_value=1, format="percent")})
-    right.markdown("**Heatmap ratings** (after the reveal)")
-    right.dataframe(summary["ratings"].rename(index=RATINGS), width="stretch")
-    st.markdown(f"**Where reader and model disagree** ({len(summary['disagreements'])} answers)")
-    st.dataframe(summary["disagreements"][["reader", "case", "image", "answer", "model", "reference", "confidence",
-                                           "note"]], hide_index=True, width="stretch")
+    st.markdown("**Hardest cases** (share of readers wrong)")
+    st.dataframe(difficulty, hide_index=True, width="stretch",
+                 column_config={"share_wrong": st.column_config.ProgressColumn("share wrong", min_value=0,
+                                                                                 max_value=1, format="percent")})
+    st.markdown("**Heatmap ratings** (after the reveal)")
+    st.dataframe(summary["ratings"].rename(index=RATINGS), width="content")
+    disagreeing = summary["disagreements"]
+    st.markdown(f"**Where reader and model disagree** ({len(disagreeing)} answer{'s' if len(disagreeing) != 1 else ''})")
+    shown = disagreeing[["reader", "case", "image", "answer", "model", "reference", "confidence", "note"]].copy()
+    for column in ("answer", "model", "reference"):
+        shown[column] = shown[column].map(label)
+    st.dataframe(shown, hide_index=True, width="stretch")
     missed_for_discussion(session, cases, summary["difficulty"])
 
 
@@ -324,22 +342,32 @@ def csv_bytes(table: pd.DataFrame) -> bytes:
     return table.map(safe).to_csv(index=False).encode()
 
 
+def file_stem(session: SessionView) -> str:
+    """The start of the session's download names: its date and name, in characters every file system takes."""
+    import re
+
+    name = re.sub(r"[^A-Za-z0-9]+", "-", session.name).strip("-")[:40] or "session"
+    return f"{session.created_at:%Y-%m-%d}-{name}"
+
+
 def export_view(session: SessionView, cases: list[CaseView], table: pd.DataFrame, summary: dict | None) -> None:
-    st.download_button("Every answer (CSV)", csv_bytes(table), file_name="answers.csv", mime="text/csv",
+    stem = file_stem(session)
+    st.download_button("Every answer (CSV)", csv_bytes(table), file_name=f"{stem}-answers.csv", mime="text/csv",
                        key="review.export.answers", icon=":material/download:")
     if summary is None:
         return
     for name, title in (("readers", "Reader summary"), ("difficulty", "Case difficulty"),
                         ("disagreements", "Disagreements with the model")):
-        st.download_button(f"{title} (CSV)", csv_bytes(summary[name]), file_name=f"{name}.csv", mime="text/csv",
+        st.download_button(f"{title} (CSV)", csv_bytes(summary[name]), file_name=f"{stem}-{name}.csv", mime="text/csv",
                            key=f"review.export.{name}", icon=":material/download:")
-    st.download_button("Heatmap ratings (CSV)", csv_bytes(summary["ratings"].reset_index()), file_name="ratings.csv",
+    st.download_button("Heatmap ratings (CSV)", csv_bytes(summary["ratings"].reset_index()),
+                       file_name=f"{stem}-ratings.csv",
                        mime="text/csv", key="review.export.ratings", icon=":material/download:")
     if st.button("Prepare the session report (PDF)", key="review.export.prepare", icon=":material/picture_as_pdf:"):
         st.session_state["review.export.pdf"] = (session.id, session_report_pdf(session, cases, table, summary))
     prepared = st.session_state.get("review.export.pdf")
     if prepared and prepared[0] == session.id:
-        st.download_button("Download the session report", prepared[1], file_name="session-report.pdf",
+        st.download_button("Download the session report", prepared[1], file_name=f"{stem}-report.pdf",
                            mime="application/pdf", key="review.export.pdf_download")
 
 

@@ -12,7 +12,7 @@ from core.review import ReviewError
 from core.review import store
 from core.review.agreement import answers_table, confusion, reader_summary
 from core.review.store import CONFIDENCES, RATINGS, AnswerView, CaseView, ReaderView, SessionView
-from dashboard.captions import md
+from dashboard.captions import md, sentence
 from dashboard.charts import confusion_matrix_figure, probability_bars
 from dashboard.common import error_boundary
 from dashboard.sessions import case_pictures, label, pil, with_interval
@@ -110,6 +110,9 @@ def show_case(engine, session: SessionView, reader: ReaderView, case: CaseView, 
     if answer is not None:
         after_reveal(engine, session, reader, case, answer)
         case_report_button(session, reader, case, answer, pictures)
+        if st.button("Next case ▶", key="review.next_below", type="primary"):
+            st.session_state[position_key(reader)] = case.position + 1
+            st.rerun()
 
 
 def answer_form(engine, session: SessionView, reader: ReaderView, case: CaseView) -> None:
@@ -127,7 +130,7 @@ def answer_form(engine, session: SessionView, reader: ReaderView, case: CaseView
             try:
                 store.commit_answer(engine, reader, case.id, chosen, int(confidence), note)
             except ReviewError as error:
-                st.error(md(error))
+                st.error(sentence(error))
                 return
             st.rerun()
 
@@ -162,14 +165,18 @@ def model_answer(session: SessionView, case: CaseView) -> None:
 
 
 def after_reveal(engine, session: SessionView, reader: ReaderView, case: CaseView, answer: AnswerView) -> None:
-    """The heatmap rating and a change of mind; the committed answer itself stays as it is."""
-    ratings = list(RATINGS)
-    rating = st.radio("Does the heatmap point at the right place?", ratings, horizontal=True,
-                      index=ratings.index(answer.heatmap_rating) if answer.heatmap_rating in ratings else None,
-                      format_func=RATINGS.get, key=f"review.rating.{case.id}")
-    if rating != answer.heatmap_rating and rating is not None:
-        store.rate_heatmap(engine, reader, case.id, rating)
-        st.toast("Heatmap rating saved")
+    """The heatmap rating and a change of mind; the committed answer itself stays as it is. The rating is saved with
+    its own button: a radio saved on click sat where "Commit answer" had been, and a second click on that button
+    rated the heatmap for the reader."""
+    if case.reference != store.NO_TUMOUR:
+        with st.form(f"review.rate.{case.id}", border=False):
+            options = [None, *RATINGS]
+            rating = st.radio("Does the heatmap point at the right place?", options, horizontal=True,
+                              index=options.index(answer.heatmap_rating) if answer.heatmap_rating in options else 0,
+                              format_func=lambda r: "not rated" if r is None else RATINGS[r])
+            if st.form_submit_button("Save the rating") and rating != answer.heatmap_rating:
+                store.rate_heatmap(engine, reader, case.id, rating)
+                st.toast("Heatmap rating saved")
     with st.expander("Changed your mind?" + (f" (recorded: {label(answer.revised_label)})"
                                              if answer.revised_label else "")):
         with st.form(f"review.revise.{case.id}", border=False):
@@ -209,16 +216,20 @@ def finished(engine, session: SessionView, reader: ReaderView, cases: list[CaseV
             "revised_note": a.revised_note, "answered_at": a.answered_at} for a in answers.values()]
     table = answers_table(cases, own)
     summary = reader_summary(table, session.classes).iloc[0]
-    a, b, c = st.columns(3)
-    a.metric("Your accuracy", with_interval(summary["accuracy"], summary["accuracy_low"], summary["accuracy_high"]),
-             help="Against the reference, with its 95% Wilson interval")
-    b.metric("The model's, same cases", with_interval(summary["model_accuracy"], summary["model_accuracy_low"],
-                                                     summary["model_accuracy_high"]))
-    c.metric("Agreement with the model (Cohen's κ)", with_interval(summary["kappa_model"], summary["kappa_model_low"],
-                                                                    summary["kappa_model_high"]))
+    columns = st.columns(2 if session.kind == "quiz" else 3)
+    columns[0].metric("Your accuracy", with_interval(summary["accuracy"], summary["accuracy_low"],
+                                                     summary["accuracy_high"]),
+                      help="Share of your answers that match the reference, with its 95% Wilson interval")
+    columns[1].metric("The model's, same cases", with_interval(summary["model_accuracy"], summary["model_accuracy_low"],
+                                                               summary["model_accuracy_high"]))
+    if session.kind != "quiz":  # agreement statistics are for reviewers; students get their score and the model's
+        columns[2].metric("Agreement with the model (Cohen's κ)",
+                          with_interval(summary["kappa_model"], summary["kappa_model_low"], summary["kappa_model_high"]),
+                          help="1: the same answers as the model; 0: no more alike than chance would make them")
     if table["reference"].notna().any():
         st.plotly_chart(confusion_matrix_figure(confusion(table, session.classes).to_numpy().tolist(),
-                                                session.classes), width="stretch", key="review.own_confusion")
+                                                session.classes, axes=("reference", "your answer")),
+                        width="stretch", key="review.own_confusion")
     revisit = st.selectbox("Look at a case again", [c.position for c in cases], format_func=lambda p: f"Case {p + 1}",
                            index=None, key="review.revisit")
     if revisit is not None:

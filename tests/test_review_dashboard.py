@@ -82,7 +82,10 @@ def read_every_case(at, answers: list[tuple[str, int]], rating: str = "right", n
         button(at, "Commit answer").click().run()
         assert not problems(at), problems(at)
         assert revealed(texts(at)) and len(at.image) == 2  # revealed: the heatmap beside the scan
-        at.radio(key=next(r.key for r in at.radio if r.label.startswith("Does the heatmap"))).set_value(rating).run()
+        rate = [r for r in at.radio if r.label.startswith("Does the heatmap")]  # not asked of a no-tumour case
+        if rate:
+            rate[0].set_value(rating)
+            button(at, "Save the rating").click().run()
         if number < len(answers):
             button(at, "Next ▶").click().run()
 
@@ -178,4 +181,21 @@ def test_a_reader_cannot_open_another_session_or_the_organisers_view_with_a_made
     at = review_page(organiser="not-a-key")
     assert any("not valid" in e.value for e in at.error)
     at = review_page(session="no-such-code")
-    assert any("no review session has this code" in e.value for e in at.error)
+    assert any("No review session has this code" in e.value for e in at.error)
+
+
+def test_a_reader_sees_the_review_alone_and_a_reader_server_can_serve_nothing_else(monkeypatch):
+    at = review_page(reader="not-a-key")
+    assert not at.sidebar.caption and not at.sidebar.selectbox  # no model panel, no page list, no test figures
+    at = review_page()
+    assert at.sidebar.selectbox  # the organiser's start page keeps the model panel (uploads are answered by it)
+    monkeypatch.setenv("BRAIN_MRI_PAGES", "review")
+    at = AppTest.from_file(APP, default_timeout=180).run()
+    assert at.title[0].value == "Review sessions and quizzes" and not problems(at)
+
+
+def test_a_pasted_join_link_is_read_for_its_code():
+    from dashboard.organising import session_code
+
+    assert session_code(" http://10.0.0.5:8501/review?session=Ab_c-12 ") == "Ab_c-12"
+    assert session_code("Ab_c-12") == "Ab_c-12"

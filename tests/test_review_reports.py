@@ -165,3 +165,18 @@ def test_names_and_notes_in_other_scripts_keep_their_letters_where_a_unicode_fon
                                   summary=session_summary(table, TWO), gallery=[], created=WHEN)
     _, text = pdf_text(blob)
     assert greek in text and cyrillic in text
+
+
+def test_a_quiz_report_has_its_leaderboard():
+    import dataclasses
+
+    cases, answers = session_parts()
+    table = answers_table(cases, answers)
+    quiz = dataclasses.replace(make_session(), kind="quiz")
+    _, text = pdf_text(session_report(session=quiz, cases=cases, table=table, summary=session_summary(table, TWO),
+                                      gallery=[], created=WHEN))
+    # Ann is right on 3 of 4, Bob on 2 of 4.
+    assert "Leaderboard" in text and re.search(r"1\s+Ann\s+3\s+4", text) and re.search(r"2\s+Bob\s+2\s+4", text)
+    _, review_text = pdf_text(session_report(session=make_session(), cases=cases, table=table,
+                                             summary=session_summary(table, TWO), gallery=[], created=WHEN))
+    assert "Leaderboard" not in review_text

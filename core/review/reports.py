@@ -402,15 +402,33 @@ def _confusion_section(session: SessionView, table: pd.DataFrame) -> list[Flowab
     return story
 
 
+def _leaderboard_section(session: SessionView, table: pd.DataFrame) -> list[Flowable]:
+    """A quiz's scores: right answers against the reference, best first (ties by name)."""
+    if session.kind != "quiz":
+        return []
+    known = table[table["reference"].notna()]
+    scores = known.groupby("reader")["reader_right"].agg(lambda s: int(s.astype(bool).sum())).rename("right")
+    board = pd.concat([scores, known.groupby("reader").size().rename("answered")], axis=1).reset_index()
+    board = board.sort_values(["right", "reader"], ascending=[False, True])
+    rows = [(str(k + 1), r.reader, str(r.right), str(r.answered)) for k, r in enumerate(board.itertuples())]
+    return [Paragraph("Leaderboard", HEADING),
+            _grid([("Place", "Reader", "Right", "Answered"), *rows], widths=[40, 200, 60, 60])]
+
+
 def _hardest_section(summary: dict) -> list[Flowable]:
     difficulty = summary["difficulty"]
     story: list[Flowable] = [Paragraph("Hardest cases", HEADING)]
     if difficulty.empty:
         return story + [_paragraph("No answered case has a reference.")]
+    missed = difficulty[difficulty["wrong"] > 0]
+    if missed.empty:
+        return story + [_paragraph("Every reader was right on every case with a reference.")]
     rows = [(str(r.case), r.image, _class_name(r.reference), _class_name(r.model), str(r.readers), str(r.wrong),
-             f"{100 * r.share_wrong:.0f}%") for r in difficulty.head(HARDEST_SHOWN).itertuples()]
+             f"{100 * r.share_wrong:.0f}%") for r in missed.head(HARDEST_SHOWN).itertuples()]
     header = ("Case", "Image", "Reference", "Model", "Readers", "Wrong", "Share wrong")
-    intro = f"The {min(len(difficulty), HARDEST_SHOWN)} cases most readers got wrong, hardest first."
+    shown = min(len(missed), HARDEST_SHOWN)
+    intro = (f"The {shown} case{'s' if shown != 1 else ''} at least one reader got wrong"
+             f"{f' (of {len(missed)})' if len(missed) > shown else ''}, hardest first.")
     return story + [_paragraph(intro), Spacer(1, 4), _grid([header, *rows], widths=[34, 170, 72, 72, 44, 40, 50])]
 
 
@@ -456,6 +474,6 @@ def session_report(*, session: SessionView, cases: Sequence[CaseView], table: pd
         story.append(Paragraph("Answers", HEADING))
         story.append(_paragraph("No reader has committed an answer yet, so there is nothing to summarise."))
     else:
-        story += [*_readers_section(summary), *_chart_section(summary), *_confusion_section(session, table),
-                  *_hardest_section(summary), *_ratings_section(summary)]
+        story += [*_readers_section(summary), *_leaderboard_section(session, table), *_chart_section(summary),
+                  *_confusion_section(session, table), *_hardest_section(summary), *_ratings_section(summary)]
     return _pdf(story + _gallery_section(gallery), "Session report")

@@ -8,7 +8,7 @@ import streamlit as st
 
 from core.review import ReviewError
 from core.review import store
-from dashboard.captions import md
+from dashboard.captions import md, sentence
 from dashboard.common import review_database
 from dashboard.organising import organiser_page, start_page
 from dashboard.reading import reader_page
@@ -28,7 +28,7 @@ def join_page(engine, code: str) -> None:
             try:
                 _, key = store.join(engine, code, name)
             except ReviewError as error:
-                st.error(md(error))
+                st.error(sentence(error))
                 return
             st.query_params.from_dict({READER: key})
             st.rerun()
@@ -38,7 +38,7 @@ def route() -> None:
     try:
         engine = review_database()
     except ReviewError as error:
-        st.error(f"The review database cannot be used: {md(error)}")
+        st.error(f"The review database cannot be used: {md(error)}.")
         return
     params = st.query_params
     try:
@@ -51,7 +51,7 @@ def route() -> None:
         else:
             start_page(engine)
     except ReviewError as error:
-        st.error(md(error))
+        st.error(sentence(error))
         if st.button("Start page", key="review.home"):
             st.query_params.clear()
             st.rerun()
