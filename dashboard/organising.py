@@ -87,6 +87,25 @@ def session_code(given: str) -> str:
     return found[0].strip() if found else given
 
 
+def reference_editor(cases: list, classes: list[str]) -> pd.DataFrame:
+    """A table of the uploaded scans in which the organiser may give each one's true class (a quiz of one's own
+    scans is then scored); a scan left blank has no reference."""
+    st.caption("Give the true class of each scan you know it for (optional): readers are then scored against it.")
+    table = pd.DataFrame({"scan": [c.title for c in cases], "reference": [None] * len(cases)})
+    return st.data_editor(table, hide_index=True, width="stretch", disabled=["scan"], key="review.new.references",
+                          column_config={"reference": st.column_config.SelectboxColumn(
+                              "reference (optional)", options=[label(c) for c in classes])})
+
+
+def with_references(cases: list, edited: pd.DataFrame, classes: list[str]) -> list:
+    """The cases with the references chosen in the editor (shown by their display names), in the same order."""
+    import dataclasses
+
+    by_label = {label(c): c for c in classes}
+    chosen = [by_label.get(value) if isinstance(value, str) else None for value in edited["reference"]]
+    return [dataclasses.replace(case, reference=reference) for case, reference in zip(cases, chosen)]
+
+
 def order_choice(prefix: str) -> tuple[str, int]:
     """As listed or shuffled (the default: a list sorted by class would tell a blinded reader what comes next)."""
     c1, c2 = st.columns(2)
@@ -148,6 +167,8 @@ def upload_cases() -> tuple[list, dict, dict, list, dict] | None:
     cases, blobs, problems = prepared[1]
     for problem in problems:
         st.warning(md(problem) + " — left out.")
+    if cases:
+        cases = with_references(cases, reference_editor(cases, list(classifier.classes)), list(classifier.classes))
     try:
         path = str(file.resolve().relative_to(ROOT))
     except ValueError:
@@ -285,6 +306,12 @@ def summary_view(session: SessionView, cases: list[CaseView], table: pd.DataFram
     st.markdown("**Readers** (accuracy against the reference with 95% Wilson intervals; Cohen's κ with 95% "
                 "bootstrap intervals over cases)")
     st.dataframe(reader_table(summary["readers"]), hide_index=True, width="stretch")
+    pooled = summary["pooled"]
+    if pooled and pooled["readers"] > 1:
+        st.markdown(f"**All {pooled['readers']} readers together**: right on "
+                    f"{with_interval(pooled['accuracy'], pooled['low'], pooled['high'])} of their {pooled['answers']} "
+                    f"answers to {pooled['cases']} cases (bootstrap over cases); the model on the same cases: "
+                    f"{with_interval(pooled['model_accuracy'], pooled['model_low'], pooled['model_high'])}.")
     if summary["single_class_reference"]:
         st.caption("Every case with a reference is of one class, so κ against the reference says nothing of skill "
                    "here (it is 0 or undefined whatever the answers); read the accuracy instead.")

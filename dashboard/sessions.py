@@ -26,8 +26,16 @@ CASE_SIDE = 768  # the scan and heatmap are shown, cached and put into reports a
 READER, ORGANISER, JOIN = "reader", "organiser", "session"  # the query parameters of the review page
 
 
+READER_URL_ENV = "BRAIN_MRI_READER_URL"  # where readers are served, when not here (a BRAIN_MRI_PAGES=review server)
+
+
 def page_link(**params: str) -> str:
-    """The full address of the review page with these query parameters (for people to copy and share)."""
+    """The full address of the review page with these query parameters (for people to copy and share). Readers'
+    and join links go to $BRAIN_MRI_READER_URL when it is set."""
+    import os
+
+    if os.environ.get(READER_URL_ENV) and (READER in params or JOIN in params):
+        return f"{os.environ[READER_URL_ENV].rstrip('/')}/review?{urlencode(params)}"
     base = "http://localhost:8501/review"
     try:
         if st.context.url:

@@ -253,3 +253,13 @@ def test_an_uploaded_blank_scan_is_not_answered_by_the_default_model(tmp_path):
     view = CaseView(1, 0, case.image, case.image_sha256, case.title, None, case.model_label,
                     case.model_probabilities, case.model_flags)
     assert not view.model_answered
+
+
+def test_all_readers_together_by_hand():
+    from core.review.agreement import pooled_summary
+
+    pooled = pooled_summary(session_table())
+    # Ann 3 of 4, Bob 3 of 4: 6 of 8 answers right; the model is right on 3 of the 4 cases.
+    assert (pooled["readers"], pooled["cases"], pooled["answers"]) == (2, 4, 8)
+    assert pooled["accuracy"] == pytest.approx(0.75) and pooled["model_accuracy"] == pytest.approx(0.75)
+    assert pooled["low"] <= 0.75 <= pooled["high"]

@@ -199,3 +199,24 @@ def test_a_pasted_join_link_is_read_for_its_code():
 
     assert session_code(" http://10.0.0.5:8501/review?session=Ab_c-12 ") == "Ab_c-12"
     assert session_code("Ab_c-12") == "Ab_c-12"
+
+
+def test_references_given_to_uploaded_scans_reach_their_cases():
+    import pandas as pd
+
+    from core.review.store import NewCase
+    from dashboard.organising import with_references
+
+    cases = [NewCase(image=f"uploads/{k}.png", image_sha256="0" * 64, title=f"{k}.png") for k in range(3)]
+    edited = pd.DataFrame({"scan": ["0.png", "1.png", "2.png"], "reference": ["No tumour", None, "Glioma"]})
+    classes = ["glioma", "meningioma", "notumor", "pituitary"]
+    assert [c.reference for c in with_references(cases, edited, classes)] == ["notumor", None, "glioma"]
+
+
+def test_readers_links_can_point_at_a_server_of_their_own(monkeypatch):
+    from dashboard.sessions import page_link
+
+    monkeypatch.setenv("BRAIN_MRI_READER_URL", "http://review.example:8502/")
+    assert page_link(reader="k") == "http://review.example:8502/review?reader=k"
+    assert page_link(session="c") == "http://review.example:8502/review?session=c"
+    assert page_link(organiser="o").endswith("/review?organiser=o") and "review.example" not in page_link(organiser="o")

@@ -179,6 +179,26 @@ def reader_summary(table: pd.DataFrame, classes: Sequence[str], confidence: floa
     return pd.DataFrame(rows)
 
 
+def pooled_summary(table: pd.DataFrame, confidence: float = CONFIDENCE, seed: int = 0) -> dict | None:
+    """All readers together, against the reference: the share of their answers that are right, with a bootstrap
+    interval that resamples cases (answers to one case are not independent of each other), beside the model's
+    accuracy on the same cases (Wilson, one answer per case). None without answers to cases with a reference."""
+    known = table[table["reference"].notna()]
+    if known.empty:
+        return None
+    per_case = known.groupby("case").agg(right=("reader_right", lambda s: float(s.astype(bool).sum())),
+                                         answers=("reader", "size"), model=("model_right", "first"))
+    right, answers = per_case["right"].to_numpy(), per_case["answers"].to_numpy(dtype=float)
+    low, high = NAN, NAN
+    if len(per_case) >= 2:
+        weights = _resample_weights(len(per_case), BOOTSTRAP_RESAMPLES, seed)
+        low, high = _percentiles((weights @ right) / (weights @ answers), confidence)
+    model = _share(per_case["model"], confidence)
+    return {"readers": int(known["reader"].nunique()), "cases": int(len(per_case)), "answers": int(answers.sum()),
+            "accuracy": float(right.sum() / answers.sum()), "low": low, "high": high,
+            "model_accuracy": model["value"], "model_low": model["low"], "model_high": model["high"]}
+
+
 def fleiss_summary(table: pd.DataFrame, classes: Sequence[str], confidence: float = CONFIDENCE, seed: int = 0,
                    cases: int | None = None) -> dict | None:
     """Fleiss' kappa across readers, on the cases all of them answered. With ``cases`` (the session's number), the
@@ -240,6 +260,7 @@ def session_summary(table: pd.DataFrame, classes: Sequence[str], confidence: flo
     reference holds one class only, where a kappa against it says nothing of skill (it is 0 or undefined)."""
     references = table["reference"].dropna().unique()
     return {"answers": int(len(table)), "readers": reader_summary(table, classes, confidence),
+            "pooled": pooled_summary(table, confidence),
             "fleiss": fleiss_summary(table, classes, confidence, cases=cases), "difficulty": case_difficulty(table),
             "disagreements": disagreements(table), "ratings": heatmap_ratings(table),
             "single_class_reference": len(references) == 1}
