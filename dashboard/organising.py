@@ -19,7 +19,8 @@ from dashboard.captions import md, sentence
 from dashboard.charts import confusion_matrix_figure
 from dashboard.common import (ROOT, current_model_path, data_dir, error_boundary, file_digest, found_runs,
                               get_classifier, checkpoint_file, load_run, run_images_root, run_title)
-from dashboard.sessions import JOIN, ORGANISER, READER, case_pictures, label, page_link, pil, with_interval
+from dashboard.sessions import (JOIN, ORGANISER, READER, case_pictures, label, page_link, pil, scan_beside_heatmap,
+                                with_interval)
 
 CREATED_KEY = "review.created"   # the keys of sessions made in this browser session, shown to their organiser once
 UPLOADS_KEY = "review.new.prepared"  # uploaded scans checked and answered, until the files change
@@ -351,13 +352,8 @@ def missed_for_discussion(session: SessionView, cases: list[CaseView], difficult
         for row in missed.itertuples():
             case = by_number[row.case]
             with error_boundary(f"Case {row.case}"):
-                pictures = case_pictures(session, case, with_heatmap=True)
-                left, right = st.columns(2)
-                left.image(pictures.scan, width="stretch",
-                           caption=f"Case {row.case}: {row.wrong} of {row.readers} readers wrong; reference "
-                                   f"{label(case.reference)}, model {label(case.model_label)}")
-                if pictures.heatmap:
-                    right.image(pictures.heatmap, caption=md(pictures.note), width="stretch")
+                scan_beside_heatmap(session, case, f"Case {row.case}: {row.wrong} of {row.readers} readers wrong; "
+                                                   f"reference {label(case.reference)}, model {label(case.model_label)}")
 
 
 def csv_bytes(table: pd.DataFrame) -> bytes:

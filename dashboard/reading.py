@@ -15,7 +15,7 @@ from core.review.store import CONFIDENCES, RATINGS, AnswerView, CaseView, Reader
 from dashboard.captions import md, sentence
 from dashboard.charts import confusion_matrix_figure, probability_bars
 from dashboard.common import error_boundary
-from dashboard.sessions import case_pictures, label, pil, with_interval
+from dashboard.sessions import case_pictures, label, pil, scan_beside_heatmap, with_interval
 
 
 MISSED_SHOWN = 12  # missed cases shown with their heatmaps at the end of a quiz
@@ -249,10 +249,6 @@ def missed_gallery(session: SessionView, cases: list[CaseView], answers: dict[in
         st.caption(f"The first {MISSED_SHOWN} are shown; pick any case above to look at it again.")
     for case in missed[:MISSED_SHOWN]:
         with error_boundary(f"Case {case.position + 1}"):
-            pictures = case_pictures(session, case, with_heatmap=True)
-            left, right = st.columns(2)
-            left.image(pictures.scan, width="stretch",
-                       caption=f"Case {case.position + 1}: you said {label(answers[case.id].label)}, the reference is "
-                               f"{label(case.reference)}, the model said {label(case.model_label)}")
-            if pictures.heatmap:
-                right.image(pictures.heatmap, caption=md(pictures.note), width="stretch")
+            scan_beside_heatmap(session, case, f"Case {case.position + 1}: you said {label(answers[case.id].label)}, "
+                                               f"the reference is {label(case.reference)}, the model said "
+                                               f"{label(case.model_label)}")

@@ -19,6 +19,7 @@ from core.review.cases import case_image_file, load_case_image
 from core.review.store import CaseView, SessionView
 from core.sources import FileRefused, contained_path, is_within
 from dashboard import review
+from dashboard.captions import md
 from dashboard.common import (ROOT, allowed_roots, checkpoint_file, classifier_at, data_dir, datasets_root,
                               file_digest)
 
@@ -143,3 +144,12 @@ def case_pictures(session: SessionView, case: CaseView, with_heatmap: bool) -> C
 
 def pil(picture: bytes | None) -> Image.Image | None:
     return Image.open(io.BytesIO(picture)).convert("RGB") if picture else None
+
+
+def scan_beside_heatmap(session: SessionView, case: CaseView, caption: str) -> None:
+    """A case's scan, captioned, with the model's heatmap beside it (the galleries of missed cases)."""
+    pictures = case_pictures(session, case, with_heatmap=True)
+    left, right = st.columns(2)
+    left.image(pictures.scan, width="stretch", caption=caption)
+    if pictures.heatmap:
+        right.image(pictures.heatmap, caption=md(pictures.note), width="stretch")

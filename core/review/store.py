@@ -242,16 +242,6 @@ def session_for_organiser(engine: Engine, key: str) -> SessionView:
         return _session_view(row)
 
 
-def list_sessions(engine: Engine) -> list[tuple[SessionView, int, int]]:
-    """Every session, newest first, with its number of cases and readers (no keys, no answers)."""
-    with Session(engine) as db:
-        cases = select(func.count(Case.id)).where(Case.session_id == ReviewSession.id).scalar_subquery()
-        readers = select(func.count(Reader.id)).where(Reader.session_id == ReviewSession.id).scalar_subquery()
-        rows = db.execute(select(ReviewSession, cases, readers).order_by(ReviewSession.created_at.desc(),
-                                                                          ReviewSession.id.desc()))
-        return [(_session_view(s), int(n_cases), int(n_readers)) for s, n_cases, n_readers in rows]
-
-
 def session_cases(engine: Engine, session_id: int) -> list[CaseView]:
     with Session(engine) as db:
         rows = db.scalars(select(Case).where(Case.session_id == session_id).order_by(Case.position))
