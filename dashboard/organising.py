@@ -67,13 +67,16 @@ def start_page(engine) -> None:
     if st.button("Create the session", type="primary", key="review.new.create", disabled=not cases):
         names = [line for line in readers.splitlines() if line.strip()]
         try:
+            keep_uploads(data_dir(), blobs)  # first: a session never names a scan that is not on disk
             session, owner_key, reader_keys = store.create_session(
                 engine, name, cases, classes, mode="blinded" if kind == "quiz" else mode, kind=kind,
                 readers=names, joinable=joinable, source=origin, model=model)
         except ReviewError as error:
             st.error(sentence(error))
             return
-        keep_uploads(data_dir(), blobs)  # the scans reach the disk only once the session exists
+        except OSError as error:
+            st.error(f"The uploaded scans could not be kept in the data folder ({md(error.strerror or error)}).")
+            return
         st.session_state.setdefault(CREATED_KEY, {})[session.id] = reader_keys
         st.query_params.from_dict({ORGANISER: owner_key})
         st.rerun()
