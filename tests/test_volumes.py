@@ -1,0 +1,186 @@
+"""DICOM and NIfTI scans (core.sources.volumes): pydicom's and nibabel's own test files, and files written here with
+known identifying values, none of which may leave the reader; grey levels, geometry, orientation and bounds."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import pickle
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.sources import volumes
+from core.sources.volumes import ScanRefused, read_dicom, read_nifti, read_scan, to_8_bit, unzip_series
+
+SECRETS = {"PatientName": "Doe^Jane", "PatientID": "ID-SECRET-4711", "PatientBirthDate": "19700101",
+           "AccessionNumber": "ACC-SECRET-99", "InstitutionName": "St Secret Hospital",
+           "StudyDate": "20240229", "ImageComments": "secret comment about Jane",
+           "ReferringPhysicianName": "Dr^Whoknows"}
+
+
+def dicom_bytes(pixels: np.ndarray, *, position: float = 0.0, instance: int = 1, photometric: str = "MONOCHROME2",
+                slope: float = 1.0, intercept: float = 0.0, window: tuple[float, float] | None = None,
+                series: str = "1.2.826.0.1.3680043.8.498.1", burned_in: bool = False) -> bytes:
+    """A DICOM MR file of these pixels (frames x rows x columns, or rows x columns), with every value in SECRETS
+    and a private tag."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    pixels = np.asarray(pixels, dtype=np.int16)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = MRImageStorage, generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.SeriesInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID, series
+    ds.Modality = "MR"
+    for keyword, value in SECRETS.items():
+        setattr(ds, keyword, value)
+    ds.private_block(0x0099, "SECRET CREATOR", create=True).add_new(0x01, "LO", "PRIVATE-SECRET-VALUE")
+    frames = pixels.shape[0] if pixels.ndim == 3 else 1
+    ds.Rows, ds.Columns = pixels.shape[-2:]
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    ds.PixelSpacing, ds.SliceThickness = [0.5, 0.8], 3.0
+    ds.ImageOrientationPatient, ds.ImagePositionPatient = [1, 0, 0, 0, 1, 0], [0.0, 0.0, position]
+    ds.InstanceNumber, ds.RescaleSlope, ds.RescaleIntercept = instance, slope, intercept
+    if window:
+        ds.WindowCenter, ds.WindowWidth = window
+    if burned_in:
+        ds.BurnedInAnnotation = "YES"
+    ds.PixelData = pixels.tobytes()
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def leaks(volume) -> list[str]:
+    """Identifying values found anywhere in what the reader returns (its fields, its repr, its pickled bytes)."""
+    everything = repr(volume).encode() + pickle.dumps(volume)
+    values = [*SECRETS.values(), "PRIVATE-SECRET-VALUE", "Jane"]
+    return [v for v in values if v.encode() in everything or v.replace("^", " ").encode() in everything]
+
+
+def test_pydicoms_own_files_read_with_their_spacing_and_window():
+    from pydicom.data import get_testdata_file
+
+    ct = read_scan([("ct.dcm", Path(get_testdata_file("CT_small.dcm")).read_bytes())])
+    assert ct.count == 1 and ct.slices.shape == (1, 128, 128) and ct.spacing_mm == pytest.approx((0.661468, 0.661468))
+    assert "automatic window" in ct.window and "PatientName" in ct.withheld
+    mr = read_scan([("mr.dcm", Path(get_testdata_file("MR_small.dcm")).read_bytes())])
+    assert "centre 600, width 1600" in mr.window and mr.spacing_mm == pytest.approx((0.3125, 0.3125))
+    assert mr.image(0).info["spacing_mm"] == mr.spacing_mm
+
+
+def test_no_identifying_value_leaves_the_reader_and_what_was_withheld_is_named():
+    pixels = np.arange(64 * 64).reshape(64, 64) % 1000
+    volume = read_scan([("scan.dcm", dicom_bytes(pixels, burned_in=True))])
+    assert leaks(volume) == []
+    assert set(SECRETS) <= set(volume.withheld) and volume.private_tags == 1 and volume.burned_in
+
+
+def test_rescale_window_and_monochrome1_set_the_grey_levels():
+    stored = np.array([[0, 50], [100, 150]] * 32, dtype=np.int16).repeat(32, axis=1)  # 64 x 64
+    # Stored 0..150 with slope 2 and intercept -100 are -100..200; the window centre 50, width 300 maps them to 0..255.
+    plain = read_dicom([("a.dcm", dicom_bytes(stored, slope=2, intercept=-100, window=(50, 300)))])
+    # Row 0 holds stored 0 and 50 (-100 and 0), row 1 stored 100 and 150 (100 and 200).
+    assert [plain.slices[0, 0, 0], plain.slices[0, 0, -1], plain.slices[0, 1, 0], plain.slices[0, 1, -1]] == \
+        [0, round(100 / 300 * 255), round(200 / 300 * 255), 255]
+    inverted = read_dicom([("b.dcm", dicom_bytes(stored, slope=2, intercept=-100, window=(50, 300),
+                                                 photometric="MONOCHROME1"))])
+    assert np.array_equal(inverted.slices, 255 - plain.slices) and "MONOCHROME1" in inverted.notes[0]
+    values, said = to_8_bit(np.array([0.0, 1.0, np.nan, 2.0]), None)
+    assert values[2] == values[0] and "automatic" in said  # a value that is not a number shows as the lowest
+
+
+def test_a_series_is_ordered_along_the_slice_normal_and_a_multiframe_file_gives_its_frames():
+    files = [(f"f{k}.dcm", dicom_bytes(np.full((64, 64), 10 * k), position=float(k), instance=9 - k))
+             for k in range(4)]
+    volume = read_dicom([files[2], files[0], files[3], files[1]])
+    assert [int(s[0, 0]) for s in volume.slices] == sorted(int(s[0, 0]) for s in volume.slices)
+    multi = read_dicom([("multi.dcm", dicom_bytes(np.stack([np.full((64, 64), v) for v in (5, 50, 500)])))])
+    assert multi.count == 3 and multi.slices[0, 0, 0] < multi.slices[1, 0, 0] < multi.slices[2, 0, 0]
+    with pytest.raises(ScanRefused, match="different series"):
+        read_dicom([files[0], ("other.dcm", dicom_bytes(np.zeros((64, 64)), series="1.2.3.4"))])
+
+
+def test_a_zip_of_a_series_reads_like_its_files_and_a_zip_bomb_is_refused(monkeypatch):
+    files = [(f"series/f{k}.dcm", dicom_bytes(np.full((64, 64), 10 * k), position=float(k))) for k in range(3)]
+    packed = io.BytesIO()
+    with zipfile.ZipFile(packed, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, blob in files:
+            archive.writestr(name, blob)
+        archive.writestr("__MACOSX/._f0.dcm", b"junk")
+    volume = read_scan([("series.zip", packed.getvalue())])
+    assert volume.count == 3 and leaks(volume) == []
+    bomb = io.BytesIO()
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("zeros.dcm", b"\0" * (4 << 20))
+    monkeypatch.setattr(volumes, "MAX_UNPACKED_BYTES", 1 << 20)
+    with pytest.raises(ScanRefused, match="unpack"):
+        unzip_series(bomb.getvalue())
+
+
+def nifti_bytes(data: np.ndarray, affine: np.ndarray, gz: bool = False) -> bytes:
+    import nibabel
+
+    image = nibabel.Nifti1Image(data.astype(np.float32), affine)
+    blob = image.to_bytes()
+    return gzip.compress(blob) if gz else blob
+
+
+def test_a_nifti_volume_is_turned_to_ras_so_that_left_is_left_and_front_is_up():
+    # Stored in LPS order (x grows to the patient's left, y to the back), with one bright voxel at the patient's
+    # left, front, top: after RAS reorientation it must be drawn on the left of the picture, at the top.
+    data = np.zeros((20, 30, 10))
+    data[18, 2, 8] = 100.0   # x index 18 of 20 in LPS: far left; y index 2 of 30 in LPS: near the front
+    lps = np.diag([-1.0, -1.0, 2.0, 1.0])
+    lps[:2, 3] = [19, 29]
+    for gz in (False, True):
+        volume = read_nifti(nifti_bytes(data, lps, gz), axis=2)
+        assert volume.count == 10 and volume.axis == "axial"
+        row, column = np.unravel_index(np.argmax(volume.slices[8]), volume.slices[8].shape)
+        assert volume.slices[8].shape == (30, 20)
+        assert column < 10 and row < 15, (row, column)  # the patient's left on the picture's left; the front up
+        assert volume.spacing_mm == pytest.approx((1.0, 1.0))
+    coronal = read_nifti(nifti_bytes(data, lps), axis=1)
+    assert coronal.count == 30 and coronal.slices.shape[1:] == (10, 20)
+
+
+def test_nibabels_own_file_and_bad_nifti_inputs():
+    import nibabel.testing
+
+    standard = Path(nibabel.testing.data_path) / "standard.nii.gz"
+    assert read_scan([("standard.nii.gz", standard.read_bytes())]).count >= 1
+    with pytest.raises(ScanRefused, match="3-D volume"):
+        read_nifti(nifti_bytes(np.zeros((4, 4, 4, 3)), np.eye(4)))
+    with pytest.raises(ScanRefused, match="not a readable NIfTI"):
+        read_nifti(b"not a nifti file at all" * 20)
+    with pytest.raises(ScanRefused, match="axis"):
+        read_nifti(nifti_bytes(np.zeros((4, 4, 4)), np.eye(4)), axis=3)
+
+
+def test_bounds_hold_before_anything_is_decoded(monkeypatch):
+    monkeypatch.setattr(volumes, "MAX_VOXELS", 1000)
+    with pytest.raises(ScanRefused, match="voxels"):
+        read_nifti(nifti_bytes(np.zeros((20, 20, 20)), np.eye(4)))
+    with pytest.raises(ScanRefused, match="voxels"):
+        read_dicom([("big.dcm", dicom_bytes(np.zeros((64, 64))))])
+    with pytest.raises(ScanRefused, match="not a DICOM file"):
+        read_dicom([("x.dcm", b"hello")])
+    with pytest.raises(ScanRefused, match="no DICOM file"):
+        read_dicom([])
+
+
+@pytest.mark.parametrize("name", ["MR_small_RLE.dcm", "MR_small_jp2klossless.dcm", "MR_small_jpeg_ls_lossless.dcm"])
+def test_compressed_transfer_syntaxes_decode_to_the_same_slice(name):
+    from pydicom.data import get_testdata_file
+
+    plain = read_scan([("mr.dcm", Path(get_testdata_file("MR_small.dcm")).read_bytes())])
+    compressed = read_scan([(name, Path(get_testdata_file(name)).read_bytes())])
+    assert np.array_equal(compressed.slices, plain.slices)  # lossless: the very same pixels after the same window
