@@ -184,3 +184,80 @@ def test_compressed_transfer_syntaxes_decode_to_the_same_slice(name):
     plain = read_scan([("mr.dcm", Path(get_testdata_file("MR_small.dcm")).read_bytes())])
     compressed = read_scan([(name, Path(get_testdata_file(name)).read_bytes())])
     assert np.array_equal(compressed.slices, plain.slices)  # lossless: the very same pixels after the same window
+
+
+def test_uploads_are_sorted_into_series_volumes_and_pictures():
+    from core.sources.volumes import scan_groups
+
+    one = [(f"a{k}", dicom_bytes(np.zeros((64, 64)), position=k)) for k in range(2)]  # no extension: found by content
+    other = [("b.dcm", dicom_bytes(np.zeros((64, 64)), series="1.2.3.4"))]
+    nifti = [("brain.nii.gz", nifti_bytes(np.zeros((8, 8, 8)), np.eye(4), gz=True))]
+    picture = [("slice.png", b"\x89PNG\r\n\x1a\n" + b"0" * 200)]
+    groups, pictures = scan_groups([one[0], picture[0], other[0], one[1], nifti[0]])
+    assert [[name for name, _ in group] for group in groups] == [["a0", "a1"], ["b.dcm"], ["brain.nii.gz"]]
+    assert pictures == picture
+
+
+def page_text(at) -> str:
+    """Every text the page holds: markdown, captions, headings, warnings, and image captions."""
+    import html
+
+    parts = [e.value for kind in ("markdown", "caption", "subheader", "warning", "error", "title") for e in
+             getattr(at, kind)]
+    parts += [c for image in at.image for c in image.captions]
+    return html.unescape(" ".join(str(p) for p in parts))
+
+
+def test_a_dicom_series_and_a_nifti_volume_on_the_predict_page_scroll_explain_and_keep_no_identifier():
+    from streamlit.testing.v1 import AppTest
+
+    from conftest import ROOT, synthetic_slice, upload_scans
+
+    brain = np.kron(synthetic_slice(0, seed=4, size=112), np.ones((2, 2), np.uint8)).astype(np.int16)
+    series = [(f"IM{k:04d}", dicom_bytes(brain + 5 * k, position=float(k), instance=k + 1), "application/dicom")
+              for k in range(3)]
+    cube = np.repeat(brain.T[:, ::-1, None], 5, axis=2).astype(np.float32)
+    nifti = ("brain.nii.gz", nifti_bytes(cube, np.eye(4), gz=True), "application/gzip")
+    at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=300).run()
+    at = upload_scans(at, [*series, nifti])
+    assert not at.exception and not at.error
+    text = page_text(at)
+    assert "IM0000 and 2 more files of its series" in text and "brain.nii.gz" in text
+    assert "slice 2 of 3" in text and "slice 3 of 5" in text  # each opens at its middle slice
+    assert "pixels of 0.8 x 0.5 mm" in text and "patient's name" in text and "3 private tags" in text  # one in each file
+    assert len([h for h in at.main.subheader if "%" in h.value]) == 2  # both explained
+    for secret in [*SECRETS.values(), "PRIVATE-SECRET-VALUE"]:
+        assert secret not in text and secret.replace("^", " ") not in text
+    slider = next(s for s in at.slider if s.label == "Slice" and s.max == 3)
+    slider.set_value(3).run()
+    assert "slice 3 of 3" in page_text(at) and not at.exception
+
+
+def test_hostile_scans_are_refused_in_a_sentence(monkeypatch):
+    good = dicom_bytes(np.zeros((64, 64)))
+    with pytest.raises(ScanRefused, match="damaged|cannot be decoded"):
+        read_dicom([("cut.dcm", good[: len(good) - 3000])])
+    import pydicom
+
+    dataset = pydicom.dcmread(io.BytesIO(good))
+    del dataset.PixelData
+    empty = io.BytesIO()
+    dataset.save_as(empty)
+    with pytest.raises(ScanRefused, match="no pixel data"):
+        read_dicom([("report.dcm", empty.getvalue())])
+    dataset = pydicom.dcmread(io.BytesIO(good))
+    dataset.Rows = dataset.Columns = 60000  # claims 3.6 G pixels; holds 4 K
+    claimed = io.BytesIO()
+    dataset.save_as(claimed)
+    with pytest.raises(ScanRefused, match="voxels|limit"):
+        read_dicom([("liar.dcm", claimed.getvalue())])
+    header_only = nifti_bytes(np.zeros((2, 2, 2)), np.eye(4))
+    import nibabel
+
+    liar = nibabel.Nifti1Image.from_bytes(header_only)
+    liar.header.set_data_shape((5000, 5000, 5000))
+    with pytest.raises(ScanRefused, match="voxels"):
+        read_nifti(liar.header.binaryblock + header_only[348:])
+    monkeypatch.setattr(volumes, "MAX_UNPACKED_BYTES", 1 << 20)
+    with pytest.raises(ScanRefused, match="unpacks"):
+        read_nifti(gzip.compress(b"\0" * (4 << 20)))

@@ -307,6 +307,35 @@ def read_nifti(blob: bytes, axis: int = 2) -> Volume:
                   notes=("shown in RAS orientation: the patient's left on the left of the picture",))
 
 
+def is_volume_file(name: str, blob: bytes) -> bool:
+    """Whether an uploaded file is a scan volume (DICOM, by its 'DICM' marker; NIfTI, by its name; a zip) rather than
+    a picture."""
+    return (blob[128:132] == b"DICM" or name.lower().endswith((".nii", ".nii.gz", ".dcm", ".zip"))
+            or blob[:4] == b"PK\x03\x04")
+
+
+def scan_groups(files: list[tuple[str, bytes]]) -> tuple[list[list[tuple[str, bytes]]], list[tuple[str, bytes]]]:
+    """Uploaded files sorted into scans: DICOM files of one series together (by the series' UID, read from the header
+    only and not kept), each NIfTI file or zip on its own; and the other files, pictures, as they came."""
+    import pydicom
+
+    series: dict[str, list[tuple[str, bytes]]] = {}
+    alone, pictures = [], []
+    for name, blob in files:
+        if not is_volume_file(name, blob):
+            pictures.append((name, blob))
+        elif blob[128:132] == b"DICM":
+            try:
+                uid = str(pydicom.dcmread(io.BytesIO(blob), stop_before_pixels=True,
+                                          specific_tags=["SeriesInstanceUID"]).get("SeriesInstanceUID", ""))
+            except Exception:  # noqa: BLE001 - damaged: read_dicom says what is wrong with it
+                uid = f"unreadable:{name}"
+            series.setdefault(uid, []).append((name, blob))
+        else:
+            alone.append([(name, blob)])
+    return [*series.values(), *alone], pictures
+
+
 def read_scan(files: list[tuple[str, bytes]], axis: int = 2) -> Volume:
     """Whatever scan was given: a NIfTI file, a zip of a DICOM series, or DICOM files."""
     if len(files) == 1:

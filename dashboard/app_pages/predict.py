@@ -61,48 +61,133 @@ def model_label(folder: str | Path) -> str:
 
 
 def kept_scans() -> list[dict]:
-    """This session's scans ({"name", "digest", "image"}), kept across pages until the user removes them."""
+    """This session's scans, kept across pages until the user removes them: {"name", "digest", "image"} for a
+    picture; {"name", "digest", "volume", "index", "axis", "source"} for a DICOM or NIfTI scan, shown one slice at a
+    time ("source": a NIfTI file's bytes, to cut it along another axis; None for DICOM)."""
     return st.session_state.setdefault(KEPT_KEY, [])
 
 
-def decoded_bytes(image) -> int:
+def decoded_bytes(scan: dict) -> int:
+    if "volume" in scan:
+        return scan["volume"].slices.nbytes + len(scan["source"] or b"")
+    image = scan["image"]
     return image.width * image.height * len(image.getbands())
 
 
+def volume_entry(group: list[tuple[str, bytes]]) -> dict:
+    """A DICOM series, zip or NIfTI file as a kept scan, opened at its middle slice (ScanRefused says why not)."""
+    from core.sources.volumes import read_scan
+
+    volume = read_scan(group)
+    digest = hashlib.sha256(b"".join(hashlib.sha256(blob).digest() for _, blob in group)).hexdigest()
+    name = group[0][0] if len(group) == 1 else f"{group[0][0]} and {len(group) - 1} more files of its series"
+    nifti = volume.kind == "NIfTI"
+    return {"name": name, "digest": digest, "volume": volume, "index": volume.count // 2, "axis": 2,
+            "source": group[0][1] if nifti else None}
+
+
+def shown_scan(scan: dict) -> tuple[str, str, object]:
+    """(name, digest, image) of what a kept scan shows now: a picture, or the chosen slice of a volume (its digest
+    names the slice, so that each slice's explanation is cached on its own)."""
+    if "volume" not in scan:
+        return scan["name"], scan["digest"], scan["image"]
+    volume, index = scan["volume"], scan["index"]
+    where = f"{volume.axis} " if volume.axis else ""
+    return (f"{scan['name']}, {where}slice {index + 1} of {volume.count}", f"{scan['digest']}:{scan['axis']}:{index}",
+            volume.image(index))
+
+
 def take_uploads(files) -> None:
-    """Move uploaded files into the session's kept scans (each decoded and checked once), note a sentence for each
-    that is refused, and empty the uploader."""
+    """Move uploaded files into the session's kept scans (each decoded and checked once: pictures one by one, DICOM
+    files grouped by series, NIfTI files and zips each as a scan), note a sentence for each that is refused, and empty
+    the uploader."""
+    from core.sources.volumes import scan_groups
+
     scans, problems = kept_scans(), []
-    for upload in files:
-        if len(scans) >= MAX_SCANS:
-            problems.append(f"At most {MAX_SCANS} scans are kept at a time; **{md(upload.name)}** and the files after "
-                            "it were not added. Remove some scans first.")
-            break
+    groups, pictures = scan_groups([(upload.name, upload.getvalue()) for upload in files])
+    entries = []
+    for group in groups:
         try:
-            blob = upload.getvalue()
-            image = read_image(blob)
+            entries.append(volume_entry(group))
         except ValueError as error:
-            problems.append(f"**{md(upload.name)}**: {md(error)} — skipped; the other files are shown.")
-            continue
-        if sum(decoded_bytes(s["image"]) for s in scans) + decoded_bytes(image) > MAX_KEPT_BYTES:
-            problems.append(f"**{md(upload.name)}** was not added: this session already holds "
+            problems.append(f"**{md(group[0][0])}**: {md(error)} — skipped; the other files are shown.")
+    for name, blob in pictures:
+        try:
+            entries.append({"name": name, "digest": hashlib.sha256(blob).hexdigest(), "image": read_image(blob)})
+        except ValueError as error:
+            problems.append(f"**{md(name)}**: {md(error)} — skipped; the other files are shown.")
+    for entry in entries:
+        if len(scans) >= MAX_SCANS:
+            problems.append(f"At most {MAX_SCANS} scans are kept at a time; **{md(entry['name'])}** and the files "
+                            "after it were not added. Remove some scans first.")
+            break
+        if sum(decoded_bytes(s) for s in scans) + decoded_bytes(entry) > MAX_KEPT_BYTES:
+            problems.append(f"**{md(entry['name'])}** was not added: this session already holds "
                             f"{MAX_KEPT_BYTES >> 20} MB of decoded scans. Remove some scans first.")
             continue
-        scans.append({"name": upload.name, "digest": hashlib.sha256(blob).hexdigest(), "image": image})
+        scans.append(entry)
     st.session_state[PROBLEMS_KEY] = problems
     st.session_state[GENERATION_KEY] = st.session_state.get(GENERATION_KEY, 0) + 1  # a fresh, empty uploader
     st.rerun()
 
 
-uploads = st.file_uploader("Add MRI slices", type=["png", "jpg", "jpeg", "bmp", "tif", "tiff"],
-                           accept_multiple_files=True, key=f"{UPLOADER_KEY}.{st.session_state.get(GENERATION_KEY, 0)}",
-                           help=f"Up to {MAX_SCANS} scans are kept for this session, across pages, until you remove "
-                                "them.")
+def volume_controls(position: int, scan: dict) -> None:
+    """The slice slider of a DICOM or NIfTI scan (and the axis of a NIfTI volume), with what the page knows of it:
+    pixel spacing, how the grey levels were set, and what was withheld from the file."""
+    from core.sources.volumes import AXES, read_nifti
+
+    volume = scan["volume"]
+    with st.container(border=True):
+        st.markdown(f"**{md(scan['name'])}** ({volume.kind}, {volume.count} slice{'s' if volume.count != 1 else ''})")
+        key = f"predict.volume.{position}.{scan['digest'][:10]}"
+        if scan["source"] is not None:
+            axis = st.radio("Cut along", list(AXES), index=list(AXES).index(scan["axis"]), format_func=AXES.get,
+                            horizontal=True, key=f"{key}.axis")
+            if axis != scan["axis"]:
+                scan["volume"], scan["axis"] = read_nifti(scan["source"], axis), axis
+                scan["index"] = scan["volume"].count // 2
+                st.rerun()
+        if volume.count > 1:
+            scan["index"] = st.slider("Slice", 1, volume.count, scan["index"] + 1, key=f"{key}.{scan['axis']}") - 1
+        facts = [f"pixels of {volume.spacing_mm[1]:g} x {volume.spacing_mm[0]:g} mm" if volume.spacing_mm
+                 else "no pixel spacing in the file", f"grey levels from {volume.window}", *volume.notes]
+        st.caption(md("; ".join(facts)) + ".")
+        if volume.withheld or volume.private_tags:
+            names = [WITHHELD_WORDS.get(k, k) for k in volume.withheld]
+            private = [f"{volume.private_tags} private tag{'s' if volume.private_tags != 1 else ''}"] \
+                if volume.private_tags else []
+            st.caption("Not shown, not kept, not logged: " + md(", ".join(names + private)) + ".")
+        if volume.burned_in:
+            st.warning("The file says its pixels carry burned-in annotation (text such as a name may be part of the "
+                       "picture itself); the image is shown as it is.", icon=":material/warning:")
+
+
+# Plain words for the withheld DICOM attributes, on the page.
+WITHHELD_WORDS = {"PatientName": "patient's name", "PatientID": "patient ID", "PatientBirthDate": "birth date",
+                  "PatientBirthTime": "birth time", "PatientSex": "sex", "PatientAge": "age",
+                  "AccessionNumber": "accession number", "InstitutionName": "institution",
+                  "InstitutionAddress": "institution's address", "ReferringPhysicianName": "referring physician",
+                  "StudyDate": "study date", "SeriesDate": "series date", "AcquisitionDate": "acquisition date",
+                  "ContentDate": "content date", "StudyInstanceUID": "study UID", "SeriesInstanceUID": "series UID",
+                  "SOPInstanceUID": "image UID", "ImageComments": "image comments",
+                  "StudyDescription": "study description", "SeriesDescription": "series description"}
+
+
+uploads = st.file_uploader("Add MRI slices", type=None, accept_multiple_files=True,
+                           key=f"{UPLOADER_KEY}.{st.session_state.get(GENERATION_KEY, 0)}",
+                           help=f"Pictures (PNG, JPEG, BMP, TIFF); DICOM files (one, a multi-frame file, or the files "
+                                "of a series together; with or without .dcm), a zip of a series; NIfTI (.nii, "
+                                f".nii.gz). Up to {MAX_SCANS} scans are kept for this session, across pages, until you "
+                                "remove them.")
 if uploads:
     take_uploads(uploads)
 for problem in st.session_state.get(PROBLEMS_KEY, []):
     st.warning(problem)
-scans = [(s["name"], s["digest"], s["image"]) for s in kept_scans()]
+for position, kept in enumerate(kept_scans()):
+    if "volume" in kept:
+        with error_boundary(f"The controls of {kept['name']}"):
+            volume_controls(position, kept)
+scans = [shown_scan(s) for s in kept_scans()]
 bundled_models = available_models()
 compare_models = len(bundled_models) > 1 and st.toggle(
     "Every bundled model side by side", value=True, key="predict.compare_models", persist_state="session",
