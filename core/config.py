@@ -21,6 +21,7 @@ class TrainConfig:
     test_fraction: float | None = None     # held out of a single tree; None: 0.15 there, 0 with Testing/
     near_duplicate_bits: int = 12          # perceptual-hash distance that joins images into one group
     max_images_per_class: int | None = None  # cap per class (quick experiments and tests)
+    volume_slice: str = "middle"           # the slice each DICOM or NIfTI file stands for: "middle" or a number from 1
     seed: int = 42
     # optimisation
     epochs: int = 8                        # in total, head-only epochs included

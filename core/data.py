@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from core.sources import FileRefused, prepare_image, read_bytes, read_image
+from core.sources.images import VOLUME_SUFFIXES
 from core.sources.files import printable
 
 CLASSES = ("glioma", "meningioma", "notumor", "pituitary")
@@ -123,7 +124,7 @@ def scan_class_folders(root: str | os.PathLike) -> ClassFolderTree:
                     continue
                 path = Path(dirpath) / filename
                 rel = path.relative_to(root).as_posix()
-                if path.suffix.lower() not in IMAGE_EXTENSIONS:
+                if path.suffix.lower() not in IMAGE_EXTENSIONS and not _is_scan_file(path):
                     tree.other_files.append(printable(rel))
                 elif not _is_utf8(rel):  # it could be named in no run, log or CSV
                     tree.refused.append({"path": printable(rel), "reason": "the file name is not valid UTF-8; "
@@ -146,6 +147,24 @@ def scan_class_folders(root: str | os.PathLike) -> ClassFolderTree:
 
 # --------------------------------------------------------------------------------------------------
 # Decoding and preprocessing
+
+
+def _is_scan_file(path: Path) -> bool:
+    """A DICOM file (named .dcm, or with no extension and the 'DICM' marker, as scanners write them) or a NIfTI
+    file: read as the slice it stands for (core.sources.volumes.stated_slice)."""
+    name = path.name.lower()
+    if name.endswith(VOLUME_SUFFIXES):
+        return True
+    if path.suffix:
+        return False
+    from core.sources import open_regular
+    from core.sources.volumes import MAX_SCAN_BYTES
+
+    try:
+        with open_regular(path, MAX_SCAN_BYTES, "file") as handle:  # a FIFO or device is refused, never waited on
+            return handle.read(132)[128:132] == b"DICM"
+    except (FileRefused, OSError):
+        return False
 
 
 def _is_utf8(name: str) -> bool:

@@ -73,6 +73,7 @@ class EvaluationSettings:
     mask_dilation_px: float = DILATION_PX  # at 224 px: how far the tumour is grown for the tolerant scores
     cam_method: str = DEFAULT_METHOD
     cam_layer: str = DEFAULT_LAYER
+    volume_slice: str = "middle"   # the slice each DICOM or NIfTI file stands for: "middle" or a number from 1
     overwrite: bool = False
     progress: bool = True
 
@@ -197,6 +198,9 @@ def evaluate(settings: EvaluationSettings) -> Path:
     place at the end. An existing run is replaced only with ``overwrite``.
     """
     check_settings(settings)
+    from core.sources.volumes import use_slice
+
+    use_slice(settings.volume_slice)
     root = Path(settings.data).expanduser()
     if not root.is_dir():
         raise DatasetError(f"dataset folder {printable(root)} does not exist; check the path")

@@ -382,6 +382,9 @@ def held_out_classifier(run: Run, metadata: dict) -> Classifier | None:
 
 def train(cfg: TrainConfig) -> Path:
     """Train and return the path of the best checkpoint (``<out>/model.safetensors``)."""
+    from core.sources.volumes import use_slice
+
+    use_slice(cfg.volume_slice)
     run = set_up(cfg)
     build_model(run)
     stopped_by = fit(run)

@@ -261,3 +261,37 @@ def test_hostile_scans_are_refused_in_a_sentence(monkeypatch):
     monkeypatch.setattr(volumes, "MAX_UNPACKED_BYTES", 1 << 20)
     with pytest.raises(ScanRefused, match="unpacks"):
         read_nifti(gzip.compress(b"\0" * (4 << 20)))
+
+
+def test_evaluate_and_train_read_dicom_and_nifti_files_as_their_stated_slice(tmp_path, monkeypatch):
+    from conftest import synthetic_slice
+    from core.config import TrainConfig
+    from core.evaluation import EvaluationSettings, evaluate
+    from core.runs import read_run
+    from core.trainer import train
+
+    monkeypatch.delenv(volumes.SLICE_ENV, raising=False)
+    tree = tmp_path / "tree"
+    for label, folder in enumerate(["glioma", "meningioma", "notumor", "pituitary"]):
+        (tree / folder).mkdir(parents=True)
+        for k in range(3):
+            pixels = synthetic_slice(label, seed=10 * label + k, size=64).astype(np.int16)
+            stack = np.stack([pixels // 4, pixels, pixels // 2])  # three frames: only the middle one is the slice
+            (tree / folder / f"IM{k:04d}").write_bytes(dicom_bytes(stack))  # no extension, as scanners write
+        volume = np.stack([pixels.T[:, ::-1]] * 3, axis=2).astype(np.float32)
+        (tree / folder / "brain.nii.gz").write_bytes(nifti_bytes(volume, np.eye(4), gz=True))
+    checkpoint = train(TrainConfig(data=str(tree), out=str(tmp_path / "model"), image_size=48, epochs=1,
+                                   head_epochs=1, batch_size=8, weights="none", num_workers=0, progress=False,
+                                   precision="fp32", val_fraction=0.25, test_fraction=0.0, seed=1))
+    run = read_run(evaluate(EvaluationSettings(checkpoint=str(checkpoint), data=str(tree), out=str(tmp_path / "run"),
+                                               precision="fp32", progress=False, bootstrap_resamples=20,
+                                               num_workers=0, localisation="off", volume_slice="2")))
+    assert sorted(run.predictions["path"])[:4] == ["glioma/IM0000", "glioma/IM0001", "glioma/IM0002",
+                                                   "glioma/brain.nii.gz"]
+    assert len(run.predictions) == 16 and not run.info["dataset"]["skipped"]
+    assert run.info["settings"]["volume_slice"] == "2"
+    with pytest.raises(ScanRefused, match="neither 'middle' nor"):
+        volumes.use_slice("last")
+    monkeypatch.setenv(volumes.SLICE_ENV, "9")
+    with pytest.raises(ScanRefused, match="does not exist"):
+        volumes.dataset_slice((tree / "glioma" / "IM0000").read_bytes())

@@ -44,6 +44,8 @@ HELP = {
     "mask_dilation_px": "pixels (at 224) by which a mask is grown for the tolerant scores",
     "cam_method": f"CAM method for localisation: {', '.join(m for m, s in CAM_METHODS.items() if not s.slow)}",
     "cam_layer": f"layer the CAM explains: {', '.join(LAYERS)}",
+    "volume_slice": "the slice each DICOM or NIfTI file in the dataset stands for: middle, or a number from 1 "
+                    "(NIfTI volumes are cut axially)",
     "overwrite": "replace an existing run at --out",
     "progress": "show a progress bar",
 }

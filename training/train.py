@@ -30,6 +30,8 @@ HELP = {
     "near_duplicate_bits": "perceptual-hash distance (of 256 bits) under which images count as duplicates "
                            "and stay on one side of the split",
     "max_images_per_class": "use at most this many images per class (quick experiments)",
+    "volume_slice": "the slice each DICOM or NIfTI file in the data folders stands for: middle, or a number from 1 "
+                    "(NIfTI volumes are cut axially)",
     "seed": "random seed for the split, initialisation, shuffling and augmentation",
     "epochs": "number of epochs in total, head-only epochs included",
     "head_epochs": "epochs that train only the new head on a frozen backbone first",

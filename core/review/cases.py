@@ -113,10 +113,15 @@ def checked_upload(blob: bytes) -> tuple[str, str, Image.Image]:
     """Check an uploaded scan (:func:`core.sources.read_image`: ImageRefused with the reason). Returns the name it is
     kept under (relative to the data folder: ``uploads/<sha256>.<ext>``), its hash and the decoded image. Nothing is
     written: a scan reaches the disk only when a session is made with it (:func:`keep_uploads`)."""
-    image = read_image(blob)
+    from core.sources.volumes import is_volume_bytes
+
+    image = read_image(blob)  # a DICOM or NIfTI file: the slice it stands for (core.sources.volumes.stated_slice)
     digest = hashlib.sha256(blob).hexdigest()
-    with Image.open(io.BytesIO(blob)) as probe:
-        extension = EXTENSIONS.get(probe.format or "", "img")
+    if is_volume_bytes(blob):
+        extension = "dcm" if blob[128:132] == b"DICM" else ("nii.gz" if blob[:2] == b"\x1f\x8b" else "nii")
+    else:
+        with Image.open(io.BytesIO(blob)) as probe:
+            extension = EXTENSIONS.get(probe.format or "", "img")
     return f"{UPLOADS}/{digest}.{extension}", digest, image
 
 

@@ -32,6 +32,7 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 from core.sources.files import read_bytes, size_text
 
 FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "GIF", "WEBP")
+VOLUME_SUFFIXES = (".dcm", ".nii", ".nii.gz")  # read through core.sources.volumes, with its own size limit
 MAX_FILE_BYTES = 64 << 20     # the dashboard's upload limit (.streamlit/config.toml) is 50 MB
 MAX_PIXELS = 40_000_000       # e.g. 6,300 x 6,300; a 4,096 x 4,096 scan is 16.8 million
 MIN_SIDE = 64
@@ -74,11 +75,22 @@ def check_geometry(width: int, height: int) -> None:
 def read_image(source: str | os.PathLike | bytes) -> Image.Image:
     """An image file (a path, or its bytes) -> an accepted 8-bit RGB image (see the module docstring).
     Raises :class:`ImageRefused`, or :class:`core.sources.FileRefused` for a path that is no readable file."""
-    raw = source if isinstance(source, bytes) else read_bytes(source, MAX_FILE_BYTES, "image file")
-    if len(raw) > MAX_FILE_BYTES:
-        raise ImageRefused(f"the file is {size_text(len(raw))}, over the {size_text(MAX_FILE_BYTES)} limit")
+    from core.sources import volumes
+
+    volume_name = not isinstance(source, bytes) and str(source).lower().endswith(VOLUME_SUFFIXES)
+    limit = volumes.MAX_SCAN_BYTES if volume_name else MAX_FILE_BYTES
+    raw = source if isinstance(source, bytes) else read_bytes(source, limit, "image file")
     if not raw:
         raise ImageRefused("the file is empty (0 bytes)")
+    if volumes.is_volume_bytes(raw):  # a DICOM or NIfTI file: the slice it stands for, checked like any picture
+        picture = volumes.dataset_slice(raw, "scan" if isinstance(source, bytes) else os.path.basename(source))
+        check_geometry(*picture.size)
+        prepared = prepare_image(picture)
+        prepared.info.update(source_size=picture.size, spacing_mm=picture.info.get("spacing_mm"),
+                             slice=picture.info.get("slice"))
+        return prepared
+    if len(raw) > MAX_FILE_BYTES:
+        raise ImageRefused(f"the file is {size_text(len(raw))}, over the {size_text(MAX_FILE_BYTES)} limit")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

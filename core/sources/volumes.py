@@ -307,6 +307,59 @@ def read_nifti(blob: bytes, axis: int = 2) -> Volume:
                   notes=("shown in RAS orientation: the patient's left on the left of the picture",))
 
 
+SLICE_ENV = "BRAIN_MRI_VOLUME_SLICE"  # which slice of a volume a dataset file stands for: "middle" or a number from 1
+
+
+def is_volume_bytes(blob: bytes) -> bool:
+    """Whether bytes are a DICOM file (the 'DICM' marker) or a NIfTI file, plain or gzipped (its magic string)."""
+    if blob[128:132] == b"DICM" or blob[344:348] in (b"n+1\0", b"ni1\0") or blob[4:8] == b"n+2\0":
+        return True
+    if blob[:2] == b"\x1f\x8b":
+        try:
+            head = gzip.GzipFile(fileobj=io.BytesIO(blob)).read(540)
+        except (OSError, EOFError):
+            return False
+        return head[344:348] in (b"n+1\0", b"ni1\0") or head[4:8] == b"n+2\0"
+    return False
+
+
+def stated_slice(count: int) -> int:
+    """The slice a volume in a dataset folder stands for: $BRAIN_MRI_VOLUME_SLICE ("middle", the default, or a
+    number from 1), refused with a sentence when the volume has fewer slices."""
+    import os
+
+    said = os.environ.get(SLICE_ENV, "middle").strip().lower() or "middle"
+    if said == "middle":
+        return count // 2
+    if not said.isdigit() or int(said) < 1:
+        raise ScanRefused(f"{SLICE_ENV}={said!r} is neither 'middle' nor a slice number from 1")
+    if int(said) > count:
+        raise ScanRefused(f"the volume has {count} slices, so slice {said} ({SLICE_ENV}) does not exist")
+    return int(said) - 1
+
+
+def use_slice(setting: str) -> None:
+    """Make ``setting`` ("middle" or a slice number from 1) the slice every DICOM or NIfTI file in a dataset folder
+    stands for, in this process and the decoding processes it starts (through the environment); refused with a
+    sentence when it is neither."""
+    import os
+
+    said = str(setting).strip().lower()
+    if said != "middle" and not (said.isdigit() and int(said) >= 1):
+        raise ScanRefused(f"volume slice {setting!r} is neither 'middle' nor a slice number from 1")
+    os.environ[SLICE_ENV] = said
+
+
+def dataset_slice(blob: bytes, name: str = "scan") -> Image.Image:
+    """The stated slice (:func:`stated_slice`) of a DICOM or NIfTI file in a dataset folder, as a picture with its
+    pixel spacing and slice number in ``info``; NIfTI volumes are cut axially."""
+    volume = read_scan([(name, blob)]) if not blob[:2] == b"\x1f\x8b" else read_nifti(blob)
+    index = stated_slice(volume.count)
+    picture = volume.image(index)
+    picture.info["slice"] = index + 1
+    return picture
+
+
 def is_volume_file(name: str, blob: bytes) -> bool:
     """Whether an uploaded file is a scan volume (DICOM, by its 'DICM' marker; NIfTI, by its name; a zip) rather than
     a picture."""
