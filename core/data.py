@@ -70,6 +70,7 @@ class ClassFolderTree:
     unknown_folders: list[str] = field(default_factory=list)
     other_files: list[str] = field(default_factory=list)        # non-image files in class folders
     refused: list[dict] = field(default_factory=list)           # {"path", "reason"}: images that cannot be named
+    patients: dict[str, str] = field(default_factory=dict)      # relpath -> patient, where the data says (figshare)
 
     def counts(self) -> dict[str, int]:
         counts = dict.fromkeys(CLASSES, 0)
@@ -105,6 +106,10 @@ def scan_class_folders(root: str | os.PathLike) -> ClassFolderTree:
         raise DatasetError(f"dataset folder {root} does not exist; check the path")
     if not root.is_dir():
         raise DatasetError(f"{root} is a file, not a dataset folder of class sub-folders")
+    from core.sources import figshare
+
+    if figshare.is_release(root):
+        return release_tree(root)
     tree = ClassFolderTree(root=root.resolve(), samples=[])
     for folder in _child_dirs(root):
         name = canonical_class(folder.name)
@@ -147,6 +152,27 @@ def scan_class_folders(root: str | os.PathLike) -> ClassFolderTree:
 
 # --------------------------------------------------------------------------------------------------
 # Decoding and preprocessing
+
+
+def release_tree(root: Path) -> ClassFolderTree:
+    """The figshare release as published (core.sources.figshare): its numbered .mat slices, each labelled and given
+    its patient from inside the file; a file that is not a readable slice is listed as refused."""
+    from core.sources import figshare
+
+    tree = ClassFolderTree(root=root.resolve(), samples=[])
+    for path in figshare.release_files(root):
+        rel = path.relative_to(root).as_posix()
+        try:
+            label, patient = figshare.read_label(path)
+        except (ValueError, OSError) as error:
+            tree.refused.append({"path": printable(rel), "reason": str(error)})
+            continue
+        tree.samples.append(Sample(Path(os.path.abspath(path)), CLASSES.index(label), rel))
+        tree.patients[rel] = patient
+    if not tree.samples:
+        raise DatasetError(f"{root} looks like the figshare release but holds no readable slice (.mat)")
+    tree.folders = {name: name for name in sorted({s.class_name for s in tree.samples})}
+    return tree
 
 
 def _is_scan_file(path: Path) -> bool:

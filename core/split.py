@@ -111,6 +111,8 @@ def prepare_data(cfg: TrainConfig, progress: bool = True) -> PreparedData:
         raise DatasetError(f"{root} has no folder for class {', '.join(absent)}; the classifier needs all of "
                            f"{', '.join(CLASSES)}")
     groups = duplicate_groups(fingerprints, cfg.near_duplicate_bits)
+    if tree.patients:  # the data names its patients (the figshare release): a patient's slices stay on one side
+        groups = join_groups(groups, [tree.patients.get(s.relpath) for s in samples])
     labels = np.array([s.label for s in samples])
     conflicts = exact_label_conflicts(samples, fingerprints)
     for paths in conflicts:
@@ -123,6 +125,27 @@ def prepare_data(cfg: TrainConfig, progress: bool = True) -> PreparedData:
                         fingerprints=fingerprints, groups=groups, train_idx=rest[rest_train],
                         val_idx=rest[rest_val], test_idx=test_idx, skipped=skipped,
                         unknown_folders=tree.unknown_folders, label_conflicts=conflicts)
+
+
+def join_groups(groups: np.ndarray, patients: list[str | None]) -> np.ndarray:
+    """Groups that also hold every image of one patient together: two duplicate groups sharing a patient become one
+    (union-find over groups and patients). Images without a patient keep their duplicate group."""
+    parent = list(range(int(groups.max()) + 1 if len(groups) else 0))
+
+    def root(k: int) -> int:
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    first_group: dict[str, int] = {}
+    for group, patient in zip(groups.tolist(), patients):
+        if patient is None:
+            continue
+        other = first_group.setdefault(patient, group)
+        parent[root(group)] = root(other)
+    roots = np.array([root(g) for g in groups.tolist()], dtype=int)
+    return np.unique(roots, return_inverse=True)[1]
 
 
 def exact_label_conflicts(samples: list[Sample], fingerprints: list) -> list[list[str]]:

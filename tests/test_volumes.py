@@ -295,3 +295,58 @@ def test_evaluate_and_train_read_dicom_and_nifti_files_as_their_stated_slice(tmp
     monkeypatch.setenv(volumes.SLICE_ENV, "9")
     with pytest.raises(ScanRefused, match="does not exist"):
         volumes.dataset_slice((tree / "glioma" / "IM0000").read_bytes())
+
+
+# --------------------------------------------------------------------------------------------------
+# The figshare release as published (.mat files)
+
+
+def test_a_release_slice_reads_with_its_label_patient_and_mask_the_right_way_round():
+    from figshare_files import mat_bytes
+
+    from core.sources.figshare import MatRefused, read_mat
+
+    image = np.zeros((64, 48), dtype=np.int16)
+    image[5:10, 30:40] = 800                       # a bright patch in the top right, not symmetric
+    mask = np.zeros((64, 48), bool)
+    mask[5:10, 30:40] = True
+    found = read_mat(mat_bytes(image, "pituitary", "MRN-100360", mask))
+    assert (found.label, found.patient) == ("pituitary", "MRN-100360")
+    assert found.pixels.shape == (64, 48) and found.pixels[7, 35] == 255 and found.pixels[40, 10] == 0
+    assert np.array_equal(found.mask, mask)  # column-major storage turned back
+    with pytest.raises(MatRefused, match="MATLAB v7.3"):
+        read_mat(b"MATLAB 5.0 MAT-file" + b"\0" * 600)
+    with pytest.raises(MatRefused, match="label 7"):
+        blob = bytearray(mat_bytes(image, "glioma", "x"))
+        import h5py
+
+        buffer = io.BytesIO(bytes(blob))
+        with h5py.File(buffer, "r+") as handle:
+            handle["cjdata/label"][...] = 7.0
+        read_mat(buffer.getvalue())
+
+
+def test_a_release_folder_is_a_dataset_split_by_patient_with_its_own_folds(tmp_path):
+    from figshare_files import write_release
+
+    from core.config import TrainConfig
+    from core.data import scan_class_folders
+    from core.sources.figshare import cv_folds, release_files
+    from core.sources.images import read_image
+    from core.split import join_groups
+
+    root = write_release(tmp_path / "release", patients=10, per_patient=3)
+    tree = scan_class_folders(root)
+    assert len(tree.samples) == 30 and set(tree.patients.values()) == {f"PID{p:03d}" for p in range(10)}
+    assert tree.counts()["glioma"] == 9 and tree.counts()["notumor"] == 0
+    assert [f.name for f in release_files(root)][:3] == ["1.mat", "2.mat", "3.mat"]
+    folds = cv_folds(root)
+    by_patient = {}
+    for number, fold in folds.items():
+        by_patient.setdefault(f"PID{(number - 1) // 3:03d}", set()).add(fold)
+    assert all(len(f) == 1 for f in by_patient.values())  # the release's folds keep a patient together
+    picture = read_image(tree.samples[0].path)
+    assert picture.info["patient"] == "PID000" and picture.mode == "RGB"
+    # Duplicate groups 0..3 with patients a, b, a, None: the two groups of patient a become one.
+    assert join_groups(np.array([0, 1, 2, 3]), ["a", "b", "a", None]).tolist() == [0, 1, 0, 2]
+    assert TrainConfig(data=str(root)).volume_slice == "middle"

@@ -32,7 +32,7 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 from core.sources.files import read_bytes, size_text
 
 FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "GIF", "WEBP")
-VOLUME_SUFFIXES = (".dcm", ".nii", ".nii.gz")  # read through core.sources.volumes, with its own size limit
+VOLUME_SUFFIXES = (".dcm", ".nii", ".nii.gz", ".mat")  # read through core.sources.volumes or .figshare
 MAX_FILE_BYTES = 64 << 20     # the dashboard's upload limit (.streamlit/config.toml) is 50 MB
 MAX_PIXELS = 40_000_000       # e.g. 6,300 x 6,300; a 4,096 x 4,096 scan is 16.8 million
 MIN_SIDE = 64
@@ -82,12 +82,15 @@ def read_image(source: str | os.PathLike | bytes) -> Image.Image:
     raw = source if isinstance(source, bytes) else read_bytes(source, limit, "image file")
     if not raw:
         raise ImageRefused("the file is empty (0 bytes)")
-    if volumes.is_volume_bytes(raw):  # a DICOM or NIfTI file: the slice it stands for, checked like any picture
-        picture = volumes.dataset_slice(raw, "scan" if isinstance(source, bytes) else os.path.basename(source))
+    from core.sources import figshare
+
+    if volumes.is_volume_bytes(raw) or figshare.is_mat(raw):  # the slice a scan stands for, checked like any picture
+        name = "scan" if isinstance(source, bytes) else os.path.basename(source)
+        picture = figshare.mat_image(raw) if figshare.is_mat(raw) else volumes.dataset_slice(raw, name)
         check_geometry(*picture.size)
         prepared = prepare_image(picture)
         prepared.info.update(source_size=picture.size, spacing_mm=picture.info.get("spacing_mm"),
-                             slice=picture.info.get("slice"))
+                             slice=picture.info.get("slice"), patient=picture.info.get("patient"))
         return prepared
     if len(raw) > MAX_FILE_BYTES:
         raise ImageRefused(f"the file is {size_text(len(raw))}, over the {size_text(MAX_FILE_BYTES)} limit")
