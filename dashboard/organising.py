@@ -149,10 +149,11 @@ def run_cases() -> tuple[list, dict, dict, list, dict] | None:
 
 
 def upload_cases() -> tuple[list, dict, dict, list, dict] | None:
-    files = st.file_uploader("Scans (PNG, JPEG, BMP or TIFF)", type=["png", "jpg", "jpeg", "bmp", "tif", "tiff"],
+    files = st.file_uploader("Scans (PNG, JPEG, BMP, TIFF; DICOM, NIfTI or .mat: the middle slice of each)", type=None,
                              accept_multiple_files=True, key="review.new.uploads",
-                             help="Each scan is kept once, by its content, in the dashboard's data folder; the model "
-                                  "in the sidebar answers it now.")
+                             help="Each scan is kept once, by its content, in the dashboard's data folder (a DICOM, "
+                                  "NIfTI or .mat file as a PNG of its slice, so that nothing identifying is stored); "
+                                  "the model in the sidebar answers it now.")
     order, seed = order_choice("review.new.uploaded")
     classifier = get_classifier()
     if not files or classifier is None:

@@ -176,8 +176,8 @@ def png_bytes(seed: int) -> bytes:
 
 def test_an_upload_is_checked_without_touching_the_disk_and_kept_once_by_its_hash(tmp_path):
     blob = png_bytes(0)
-    name, digest, image = checked_upload(blob)
-    assert digest == hashlib.sha256(blob).hexdigest() and name == f"uploads/{digest}.png" and image.size == (64, 64)
+    name, digest, image, kept = checked_upload(blob)
+    assert kept == blob and digest == hashlib.sha256(blob).hexdigest() and name == f"uploads/{digest}.png" and image.size == (64, 64)
     assert not (tmp_path / "uploads").exists()
     keep_uploads(tmp_path, {name: blob})
     keep_uploads(tmp_path, {name: blob})
@@ -203,7 +203,7 @@ def test_uploads_become_cases_once_each_in_the_order_asked(tmp_path):
 
 def test_a_case_image_is_found_only_where_it_belongs_and_only_with_its_content(tmp_path):
     blob = png_bytes(1)
-    name, digest, _ = checked_upload(blob)
+    name, digest, _, _ = checked_upload(blob)
     keep_uploads(tmp_path / "data", {name: blob})
     uploads = {"type": "uploads"}
     assert load_case_image(case_image_file(uploads, name, tmp_path / "data", None), digest).size == (64, 64)

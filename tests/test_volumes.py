@@ -350,3 +350,51 @@ def test_a_release_folder_is_a_dataset_split_by_patient_with_its_own_folds(tmp_p
     # Duplicate groups 0..3 with patients a, b, a, None: the two groups of patient a become one.
     assert join_groups(np.array([0, 1, 2, 3]), ["a", "b", "a", None]).tolist() == [0, 1, 0, 2]
     assert TrainConfig(data=str(root)).volume_slice == "middle"
+
+
+def test_no_identifying_value_reaches_a_run_the_review_database_or_a_report(tmp_path):
+    """A DICOM file with known identifying values, through every place that keeps something: an evaluation run, a
+    review session (its database and its data folder) and both PDF reports."""
+    from conftest import ROOT, synthetic_slice
+    from core import load_classifier
+    from core.evaluation import EvaluationSettings, evaluate
+    from core.review import open_database, store
+    from core.review.agreement import answers_table, session_summary
+    from core.review.cases import cases_from_uploads, keep_uploads, load_case_image
+    from core.review.reports import case_report, session_report
+    from core.review.schema import close_databases
+
+    pixels = np.kron(synthetic_slice(0, seed=8, size=112), np.ones((2, 2), np.uint8)).astype(np.int16)
+    scan = dicom_bytes(pixels)
+    tree = tmp_path / "tree"
+    for folder in ("glioma", "meningioma", "notumor", "pituitary"):
+        (tree / folder).mkdir(parents=True)
+        (tree / folder / "IM0001.dcm").write_bytes(scan)
+    run = evaluate(EvaluationSettings(checkpoint=str(ROOT / "assets/models/default"), data=str(tree),
+                                      out=str(tmp_path / "run"), progress=False, bootstrap_resamples=10,
+                                      num_workers=0, localisation="off"))
+    classifier = load_classifier(ROOT / "assets/models/default")
+    cases, blobs, problems = cases_from_uploads(classifier, [("IM0001.dcm", scan)])
+    assert not problems and all(name.endswith(".png") for name in blobs)
+    data = tmp_path / "data"
+    keep_uploads(data, blobs)
+    engine = open_database(f"sqlite:///{data / 'review.sqlite'}")
+    session, _, keys = store.create_session(engine, "privacy check", cases, list(classifier.classes),
+                                            readers=["Ann"], source={"type": "uploads"}, model={"path": "x"})
+    ann = store.reader_by_key(engine, keys["Ann"])
+    case = store.session_cases(engine, session.id)[0]
+    answer = store.commit_answer(engine, ann, case.id, "glioma", 4, "fine")
+    image = load_case_image(data / case.image, case.image_sha256)
+    pdfs = [case_report(session=session, case=case, scan=image, heatmap=None, reader="Ann", answer=answer,
+                        revealed=True)]
+    table = answers_table([case], store.session_answers(engine, session))
+    pdfs.append(session_report(session=session, cases=[case], table=table,
+                               summary=session_summary(table, session.classes), gallery=[(case, image, None, ["x"])]))
+    close_databases()
+    kept = [p.read_bytes() for folder in (run, data) for p in folder.rglob("*") if p.is_file()]
+    texts = [" ".join(page.extract_text() for page in __import__("pypdf").PdfReader(io.BytesIO(pdf)).pages)
+             for pdf in pdfs]
+    for secret in [*SECRETS.values(), "PRIVATE-SECRET-VALUE"]:
+        for variant in {secret, secret.replace("^", " ")}:
+            assert not any(variant.encode() in blob for blob in kept), (variant, "on disk")
+            assert not any(variant.encode() in pdf or variant in text for pdf, text in zip(pdfs, texts)), variant

@@ -109,20 +109,26 @@ def run_model(run) -> dict:
 # Uploaded scans
 
 
-def checked_upload(blob: bytes) -> tuple[str, str, Image.Image]:
+def checked_upload(blob: bytes) -> tuple[str, str, Image.Image, bytes]:
     """Check an uploaded scan (:func:`core.sources.read_image`: ImageRefused with the reason). Returns the name it is
-    kept under (relative to the data folder: ``uploads/<sha256>.<ext>``), its hash and the decoded image. Nothing is
-    written: a scan reaches the disk only when a session is made with it (:func:`keep_uploads`)."""
+    kept under (relative to the data folder: ``uploads/<sha256>.<ext>``), its hash, the decoded image and the bytes
+    to keep. A DICOM, NIfTI or .mat file is kept as a PNG of the slice it stands for, never as itself: its header may
+    name the patient, and nothing identifying is stored. Nothing is written: a scan reaches the disk only when a
+    session is made with it (:func:`keep_uploads`)."""
+    from core.sources.figshare import is_mat
     from core.sources.volumes import is_volume_bytes
 
     image = read_image(blob)  # a DICOM or NIfTI file: the slice it stands for (core.sources.volumes.stated_slice)
-    digest = hashlib.sha256(blob).hexdigest()
-    if is_volume_bytes(blob):
-        extension = "dcm" if blob[128:132] == b"DICM" else ("nii.gz" if blob[:2] == b"\x1f\x8b" else "nii")
+    if is_volume_bytes(blob) or is_mat(blob):
+        rendered = io.BytesIO()
+        image.save(rendered, "PNG")
+        blob = rendered.getvalue()
+        extension = "png"
     else:
         with Image.open(io.BytesIO(blob)) as probe:
             extension = EXTENSIONS.get(probe.format or "", "img")
-    return f"{UPLOADS}/{digest}.{extension}", digest, image
+    digest = hashlib.sha256(blob).hexdigest()
+    return f"{UPLOADS}/{digest}.{extension}", digest, image, blob
 
 
 def keep_uploads(data_dir: str | os.PathLike, blobs: dict[str, bytes]) -> None:
@@ -146,13 +152,13 @@ def cases_from_uploads(classifier, uploads: list[tuple[str, bytes]]) -> tuple[li
     kept, images, problems, blobs = [], [], [], {}
     for name, blob in uploads:
         try:
-            stored, digest, image = checked_upload(blob)
+            stored, digest, image, kept_bytes = checked_upload(blob)
         except ValueError as error:
             problems.append(f"{name}: {error}")
             continue
         if stored in blobs:
             continue
-        blobs[stored] = blob
+        blobs[stored] = kept_bytes
         kept.append((name, stored, digest))
         images.append(image)
     if not kept:
