@@ -500,3 +500,46 @@ def test_clearing_a_bad_checkpoint_path_returns_to_the_default_model(server_url,
                                         "clearing the path did not bring the default model back")
     captions = " ".join(c.text for c in browser.find_elements(By.CSS_SELECTOR, "[data-testid='stSidebar'] [data-testid='stCaptionContainer']"))
     assert "Learned from" in captions
+
+
+def image_captions(driver) -> list[str]:
+    return [c.text for c in driver.find_elements(By.CSS_SELECTOR, "[data-testid='stImageCaption']")]
+
+
+def test_a_dicom_series_and_a_nifti_volume_are_uploaded_scrolled_and_explained(server_url, browser, tmp_path):
+    """Three DICOM files of one series (no extension, as scanners write them) and a .nii.gz volume, uploaded
+    together: each opens at its middle slice with a slider, moving the slider moves the explained slice, and no
+    identifying value from the files appears on the page."""
+    from selenium.webdriver.common.keys import Keys
+
+    from test_volumes import SECRETS, dicom_bytes, nifti_bytes
+
+    brain = np.kron(synthetic_slice(0, seed=4, size=112), np.ones((2, 2), np.uint8)).astype(np.int16)
+    paths = []
+    for k in range(3):
+        path = tmp_path / f"IM{k:04d}"
+        path.write_bytes(dicom_bytes(brain + 7 * k, position=float(k), instance=k + 1))
+        paths.append(path)
+    nifti = tmp_path / "brain.nii.gz"
+    nifti.write_bytes(nifti_bytes(np.repeat(brain.T[:, ::-1, None], 5, axis=2).astype(np.float32), np.eye(4),
+                                  gz=True))
+    browser.get(server_url + "/predict")
+    wait(browser, PAGE_TIMEOUT).until(upload_input, "no uploader at /predict")
+    upload_input(browser).send_keys("\n".join(str(p) for p in [*paths, nifti]))
+    wait(browser, RESULT_TIMEOUT).until(lambda d: script_is_idle(d) and any(
+        "slice 2 of 3" in c for c in image_captions(d)) and any("slice 3 of 5" in c for c in image_captions(d)),
+        "the series and the volume were not shown at their middle slices")
+    assert len([h for h in browser.find_elements(By.CSS_SELECTOR, "[data-testid='stMain'] h3") if "%" in h.text]) == 2
+    wait(browser, RESULT_TIMEOUT).until(loaded_gradcam_image, "no heatmap for the slices")
+    series_slider = next(s for s in browser.find_elements(By.CSS_SELECTOR, "[data-testid='stSlider']")
+                         if s.find_elements(By.CSS_SELECTOR, "[data-testid='stWidgetLabel']")
+                         and s.find_element(By.CSS_SELECTOR, "[data-testid='stWidgetLabel']").text.strip() == "Slice")
+    series_slider.find_element(By.CSS_SELECTOR, "input[type='range']").send_keys(Keys.RIGHT)
+    wait(browser, RESULT_TIMEOUT).until(lambda d: script_is_idle(d) and any(
+        "slice 3 of 3" in c for c in image_captions(d)), "moving the slider did not move the slice")
+    wait(browser, RESULT_TIMEOUT).until(loaded_gradcam_image, "no heatmap for the new slice")
+    text = browser.find_element(By.CSS_SELECTOR, "[data-testid='stMain']").text
+    assert "Not shown, not kept, not logged: patient's name" in text
+    for secret in [*SECRETS.values(), "PRIVATE-SECRET-VALUE"]:
+        assert secret not in browser.page_source and secret.replace("^", " ") not in text
+    assert not exception_texts(browser), exception_texts(browser)
