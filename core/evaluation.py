@@ -43,6 +43,7 @@ from core.masks import DILATION_PX, OPTIONAL_SCORES, SCORES, MaskError, masks_fo
 from core.metrics import (BootstrapSettings, MetricWarning, bootstrap_intervals, curves, patient_figures,
                           point_metrics)
 from core.runtime import default_workers
+from core.split import join_groups
 from core.runs import LOCALISATION_FILE, MASKS_FILE, RUN_FORMAT, RUN_FORMAT_VERSION, RunError, RunWriter
 from core.sources import read_bytes, read_image
 from core.sources.files import printable
@@ -416,13 +417,17 @@ def all_metrics(predicted: Predicted, audit: Audit, settings: EvaluationSettings
     """(metrics.json, curves.json, {file name: per-image table}): every figure on all images and on the
     duplicate-free ones, with the warnings the metrics gave, and the localisation tables."""
     labels, probs = predicted.labels, predicted.probs
+    # Where the data names its patients (the figshare release), the bootstrap resamples patients: a patient's
+    # slices, like copies of one scan, are not independent evidence.
+    patients = [images.tree.patients.get(p) for p in predicted.paths] if images.tree.patients else None
+    groups = audit.groups if patients is None else join_groups(audit.groups, patients)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", MetricWarning)
-        everything, everything_curves = _metrics_block(labels, probs, audit.groups, settings)
+        everything, everything_curves = _metrics_block(labels, probs, groups, settings)
         free, free_curves = None, None
         if audit.available:
             unseen = ~audit.duplicate
-            free, free_curves = _metrics_block(labels[unseen], probs[unseen], audit.groups[unseen], settings)
+            free, free_curves = _metrics_block(labels[unseen], probs[unseen], groups[unseen], settings)
     metrics = {
         "accuracy": everything["accuracy"],
         "accuracy_duplicate_free": free["accuracy"] if free else None,
@@ -437,7 +442,8 @@ def all_metrics(predicted: Predicted, audit: Audit, settings: EvaluationSettings
             settings.confidence),
         "warnings": sorted({str(w.message) for w in caught if issubclass(w.category, MetricWarning)}),
     }
-    metrics["patients"] = patient_figures(predicted.paths, predicted.labels, predicted.probs, settings.confidence)
+    metrics["patients"] = patient_figures(predicted.paths, predicted.labels, predicted.probs, settings.confidence,
+                                          patients if patients is not None and all(patients) else None)
     tables = {}
     explained = {"method": settings.cam_method, "layer": settings.cam_layer, "target": "true class"}
     if images.localise and images.has_boxes:

@@ -378,16 +378,18 @@ def bootstrap_intervals(labels: np.ndarray, probs: np.ndarray, classes: list[str
     return intervals
 
 
-def patient_figures(paths: list[str], labels: np.ndarray, probs: np.ndarray, confidence: float) -> dict | None:
-    """Where every file name gives its patient (lgg-tcga-glioma): each patient's answer is the class most of their
-    slices get (a tie goes to the tied class with the larger summed probability), and per true class, how many
-    patients get it right, with a Wilson interval. None otherwise."""
+def patient_figures(paths: list[str], labels: np.ndarray, probs: np.ndarray, confidence: float,
+                    patients: list[str | None] | None = None) -> dict | None:
+    """Where every image's patient is known (from the file names, as in lgg-tcga-glioma, or given in ``patients``,
+    as the figshare release's .mat files say): each patient's answer is the class most of their slices get (a tie
+    goes to the tied class with the larger summed probability), and per true class, how many patients get it right,
+    with a Wilson interval. None otherwise."""
     import pandas as pd
 
     from core.data import CLASSES
     from core.masks import patient_of
 
-    patients = [patient_of(path) for path in paths]
+    patients = list(patients) if patients is not None else [patient_of(path) for path in paths]
     if not patients or not all(patients):
         return None
     probs, labels = np.asarray(probs), np.asarray(labels)

@@ -398,3 +398,40 @@ def test_no_identifying_value_reaches_a_run_the_review_database_or_a_report(tmp_
         for variant in {secret, secret.replace("^", " ")}:
             assert not any(variant.encode() in blob for blob in kept), (variant, "on disk")
             assert not any(variant.encode() in pdf or variant in text for pdf, text in zip(pdfs, texts)), variant
+
+
+def test_an_evaluation_of_the_release_counts_patients_and_resamples_them(tmp_path):
+    from figshare_files import write_release
+
+    from conftest import ROOT
+    from core.evaluation import EvaluationSettings, evaluate
+    from core.runs import read_run
+
+    root = write_release(tmp_path / "release", patients=10, per_patient=3, size=96)
+    run = read_run(evaluate(EvaluationSettings(checkpoint=str(ROOT / "assets/models/default"), data=str(root),
+                                               out=str(tmp_path / "run"), progress=False, bootstrap_resamples=30,
+                                               num_workers=0, localisation="off")))
+    assert len(run.predictions) == 30
+    patients = run.metrics["patients"]
+    assert patients["patients"] == 10 and sum(v["patients"] for v in patients["per_class"].values()) == 10
+    low, high = run.metrics["all"]["intervals"]["accuracy"]
+    assert low <= run.metrics["accuracy"] <= high
+
+
+def test_the_bootstrap_resamples_patients_where_the_data_names_them():
+    from core.metrics import BootstrapSettings, bootstrap_intervals
+    from core.split import join_groups
+
+    # 10 patients of 20 slices each, every slice of a patient answered alike: resampling slices would pretend to
+    # 200 independent answers and give a narrow interval; resampling patients gives the honest, wider one.
+    rng = np.random.default_rng(0)
+    right_patient = rng.random(10) < 0.7
+    labels = np.zeros(200, dtype=int)
+    probs = np.tile([0.1, 0.3, 0.3, 0.3], (200, 1))
+    probs[np.repeat(right_patient, 20)] = [0.7, 0.1, 0.1, 0.1]
+    classes = ["glioma", "meningioma", "notumor", "pituitary"]
+    by_slice = bootstrap_intervals(labels, probs, classes, np.arange(200), BootstrapSettings(300))["accuracy"]
+    patients = [f"P{k // 20}" for k in range(200)]
+    by_patient = bootstrap_intervals(labels, probs, classes, join_groups(np.arange(200), patients),
+                                     BootstrapSettings(300))["accuracy"]
+    assert by_patient[1] - by_patient[0] > 2 * (by_slice[1] - by_slice[0])
