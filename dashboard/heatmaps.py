@@ -52,3 +52,24 @@ def with_header(picture: Image.Image, lines: list[str]) -> Image.Image:
         draw.text((8, 6 + k * (size + 6)), line, fill=(230, 233, 239), font=_font(size))
     out.paste(picture.convert("RGB"), (0, height))
     return out
+
+
+BAR_LENGTHS_MM = (1, 2, 5, 10, 20, 50, 100)
+
+
+def with_scale_bar(picture: Image.Image, mm_per_pixel: float) -> Image.Image:
+    """The picture with a scale bar in its lower left corner: the round length in millimetres closest to a fifth of
+    its width, drawn white on a dark band, labelled."""
+    out = picture.convert("RGB").copy()
+    if not mm_per_pixel or mm_per_pixel <= 0:
+        return out
+    length = min(BAR_LENGTHS_MM, key=lambda mm: abs(mm / mm_per_pixel - out.width / 5))
+    pixels = max(1, round(length / mm_per_pixel))
+    size = max(10, min(18, out.width // 30))
+    margin, thick = max(6, out.width // 60), max(2, out.width // 200)
+    draw = ImageDraw.Draw(out)
+    x0, y0 = margin, out.height - margin - thick
+    draw.rectangle([x0 - 3, y0 - size - 8, x0 + max(pixels, size * 3) + 3, y0 + thick + 3], fill=(14, 17, 23))
+    draw.rectangle([x0, y0, x0 + pixels, y0 + thick], fill=(255, 255, 255))
+    draw.text((x0, y0 - size - 4), f"{length:g} mm", fill=(255, 255, 255), font=_font(size))
+    return out

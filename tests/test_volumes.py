@@ -435,3 +435,15 @@ def test_the_bootstrap_resamples_patients_where_the_data_names_them():
     by_patient = bootstrap_intervals(labels, probs, classes, join_groups(np.arange(200), patients),
                                      BootstrapSettings(300))["accuracy"]
     assert by_patient[1] - by_patient[0] > 2 * (by_slice[1] - by_slice[0])
+
+
+def test_a_scale_bar_is_as_long_as_the_millimetres_it_says():
+    from PIL import Image
+
+    from dashboard.heatmaps import with_scale_bar
+
+    # 400 px at 0.5 mm a pixel: a fifth of the width is 80 px (40 mm); the nearest round length is 50 mm, 100 px.
+    picture = np.asarray(with_scale_bar(Image.new("RGB", (400, 400), (0, 0, 80)), mm_per_pixel=0.5))
+    bar_row = picture[400 - 6 - 1]  # the margin is 6 px and the bar 2 px thick at this size
+    assert len(np.flatnonzero((bar_row == 255).all(axis=1))) == 101  # 100 px from its first pixel to its last
+    assert (picture[:300] == [0, 0, 80]).all()  # nothing drawn over the rest of the picture

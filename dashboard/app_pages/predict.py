@@ -15,7 +15,7 @@ from core.explain import CAM_METHODS, DEFAULT_LAYER, DEFAULT_METHOD, LAYERS, SCA
 from core.sources import read_image
 from core.sources.files import printable
 from dashboard.charts import probability_bars
-from dashboard.heatmaps import with_colour_bar, with_header
+from dashboard.heatmaps import with_colour_bar, with_header, with_scale_bar
 from dashboard.captions import Verdict, layer_label, localisation_sentence, md, verdict
 from dashboard.common import available_models, classifier_at, error_boundary, get_classifier, runs_of_model
 
@@ -345,7 +345,11 @@ def show_scan(position: int, name: str, digest: str, image, row, explained_class
         width, height = image.info.get("source_size", image.size)
         original.image(png_bytes(shown), caption=f"{md(name)} ({width} x {height})", width="stretch",
                        output_format="PNG")
-        blended = with_colour_bar(overlay(shown, heatmap, opacity), scale)
+        blended = overlay(shown, heatmap, opacity)
+        spacing = image.info.get("spacing_mm")
+        if spacing:  # a DICOM or NIfTI slice: the heatmap's scale in millimetres
+            blended = with_scale_bar(blended, spacing[1] * image.width / shown.width)
+        blended = with_colour_bar(blended, scale)
         why = CLASS_LABELS[classifier.classes[int(explained_class)]]
         class_specific = CAM_METHODS[method].class_specific
         described = heatmap_description(method, layer, why)
