@@ -22,6 +22,8 @@ class TrainConfig:
     near_duplicate_bits: int = 12          # perceptual-hash distance that joins images into one group
     max_images_per_class: int | None = None  # cap per class (quick experiments and tests)
     volume_slice: str = "middle"           # the slice each DICOM or NIfTI file stands for: "middle" or a number from 1
+    files: str | None = None               # a list file of image paths: train (and validate) on these images only
+    absent_classes: bool = False           # train though a class has no image (the figshare release has no no-tumour)
     seed: int = 42
     # optimisation
     epochs: int = 8                        # in total, head-only epochs included

@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 
 from core.audit import dataset_fingerprint, duplicate_groups, fingerprint_files
 from core.config import TrainConfig
-from core.data import CLASSES, IMAGE_EXTENSIONS, DatasetError, Sample, find_split_dirs, scan_class_folders
+from core.data import (CLASSES, IMAGE_EXTENSIONS, DatasetError, Sample, find_split_dirs, only_listed,
+                       scan_class_folders)
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,9 @@ def prepare_data(cfg: TrainConfig, progress: bool = True) -> PreparedData:
     train_dir, _ = find_split_dirs(dataset_root) if dataset_root.is_dir() else (None, None)
     root = train_dir or dataset_root
     tree = scan_class_folders(root)
+    if cfg.files:
+        prefix = root.resolve().relative_to(dataset_root.resolve()).as_posix() if root != dataset_root else ""
+        tree = only_listed(tree, "" if prefix == "." else prefix, cfg.files)
     if tree.unknown_folders:
         log.warning("ignored folders that name no known class in %s: %s (known: %s)", root,
                     ", ".join(tree.unknown_folders), ", ".join(CLASSES))
@@ -107,7 +111,10 @@ def prepare_data(cfg: TrainConfig, progress: bool = True) -> PreparedData:
         raise DatasetError(f"class {', '.join(too_few)} has fewer than 4 readable images in {root}; "
                            "a validation split needs more")
     absent = [name for name, n in counts.items() if n == 0]
-    if absent:
+    if absent and cfg.absent_classes:
+        log.warning("no image of class %s: the model keeps its %d outputs and learns that these are never the "
+                    "answer here", ", ".join(absent), len(CLASSES))
+    elif absent:
         raise DatasetError(f"{root} has no folder for class {', '.join(absent)}; the classifier needs all of "
                            f"{', '.join(CLASSES)}")
     groups = duplicate_groups(fingerprints, cfg.near_duplicate_bits)

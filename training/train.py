@@ -32,6 +32,10 @@ HELP = {
     "max_images_per_class": "use at most this many images per class (quick experiments)",
     "volume_slice": "the slice each DICOM or NIfTI file in the data folders stands for: middle, or a number from 1 "
                     "(NIfTI volumes are cut axially)",
+    "files": "text file of image paths relative to the dataset root, one a line: train and validate on these only "
+             "(a cross-validation fold's training side)",
+    "absent_classes": "train although some class has no image (the figshare release has no no-tumour class); the "
+                      "model keeps its four outputs",
     "seed": "random seed for the split, initialisation, shuffling and augmentation",
     "epochs": "number of epochs in total, head-only epochs included",
     "head_epochs": "epochs that train only the new head on a frozen backbone first",

@@ -103,6 +103,19 @@ def headline_cards(run) -> None:
             low, high = block.get("intervals", {}).get(interval, [None, None]) if interval else (None, None)
             if low is not None and high is not None:
                 column.caption(f"{level} CI {charts.fmt(low, spec)} – {charts.fmt(high, spec)}")
+    spread = (run.info.get("crossval") or {}).get("spread")
+    if isinstance(spread, dict):
+        parts = []
+        for title, key, spec in (("accuracy", "accuracy", ".2%"), ("macro AUC", "macro_auc", ".4f")):
+            figure = spread.get(key) or {}
+            folds = [v for v in figure.get("folds") or [] if isinstance(v, (int, float))]
+            if folds:
+                sd = f" ± {charts.fmt(figure['sd'], spec)}" if isinstance(figure.get("sd"), (int, float)) else ""
+                parts.append(f"{title} {charts.fmt(figure.get('mean'), spec)}{sd} over {len(folds)} folds "
+                             f"({', '.join(charts.fmt(v, spec) for v in folds)})")
+        if parts:
+            st.caption("Cross-validation, each fold read once by the model trained on the others: "
+                       + "; ".join(parts) + ". The figures above pool every fold's answers.")
     patients = run.metrics.get("patients")
     if patients:
         parts = [f"{CLASS_LABELS[name].lower()} right for {v['right']} of {v['patients']} patients "

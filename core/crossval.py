@@ -1,0 +1,141 @@
+"""Cross-validation by patient: one model per fold with the default recipe, each evaluated on its held-out fold, and
+the pooled out-of-fold predictions written as an ordinary evaluation run with the folds' spread beside it.
+
+The folds are the figshare release's own (``cvind.mat``, patient-wise, as the papers the field compares against
+use them) or k folds made here, stratified by class with every patient (and every group of near-duplicate copies)
+wholly in one fold. Each fold's training side also gives its validation images, chosen the same way, for the
+recipe's early stopping and calibration; the held-out fold is read once, by the evaluation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from core.config import TrainConfig
+from core.data import CLASSES, DatasetError, scan_class_folders
+from core.evaluation import EvaluationSettings, evaluate
+from core.metrics import BootstrapSettings, bootstrap_intervals, curves, point_metrics
+from core.runs import RunWriter, read_run
+from core.split import join_groups
+from core.trainer import train
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CrossvalSettings:
+    data: str                       # the figshare release (or any dataset whose patients are known)
+    out: str                        # folder for fold-1 ... fold-k (model and run each) and the pooled run
+    folds: str = "cvind"            # "cvind": the release's own five folds; or a number k of folds made here
+    seed: int = 42
+    train: dict = field(default_factory=dict)   # TrainConfig fields to change from the default recipe (tests: tiny)
+    bootstrap_resamples: int = 1000
+    progress: bool = True
+
+
+def fold_of_each(tree, folds: str, seed: int) -> dict[str, int]:
+    """Relative path -> fold (1..k): the release's cvind.mat, or k folds stratified by class with each patient (or,
+    without patients, each image) wholly in one."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    from core.sources.figshare import cv_folds
+
+    if folds == "cvind":
+        given = cv_folds(tree.root)
+        if given is None:
+            raise DatasetError(f"--folds cvind needs the release's cvind.mat in {tree.root}; give a number of folds")
+        found = {}
+        for sample in tree.samples:
+            number = int(Path(sample.relpath).stem) if Path(sample.relpath).stem.isdigit() else None
+            if number not in given:
+                raise DatasetError(f"cvind.mat gives no fold for {sample.relpath}")
+            found[sample.relpath] = given[number]
+        return found
+    if not str(folds).isdigit() or not 2 <= int(folds) <= 10:
+        raise DatasetError(f"--folds must be 'cvind' or a number of folds from 2 to 10, not {folds!r}")
+    labels = np.array([s.label for s in tree.samples])
+    groups = [tree.patients.get(s.relpath, s.relpath) for s in tree.samples]
+    splitter = StratifiedGroupKFold(n_splits=int(folds), shuffle=True, random_state=seed)
+    found = {}
+    for k, (_, held) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups), start=1):
+        found.update({tree.samples[i].relpath: k for i in held})
+    return found
+
+
+def crossval(settings: CrossvalSettings) -> Path:
+    """Train and evaluate one model per fold, then write the pooled run; returns its folder (``out/pooled``)."""
+    out = Path(settings.out).expanduser()
+    tree = scan_class_folders(settings.data)
+    folds = fold_of_each(tree, settings.folds, settings.seed)
+    numbers = sorted(set(folds.values()))
+    runs = []
+    for fold in numbers:
+        folder = out / f"fold-{fold}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "train.txt").write_text("\n".join(p for p, f in folds.items() if f != fold) + "\n")
+        (folder / "test.txt").write_text("\n".join(p for p, f in folds.items() if f == fold) + "\n")
+        config = TrainConfig(**{"data": settings.data, "out": str(folder / "model"), "files": str(folder / "train.txt"),
+                                "test_fraction": 0.0, "absent_classes": True, "seed": settings.seed + fold,
+                                "progress": settings.progress, **settings.train})
+        log.info("fold %d of %d: training on %d images", fold, len(numbers), sum(f != fold for f in folds.values()))
+        checkpoint = train(config)
+        run = evaluate(EvaluationSettings(
+            checkpoint=str(checkpoint), data=settings.data, out=str(folder / "run"), files=str(folder / "test.txt"),
+            name=f"{Path(settings.data).name} fold {fold} of {len(numbers)}", localisation="off",
+            bootstrap_resamples=settings.bootstrap_resamples, progress=settings.progress, overwrite=True,
+            **{k: v for k, v in settings.train.items() if k in ("precision", "num_workers", "device")}))
+        runs.append(read_run(run))
+    return write_pooled(runs, tree, out / "pooled", settings)
+
+
+def fold_spread(runs) -> dict:
+    """Mean and standard deviation over the folds of accuracy and macro AUC (AUC over the classes present)."""
+    def stats(values: list[float]) -> dict:
+        values = [v for v in values if v is not None and np.isfinite(v)]
+        return {"mean": float(np.mean(values)) if values else None,
+                "sd": float(np.std(values, ddof=1)) if len(values) > 1 else None, "folds": values}
+
+    return {"accuracy": stats([r.metrics["accuracy"] for r in runs]),
+            "macro_auc": stats([r.metrics["macro_auc"] for r in runs])}
+
+
+def write_pooled(runs, tree, out: Path, settings: CrossvalSettings) -> Path:
+    """The out-of-fold predictions of every fold together, as an ordinary run (intervals resample patients), with
+    each fold's figures and their spread in run.json's ``crossval``."""
+    table = pd.concat([r.predictions.assign(fold=k) for k, r in enumerate(runs, start=1)], ignore_index=True)
+    labels = table["label"].map(CLASSES.index).to_numpy()
+    probs = table[[f"prob_{c}" for c in CLASSES]].to_numpy(dtype=np.float64)
+    patients = [tree.patients.get(p) for p in table["path"]]
+    groups = join_groups(np.arange(len(table)), patients) if any(patients) else np.arange(len(table))
+    block = point_metrics(labels, probs, list(CLASSES))
+    block["intervals"] = bootstrap_intervals(labels, probs, list(CLASSES), groups,
+                                             BootstrapSettings(settings.bootstrap_resamples, 0.95, settings.seed))
+    spread = fold_spread(runs)
+    metrics = {"accuracy": block["accuracy"], "accuracy_duplicate_free": None, "macro_auc": block["macro_auc"],
+               "macro_auc_duplicate_free": None, "all": block, "duplicate_free": None, "localisation": None,
+               "masks": None, "familiarity": None, "warnings": [], "patients": None}
+    if any(patients) and all(patients):
+        from core.metrics import patient_figures
+
+        metrics["patients"] = patient_figures(list(table["path"]), labels, probs, 0.95, patients)
+    first = runs[0].info
+    info = {**first, "name": f"{Path(settings.data).name}: {len(runs)}-fold cross-validation (pooled out-of-fold)",
+            "model": {**first["model"], "path": f"one model per fold: {out.parent.name}/fold-*/model",
+                      "file_sha256": None},
+            "dataset": {**first["dataset"], "images": int(len(table)), "files": None,
+                        "counts": {c: int((table["label"] == c).sum()) for c in CLASSES}},
+            "audit": {"available": False, "reference": "none: each fold's own run holds its audit"},
+            "crossval": {"folds": settings.folds, "spread": spread, "runs": [str(r.path) for r in runs],
+                         "protocol": "patient-wise folds; each model trained with the default recipe on the other "
+                                     "folds and read once on its own"},
+            "settings": {**first["settings"], "out": str(out), "crossval": dataclasses.asdict(settings)}}
+    with RunWriter(out, overwrite=True, protected={}) as writer:
+        return writer.write(json.loads(json.dumps(info, default=str)), table, metrics,
+                            {"all": curves(labels, probs, list(CLASSES)), "duplicate_free": None})

@@ -1,0 +1,83 @@
+"""Cross-validation by patient (core.crossval, python -m training.crossval) on .mat files built like the figshare
+release's, with a shrunken recipe: folds by patient, one model and one run per fold, and the pooled run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from core.crossval import fold_of_each
+from core.data import DatasetError, scan_class_folders
+from core.runs import read_run
+from figshare_files import write_release
+from training.crossval import main
+
+TINY = ["--image-size", "48", "--epochs", "1", "--batch-size", "8", "--weights", "none", "--num-workers", "0",
+        "--precision", "fp32", "--bootstrap-resamples", "20", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    return write_release(tmp_path_factory.mktemp("release"), patients=10, per_patient=3, size=64)
+
+
+def test_folds_keep_every_patient_whole(release):
+    tree = scan_class_folders(release)
+    for folds in ("cvind", "3"):
+        found = fold_of_each(tree, folds, seed=1)
+        assert set(found) == {s.relpath for s in tree.samples}
+        per_patient = {}
+        for path, fold in found.items():
+            per_patient.setdefault(tree.patients[path], set()).add(fold)
+        assert all(len(f) == 1 for f in per_patient.values()), folds
+    assert sorted(set(fold_of_each(tree, "3", seed=1).values())) == [1, 2, 3]
+    with pytest.raises(DatasetError, match="'cvind' or a number"):
+        fold_of_each(tree, "many", seed=1)
+
+
+@pytest.fixture(scope="module")
+def crossvalidated(release, tmp_path_factory):
+    """The release cross-validated on its own five folds, and what the command printed."""
+    import contextlib
+    import io
+
+    out = tmp_path_factory.mktemp("crossval")
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["--data", str(release), "--out", str(out / "cv"), "--folds", "cvind", *TINY]) == 0
+    return out, printed.getvalue()
+
+
+def test_crossval_trains_one_model_per_fold_and_pools_the_out_of_fold_answers(crossvalidated):
+    tmp_path, out = crossvalidated
+    pooled = read_run(tmp_path / "cv" / "pooled")
+    folds = [read_run(tmp_path / "cv" / f"fold-{k}" / "run") for k in range(1, 6)]
+    assert sorted(pooled.predictions["path"]) == sorted(p for r in folds for p in r.predictions["path"])
+    assert len(pooled.predictions) == 30 and pooled.predictions["path"].is_unique  # each slice answered once
+    for k in range(1, 6):
+        trained = set((tmp_path / "cv" / f"fold-{k}" / "train.txt").read_text().split())
+        assert not trained & set(folds[k - 1].predictions["path"])  # never read what it was trained on
+    spread = pooled.info["crossval"]["spread"]["accuracy"]
+    assert spread["folds"] == pytest.approx([r.metrics["accuracy"] for r in folds])
+    assert spread["mean"] == pytest.approx(np.mean(spread["folds"]))
+    right = (pooled.predictions["label"] == pooled.predictions["pred"]).mean()
+    assert pooled.metrics["accuracy"] == pytest.approx(right)
+    assert pooled.metrics["patients"]["patients"] == 10
+    assert "pooled out-of-fold accuracy" in out and "accuracy per fold:" in out
+
+
+def test_the_runs_page_shows_the_pooled_run_with_its_folds(crossvalidated, monkeypatch):
+    import html
+
+    from streamlit.testing.v1 import AppTest
+
+    from conftest import ROOT
+
+    tmp_path, _ = crossvalidated
+    monkeypatch.setenv("BRAIN_MRI_ALLOWED_ROOTS", str(tmp_path))
+    at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=300).run()
+    at.switch_page("app_pages/runs.py").run()
+    at.text_input(key="runs.other").set_value(str(tmp_path / "cv" / "pooled")).run()
+    captions = " ".join(html.unescape(c.value) for c in at.caption)
+    assert not at.exception
+    assert "Cross-validation, each fold read once" in captions and "over 5 folds" in captions
