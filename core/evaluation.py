@@ -268,7 +268,9 @@ def find_images(root: Path, settings: EvaluationSettings) -> Images:
     tumours = [s for s in tree.samples if s.class_name != "notumor"]
     has_boxes = any(has_box(s.path) for s in tumours[:200])
     mask_root, masks = None, None
-    if settings.localisation != "off":
+    if settings.localisation != "off" and tree.patients and settings.masks is None:
+        mask_root, masks = tree.root, [s.path for s in tree.samples]  # the release: each .mat holds its own mask
+    elif settings.localisation != "off":
         try:
             mask_root, masks = masks_for(root, tree.samples, settings.masks)
         except MaskError as error:

@@ -108,6 +108,8 @@ def read_mask(path: str | os.PathLike, width: int, height: int) -> np.ndarray:
     of other proportions belongs to another image and is refused."""
     from core.sources import read_bytes
 
+    if str(path).lower().endswith(".mat"):  # a slice of the figshare release carries its own mask (cjdata.tumorMask)
+        return _mat_mask(path, width, height)
     raw = read_bytes(path, MAX_MASK_BYTES, "mask file")
     try:
         with Image.open(io.BytesIO(raw), formats=("PNG", "BMP", "TIFF", "GIF")) as image:
@@ -126,6 +128,18 @@ def read_mask(path: str | os.PathLike, width: int, height: int) -> np.ndarray:
                             "not the same proportions, so it belongs to another image")
         grey = np.asarray(Image.fromarray(grey).resize((width, height), Image.Resampling.NEAREST))
     return grey > 127
+
+
+def _mat_mask(path: str | os.PathLike, width: int, height: int) -> np.ndarray:
+    from core.sources.figshare import read_mat
+
+    found = read_mat(path).mask
+    if found is None:
+        raise MaskError(f"{Path(path).name} holds no tumour mask (cjdata.tumorMask)")
+    if found.shape != (height, width):
+        picture = Image.fromarray(found.astype(np.uint8) * 255).resize((width, height), Image.Resampling.NEAREST)
+        found = np.asarray(picture) > 127
+    return found
 
 
 def on_grid(mask: np.ndarray, size: int) -> np.ndarray:

@@ -10,7 +10,7 @@ import pandas as pd
 from PIL import Image, ImageDraw
 
 from core.data import CLASS_LABELS, read_yolo_boxes
-from core.sources import FileRefused, contained_path, is_within, read_image
+from core.sources import FileRefused, contained_path, is_within
 
 # What a reviewer asks for first, and how the run's cases are filtered and ordered for it.
 VIEWS = {
@@ -96,9 +96,11 @@ def mask_path(datasets_root: str | Path, dataset: str, relative: str) -> Path | 
 
     try:
         dataset_root = contained_path(datasets_root, dataset, "dataset")
-        contained_path(dataset_root, relative, "image")
+        image = contained_path(dataset_root, relative, "image")
     except FileRefused:
         return None
+    if relative.lower().endswith(".mat"):  # a slice of the figshare release holds its own mask
+        return image if image.is_file() else None
     mask_root = find_mask_root(dataset_root)
     found = mask_beside(mask_root, relative) if mask_root is not None else None
     return found if found is not None and is_within(found, [datasets_root]) else None
@@ -122,7 +124,7 @@ def draw_truth(image: Image.Image, image_path: Path, mask: Path | None) -> tuple
         notes.append("white box: the tumour box of the data")
     if mask is not None:
         try:
-            outline = _mask_outline(read_image(mask), (width, height))
+            outline = _mask_outline(mask, (width, height))
         except ValueError:
             outline = None
         if outline is not None and outline.any():
@@ -133,10 +135,13 @@ def draw_truth(image: Image.Image, image_path: Path, mask: Path | None) -> tuple
     return drawn, notes
 
 
-def _mask_outline(mask: Image.Image, size: tuple[int, int]) -> np.ndarray:
-    """The boundary pixels of a binary mask resized to ``size``, two pixels wide at typical sizes."""
+def _mask_outline(mask: Path, size: tuple[int, int]) -> np.ndarray:
+    """The boundary pixels of a mask file (core.masks.read_mask: a PNG, or a release .mat's own) at ``size``, two
+    pixels wide at typical sizes."""
     from scipy.ndimage import binary_erosion
 
-    inside = np.asarray(mask.convert("L").resize(size, Image.Resampling.NEAREST)) > 127
+    from core.masks import read_mask
+
+    inside = read_mask(mask, *size)
     width = max(1, size[0] // 250)
     return inside & ~binary_erosion(inside, iterations=width)

@@ -447,3 +447,40 @@ def test_a_scale_bar_is_as_long_as_the_millimetres_it_says():
     bar_row = picture[400 - 6 - 1]  # the margin is 6 px and the bar 2 px thick at this size
     assert len(np.flatnonzero((bar_row == 255).all(axis=1))) == 101  # 100 px from its first pixel to its last
     assert (picture[:300] == [0, 0, 80]).all()  # nothing drawn over the rest of the picture
+
+
+def test_the_release_scores_heatmaps_against_the_masks_inside_its_files(tmp_path):
+    from figshare_files import write_release
+
+    from conftest import ROOT
+    from core.evaluation import EvaluationSettings, evaluate
+    from core.masks import read_mask
+    from core.runs import read_run
+
+    root = write_release(tmp_path / "release", patients=6, per_patient=2, size=96)
+    first = sorted(root.glob("*/1.mat"))[0]
+    mask = read_mask(first, 96, 96)
+    assert mask[24:48, 24:48].all() and mask.sum() == 24 * 24  # the square write_release drew, the right way round
+    assert read_mask(first, 192, 192).sum() == 48 * 48       # resized to a scan of twice the size
+    run = read_run(evaluate(EvaluationSettings(checkpoint=str(ROOT / "assets/models/default"), data=str(root),
+                                               out=str(tmp_path / "run"), progress=False, bootstrap_resamples=20,
+                                               num_workers=0)))
+    assert run.masks is not None and len(run.masks) == 12
+    assert set(run.metrics["masks"]["per_class"]) <= {"glioma", "meningioma", "pituitary"}
+
+
+def test_a_release_slice_shows_its_own_outline_over_the_heatmap(tmp_path):
+    from PIL import Image
+
+    from figshare_files import write_release
+
+    from dashboard import review
+
+    root = write_release(tmp_path / "datasets" / "figshare", patients=3, per_patient=1, size=96)
+    relative = sorted(p.relative_to(root).as_posix() for p in root.glob("*/1.mat"))[0]
+    mask = review.mask_path(tmp_path / "datasets", "figshare", relative)
+    assert mask == root / relative
+    drawn, notes = review.draw_truth(Image.new("RGB", (192, 192)), root / relative, mask)
+    cyan = (np.asarray(drawn) == [0, 255, 255]).all(axis=2)
+    assert notes and cyan[48:96, 48:96].any() and not cyan[100:, 100:].any()  # on the square's edge, nowhere else
+    assert review.mask_path(tmp_path / "datasets", "figshare", "../../etc/passwd.mat") is None
