@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import pandas as pd
 from core.config import TrainConfig
 from core.data import CLASSES, DatasetError, scan_class_folders
 from core.evaluation import EvaluationSettings, evaluate
-from core.metrics import BootstrapSettings, bootstrap_intervals, curves, point_metrics
+from core.metrics import BootstrapSettings, MetricWarning, bootstrap_intervals, curves, point_metrics
 from core.runs import RunWriter, read_run
 from core.split import join_groups
 from core.trainer import train
@@ -114,13 +115,16 @@ def write_pooled(runs, tree, out: Path, settings: CrossvalSettings) -> Path:
     probs = table[[f"prob_{c}" for c in CLASSES]].to_numpy(dtype=np.float64)
     patients = [tree.patients.get(p) for p in table["path"]]
     groups = join_groups(np.arange(len(table)), patients) if any(patients) else np.arange(len(table))
-    block = point_metrics(labels, probs, list(CLASSES))
-    block["intervals"] = bootstrap_intervals(labels, probs, list(CLASSES), groups,
-                                             BootstrapSettings(settings.bootstrap_resamples, 0.95, settings.seed))
+    with warnings.catch_warnings(record=True) as caught:  # kept in the run, as an evaluation keeps them
+        warnings.simplefilter("always", MetricWarning)
+        block = point_metrics(labels, probs, list(CLASSES))
+        block["intervals"] = bootstrap_intervals(labels, probs, list(CLASSES), groups,
+                                                 BootstrapSettings(settings.bootstrap_resamples, 0.95, settings.seed))
     spread = fold_spread(runs)
     metrics = {"accuracy": block["accuracy"], "accuracy_duplicate_free": None, "macro_auc": block["macro_auc"],
                "macro_auc_duplicate_free": None, "all": block, "duplicate_free": None, "localisation": None,
-               "masks": None, "familiarity": None, "warnings": [], "patients": None}
+               "masks": None, "familiarity": None, "patients": None,
+               "warnings": sorted({str(w.message) for w in caught if issubclass(w.category, MetricWarning)})}
     if any(patients) and all(patients):
         from core.metrics import patient_figures
 

@@ -63,6 +63,7 @@ def test_crossval_trains_one_model_per_fold_and_pools_the_out_of_fold_answers(cr
     right = (pooled.predictions["label"] == pooled.predictions["pred"]).mean()
     assert pooled.metrics["accuracy"] == pytest.approx(right)
     assert pooled.metrics["patients"]["patients"] == 10
+    assert any("no image of class notumor" in w for w in pooled.metrics["warnings"])  # said in the run, not hidden
     assert "pooled out-of-fold accuracy" in out and "accuracy per fold:" in out
 
 
