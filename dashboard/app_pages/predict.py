@@ -28,7 +28,8 @@ SLOW_LIMIT = 3        # Score-CAM: minutes per scan, in a background worker
 DISPLAY_SIDE = 1024   # scans are shown (and blended with their heatmap) at most this large
 
 st.title("Brain-tumour MRI classifier")
-st.write("Upload one or more 2-D MRI slices (PNG, JPEG, BMP or TIFF). The model sorts each into glioma, "
+st.write("Upload one or more 2-D MRI slices (PNG, JPEG, BMP or TIFF), or a DICOM series or NIfTI volume to scroll "
+         "through. The model sorts each slice into glioma, "
          "meningioma, pituitary tumour or no tumour, and a heatmap shows which part of the slice drove the "
          "answer. It is a research and teaching tool, not a diagnosis.")
 
