@@ -2,8 +2,8 @@
 the pooled out-of-fold predictions written as an ordinary evaluation run with the folds' spread beside it.
 
 The folds are the figshare release's own (``cvind.mat``, patient-wise, as the papers the field compares against
-use them) or k folds made here, stratified by class with every patient (and every group of near-duplicate copies)
-wholly in one fold. Each fold's training side also gives its validation images, chosen the same way, for the
+use them) or k folds made here, stratified by class with every patient wholly in one fold (near-duplicate copies
+across patients are not joined here, as the training split joins them; the release has none known). Each fold's training side also gives its validation images, chosen the same way, for the
 recipe's early stopping and calibration; the held-out fold is read once, by the evaluation.
 """
 

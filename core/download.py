@@ -73,18 +73,30 @@ def fetch(url: str, target: Path, size: int | None = None, md5: str | None = Non
         part.unlink()
         have = 0
     if size is None or have < size:
-        with _open(url, {"Range": f"bytes={have}-"} if have else None) as response:
-            resumed = have and response.status == 206
-            mode, done = ("ab", have) if resumed else ("wb", 0)
-            total = size if size is not None else (int(response.headers.get("Content-Length", 0)) + done or None)
-            with open(part, mode) as out:
-                for chunk in iter(lambda: response.read(CHUNK), b""):
-                    done += len(chunk)
-                    if done > MAX_FILE_BYTES:
+        try:
+            response = _open(url, {"Range": f"bytes={have}-"} if have else None)
+        except DownloadError as error:
+            if not (have and "HTTP 416" in str(error)):
+                raise
+            response = None  # nothing after what we have: the part is whole (interrupted before it was moved)
+        if response is not None:
+            with response:
+                range_start = (response.headers.get("Content-Range") or "").removeprefix("bytes ").split("-")[0]
+                resumed = have and response.status == 206 and range_start == str(have)
+                mode, done = ("ab", have) if resumed else ("wb", 0)
+                total = size if size is not None else (int(response.headers.get("Content-Length", 0)) + done or None)
+                limit = size if size is not None else MAX_FILE_BYTES
+                with open(part, mode) as out:
+                    while done < limit:
+                        chunk = response.read(min(CHUNK, limit - done))  # never past the published size
+                        if not chunk:
+                            break
+                        done += len(chunk)
+                        out.write(chunk)
+                        if progress:
+                            progress(target.name, done, total)
+                    if size is None and response.read(1):
                         raise DownloadError(f"{target.name} is larger than the {MAX_FILE_BYTES:,}-byte limit")
-                    out.write(chunk)
-                    if progress:
-                        progress(target.name, done, total)
     if size is not None and part.stat().st_size != size:
         raise DownloadError(f"{target.name} stopped at {part.stat().st_size:,} of {size:,} bytes; run the command "
                             "again to resume")

@@ -58,7 +58,16 @@ class Server:
                     self.end_headers()
                     self.wfile.write(blob[: len(blob) // 2])  # then the connection drops
                     return
-                self.answer(206 if start else 200, blob[start:])
+                if start >= len(blob):
+                    return self.answer(416, b"")
+                if start:
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(blob) - 1}/{len(blob)}")
+                    self.send_header("Content-Length", str(len(blob) - start))
+                    self.end_headers()
+                    self.wfile.write(blob[start:])
+                    return
+                self.answer(200, blob)
 
             def answer(self, code: int, body: bytes):
                 self.send_response(code)
@@ -175,3 +184,17 @@ def test_kaggle_goes_through_kagglehub_and_finds_the_release_folder(tmp_path, mo
     monkeypatch.setattr(kagglehub, "dataset_download", offline)
     assert main(["kaggle", "--to", str(tmp_path / "k2")]) == 2
     assert "the network is unreachable from here" in capsys.readouterr().err
+
+
+def test_a_whole_part_left_by_an_interrupted_run_is_kept_not_fetched_again(tmp_path, release_files):
+    server = Server(release_files)
+    try:
+        name = "cvind.mat"
+        (tmp_path / "downloads").mkdir()
+        (tmp_path / "downloads" / f"{name}.part").write_bytes(release_files[name])  # downloaded, never moved
+        got = download.fetch(f"{server.url}/files/{name}", tmp_path / "downloads" / name, size=None,
+                             md5=hashlib.md5(release_files[name]).hexdigest())
+    finally:
+        server.close()
+    assert got.read_bytes() == release_files[name]
+    assert [r for p, r in server.requests if p.endswith(name)] == [f"bytes={len(release_files[name])}-"]  # one 416

@@ -484,3 +484,76 @@ def test_a_release_slice_shows_its_own_outline_over_the_heatmap(tmp_path):
     cyan = (np.asarray(drawn) == [0, 255, 255]).all(axis=2)
     assert notes and cyan[48:96, 48:96].any() and not cyan[100:, 100:].any()  # on the square's edge, nowhere else
     assert review.mask_path(tmp_path / "datasets", "figshare", "../../etc/passwd.mat") is None
+
+
+def test_hostile_mat_files_cannot_reach_other_files_or_claim_memory(tmp_path):
+    import h5py
+
+    from core.sources.figshare import MatRefused, read_mat
+
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(np.arange(64 * 64, dtype=np.int16).tobytes())
+
+    def crafted(build) -> bytes:
+        buffer = io.BytesIO()
+        with h5py.File(buffer, "w", userblock_size=512) as handle:
+            group = handle.create_group("cjdata")
+            group["label"], group["PID"] = np.array([[2.0]]), np.array([[65]], dtype=np.uint16)
+            build(group)
+        blob = bytearray(buffer.getvalue())
+        blob[:6] = b"MATLAB"
+        return bytes(blob)
+
+    outside = crafted(lambda g: g.create_dataset("image", shape=(64, 64), dtype="<i2",
+                                                 external=[(str(secret), 0, 64 * 64 * 2)]))
+    with pytest.raises(MatRefused, match="not an array stored in the file"):
+        read_mat(outside)
+    linked = crafted(lambda g: g.__setitem__("image", h5py.ExternalLink(str(secret), "/x")))
+    with pytest.raises(MatRefused, match="points outside the file"):
+        read_mat(linked)
+    huge = crafted(lambda g: g.create_dataset("image", shape=(1,), dtype=np.dtype(("f8", (16000, 16000)))))
+    with pytest.raises(MatRefused, match="not plain numbers"):
+        read_mat(huge)
+    claimed = crafted(lambda g: g.create_dataset("image", shape=(2 ** 20, 2 ** 20), dtype="<i2", chunks=(64, 64)))
+    with pytest.raises(MatRefused, match="byte limit"):
+        read_mat(claimed)
+
+
+def test_dicom_files_that_lie_or_would_inflate_without_bound_are_refused_and_log_no_value(caplog):
+    import pydicom
+
+    good = dicom_bytes(np.zeros((64, 64)))
+    dataset = pydicom.dcmread(io.BytesIO(good))
+    dataset.PixelData = np.zeros((5, 64, 64), dtype=np.int16).tobytes()  # five frames of data, one in the header
+    liar = io.BytesIO()
+    dataset.save_as(liar)
+    with pytest.raises(ScanRefused, match="far more|decodes to"):
+        read_dicom([("liar.dcm", liar.getvalue())])
+    deflated = io.BytesIO()
+    dataset = pydicom.dcmread(io.BytesIO(good))
+    dataset.file_meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
+    dataset.save_as(deflated)
+    with pytest.raises(ScanRefused, match="deflate"):
+        read_dicom([("deflated.dcm", deflated.getvalue())])
+    dataset = pydicom.dcmread(io.BytesIO(good))
+    dataset.PatientAge = "45 yrs SECRET-AGE"  # an invalid AS value: pydicom would log it, value and all
+    odd = io.BytesIO()
+    dataset.save_as(odd)
+    with caplog.at_level("DEBUG"):
+        read_dicom([("odd.dcm", odd.getvalue())])
+    assert "SECRET-AGE" not in caplog.text
+
+
+def test_an_encrypted_or_damaged_zip_member_is_a_sentence():
+    packed = io.BytesIO()
+    with zipfile.ZipFile(packed, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("f0.dcm", dicom_bytes(np.zeros((64, 64))))
+    blob = bytearray(packed.getvalue())
+    encrypted = bytearray(blob)
+    encrypted[encrypted.find(b"PK\x01\x02") + 8] |= 0x01  # the "encrypted" flag, as the central directory says it
+    with pytest.raises(ScanRefused, match="cannot be unpacked"):
+        unzip_series(bytes(encrypted))
+    damaged = bytearray(blob)
+    damaged[damaged.find(b"PK\x01\x02") + 16] ^= 0xFF  # a wrong CRC-32
+    with pytest.raises(ScanRefused, match="cannot be unpacked"):
+        unzip_series(bytes(damaged))

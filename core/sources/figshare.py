@@ -54,12 +54,28 @@ def is_mat(blob: bytes) -> bool:
     return blob[:6] == b"MATLAB" and blob[512:520] == HDF5_SIGNATURE
 
 
-def _array(group, name: str, path: str) -> np.ndarray:
-    if name not in group:
+MAX_DATASET_BYTES = MAX_SIDE * MAX_SIDE * 8
+
+
+def _array(group, name: str, path: str, max_bytes: int = MAX_DATASET_BYTES) -> np.ndarray:
+    """A dataset of the file, read only when it is a plain numeric array stored in the file itself and small enough:
+    HDF5 can point a dataset at another file on the server (external storage, external links, virtual datasets),
+    and its header can claim any size, so both are checked before a byte is read."""
+    import h5py
+
+    link = group.get(name, getlink=True)
+    if link is None:
         raise MatRefused(f"{path} has no cjdata.{name}: not a slice of the figshare release")
+    if not isinstance(link, h5py.HardLink):
+        raise MatRefused(f"{path}: cjdata.{name} points outside the file; refused")
     dataset = group[name]
-    if dataset.size > MAX_SIDE * MAX_SIDE:
-        raise MatRefused(f"{path}: cjdata.{name} holds {dataset.size:,} values, over the {MAX_SIDE}² limit")
+    if not isinstance(dataset, h5py.Dataset) or dataset.external or dataset.is_virtual:
+        raise MatRefused(f"{path}: cjdata.{name} is not an array stored in the file; refused")
+    if dataset.dtype.subdtype is not None or dataset.dtype.kind not in "iufb":
+        raise MatRefused(f"{path}: cjdata.{name} holds {dataset.dtype}, not plain numbers")
+    size = int(np.prod(dataset.shape, dtype=np.int64)) * dataset.dtype.itemsize
+    if size > max_bytes:
+        raise MatRefused(f"{path}: cjdata.{name} would take {size:,} bytes, over the {max_bytes:,}-byte limit")
     return np.asarray(dataset[()])
 
 
@@ -108,8 +124,10 @@ def read_label(path: str | os.PathLike) -> tuple[str, str]:
     try:
         with h5py.File(io.BytesIO(blob), "r") as handle:
             group = handle["cjdata"]
-            label = int(np.asarray(group["label"][()]).ravel()[0])
-            patient = "".join(chr(int(c)) for c in np.asarray(group["PID"][()]).ravel() if int(c) > 0).strip()
+            label = int(_array(group, "label", str(path), 1024).ravel()[0])
+            patient = "".join(chr(int(c)) for c in _array(group, "PID", str(path), 4096).ravel() if int(c) > 0).strip()
+    except MatRefused:
+        raise
     except Exception as error:  # noqa: BLE001 - damaged, or not the release's
         raise MatRefused(f"{os.path.basename(path)} is not a readable slice of the release "
                          f"({type(error).__name__})") from None
@@ -155,7 +173,9 @@ def cv_folds(root: str | os.PathLike) -> dict[int, int] | None:
     blob = read_bytes(found[0], MAX_MAT_BYTES, "cvind.mat")
     try:
         with h5py.File(io.BytesIO(blob), "r") as handle:
-            folds = np.asarray(handle["cvind"][()]).ravel().astype(int)
+            folds = _array(handle, "cvind", "cvind.mat", 1 << 20).ravel().astype(int)
+    except MatRefused:
+        raise
     except Exception as error:  # noqa: BLE001 - damaged or not the release's
         raise MatRefused(f"cvind.mat cannot be read ({type(error).__name__})") from None
     if folds.size and (folds.min() < 1 or folds.max() > 10):

@@ -14,9 +14,12 @@ uncompressed total, frames, and voxels.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import gzip
 import io
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -113,12 +116,57 @@ def _check_voxels(shape: tuple[int, ...], what: str) -> None:
 # DICOM
 
 
+DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian: pydicom inflates it whole, unbounded
+
+
+@functools.cache
+def _pydicom_without_value_checks() -> None:
+    """pydicom checks values as it reads them and logs or warns with the value itself ("Invalid value for VR AS:
+    '45 yrs'"): with an identifying attribute, that would put it in the server's log. This process never wants
+    that: the checks are turned off and pydicom's logger silenced, once, for good (a setting restored after each
+    read would race between the dashboard's sessions)."""
+    import logging
+
+    import pydicom
+
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    logging.getLogger("pydicom").setLevel(logging.CRITICAL + 1)
+
+
+@contextlib.contextmanager
+def quiet_pydicom():
+    """Around every pydicom read: value checks off and pydicom's warnings (which can quote values) dropped."""
+    import warnings
+
+    _pydicom_without_value_checks()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def transfer_syntax(blob: bytes) -> str | None:
+    """The transfer syntax UID from a DICOM file's meta group (0002,0010), read from the bytes without pydicom: the
+    meta group is always explicit VR little endian, right after the 'DICM' marker."""
+    head = blob[132:132 + 4096]
+    at = head.find(b"\x02\x00\x10\x00UI")
+    if at < 0 or at + 8 > len(head):
+        return None
+    length = int.from_bytes(head[at + 6:at + 8], "little")
+    return head[at + 8:at + 8 + length].rstrip(b"\x00 ").decode("ascii", errors="replace")
+
+
 def _dataset(name: str, blob: bytes):
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     try:
-        return pydicom.dcmread(io.BytesIO(blob), force=False)
+        if transfer_syntax(blob) == DEFLATED:
+            raise ScanRefused(f"{name} is deflate-compressed DICOM, which is refused: it would be unpacked whole, "
+                              "without a bound, before anything could be checked")
+        with quiet_pydicom():
+            return pydicom.dcmread(io.BytesIO(blob), force=False)
+    except ScanRefused:
+        raise
     except InvalidDicomError:
         raise ScanRefused(f"{name} is not a DICOM file (no DICM preamble)") from None
     except Exception as error:  # damaged files raise many types
@@ -126,8 +174,11 @@ def _dataset(name: str, blob: bytes):
 
 
 def _withheld(dataset) -> tuple[tuple[str, ...], int]:
-    present = tuple(k for k in IDENTIFYING if k in dataset and str(dataset.get(k, "")).strip())
-    private = sum(1 for element in dataset.iterall() if element.tag.is_private and not element.tag.is_private_creator)
+    """The identifying attributes present (by keyword; their values are never looked at) and the private tags."""
+    from pydicom.datadict import tag_for_keyword
+
+    present = tuple(k for k in IDENTIFYING if tag_for_keyword(k) in dataset)
+    private = sum(1 for tag in dataset.keys() if tag.is_private and not tag.is_private_creator)
     return present, private
 
 
@@ -142,9 +193,10 @@ def _stored_window(dataset) -> tuple[float, float] | None:
     if centre is None or width is None:
         return None
     try:
-        return float(first(centre)), float(first(width))
+        window = float(first(centre)), float(first(width))
     except (TypeError, ValueError, IndexError):
         return None
+    return window if all(np.isfinite(window)) else None
 
 
 def _frames(dataset, name: str) -> np.ndarray:
@@ -153,29 +205,47 @@ def _frames(dataset, name: str) -> np.ndarray:
 
     if "PixelData" not in dataset:
         raise ScanRefused(f"{name} holds no image (no pixel data): a report or a structured document?")
-    rows, columns = int(dataset.get("Rows", 0)), int(dataset.get("Columns", 0))
-    frames = int(dataset.get("NumberOfFrames", 1) or 1)
+    try:
+        rows, columns = int(dataset.get("Rows", 0)), int(dataset.get("Columns", 0))
+        frames = int(dataset.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError):
+        raise ScanRefused(f"{name} states its size in a form that is not a number") from None
+    if min(rows, columns, frames) < 1:
+        raise ScanRefused(f"{name} states {frames} frames of {rows} x {columns} pixels: not an image")
     _check_voxels((frames, rows, columns), f"file {name}")
+    stored = len(dataset.PixelData) if not dataset.file_meta.TransferSyntaxUID.is_compressed else 0
+    if stored > 8 * frames * rows * columns:
+        raise ScanRefused(f"{name} holds {stored:,} bytes of pixels, far more than the {frames} frames of {rows} x "
+                          f"{columns} its header states")
     if int(dataset.get("SamplesPerPixel", 1)) != 1:
         raise ScanRefused(f"{name} is a colour image ({dataset.get('PhotometricInterpretation')}), not an MR slice")
     try:
-        pixels = dataset.pixel_array
+        with quiet_pydicom():
+            pixels = dataset.pixel_array
     except Exception as error:  # a transfer syntax no installed decoder handles, or damaged pixel data
         syntax = getattr(dataset.file_meta, "TransferSyntaxUID", None)
         raise ScanRefused(f"{name}: its pixels cannot be decoded ({getattr(syntax, 'name', syntax)}; "
                           f"{type(error).__name__})") from None
-    values = apply_modality_lut(pixels, dataset).astype(np.float32)
+    if pixels.size != frames * rows * columns:  # what was decoded, not what the header said
+        raise ScanRefused(f"{name} decodes to {pixels.size:,} pixels, not the {frames} frames of {rows} x {columns} "
+                          "its header states")
+    with quiet_pydicom():
+        values = apply_modality_lut(pixels, dataset).astype(np.float32)
     return values.reshape(frames, rows, columns)
 
 
 def _position(dataset) -> tuple[float, float]:
-    """Where a file sits in its series: along the slice normal when the geometry says, else by instance number."""
+    """Where a file sits in its series: files with geometry first, along the slice normal; then the others, by
+    instance number."""
     try:
         orientation = np.array(dataset.ImageOrientationPatient, dtype=float)
         normal = np.cross(orientation[:3], orientation[3:])
-        return float(np.dot(normal, np.array(dataset.ImagePositionPatient, dtype=float))), 0.0
+        return 0.0, float(np.dot(normal, np.array(dataset.ImagePositionPatient, dtype=float)))
     except (AttributeError, ValueError, TypeError):
-        return float(dataset.get("InstanceNumber", 0) or 0), 1.0
+        try:
+            return 1.0, float(dataset.get("InstanceNumber", 0) or 0)
+        except (TypeError, ValueError):
+            return 1.0, 0.0
 
 
 def read_dicom(files: list[tuple[str, bytes]]) -> Volume:
@@ -242,8 +312,12 @@ def unzip_series(blob: bytes) -> list[tuple[str, bytes]]:
         raise ScanRefused(f"the zip would unpack to over {size_text(MAX_UNPACKED_BYTES)}")
     files, unpacked = [], 0
     for member in members:
-        with archive.open(member) as handle:
-            data = handle.read(MAX_UNPACKED_BYTES - unpacked + 1)  # the sizes a zip states can lie
+        try:
+            with archive.open(member) as handle:
+                data = handle.read(MAX_UNPACKED_BYTES - unpacked + 1)  # the sizes a zip states can lie
+        except (RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error, EOFError, OSError):
+            raise ScanRefused("a file in the zip cannot be unpacked (encrypted, damaged, or compressed in a way "
+                              "this reader does not know)") from None
         unpacked += len(data)
         if unpacked > MAX_UNPACKED_BYTES:
             raise ScanRefused(f"the zip unpacks to over {size_text(MAX_UNPACKED_BYTES)}")
@@ -270,8 +344,9 @@ def _gunzip(blob: bytes) -> bytes:
 
 def read_nifti(blob: bytes, axis: int = 2) -> Volume:
     """A NIfTI-1 or NIfTI-2 file (``.nii``, or gzipped ``.nii.gz``), turned to RAS (nibabel's closest canonical
-    orientation) and cut along ``axis`` (2 axial, 1 coronal, 0 sagittal). Each slice is shown with the patient's
-    left on the left of the picture and anterior (axial, sagittal) or superior (coronal) at the top."""
+    orientation) and cut along ``axis`` (2 axial, 1 coronal, 0 sagittal). An axial slice is shown with the patient's
+    left on the left of the picture and anterior at the top; a coronal one with the left on the left and superior at
+    the top; a sagittal one with anterior on the right and superior at the top."""
     import nibabel
 
     if axis not in AXES:
@@ -292,6 +367,8 @@ def read_nifti(blob: bytes, axis: int = 2) -> Volume:
     if len(shape) < 3 or any(s > 1 for s in shape[3:]):
         raise ScanRefused(f"the file holds an image of shape {shape}; a 3-D volume is needed (one time point)")
     _check_voxels(shape[:3], "volume")
+    if max(shape[:3]) > MAX_SIDE:
+        raise ScanRefused(f"the volume is {shape[0]} x {shape[1]} x {shape[2]}; no side may be over {MAX_SIDE}")
     try:
         canonical = nibabel.as_closest_canonical(image)
         data = np.asarray(canonical.dataobj, dtype=np.float32).reshape(canonical.shape[:3])
@@ -353,7 +430,7 @@ def use_slice(setting: str) -> None:
 def dataset_slice(blob: bytes, name: str = "scan") -> Image.Image:
     """The stated slice (:func:`stated_slice`) of a DICOM or NIfTI file in a dataset folder, as a picture with its
     pixel spacing and slice number in ``info``; NIfTI volumes are cut axially."""
-    volume = read_scan([(name, blob)]) if not blob[:2] == b"\x1f\x8b" else read_nifti(blob)
+    volume = read_dicom([(name, blob)]) if blob[128:132] == b"DICM" else read_nifti(blob)
     index = stated_slice(volume.count)
     picture = volume.image(index)
     picture.info["slice"] = index + 1
@@ -379,9 +456,12 @@ def scan_groups(files: list[tuple[str, bytes]]) -> tuple[list[list[tuple[str, by
             pictures.append((name, blob))
         elif blob[128:132] == b"DICM":
             try:
-                uid = str(pydicom.dcmread(io.BytesIO(blob), stop_before_pixels=True,
-                                          specific_tags=["SeriesInstanceUID"]).get("SeriesInstanceUID", ""))
-            except Exception:  # noqa: BLE001 - damaged: read_dicom says what is wrong with it
+                if transfer_syntax(blob) == DEFLATED:
+                    raise ValueError("deflated")  # never inflated here: read_dicom refuses it in words
+                with quiet_pydicom():
+                    uid = str(pydicom.dcmread(io.BytesIO(blob), stop_before_pixels=True,
+                                              specific_tags=["SeriesInstanceUID"]).get("SeriesInstanceUID", ""))
+            except Exception:  # noqa: BLE001 - damaged or refused: read_dicom says what is wrong with it
                 uid = f"unreadable:{name}"
             series.setdefault(uid, []).append((name, blob))
         else:

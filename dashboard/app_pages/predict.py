@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import os
 from pathlib import Path
 
@@ -112,6 +113,10 @@ def take_uploads(files) -> None:
             entries.append(volume_entry(group))
         except ValueError as error:
             problems.append(f"**{md(group[0][0])}**: {md(error)} — skipped; the other files are shown.")
+        except Exception:  # noqa: BLE001 - a reader's accident must not take the page down with every rerun
+            logging.getLogger(__name__).exception("unexpected error reading an uploaded scan")
+            problems.append(f"**{md(group[0][0])}** could not be read (an unexpected error, written to the server's "
+                            "log) — skipped; the other files are shown.")
     for name, blob in pictures:
         try:
             entries.append({"name": name, "digest": hashlib.sha256(blob).hexdigest(), "image": read_image(blob)})
