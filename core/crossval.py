@@ -21,8 +21,8 @@ import pandas as pd
 
 from core.config import TrainConfig
 from core.data import CLASSES, DatasetError, scan_class_folders
-from core.evaluation import EvaluationSettings, evaluate
-from core.metrics import BootstrapSettings, MetricWarning, bootstrap_intervals, curves, point_metrics
+from core.evaluation import EvaluationSettings, evaluate, metrics_block
+from core.metrics import BootstrapSettings, MetricWarning
 from core.runs import RunWriter, read_run
 from core.split import join_groups
 from core.trainer import train
@@ -117,9 +117,8 @@ def write_pooled(runs, tree, out: Path, settings: CrossvalSettings) -> Path:
     groups = join_groups(np.arange(len(table)), patients) if any(patients) else np.arange(len(table))
     with warnings.catch_warnings(record=True) as caught:  # kept in the run, as an evaluation keeps them
         warnings.simplefilter("always", MetricWarning)
-        block = point_metrics(labels, probs, list(CLASSES))
-        block["intervals"] = bootstrap_intervals(labels, probs, list(CLASSES), groups,
-                                                 BootstrapSettings(settings.bootstrap_resamples, 0.95, settings.seed))
+        block, pooled_curves = metrics_block(labels, probs, groups,
+                                             BootstrapSettings(settings.bootstrap_resamples, 0.95, settings.seed))
     spread = fold_spread(runs)
     metrics = {"accuracy": block["accuracy"], "accuracy_duplicate_free": None, "macro_auc": block["macro_auc"],
                "macro_auc_duplicate_free": None, "all": block, "duplicate_free": None, "localisation": None,
@@ -142,4 +141,4 @@ def write_pooled(runs, tree, out: Path, settings: CrossvalSettings) -> Path:
             "settings": {**first["settings"], "out": str(out), "crossval": dataclasses.asdict(settings)}}
     with RunWriter(out, overwrite=True, protected={}) as writer:
         return writer.write(json.loads(json.dumps(info, default=str)), table, metrics,
-                            {"all": curves(labels, probs, list(CLASSES)), "duplicate_free": None})
+                            {"all": pooled_curves, "duplicate_free": None})

@@ -150,13 +150,19 @@ def _model_summary(checkpoint, path: Path) -> dict:
             "versions": meta.get("versions")}
 
 
+def metrics_block(labels: np.ndarray, probs: np.ndarray, groups: np.ndarray, bootstrap: BootstrapSettings
+                  ) -> tuple[dict, dict]:
+    """Every headline figure of a set of predictions with its bootstrap interval (resampling ``groups``), and the
+    curves: one block of metrics.json and of curves.json."""
+    block = point_metrics(labels, probs, list(CLASSES))
+    block["intervals"] = bootstrap_intervals(labels, probs, list(CLASSES), groups, bootstrap)
+    return block, curves(labels, probs, list(CLASSES))
+
+
 def _metrics_block(labels: np.ndarray, probs: np.ndarray, groups: np.ndarray, settings: EvaluationSettings
                    ) -> tuple[dict, dict]:
-    block = point_metrics(labels, probs, list(CLASSES))
-    block["intervals"] = bootstrap_intervals(
-        labels, probs, list(CLASSES), groups,
-        BootstrapSettings(settings.bootstrap_resamples, settings.confidence, settings.seed))
-    return block, curves(labels, probs, list(CLASSES))
+    return metrics_block(labels, probs, groups,
+                         BootstrapSettings(settings.bootstrap_resamples, settings.confidence, settings.seed))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from dashboard import review
 from dashboard.captions import md
 from dashboard.common import (ROOT, allowed_roots, checkpoint_file, classifier_at, data_dir, datasets_root,
                               file_digest)
+from dashboard.heatmaps import png_bytes
 
 CASE_SIDE = 768  # the scan and heatmap are shown, cached and put into reports at most this large
 READER, ORGANISER, JOIN = "reader", "organiser", "session"  # the query parameters of the review page
@@ -57,12 +58,6 @@ def with_interval(value: float, low: float, high: float, spec: str = ".2f") -> s
     if low is None or not math.isfinite(low):
         return f"{value:{spec}}"
     return f"{value:{spec}} ({low:{spec}}–{high:{spec}})"
-
-
-def png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG", compress_level=1)
-    return buffer.getvalue()
 
 
 @dataclass(frozen=True)
@@ -115,14 +110,14 @@ def _pictures(image_file: str, image_sha256: str, model_file: str | None, model_
     image = load_case_image(Path(image_file), image_sha256)
     image.thumbnail((CASE_SIDE, CASE_SIDE))
     if model_file is None:
-        return CasePictures(png(image), None, f"No heatmap: {model_error}" if model_error else "", image.size)
+        return CasePictures(png_bytes(image), None, f"No heatmap: {model_error}" if model_error else "", image.size)
     classifier = classifier_at(model_file)
     result = explain(classifier, [image], method=DEFAULT_METHOD, layer=DEFAULT_LAYER)
     drawn, notes = review.draw_truth(overlay(image, result.heatmaps[0]), Path(image_file),
                                      Path(mask_file) if mask_file else None)
     described = (f"{CAM_METHODS[DEFAULT_METHOD].label} ({DEFAULT_LAYER}) for "
                  f"{label(classifier.classes[int(result.targets[0])])}" + (f"; {'; '.join(notes)}" if notes else ""))
-    return CasePictures(png(image), png(drawn), described, image.size)
+    return CasePictures(png_bytes(image), png_bytes(drawn), described, image.size)
 
 
 def case_pictures(session: SessionView, case: CaseView, with_heatmap: bool) -> CasePictures:

@@ -79,6 +79,11 @@ def _array(group, name: str, path: str, max_bytes: int = MAX_DATASET_BYTES) -> n
     return np.asarray(dataset[()])
 
 
+def _patient(codes: np.ndarray) -> str:
+    """The patient ID from MATLAB's characters (UTF-16 code units, zero-padded)."""
+    return "".join(chr(int(c)) for c in codes.ravel() if int(c) > 0).strip()
+
+
 def read_mat(source: str | os.PathLike | bytes, name: str = "slice") -> FigshareSlice:
     """One slice of the release (a path or the file's bytes), refused with a sentence when it is not one."""
     import h5py
@@ -98,7 +103,7 @@ def read_mat(source: str | os.PathLike | bytes, name: str = "slice") -> Figshare
             group = handle["cjdata"]
             image = _array(group, "image", path).T
             label = int(np.asarray(_array(group, "label", path)).ravel()[0])
-            patient = "".join(chr(int(c)) for c in _array(group, "PID", path).ravel() if int(c) > 0).strip()
+            patient = _patient(_array(group, "PID", path))
             mask = _array(group, "tumorMask", path).T.astype(bool) if "tumorMask" in group else None
     except MatRefused:
         raise
@@ -125,7 +130,7 @@ def read_label(path: str | os.PathLike) -> tuple[str, str]:
         with h5py.File(io.BytesIO(blob), "r") as handle:
             group = handle["cjdata"]
             label = int(_array(group, "label", str(path), 1024).ravel()[0])
-            patient = "".join(chr(int(c)) for c in _array(group, "PID", str(path), 4096).ravel() if int(c) > 0).strip()
+            patient = _patient(_array(group, "PID", str(path), 4096))
     except MatRefused:
         raise
     except Exception as error:  # noqa: BLE001 - damaged, or not the release's
