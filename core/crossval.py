@@ -2,9 +2,12 @@
 the pooled out-of-fold predictions written as an ordinary evaluation run with the folds' spread beside it.
 
 The folds are the figshare release's own (``cvind.mat``, patient-wise, as the papers the field compares against
-use them) or k folds made here, stratified by class with every patient wholly in one fold (near-duplicate copies
-across patients are not joined here, as the training split joins them; the release has none known). Each fold's training side also gives its validation images, chosen the same way, for the
-recipe's early stopping and calibration; the held-out fold is read once, by the evaluation.
+use them) or k folds made here, stratified by class with every patient wholly in one fold, and with exact and
+near-duplicate copies joined to one fold as the training split joins them (a slice filed twice under two patient
+IDs cannot sit on both sides). Each fold's evaluation still audits its images against that fold's training images,
+so a copy the release's own folds split is counted and left out of the duplicate-free figures. Each fold's training
+side also gives its validation images, chosen the same way, for the recipe's early stopping and calibration; the
+held-out fold is read once, by the evaluation.
 """
 
 from __future__ import annotations
@@ -41,9 +44,25 @@ class CrossvalSettings:
     progress: bool = True
 
 
-def fold_of_each(tree, folds: str, seed: int) -> dict[str, int]:
-    """Relative path -> fold (1..k): the release's cvind.mat, or k folds stratified by class with each patient (or,
-    without patients, each image) wholly in one."""
+def copies_and_patients(tree, near_duplicate_bits: int | None) -> np.ndarray:
+    """A group per image that holds together the slices of one patient and every exact or near-duplicate copy
+    (perceptual hashes within ``near_duplicate_bits``; None: exact copies only). An unreadable file is a group of
+    its own (training refuses it with its reason)."""
+    from core.audit import duplicate_groups, fingerprint_files
+
+    fingerprints, _ = fingerprint_files([s.path for s in tree.samples])
+    readable = [i for i, f in enumerate(fingerprints) if f is not None]
+    groups = np.arange(len(fingerprints)) + len(fingerprints)  # apart from every group below
+    if readable:
+        groups[readable] = duplicate_groups([fingerprints[i] for i in readable], near_duplicate_bits)
+    return join_groups(np.unique(groups, return_inverse=True)[1],
+                       [tree.patients.get(s.relpath) for s in tree.samples])
+
+
+def fold_of_each(tree, folds: str, seed: int, near_duplicate_bits: int | None = TrainConfig.near_duplicate_bits
+                 ) -> dict[str, int]:
+    """Relative path -> fold (1..k): the release's cvind.mat, or k folds stratified by class with each patient and
+    each set of copies (:func:`copies_and_patients`) wholly in one."""
     from sklearn.model_selection import StratifiedGroupKFold
 
     from core.sources.figshare import cv_folds
@@ -62,7 +81,7 @@ def fold_of_each(tree, folds: str, seed: int) -> dict[str, int]:
     if not str(folds).isdigit() or not 2 <= int(folds) <= 10:
         raise DatasetError(f"--folds must be 'cvind' or a number of folds from 2 to 10, not {folds!r}")
     labels = np.array([s.label for s in tree.samples])
-    groups = [tree.patients.get(s.relpath, s.relpath) for s in tree.samples]
+    groups = copies_and_patients(tree, near_duplicate_bits)
     splitter = StratifiedGroupKFold(n_splits=int(folds), shuffle=True, random_state=seed)
     found = {}
     for k, (_, held) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups), start=1):
@@ -74,7 +93,8 @@ def crossval(settings: CrossvalSettings) -> Path:
     """Train and evaluate one model per fold, then write the pooled run; returns its folder (``out/pooled``)."""
     out = Path(settings.out).expanduser()
     tree = scan_class_folders(settings.data)
-    folds = fold_of_each(tree, settings.folds, settings.seed)
+    folds = fold_of_each(tree, settings.folds, settings.seed,
+                         settings.train.get("near_duplicate_bits", TrainConfig.near_duplicate_bits))
     numbers = sorted(set(folds.values()))
     runs = []
     for fold in numbers:

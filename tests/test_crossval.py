@@ -35,6 +35,31 @@ def test_folds_keep_every_patient_whole(release):
         fold_of_each(tree, "many", seed=1)
 
 
+def test_folds_made_here_keep_copies_of_a_slice_together_across_patients(tmp_path):
+    """A slice filed again under another patient ID (a copy, or the same scan re-encoded) lands in the fold of its
+    original, whatever the seed; the release's own folds are taken as published."""
+    import h5py
+
+    from figshare_files import mat_bytes
+
+    root = write_release(tmp_path / "release", patients=10, per_patient=3, size=64)
+    with h5py.File(root / "brainTumorDataPublic_1-15" / "1.mat", "r") as handle:  # patient 0's first slice
+        pixels, mask = handle["cjdata/image"][()].T, handle["cjdata/tumorMask"][()].T
+    copy = root / "brainTumorDataPublic_16-30" / "31.mat"
+    copy.write_bytes(mat_bytes(pixels, "meningioma", "PID999", mask))
+    tree = scan_class_folders(root)
+    assert tree.patients["brainTumorDataPublic_16-30/31.mat"] == "PID999"
+    together = []
+    for seed in range(6):
+        found = fold_of_each(tree, "5", seed=seed)
+        together.append(found["brainTumorDataPublic_16-30/31.mat"] == found["brainTumorDataPublic_1-15/1.mat"])
+        patient_zero = {f for p, f in found.items() if tree.patients[p] == "PID000"}
+        assert len(patient_zero) == 1  # patients stay whole as well
+    assert all(together)
+    apart = [fold_of_each(tree, "5", seed=seed, near_duplicate_bits=None) for seed in range(6)]  # exact copies only
+    assert all(f["brainTumorDataPublic_16-30/31.mat"] == f["brainTumorDataPublic_1-15/1.mat"] for f in apart)
+
+
 @pytest.fixture(scope="module")
 def crossvalidated(release, tmp_path_factory):
     """The release cross-validated on its own five folds, and what the command printed."""

@@ -18,7 +18,7 @@ import sys
 from training.cli import command
 
 RECIPE_OPTIONS = {"epochs": int, "batch_size": int, "image_size": int, "precision": str, "num_workers": int,
-                  "weights": str, "max_images_per_class": int, "device": str}
+                  "weights": str, "max_images_per_class": int, "device": str, "near_duplicate_bits": int}
 
 
 @command
