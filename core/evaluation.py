@@ -47,11 +47,12 @@ from core.split import join_groups
 from core.runs import LOCALISATION_FILE, MASKS_FILE, RUN_FORMAT, RUN_FORMAT_VERSION, RunError, RunWriter
 from core.sources import read_bytes, read_image
 from core.sources.files import printable
-from core.sources.images import MAX_FILE_BYTES
+from core.sources.images import MAX_FILE_BYTES, pixel_spacing
 from core.weights import sha256_of_file
 
 log = logging.getLogger(__name__)
-MASK_COLUMNS = ["path", "label", "pred", "dilated_share", *SCORES, *(f"blob_{s}" for s in SCORES), *OPTIONAL_SCORES]
+MASK_COLUMNS = ["path", "label", "pred", "dilated_share", *SCORES, *(f"blob_{s}" for s in SCORES), *OPTIONAL_SCORES,
+                "margin_mm"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,8 @@ class EvaluationSettings:
     masks: str | None = None       # the folder of tumour masks; None: the one beside the dataset, if any
     files: str | None = None       # a text file of relative paths (one a line): evaluate only these images
     mask_dilation_px: float = DILATION_PX  # at 224 px: how far the tumour is grown for the tolerant scores
+    mask_dilation_mm: float | None = None  # instead, millimetres (needs each scan's pixel spacing)
+    pixel_spacing_mm: float | None = None  # the spacing of files that state none (JPEG, PNG, .mat), as published
     cam_method: str = DEFAULT_METHOD
     cam_layer: str = DEFAULT_LAYER
     volume_slice: str = "middle"   # the slice each DICOM or NIfTI file stands for: "middle" or a number from 1
@@ -84,8 +87,10 @@ class EvaluationSettings:
 
 
 class _EvaluationImages(Dataset):
-    def __init__(self, paths: list[Path], size: int, boxes: bool, masks: list[Path | None] | None = None):
+    def __init__(self, paths: list[Path], size: int, boxes: bool, masks: list[Path | None] | None = None,
+                 stated_spacing_mm: float | None = None):
         self.paths, self.size, self.boxes, self.masks = paths, size, boxes, masks
+        self.stated_spacing_mm = stated_spacing_mm
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -96,7 +101,8 @@ class _EvaluationImages(Dataset):
             raw = read_bytes(path, MAX_FILE_BYTES, "image file")
             image = read_image(raw)
             item = {"index": index, "tensor": preprocess_uint8(image, self.size),
-                    "fingerprint": fingerprint_bytes(raw, image), "width": image.width, "height": image.height}
+                    "fingerprint": fingerprint_bytes(raw, image), "width": image.width, "height": image.height,
+                    "spacing_mm": pixel_spacing(image, self.stated_spacing_mm)}
         except (OSError, ValueError) as error:
             return {"index": index, "error": str(error)}
         if self.boxes:  # a damaged box file costs the image its localisation score, not its prediction
@@ -185,6 +191,10 @@ def check_settings(settings: EvaluationSettings) -> None:
         problems.append("--masks is only read for localisation scores; leave out --localisation off")
     if not 0 <= settings.mask_dilation_px <= 50:
         problems.append("--mask-dilation-px must be between 0 and 50 (pixels at 224)")
+    if settings.mask_dilation_mm is not None and not 0 <= settings.mask_dilation_mm <= 50:
+        problems.append("--mask-dilation-mm must be between 0 and 50 (millimetres)")
+    if settings.pixel_spacing_mm is not None and not 0.01 <= settings.pixel_spacing_mm <= 10:
+        problems.append("--pixel-spacing-mm must be between 0.01 and 10 (millimetres per pixel)")
     if settings.near_duplicate_bits is not None and not 0 <= settings.near_duplicate_bits <= 256:
         problems.append("--near-duplicate-bits must be between 0 and 256")
     try:
@@ -315,7 +325,7 @@ def predict_all(classifier: Classifier, images: Images, settings: EvaluationSett
     localisation, Grad-CAM of the true class from the same forward pass, scored against the boxes."""
     samples, relpaths = images.tree.samples, images.relpaths
     loader = DataLoader(_EvaluationImages([s.path for s in samples], classifier.image_size, images.localise,
-                                          images.masks if images.localise else None),
+                                          images.masks if images.localise else None, settings.pixel_spacing_mm),
                         batch_size=settings.batch_size, shuffle=False, collate_fn=list,
                         num_workers=settings.num_workers if settings.num_workers is not None else default_workers(4))
     n = len(samples)
@@ -386,7 +396,8 @@ def _explain_and_score(classifier, batch, good: list[dict], images: Images, sett
             try:
                 mask_rows.append({"path": path, "label": sample.class_name, "pred": pred,
                                   **score_against_mask(heatmap, item["mask"], settings.mask_dilation_px,
-                                                       layer_grid(settings.cam_layer, heatmap.shape[-1]))})
+                                                       layer_grid(settings.cam_layer, heatmap.shape[-1]),
+                                                       settings.mask_dilation_mm, item["spacing_mm"])})
             except MaskError as error:
                 mask_errors.append({"path": path, "reason": str(error)})
                 log.warning("no mask localisation score for %s: %s", path, error)
@@ -464,7 +475,8 @@ def all_metrics(predicted: Predicted, audit: Audit, settings: EvaluationSettings
     if images.localise and images.masks is not None:
         mask_table = pd.DataFrame(predicted.mask_rows, columns=MASK_COLUMNS)
         metrics["masks"] = {**mask_summary(mask_table, settings.bootstrap_resamples, settings.confidence,
-                                           settings.seed, settings.mask_dilation_px), **explained,
+                                           settings.seed, settings.mask_dilation_px, settings.mask_dilation_mm),
+                            **explained,
                             "folder": dataset_name(images.mask_root), "errors": predicted.mask_errors}
         tables[MASKS_FILE] = mask_table
     return metrics, {"all": everything_curves, "duplicate_free": free_curves}, tables

@@ -11,7 +11,9 @@ A heatmap on the network's input grid is scored against the mask placed on that 
 
 * ``peak_in_mask``: the heatmap's maximum lies in the tumour;
 * ``peak_in_dilated``: it lies in the tumour grown by :data:`DILATION_PX` pixels at 224 (an outline drawn by hand
-  and a 7 x 7 feature map both blur the edge by a few pixels);
+  and a 7 x 7 feature map both blur the edge by a few pixels), or by a stated number of millimetres where the slice's
+  pixel spacing is known (a DICOM or NIfTI slice, or a spacing stated for the dataset): the margin is then the same
+  piece of anatomy on every scan, whatever its field of view, and each row records what its margin was in mm;
 * ``energy_in_dilated``: the share of the heatmap's mass inside the grown tumour;
 * ``iou`` and ``dice``: the overlap of the tumour (not grown) with the region where the heatmap reaches
   :data:`HEATMAP_LEVEL` of its maximum;
@@ -44,7 +46,7 @@ DILATION_PX = 5.0       # at 224 px
 HEATMAP_LEVEL = 0.5     # the highlighted region: where the heatmap reaches half its maximum
 BLOB_SIGMA = 0.15       # the centre blob's spread, as a share of the image side
 MASK_SUFFIX = "-masks"
-MASK_EXTENSIONS = (".png", ".bmp", ".tif", ".tiff", ".gif")
+MASK_EXTENSIONS = (".png", ".bmp", ".tif", ".tiff", ".gif", ".nii.gz", ".nii")  # NIfTI: a label volume
 MAX_MASK_BYTES = 16 << 20
 MAX_MASK_PIXELS = 40_000_000
 SCORES = ("peak_in_mask", "peak_in_dilated", "energy_in_dilated", "iou", "dice")
@@ -77,9 +79,10 @@ def find_mask_root(dataset_root: str | os.PathLike, given: str | os.PathLike | N
 def mask_path(mask_root: Path, relpath: str) -> Path | None:
     """The mask of the scan at ``relpath`` (relative to its class tree: ``glioma/1841.jpg``), or None."""
     rel = Path(relpath)
+    stem = rel.name[:-len(".nii.gz")] if rel.name.lower().endswith(".nii.gz") else rel.stem
     for folder in (mask_root / rel.parent, mask_root):
         for extension in MASK_EXTENSIONS:
-            candidate = folder / (rel.stem + extension)
+            candidate = folder / (stem + extension)
             if candidate.is_file():
                 return candidate
     return None
@@ -110,6 +113,8 @@ def read_mask(path: str | os.PathLike, width: int, height: int) -> np.ndarray:
 
     if str(path).lower().endswith(".mat"):  # a slice of the figshare release carries its own mask (cjdata.tumorMask)
         return _mat_mask(path, width, height)
+    if str(path).lower().endswith((".nii", ".nii.gz")):
+        return _nifti_mask(path, width, height)
     raw = read_bytes(path, MAX_MASK_BYTES, "mask file")
     try:
         with Image.open(io.BytesIO(raw), formats=("PNG", "BMP", "TIFF", "GIF")) as image:
@@ -121,13 +126,31 @@ def read_mask(path: str | os.PathLike, width: int, height: int) -> np.ndarray:
         raise
     except Exception as error:  # damaged files raise many types
         raise MaskError(f"{Path(path).name} is not a readable mask image ({type(error).__name__})") from None
-    if grey.shape != (height, width):
-        mask_height, mask_width = grey.shape
-        if abs(mask_width / mask_height - width / height) > 0.01:
-            raise MaskError(f"{Path(path).name} is {mask_width} x {mask_height} pixels, its scan {width} x {height}: "
-                            "not the same proportions, so it belongs to another image")
-        grey = np.asarray(Image.fromarray(grey).resize((width, height), Image.Resampling.NEAREST))
-    return grey > 127
+    return _fitted(grey > 127, width, height, Path(path).name)
+
+
+def _fitted(mask: np.ndarray, width: int, height: int, name: str) -> np.ndarray:
+    """A mask at its scan's size: one of another size with the same proportions is resized, one of other
+    proportions refused."""
+    if mask.shape == (height, width):
+        return mask
+    mask_height, mask_width = mask.shape
+    if abs(mask_width / mask_height - width / height) > 0.01:
+        raise MaskError(f"{name} is {mask_width} x {mask_height} pixels, its scan {width} x {height}: not the same "
+                        "proportions, so it belongs to another image")
+    picture = Image.fromarray(mask.astype(np.uint8) * 255).resize((width, height), Image.Resampling.NEAREST)
+    return np.asarray(picture) > 127
+
+
+def _nifti_mask(path: str | os.PathLike, width: int, height: int) -> np.ndarray:
+    from core.sources import read_bytes
+    from core.sources.volumes import MAX_SCAN_BYTES, nifti_mask_slice
+
+    try:
+        found = nifti_mask_slice(read_bytes(path, MAX_SCAN_BYTES, "mask volume"))
+    except ValueError as error:  # ScanRefused and FileRefused say why in words
+        raise MaskError(f"{Path(path).name}: {error}") from None
+    return _fitted(found, width, height, Path(path).name)
 
 
 def _mat_mask(path: str | os.PathLike, width: int, height: int) -> np.ndarray:
@@ -136,10 +159,7 @@ def _mat_mask(path: str | os.PathLike, width: int, height: int) -> np.ndarray:
     found = read_mat(path).mask
     if found is None:
         raise MaskError(f"{Path(path).name} holds no tumour mask (cjdata.tumorMask)")
-    if found.shape != (height, width):
-        picture = Image.fromarray(found.astype(np.uint8) * 255).resize((width, height), Image.Resampling.NEAREST)
-        found = np.asarray(picture) > 127
-    return found
+    return _fitted(found, width, height, Path(path).name)
 
 
 def on_grid(mask: np.ndarray, size: int) -> np.ndarray:
@@ -159,15 +179,36 @@ def image_region(width: int, height: int, size: int) -> np.ndarray:
     return (xs >= dx * scale) & (xs <= (dx + width) * scale) & (ys >= dy * scale) & (ys <= (dy + height) * scale)
 
 
-def dilate(mask: np.ndarray, pixels: float) -> np.ndarray:
-    """Grow a mask by ``pixels`` (a disc)."""
+def dilate(mask: np.ndarray, pixels: float, column_pixels: float | None = None) -> np.ndarray:
+    """Grow a mask by ``pixels`` (a disc), or by ``pixels`` along the rows and ``column_pixels`` along the columns (an
+    ellipse: the same distance in mm on a slice whose pixels are not square)."""
     from scipy.ndimage import binary_dilation
 
-    radius = int(np.floor(pixels))
-    if radius < 1 or not mask.any():
+    across = pixels if column_pixels is None else column_pixels
+    rows, columns = int(np.floor(pixels)), int(np.floor(across))
+    if max(rows, columns) < 1 or not mask.any():
         return mask.copy()
-    ys, xs = np.mgrid[-radius:radius + 1, -radius:radius + 1]
-    return binary_dilation(mask, structure=xs ** 2 + ys ** 2 <= pixels ** 2)
+    ys, xs = np.mgrid[-rows:rows + 1, -columns:columns + 1]
+    return binary_dilation(mask, structure=(ys / max(pixels, 1e-9)) ** 2 + (xs / max(across, 1e-9)) ** 2 <= 1)
+
+
+def growth(size: int, width: int, height: int, dilation_px: float = DILATION_PX, dilation_mm: float | None = None,
+           spacing_mm: tuple[float, float] | None = None) -> tuple[float, float, float | None]:
+    """How far a tumour outline is grown on the network's ``size`` grid for a ``width`` x ``height`` scan: (rows,
+    columns) in grid pixels, and the margin in millimetres (None when the spacing is not known).
+
+    ``dilation_mm`` grows it by that many millimetres along each axis, from ``spacing_mm`` (row, column: mm per pixel
+    of the scan as given), which it then needs; otherwise it is grown by ``dilation_px`` at 224 on both axes, and
+    the margin in mm is what that comes to on this scan (the mean over the two axes, where they differ)."""
+    side = max(width, height)
+    if dilation_mm is not None:
+        if not spacing_mm:
+            raise MaskError("the scan states no pixel spacing, so the tumour cannot be grown by millimetres; state "
+                            "the dataset's spacing (--pixel-spacing-mm) or grow it by pixels")
+        return dilation_mm / spacing_mm[0] * size / side, dilation_mm / spacing_mm[1] * size / side, dilation_mm
+    pixels = dilation_px * size / 224.0
+    margin = None if not spacing_mm else dilation_px * side / 224.0 * (spacing_mm[0] + spacing_mm[1]) / 2
+    return pixels, pixels, margin
 
 
 def centre_blob(size: int) -> np.ndarray:
@@ -198,11 +239,12 @@ def cell_footprints(grid: int, size: int) -> np.ndarray:
     return footprints
 
 
-def mask_scores(heatmap: np.ndarray, mask: np.ndarray, region: np.ndarray, dilation_px: float = DILATION_PX
-                ) -> dict:
-    """Score one heatmap against one mask, both on the network grid; ``region``: the scan's area there."""
+def mask_scores(heatmap: np.ndarray, mask: np.ndarray, region: np.ndarray, dilation_px: float = DILATION_PX,
+                radii: tuple[float, float] | None = None) -> dict:
+    """Score one heatmap against one mask, both on the network grid; ``region``: the scan's area there. The tumour
+    is grown by ``radii`` (rows, columns, in grid pixels) when given, else by ``dilation_px`` at 224."""
     size = heatmap.shape[-1]
-    grown = dilate(mask, dilation_px * size / 224.0) & region
+    grown = dilate(mask, *(radii or (dilation_px * size / 224.0,))) & region
     mask = mask & region
     values = np.where(region, np.nan_to_num(heatmap.astype(np.float64), nan=0.0).clip(min=0), 0.0)
     total = values.sum()
@@ -220,21 +262,25 @@ def mask_scores(heatmap: np.ndarray, mask: np.ndarray, region: np.ndarray, dilat
 
 
 def score_against_mask(heatmap: np.ndarray, mask: np.ndarray, dilation_px: float = DILATION_PX,
-                       grid: int | None = None) -> dict:
+                       grid: int | None = None, dilation_mm: float | None = None,
+                       spacing_mm: tuple[float, float] | None = None) -> dict:
     """Scores of a heatmap and of the centre blob against a mask of the scan's size: ``{score: value,
-    "blob_" + score: value, "dilated_share": ...}``, and ``peak_reachable`` when the heatmap was resized from a
-    ``grid`` x ``grid`` map."""
+    "blob_" + score: value, "dilated_share": ..., "margin_mm": ...}``, and ``peak_reachable`` when the heatmap was
+    resized from a ``grid`` x ``grid`` map. The tumour is grown as :func:`growth` says; ``spacing_mm`` is the
+    scan's (row, column) pixel spacing, where known, and ``margin_mm`` what the margin came to (NaN: not known)."""
     size = heatmap.shape[-1]
     height, width = mask.shape
+    *radii, margin = growth(size, width, height, dilation_px, dilation_mm, spacing_mm)
     on_scan, region = on_grid(mask, size), image_region(width, height, size)
     if not (on_scan & region).any():
         raise MaskError("the mask is empty: it marks no tumour")
-    ours = mask_scores(heatmap, on_scan, region, dilation_px)
-    blob = mask_scores(centre_blob(size), on_scan, region, dilation_px)
-    result = {**ours, **{f"blob_{key}": blob[key] for key in SCORES}}
+    ours = mask_scores(heatmap, on_scan, region, radii=tuple(radii))
+    blob = mask_scores(centre_blob(size), on_scan, region, radii=tuple(radii))
+    result = {**ours, **{f"blob_{key}": blob[key] for key in SCORES},
+              "margin_mm": float("nan") if margin is None else float(margin)}
     if grid is not None:
         points = peak_points(grid, size)
-        grown = dilate(on_scan, dilation_px * size / 224.0) & region
+        grown = dilate(on_scan, *radii) & region
         result["peak_reachable"] = bool(grown[np.ix_(points, points)].any())
         footprints = cell_footprints(grid, size) * region
         inside = footprints[:, grown].sum(axis=1) / np.maximum(footprints.sum(axis=(1, 2)), 1e-12)
@@ -268,8 +314,36 @@ def grouped_bootstrap(values: np.ndarray, groups: Sequence | None, resamples: in
     return (float(np.quantile(means, tail)), float(np.quantile(means, 1 - tail)))
 
 
+def margin_summary(table) -> dict | None:
+    """What the tolerant scores' margin came to in millimetres over the scans whose spacing is known: their number,
+    median, least and most; None when no scan's spacing is known (or the table predates the column)."""
+    if "margin_mm" not in table:
+        return None
+    known = table["margin_mm"].to_numpy(dtype=np.float64)
+    known = known[np.isfinite(known)]
+    if not len(known):
+        return None
+    return {"images": int(len(known)), "of": int(table.shape[0]), "median": float(np.median(known)),
+            "min": float(known.min()), "max": float(known.max())}
+
+
+def margin_text(summary: dict) -> str:
+    """The tolerant scores' margin in words, from a run's ``masks`` block: "3 mm" when it was set in millimetres,
+    else "5 px at 224", followed by what that came to in mm where the spacing was known."""
+    if summary.get("dilation_mm") is not None:
+        return f"{summary['dilation_mm']:g} mm"
+    said = f"{summary.get('dilation_px', DILATION_PX):g} px at 224"
+    margin = summary.get("margin_mm")
+    if not margin:
+        return said
+    spread = (f"{margin['median']:.1f} mm" if margin["max"] - margin["min"] < 0.05
+              else f"{margin['median']:.1f} mm, {margin['min']:.1f}-{margin['max']:.1f} mm across the scans")
+    known = "" if margin["images"] == margin["of"] else f" on the {margin['images']} of {margin['of']} with a spacing"
+    return f"{said} (about {spread}{known})"
+
+
 def mask_summary(table, resamples: int = 1000, confidence: float = 0.95, seed: int = 0,
-                 dilation_px: float = DILATION_PX) -> dict:
+                 dilation_px: float = DILATION_PX, dilation_mm: float | None = None) -> dict:
     """Per tumour class (and over all): the mean of every score, the heatmap's and the centre blob's, each with a
     bootstrap interval that resamples patients where the file names give them. ``table``: one row per scored
     image with ``path``, ``label`` and the columns of :func:`score_against_mask`."""
@@ -286,5 +360,6 @@ def mask_summary(table, resamples: int = 1000, confidence: float = 0.95, seed: i
 
     per_class = {name: summarise(table[table["label"] == name]) for name in sorted(set(table["label"]))}
     return {"overall": summarise(table), "per_class": per_class, "dilation_px": dilation_px,
-            "heatmap_level": HEATMAP_LEVEL, "blob_sigma": BLOB_SIGMA, "confidence": confidence,
+            "dilation_mm": dilation_mm, "margin_mm": margin_summary(table), "heatmap_level": HEATMAP_LEVEL,
+            "blob_sigma": BLOB_SIGMA, "confidence": confidence,
             "resampled": "patients" if table.shape[0] and all(patient_of(p) for p in table["path"]) else "images"}

@@ -99,7 +99,11 @@ METRICS_SCHEMA = {
             "type": "object", "required": ["overall", "per_class", "method", "layer"], "properties": {
                 "overall": _MASK_BLOCK, "per_class": {"type": "object", "propertyNames": _CLASS_NAME,
                                                       "additionalProperties": _MASK_BLOCK},
-                "method": _TEXT, "layer": _TEXT, "dilation_px": _NUMBER, "heatmap_level": _NUMBER}}]},
+                "method": _TEXT, "layer": _TEXT, "dilation_px": _NUMBER, "heatmap_level": _NUMBER,
+                "dilation_mm": {"anyOf": [{"type": "null"}, _NUMBER]},
+                "margin_mm": {"anyOf": [{"type": "null"}, {
+                    "type": "object", "required": ["images", "of", "median", "min", "max"], "properties": {
+                        "images": _COUNT, "of": _COUNT, "median": _NUMBER, "min": _NUMBER, "max": _NUMBER}}]}}}]},
         "warnings": {"type": "array", "items": _TEXT},
     },
 }

@@ -195,8 +195,8 @@ def localisation_figure(per_class: dict) -> go.Figure:
     return _layout(figure, height=400, barmode="group", title="Does the heatmap point at the tumour?")
 
 
-def mask_figure(per_class: dict, dilation_px: float) -> go.Figure:
-    """Per tumour class: how often the heatmap's peak lies on the tumour (grown by ``dilation_px``) and its share
+def mask_figure(per_class: dict, margin: str) -> go.Figure:
+    """Per tumour class: how often the heatmap's peak lies on the tumour (grown by ``margin``, in words) and its share
     of heat there, beside a blob at the image centre that ignores the scan; 95% intervals as error bars."""
     names = list(per_class)
     figure = go.Figure()
@@ -213,7 +213,7 @@ def mask_figure(per_class: dict, dilation_px: float) -> go.Figure:
                                 text=[fmt(m, ".2f") for m in means], textposition="outside"))
     figure.update_yaxes(range=[0, 1.1], title="share of slices / of heat")
     return _layout(figure, height=420, barmode="group",
-                   title=f"Does the heatmap lie on the tumour? (outline grown by {dilation_px:g} px)")
+                   title=f"Does the heatmap lie on the tumour? (outline grown by {margin})")
 
 
 def per_class_table(block: dict, classes: list[str], level: str = "95%") -> pd.DataFrame:

@@ -332,3 +332,61 @@ def test_per_patient_answers_are_the_class_most_of_their_slices_get():
     assert patient_figures(paths, np.zeros(9, int), probs, 0.95)["per_class"]["glioma"]["right"] == 2
     assert figures["per_class"]["glioma"]["interval"][0] < 1 / 3 < figures["per_class"]["glioma"]["interval"][1]
     assert patient_figures(["glioma/1841.jpg"], np.zeros(1, int), np.eye(4)[:1], 0.95) is None
+
+
+def test_a_margin_in_millimetres_follows_the_pixel_spacing_of_each_axis():
+    from core.masks import growth, margin_text
+
+    # A 64 x 64 scan on a 64 grid (one grid pixel per scan pixel), rows 1.0 mm and columns 0.5 mm apart: 4 mm is
+    # 4 pixels down and 8 across.
+    assert growth(64, 64, 64, dilation_mm=4, spacing_mm=(1.0, 0.5)) == (4.0, 8.0, 4)
+    # On a 224 grid a 448-pixel scan is halved: 4 mm of 0.5 mm pixels is 8 scan pixels, 4 grid pixels.
+    assert growth(224, 448, 448, dilation_mm=4, spacing_mm=(0.5, 0.5))[:2] == (4.0, 4.0)
+    # In pixels at 224, the margin in mm is what those pixels come to on this scan, where its spacing is known.
+    assert growth(224, 448, 448, dilation_px=5, spacing_mm=(0.5, 0.5)) == (5.0, 5.0, 5.0)
+    assert growth(224, 448, 448, dilation_px=5) == (5.0, 5.0, None)
+    with pytest.raises(MaskError, match="states no pixel spacing"):
+        growth(224, 448, 448, dilation_mm=3, spacing_mm=None)
+    mask = square(30, 30, 4)
+    scan_ones = np.zeros((SIZE, SIZE))
+
+    def peak_at(row: int, column: int, **margin) -> bool:
+        heatmap = scan_ones.copy()
+        heatmap[row, column] = 1.0
+        return score_against_mask(heatmap, mask, **margin)["peak_in_dilated"]
+
+    # The outline covers rows and columns 30-33. Three mm to its right is 6 columns; three mm below is 3 rows.
+    spaced = {"dilation_mm": 4, "spacing_mm": (1.0, 0.5)}
+    assert peak_at(31, 33 + 6, **spaced) and peak_at(33 + 3, 31, **spaced)
+    assert not peak_at(31, 33 + 10, **spaced) and not peak_at(33 + 6, 31, **spaced)  # 5 mm and 6 mm away
+    assert score_against_mask(np.eye(SIZE), mask, **spaced)["margin_mm"] == 4
+    assert np.isnan(score_against_mask(np.eye(SIZE), mask)["margin_mm"])  # no spacing, no margin in mm
+    assert margin_text({"dilation_px": 5, "dilation_mm": 3}) == "3 mm"
+    assert margin_text({"dilation_px": 5, "margin_mm": None}) == "5 px at 224"
+    assert margin_text({"dilation_px": 5, "margin_mm": {"images": 2, "of": 3, "median": 2.25, "min": 2.0,
+                                                         "max": 2.5}}) == \
+        "5 px at 224 (about 2.2 mm, 2.0-2.5 mm across the scans on the 2 of 3 with a spacing)"
+
+
+def test_a_tolerance_in_millimetres_needs_a_spacing_and_takes_one_stated_for_the_dataset(tmp_path):
+    from conftest import random_classifier
+    from core.evaluation import EvaluationSettings, evaluate
+    from core.runs import read_run
+
+    data = scans_with_masks(tmp_path)
+    model = random_classifier(tmp_path / "model", seed=1).path
+
+    def run_with(out, **extra):
+        return read_run(evaluate(EvaluationSettings(
+            checkpoint=str(model), data=str(data), out=str(tmp_path / out), precision="fp32", progress=False,
+            bootstrap_resamples=20, num_workers=0, **extra)))
+
+    unknown = run_with("unknown", mask_dilation_mm=3)  # PNG files state no spacing: no score, and the reason
+    assert unknown.masks.empty and len(unknown.metrics["masks"]["errors"]) == 9
+    assert all("states no pixel spacing" in e["reason"] for e in unknown.metrics["masks"]["errors"])
+    stated = run_with("stated", mask_dilation_mm=3, pixel_spacing_mm=0.5)
+    assert len(stated.masks) == 9 and (stated.masks["margin_mm"] == 3).all()
+    assert stated.metrics["masks"]["dilation_mm"] == 3
+    in_pixels = run_with("pixels", pixel_spacing_mm=0.5)  # 5 px at 224 on a 64-pixel scan of 0.5 mm pixels
+    assert in_pixels.masks["margin_mm"].to_numpy() == pytest.approx(np.full(9, 5 * 64 / 224 * 0.5))
+    assert in_pixels.metrics["masks"]["margin_mm"]["images"] == 9

@@ -557,3 +557,42 @@ def test_an_encrypted_or_damaged_zip_member_is_a_sentence():
     damaged[damaged.find(b"PK\x01\x02") + 16] ^= 0xFF  # a wrong CRC-32
     with pytest.raises(ScanRefused, match="cannot be unpacked"):
         unzip_series(bytes(damaged))
+
+
+def test_nifti_scans_are_scored_against_nifti_label_masks_with_a_margin_in_millimetres(tmp_path, monkeypatch):
+    """A research dataset of NIfTI volumes with label volumes beside them: each mask is cut on the scan's own slice
+    and turned the same way, and the tumour is grown by millimetres from the volume's voxel sizes."""
+    from conftest import random_classifier
+    from core.evaluation import EvaluationSettings, evaluate
+    from core.masks import margin_text, read_mask
+    from core.runs import read_run
+
+    monkeypatch.delenv(volumes.SLICE_ENV, raising=False)
+    affine = np.diag([0.5, 0.8, 3.0, 1.0])  # RAS, columns 0.5 mm and rows 0.8 mm apart on an axial slice
+    scans, masks = tmp_path / "study", tmp_path / "study-masks"
+    for folder in ("glioma", "meningioma"):
+        (scans / folder).mkdir(parents=True)
+        (masks / folder).mkdir(parents=True)
+        for k in range(2):
+            rng = np.random.default_rng(k)
+            volume = rng.uniform(0, 20, (96, 72, 5))
+            labels = np.zeros((96, 72, 5))
+            labels[60 + k:72, 6:14, 2] = 2.0  # a lopsided tumour on the middle slice, to the patient's right-front
+            labels[64:68, 8:10, 2] = 4.0       # a second label inside it (as segmentations carry): still tumour
+            volume[60 + k:72, 6:14, :] = 200.0  # bright through the volume, outlined on the middle slice
+            (scans / folder / f"case{k}.nii.gz").write_bytes(nifti_bytes(volume, affine, gz=True))
+            (masks / folder / f"case{k}.nii.gz").write_bytes(nifti_bytes(labels, affine, gz=True))
+    picture = volumes.dataset_slice((scans / "glioma" / "case0.nii.gz").read_bytes())
+    assert picture.size == (96, 72) and picture.info["spacing_mm"] == pytest.approx((0.8, 0.5))
+    found = read_mask(masks / "glioma" / "case0.nii.gz", 96, 72)
+    assert np.array_equal(found, np.asarray(picture) > 150)  # cut and turned as the scan's slice is
+    assert found.sum() == 12 * 8
+    with pytest.raises(ValueError, match="not the same proportions"):
+        read_mask(masks / "glioma" / "case0.nii.gz", 72, 72)
+    model = random_classifier(tmp_path / "model", seed=3).path
+    run = read_run(evaluate(EvaluationSettings(checkpoint=str(model), data=str(scans), out=str(tmp_path / "run"),
+                                               precision="fp32", progress=False, bootstrap_resamples=20,
+                                               num_workers=0, mask_dilation_mm=2.5)))
+    assert run.info["dataset"]["masks"] == "study-masks" and len(run.masks) == 4
+    assert (run.masks["margin_mm"] == 2.5).all() and margin_text(run.metrics["masks"]) == "2.5 mm"
+    assert run.masks["dilated_share"].gt(12 * 8 / (96 * 72)).all()  # the outline grown beyond itself

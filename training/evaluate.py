@@ -18,6 +18,7 @@ from pathlib import Path
 
 from core.evaluation import EvaluationSettings
 from core.explain import CAM_METHODS, LAYERS
+from core.masks import margin_text
 from training.cli import command, settings_parser
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +43,10 @@ HELP = {
     "files": "text file of image paths relative to the dataset root, one a line: evaluate only these (a held-out "
              "split, as assets/splits/figshare-localisation/test.txt)",
     "mask_dilation_px": "pixels (at 224) by which a mask is grown for the tolerant scores",
+    "mask_dilation_mm": "grow each mask by this many millimetres instead (from each scan's pixel spacing: DICOM and "
+                        "NIfTI state it; other files need --pixel-spacing-mm)",
+    "pixel_spacing_mm": "millimetres per pixel of files that state no spacing (JPEG, PNG, .mat), where the dataset's "
+                        "publication gives it; DICOM and NIfTI files keep their own",
     "cam_method": f"CAM method for localisation: {', '.join(m for m, s in CAM_METHODS.items() if not s.slow)}",
     "cam_layer": f"layer the CAM explains: {', '.join(LAYERS)}",
     "volume_slice": "the slice each DICOM or NIfTI file in the dataset stands for: middle, or a number from 1 "
@@ -125,7 +130,7 @@ def summary(run) -> str:
     if masks:
         for name, block in masks["per_class"].items():
             lines.append(f"  against the masks, {name} ({block['images']}): peak in the tumour grown by "
-                         f"{masks['dilation_px']:g} px {_mask_figure(block, 'peak_in_dilated')} (centre blob "
+                         f"{margin_text(masks)} {_mask_figure(block, 'peak_in_dilated')} (centre blob "
                          f"{_mask_figure(block, 'blob_peak_in_dilated')}), energy inside "
                          f"{_mask_figure(block, 'energy_in_dilated')} (blob {_mask_figure(block, 'blob_energy_in_dilated')})"
                          + (f"; a {masks['layer']} heatmap can peak there at all for "

@@ -125,6 +125,17 @@ def read_image(source: str | os.PathLike | bytes) -> Image.Image:
                            ) from None
 
 
+def pixel_spacing(image: Image.Image, stated_mm: float | None = None) -> tuple[float, float] | None:
+    """The (row, column) size in millimetres of one pixel of an image :func:`read_image` returned: the spacing its
+    file states (a DICOM or NIfTI slice), else ``stated_mm`` (a dataset's spacing, given by hand, for square pixels
+    of the file as stored), scaled to the image where it was shrunk; None when neither is known."""
+    given = image.info.get("spacing_mm") or ((stated_mm, stated_mm) if stated_mm else None)
+    if not given:
+        return None
+    width, height = image.info.get("source_size", image.size)
+    return (float(given[0]) * height / image.height, float(given[1]) * width / image.width)
+
+
 def _draft(image: Image.Image) -> None:
     """Let a large JPEG decode at 1/2, 1/4 or 1/8 scale, as long as it stays at least WORKING_SIDE wide."""
     longest = max(image.size)

@@ -342,15 +342,11 @@ def _gunzip(blob: bytes) -> bytes:
     return data
 
 
-def read_nifti(blob: bytes, axis: int = 2) -> Volume:
-    """A NIfTI-1 or NIfTI-2 file (``.nii``, or gzipped ``.nii.gz``), turned to RAS (nibabel's closest canonical
-    orientation) and cut along ``axis`` (2 axial, 1 coronal, 0 sagittal). An axial slice is shown with the patient's
-    left on the left of the picture and anterior at the top; a coronal one with the left on the left and superior at
-    the top; a sagittal one with anterior on the right and superior at the top."""
+def _nifti_ras(blob: bytes, what: str = "volume") -> tuple[np.ndarray, list[float]]:
+    """A NIfTI-1 or NIfTI-2 file's voxels turned to RAS (nibabel's closest canonical orientation), as float32, and
+    their sizes in mm along each axis; every size bounded before the voxels are read."""
     import nibabel
 
-    if axis not in AXES:
-        raise ScanRefused(f"axis {axis} is not one of 0 (sagittal), 1 (coronal), 2 (axial)")
     if len(blob) > MAX_SCAN_BYTES:
         raise ScanRefused(f"the file is {size_text(len(blob))}, over the {size_text(MAX_SCAN_BYTES)} limit")
     raw = _gunzip(blob) if blob[:2] == b"\x1f\x8b" else blob
@@ -365,23 +361,47 @@ def read_nifti(blob: bytes, axis: int = 2) -> Volume:
         raise ScanRefused("not a readable NIfTI file (.nii or .nii.gz)")
     shape = tuple(int(s) for s in image.header.get_data_shape())
     if len(shape) < 3 or any(s > 1 for s in shape[3:]):
-        raise ScanRefused(f"the file holds an image of shape {shape}; a 3-D volume is needed (one time point)")
-    _check_voxels(shape[:3], "volume")
+        raise ScanRefused(f"the file holds an image of shape {shape}; a 3-D {what} is needed (one time point)")
+    _check_voxels(shape[:3], what)
     if max(shape[:3]) > MAX_SIDE:
-        raise ScanRefused(f"the volume is {shape[0]} x {shape[1]} x {shape[2]}; no side may be over {MAX_SIDE}")
+        raise ScanRefused(f"the {what} is {shape[0]} x {shape[1]} x {shape[2]}; no side may be over {MAX_SIDE}")
     try:
         canonical = nibabel.as_closest_canonical(image)
         data = np.asarray(canonical.dataobj, dtype=np.float32).reshape(canonical.shape[:3])
     except Exception as error:  # noqa: BLE001 - truncated or damaged voxel data
-        raise ScanRefused(f"the volume's voxels cannot be read ({type(error).__name__})") from None
-    zooms = [float(z) for z in canonical.header.get_zooms()[:3]]
+        raise ScanRefused(f"the {what}'s voxels cannot be read ({type(error).__name__})") from None
+    return data, [float(z) for z in canonical.header.get_zooms()[:3]]
+
+
+def _cut(data: np.ndarray, axis: int) -> np.ndarray:
+    """RAS voxels -> slices along ``axis`` as pictures: (slices, rows, columns), rows pointing up the second
+    remaining axis."""
     moved = np.moveaxis(data, axis, 0)                 # (slices, first remaining axis, second)
-    pictures = np.flip(np.swapaxes(moved, 1, 2), axis=1)  # rows: the second remaining axis, pointing up
+    return np.flip(np.swapaxes(moved, 1, 2), axis=1)
+
+
+def read_nifti(blob: bytes, axis: int = 2) -> Volume:
+    """A NIfTI-1 or NIfTI-2 file (``.nii``, or gzipped ``.nii.gz``), turned to RAS (nibabel's closest canonical
+    orientation) and cut along ``axis`` (2 axial, 1 coronal, 0 sagittal). An axial slice is shown with the patient's
+    left on the left of the picture and anterior at the top; a coronal one with the left on the left and superior at
+    the top; a sagittal one with anterior on the right and superior at the top."""
+    if axis not in AXES:
+        raise ScanRefused(f"axis {axis} is not one of 0 (sagittal), 1 (coronal), 2 (axial)")
+    data, zooms = _nifti_ras(blob)
     kept = [a for a in range(3) if a != axis]
     spacing = (zooms[kept[1]], zooms[kept[0]]) if all(z > 0 for z in zooms) else None
-    pixels, said = to_8_bit(pictures, None)
+    pixels, said = to_8_bit(_cut(data, axis), None)
     return Volume(pixels, spacing, "NIfTI", said, AXES[axis],
                   notes=("shown in RAS orientation: the patient's left on the left of the picture",))
+
+
+def nifti_mask_slice(blob: bytes) -> np.ndarray:
+    """The tumour in a NIfTI label volume (any value above zero: every label of a segmentation), on the slice a
+    dataset's NIfTI scan of the same shape stands for (:func:`dataset_slice`: axial, the stated slice), cut and
+    oriented exactly as that scan's slice is."""
+    data, _ = _nifti_ras(blob, "mask volume")
+    slices = _cut(data, 2)
+    return np.ascontiguousarray(slices[stated_slice(slices.shape[0])] > 0)
 
 
 SLICE_ENV = "BRAIN_MRI_VOLUME_SLICE"  # which slice of a volume a dataset file stands for: "middle" or a number from 1

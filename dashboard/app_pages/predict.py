@@ -13,6 +13,7 @@ from core.checkpoint import CheckpointError
 from core.data import CLASS_LABELS
 from core.explain import CAM_METHODS, DEFAULT_LAYER, DEFAULT_METHOD, LAYERS, SCALES, explain, fast_methods, overlay
 from core.sources import read_image
+from core.sources.images import pixel_spacing
 from core.sources.files import printable
 from dashboard.charts import probability_bars
 from dashboard.heatmaps import png_bytes, with_colour_bar, with_header, with_scale_bar
@@ -343,7 +344,7 @@ def show_scan(position: int, name: str, digest: str, image, row, explained_class
         original.image(png_bytes(shown), caption=f"{md(name)} ({width} x {height})", width="stretch",
                        output_format="PNG")
         blended = overlay(shown, heatmap, opacity)
-        spacing = image.info.get("spacing_mm")
+        spacing = pixel_spacing(image)
         if spacing:  # a DICOM or NIfTI slice: the heatmap's scale in millimetres
             blended = with_scale_bar(blended, spacing[1] * image.width / shown.width)
         blended = with_colour_bar(blended, scale)

@@ -13,6 +13,7 @@ from core.checkpoint import CheckpointError
 from core.data import CLASS_LABELS
 from core.explain import CAM_METHODS, DEFAULT_LAYER, LAYERS, explain, fast_methods, overlay
 from core.metrics import NO_TUMOUR, operating_point
+from core.masks import margin_text
 from core.runs import RunError
 from core.sources import FileRefused, is_within, read_image
 from dashboard import charts, review
@@ -197,9 +198,13 @@ def case_mask_figures(run, path: str, place) -> None:
         return
     scores, settings = found.iloc[0], run.metrics.get("masks") or {}
     peak = "on the tumour" if bool(scores["peak_in_dilated"]) else "off the tumour"
+    margin = (f"{settings['dilation_mm']:g} mm" if settings.get("dilation_mm") is not None
+              else f"{settings.get('dilation_px', 5):g} px at 224")
+    if settings.get("dilation_mm") is None and pd.notna(scores.get("margin_mm")):
+        margin += f", {scores['margin_mm']:.1f} mm on this scan"
     place.caption(f"In the run ({md(settings.get('method', ''))} at {md(settings.get('layer', ''))}, true class): the "
                   f"peak lies {peak}; {scores['energy_in_dilated']:.0%} of the heat lies on it (outline grown by "
-                  f"{settings.get('dilation_px', 5):g} px); overlap with the outline (IoU) {scores['iou']:.2f}. A "
+                  f"{margin}); overlap with the outline (IoU) {scores['iou']:.2f}. A "
                   f"blob at the image centre would put {scores['blob_energy_in_dilated']:.0%} there.")
 
 
@@ -371,7 +376,7 @@ def masks_section(run, images_root: Path | None) -> None:
     if not masks:
         return
     st.subheader("Against the tumour outlines")
-    st.plotly_chart(charts.mask_figure(masks["per_class"], masks["dilation_px"]), width="stretch", key="runs.masks")
+    st.plotly_chart(charts.mask_figure(masks["per_class"], margin_text(masks)), width="stretch", key="runs.masks")
     sentences = []
     for name, block in masks["per_class"].items():
         ours, blob = block["peak_in_dilated"]["mean"], block["blob_peak_in_dilated"]["mean"]
@@ -388,7 +393,7 @@ def masks_section(run, images_root: Path | None) -> None:
     resampled = "patients" if masks.get("resampled") == "patients" else "slices"
     st.caption(f"Where is the heatmap's hottest point? {'; '.join(sentences)}.",
                help=f"{md(masks['method'])} at {md(masks['layer'])}, explaining the true class. The outline is grown by "
-                    f"{masks['dilation_px']:g} px at 224 px; heat on the tumour is the share of the heatmap's sum inside "
+                    f"{margin_text(masks)}; heat on the tumour is the share of the heatmap's sum inside "
                     f"it. Error bars: 95% bootstrap intervals over {resampled}.")
     explanations_tables(run)
     worst_gallery(run, images_root)
