@@ -149,11 +149,13 @@ def run_cases() -> tuple[list, dict, dict, list, dict] | None:
 
 
 def upload_cases() -> tuple[list, dict, dict, list, dict] | None:
-    files = st.file_uploader("Scans (PNG, JPEG, BMP, TIFF; DICOM, NIfTI or .mat: the middle slice of each)", type=None,
+    files = st.file_uploader("Scans: pictures (PNG, JPEG, BMP, TIFF), figshare .mat slices, DICOM (the files of a "
+                             "series together, or a zip) and NIfTI volumes", type=None,
                              accept_multiple_files=True, key="review.new.uploads",
-                             help="Each scan is kept once, by its content, in the dashboard's data folder (a DICOM, "
-                                  "NIfTI or .mat file as a PNG of its slice, so that nothing identifying is stored); "
-                                  "the model in the sidebar answers it now.")
+                             help="Each scan is one case, kept once, by its content, in the dashboard's data folder. "
+                                  "A DICOM series or NIfTI volume is kept as pictures of its slices only, never as "
+                                  "its files, so that nothing identifying is stored; readers scroll through it, and "
+                                  "the model in the sidebar answers its middle slice (axial for NIfTI) now.")
     order, seed = order_choice("review.new.uploaded")
     classifier = get_classifier()
     if not files or classifier is None:

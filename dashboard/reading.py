@@ -15,7 +15,7 @@ from core.review.store import CONFIDENCES, RATINGS, AnswerView, CaseView, Reader
 from dashboard.captions import md, sentence
 from dashboard.charts import confusion_matrix_figure, probability_bars
 from dashboard.common import error_boundary
-from dashboard.sessions import case_pictures, label, pil, scan_beside_heatmap, with_interval
+from dashboard.sessions import case_pictures, case_stack, label, pil, scan_beside_heatmap, with_interval
 
 
 MISSED_SHOWN = 12  # missed cases shown with their heatmaps at the end of a quiz
@@ -84,17 +84,33 @@ def navigation(reader: ReaderView, reachable: list[int], at: int, total: int) ->
         st.rerun()
 
 
+def chosen_slice(reader: ReaderView, case: CaseView) -> tuple[int | None, str]:
+    """For an uploaded volume: the slice the reader has scrolled to (from 0; the case's own slice at first) and how
+    to say where it is; (None, "") for a single image."""
+    if not case.stack:
+        return None, ""
+    slices, _ = case_stack(case)
+    count = int(slices.shape[0])
+    shown = st.slider("Slice", 1, count, case.stack_slice + 1, key=f"review.slice.{reader.id}.{case.id}",
+                      help="Scroll through the scan's slices. The model answered the case's own slice, marked below; "
+                           "your answer is for the scan.") - 1
+    mark = ", the case's slice, which the model answered" if shown == case.stack_slice else (
+        f" (the case's slice, which the model answered, is {case.stack_slice + 1})")
+    return shown, f" · slice {shown + 1} of {count}{mark}"
+
+
 def show_case(engine, session: SessionView, reader: ReaderView, case: CaseView, answer: AnswerView | None) -> None:
     revealed = store.may_reveal(session, answer)
     try:
-        pictures = case_pictures(session, case, with_heatmap=revealed)
+        shown, where = chosen_slice(reader, case)
+        pictures = case_pictures(session, case, with_heatmap=revealed, slice_index=shown)
     except ValueError as error:  # a scan moved or changed: say so, and let the reader go on
         pictures = None
         st.warning(f"The scan cannot be shown: {md(error)}. Tell the organiser; you can still record an answer "
                    "(say in the note that you did not see the scan) and go on.")
     if pictures is not None:
         left, right = st.columns([1, 1])
-        left.image(pictures.scan, caption=md(case.title) if revealed else f"Case {case.position + 1}",
+        left.image(pictures.scan, caption=(md(case.title) if revealed else f"Case {case.position + 1}") + where,
                    width="stretch")
         if revealed:
             if pictures.heatmap:
@@ -109,7 +125,7 @@ def show_case(engine, session: SessionView, reader: ReaderView, case: CaseView, 
         model_answer(session, case)
     if answer is not None:
         after_reveal(engine, session, reader, case, answer)
-        case_report_button(session, reader, case, answer, pictures)
+        case_report_button(session, reader, case, answer)
         if st.button("Next case ▶", key="review.next_below", type="primary"):
             st.session_state[position_key(reader)] = case.position + 1
             st.rerun()
@@ -189,15 +205,14 @@ def after_reveal(engine, session: SessionView, reader: ReaderView, case: CaseVie
                 st.rerun()
 
 
-def case_report_button(session: SessionView, reader: ReaderView, case: CaseView, answer: AnswerView,
-                       pictures) -> None:
-    if pictures is None:
-        return
+def case_report_button(session: SessionView, reader: ReaderView, case: CaseView, answer: AnswerView) -> None:
+    """The case report, of the case's own image (for a volume, the slice the model answered)."""
     key = f"review.case_pdf.{case.id}"
     with error_boundary("The case report"):
         if st.button("Prepare the case report (PDF)", key=f"{key}.prepare", icon=":material/picture_as_pdf:"):
             from core.review.reports import case_report
 
+            pictures = case_pictures(session, case, with_heatmap=True)
             st.session_state[key] = case_report(session=session, case=case, scan=pil(pictures.scan),
                                                 heatmap=pil(pictures.heatmap), reader=reader.name, answer=answer,
                                                 revealed=True)

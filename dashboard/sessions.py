@@ -3,26 +3,28 @@ the tumour's box and outline where the data has them), and figures written with 
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
 
+import numpy as np
 import streamlit as st
 from PIL import Image
 
 from core.checkpoint import CheckpointError
 from core.data import CLASS_LABELS
 from core.explain import CAM_METHODS, DEFAULT_LAYER, DEFAULT_METHOD, explain, overlay
-from core.review.cases import case_image_file, load_case_image
+from core.review.cases import case_image_file, load_case_image, load_case_stack
 from core.review.store import CaseView, SessionView
 from core.sources import FileRefused, contained_path, is_within
 from dashboard import review
 from dashboard.captions import md
 from dashboard.common import (ROOT, allowed_roots, checkpoint_file, classifier_at, data_dir, datasets_root,
                               file_digest)
-from dashboard.heatmaps import png_bytes
+from dashboard.heatmaps import png_bytes, with_scale_bar
 
 CASE_SIDE = 768  # the scan and heatmap are shown, cached and put into reports at most this large
 READER, ORGANISER, JOIN = "reader", "organiser", "session"  # the query parameters of the review page
@@ -104,25 +106,65 @@ def session_model_file(session: SessionView) -> Path:
     return file
 
 
-@st.cache_data(show_spinner="Computing the heatmap…", max_entries=96)
-def _pictures(image_file: str, image_sha256: str, model_file: str | None, model_error: str, mask_file: str | None
-              ) -> CasePictures:
-    image = load_case_image(Path(image_file), image_sha256)
+def _explained(image: Image.Image, model_file: str | None, model_error: str, image_file: str | None = None,
+               mask_file: str | None = None, said: str = "") -> CasePictures:
+    """The scan (at most CASE_SIDE) and, with a model, its heatmap of the model's answer, with the tumour's box and
+    outline drawn where the data has them; ``said`` ends the heatmap's caption."""
     image.thumbnail((CASE_SIDE, CASE_SIDE))
     if model_file is None:
         return CasePictures(png_bytes(image), None, f"No heatmap: {model_error}" if model_error else "", image.size)
     classifier = classifier_at(model_file)
     result = explain(classifier, [image], method=DEFAULT_METHOD, layer=DEFAULT_LAYER)
-    drawn, notes = review.draw_truth(overlay(image, result.heatmaps[0]), Path(image_file),
-                                     Path(mask_file) if mask_file else None)
+    notes = []
+    drawn = overlay(image, result.heatmaps[0])
+    if image_file is not None:
+        drawn, notes = review.draw_truth(drawn, Path(image_file), Path(mask_file) if mask_file else None)
     described = (f"{CAM_METHODS[DEFAULT_METHOD].label} ({DEFAULT_LAYER}) for "
-                 f"{label(classifier.classes[int(result.targets[0])])}" + (f"; {'; '.join(notes)}" if notes else ""))
+                 f"{label(classifier.classes[int(result.targets[0])])}" + "".join(f"; {n}" for n in [*notes, said] if n))
     return CasePictures(png_bytes(image), png_bytes(drawn), described, image.size)
 
 
-def case_pictures(session: SessionView, case: CaseView, with_heatmap: bool) -> CasePictures:
-    """The case's scan and, when asked (after the reveal), the session model's heatmap of its answer. Raises
-    ValueError (FileRefused, ReviewError, ImageRefused) with the reason when the scan cannot be shown."""
+@st.cache_data(show_spinner="Computing the heatmap…", max_entries=96)
+def _pictures(image_file: str, image_sha256: str, model_file: str | None, model_error: str, mask_file: str | None
+              ) -> CasePictures:
+    return _explained(load_case_image(Path(image_file), image_sha256), model_file, model_error, image_file, mask_file)
+
+
+@st.cache_resource(show_spinner="Opening the scan's slices…", max_entries=4)
+def _stack(stack_file: str, stack_sha256: str) -> tuple[np.ndarray, tuple[float, float] | None]:
+    """A case's slices, read once and shared by every reader (read-only: each rerun would copy a cached array)."""
+    slices, spacing = load_case_stack(Path(stack_file), stack_sha256)
+    slices.flags.writeable = False
+    return slices, spacing
+
+
+def case_stack(case: CaseView) -> tuple[np.ndarray, tuple[float, float] | None]:
+    """The slices of an uploaded volume's case, and their pixel spacing (ValueError says why they cannot be read)."""
+    return _stack(str(contained_path(data_dir(), case.stack, "uploaded scan")), case.stack_sha256)
+
+
+@st.cache_data(show_spinner="Computing the heatmap…", max_entries=96)
+def _slice_pictures(stack_file: str, stack_sha256: str, index: int, answered: int, model_file: str | None,
+                    model_error: str) -> CasePictures:
+    slices, spacing = _stack(stack_file, stack_sha256)
+    picture = Image.fromarray(np.asarray(slices[index]), "L")
+    said = (f"on slice {index + 1}, the case's, which the model answered" if index == answered else
+            f"on slice {index + 1}; the model's answer is for slice {answered + 1}, the case's")
+    pictures = _explained(picture, model_file, model_error, said=said)
+    if spacing:  # a scale bar in millimetres on both pictures
+        scale = spacing[1] * slices.shape[2] / pictures.size[0]
+        pictures = dataclasses.replace(
+            pictures, scan=png_bytes(with_scale_bar(pil(pictures.scan), scale)),
+            heatmap=png_bytes(with_scale_bar(pil(pictures.heatmap), scale)) if pictures.heatmap else None)
+    return pictures
+
+
+def case_pictures(session: SessionView, case: CaseView, with_heatmap: bool, slice_index: int | None = None
+                  ) -> CasePictures:
+    """The case's scan and, when asked (after the reveal), the session model's heatmap of its answer. For an
+    uploaded volume, ``slice_index`` (from 0) shows any of its slices, with the model's heatmap of that slice and a
+    scale bar where the spacing is known.
+    Raises ValueError (FileRefused, ReviewError, ImageRefused) with the reason when the scan cannot be shown."""
     image_file = case_image_path(session, case)
     model_file, model_error, mask_file = None, "", None
     if with_heatmap:
@@ -134,6 +176,9 @@ def case_pictures(session: SessionView, case: CaseView, with_heatmap: bool) -> C
         if images_root is not None:
             mask = review.mask_path(images_root.parent, images_root.name, case.image)
             mask_file = str(mask) if mask else None
+    if case.stack and slice_index is not None:
+        stack_file = str(contained_path(data_dir(), case.stack, "uploaded scan"))
+        return _slice_pictures(stack_file, case.stack_sha256, slice_index, case.stack_slice, model_file, model_error)
     return _pictures(str(image_file), case.image_sha256, model_file, model_error, mask_file)
 
 

@@ -263,3 +263,36 @@ def test_all_readers_together_by_hand():
     assert (pooled["readers"], pooled["cases"], pooled["answers"]) == (2, 4, 8)
     assert pooled["accuracy"] == pytest.approx(0.75) and pooled["model_accuracy"] == pytest.approx(0.75)
     assert pooled["low"] <= 0.75 <= pooled["high"]
+
+
+def test_a_volumes_slices_are_read_back_only_as_written(tmp_path):
+    """The slices kept for an uploaded volume are refused when their content changed, when they hold anything but
+    8-bit slices and a spacing (an object array is never unpickled), or when the file is no .npz at all."""
+    from core.review.cases import load_case_stack
+
+    def kept(name: str, blob: bytes) -> tuple:
+        (tmp_path / name).write_bytes(blob)
+        return tmp_path / name, hashlib.sha256(blob).hexdigest()
+
+    def npz(**arrays) -> bytes:
+        out = io.BytesIO()
+        np.savez_compressed(out, **arrays)
+        return out.getvalue()
+
+    slices = np.arange(3 * 64 * 64, dtype=np.uint32).reshape(3, 64, 64).astype(np.uint8)
+    path, digest = kept("good.npz", npz(slices=slices, spacing=np.array([0.5, 0.7])))
+    found, spacing = load_case_stack(path, digest)
+    assert np.array_equal(found, slices) and spacing == (0.5, 0.7)
+    path, digest = kept("nospacing.npz", npz(slices=slices, spacing=np.array([np.nan, np.nan])))
+    assert load_case_stack(path, digest)[1] is None
+    with pytest.raises(ReviewError, match="content"):
+        load_case_stack(path, "0" * 64)
+    objects = np.empty(2, dtype=object)
+    objects[:] = [{"a": 1}, None]
+    for name, blob in [("floats.npz", npz(slices=slices.astype(np.float32), spacing=np.array([1.0, 1.0]))),
+                       ("extra.npz", npz(slices=slices, spacing=np.array([1.0, 1.0]), note=np.array(["x"]))),
+                       ("pickled.npz", npz(slices=objects, spacing=np.array([1.0, 1.0]))),
+                       ("flat.npz", npz(slices=slices[0], spacing=np.array([1.0, 1.0]))),
+                       ("plain.npy", b"\x93NUMPY" + b"\0" * 100), ("text.npz", b"not a zip at all")]:
+        with pytest.raises(ReviewError, match="not one this application writes"):
+            load_case_stack(*kept(name, blob))

@@ -47,6 +47,10 @@ def revealed(text: str) -> bool:
     return "The model says" in text or "The model **does not answer**" in text
 
 
+def caption(image) -> str:
+    return html.unescape(image.captions[0])
+
+
 def button(at, label: str):
     return next(b for b in at.button if b.label == label)
 
@@ -220,3 +224,48 @@ def test_readers_links_can_point_at_a_server_of_their_own(monkeypatch):
     assert page_link(reader="k") == "http://review.example:8502/review?reader=k"
     assert page_link(session="c") == "http://review.example:8502/review?session=c"
     assert page_link(organiser="o").endswith("/review?organiser=o") and "review.example" not in page_link(organiser="o")
+
+
+def test_a_dicom_series_and_a_nifti_volume_are_read_by_scrolling_their_slices(review_data):
+    """Uploaded volumes are one case each: the reader scrolls through the slices while blinded, and after the reveal
+    the heatmap follows the slice, saying which slice the model answered."""
+    import numpy as np
+
+    from conftest import synthetic_slice
+    from test_volumes import dicom_bytes, nifti_bytes
+
+    pixels = np.kron(synthetic_slice(0, seed=4, size=56), np.ones((2, 2), np.uint8)).astype(np.int16)
+    series = [(f"IM{k:04d}", dicom_bytes(pixels // (k + 1), position=4.0 * k, instance=k + 1), "application/dicom")
+              for k in range(3)]
+    volume = np.stack([np.kron(synthetic_slice(3, seed=s, size=48), np.ones((2, 2))) for s in range(5)], axis=2)
+    nifti = ("brain.nii.gz", nifti_bytes(volume, np.diag([0.9, 0.9, 4.0, 1.0]), gz=True), "application/gzip")
+    at = review_page()
+    at.radio(key="review.new.source").set_value("uploads").run()
+    at.radio(key="review.new.uploaded.order").set_value("listed").run()
+    at.file_uploader(key="review.new.uploads").set_value([*series, nifti]).run()
+    assert not problems(at), problems(at)
+    _, keys = create_session(at, "Volumes", "Ann")
+    stored = sorted(p.suffix for p in (review_data / "uploads").iterdir())
+    assert stored == [".npz", ".npz", ".png", ".png"]  # each volume: its answered slice and its slices, no file
+
+    ann = review_page(reader=keys[0])
+    slider = ann.slider(key=next(s.key for s in ann.slider))
+    assert (slider.min, slider.max, slider.value) == (1, 3, 2)  # the series' middle slice to start with
+    assert caption(ann.image[0]) == "Case 1 · slice 2 of 3, the case's slice, which the model answered"
+    slider.set_value(3).run()
+    assert caption(ann.image[0]) == "Case 1 · slice 3 of 3 (the case's slice, which the model answered, is 2)"
+    assert not revealed(texts(ann)) and len(ann.image) == 1 and "IM0000" not in texts(ann)  # still blinded
+    ann.radio[0].set_value("glioma")
+    ann.radio[1].set_value(4)
+    button(ann, "Commit answer").click().run()
+    assert not problems(ann), problems(ann)
+    assert revealed(texts(ann)) and len(ann.image) == 2
+    assert "on slice 3; the model's answer is for slice 2, the case's" in caption(ann.image[1])
+    ann.slider(key=slider.key).set_value(2).run()
+    assert "on slice 2, the case's, which the model answered" in caption(ann.image[1])
+    assert "IM0000 and 2 more files of its series, slice 2 of 3" in caption(ann.image[0])
+
+    button(ann, "Next ▶").click().run()
+    nifti_slider = ann.slider(key=next(s.key for s in ann.slider))
+    assert (nifti_slider.max, nifti_slider.value) == (5, 3)
+    assert caption(ann.image[0]) == "Case 2 · slice 3 of 5, the case's slice, which the model answered"

@@ -4,6 +4,7 @@ survive a killed process and two readers answering at once."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 import subprocess
@@ -292,3 +293,33 @@ def test_sqlite_commits_durably_and_writes_take_the_lock_at_once(tmp_path):
     store.commit_answer(engine, store.reader_by_key(engine, keys["Ann"]), cases[0].id, "glioma", 3)
     assert "BEGIN IMMEDIATE" in statements and statements[-1] == "COMMIT"
     assert writing(engine).get_execution_options()["review_write"]
+
+
+def test_a_database_at_the_first_schema_is_upgraded_in_place_and_keeps_its_sessions(database_url):
+    """A database written by the first release (schema version 1) gains the columns of the newer versions when
+    opened, once, and every session, case and answer in it is still there."""
+    from core.review.schema import MIGRATIONS, _versions
+
+    raw = create_engine(database_url)
+    with raw.begin() as connection:  # what the first release made, with one session in it
+        _versions.create(connection)
+        MIGRATIONS[0][1](connection)
+        connection.execute(_versions.insert().values(version=1))
+        connection.execute(text("INSERT INTO review_sessions (code, owner_key, name, mode, kind, joinable, "
+                                "classes, source, model, created_at) VALUES ('c0de', 'k', 'Old session', "
+                                "'blinded', 'review', :yes, '[\"glioma\"]', '{}', '{}', :now)"),
+                           {"yes": True, "now": dt.datetime(2026, 1, 5, tzinfo=dt.timezone.utc)})
+        old = connection.execute(text("SELECT id FROM review_sessions WHERE code = 'c0de'")).scalar_one()
+        connection.execute(text("INSERT INTO review_cases (session_id, position, image, image_sha256, title) "
+                                "VALUES (:old, 0, 'Testing/glioma/1.jpg', :sha, 'case one')"), {"old": old,
+                                                                                                "sha": "a" * 64})
+    raw.dispose()
+    engine = open_database(database_url)
+    with engine.connect() as connection:
+        assert schema_version(connection) == SCHEMA_VERSION == 2
+        assert {c["name"] for c in inspect(connection).get_columns("review_cases")} >= {"stack", "stack_sha256",
+                                                                                       "stack_slice"}
+    (case,) = store.session_cases(engine, old)
+    assert case.title == "case one" and case.stack is None and case.stack_slice is None
+    session, _, _, cases = new_session(engine, n=2)  # and the upgraded database takes new cases with a stack
+    assert all(c.stack is None for c in cases)

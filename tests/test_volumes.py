@@ -374,8 +374,15 @@ def test_no_identifying_value_reaches_a_run_the_review_database_or_a_report(tmp_
                                       out=str(tmp_path / "run"), progress=False, bootstrap_resamples=10,
                                       num_workers=0, localisation="off"))
     classifier = load_classifier(ROOT / "assets/models/default")
-    cases, blobs, problems = cases_from_uploads(classifier, [("IM0001.dcm", scan)])
-    assert not problems and all(name.endswith(".png") for name in blobs)
+    series = [(f"IM{k:04d}", dicom_bytes(pixels // (k + 1), position=3.0 * k, instance=k + 1,
+                                         series="1.2.826.0.1.3680043.8.498.2")) for k in range(3)]
+    cases, blobs, problems = cases_from_uploads(classifier, [("IM0001.dcm", scan), *series])
+    assert not problems and len(cases) == 2 and sorted(name.rsplit(".", 1)[1] for name in blobs) == ["npz", "png",
+                                                                                                     "png"]
+    (stack,) = [blob for name, blob in blobs.items() if name.endswith(".npz")]
+    with np.load(io.BytesIO(stack), allow_pickle=False) as packed:  # pixels and spacing, nothing else
+        assert sorted(packed.files) == ["slices", "spacing"] and packed["slices"].shape == (3, 224, 224)
+        assert packed["slices"].dtype == np.uint8 and packed["spacing"].tolist() == [0.5, 0.8]
     data = tmp_path / "data"
     keep_uploads(data, blobs)
     engine = open_database(f"sqlite:///{data / 'review.sqlite'}")

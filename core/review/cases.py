@@ -4,13 +4,21 @@ A session reads the images of an evaluation run (all, the model's errors, one cl
 stratified random sample, in the run's order or shuffled with a seed) or scans uploaded for it. Uploaded scans are
 kept under the data directory once, named by their content hash; a run's images stay in their dataset. Either way
 a case keeps the image's sha256, and an image whose content no longer matches is refused when it is shown.
+
+An uploaded DICOM series (its files together, or a zip) or NIfTI volume is one case: its image is the middle slice,
+the one the model answers, and beside it the volume's slices are kept as 8-bit pixels only (``.npz``: the slices and
+their pixel spacing, nothing from the file's header), so that readers can scroll through the scan as they would at
+a workstation.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +117,78 @@ def run_model(run) -> dict:
 # Uploaded scans
 
 
+MAX_STACK_BYTES = 256 << 20  # the slices of the largest volume accepted (core.sources.volumes.MAX_VOXELS), packed
+
+
+@dataclass(frozen=True)
+class CheckedScan:
+    """An uploaded scan as it is to be kept: the case's image and, for a volume, its slices."""
+    stored: str                  # uploads/<sha256>.<ext>: the case's image
+    digest: str
+    image: Image.Image           # decoded, for the model
+    blob: bytes                  # the image's bytes to keep
+    title: str
+    stack: str | None = None     # uploads/<sha256>.npz: a volume's slices
+    stack_digest: str | None = None
+    stack_blob: bytes | None = None
+    stack_slice: int | None = None
+
+
+def png_of(picture: Image.Image) -> bytes:
+    rendered = io.BytesIO()
+    picture.save(rendered, "PNG")
+    return rendered.getvalue()
+
+
+def checked_volume(files: list[tuple[str, bytes]]) -> CheckedScan:
+    """Check an uploaded DICOM series, zip of one, or NIfTI volume (ScanRefused with the reason). The case's image is
+    the middle slice (a NIfTI volume cut axially); a volume of more than one slice keeps its slices beside it."""
+    from core.sources.images import check_geometry, prepare_image
+    from core.sources.volumes import read_scan, scan_name
+
+    volume = read_scan(files)
+    index = volume.count // 2
+    picture = volume.image(index)
+    check_geometry(*picture.size)
+    image = prepare_image(picture)
+    blob = png_of(picture)
+    digest = hashlib.sha256(blob).hexdigest()
+    where = f"{volume.axis} " if volume.axis else ""
+    title = f"{scan_name(files)}, {where}slice {index + 1} of {volume.count}"
+    scan = CheckedScan(f"{UPLOADS}/{digest}.png", digest, image, blob, title)
+    if volume.count == 1:
+        return scan
+    packed = io.BytesIO()
+    np.savez_compressed(packed, slices=volume.slices,
+                        spacing=np.asarray(volume.spacing_mm or (np.nan, np.nan), dtype=np.float64))
+    stack_blob = packed.getvalue()
+    stack_digest = hashlib.sha256(stack_blob).hexdigest()
+    return dataclasses.replace(scan, stack=f"{UPLOADS}/{stack_digest}.npz", stack_digest=stack_digest,
+                               stack_blob=stack_blob, stack_slice=index)
+
+
+def load_case_stack(path: Path, sha256: str) -> tuple[np.ndarray, tuple[float, float] | None]:
+    """A case's slices (n, rows, columns, uint8) and their (row, column) pixel spacing in mm, refused unless the file
+    is exactly the one the session was made with; never unpickled."""
+    from core.sources.volumes import MAX_VOXELS
+
+    blob = read_bytes(path, MAX_STACK_BYTES, "slices file")
+    if hashlib.sha256(blob).hexdigest() != sha256:
+        raise ReviewError("the scan's slices on disk are not the ones this session was made with (their content "
+                          "changed)")
+    not_ours = ReviewError("the scan's slices file is not one this application writes")
+    try:
+        with np.load(io.BytesIO(blob), allow_pickle=False) as packed:
+            if not isinstance(packed, np.lib.npyio.NpzFile) or sorted(packed.files) != ["slices", "spacing"]:
+                raise not_ours
+            slices, spacing = packed["slices"], packed["spacing"]
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile):  # an object array, or not an .npz at all
+        raise not_ours from None
+    if slices.dtype != np.uint8 or slices.ndim != 3 or slices.size > MAX_VOXELS or spacing.shape != (2,):
+        raise not_ours
+    return slices, (tuple(float(v) for v in spacing) if np.isfinite(spacing).all() else None)
+
+
 def checked_upload(blob: bytes) -> tuple[str, str, Image.Image, bytes]:
     """Check an uploaded scan (:func:`core.sources.read_image`: ImageRefused with the reason). Returns the name it is
     kept under (relative to the data folder: ``uploads/<sha256>.<ext>``), its hash, the decoded image and the bytes
@@ -120,10 +200,7 @@ def checked_upload(blob: bytes) -> tuple[str, str, Image.Image, bytes]:
 
     image = read_image(blob)  # a DICOM or NIfTI file: the slice it stands for (core.sources.volumes.stated_slice)
     if is_volume_bytes(blob) or is_mat(blob):
-        rendered = io.BytesIO()
-        image.save(rendered, "PNG")
-        blob = rendered.getvalue()
-        extension = "png"
+        blob, extension = png_of(image), "png"
     else:
         with Image.open(io.BytesIO(blob)) as probe:
             extension = EXTENSIONS.get(probe.format or "", "img")
@@ -148,27 +225,39 @@ def cases_from_uploads(classifier, uploads: list[tuple[str, bytes]]) -> tuple[li
                                                                                  list[str]]:
     """Cases for uploaded scans ``(file name, bytes)``, answered by the classifier now. Returns the cases, the
     scans' bytes by the name they are to be kept under (for :func:`keep_uploads`), and one sentence per file
-    refused (the others are kept). A scan uploaded twice is one case."""
-    kept, images, problems, blobs = [], [], [], {}
-    for name, blob in uploads:
+    refused (the others are kept). DICOM files of one series are one scan, as are a zip of one and a NIfTI file
+    (:func:`checked_volume`); every other file is a picture. A scan uploaded twice is one case."""
+    from core.sources.volumes import scan_groups, scan_name
+
+    groups, pictures = scan_groups(uploads)
+    kept, problems, blobs = [], [], {}
+    for name, blob in pictures:
         try:
             stored, digest, image, kept_bytes = checked_upload(blob)
+            kept.append(CheckedScan(stored, digest, image, kept_bytes, name))
         except ValueError as error:
             problems.append(f"{name}: {error}")
-            continue
-        if stored in blobs:
-            continue
-        blobs[stored] = kept_bytes
-        kept.append((name, stored, digest))
-        images.append(image)
-    if not kept:
+    for group in groups:
+        try:
+            kept.append(checked_volume(group))
+        except ValueError as error:
+            problems.append(f"{scan_name(group)}: {error}")
+    unique = []
+    for scan in kept:
+        if scan.stored not in blobs:
+            blobs[scan.stored] = scan.blob
+            if scan.stack is not None:
+                blobs[scan.stack] = scan.stack_blob
+            unique.append(scan)
+    if not unique:
         return [], {}, problems
-    probabilities, unfamiliar = model_answers(classifier, images)
+    probabilities, unfamiliar = model_answers(classifier, [scan.image for scan in unique])
     classes = list(classifier.classes)
-    cases = [NewCase(image=stored, image_sha256=digest, title=name, reference=None,
+    cases = [NewCase(image=scan.stored, image_sha256=scan.digest, title=scan.title, reference=None,
                      model_label=classes[int(np.argmax(p))], model_probabilities={c: float(v) for c, v in zip(classes, p)},
-                     model_flags={"unfamiliar": bool(strange), "uncertain": bool(p.max() < classifier.refer_below)})
-             for (name, stored, digest), p, strange in zip(kept, probabilities, unfamiliar)]
+                     model_flags={"unfamiliar": bool(strange), "uncertain": bool(p.max() < classifier.refer_below)},
+                     stack=scan.stack, stack_sha256=scan.stack_digest, stack_slice=scan.stack_slice)
+             for scan, p, strange in zip(unique, probabilities, unfamiliar)]
     return cases, blobs, problems
 
 

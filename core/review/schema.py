@@ -71,6 +71,11 @@ class Case(Base):
     model_label: Mapped[str | None] = mapped_column(String(32))
     model_probabilities: Mapped[dict | None] = mapped_column(JSON)     # class -> probability
     model_flags: Mapped[dict | None] = mapped_column(JSON)             # {"unfamiliar": bool, "uncertain": bool}
+    # An uploaded DICOM series or NIfTI volume: its slices (8-bit pixels only, uploads/<sha256>.npz) for readers to
+    # scroll, and which of them is the case's image, the slice the model answered (from 0).
+    stack: Mapped[str | None] = mapped_column(String(PATH_LENGTH))
+    stack_sha256: Mapped[str | None] = mapped_column(String(64))
+    stack_slice: Mapped[int | None] = mapped_column(Integer)
     session: Mapped[ReviewSession] = relationship(back_populates="cases")
 
 
@@ -167,8 +172,17 @@ def _version_1(connection: Connection) -> None:
     meta.create_all(connection, checkfirst=False)  # a table of that name already there is an error, not adopted
 
 
+def _version_2(connection: Connection) -> None:
+    """A case may carry the slices of the volume its image was cut from (an uploaded DICOM series or NIfTI volume),
+    for readers to scroll. Existing cases have none."""
+    for column, kind in (("stack", f"VARCHAR({PATH_LENGTH})"), ("stack_sha256", "VARCHAR(64)"),
+                         ("stack_slice", "INTEGER")):
+        connection.execute(text(f"ALTER TABLE review_cases ADD COLUMN {column} {kind}"))
+
+
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("sessions, cases, readers and answers", _version_1),
+    ("the slices of an uploaded volume, for readers to scroll", _version_2),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 _versions = Table("schema_version", MetaData(), Column("version", Integer, nullable=False))

@@ -45,6 +45,9 @@ class NewCase:
     model_label: str | None = None
     model_probabilities: dict[str, float] | None = None
     model_flags: dict[str, bool] | None = None   # "unfamiliar": unlike its training scans; "uncertain": under refer_below
+    stack: str | None = None                     # an uploaded volume's slices (uploads/<sha256>.npz), to scroll
+    stack_sha256: str | None = None
+    stack_slice: int | None = None               # the slice of the stack that is the case's image (from 0)
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,9 @@ class CaseView:
     model_label: str | None
     model_probabilities: dict[str, float] | None
     model_flags: dict[str, bool] | None = None
+    stack: str | None = None
+    stack_sha256: str | None = None
+    stack_slice: int | None = None
 
     @property
     def model_answered(self) -> bool:
@@ -161,7 +167,8 @@ def _session_view(row: ReviewSession) -> SessionView:
 def _case_view(row: Case) -> CaseView:
     return CaseView(row.id, row.position, row.image, row.image_sha256, row.title, row.reference, row.model_label,
                     dict(row.model_probabilities) if row.model_probabilities is not None else None,
-                    dict(row.model_flags) if row.model_flags is not None else None)
+                    dict(row.model_flags) if row.model_flags is not None else None, row.stack, row.stack_sha256,
+                    row.stack_slice)
 
 
 def _answer_view(row: Answer) -> AnswerView:
@@ -209,7 +216,8 @@ def create_session(engine: Engine, name: str, cases: Sequence[NewCase], classes:
         db.add_all(Case(session_id=row.id, position=k, image=c.image, image_sha256=c.image_sha256,
                         title=shortened(c.title, PATH_LENGTH),
                         reference=c.reference, model_label=c.model_label,
-                        model_probabilities=c.model_probabilities, model_flags=c.model_flags)
+                        model_probabilities=c.model_probabilities, model_flags=c.model_flags, stack=c.stack,
+                        stack_sha256=c.stack_sha256, stack_slice=c.stack_slice)
                     for k, c in enumerate(cases))
         db.add_all(Reader(session_id=row.id, name=n, name_key=name_key(n), key=_digest(k), joined_at=utc_now())
                    for n, k in keys.items())

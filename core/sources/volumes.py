@@ -489,6 +489,12 @@ def scan_groups(files: list[tuple[str, bytes]]) -> tuple[list[list[tuple[str, by
     return [*series.values(), *alone], pictures
 
 
+def scan_name(files: list[tuple[str, bytes]]) -> str:
+    """What a scan made of these uploaded files is called on a page: its file's name, or its first file's and how
+    many more files of its series there are."""
+    return files[0][0] if len(files) == 1 else f"{files[0][0]} and {len(files) - 1} more files of its series"
+
+
 def read_scan(files: list[tuple[str, bytes]], axis: int = 2) -> Volume:
     """Whatever scan was given: a NIfTI file, a zip of a DICOM series, or DICOM files."""
     if len(files) == 1:

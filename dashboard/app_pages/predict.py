@@ -78,11 +78,11 @@ def decoded_bytes(scan: dict) -> int:
 
 def volume_entry(group: list[tuple[str, bytes]]) -> dict:
     """A DICOM series, zip or NIfTI file as a kept scan, opened at its middle slice (ScanRefused says why not)."""
-    from core.sources.volumes import read_scan
+    from core.sources.volumes import read_scan, scan_name
 
     volume = read_scan(group)
     digest = hashlib.sha256(b"".join(hashlib.sha256(blob).digest() for _, blob in group)).hexdigest()
-    name = group[0][0] if len(group) == 1 else f"{group[0][0]} and {len(group) - 1} more files of its series"
+    name = scan_name(group)
     nifti = volume.kind == "NIfTI"
     return {"name": name, "digest": digest, "volume": volume, "index": volume.count // 2, "axis": 2,
             "source": group[0][1] if nifti else None}
