@@ -38,6 +38,7 @@ class CrossvalSettings:
     data: str                       # the figshare release (or any dataset whose patients are known)
     out: str                        # folder for fold-1 ... fold-k (model and run each) and the pooled run
     folds: str = "cvind"            # "cvind": the release's own five folds; or a number k of folds made here
+    group_by: str = "patient"       # folds made here: "patient" (with copies joined), or "image" (leaky; to compare)
     seed: int = 42
     train: dict = field(default_factory=dict)   # TrainConfig fields to change from the default recipe (tests: tiny)
     bootstrap_resamples: int = 1000
@@ -59,10 +60,20 @@ def copies_and_patients(tree, near_duplicate_bits: int | None) -> np.ndarray:
                        [tree.patients.get(s.relpath) for s in tree.samples])
 
 
-def fold_of_each(tree, folds: str, seed: int, near_duplicate_bits: int | None = TrainConfig.near_duplicate_bits
-                 ) -> dict[str, int]:
+GROUPINGS = {"patient": "patient-wise folds", "image": "slice-wise folds: slices of one patient and copies of one "
+             "slice fall on both sides of a split, so the figures are optimistic, as in papers that split by slice"}
+
+
+def fold_of_each(tree, folds: str, seed: int, near_duplicate_bits: int | None = TrainConfig.near_duplicate_bits,
+                 group_by: str = "patient") -> dict[str, int]:
     """Relative path -> fold (1..k): the release's cvind.mat, or k folds stratified by class with each patient and
-    each set of copies (:func:`copies_and_patients`) wholly in one."""
+    each set of copies (:func:`copies_and_patients`) wholly in one. ``group_by="image"`` makes k folds of single
+    slices instead: the leaky protocol, only to show how far it flatters a model."""
+    if group_by not in GROUPINGS:
+        raise DatasetError(f"--group-by must be one of {', '.join(GROUPINGS)}, not {group_by!r}")
+    if folds == "cvind" and group_by != "patient":
+        raise DatasetError("the release's own folds (cvind) are patient-wise; --group-by image needs a number of "
+                           "folds")
     from sklearn.model_selection import StratifiedGroupKFold
 
     from core.sources.figshare import cv_folds
@@ -81,7 +92,8 @@ def fold_of_each(tree, folds: str, seed: int, near_duplicate_bits: int | None = 
     if not str(folds).isdigit() or not 2 <= int(folds) <= 10:
         raise DatasetError(f"--folds must be 'cvind' or a number of folds from 2 to 10, not {folds!r}")
     labels = np.array([s.label for s in tree.samples])
-    groups = copies_and_patients(tree, near_duplicate_bits)
+    groups = (copies_and_patients(tree, near_duplicate_bits) if group_by == "patient"
+              else np.arange(len(tree.samples)))
     splitter = StratifiedGroupKFold(n_splits=int(folds), shuffle=True, random_state=seed)
     found = {}
     for k, (_, held) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups), start=1):
@@ -94,7 +106,7 @@ def crossval(settings: CrossvalSettings) -> Path:
     out = Path(settings.out).expanduser()
     tree = scan_class_folders(settings.data)
     folds = fold_of_each(tree, settings.folds, settings.seed,
-                         settings.train.get("near_duplicate_bits", TrainConfig.near_duplicate_bits))
+                         settings.train.get("near_duplicate_bits", TrainConfig.near_duplicate_bits), settings.group_by)
     numbers = sorted(set(folds.values()))
     runs = []
     for fold in numbers:
@@ -129,20 +141,27 @@ def fold_spread(runs) -> dict:
 
 def write_pooled(runs, tree, out: Path, settings: CrossvalSettings) -> Path:
     """The out-of-fold predictions of every fold together, as an ordinary run (intervals resample patients), with
-    each fold's figures and their spread in run.json's ``crossval``."""
+    each fold's figures and their spread in run.json's ``crossval``. Its duplicate-free figures leave out every
+    slice that its fold's audit found copied among that fold's training images."""
     table = pd.concat([r.predictions.assign(fold=k) for k, r in enumerate(runs, start=1)], ignore_index=True)
     labels = table["label"].map(CLASSES.index).to_numpy()
     probs = table[[f"prob_{c}" for c in CLASSES]].to_numpy(dtype=np.float64)
     patients = [tree.patients.get(p) for p in table["path"]]
     groups = join_groups(np.arange(len(table)), patients) if any(patients) else np.arange(len(table))
+    bootstrap = BootstrapSettings(settings.bootstrap_resamples, 0.95, settings.seed)
+    audits = [r.info["audit"] for r in runs]
+    audited = all(a.get("available") for a in audits) and table["train_duplicate"].notna().all()
+    free = ~table["train_duplicate"].astype(bool).to_numpy() if audited else None
     with warnings.catch_warnings(record=True) as caught:  # kept in the run, as an evaluation keeps them
         warnings.simplefilter("always", MetricWarning)
-        block, pooled_curves = metrics_block(labels, probs, groups,
-                                             BootstrapSettings(settings.bootstrap_resamples, 0.95, settings.seed))
+        block, pooled_curves = metrics_block(labels, probs, groups, bootstrap)
+        free_block, free_curves = (metrics_block(labels[free], probs[free], groups[free], bootstrap)
+                                   if free is not None and free.any() else (None, None))
     spread = fold_spread(runs)
-    metrics = {"accuracy": block["accuracy"], "accuracy_duplicate_free": None, "macro_auc": block["macro_auc"],
-               "macro_auc_duplicate_free": None, "all": block, "duplicate_free": None, "localisation": None,
-               "masks": None, "familiarity": None, "patients": None,
+    metrics = {"accuracy": block["accuracy"], "accuracy_duplicate_free": free_block and free_block["accuracy"],
+               "macro_auc": block["macro_auc"], "macro_auc_duplicate_free": free_block and free_block["macro_auc"],
+               "all": block, "duplicate_free": free_block, "localisation": None, "masks": None, "familiarity": None,
+               "patients": None,
                "warnings": sorted({str(w.message) for w in caught if issubclass(w.category, MetricWarning)})}
     if any(patients) and all(patients):
         from core.metrics import patient_figures
@@ -154,11 +173,17 @@ def write_pooled(runs, tree, out: Path, settings: CrossvalSettings) -> Path:
                       "file_sha256": None},
             "dataset": {**first["dataset"], "images": int(len(table)), "files": None,
                         "counts": {c: int((table["label"] == c).sum()) for c in CLASSES}},
-            "audit": {"available": False, "reference": "none: each fold's own run holds its audit"},
+            "audit": ({"available": True, "reference": "each fold's own training and validation images",
+                       "near_duplicate_bits": audits[0]["near_duplicate_bits"],
+                       **{key: int(sum(a[key] for a in audits))
+                          for key in ("exact_duplicates", "near_duplicates", "label_disagreements")},
+                       "duplicate_free_images": int(free.sum())} if free is not None else
+                      {"available": False, "reference": "none: a fold's model does not list its training images"}),
             "crossval": {"folds": settings.folds, "spread": spread, "runs": [str(r.path) for r in runs],
-                         "protocol": "patient-wise folds; each model trained with the default recipe on the other "
-                                     "folds and read once on its own"},
+                         "group_by": settings.group_by,
+                         "protocol": f"{GROUPINGS[settings.group_by]}; each model trained with the default recipe on "
+                                     "the other folds and read once on its own"},
             "settings": {**first["settings"], "out": str(out), "crossval": dataclasses.asdict(settings)}}
     with RunWriter(out, overwrite=True, protected={}) as writer:
         return writer.write(json.loads(json.dumps(info, default=str)), table, metrics,
-                            {"all": pooled_curves, "duplicate_free": None})
+                            {"all": pooled_curves, "duplicate_free": free_curves})

@@ -31,6 +31,16 @@ def test_folds_keep_every_patient_whole(release):
             per_patient.setdefault(tree.patients[path], set()).add(fold)
         assert all(len(f) == 1 for f in per_patient.values()), folds
     assert sorted(set(fold_of_each(tree, "3", seed=1).values())) == [1, 2, 3]
+    # By slice (the leaky protocol, to compare): some patient's slices land in more than one fold.
+    by_slice = fold_of_each(tree, "5", seed=1, group_by="image")
+    spread = {}
+    for path, fold in by_slice.items():
+        spread.setdefault(tree.patients[path], set()).add(fold)
+    assert any(len(f) > 1 for f in spread.values())
+    with pytest.raises(DatasetError, match="patient-wise"):
+        fold_of_each(tree, "cvind", seed=1, group_by="image")
+    with pytest.raises(DatasetError, match="--group-by"):
+        fold_of_each(tree, "5", seed=1, group_by="scanner")
     with pytest.raises(DatasetError, match="'cvind' or a number"):
         fold_of_each(tree, "many", seed=1)
 
@@ -61,12 +71,22 @@ def test_folds_made_here_keep_copies_of_a_slice_together_across_patients(tmp_pat
 
 
 @pytest.fixture(scope="module")
-def crossvalidated(release, tmp_path_factory):
+def crossvalidated(tmp_path_factory):
     """The release cross-validated on its own five folds, and what the command printed."""
     import contextlib
     import io
 
+    import h5py
+
+    from figshare_files import mat_bytes
+
     out = tmp_path_factory.mktemp("crossval")
+    release = write_release(out / "release", patients=10, per_patient=3, size=64)
+    # The last slice (patient 9, a meningioma, fold 5) re-filed as a copy of the first (patient 0, fold 1): the
+    # release's folds split the copy, and each of the two folds' audits finds it among its training images.
+    with h5py.File(release / "brainTumorDataPublic_1-15" / "1.mat", "r") as handle:
+        pixels, mask = handle["cjdata/image"][()].T, handle["cjdata/tumorMask"][()].T
+    (release / "brainTumorDataPublic_16-30" / "30.mat").write_bytes(mat_bytes(pixels, "meningioma", "PID009", mask))
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         assert main(["--data", str(release), "--out", str(out / "cv"), "--folds", "cvind", *TINY]) == 0
@@ -89,7 +109,15 @@ def test_crossval_trains_one_model_per_fold_and_pools_the_out_of_fold_answers(cr
     assert pooled.metrics["accuracy"] == pytest.approx(right)
     assert pooled.metrics["patients"]["patients"] == 10
     assert any("no image of class notumor" in w for w in pooled.metrics["warnings"])  # said in the run, not hidden
+    # The copy split by the release's folds is found by both folds' audits and left out of the duplicate-free figures.
+    copies = pooled.predictions[pooled.predictions["train_duplicate"].astype(bool)]
+    assert sorted(copies["path"]) == ["brainTumorDataPublic_1-15/1.mat", "brainTumorDataPublic_16-30/30.mat"]
+    assert pooled.info["audit"]["exact_duplicates"] == 2 and pooled.info["audit"]["duplicate_free_images"] == 28
+    rest = pooled.predictions[~pooled.predictions["train_duplicate"].astype(bool)]
+    assert pooled.metrics["accuracy_duplicate_free"] == pytest.approx((rest["label"] == rest["pred"]).mean())
+    assert pooled.metrics["duplicate_free"]["intervals"]["accuracy"][0] <= pooled.metrics["accuracy_duplicate_free"]
     assert "pooled out-of-fold accuracy" in out and "accuracy per fold:" in out
+    assert "without the 2 slices copied among their fold's training images" in out
 
 
 def test_the_runs_page_shows_the_pooled_run_with_its_folds(crossvalidated, monkeypatch):

@@ -117,6 +117,10 @@ def headline_cards(run) -> None:
         if parts:
             st.caption("Cross-validation, each fold read once by the model trained on the others: "
                        + "; ".join(parts) + ". The figures above pool every fold's answers.")
+        if run.info["crossval"].get("group_by") == "image":
+            st.warning("These folds split single slices: slices of one patient, and copies of one slice, sit on both "
+                       "sides of a split, so the figures flatter the model (the leaky protocol of papers that split "
+                       "by slice). Compare them with patient-wise folds before quoting them.")
     patients = run.metrics.get("patients")
     if patients:
         parts = [f"{CLASS_LABELS[name].lower()} right for {v['right']} of {v['patients']} patients "
