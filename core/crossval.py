@@ -139,6 +139,26 @@ def fold_spread(runs) -> dict:
             "macro_auc": stats([r.metrics["macro_auc"] for r in runs])}
 
 
+def pooled_groups(table: pd.DataFrame, patients: list[str | None]) -> np.ndarray:
+    """The groups the pooled run's bootstrap resamples: each patient's slices together, and a slice together with the
+    copy of it that its fold's audit found among that fold's training images (a copy filed under another patient,
+    which the release's folds can split), so that two copies are never drawn as independent answers."""
+    groups = join_groups(np.arange(len(table)), patients) if any(patients) else np.arange(len(table))
+    where = {path: k for k, path in enumerate(table["path"])}
+    parent = list(range(int(groups.max()) + 1 if len(groups) else 0))
+
+    def root(k: int) -> int:
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    for k, (copied, match) in enumerate(zip(table["train_duplicate"], table["train_match"])):
+        if pd.notna(copied) and bool(copied) and match in where:
+            parent[root(groups[k])] = root(groups[where[match]])
+    return np.unique([root(g) for g in groups.tolist()], return_inverse=True)[1]
+
+
 def write_pooled(runs, tree, out: Path, settings: CrossvalSettings) -> Path:
     """The out-of-fold predictions of every fold together, as an ordinary run (intervals resample patients), with
     each fold's figures and their spread in run.json's ``crossval``. Its duplicate-free figures leave out every
@@ -147,7 +167,7 @@ def write_pooled(runs, tree, out: Path, settings: CrossvalSettings) -> Path:
     labels = table["label"].map(CLASSES.index).to_numpy()
     probs = table[[f"prob_{c}" for c in CLASSES]].to_numpy(dtype=np.float64)
     patients = [tree.patients.get(p) for p in table["path"]]
-    groups = join_groups(np.arange(len(table)), patients) if any(patients) else np.arange(len(table))
+    groups = pooled_groups(table, patients)
     bootstrap = BootstrapSettings(settings.bootstrap_resamples, 0.95, settings.seed)
     audits = [r.info["audit"] for r in runs]
     audited = all(a.get("available") for a in audits) and table["train_duplicate"].notna().all()

@@ -293,7 +293,8 @@ class ImageFolderDataset(torch.utils.data.Dataset):
             image = read_image(sample.path)
             tensor = preprocess_uint8(image, self.size)
             if outline is not None:
-                outline = torch.from_numpy(on_grid(read_mask(outline, image.width, image.height), self.size))
+                outline = torch.from_numpy(on_grid(read_mask(outline, image.width, image.height, image.info),
+                                                   self.size))
         except ValueError as error:  # checked once before training; the file changed since
             raise DatasetError(f"{printable(sample.path)}: {error}") from None
         if self.masks is None:

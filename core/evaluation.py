@@ -112,7 +112,7 @@ class _EvaluationImages(Dataset):
                 item["box_error"] = str(error)
         if self.masks is not None and self.masks[index] is not None:  # likewise a damaged mask
             try:
-                item["mask"] = read_mask(self.masks[index], image.width, image.height)
+                item["mask"] = read_mask(self.masks[index], image.width, image.height, image.info)
             except (OSError, ValueError) as error:
                 item["mask_error"] = str(error)
         return item
@@ -191,6 +191,9 @@ def check_settings(settings: EvaluationSettings) -> None:
         problems.append("--masks is only read for localisation scores; leave out --localisation off")
     if not 0 <= settings.mask_dilation_px <= 50:
         problems.append("--mask-dilation-px must be between 0 and 50 (pixels at 224)")
+    if settings.localisation == "off" and (settings.mask_dilation_mm is not None or settings.pixel_spacing_mm):
+        problems.append("--mask-dilation-mm and --pixel-spacing-mm are only used for localisation scores; leave out "
+                        "--localisation off")
     if settings.mask_dilation_mm is not None and not 0 <= settings.mask_dilation_mm <= 50:
         problems.append("--mask-dilation-mm must be between 0 and 50 (millimetres)")
     if settings.pixel_spacing_mm is not None and not 0.01 <= settings.pixel_spacing_mm <= 10:
@@ -295,6 +298,9 @@ def find_images(root: Path, settings: EvaluationSettings) -> Images:
         raise RunError(f"--localisation on, but {tree_root} has neither YOLO .txt box files beside its tumour images "
                        "nor a folder of masks beside it (or --masks)")
     localise = settings.localisation == "on" or (settings.localisation == "auto" and (has_boxes or masks is not None))
+    if masks is None and settings.mask_dilation_mm is not None:
+        log.warning("--mask-dilation-mm %g is not used: %s has no tumour masks beside it (give --masks)",
+                    settings.mask_dilation_mm, printable(tree_root))
     return Images(tree_root, tree, relpaths, has_boxes, localise, mask_root, masks)
 
 

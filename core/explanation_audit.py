@@ -85,7 +85,7 @@ def _batches(classifier, cases: Sequence[Case], batch_size: int):
     for start in range(0, len(cases), batch_size):
         part = cases[start:start + batch_size]
         images = [read_image(c.file) for c in part]
-        masks = [read_mask(c.mask, image.width, image.height) for c, image in zip(part, images)]
+        masks = [read_mask(c.mask, image.width, image.height, image.info) for c, image in zip(part, images)]
         yield part, classifier.preprocess(images), masks
 
 

@@ -12,8 +12,9 @@ A heatmap on the network's input grid is scored against the mask placed on that 
 * ``peak_in_mask``: the heatmap's maximum lies in the tumour;
 * ``peak_in_dilated``: it lies in the tumour grown by :data:`DILATION_PX` pixels at 224 (an outline drawn by hand
   and a 7 x 7 feature map both blur the edge by a few pixels), or by a stated number of millimetres where the slice's
-  pixel spacing is known (a DICOM or NIfTI slice, or a spacing stated for the dataset): the margin is then the same
-  piece of anatomy on every scan, whatever its field of view, and each row records what its margin was in mm;
+  pixel spacing is known (a DICOM or NIfTI slice, or a spacing stated for the dataset), measured on the scan itself
+  by an exact distance transform: the margin is then the same piece of anatomy on every scan, whatever its field
+  of view, and each row records what its margin came to in mm;
 * ``energy_in_dilated``: the share of the heatmap's mass inside the grown tumour;
 * ``iou`` and ``dice``: the overlap of the tumour (not grown) with the region where the heatmap reaches
   :data:`HEATMAP_LEVEL` of its maximum;
@@ -79,12 +80,15 @@ def find_mask_root(dataset_root: str | os.PathLike, given: str | os.PathLike | N
 def mask_path(mask_root: Path, relpath: str) -> Path | None:
     """The mask of the scan at ``relpath`` (relative to its class tree: ``glioma/1841.jpg``), or None."""
     rel = Path(relpath)
-    stem = rel.name[:-len(".nii.gz")] if rel.name.lower().endswith(".nii.gz") else rel.stem
+    stems = [rel.stem]  # case.nii.gz: case.nii.png, as before NIfTI masks, then case.png or case.nii.gz
+    if rel.name.lower().endswith(".nii.gz"):
+        stems.append(rel.name[:-len(".nii.gz")])
     for folder in (mask_root / rel.parent, mask_root):
-        for extension in MASK_EXTENSIONS:
-            candidate = folder / (stem + extension)
-            if candidate.is_file():
-                return candidate
+        for stem in stems:
+            for extension in MASK_EXTENSIONS:
+                candidate = folder / (stem + extension)
+                if candidate.is_file():
+                    return candidate
     return None
 
 
@@ -105,16 +109,18 @@ def masks_for(dataset_root: str | os.PathLike, samples: Sequence, given: str | o
     return None, None
 
 
-def read_mask(path: str | os.PathLike, width: int, height: int) -> np.ndarray:
+def read_mask(path: str | os.PathLike, width: int, height: int, scan: dict | None = None) -> np.ndarray:
     """A mask file -> a boolean array of its scan's size (``height``, ``width``). A mask of another size with the
     same proportions (an outline drawn on a 256-pixel original of a 512-pixel scan) is resized to the scan; one
-    of other proportions belongs to another image and is refused."""
+    of other proportions belongs to another image and is refused. A NIfTI label volume is a mask only for a NIfTI
+    scan of the same shape, cut on the scan's own slice: ``scan`` is the scan's ``info`` as
+    :func:`core.sources.read_image` gives it."""
     from core.sources import read_bytes
 
     if str(path).lower().endswith(".mat"):  # a slice of the figshare release carries its own mask (cjdata.tumorMask)
         return _mat_mask(path, width, height)
     if str(path).lower().endswith((".nii", ".nii.gz")):
-        return _nifti_mask(path, width, height)
+        return _nifti_mask(path, width, height, scan or {})
     raw = read_bytes(path, MAX_MASK_BYTES, "mask file")
     try:
         with Image.open(io.BytesIO(raw), formats=("PNG", "BMP", "TIFF", "GIF")) as image:
@@ -142,12 +148,16 @@ def _fitted(mask: np.ndarray, width: int, height: int, name: str) -> np.ndarray:
     return np.asarray(picture) > 127
 
 
-def _nifti_mask(path: str | os.PathLike, width: int, height: int) -> np.ndarray:
+def _nifti_mask(path: str | os.PathLike, width: int, height: int, scan: dict) -> np.ndarray:
     from core.sources import read_bytes
     from core.sources.volumes import MAX_SCAN_BYTES, nifti_mask_slice
 
+    if scan.get("volume_kind") != "NIfTI" or not scan.get("slice") or not scan.get("volume_shape"):
+        raise MaskError(f"{Path(path).name} is a NIfTI label volume, a mask only for a NIfTI scan of the same shape; "
+                        "its scan is not one (a picture or DICOM slice is turned another way)")
     try:
-        found = nifti_mask_slice(read_bytes(path, MAX_SCAN_BYTES, "mask volume"))
+        found = nifti_mask_slice(read_bytes(path, MAX_SCAN_BYTES, "mask volume"), int(scan["slice"]) - 1,
+                                 tuple(scan["volume_shape"]))
     except ValueError as error:  # ScanRefused and FileRefused say why in words
         raise MaskError(f"{Path(path).name}: {error}") from None
     return _fitted(found, width, height, Path(path).name)
@@ -179,36 +189,42 @@ def image_region(width: int, height: int, size: int) -> np.ndarray:
     return (xs >= dx * scale) & (xs <= (dx + width) * scale) & (ys >= dy * scale) & (ys <= (dy + height) * scale)
 
 
-def dilate(mask: np.ndarray, pixels: float, column_pixels: float | None = None) -> np.ndarray:
-    """Grow a mask by ``pixels`` (a disc), or by ``pixels`` along the rows and ``column_pixels`` along the columns (an
-    ellipse: the same distance in mm on a slice whose pixels are not square)."""
+def dilate(mask: np.ndarray, pixels: float) -> np.ndarray:
+    """Grow a mask by ``pixels`` (a disc of whole pixels)."""
     from scipy.ndimage import binary_dilation
 
-    across = pixels if column_pixels is None else column_pixels
-    rows, columns = int(np.floor(pixels)), int(np.floor(across))
-    if max(rows, columns) < 1 or not mask.any():
+    radius = int(np.floor(pixels))
+    if radius < 1 or not mask.any():
         return mask.copy()
-    ys, xs = np.mgrid[-rows:rows + 1, -columns:columns + 1]
-    return binary_dilation(mask, structure=(ys / max(pixels, 1e-9)) ** 2 + (xs / max(across, 1e-9)) ** 2 <= 1)
+    ys, xs = np.mgrid[-radius:radius + 1, -radius:radius + 1]
+    return binary_dilation(mask, structure=xs ** 2 + ys ** 2 <= pixels ** 2)
 
 
-def growth(size: int, width: int, height: int, dilation_px: float = DILATION_PX, dilation_mm: float | None = None,
-           spacing_mm: tuple[float, float] | None = None) -> tuple[float, float, float | None]:
-    """How far a tumour outline is grown on the network's ``size`` grid for a ``width`` x ``height`` scan: (rows,
-    columns) in grid pixels, and the margin in millimetres (None when the spacing is not known).
+def grown_outline(mask: np.ndarray, size: int, dilation_px: float = DILATION_PX, dilation_mm: float | None = None,
+                  spacing_mm: tuple[float, float] | None = None) -> tuple[np.ndarray, float | None]:
+    """A mask of the scan's size grown for the tolerant scores and placed on the network's ``size`` grid, and the
+    margin that came to in millimetres (None when the spacing is not known).
 
-    ``dilation_mm`` grows it by that many millimetres along each axis, from ``spacing_mm`` (row, column: mm per pixel
-    of the scan as given), which it then needs; otherwise it is grown by ``dilation_px`` at 224 on both axes, and
-    the margin in mm is what that comes to on this scan (the mean over the two axes, where they differ)."""
-    side = max(width, height)
+    ``dilation_mm`` takes in every pixel whose centre lies within that many millimetres of the tumour, measured on
+    the scan itself with its (row, column) ``spacing_mm`` (an exact distance transform, so pixels that are not square
+    are handled), which it then needs. Otherwise the tumour is grown on the grid by ``dilation_px`` at 224 (a disc of
+    whole pixels), and the margin in mm is what those whole pixels come to on this scan (the mean of the two axes)."""
+    height, width = mask.shape
     if dilation_mm is not None:
         if not spacing_mm:
             raise MaskError("the scan states no pixel spacing, so the tumour cannot be grown by millimetres; state "
                             "the dataset's spacing (--pixel-spacing-mm) or grow it by pixels")
-        return dilation_mm / spacing_mm[0] * size / side, dilation_mm / spacing_mm[1] * size / side, dilation_mm
-    pixels = dilation_px * size / 224.0
-    margin = None if not spacing_mm else dilation_px * side / 224.0 * (spacing_mm[0] + spacing_mm[1]) / 2
-    return pixels, pixels, margin
+        from scipy.ndimage import distance_transform_edt
+
+        if not mask.any():
+            return on_grid(mask, size), float(dilation_mm)
+        distance = distance_transform_edt(~mask, sampling=(float(spacing_mm[0]), float(spacing_mm[1])))
+        return on_grid(distance <= dilation_mm, size), float(dilation_mm)
+    radius = dilation_px * size / 224.0
+    margin = None
+    if spacing_mm:
+        margin = float(np.floor(radius) * max(width, height) / size * (spacing_mm[0] + spacing_mm[1]) / 2)
+    return dilate(on_grid(mask, size), radius), margin
 
 
 def centre_blob(size: int) -> np.ndarray:
@@ -240,11 +256,11 @@ def cell_footprints(grid: int, size: int) -> np.ndarray:
 
 
 def mask_scores(heatmap: np.ndarray, mask: np.ndarray, region: np.ndarray, dilation_px: float = DILATION_PX,
-                radii: tuple[float, float] | None = None) -> dict:
-    """Score one heatmap against one mask, both on the network grid; ``region``: the scan's area there. The tumour
-    is grown by ``radii`` (rows, columns, in grid pixels) when given, else by ``dilation_px`` at 224."""
+                grown: np.ndarray | None = None) -> dict:
+    """Score one heatmap against one mask, both on the network grid; ``region``: the scan's area there. The grown
+    tumour is ``grown`` when given (:func:`grown_outline`), else the mask grown by ``dilation_px`` at 224."""
     size = heatmap.shape[-1]
-    grown = dilate(mask, *(radii or (dilation_px * size / 224.0,))) & region
+    grown = (dilate(mask, dilation_px * size / 224.0) if grown is None else grown) & region
     mask = mask & region
     values = np.where(region, np.nan_to_num(heatmap.astype(np.float64), nan=0.0).clip(min=0), 0.0)
     total = values.sum()
@@ -266,21 +282,21 @@ def score_against_mask(heatmap: np.ndarray, mask: np.ndarray, dilation_px: float
                        spacing_mm: tuple[float, float] | None = None) -> dict:
     """Scores of a heatmap and of the centre blob against a mask of the scan's size: ``{score: value,
     "blob_" + score: value, "dilated_share": ..., "margin_mm": ...}``, and ``peak_reachable`` when the heatmap was
-    resized from a ``grid`` x ``grid`` map. The tumour is grown as :func:`growth` says; ``spacing_mm`` is the
+    resized from a ``grid`` x ``grid`` map. The tumour is grown as :func:`grown_outline` says; ``spacing_mm`` is the
     scan's (row, column) pixel spacing, where known, and ``margin_mm`` what the margin came to (NaN: not known)."""
     size = heatmap.shape[-1]
     height, width = mask.shape
-    *radii, margin = growth(size, width, height, dilation_px, dilation_mm, spacing_mm)
     on_scan, region = on_grid(mask, size), image_region(width, height, size)
     if not (on_scan & region).any():
         raise MaskError("the mask is empty: it marks no tumour")
-    ours = mask_scores(heatmap, on_scan, region, radii=tuple(radii))
-    blob = mask_scores(centre_blob(size), on_scan, region, radii=tuple(radii))
+    grown, margin = grown_outline(mask, size, dilation_px, dilation_mm, spacing_mm)
+    grown &= region
+    ours = mask_scores(heatmap, on_scan, region, grown=grown)
+    blob = mask_scores(centre_blob(size), on_scan, region, grown=grown)
     result = {**ours, **{f"blob_{key}": blob[key] for key in SCORES},
-              "margin_mm": float("nan") if margin is None else float(margin)}
+              "margin_mm": float("nan") if margin is None else margin}
     if grid is not None:
         points = peak_points(grid, size)
-        grown = dilate(on_scan, *radii) & region
         result["peak_reachable"] = bool(grown[np.ix_(points, points)].any())
         footprints = cell_footprints(grid, size) * region
         inside = footprints[:, grown].sum(axis=1) / np.maximum(footprints.sum(axis=(1, 2)), 1e-12)

@@ -153,9 +153,11 @@ def upload_cases() -> tuple[list, dict, dict, list, dict] | None:
                              "series together, or a zip) and NIfTI volumes", type=None,
                              accept_multiple_files=True, key="review.new.uploads",
                              help="Each scan is one case, kept once, by its content, in the dashboard's data folder. "
-                                  "A DICOM series or NIfTI volume is kept as pictures of its slices only, never as "
-                                  "its files, so that nothing identifying is stored; readers scroll through it, and "
-                                  "the model in the sidebar answers its middle slice (axial for NIfTI) now.")
+                                  "The model in the sidebar answers it now: a DICOM series or NIfTI volume on its "
+                                  "middle slice (axial for NIfTI), kept with up to 15 slices on either side for "
+                                  "readers to scroll, as 8-bit pixels only, never as its files: nothing from a "
+                                  "header is stored. Pixels can still show a face (deface research volumes first); "
+                                  "a file whose header flags burned-in annotation is refused.")
     order, seed = order_choice("review.new.uploaded")
     classifier = get_classifier()
     if not files or classifier is None:

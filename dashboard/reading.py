@@ -11,6 +11,7 @@ import streamlit as st
 from core.review import ReviewError
 from core.review import store
 from core.review.agreement import answers_table, confusion, reader_summary
+from core.review.cases import CONTEXT_SLICES
 from core.review.store import CONFIDENCES, RATINGS, AnswerView, CaseView, ReaderView, SessionView
 from dashboard.captions import md, sentence
 from dashboard.charts import confusion_matrix_figure, probability_bars
@@ -89,14 +90,16 @@ def chosen_slice(reader: ReaderView, case: CaseView) -> tuple[int | None, str]:
     to say where it is; (None, "") for a single image."""
     if not case.stack:
         return None, ""
-    slices, _ = case_stack(case)
-    count = int(slices.shape[0])
-    shown = st.slider("Slice", 1, count, case.stack_slice + 1, key=f"review.slice.{reader.id}.{case.id}",
-                      help="Scroll through the scan's slices. The model answered the case's own slice, marked below; "
-                           "your answer is for the scan.") - 1
+    stack = case_stack(case)
+    number = st.slider("Slice", stack.number(0), stack.number(len(stack.slices) - 1), stack.number(case.stack_slice),
+                       key=f"review.slice.{reader.id}.{case.id}",
+                       help=f"Scroll through the scan's slices (those kept for the session: up to {CONTEXT_SLICES} "
+                            "on either side of the case's own). The model answered the case's slice, marked below; "
+                            "your answer is for the scan.")
+    shown = number - stack.first - 1
     mark = ", the case's slice, which the model answered" if shown == case.stack_slice else (
-        f" (the case's slice, which the model answered, is {case.stack_slice + 1})")
-    return shown, f" · slice {shown + 1} of {count}{mark}"
+        f" (the case's slice, which the model answered, is {stack.number(case.stack_slice)})")
+    return shown, f" · slice {number} of {stack.total}{mark}"
 
 
 def show_case(engine, session: SessionView, reader: ReaderView, case: CaseView, answer: AnswerView | None) -> None:

@@ -124,7 +124,7 @@ def draw_truth(image: Image.Image, image_path: Path, mask: Path | None) -> tuple
         notes.append("white box: the tumour box of the data")
     if mask is not None:
         try:
-            outline = _mask_outline(mask, (width, height))
+            outline = _mask_outline(mask, (width, height), image_path)
         except ValueError:
             outline = None
         if outline is not None and outline.any():
@@ -135,13 +135,15 @@ def draw_truth(image: Image.Image, image_path: Path, mask: Path | None) -> tuple
     return drawn, notes
 
 
-def _mask_outline(mask: Path, size: tuple[int, int]) -> np.ndarray:
-    """The boundary pixels of a mask file (core.masks.read_mask: a PNG, or a release .mat's own) at ``size``, two
-    pixels wide at typical sizes."""
+def _mask_outline(mask: Path, size: tuple[int, int], image_path: Path) -> np.ndarray:
+    """The boundary pixels of a mask file (core.masks.read_mask: a PNG, a release .mat's own, or a NIfTI label volume
+    of the NIfTI scan at ``image_path``) at ``size``, two pixels wide at typical sizes."""
     from scipy.ndimage import binary_erosion
 
     from core.masks import read_mask
+    from core.sources import read_image
 
-    inside = read_mask(mask, *size)
+    scan = read_image(image_path).info if mask.name.lower().endswith((".nii", ".nii.gz")) else None
+    inside = read_mask(mask, *size, scan)
     width = max(1, size[0] // 250)
     return inside & ~binary_erosion(inside, iterations=width)

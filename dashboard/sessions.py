@@ -17,7 +17,7 @@ from PIL import Image
 from core.checkpoint import CheckpointError
 from core.data import CLASS_LABELS
 from core.explain import CAM_METHODS, DEFAULT_LAYER, DEFAULT_METHOD, explain, overlay
-from core.review.cases import case_image_file, load_case_image, load_case_stack
+from core.review.cases import Stack, case_image_file, load_case_image, load_case_stack
 from core.review.store import CaseView, SessionView
 from core.sources import FileRefused, contained_path, is_within
 from dashboard import review
@@ -130,29 +130,31 @@ def _pictures(image_file: str, image_sha256: str, model_file: str | None, model_
     return _explained(load_case_image(Path(image_file), image_sha256), model_file, model_error, image_file, mask_file)
 
 
-@st.cache_resource(show_spinner="Opening the scan's slices…", max_entries=4)
-def _stack(stack_file: str, stack_sha256: str) -> tuple[np.ndarray, tuple[float, float] | None]:
-    """A case's slices, read once and shared by every reader (read-only: each rerun would copy a cached array)."""
-    slices, spacing = load_case_stack(Path(stack_file), stack_sha256)
-    slices.flags.writeable = False
-    return slices, spacing
+@st.cache_resource(show_spinner="Opening the scan's slices…", max_entries=32)
+def _stack(stack_file: str, stack_sha256: str) -> Stack:
+    """A case's slab of slices, read once and shared by every reader (read-only: a cached array is not copied on each
+    rerun). A slab is at most 31 slices, 8 MB for 512 x 512 ones, so a session's cases mostly stay in the cache."""
+    stack = load_case_stack(Path(stack_file), stack_sha256)
+    stack.slices.flags.writeable = False
+    return stack
 
 
-def case_stack(case: CaseView) -> tuple[np.ndarray, tuple[float, float] | None]:
-    """The slices of an uploaded volume's case, and their pixel spacing (ValueError says why they cannot be read)."""
+def case_stack(case: CaseView) -> Stack:
+    """The slab of slices of an uploaded volume's case (ValueError says why it cannot be read)."""
     return _stack(str(contained_path(data_dir(), case.stack, "uploaded scan")), case.stack_sha256)
 
 
 @st.cache_data(show_spinner="Computing the heatmap…", max_entries=96)
 def _slice_pictures(stack_file: str, stack_sha256: str, index: int, answered: int, model_file: str | None,
                     model_error: str) -> CasePictures:
-    slices, spacing = _stack(stack_file, stack_sha256)
-    picture = Image.fromarray(np.asarray(slices[index]), "L")
-    said = (f"on slice {index + 1}, the case's, which the model answered" if index == answered else
-            f"on slice {index + 1}; the model's answer is for slice {answered + 1}, the case's")
+    stack = _stack(stack_file, stack_sha256)
+    picture = Image.fromarray(np.asarray(stack.slices[index]), "L")
+    shown, case_slice = stack.number(index), stack.number(answered)
+    said = (f"on slice {shown}, the case's, which the model answered" if index == answered else
+            f"on slice {shown}; the model's answer is for slice {case_slice}, the case's")
     pictures = _explained(picture, model_file, model_error, said=said)
-    if spacing:  # a scale bar in millimetres on both pictures
-        scale = spacing[1] * slices.shape[2] / pictures.size[0]
+    if stack.spacing_mm:  # a scale bar in millimetres on both pictures
+        scale = stack.spacing_mm[1] * stack.slices.shape[2] / pictures.size[0]
         pictures = dataclasses.replace(
             pictures, scan=png_bytes(with_scale_bar(pil(pictures.scan), scale)),
             heatmap=png_bytes(with_scale_bar(pil(pictures.heatmap), scale)) if pictures.heatmap else None)

@@ -113,6 +113,13 @@ def test_crossval_trains_one_model_per_fold_and_pools_the_out_of_fold_answers(cr
     copies = pooled.predictions[pooled.predictions["train_duplicate"].astype(bool)]
     assert sorted(copies["path"]) == ["brainTumorDataPublic_1-15/1.mat", "brainTumorDataPublic_16-30/30.mat"]
     assert pooled.info["audit"]["exact_duplicates"] == 2 and pooled.info["audit"]["duplicate_free_images"] == 28
+    from core.crossval import pooled_groups
+
+    tree = scan_class_folders(tmp_path / "release")
+    patients = [tree.patients.get(p) for p in pooled.predictions["path"]]
+    groups = pooled_groups(pooled.predictions, patients)
+    first, copy = (int(np.flatnonzero(pooled.predictions["path"] == p)[0]) for p in copies["path"])
+    assert groups[first] == groups[copy] and len(set(groups)) == 9  # 10 patients, two joined by the copy
     rest = pooled.predictions[~pooled.predictions["train_duplicate"].astype(bool)]
     assert pooled.metrics["accuracy_duplicate_free"] == pytest.approx((rest["label"] == rest["pred"]).mean())
     assert pooled.metrics["duplicate_free"]["intervals"]["accuracy"][0] <= pooled.metrics["accuracy_duplicate_free"]

@@ -335,18 +335,27 @@ def test_per_patient_answers_are_the_class_most_of_their_slices_get():
 
 
 def test_a_margin_in_millimetres_follows_the_pixel_spacing_of_each_axis():
-    from core.masks import growth, margin_text
+    from core.masks import grown_outline, margin_text
 
-    # A 64 x 64 scan on a 64 grid (one grid pixel per scan pixel), rows 1.0 mm and columns 0.5 mm apart: 4 mm is
-    # 4 pixels down and 8 across.
-    assert growth(64, 64, 64, dilation_mm=4, spacing_mm=(1.0, 0.5)) == (4.0, 8.0, 4)
-    # On a 224 grid a 448-pixel scan is halved: 4 mm of 0.5 mm pixels is 8 scan pixels, 4 grid pixels.
-    assert growth(224, 448, 448, dilation_mm=4, spacing_mm=(0.5, 0.5))[:2] == (4.0, 4.0)
-    # In pixels at 224, the margin in mm is what those pixels come to on this scan, where its spacing is known.
-    assert growth(224, 448, 448, dilation_px=5, spacing_mm=(0.5, 0.5)) == (5.0, 5.0, 5.0)
-    assert growth(224, 448, 448, dilation_px=5) == (5.0, 5.0, None)
+    # Millimetres are measured on the scan: on 1.0 mm rows and 0.5 mm columns, 4 mm is 4 pixels down and 8 across.
+    point = np.zeros((64, 64), dtype=bool)
+    point[32, 32] = True
+    grown, margin = grown_outline(point, 64, dilation_mm=4, spacing_mm=(1.0, 0.5))
+    rows, columns = np.nonzero(grown)
+    assert (rows.min(), rows.max(), columns.min(), columns.max()) == (28, 36, 24, 40) and margin == 4
+    # A margin under one pixel is what it says: pixels whose centre lies within it (here, none but the tumour's).
+    assert grown_outline(point, 64, dilation_mm=0.4, spacing_mm=(0.5, 0.5))[0].sum() == 1
+    # A 448-pixel scan of 0.5 mm pixels on a 224 grid: 4 mm is 8 scan pixels, 4 grid pixels.
+    big = np.zeros((448, 448), dtype=bool)
+    big[200:248, 200:248] = True
+    grown, _ = grown_outline(big, 224, dilation_mm=4, spacing_mm=(0.5, 0.5))
+    assert np.nonzero(grown.any(axis=1))[0][[0, -1]].tolist() == [96, 127]  # rows 100-123 grown by 4 each way
+    # In pixels at 224, the margin in mm is what those whole pixels come to on this scan, where its spacing is known.
+    assert grown_outline(big, 224, dilation_px=5, spacing_mm=(0.5, 0.5))[1] == 5.0
+    assert grown_outline(big, 224, dilation_px=5.9, spacing_mm=(0.5, 0.5))[1] == 5.0  # a disc of 5 whole pixels
+    assert grown_outline(big, 224, dilation_px=5)[1] is None
     with pytest.raises(MaskError, match="states no pixel spacing"):
-        growth(224, 448, 448, dilation_mm=3, spacing_mm=None)
+        grown_outline(big, 224, dilation_mm=3, spacing_mm=None)
     mask = square(30, 30, 4)
     scan_ones = np.zeros((SIZE, SIZE))
 
@@ -387,6 +396,25 @@ def test_a_tolerance_in_millimetres_needs_a_spacing_and_takes_one_stated_for_the
     stated = run_with("stated", mask_dilation_mm=3, pixel_spacing_mm=0.5)
     assert len(stated.masks) == 9 and (stated.masks["margin_mm"] == 3).all()
     assert stated.metrics["masks"]["dilation_mm"] == 3
-    in_pixels = run_with("pixels", pixel_spacing_mm=0.5)  # 5 px at 224 on a 64-pixel scan of 0.5 mm pixels
-    assert in_pixels.masks["margin_mm"].to_numpy() == pytest.approx(np.full(9, 5 * 64 / 224 * 0.5))
+    # 5 px at 224 is 1.4 px on this model's 64-pixel grid: a disc of one whole pixel, 0.5 mm on these scans.
+    in_pixels = run_with("pixels", pixel_spacing_mm=0.5)
+    assert in_pixels.masks["margin_mm"].to_numpy() == pytest.approx(np.full(9, 0.5))
     assert in_pixels.metrics["masks"]["margin_mm"]["images"] == 9
+
+
+def test_a_stated_spacing_follows_an_image_shrunk_on_reading():
+    """A spacing stated for a dataset is per pixel of the file as stored: a large JPEG decoded at a smaller scale (and
+    a PNG shrunk after decoding) get it scaled by how much they were shrunk."""
+    import io
+
+    from core.sources import read_image
+    from core.sources.images import pixel_spacing
+
+    for kind in ("JPEG", "PNG"):
+        stored = io.BytesIO()
+        Image.new("L", (4400, 4000), 90).save(stored, kind)
+        image = read_image(stored.getvalue())
+        assert image.info["source_size"] == (4400, 4000) and max(image.size) <= 2048
+        rows, columns = pixel_spacing(image, 0.5)
+        assert columns == pytest.approx(0.5 * 4400 / image.width) and rows == pytest.approx(0.5 * 4000 / image.height)
+    assert pixel_spacing(image) is None  # a picture states no spacing of its own

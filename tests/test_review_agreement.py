@@ -279,20 +279,72 @@ def test_a_volumes_slices_are_read_back_only_as_written(tmp_path):
         np.savez_compressed(out, **arrays)
         return out.getvalue()
 
+    def npy(array) -> bytes:
+        out = io.BytesIO()
+        np.save(out, array)
+        return out.getvalue()
+
+    def claims_huge() -> bytes:
+        """An .npz whose slices header claims 600 million voxels over a few bytes of data."""
+        import zipfile
+
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False,
+                                                      "shape": (600, 1000, 1000)})
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w") as packed:
+            packed.writestr("slices.npy", header.getvalue() + b"\0" * 64)  # the header begins with the magic
+            packed.writestr("spacing.npy", npy(np.array([1.0, 1.0])))
+            packed.writestr("position.npy", npy(np.array([0, 600])))
+        return out.getvalue()
+
     slices = np.arange(3 * 64 * 64, dtype=np.uint32).reshape(3, 64, 64).astype(np.uint8)
-    path, digest = kept("good.npz", npz(slices=slices, spacing=np.array([0.5, 0.7])))
-    found, spacing = load_case_stack(path, digest)
-    assert np.array_equal(found, slices) and spacing == (0.5, 0.7)
-    path, digest = kept("nospacing.npz", npz(slices=slices, spacing=np.array([np.nan, np.nan])))
-    assert load_case_stack(path, digest)[1] is None
+    position = np.array([10, 40])  # slices 11-13 of 40
+    path, digest = kept("good.npz", npz(slices=slices, spacing=np.array([0.5, 0.7]), position=position))
+    found = load_case_stack(path, digest)
+    assert np.array_equal(found.slices, slices) and found.spacing_mm == (0.5, 0.7)
+    assert (found.first, found.total, found.number(0)) == (10, 40, 11)
+    path, digest = kept("nospacing.npz", npz(slices=slices, spacing=np.array([np.nan, np.nan]), position=position))
+    assert load_case_stack(path, digest).spacing_mm is None
     with pytest.raises(ReviewError, match="content"):
         load_case_stack(path, "0" * 64)
     objects = np.empty(2, dtype=object)
     objects[:] = [{"a": 1}, None]
-    for name, blob in [("floats.npz", npz(slices=slices.astype(np.float32), spacing=np.array([1.0, 1.0]))),
-                       ("extra.npz", npz(slices=slices, spacing=np.array([1.0, 1.0]), note=np.array(["x"]))),
-                       ("pickled.npz", npz(slices=objects, spacing=np.array([1.0, 1.0]))),
-                       ("flat.npz", npz(slices=slices[0], spacing=np.array([1.0, 1.0]))),
-                       ("plain.npy", b"\x93NUMPY" + b"\0" * 100), ("text.npz", b"not a zip at all")]:
+    spacing = np.array([1.0, 1.0])
+    for name, blob in [("floats.npz", npz(slices=slices.astype(np.float32), spacing=spacing, position=position)),
+                       ("extra.npz", npz(slices=slices, spacing=spacing, position=position, note=np.array(["x"]))),
+                       ("pickled.npz", npz(slices=objects, spacing=spacing, position=position)),
+                       ("flat.npz", npz(slices=slices[0], spacing=spacing, position=position)),
+                       ("outside.npz", npz(slices=slices, spacing=spacing, position=np.array([39, 40]))),
+                       ("no position.npz", npz(slices=slices, spacing=spacing)),
+                       ("plain.npy", b"\x93NUMPY" + b"\0" * 100), ("text.npz", b"not a zip at all"),
+                       ("valid.npy", npy(slices)),
+                       ("words.npz", npz(slices=slices, spacing=np.array(["a", "b"]), position=position)),
+                       ("huge.npz", claims_huge())]:
         with pytest.raises(ReviewError, match="not one this application writes"):
             load_case_stack(*kept(name, blob))
+
+
+def test_a_long_volume_keeps_a_slab_around_its_answered_slice_and_burned_in_text_is_refused(tmp_path):
+    """A volume of 40 slices is answered on slice 21 and keeps slices 6-36 to scroll; a DICOM file whose header says
+    it carries burned-in annotation is not kept for a session."""
+    from core import load_classifier
+    from core.review.cases import CONTEXT_SLICES, cases_from_uploads, keep_uploads, load_case_stack
+    from test_volumes import dicom_bytes, nifti_bytes
+
+    from conftest import ROOT, synthetic_slice
+
+    classifier = load_classifier(ROOT / "assets/models/default")
+    volume = np.stack([synthetic_slice(1, seed=s, size=64) for s in range(40)], axis=2).astype(np.float32)
+    burned = dicom_bytes(synthetic_slice(0, seed=1, size=64).astype(np.int16), burned_in=True)
+    cases, blobs, problems = cases_from_uploads(classifier, [("long.nii.gz", nifti_bytes(volume, np.eye(4), gz=True)),
+                                                             ("burned.dcm", burned)])
+    assert len(cases) == 1 and len(problems) == 1 and problems[0].startswith("burned.dcm: its header says")
+    (case,) = cases
+    assert case.title == "long.nii.gz, axial slice 21 of 40"
+    keep_uploads(tmp_path, blobs)
+    stack = load_case_stack(tmp_path / case.stack, case.stack_sha256)
+    assert len(stack.slices) == 2 * CONTEXT_SLICES + 1 and stack.total == 40
+    assert (stack.number(0), stack.number(case.stack_slice), stack.number(len(stack.slices) - 1)) == (6, 21, 36)
+    answered = np.asarray(load_case_image(tmp_path / case.image, case.image_sha256))[..., 0]
+    assert np.array_equal(answered, stack.slices[case.stack_slice])  # the slice the model answered, in its place

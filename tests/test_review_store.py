@@ -321,5 +321,10 @@ def test_a_database_at_the_first_schema_is_upgraded_in_place_and_keeps_its_sessi
                                                                                        "stack_slice"}
     (case,) = store.session_cases(engine, old)
     assert case.title == "case one" and case.stack is None and case.stack_slice is None
-    session, _, _, cases = new_session(engine, n=2)  # and the upgraded database takes new cases with a stack
-    assert all(c.stack is None for c in cases)
+    # The upgraded database takes a case with a volume's slices, and gives them back.
+    volume = NewCase(image="uploads/a.png", image_sha256="b" * 64, title="brain.nii.gz, axial slice 3 of 5",
+                     stack="uploads/c.npz", stack_sha256="c" * 64, stack_slice=2)
+    session, _, _ = store.create_session(engine, "Volumes", [volume, *make_cases(1)], CLASSES, readers=["Ann"])
+    first, second = store.session_cases(engine, session.id)
+    assert (first.stack, first.stack_sha256, first.stack_slice) == ("uploads/c.npz", "c" * 64, 2)
+    assert second.stack is None and second.stack_slice is None

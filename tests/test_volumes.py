@@ -381,7 +381,7 @@ def test_no_identifying_value_reaches_a_run_the_review_database_or_a_report(tmp_
                                                                                                      "png"]
     (stack,) = [blob for name, blob in blobs.items() if name.endswith(".npz")]
     with np.load(io.BytesIO(stack), allow_pickle=False) as packed:  # pixels and spacing, nothing else
-        assert sorted(packed.files) == ["slices", "spacing"] and packed["slices"].shape == (3, 224, 224)
+        assert sorted(packed.files) == ["position", "slices", "spacing"] and packed["slices"].shape == (3, 224, 224)
         assert packed["slices"].dtype == np.uint8 and packed["spacing"].tolist() == [0.5, 0.8]
     data = tmp_path / "data"
     keep_uploads(data, blobs)
@@ -591,11 +591,17 @@ def test_nifti_scans_are_scored_against_nifti_label_masks_with_a_margin_in_milli
             (masks / folder / f"case{k}.nii.gz").write_bytes(nifti_bytes(labels, affine, gz=True))
     picture = volumes.dataset_slice((scans / "glioma" / "case0.nii.gz").read_bytes())
     assert picture.size == (96, 72) and picture.info["spacing_mm"] == pytest.approx((0.8, 0.5))
-    found = read_mask(masks / "glioma" / "case0.nii.gz", 96, 72)
+    found = read_mask(masks / "glioma" / "case0.nii.gz", 96, 72, picture.info)
     assert np.array_equal(found, np.asarray(picture) > 150)  # cut and turned as the scan's slice is
     assert found.sum() == 12 * 8
     with pytest.raises(ValueError, match="not the same proportions"):
-        read_mask(masks / "glioma" / "case0.nii.gz", 72, 72)
+        read_mask(masks / "glioma" / "case0.nii.gz", 72, 72, picture.info)
+    with pytest.raises(ValueError, match="only for a NIfTI scan"):  # a picture or DICOM slice is turned otherwise
+        read_mask(masks / "glioma" / "case0.nii.gz", 96, 72)
+    other = tmp_path / "other.nii.gz"  # a label volume of another scan: nine slices, not five
+    other.write_bytes(nifti_bytes(np.ones((96, 72, 9)), affine, gz=True))
+    with pytest.raises(ValueError, match="belongs to another volume"):
+        read_mask(other, 96, 72, picture.info)
     model = random_classifier(tmp_path / "model", seed=3).path
     run = read_run(evaluate(EvaluationSettings(checkpoint=str(model), data=str(scans), out=str(tmp_path / "run"),
                                                precision="fp32", progress=False, bootstrap_resamples=20,

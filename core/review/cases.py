@@ -118,6 +118,7 @@ def run_model(run) -> dict:
 
 
 MAX_STACK_BYTES = 256 << 20  # the slices of the largest volume accepted (core.sources.volumes.MAX_VOXELS), packed
+CONTEXT_SLICES = 15          # slices kept on either side of an uploaded volume's answered slice, for scrolling
 
 
 @dataclass(frozen=True)
@@ -140,13 +141,32 @@ def png_of(picture: Image.Image) -> bytes:
     return rendered.getvalue()
 
 
+@dataclass(frozen=True)
+class Stack:
+    """The slices kept of an uploaded volume: a slab around the case's slice."""
+    slices: np.ndarray                       # (n, rows, columns) uint8
+    spacing_mm: tuple[float, float] | None   # (row, column)
+    first: int                               # the slab's first slice in the scan, from 0
+    total: int                               # the scan's slices
+
+    def number(self, index: int) -> int:
+        """The scan's own slice number (from 1) of slab slice ``index`` (from 0)."""
+        return self.first + index + 1
+
+
 def checked_volume(files: list[tuple[str, bytes]]) -> CheckedScan:
     """Check an uploaded DICOM series, zip of one, or NIfTI volume (ScanRefused with the reason). The case's image is
-    the middle slice (a NIfTI volume cut axially); a volume of more than one slice keeps its slices beside it."""
+    the middle slice (a NIfTI volume cut axially); a volume of more than one slice keeps beside it the slab of at
+    most :data:`CONTEXT_SLICES` slices on either side, as pixels only. A file whose header says its pixels carry
+    burned-in annotation (which may name the patient) is refused: a session keeps what it is given and shows it to
+    others."""
     from core.sources.images import check_geometry, prepare_image
-    from core.sources.volumes import read_scan, scan_name
+    from core.sources.volumes import ScanRefused, read_scan, scan_name
 
     volume = read_scan(files)
+    if volume.burned_in:
+        raise ScanRefused("its header says the pixels carry burned-in annotation, which may name the patient, so it "
+                          "is not kept for a session (the Predict page shows such a scan, flagged)")
     index = volume.count // 2
     picture = volume.image(index)
     check_geometry(*picture.size)
@@ -158,35 +178,53 @@ def checked_volume(files: list[tuple[str, bytes]]) -> CheckedScan:
     scan = CheckedScan(f"{UPLOADS}/{digest}.png", digest, image, blob, title)
     if volume.count == 1:
         return scan
+    first, last = max(0, index - CONTEXT_SLICES), min(volume.count, index + CONTEXT_SLICES + 1)
     packed = io.BytesIO()
-    np.savez_compressed(packed, slices=volume.slices,
-                        spacing=np.asarray(volume.spacing_mm or (np.nan, np.nan), dtype=np.float64))
+    np.savez_compressed(packed, slices=volume.slices[first:last],
+                        spacing=np.asarray(volume.spacing_mm or (np.nan, np.nan), dtype=np.float64),
+                        position=np.array([first, volume.count], dtype=np.int64))
     stack_blob = packed.getvalue()
     stack_digest = hashlib.sha256(stack_blob).hexdigest()
     return dataclasses.replace(scan, stack=f"{UPLOADS}/{stack_digest}.npz", stack_digest=stack_digest,
-                               stack_blob=stack_blob, stack_slice=index)
+                               stack_blob=stack_blob, stack_slice=index - first)
 
 
-def load_case_stack(path: Path, sha256: str) -> tuple[np.ndarray, tuple[float, float] | None]:
-    """A case's slices (n, rows, columns, uint8) and their (row, column) pixel spacing in mm, refused unless the file
-    is exactly the one the session was made with; never unpickled."""
+def load_case_stack(path: Path, sha256: str) -> Stack:
+    """A case's slab of slices, refused unless the file is exactly the one the session was made with and holds just
+    the arrays written here: each array's header is read before its data, so nothing is unpickled and no size it
+    claims is allocated unchecked."""
     from core.sources.volumes import MAX_VOXELS
 
     blob = read_bytes(path, MAX_STACK_BYTES, "slices file")
     if hashlib.sha256(blob).hexdigest() != sha256:
         raise ReviewError("the scan's slices on disk are not the ones this session was made with (their content "
                           "changed)")
+    expected = {"slices": (np.dtype(np.uint8), 3), "spacing": (np.dtype(np.float64), 1),
+                "position": (np.dtype(np.int64), 1)}
     not_ours = ReviewError("the scan's slices file is not one this application writes")
     try:
-        with np.load(io.BytesIO(blob), allow_pickle=False) as packed:
-            if not isinstance(packed, np.lib.npyio.NpzFile) or sorted(packed.files) != ["slices", "spacing"]:
+        with zipfile.ZipFile(io.BytesIO(blob)) as packed:
+            if sorted(packed.namelist()) != sorted(f"{name}.npy" for name in expected):
                 raise not_ours
-            slices, spacing = packed["slices"], packed["spacing"]
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile):  # an object array, or not an .npz at all
+            arrays = {}
+            for name, (dtype, dimensions) in expected.items():
+                with packed.open(f"{name}.npy") as member:
+                    version = np.lib.format.read_magic(member)
+                    shape, _, found = (np.lib.format.read_array_header_1_0(member) if version == (1, 0)
+                                       else np.lib.format.read_array_header_2_0(member))
+                    if found != dtype or len(shape) != dimensions or int(np.prod(shape)) > MAX_VOXELS:
+                        raise not_ours
+                    arrays[name] = np.lib.format.read_array(packed.open(f"{name}.npy"), allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, RuntimeError):
         raise not_ours from None
-    if slices.dtype != np.uint8 or slices.ndim != 3 or slices.size > MAX_VOXELS or spacing.shape != (2,):
+    slices, spacing, position = arrays["slices"], arrays["spacing"], arrays["position"]
+    if spacing.shape != (2,) or position.shape != (2,):
         raise not_ours
-    return slices, (tuple(float(v) for v in spacing) if np.isfinite(spacing).all() else None)
+    first, total = (int(v) for v in position)
+    if not 0 <= first < first + len(slices) <= total:
+        raise not_ours
+    return Stack(slices, tuple(float(v) for v in spacing) if np.isfinite(spacing).all() else None, int(first),
+                 int(total))
 
 
 def checked_upload(blob: bytes) -> tuple[str, str, Image.Image, bytes]:

@@ -89,8 +89,8 @@ def read_image(source: str | os.PathLike | bytes) -> Image.Image:
         picture = figshare.mat_image(raw) if figshare.is_mat(raw) else volumes.dataset_slice(raw, name)
         check_geometry(*picture.size)
         prepared = prepare_image(picture)
-        prepared.info.update(source_size=picture.size, spacing_mm=picture.info.get("spacing_mm"),
-                             slice=picture.info.get("slice"), patient=picture.info.get("patient"))
+        prepared.info.update({key: picture.info.get(key) for key in ("spacing_mm", "slice", "patient", "volume_kind",
+                                                                      "volume_shape")}, source_size=picture.size)
         return prepared
     if len(raw) > MAX_FILE_BYTES:
         raise ImageRefused(f"the file is {size_text(len(raw))}, over the {size_text(MAX_FILE_BYTES)} limit")
@@ -103,10 +103,11 @@ def read_image(source: str | os.PathLike | bytes) -> Image.Image:
                     raise ImageRefused(f"the file holds {frames} frames (an animation or a stack); save the one slice "
                                        "to classify as an image of its own")
                 check_geometry(*image.size)
+                stored = image.size  # before a JPEG is drafted at a smaller scale
                 _draft(image)
                 image.load()
                 orientation = image.getexif().get(ORIENTATION_TAG, 1)
-                size = image.size[::-1] if orientation in (5, 6, 7, 8) else image.size
+                size = stored[::-1] if orientation in (5, 6, 7, 8) else stored
                 # Shrunk first, turned upright after: turning a large image would copy it at full size.
                 prepared = prepare_image(image, orientation)
                 prepared.info["source_size"] = size  # as stored in the file, upright; the image may be smaller

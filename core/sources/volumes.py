@@ -395,13 +395,17 @@ def read_nifti(blob: bytes, axis: int = 2) -> Volume:
                   notes=("shown in RAS orientation: the patient's left on the left of the picture",))
 
 
-def nifti_mask_slice(blob: bytes) -> np.ndarray:
-    """The tumour in a NIfTI label volume (any value above zero: every label of a segmentation), on the slice a
-    dataset's NIfTI scan of the same shape stands for (:func:`dataset_slice`: axial, the stated slice), cut and
-    oriented exactly as that scan's slice is."""
+def nifti_mask_slice(blob: bytes, index: int, shape: tuple[int, int, int]) -> np.ndarray:
+    """The tumour in a NIfTI label volume (any value above zero: every label of a segmentation) on slice ``index``
+    (from 0) of its scan, cut and oriented exactly as the scan's slice is (:func:`dataset_slice`: axial). ``shape``:
+    the scan's slices, (count, rows, columns); a label volume of another shape belongs to another scan."""
     data, _ = _nifti_ras(blob, "mask volume")
     slices = _cut(data, 2)
-    return np.ascontiguousarray(slices[stated_slice(slices.shape[0])] > 0)
+    if tuple(slices.shape) != tuple(shape):
+        raise ScanRefused(f"the mask volume cuts into {slices.shape[0]} slices of {slices.shape[2]} x "
+                          f"{slices.shape[1]}, its scan into {shape[0]} of {shape[2]} x {shape[1]}: it belongs to "
+                          "another volume")
+    return np.ascontiguousarray(slices[index] > 0)
 
 
 SLICE_ENV = "BRAIN_MRI_VOLUME_SLICE"  # which slice of a volume a dataset file stands for: "middle" or a number from 1
@@ -453,7 +457,7 @@ def dataset_slice(blob: bytes, name: str = "scan") -> Image.Image:
     volume = read_dicom([(name, blob)]) if blob[128:132] == b"DICM" else read_nifti(blob)
     index = stated_slice(volume.count)
     picture = volume.image(index)
-    picture.info["slice"] = index + 1
+    picture.info.update(slice=index + 1, volume_kind=volume.kind, volume_shape=tuple(volume.slices.shape))
     return picture
 
 
