@@ -218,8 +218,16 @@ def grown_outline(mask: np.ndarray, size: int, dilation_px: float = DILATION_PX,
 
         if not mask.any():
             return on_grid(mask, size), float(dilation_mm)
-        distance = distance_transform_edt(~mask, sampling=(float(spacing_mm[0]), float(spacing_mm[1])))
-        return on_grid(distance <= dilation_mm, size), float(dilation_mm)
+        # Only pixels within the margin of the tumour's bounding box can be taken in: the transform runs there alone.
+        rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        reach = [int(np.ceil(dilation_mm / float(step))) + 1 for step in spacing_mm]
+        top, bottom = max(0, rows[0] - reach[0]), min(height, rows[-1] + reach[0] + 1)
+        left, right = max(0, columns[0] - reach[1]), min(width, columns[-1] + reach[1] + 1)
+        distance = distance_transform_edt(~mask[top:bottom, left:right],
+                                          sampling=(float(spacing_mm[0]), float(spacing_mm[1])))
+        grown = np.zeros_like(mask, dtype=bool)
+        grown[top:bottom, left:right] = distance <= dilation_mm
+        return on_grid(grown, size), float(dilation_mm)
     radius = dilation_px * size / 224.0
     margin = None
     if spacing_mm:

@@ -418,3 +418,19 @@ def test_a_stated_spacing_follows_an_image_shrunk_on_reading():
         rows, columns = pixel_spacing(image, 0.5)
         assert columns == pytest.approx(0.5 * 4400 / image.width) and rows == pytest.approx(0.5 * 4000 / image.height)
     assert pixel_spacing(image) is None  # a picture states no spacing of its own
+
+
+def test_the_millimetre_margin_computed_near_the_tumour_equals_the_transform_of_the_whole_scan():
+    from scipy.ndimage import distance_transform_edt
+
+    from core.masks import grown_outline, on_grid
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):  # tumours anywhere, edges included; pixels of any shape; margins of 0-15 mm
+        height, width = (int(v) for v in rng.integers(64, 300, 2))
+        mask = np.zeros((height, width), dtype=bool)
+        top, left = int(rng.integers(0, height)), int(rng.integers(0, width))
+        mask[top:top + int(rng.integers(1, 30)), left:left + int(rng.integers(1, 30))] = True
+        spacing, margin = tuple(rng.uniform(0.3, 2.0, 2)), float(rng.uniform(0, 15))
+        whole = distance_transform_edt(~mask, sampling=spacing) <= margin
+        assert np.array_equal(grown_outline(mask, 128, dilation_mm=margin, spacing_mm=spacing)[0], on_grid(whole, 128))
