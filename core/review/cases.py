@@ -6,9 +6,9 @@ kept under the data directory once, named by their content hash; a run's images 
 a case keeps the image's sha256, and an image whose content no longer matches is refused when it is shown.
 
 An uploaded DICOM series (its files together, or a zip) or NIfTI volume is one case: its image is the middle slice,
-the one the model answers, and beside it the volume's slices are kept as 8-bit pixels only (``.npz``: the slices and
-their pixel spacing, nothing from the file's header), so that readers can scroll through the scan as they would at
-a workstation.
+the one the model answers, and beside it a slab of the volume's slices around it is kept as 8-bit pixels only
+(``.npz``: the slices, their pixel spacing and their place in the scan, nothing from the file's header), so that
+readers can scroll through the scan as they would at a workstation.
 """
 
 from __future__ import annotations

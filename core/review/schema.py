@@ -71,8 +71,8 @@ class Case(Base):
     model_label: Mapped[str | None] = mapped_column(String(32))
     model_probabilities: Mapped[dict | None] = mapped_column(JSON)     # class -> probability
     model_flags: Mapped[dict | None] = mapped_column(JSON)             # {"unfamiliar": bool, "uncertain": bool}
-    # An uploaded DICOM series or NIfTI volume: its slices (8-bit pixels only, uploads/<sha256>.npz) for readers to
-    # scroll, and which of them is the case's image, the slice the model answered (from 0).
+    # An uploaded DICOM series or NIfTI volume: a slab of its slices (8-bit pixels only, uploads/<sha256>.npz) for
+    # readers to scroll, and which of them is the case's image, the slice the model answered (from 0, in the slab).
     stack: Mapped[str | None] = mapped_column(String(PATH_LENGTH))
     stack_sha256: Mapped[str | None] = mapped_column(String(64))
     stack_slice: Mapped[int | None] = mapped_column(Integer)
