@@ -65,6 +65,23 @@ def with_header(picture: Image.Image, lines: list[str]) -> Image.Image:
 
 
 BAR_LENGTHS_MM = (1, 2, 5, 10, 20, 50, 100)
+LEAST_SCALED_SIDE = 512   # a slice with a scale bar is shown at least this large, so that the bar's label is sharp
+
+
+def in_proportion(pictures: list[Image.Image], spacing_mm: tuple[float, float], least_side: int = LEAST_SCALED_SIDE,
+                  most_side: int = 1024) -> tuple[list[Image.Image], float]:
+    """Pictures of one size (a slice and its heatmap overlay) resized alike so that a pixel covers as many
+    millimetres across as down, as a viewer shows a scan whose pixels are not square, and so that the longer side
+    is at least ``least_side``; and the millimetres per pixel of the result. ``spacing_mm``: (row, column) mm per
+    pixel of the pictures as given."""
+    width, height = pictures[0].size
+    across, down = width * spacing_mm[1], height * spacing_mm[0]
+    side = min(most_side, max(least_side, width, height))
+    mm_per_pixel = max(across, down) / side
+    size = (max(1, round(across / mm_per_pixel)), max(1, round(down / mm_per_pixel)))
+    if size == (width, height):
+        return list(pictures), mm_per_pixel
+    return [p.resize(size, Image.Resampling.BICUBIC) for p in pictures], mm_per_pixel
 
 
 def with_scale_bar(picture: Image.Image, mm_per_pixel: float) -> Image.Image:

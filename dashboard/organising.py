@@ -276,7 +276,7 @@ def teacher_view(engine, session: SessionView, cases: list[CaseView], show_answe
     table = pd.DataFrame({"case": [c.position + 1 for c in cases], "image": [c.title for c in cases]})
     if show_answers:
         table["reference"] = [label(c.reference) for c in cases]
-        table["model"] = [label(c.model_label) for c in cases]
+        table["model"] = [c.model_said(label) for c in cases]
     config = {}
     for reader in readers:
         column = f"reader-{reader.id}"
@@ -315,6 +315,10 @@ def summary_view(session: SessionView, cases: list[CaseView], table: pd.DataFram
     st.markdown("**Readers** (accuracy against the reference with 95% Wilson intervals; Cohen's κ with 95% "
                 "bootstrap intervals over cases)")
     st.dataframe(reader_table(summary["readers"]), hide_index=True, width="stretch")
+    unanswered = sum(not c.model_answered for c in cases if c.model_label is not None)
+    if unanswered:
+        st.caption(f"The model did not answer {unanswered} of the {len(cases)} scans (unlike the scans it learned "
+                   "from); its figures here count its guess on them, as the reveal showed it.")
     pooled = summary["pooled"]
     if pooled and pooled["readers"] > 1:
         st.markdown(f"**All {pooled['readers']} readers together**: right on "
@@ -361,7 +365,7 @@ def missed_for_discussion(session: SessionView, cases: list[CaseView], difficult
             case = by_number[row.case]
             with error_boundary(f"Case {row.case}"):
                 scan_beside_heatmap(session, case, f"Case {row.case}: {row.wrong} of {row.readers} readers wrong; "
-                                                   f"reference {label(case.reference)}, model {label(case.model_label)}")
+                                                   f"reference {label(case.reference)}, model: {case.model_said(label)}")
 
 
 def csv_bytes(table: pd.DataFrame) -> bytes:
@@ -410,7 +414,7 @@ def session_report_pdf(session: SessionView, cases: list[CaseView], table: pd.Da
     for number in list(dict.fromkeys(summary["disagreements"]["case"]))[:GALLERY_LIMIT]:
         case = by_position[number]
         said = table[table["case"] == number]
-        lines = [f"Case {number}: {case.title}", f"Model: {label(case.model_label)}; reference: "
+        lines = [f"Case {number}: {case.title}", f"Model: {case.model_said(label)}; reference: "
                  f"{label(case.reference)}",
                  "Readers: " + ", ".join(f"{r} said {label(a)}" for r, a in zip(said["reader"], said["answer"]))]
         try:

@@ -56,7 +56,7 @@ def reader_page(engine, key: str) -> None:
     navigation(reader, reachable, at, len(cases))
     case = cases[at]
     with error_boundary(f"Case {at + 1}"):
-        show_case(engine, session, reader, case, answers.get(case.id))
+        show_case(engine, session, reader, case, answers.get(case.id), last=at == len(cases) - 1)
 
 
 def score_line(session: SessionView, cases: list[CaseView], answers: dict[int, AnswerView]) -> None:
@@ -86,23 +86,24 @@ def navigation(reader: ReaderView, reachable: list[int], at: int, total: int) ->
 
 
 def chosen_slice(reader: ReaderView, case: CaseView) -> tuple[int | None, str]:
-    """For an uploaded volume: the slice the reader has scrolled to (from 0; the case's own slice at first) and how
-    to say where it is; (None, "") for a single image."""
+    """For an uploaded volume: the slice the reader has scrolled to (from 0; the case's own slice at first, and where
+    the reader left it when they come back to the case) and how to say where it is; (None, "") for a single image."""
     if not case.stack:
         return None, ""
     stack = case_stack(case)
-    number = st.slider("Slice", stack.number(0), stack.number(len(stack.slices) - 1), stack.number(case.stack_slice),
-                       key=f"review.slice.{reader.id}.{case.id}",
+    own = stack.number(case.stack_slice)
+    kept = f"review.slice.{reader.id}.{case.id}"  # outlives the slider, which forgets when another case is shown
+    number = st.slider(f"Slice (the case's own slice, which the model answered, is {own})", stack.number(0),
+                       stack.number(len(stack.slices) - 1), st.session_state.get(kept, own), key=f"{kept}.slider",
                        help=f"Scroll through the scan's slices (those kept for the session: up to {CONTEXT_SLICES} "
-                            "on either side of the case's own). The model answered the case's slice, marked below; "
-                            "your answer is for the scan.")
-    shown = number - stack.first - 1
-    mark = ", the case's slice, which the model answered" if shown == case.stack_slice else (
-        f" (the case's slice, which the model answered, is {stack.number(case.stack_slice)})")
-    return shown, f" · slice {number} of {stack.total}{mark}"
+                            "on either side of the case's own). Your answer is for the scan.")
+    st.session_state[kept] = number
+    return number - stack.first - 1, f" · slice {number} of {stack.total}" + (" (the case's slice)" if number == own
+                                                                            else "")
 
 
-def show_case(engine, session: SessionView, reader: ReaderView, case: CaseView, answer: AnswerView | None) -> None:
+def show_case(engine, session: SessionView, reader: ReaderView, case: CaseView, answer: AnswerView | None,
+              last: bool = False) -> None:
     revealed = store.may_reveal(session, answer)
     try:
         shown, where = chosen_slice(reader, case)
@@ -113,7 +114,8 @@ def show_case(engine, session: SessionView, reader: ReaderView, case: CaseView, 
                    "(say in the note that you did not see the scan) and go on.")
     if pictures is not None:
         left, right = st.columns([1, 1])
-        left.image(pictures.scan, caption=(md(case.title) if revealed else f"Case {case.position + 1}") + where,
+        named = md(case.title.rsplit(", ", 1)[0] if where else case.title)  # a volume's title names its own slice
+        left.image(pictures.scan, caption=(named if revealed else f"Case {case.position + 1}") + where,
                    width="stretch")
         if revealed:
             if pictures.heatmap:
@@ -129,7 +131,7 @@ def show_case(engine, session: SessionView, reader: ReaderView, case: CaseView, 
     if answer is not None:
         after_reveal(engine, session, reader, case, answer)
         case_report_button(session, reader, case, answer)
-        if st.button("Next case ▶", key="review.next_below", type="primary"):
+        if st.button("Your summary ▶" if last else "Next case ▶", key="review.next_below", type="primary"):
             st.session_state[position_key(reader)] = case.position + 1
             st.rerun()
 
@@ -268,5 +270,5 @@ def missed_gallery(session: SessionView, cases: list[CaseView], answers: dict[in
     for case in missed[:MISSED_SHOWN]:
         with error_boundary(f"Case {case.position + 1}"):
             scan_beside_heatmap(session, case, f"Case {case.position + 1}: you said {label(answers[case.id].label)}, "
-                                               f"the reference is {label(case.reference)}, the model said "
-                                               f"{label(case.model_label)}")
+                                               f"the reference is {label(case.reference)}, the model: "
+                                               f"{case.model_said(label)}")

@@ -3,7 +3,6 @@ the tumour's box and outline where the data has them), and figures written with 
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import math
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ from dashboard import review
 from dashboard.captions import md
 from dashboard.common import (ROOT, allowed_roots, checkpoint_file, classifier_at, data_dir, datasets_root,
                               file_digest)
-from dashboard.heatmaps import png_bytes, with_scale_bar
+from dashboard.heatmaps import in_proportion, png_bytes, with_scale_bar
 
 CASE_SIDE = 768  # the scan and heatmap are shown, cached and put into reports at most this large
 READER, ORGANISER, JOIN = "reader", "organiser", "session"  # the query parameters of the review page
@@ -107,21 +106,31 @@ def session_model_file(session: SessionView) -> Path:
 
 
 def _explained(image: Image.Image, model_file: str | None, model_error: str, image_file: str | None = None,
-               mask_file: str | None = None, said: str = "") -> CasePictures:
-    """The scan (at most CASE_SIDE) and, with a model, its heatmap of the model's answer, with the tumour's box and
-    outline drawn where the data has them; ``said`` ends the heatmap's caption."""
+               mask_file: str | None = None, said: str = "", target: str | None = None,
+               spacing_mm: tuple[float, float] | None = None) -> CasePictures:
+    """The scan (at most CASE_SIDE) and, with a model, its heatmap of the model's answer (or of class ``target``),
+    with the tumour's box and outline drawn where the data has them; ``said`` ends the heatmap's caption. With the
+    scan's (row, column) ``spacing_mm``, both pictures are shown in true proportion with a scale bar."""
+    raw_size = image.size
     image.thumbnail((CASE_SIDE, CASE_SIDE))
-    if model_file is None:
-        return CasePictures(png_bytes(image), None, f"No heatmap: {model_error}" if model_error else "", image.size)
-    classifier = classifier_at(model_file)
-    result = explain(classifier, [image], method=DEFAULT_METHOD, layer=DEFAULT_LAYER)
-    notes = []
-    drawn = overlay(image, result.heatmaps[0])
-    if image_file is not None:
-        drawn, notes = review.draw_truth(drawn, Path(image_file), Path(mask_file) if mask_file else None)
-    described = (f"{CAM_METHODS[DEFAULT_METHOD].label} ({DEFAULT_LAYER}) for "
-                 f"{label(classifier.classes[int(result.targets[0])])}" + "".join(f"; {n}" for n in [*notes, said] if n))
-    return CasePictures(png_bytes(image), png_bytes(drawn), described, image.size)
+    drawn, described = None, f"No heatmap: {model_error}" if model_error else ""
+    if model_file is not None:
+        classifier = classifier_at(model_file)
+        result = explain(classifier, [image], method=DEFAULT_METHOD, layer=DEFAULT_LAYER, targets=target)
+        notes = []
+        drawn = overlay(image, result.heatmaps[0])
+        if image_file is not None:
+            drawn, notes = review.draw_truth(drawn, Path(image_file), Path(mask_file) if mask_file else None)
+        described = (f"{CAM_METHODS[DEFAULT_METHOD].label} ({DEFAULT_LAYER}) for "
+                     f"{label(classifier.classes[int(result.targets[0])])}"
+                     + "".join(f"; {n}" for n in [*notes, said] if n))
+    shown = [image.convert("RGB")] + ([drawn] if drawn is not None else [])
+    if spacing_mm:  # the spacing of the scan as stored, scaled to the thumbnail
+        scaled = (spacing_mm[0] * raw_size[1] / image.height, spacing_mm[1] * raw_size[0] / image.width)
+        shown, mm_per_pixel = in_proportion(shown, scaled)
+        shown = [with_scale_bar(p, mm_per_pixel) for p in shown]
+    return CasePictures(png_bytes(shown[0]), png_bytes(shown[1]) if drawn is not None else None, described,
+                        shown[0].size)
 
 
 @st.cache_data(show_spinner="Computing the heatmap…", max_entries=96)
@@ -145,20 +154,16 @@ def case_stack(case: CaseView) -> Stack:
 
 
 @st.cache_data(show_spinner="Computing the heatmap…", max_entries=96)
-def _slice_pictures(stack_file: str, stack_sha256: str, index: int, answered: int, model_file: str | None,
-                    model_error: str) -> CasePictures:
+def _slice_pictures(stack_file: str, stack_sha256: str, index: int, answered: int, target: str | None,
+                    model_file: str | None, model_error: str) -> CasePictures:
+    """One slice of a volume's case and the heatmap, on that slice, of the class the model answered on the case's
+    own slice (``target``), so that scrolling shows where that answer's evidence lies slice by slice."""
     stack = _stack(stack_file, stack_sha256)
     picture = Image.fromarray(np.asarray(stack.slices[index]), "L")
-    shown, case_slice = stack.number(index), stack.number(answered)
-    said = (f"on slice {shown}, the case's, which the model answered" if index == answered else
-            f"on slice {shown}; the model's answer is for slice {case_slice}, the case's")
-    pictures = _explained(picture, model_file, model_error, said=said)
-    if stack.spacing_mm:  # a scale bar in millimetres on both pictures
-        scale = stack.spacing_mm[1] * stack.slices.shape[2] / pictures.size[0]
-        pictures = dataclasses.replace(
-            pictures, scan=png_bytes(with_scale_bar(pil(pictures.scan), scale)),
-            heatmap=png_bytes(with_scale_bar(pil(pictures.heatmap), scale)) if pictures.heatmap else None)
-    return pictures
+    said = (f"slice {stack.number(index)}, the case's" if index == answered else
+            f"slice {stack.number(index)} (the model answered slice {stack.number(answered)}); colours scaled to "
+            "this slice")
+    return _explained(picture, model_file, model_error, said=said, target=target, spacing_mm=stack.spacing_mm)
 
 
 def case_pictures(session: SessionView, case: CaseView, with_heatmap: bool, slice_index: int | None = None
@@ -180,7 +185,8 @@ def case_pictures(session: SessionView, case: CaseView, with_heatmap: bool, slic
             mask_file = str(mask) if mask else None
     if case.stack and slice_index is not None:
         stack_file = str(contained_path(data_dir(), case.stack, "uploaded scan"))
-        return _slice_pictures(stack_file, case.stack_sha256, slice_index, case.stack_slice, model_file, model_error)
+        return _slice_pictures(stack_file, case.stack_sha256, slice_index, case.stack_slice, case.model_label,
+                               model_file, model_error)
     return _pictures(str(image_file), case.image_sha256, model_file, model_error, mask_file)
 
 

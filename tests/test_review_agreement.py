@@ -339,7 +339,7 @@ def test_a_long_volume_keeps_a_slab_around_its_answered_slice_and_burned_in_text
     burned = dicom_bytes(synthetic_slice(0, seed=1, size=64).astype(np.int16), burned_in=True)
     cases, blobs, problems = cases_from_uploads(classifier, [("long.nii.gz", nifti_bytes(volume, np.eye(4), gz=True)),
                                                              ("burned.dcm", burned)])
-    assert len(cases) == 1 and len(problems) == 1 and problems[0].startswith("burned.dcm: its header says")
+    assert len(cases) == 1 and len(problems) == 1 and problems[0].startswith("burned.dcm: a DICOM header of this scan says")
     (case,) = cases
     assert case.title == "long.nii.gz, axial slice 21 of 40"
     keep_uploads(tmp_path, blobs)

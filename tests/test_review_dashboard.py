@@ -251,21 +251,28 @@ def test_a_dicom_series_and_a_nifti_volume_are_read_by_scrolling_their_slices(re
     ann = review_page(reader=keys[0])
     slider = ann.slider(key=next(s.key for s in ann.slider))
     assert (slider.min, slider.max, slider.value) == (1, 3, 2)  # the series' middle slice to start with
-    assert caption(ann.image[0]) == "Case 1 · slice 2 of 3, the case's slice, which the model answered"
+    assert slider.label == "Slice (the case's own slice, which the model answered, is 2)"
+    assert caption(ann.image[0]) == "Case 1 · slice 2 of 3 (the case's slice)"
     slider.set_value(3).run()
-    assert caption(ann.image[0]) == "Case 1 · slice 3 of 3 (the case's slice, which the model answered, is 2)"
+    assert caption(ann.image[0]) == "Case 1 · slice 3 of 3"
     assert not revealed(texts(ann)) and len(ann.image) == 1 and "IM0000" not in texts(ann)  # still blinded
     ann.radio[0].set_value("glioma")
     ann.radio[1].set_value(4)
     button(ann, "Commit answer").click().run()
     assert not problems(ann), problems(ann)
     assert revealed(texts(ann)) and len(ann.image) == 2
-    assert "on slice 3; the model's answer is for slice 2, the case's" in caption(ann.image[1])
+    assert ann.slider(key=slider.key).value == 3  # the reveal leaves the reader where they were
+    assert "slice 3 (the model answered slice 2); colours scaled to this slice" in caption(ann.image[1])
+    explained = caption(ann.image[1]).split(" for ", 1)[1].split(";")[0]  # on every slice, the model's answer
+    assert f"The model says **{explained}**" in texts(ann) or f"its guess, not an answer: {explained}" in texts(ann)
     ann.slider(key=slider.key).set_value(2).run()
-    assert "on slice 2, the case's, which the model answered" in caption(ann.image[1])
-    assert "IM0000 and 2 more files of its series, slice 2 of 3" in caption(ann.image[0])
+    assert caption(ann.image[1]).endswith(f"for {explained}; slice 2, the case's")
+    assert caption(ann.image[0]) == "IM0000 and 2 more files of its series · slice 2 of 3 (the case's slice)"
+    ann.slider(key=slider.key).set_value(1).run()
 
     button(ann, "Next ▶").click().run()
     nifti_slider = ann.slider(key=next(s.key for s in ann.slider))
     assert (nifti_slider.max, nifti_slider.value) == (5, 3)
-    assert caption(ann.image[0]) == "Case 2 · slice 3 of 5, the case's slice, which the model answered"
+    assert caption(ann.image[0]) == "Case 2 · slice 3 of 5 (the case's slice)"
+    button(ann, "◀ Previous").click().run()  # back to the series: where the reader left it, not its middle
+    assert ann.slider(key=slider.key).value == 1 and caption(ann.image[0]).endswith("· slice 1 of 3")

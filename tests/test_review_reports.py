@@ -180,3 +180,16 @@ def test_a_quiz_report_has_its_leaderboard():
     _, review_text = pdf_text(session_report(session=make_session(), cases=cases, table=table,
                                              summary=session_summary(table, TWO), gallery=[], created=WHEN))
     assert "Leaderboard" not in review_text
+
+
+def test_a_case_report_says_when_the_model_did_not_answer_or_was_unsure():
+    import dataclasses
+
+    for flags, said in [({"unfamiliar": True, "uncertain": False},
+                         "no answer: unlike its training scans (its guess: Glioma, 87.6%)"),
+                        ({"unfamiliar": False, "uncertain": True}, "Glioma (87.6%): uncertain, refer"),
+                        ({"unfamiliar": False, "uncertain": False}, "Glioma (87.6%) Reference")]:
+        case = dataclasses.replace(one_case(), model_flags=flags)
+        _, text = pdf_text(case_report(session=make_session(), case=case, scan=scan_image(), heatmap=None,
+                                       reader="Dr Ann", answer=an_answer(), revealed=True, created=WHEN))
+        assert f"Model's answer {said}" in text, text

@@ -609,3 +609,17 @@ def test_nifti_scans_are_scored_against_nifti_label_masks_with_a_margin_in_milli
     assert run.info["dataset"]["masks"] == "study-masks" and len(run.masks) == 4
     assert (run.masks["margin_mm"] == 2.5).all() and margin_text(run.metrics["masks"]) == "2.5 mm"
     assert run.masks["dilated_share"].gt(12 * 8 / (96 * 72)).all()  # the outline grown beyond itself
+
+
+def test_a_slice_of_pixels_that_are_not_square_is_shown_in_true_proportion():
+    from PIL import Image
+
+    from dashboard.heatmaps import in_proportion
+
+    # 128 x 128 pixels of 0.5 mm down and 0.8 mm across: 64 mm high, 102.4 mm wide; shown 512 wide, 320 high.
+    pictures, mm_per_pixel = in_proportion([Image.new("L", (128, 128)), Image.new("RGB", (128, 128))], (0.5, 0.8))
+    assert [p.size for p in pictures] == [(512, 320)] * 2 and mm_per_pixel == pytest.approx(0.2)
+    # Square pixels keep their shape, only enlarged to be legible; a large slice is left as it is.
+    assert in_proportion([Image.new("L", (200, 100))], (1.0, 1.0))[0][0].size == (512, 256)
+    big, mm = in_proportion([Image.new("L", (900, 600))], (0.3, 0.3))
+    assert big[0].size == (900, 600) and mm == pytest.approx(0.3)

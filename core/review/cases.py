@@ -165,8 +165,8 @@ def checked_volume(files: list[tuple[str, bytes]]) -> CheckedScan:
 
     volume = read_scan(files)
     if volume.burned_in:
-        raise ScanRefused("its header says the pixels carry burned-in annotation, which may name the patient, so it "
-                          "is not kept for a session (the Predict page shows such a scan, flagged)")
+        raise ScanRefused("a DICOM header of this scan says its pixels carry burned-in annotation, which may name "
+                          "the patient, so it is not kept for a session (the Predict page shows such a scan, flagged)")
     index = volume.count // 2
     picture = volume.image(index)
     check_geometry(*picture.size)
@@ -278,8 +278,9 @@ def cases_from_uploads(classifier, uploads: list[tuple[str, bytes]]) -> tuple[li
     for group in groups:
         try:
             kept.append(checked_volume(group))
-        except ValueError as error:
-            problems.append(f"{scan_name(group)}: {error}")
+        except ValueError as error:  # a reason that begins with the file's name is not given it twice
+            name = scan_name(group)
+            problems.append(str(error) if str(error).startswith(group[0][0]) else f"{name}: {error}")
     unique = []
     for scan in kept:
         if scan.stored not in blobs:

@@ -265,10 +265,7 @@ def _probabilities(case: CaseView) -> Flowable:
 
 
 def _model_section(case: CaseView) -> list[Flowable]:
-    answer = _class_name(case.model_label)
-    probability = (case.model_probabilities or {}).get(case.model_label)
-    if probability is not None:
-        answer = f"{answer} ({100 * probability:.1f}%)"
+    answer = case.model_said(_class_name, with_probability=True)
     return [_facts([("Model's answer", answer), ("Reference", _class_name(case.reference, "not known"))]),
             Spacer(1, 4), _probabilities(case)]
 

@@ -13,7 +13,7 @@ import datetime as dt
 import hashlib
 import secrets
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, Integer, func, select
@@ -87,6 +87,21 @@ class CaseView:
     def model_answered(self) -> bool:
         """Whether the model's class is an answer: not for a scan it flagged as unlike its training scans."""
         return self.model_label is not None and not (self.model_flags or {}).get("unfamiliar", False)
+
+    def model_said(self, name: Callable[[str], str] = str, with_probability: bool = False) -> str:
+        """What the model said, in words, with ``name`` giving a class's name: its class; its class as a guess when
+        it did not answer (a scan unlike its training scans); its class, to refer, when under its threshold; with
+        its probability when asked."""
+        if self.model_label is None:
+            return "no answer recorded"
+        flags = self.model_flags or {}
+        probability = (self.model_probabilities or {}).get(self.model_label) if with_probability else None
+        said = name(self.model_label)
+        if flags.get("unfamiliar"):
+            guess = said if probability is None else f"{said}, {100 * probability:.1f}%"
+            return f"no answer: unlike its training scans (its guess: {guess})"
+        return (said + ("" if probability is None else f" ({100 * probability:.1f}%)")
+                + (": uncertain, refer" if flags.get("uncertain") else ""))
 
 
 @dataclass(frozen=True)

@@ -168,9 +168,9 @@ def _dataset(name: str, blob: bytes):
     except ScanRefused:
         raise
     except InvalidDicomError:
-        raise ScanRefused(f"{name} is not a DICOM file (no DICM preamble)") from None
-    except Exception as error:  # damaged files raise many types
-        raise ScanRefused(f"{name} is a damaged DICOM file ({type(error).__name__})") from None
+        raise ScanRefused(f"{name} is not a DICOM file: it lacks the marker every DICOM file begins with") from None
+    except Exception:  # noqa: BLE001 - damaged files raise many types
+        raise ScanRefused(f"{name} is a damaged DICOM file: its header cannot be read") from None
 
 
 def _withheld(dataset) -> tuple[tuple[str, ...], int]:
@@ -222,10 +222,10 @@ def _frames(dataset, name: str) -> np.ndarray:
     try:
         with quiet_pydicom():
             pixels = dataset.pixel_array
-    except Exception as error:  # a transfer syntax no installed decoder handles, or damaged pixel data
+    except Exception:  # noqa: BLE001 - a transfer syntax no installed decoder handles, or damaged pixel data
         syntax = getattr(dataset.file_meta, "TransferSyntaxUID", None)
-        raise ScanRefused(f"{name}: its pixels cannot be decoded ({getattr(syntax, 'name', syntax)}; "
-                          f"{type(error).__name__})") from None
+        raise ScanRefused(f"{name}: its pixels cannot be decoded (stored as {getattr(syntax, 'name', syntax)}: no "
+                          "decoder here reads it, or the pixel data is damaged)") from None
     if pixels.size != frames * rows * columns:  # what was decoded, not what the header said
         raise ScanRefused(f"{name} decodes to {pixels.size:,} pixels, not the {frames} frames of {rows} x {columns} "
                           "its header states")
@@ -368,8 +368,8 @@ def _nifti_ras(blob: bytes, what: str = "volume") -> tuple[np.ndarray, list[floa
     try:
         canonical = nibabel.as_closest_canonical(image)
         data = np.asarray(canonical.dataobj, dtype=np.float32).reshape(canonical.shape[:3])
-    except Exception as error:  # noqa: BLE001 - truncated or damaged voxel data
-        raise ScanRefused(f"the {what}'s voxels cannot be read ({type(error).__name__})") from None
+    except Exception:  # noqa: BLE001 - truncated or damaged voxel data
+        raise ScanRefused(f"the {what}'s voxels cannot be read: the file is truncated or damaged") from None
     return data, [float(z) for z in canonical.header.get_zooms()[:3]]
 
 

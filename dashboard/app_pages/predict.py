@@ -16,7 +16,7 @@ from core.sources import read_image
 from core.sources.images import pixel_spacing
 from core.sources.files import printable
 from dashboard.charts import probability_bars
-from dashboard.heatmaps import png_bytes, with_colour_bar, with_header, with_scale_bar
+from dashboard.heatmaps import in_proportion, png_bytes, with_colour_bar, with_header, with_scale_bar
 from dashboard.captions import Verdict, layer_label, localisation_sentence, md, verdict
 from dashboard.common import available_models, classifier_at, error_boundary, get_classifier, runs_of_model
 
@@ -341,12 +341,15 @@ def show_scan(position: int, name: str, digest: str, image, row, explained_class
         shown = image.copy()
         shown.thumbnail((DISPLAY_SIDE, DISPLAY_SIDE))
         width, height = image.info.get("source_size", image.size)
-        original.image(png_bytes(shown), caption=f"{md(name)} ({width} x {height})", width="stretch",
-                       output_format="PNG")
-        blended = overlay(shown, heatmap, opacity)
+        blended, displayed = overlay(shown, heatmap, opacity), shown
         spacing = pixel_spacing(image)
-        if spacing:  # a DICOM or NIfTI slice: the heatmap's scale in millimetres
-            blended = with_scale_bar(blended, spacing[1] * image.width / shown.width)
+        if spacing:  # a DICOM or NIfTI slice: in true proportion, with the heatmap's scale in millimetres
+            (displayed, blended), mm_per_pixel = in_proportion(
+                [shown.convert("RGB"), blended],
+                (spacing[0] * image.height / shown.height, spacing[1] * image.width / shown.width))
+            blended = with_scale_bar(blended, mm_per_pixel)
+        original.image(png_bytes(displayed), caption=f"{md(name)} ({width} x {height})", width="stretch",
+                       output_format="PNG")
         blended = with_colour_bar(blended, scale)
         why = CLASS_LABELS[classifier.classes[int(explained_class)]]
         class_specific = CAM_METHODS[method].class_specific
