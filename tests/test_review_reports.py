@@ -127,6 +127,9 @@ def test_a_session_report_has_each_reader_the_intervals_fleiss_and_the_gallery()
                      "Heatmap ratings", "on the tumour", "Disagreement gallery", "Readers: Ann said No tumour",
                      f"Bob wrote {MARKUP_NOTE}", "No heatmap for this case", FOOTER]:
         assert expected in text, expected
+    # No header breaks inside a word: each of these words comes out whole.
+    for word in ["Answers", "Accuracy", "Confidence", "Changed", "Reference", "Readers", "Wrong"]:
+        assert re.search(rf"\b{word}\b", text), word
 
 
 def test_one_reader_has_no_fleiss_line_and_an_undefined_kappa_reads_n_a():

@@ -196,9 +196,29 @@ def _cell(value: object, style: ParagraphStyle = CELL) -> Flowable:
     return value if isinstance(value, Flowable) else _paragraph(value, style)
 
 
+def _header_widths(header: Sequence[object], widths: Sequence[float]) -> list[float]:
+    """Column widths at least as wide as each header's longest word (a header never breaks inside a word), taken
+    from the widest columns while the table would be wider than the page."""
+    from reportlab.pdfbase.pdfmetrics import stringWidth
+
+    padding = 13  # the table's cell padding, both sides, and a point to spare
+    least = [max((stringWidth(word, HEADER_CELL.fontName, HEADER_CELL.fontSize) for word in str(name).split()),
+                 default=0) + padding for name in header]
+    out = [max(w, m) for w, m in zip(widths, least)]
+    while sum(out) > CONTENT_WIDTH + 0.5:
+        slack = [w - m for w, m in zip(out, least)]
+        widest = max(range(len(slack)), key=slack.__getitem__)
+        if slack[widest] <= 0:
+            break
+        out[widest] -= min(slack[widest], sum(out) - CONTENT_WIDTH)
+    return out
+
+
 def _grid(rows: Sequence[Sequence[object]], widths: Sequence[float] | None = None) -> Table:
     """A ruled table whose first row is its header (repeated when the table runs onto another page)."""
     cells = [[_cell(v, HEADER_CELL if k == 0 else CELL) for v in row] for k, row in enumerate(rows)]
+    if widths is not None:
+        widths = _header_widths(rows[0], widths)
     table = Table(cells, colWidths=widths, repeatRows=1, hAlign="LEFT")
     table.setStyle(TableStyle([("GRID", (0, 0), (-1, -1), 0.4, RULE_COLOUR),
                                ("BACKGROUND", (0, 0), (-1, 0), HEADER_FILL),
@@ -335,7 +355,7 @@ def _readers_section(summary: dict) -> list[Flowable]:
              _paragraph("Accuracy is against the reference, on the cases that have one; the model's accuracy is on "
                         "those same cases. Intervals are 95%: Wilson for accuracies, a bootstrap over cases for "
                         "Cohen's kappas."),
-             Spacer(1, 4), _grid([header, *rows], widths=[64, 48, 68, 68, 68, 68, 58, 50])]
+             Spacer(1, 4), _grid([header, *rows], widths=[64, 51, 64, 64, 64, 64, 63, 53])]
     fleiss = summary.get("fleiss")
     if fleiss is not None:
         story.append(_paragraph(f"Fleiss' kappa across {fleiss['readers']} readers, on the {fleiss['cases']} cases "
