@@ -235,6 +235,19 @@ def test_a_case_keeps_whether_the_model_recognised_the_scan_and_was_sure():
                                               {"unfamiliar": False, "uncertain": False},
                                               {"unfamiliar": False, "uncertain": True}]
     assert [c.reference for c in cases] == ["glioma", "glioma", "meningioma", "notumor"]
+    # Said wherever the model's class is shown: on the pages, in both PDFs and in the answers' CSV.
+    import dataclasses
+
+    viewed = [CaseView(k, k, f"{k}.png", "0" * 64, f"{k}.png", c.reference, c.model_label, c.model_probabilities,
+                       c.model_flags) for k, c in enumerate(cases)]
+    said = [c.model_label for c in viewed]
+    assert [c.model_said() for c in viewed] == [said[0], f"no answer: unlike its training scans (its guess: {said[1]})",
+                                                said[2], f"{said[3]}: uncertain, refer"]
+    table = answers_table(viewed, [{"reader": "Ann", "case_id": k, "label": "glioma", "confidence": 3, "note": "",
+                                    "heatmap_rating": None, "revised_label": None, "revised_note": None,
+                                    "answered_at": None} for k in range(4)])
+    assert table["model_answered"].tolist() == [True, False, True, True]
+    assert dataclasses.replace(viewed[0], model_label=None).model_said() == "no answer recorded"
 
 
 def test_an_uploaded_blank_scan_is_not_answered_by_the_default_model(tmp_path):

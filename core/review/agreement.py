@@ -25,18 +25,21 @@ MAX_UNDEFINED = 0.05   # the share of bootstrap resamples in which a kappa may b
 
 
 def answers_table(cases: Sequence[CaseView], answers: Sequence[dict]) -> pd.DataFrame:
-    """One row per answer, with its case's reference and model answer beside it, in reader then case order."""
+    """One row per answer, with its case's reference and model answer beside it (``model_answered``: False where the
+    model's class is only a guess, on a scan unlike its training scans), in reader then case order."""
     by_id = {c.id: c for c in cases}
     rows = []
     for a in answers:
         case = by_id[a["case_id"]]
         rows.append({"reader": a["reader"], "case": case.position + 1, "image": case.title,
-                     "reference": case.reference, "model": case.model_label, "answer": a["label"],
+                     "reference": case.reference, "model": case.model_label,
+                     "model_answered": case.model_answered if case.model_label is not None else None,
+                     "answer": a["label"],
                      "confidence": a["confidence"], "note": a["note"], "heatmap": a["heatmap_rating"],
                      "changed_to": a["revised_label"], "changed_note": a["revised_note"],
                      "answered_at": a["answered_at"]})
-    table = pd.DataFrame(rows, columns=["reader", "case", "image", "reference", "model", "answer", "confidence",
-                                        "note", "heatmap", "changed_to", "changed_note", "answered_at"])
+    table = pd.DataFrame(rows, columns=["reader", "case", "image", "reference", "model", "model_answered", "answer",
+                                        "confidence", "note", "heatmap", "changed_to", "changed_note", "answered_at"])
     known = table["reference"].notna()
     table["reader_right"] = (table["answer"] == table["reference"]).where(known)
     table["model_right"] = (table["model"] == table["reference"]).where(known & table["model"].notna())
