@@ -27,7 +27,7 @@ from core.data import CLASSES, DatasetError, scan_class_folders
 from core.evaluation import EvaluationSettings, evaluate, metrics_block
 from core.metrics import BootstrapSettings, MetricWarning
 from core.runs import RunWriter, read_run
-from core.split import join_groups
+from core.split import join_groups, join_pairs
 from core.trainer import train
 
 log = logging.getLogger(__name__)
@@ -145,18 +145,10 @@ def pooled_groups(table: pd.DataFrame, patients: list[str | None]) -> np.ndarray
     which the release's folds can split), so that two copies are never drawn as independent answers."""
     groups = join_groups(np.arange(len(table)), patients) if any(patients) else np.arange(len(table))
     where = {path: k for k, path in enumerate(table["path"])}
-    parent = list(range(int(groups.max()) + 1 if len(groups) else 0))
-
-    def root(k: int) -> int:
-        while parent[k] != k:
-            parent[k] = parent[parent[k]]
-            k = parent[k]
-        return k
-
-    for k, (copied, match) in enumerate(zip(table["train_duplicate"], table["train_match"])):
-        if pd.notna(copied) and bool(copied) and match in where:
-            parent[root(groups[k])] = root(groups[where[match]])
-    return np.unique([root(g) for g in groups.tolist()], return_inverse=True)[1]
+    copies = [(groups[k], groups[where[match]])
+              for k, (copied, match) in enumerate(zip(table["train_duplicate"], table["train_match"]))
+              if pd.notna(copied) and bool(copied) and match in where]
+    return join_pairs(groups, copies)
 
 
 def write_pooled(runs, tree, out: Path, settings: CrossvalSettings) -> Path:

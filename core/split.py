@@ -134,9 +134,9 @@ def prepare_data(cfg: TrainConfig, progress: bool = True) -> PreparedData:
                         unknown_folders=tree.unknown_folders, label_conflicts=conflicts)
 
 
-def join_groups(groups: np.ndarray, patients: list[str | None]) -> np.ndarray:
-    """Groups that also hold every image of one patient together: two duplicate groups sharing a patient become one
-    (union-find over groups and patients). Images without a patient keep their duplicate group."""
+def join_pairs(groups: np.ndarray, pairs) -> np.ndarray:
+    """Groups (ids per image) with each pair of groups in ``pairs`` made one, transitively (union-find); returned
+    as ids 0..k-1."""
     parent = list(range(int(groups.max()) + 1 if len(groups) else 0))
 
     def root(k: int) -> int:
@@ -145,14 +145,19 @@ def join_groups(groups: np.ndarray, patients: list[str | None]) -> np.ndarray:
             k = parent[k]
         return k
 
-    first_group: dict[str, int] = {}
-    for group, patient in zip(groups.tolist(), patients):
-        if patient is None:
-            continue
-        other = first_group.setdefault(patient, group)
-        parent[root(group)] = root(other)
+    for one, other in pairs:
+        parent[root(int(one))] = root(int(other))
     roots = np.array([root(g) for g in groups.tolist()], dtype=int)
     return np.unique(roots, return_inverse=True)[1]
+
+
+def join_groups(groups: np.ndarray, patients: list[str | None]) -> np.ndarray:
+    """Groups that also hold every image of one patient together: two duplicate groups sharing a patient become one.
+    Images without a patient keep their duplicate group."""
+    first_group: dict[str, int] = {}
+    pairs = [(group, first_group.setdefault(patient, group))
+             for group, patient in zip(groups.tolist(), patients) if patient is not None]
+    return join_pairs(groups, pairs)
 
 
 def exact_label_conflicts(samples: list[Sample], fingerprints: list) -> list[list[str]]:
