@@ -201,9 +201,11 @@ def dilate(mask: np.ndarray, pixels: float) -> np.ndarray:
 
 
 def grown_outline(mask: np.ndarray, size: int, dilation_px: float = DILATION_PX, dilation_mm: float | None = None,
-                  spacing_mm: tuple[float, float] | None = None) -> tuple[np.ndarray, float | None]:
+                  spacing_mm: tuple[float, float] | None = None, placed: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, float | None]:
     """A mask of the scan's size grown for the tolerant scores and placed on the network's ``size`` grid, and the
-    margin that came to in millimetres (None when the spacing is not known).
+    margin that came to in millimetres (None when the spacing is not known). ``placed``: the mask already on the
+    grid (:func:`on_grid`), when the caller has it.
 
     ``dilation_mm`` takes in every pixel whose centre lies within that many millimetres of the tumour, measured on
     the scan itself with its (row, column) ``spacing_mm`` (an exact distance transform, so pixels that are not square
@@ -232,7 +234,7 @@ def grown_outline(mask: np.ndarray, size: int, dilation_px: float = DILATION_PX,
     margin = None
     if spacing_mm:
         margin = float(np.floor(radius) * max(width, height) / size * (spacing_mm[0] + spacing_mm[1]) / 2)
-    return dilate(on_grid(mask, size), radius), margin
+    return dilate(on_grid(mask, size) if placed is None else placed, radius), margin
 
 
 def centre_blob(size: int) -> np.ndarray:
@@ -297,7 +299,7 @@ def score_against_mask(heatmap: np.ndarray, mask: np.ndarray, dilation_px: float
     on_scan, region = on_grid(mask, size), image_region(width, height, size)
     if not (on_scan & region).any():
         raise MaskError("the mask is empty: it marks no tumour")
-    grown, margin = grown_outline(mask, size, dilation_px, dilation_mm, spacing_mm)
+    grown, margin = grown_outline(mask, size, dilation_px, dilation_mm, spacing_mm, placed=on_scan)
     grown &= region
     ours = mask_scores(heatmap, on_scan, region, grown=grown)
     blob = mask_scores(centre_blob(size), on_scan, region, grown=grown)

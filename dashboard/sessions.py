@@ -125,9 +125,8 @@ def _explained(image: Image.Image, model_file: str | None, model_error: str, ima
                      f"{label(classifier.classes[int(result.targets[0])])}"
                      + "".join(f"; {n}" for n in [*notes, said] if n))
     shown = [image.convert("RGB")] + ([drawn] if drawn is not None else [])
-    if spacing_mm:  # the spacing of the scan as stored, scaled to the thumbnail
-        scaled = (spacing_mm[0] * raw_size[1] / image.height, spacing_mm[1] * raw_size[0] / image.width)
-        shown, mm_per_pixel = in_proportion(shown, scaled)
+    if spacing_mm:  # the spacing of the scan as stored, before the thumbnail
+        shown, mm_per_pixel = in_proportion(shown, spacing_mm, raw_size)
         shown = [with_scale_bar(p, mm_per_pixel) for p in shown]
     return CasePictures(png_bytes(shown[0]), png_bytes(shown[1]) if drawn is not None else None, described,
                         shown[0].size)
@@ -148,9 +147,13 @@ def _stack(stack_file: str, stack_sha256: str) -> Stack:
     return stack
 
 
+def _stack_file(case: CaseView) -> str:
+    return str(contained_path(data_dir(), case.stack, "uploaded scan"))
+
+
 def case_stack(case: CaseView) -> Stack:
     """The slab of slices of an uploaded volume's case (ValueError says why it cannot be read)."""
-    return _stack(str(contained_path(data_dir(), case.stack, "uploaded scan")), case.stack_sha256)
+    return _stack(_stack_file(case), case.stack_sha256)
 
 
 @st.cache_data(show_spinner="Computing the heatmap…", max_entries=96)
@@ -184,8 +187,7 @@ def case_pictures(session: SessionView, case: CaseView, with_heatmap: bool, slic
             mask = review.mask_path(images_root.parent, images_root.name, case.image)
             mask_file = str(mask) if mask else None
     if case.stack and slice_index is not None:
-        stack_file = str(contained_path(data_dir(), case.stack, "uploaded scan"))
-        return _slice_pictures(stack_file, case.stack_sha256, slice_index, case.stack_slice, case.model_label,
+        return _slice_pictures(_stack_file(case), case.stack_sha256, slice_index, case.stack_slice, case.model_label,
                                model_file, model_error)
     return _pictures(str(image_file), case.image_sha256, model_file, model_error, mask_file)
 

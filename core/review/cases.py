@@ -29,7 +29,7 @@ from core.atomic import finish_atomic_write
 from core.review.errors import ReviewError
 from core.review.store import NewCase
 from core.sources import FileRefused, contained_path, read_bytes, read_image
-from core.sources.images import MAX_FILE_BYTES
+from core.sources.images import MAX_FILE_BYTES, png_bytes
 
 SELECTIONS = {"all": "Every case", "errors": "The model's errors", "uncertain": "The most uncertain cases (lowest "
               "confidence)", "sample": "A stratified random sample"}
@@ -135,12 +135,6 @@ class CheckedScan:
     stack_slice: int | None = None
 
 
-def png_of(picture: Image.Image) -> bytes:
-    rendered = io.BytesIO()
-    picture.save(rendered, "PNG")
-    return rendered.getvalue()
-
-
 @dataclass(frozen=True)
 class Stack:
     """The slices kept of an uploaded volume: a slab around the case's slice."""
@@ -171,7 +165,7 @@ def checked_volume(files: list[tuple[str, bytes]]) -> CheckedScan:
     picture = volume.image(index)
     check_geometry(*picture.size)
     image = prepare_image(picture)
-    blob = png_of(picture)
+    blob = png_bytes(picture, compress_level=6)  # kept for good
     digest = hashlib.sha256(blob).hexdigest()
     where = f"{volume.axis} " if volume.axis else ""
     title = f"{scan_name(files)}, {where}slice {index + 1} of {volume.count}"
@@ -238,7 +232,7 @@ def checked_upload(blob: bytes) -> tuple[str, str, Image.Image, bytes]:
 
     image = read_image(blob)  # a DICOM or NIfTI file: the slice it stands for (core.sources.volumes.stated_slice)
     if is_volume_bytes(blob) or is_mat(blob):
-        blob, extension = png_of(image), "png"
+        blob, extension = png_bytes(image, compress_level=6), "png"
     else:
         with Image.open(io.BytesIO(blob)) as probe:
             extension = EXTENSIONS.get(probe.format or "", "img")

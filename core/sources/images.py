@@ -126,6 +126,14 @@ def read_image(source: str | os.PathLike | bytes) -> Image.Image:
                            ) from None
 
 
+def png_bytes(image: Image.Image, compress_level: int = 1) -> bytes:
+    """An image as PNG bytes. The default, the fastest zlib level, suits pictures a page shows and offers for download
+    as they are (three times faster than zlib's default for 15% more bytes); files kept for good pass 6."""
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", compress_level=compress_level)
+    return buffer.getvalue()
+
+
 def pixel_spacing(image: Image.Image, stated_mm: float | None = None) -> tuple[float, float] | None:
     """The (row, column) size in millimetres of one pixel of an image :func:`read_image` returned: the spacing its
     file states (a DICOM or NIfTI slice), else ``stated_mm`` (a dataset's spacing, given by hand, for square pixels

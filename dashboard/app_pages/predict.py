@@ -344,9 +344,7 @@ def show_scan(position: int, name: str, digest: str, image, row, explained_class
         blended, displayed = overlay(shown, heatmap, opacity), shown
         spacing = pixel_spacing(image)
         if spacing:  # a DICOM or NIfTI slice: in true proportion, with the heatmap's scale in millimetres
-            (displayed, blended), mm_per_pixel = in_proportion(
-                [shown.convert("RGB"), blended],
-                (spacing[0] * image.height / shown.height, spacing[1] * image.width / shown.width))
+            (displayed, blended), mm_per_pixel = in_proportion([shown.convert("RGB"), blended], spacing, image.size)
             blended = with_scale_bar(blended, mm_per_pixel)
         original.image(png_bytes(displayed), caption=f"{md(name)} ({width} x {height})", width="stretch",
                        output_format="PNG")
