@@ -99,8 +99,9 @@ def offline_weights_file() -> Path:
 
 
 def pytest_terminal_summary(terminalreporter):
-    """How many bad and hostile inputs tests/test_hostile_inputs.py tried, and against how many entry points."""
-    module = sys.modules.get("test_hostile_inputs")
+    """How many bad and hostile inputs the tests tried (tests/hostile.py counts them), and against how many entry
+    points."""
+    module = sys.modules.get("hostile")
     if module is None or not module.TRIED["inputs"]:
         return
     pairs = module.TRIED["pairs"]

@@ -24,6 +24,16 @@ from PIL import Image
 from conftest import synthetic_slice
 
 
+TRIED: dict[str, set] = {"inputs": set(), "pairs": set()}
+
+
+def tried(entry_point: str, what: str) -> None:
+    """Count a bad or hostile input fed to an entry point, from any test module (tests/conftest.py prints the
+    totals at the end of the session)."""
+    TRIED["inputs"].add(what)
+    TRIED["pairs"].add((entry_point, what))
+
+
 @dataclass(frozen=True)
 class Hostile:
     name: str                                  # the file name it arrives under

@@ -33,18 +33,12 @@ from core.model import build_resnet50
 from core.runs import RunError, read_run
 from core.sources import ImageRefused, read_image
 from core.sources.images import WORKING_SIDE
-from hostile import (NON_UTF8_NAME, checkpoint_inputs, encode, image_inputs, run_inputs, scan, special_files)
+from hostile import (NON_UTF8_NAME, checkpoint_inputs, encode, image_inputs, run_inputs, scan, special_files,
+                     tried)
 from test_checkpoint import metadata
 
 APP = str(ROOT / "dashboard" / "app.py")
 MEMORY_BOUND_MB = 400  # peak resident memory any single input may add to a process that has loaded the model
-TRIED: dict[str, set] = {"inputs": set(), "pairs": set()}
-
-
-def tried(entry_point: str, what: str) -> None:
-    """Count an input fed to an entry point (tests/conftest.py prints the totals)."""
-    TRIED["inputs"].add(what)
-    TRIED["pairs"].add((entry_point, what))
 
 
 def plain(markdown: str) -> str:
