@@ -4,6 +4,9 @@ the PDF session report."""
 
 from __future__ import annotations
 
+import csv
+import re
+
 import pandas as pd
 import streamlit as st
 
@@ -368,19 +371,24 @@ def missed_for_discussion(session: SessionView, cases: list[CaseView], difficult
                                                    f"reference {label(case.reference)}, model: {case.model_said(label)}")
 
 
-def csv_bytes(table: pd.DataFrame) -> bytes:
-    """A table as CSV that a spreadsheet opens as text: a cell that begins with =, +, - or @ (a formula, from a
-    note or a name) gets a leading apostrophe."""
-    def safe(value):
-        return "'" + value if isinstance(value, str) and value[:1] in ("=", "+", "-", "@") else value
+# Where a spreadsheet could start a formula inside a text cell: at its start, or after any character that one of
+# the separators a spreadsheet may assume (comma, semicolon, tab) or a line break would split the cell at.
+FORMULA_START = re.compile(r"(?<![^,;\t\r\n])(?=[=+\-@\t\r])")
 
-    return table.map(safe).to_csv(index=False).encode()
+
+def csv_bytes(table: pd.DataFrame) -> bytes:
+    """A table as CSV that a spreadsheet opens as text whichever separator it assumes (Excel takes ";" in several
+    European locales, and a tab when pasted): every text cell is quoted, and an apostrophe goes before each =, +, -,
+    @, tab or carriage return that would begin a field, at the start of a cell or after a comma, semicolon, tab or
+    line break inside it (a reader called "x;=cmd|..." would otherwise be a formula)."""
+    def safe(value):
+        return FORMULA_START.sub("'", value) if isinstance(value, str) else value
+
+    return table.map(safe).to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC).encode()
 
 
 def file_stem(session: SessionView) -> str:
     """The start of the session's download names: its date and name, in characters every file system takes."""
-    import re
-
     name = re.sub(r"[^A-Za-z0-9]+", "-", session.name).strip("-")[:40] or "session"
     return f"{session.created_at:%Y-%m-%d}-{name}"
 
