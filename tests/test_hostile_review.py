@@ -5,11 +5,13 @@ locked or on a full disk. Every input is counted with tried()."""
 from __future__ import annotations
 
 import csv
+import html
 import io
 
 import pytest
 
 from hostile import tried
+from test_review_dashboard import button, problems, review_page, texts
 
 CLASSES = ["glioma", "meningioma", "notumor", "pituitary"]
 FORMULA = ("=", "+", "-", "@", "\t", "\r")
@@ -22,6 +24,21 @@ def engine(tmp_path):
 
     yield open_database(f"sqlite:///{tmp_path / 'review.sqlite'}")
     close_databases()
+
+
+@pytest.fixture
+def review_data(tmp_path, monkeypatch):
+    """The dashboard's data folder, and with it its SQLite database, in tmp_path."""
+    from core.review.schema import close_databases
+
+    monkeypatch.setenv("BRAIN_MRI_DATA", str(tmp_path / "data"))
+    monkeypatch.delenv("BRAIN_MRI_DB", raising=False)
+    yield tmp_path / "data"
+    close_databases()
+
+
+def errors(at) -> list[str]:
+    return [html.unescape(e.value) for e in at.error]
 
 
 def cases(n: int = 3):
@@ -99,3 +116,64 @@ def test_a_csv_quotes_text_and_leaves_numbers_as_numbers():
 
     blob = csv_bytes(pd.DataFrame({"reader": ["Ann"], "kappa": [-0.25], "answered": [3]}))
     assert blob.decode().splitlines() == ['"reader","kappa","answered"', '"Ann",-0.25,3']
+
+
+# --------------------------------------------------------------------------------------------------
+# Readers' names
+
+LOOK_ALIKES = {  # each passes for "Ann" (or "Bill", "Tom") in the page's font
+    "\u0410nn": "Cyrillic capital A", "\u0391nn": "Greek capital Alpha", "\u0430nn": "Cyrillic small a",
+    "ANN": "capitals", "\uff21\uff4e\uff4e": "full-width letters",
+    "B\u0456ll": "Cyrillic i", "Bi11": "digit ones for l", "BiII": "capital I for l",
+    "\u0422\u041e\u041c": "Tom in Cyrillic capitals",
+    "T\u03bfm": "Greek omicron",
+}
+INVISIBLE = {
+    "\u3164": "Hangul filler alone", "Ann\u3164": "Hangul filler after a name", "\u115f": "Hangul choseong filler",
+    "\uffa0": "half-width Hangul filler", "Ann\u200b": "zero-width space", "A\u200dnn": "zero-width joiner",
+    "Ann\u2060": "word joiner", "\u202eAnn": "right-to-left override", "Ann\u00ad": "soft hyphen",
+    "Ann\ufe0f": "variation selector", "Ann\U000e0041": "tag character", "Ann\ue000": "private use",
+    "Ann\u2028": "line separator", "Dr\nAnn": "line break", "Ann\x00": "NUL", "\u2800": "braille blank",
+    "Ann\u034f": "combining grapheme joiner", "\u0301": "a lone accent", "...": "no letter",
+}
+
+
+def test_look_alike_and_invisible_names_are_refused_beside_the_real_one(engine):
+    from core.review import ReviewError, store
+
+    session, _, _ = store.create_session(engine, "Names", cases(), CLASSES, readers=["Ann", "Bill", "Tom"])
+    for name, what in LOOK_ALIKES.items():
+        with pytest.raises(ReviewError, match="looks the same, has already joined"):
+            store.join(engine, session.code, name)
+        with pytest.raises(ReviewError, match="same name"):
+            store.create_session(engine, "Twins", cases(), CLASSES, readers=["Ann", "Bill", "Tom", name])
+        tried("library: core.review.store.join", f"reader name: {what}")
+    for name, what in INVISIBLE.items():
+        for attempt in (lambda: store.join(engine, session.code, name),
+                        lambda: store.create_session(engine, "Hidden", cases(), CLASSES, readers=[name])):
+            with pytest.raises(ReviewError, match="shows as nothing|no letter or digit") as refused:
+                attempt()
+            assert name not in str(refused.value)  # said by its code point, never echoed
+        tried("library: core.review.store.join", f"reader name: {what}")
+    assert [r.name for r in store.session_readers(engine, session.id)] == ["Ann", "Bill", "Tom"]
+    # Names of other scripts, accents and spaces of their own are names.
+    for name in ("Анна", "Zoë", "Zoe", "李 华", "Dr\u3000Eve", "ﬁona"):
+        store.join(engine, session.code, name)
+    assert [r.name for r in store.session_readers(engine, session.id)][3:] == ["Анна", "Zoë", "Zoe", "李 华",
+                                                                               "Dr Eve", "fiona"]
+
+
+def test_a_hidden_name_gets_a_sentence_on_the_join_page(review_data):
+    from core.review import open_database, store
+    from dashboard.common import database_url
+
+    engine = open_database(database_url())
+    session, _, _ = store.create_session(engine, "Open", cases(), CLASSES, readers=["Ann"])
+    at = review_page(session=session.code)
+    at.text_input[0].set_value("Ann\u3164")
+    next(b for b in at.button if b.label == "Join").click().run()
+    tried("dashboard: review join page", "reader name: Hangul filler after a name")
+    assert not at.exception and errors(at) == [
+        "The reader's name holds a character that shows as nothing or breaks the line (U+3164); type the name "
+        "again without it."]
+    assert "reader" not in at.query_params

@@ -102,12 +102,15 @@ def test_readers_join_by_name_once_and_come_back_by_their_key(database_url):
     session, owner, keys, _ = new_session(engine)
     assert store.session_for_organiser(engine, owner).id == session.id
     assert store.reader_by_key(engine, keys["Ann"]).name == "Ann"
-    cat, cat_key = store.join(engine, session.code, "  Cat\x00 ")
+    cat, cat_key = store.join(engine, session.code, "  Cat ")
     assert cat.name == "Cat" and store.reader_by_key(engine, cat_key) == cat
-    for taken in ("Ann", "ann", " ANN ", "Ａｎｎ"):  # a name is not a key: Ann's answers stay Ann's
+    for taken in ("Ann", "ann", " ANN ", "Ａｎｎ", "\u0410nn"):  # a name is not a key: Ann's answers stay Ann's
         with pytest.raises(ReviewError, match="already joined"):
             store.join(engine, session.code, taken)
-    assert store.join(engine, session.code, "Dr\nEve\t")[0].name == "DrEve"  # one line, no control characters
+    for hidden in ("Cat\x00", "Dr\nEve"):  # one line, nothing invisible
+        with pytest.raises(ReviewError, match="shows as nothing or breaks the line"):
+            store.join(engine, session.code, hidden)
+    assert store.join(engine, session.code, "Dr\u3000 Eve")[0].name == "Dr Eve"  # NFKC, one space
     for odd in ("x" * 500, "code\x00", "ümlaut"):  # refused before the database sees it
         with pytest.raises(ReviewError, match="no review session has this code"):
             store.join(engine, odd, "Zed")
@@ -118,7 +121,7 @@ def test_readers_join_by_name_once_and_come_back_by_their_key(database_url):
     closed, *_ = new_session(engine, joinable=False)
     with pytest.raises(ReviewError, match="does not take new readers"):
         store.join(engine, closed.code, "Dan")
-    assert [r.name for r in store.session_readers(engine, session.id)] == ["Ann", "Bob", "Cat", "DrEve"]
+    assert [r.name for r in store.session_readers(engine, session.id)] == ["Ann", "Bob", "Cat", "Dr Eve"]
     store.set_joinable(engine, session, False)
     with pytest.raises(ReviewError, match="does not take new readers"):
         store.join(engine, session.code, "Fay")
@@ -316,7 +319,7 @@ def test_a_database_at_the_first_schema_is_upgraded_in_place_and_keeps_its_sessi
     raw.dispose()
     engine = open_database(database_url)
     with engine.connect() as connection:
-        assert schema_version(connection) == SCHEMA_VERSION == 2
+        assert schema_version(connection) == SCHEMA_VERSION == 3
         assert {c["name"] for c in inspect(connection).get_columns("review_cases")} >= {"stack", "stack_sha256",
                                                                                        "stack_slice"}
     (case,) = store.session_cases(engine, old)
@@ -328,3 +331,68 @@ def test_a_database_at_the_first_schema_is_upgraded_in_place_and_keeps_its_sessi
     first, second = store.session_cases(engine, session.id)
     assert (first.stack, first.stack_sha256, first.stack_slice) == ("uploads/c.npz", "c" * 64, 2)
     assert second.stack is None and second.stack_slice is None
+
+
+def test_a_database_at_the_second_schema_gets_look_alike_name_keys_and_keeps_every_reader(database_url):
+    """Version 3 computes every reader's name key again by its look-alike skeleton. Two readers who joined under
+    names that now fall together ("Аnn" with a Cyrillic A, then "ann") both stay with their answers, and nobody can
+    join as either any more; a key that becomes another reader's old key is no conflict."""
+    from core.review.schema import MIGRATIONS, _versions
+
+    raw = create_engine(database_url)
+    with raw.begin() as connection:  # what the second release made, with the keys it computed
+        _versions.create(connection)
+        for _, migrate in MIGRATIONS[:2]:
+            migrate(connection)
+        connection.execute(_versions.insert().values(version=2))
+        connection.execute(text("INSERT INTO review_sessions (code, owner_key, name, mode, kind, joinable, classes, "
+                                "source, model, created_at) VALUES ('c0de', 'k', 'Old session', 'blinded', 'review', "
+                                ":yes, '[\"glioma\", \"notumor\"]', '{}', '{}', :now)"),
+                           {"yes": True, "now": dt.datetime(2026, 6, 1, tzinfo=dt.timezone.utc)})
+        old = connection.execute(text("SELECT id FROM review_sessions WHERE code = 'c0de'")).scalar_one()
+        connection.execute(text("INSERT INTO review_cases (session_id, position, image, image_sha256, title) "
+                                "VALUES (:old, 0, 'Testing/glioma/1.jpg', :sha, 'case one')"), {"old": old,
+                                                                                                "sha": "a" * 64})
+        case = connection.execute(text("SELECT id FROM review_cases")).scalar_one()
+        for name, key, digest in (("\u0410nn", "\u0430nn", "1" * 64), ("ann", "ann", "2" * 64),
+                                  ("Bob", "bob", "3" * 64)):
+            connection.execute(text("INSERT INTO review_readers (session_id, name, name_key, key, joined_at) VALUES "
+                                    "(:old, :name, :key, :digest, :now)"),
+                               {"old": old, "name": name, "key": key, "digest": digest,
+                                "now": dt.datetime(2026, 6, 1, tzinfo=dt.timezone.utc)})
+            connection.execute(text("INSERT INTO review_answers (reader_id, case_id, label, confidence, note, "
+                                    "answered_at) SELECT id, :case, 'glioma', 3, :name, :now FROM review_readers "
+                                    "WHERE key = :digest"),
+                               {"case": case, "name": name, "digest": digest,
+                                "now": dt.datetime(2026, 6, 1, tzinfo=dt.timezone.utc)})
+    raw.dispose()
+    engine = open_database(database_url)
+    with engine.connect() as connection:
+        assert schema_version(connection) == SCHEMA_VERSION == 3
+        keys = connection.execute(text("SELECT name, name_key FROM review_readers ORDER BY id")).all()
+    first, second, bob = keys
+    assert first[1] == "ann" and second[1].startswith("ann#") and bob[1] == "bob"
+    session = store.session_by_code(engine, "c0de")
+    assert [r.name for r in store.session_readers(engine, old)] == ["\u0410nn", "ann", "Bob"]
+    assert sorted(a["note"] for a in store.session_answers(engine, session)) == sorted(["\u0410nn", "ann", "Bob"])
+    for taken in ("Ann", "ANN", "B0b"):
+        with pytest.raises(ReviewError, match="already joined"):
+            store.join(engine, "c0de", taken)
+    assert store.join(engine, "c0de", "Cat")[0].name == "Cat"
+
+
+def test_the_look_alike_table_reads_letters_of_other_scripts_as_latin_ones():
+    """The table of look-alikes (core.review.names) maps single characters to single Latin letters, capitals to
+    capitals, and a key is its own key: comparing keys is comparing names."""
+    import unicodedata
+
+    from core.review.names import CAPITALS, LOOK_ALIKES, name_key
+
+    for table, target in ((LOOK_ALIKES, "abcdefghijklmnopqrstuvwxyz"), (CAPITALS, "ABCDEFGHIJKLMNOPQRSTUVWXYZ")):
+        for point, letter in table.items():
+            assert len(letter) == 1 and letter in target and chr(point) != letter, unicodedata.name(chr(point))
+    for point in CAPITALS:
+        assert "CAPITAL" in unicodedata.name(chr(point))
+    for name in ("Аnn", "ТОМ", "Bi11", "Zoë", "Ηλίας", "李 华", "Arnold"):
+        assert name_key(name_key(name)) == name_key(name)
+    assert name_key("Zoë") != name_key("Zoe")  # an accent is not a look-alike

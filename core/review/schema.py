@@ -87,7 +87,7 @@ class Reader(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     session_id: Mapped[int] = mapped_column(ForeignKey("review_sessions.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(NAME_LENGTH))
-    name_key: Mapped[str] = mapped_column(String(4 * NAME_LENGTH))   # the name as compared: "Ann" and "ann" clash
+    name_key: Mapped[str] = mapped_column(String(4 * NAME_LENGTH))   # the name as compared (core.review.names)
     key: Mapped[str] = mapped_column(String(64), unique=True)
     joined_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
     session: Mapped[ReviewSession] = relationship(back_populates="readers")
@@ -180,9 +180,32 @@ def _version_2(connection: Connection) -> None:
         connection.execute(text(f"ALTER TABLE review_cases ADD COLUMN {column} {kind}"))
 
 
+def _version_3(connection: Connection) -> None:
+    """Readers' names are compared by their look-alike skeleton (:func:`core.review.names.name_key`: "Аnn" with a
+    Cyrillic A is "Ann"), no longer by case and width alone, so every stored key is computed again with it (a later
+    change of that function adds a migration that does the same). Two readers of one session whose names now fall
+    together joined before this version; both stay, with their answers, the later one's key marked with its id so
+    that keys stay unique, and nobody new can join under either name."""
+    from core.review.names import name_key
+
+    readers = text("SELECT id, session_id, name FROM review_readers ORDER BY session_id, id")
+    update = text("UPDATE review_readers SET name_key = :key WHERE id = :id")
+    rows = connection.execute(readers).all()
+    for reader_id, _, _ in rows:  # first out of the way of each other: a new key may be another reader's old one
+        connection.execute(update, {"key": f"#{reader_id}", "id": reader_id})
+    taken = set()
+    for reader_id, session_id, name in rows:
+        key = name_key(name)
+        if (session_id, key) in taken:
+            key = f"{key}#{reader_id}"
+        taken.add((session_id, key))
+        connection.execute(update, {"key": key, "id": reader_id})
+
+
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("sessions, cases, readers and answers", _version_1),
     ("the slices of an uploaded volume, for readers to scroll", _version_2),
+    ("readers' names compared by their look-alike skeleton", _version_3),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 _versions = Table("schema_version", MetaData(), Column("version", Integer, nullable=False))

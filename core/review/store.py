@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.review.errors import ReviewError
+from core.review.names import clean_name, name_key
 from core.review.schema import (NAME_LENGTH, NOTE_LENGTH, PATH_LENGTH, Answer, Case, Reader, ReviewSession, utc_now,
                                  writing)
 
@@ -144,15 +145,6 @@ def clean_text(value: str, what: str, limit: int, required: bool = True, single_
     return cleaned
 
 
-def clean_name(value: str) -> str:
-    return clean_text(value, "reader's name", NAME_LENGTH, single_line=True)
-
-
-def name_key(name: str) -> str:
-    """How names are compared within a session: "Ann", "ann" and "Ａｎｎ" (full-width) are one name."""
-    return " ".join(unicodedata.normalize("NFKC", name).casefold().split())
-
-
 def shortened(value: str, limit: int) -> str:
     """A title from a file name or a path: control characters removed, cut to ``limit`` characters."""
     cleaned = "".join(ch for ch in str(value) if unicodedata.category(ch)[0] != "C").strip() or "(no name)"
@@ -210,8 +202,8 @@ def create_session(engine: Engine, name: str, cases: Sequence[NewCase], classes:
         raise ReviewError(f"the session would have {len(cases)} cases; at most {MAX_CASES} are allowed")
     names = [clean_name(n) for n in readers]
     if len({name_key(n) for n in names}) != len(names):
-        raise ReviewError("two readers have the same name (capitals and spacing aside); each reader needs a name of "
-                          "their own")
+        raise ReviewError("two readers have the same name (capitals, spacing and look-alike letters aside); each "
+                          "reader needs a name of their own")
     if not names and not joinable:
         raise ReviewError("nobody could open this session: name at least one reader, or let readers join by its link")
     if len(names) > MAX_READERS:
@@ -295,8 +287,9 @@ def join(engine: Engine, code: str, name: str) -> tuple[ReaderView, str]:
             db.flush()
             view = _reader_view(row)
     except IntegrityError:
-        raise ReviewError(f"a reader called {name!r} has already joined this session; to go on reading as them, "
-                          "open your personal link; otherwise choose another name") from None
+        raise ReviewError(f"a reader called {name!r}, or by a name that looks the same, has already joined this "
+                          "session; to go on reading as them, open your personal link; otherwise choose another name"
+                          ) from None
     return view, key
 
 
