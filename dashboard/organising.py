@@ -78,11 +78,28 @@ def start_page(engine) -> None:
             st.error(sentence(error))
             return
         except OSError as error:
-            st.error(f"The uploaded scans could not be kept in the data folder ({md(error.strerror or error)}).")
+            st.error(not_kept(error))
             return
         st.session_state.setdefault(CREATED_KEY, {})[session.id] = reader_keys
         st.query_params.from_dict({ORGANISER: owner_key})
         st.rerun()
+
+
+def not_kept(error: OSError) -> str:
+    """Why the uploaded scans could not be written to the data folder, and what to do (the session was not made,
+    and the page keeps every choice for another try)."""
+    import errno
+
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ("The server's disk is full, so the uploaded scans cannot be kept and the session was not made; ask "
+                "whoever runs the server to free some space, then create the session again.")
+    if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return ("The dashboard's data folder on the server cannot be written to, so the uploaded scans cannot be "
+                "kept and the session was not made; ask whoever runs the server to make it writable, then create "
+                "the session again.")
+    why = md(error.strerror or "the disk failed")
+    return (f"The uploaded scans could not be written to the data folder ({why}), so the session was not made; try "
+            "again, and ask whoever runs the server if it goes on.")
 
 
 def session_code(given: str) -> str:
@@ -240,8 +257,12 @@ def links(engine, session: SessionView, key: str) -> None:
                              key=f"review.joinable.{session.id}",
                              help="Close it once the class has joined: nobody can then come in under a second name")
         if joinable != session.joinable:
-            store.set_joinable(engine, session, joinable)
-            st.rerun()
+            try:
+                store.set_joinable(engine, session, joinable)
+            except ReviewError as error:
+                st.error(f"Not changed: {sentence(error)}")
+            else:
+                st.rerun()
         if created:
             st.markdown("**Personal links** (shown once; each opens one reader's own reading):")
             for name, reader_key in created.items():
@@ -253,7 +274,11 @@ def links(engine, session: SessionView, key: str) -> None:
             who = c1.selectbox("A reader lost their link", readers, format_func=lambda r: r.name, index=None,
                                key="review.reissue.who")
             if c2.button("New personal link", disabled=who is None, key="review.reissue"):
-                new_key = store.new_reader_key(engine, session, who.id)
+                try:
+                    new_key = store.new_reader_key(engine, session, who.id)
+                except ReviewError as error:
+                    st.error(f"No new link was made: {sentence(error)}")
+                    return
                 st.markdown(f"New link for **{md(who.name)}** (the old one no longer works):")
                 st.code(page_link(**{READER: new_key}), language=None)
 

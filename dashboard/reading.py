@@ -12,6 +12,7 @@ from core.review import ReviewError
 from core.review import store
 from core.review.agreement import answers_table, confusion, reader_summary
 from core.review.cases import CONTEXT_SLICES
+from core.review.schema import DatabaseUnavailable
 from core.review.store import CONFIDENCES, RATINGS, AnswerView, CaseView, ReaderView, SessionView
 from dashboard.captions import md, sentence
 from dashboard.charts import confusion_matrix_figure, probability_bars
@@ -149,7 +150,12 @@ def answer_form(engine, session: SessionView, reader: ReaderView, case: CaseView
                 st.error("Choose a class and a confidence first.")
                 return
             try:
-                store.commit_answer(engine, reader, case.id, chosen, int(confidence), note)
+                with st.spinner("Saving your answer…"):
+                    store.commit_answer(engine, reader, case.id, chosen, int(confidence), note)
+            except DatabaseUnavailable as error:  # the form keeps what was chosen and typed, for another try
+                st.error(f"Your answer was not saved: {sentence(error)} Your class, confidence and note are kept "
+                         "here: commit again.")
+                return
             except ReviewError as error:
                 st.error(sentence(error))
                 return
@@ -196,8 +202,12 @@ def after_reveal(engine, session: SessionView, reader: ReaderView, case: CaseVie
                               index=options.index(answer.heatmap_rating) if answer.heatmap_rating in options else 0,
                               format_func=lambda r: "not rated" if r is None else RATINGS[r])
             if st.form_submit_button("Save the rating") and rating != answer.heatmap_rating:
-                store.rate_heatmap(engine, reader, case.id, rating)
-                st.toast("Heatmap rating saved")
+                try:
+                    store.rate_heatmap(engine, reader, case.id, rating)
+                except ReviewError as error:
+                    st.error(f"Your rating was not saved: {sentence(error)}")
+                else:
+                    st.toast("Heatmap rating saved")
     with st.expander("Changed your mind?" + (f" (recorded: {label(answer.revised_label)})"
                                              if answer.revised_label else "")):
         with st.form(f"review.revise.{case.id}", border=False):
@@ -206,8 +216,12 @@ def after_reveal(engine, session: SessionView, reader: ReaderView, case: CaseVie
                                index=session.classes.index(answer.revised_label) if answer.revised_label else None)
             why = st.text_input("Why (optional)", value=answer.revised_note or "", max_chars=store.NOTE_LENGTH)
             if st.form_submit_button("Record the change of mind") and revised is not None:
-                store.change_mind(engine, reader, case.id, revised, why)
-                st.rerun()
+                try:
+                    store.change_mind(engine, reader, case.id, revised, why)
+                except ReviewError as error:
+                    st.error(f"Your change of mind was not saved: {sentence(error)}")
+                else:
+                    st.rerun()
 
 
 def case_report_button(session: SessionView, reader: ReaderView, case: CaseView, answer: AnswerView) -> None:

@@ -177,3 +177,173 @@ def test_a_hidden_name_gets_a_sentence_on_the_join_page(review_data):
         "The reader's name holds a character that shows as nothing or breaks the line (U+3164); type the name "
         "again without it."]
     assert "reader" not in at.query_params
+
+
+# --------------------------------------------------------------------------------------------------
+# The review database failing
+
+
+def reader_link(data) -> str:
+    """A blinded session of one uploaded scan in the dashboard's own database; returns its reader's key."""
+    from core.review import open_database, store
+    from core.review.cases import checked_upload, keep_uploads
+    from core.review.store import NewCase
+    from dashboard.common import database_url
+    from test_dashboard import scan_png
+
+    stored, digest, _, blob = checked_upload(scan_png(0, seed=1))
+    keep_uploads(data, {stored: blob})
+    engine = open_database(database_url())
+    case = NewCase(image=stored, image_sha256=digest, title="Case 1 (picture)")
+    _, _, keys = store.create_session(engine, "Failing database", [case], CLASSES, readers=["Ann"],
+                                      source={"type": "uploads"})
+    return keys["Ann"]
+
+
+def commit(at, note: str = "rim enhancement, left frontal"):
+    at.radio[0].set_value("meningioma")
+    at.radio[1].set_value(4)
+    at.text_area[0].set_value(note)
+    return button(at, "Commit answer").click().run()
+
+
+def kept_in_the_form(at, note: str = "rim enhancement, left frontal") -> bool:
+    return (at.radio[0].value, at.radio[1].value, at.text_area[0].value) == ("meningioma", 4, note)
+
+
+def saved_answers(key: str) -> list[str]:
+    from core.review import open_database, store
+    from dashboard.common import database_url
+
+    engine = open_database(database_url())
+    return [a.label for a in store.answers_of(engine, store.reader_by_key(engine, key)).values()]
+
+
+def assert_not_saved_and_kept(at, reason: str) -> None:
+    assert not at.exception and errors(at) == [f"Your answer was not saved: {reason} Your class, confidence and "
+                                               "note are kept here: commit again."]
+    assert kept_in_the_form(at) and "The model says" not in texts(at)
+
+
+@pytest.mark.parametrize("damage", ["random bytes", "a SQLite header over random bytes", "pages overwritten"])
+def test_a_damaged_database_file_gets_a_sentence_on_every_review_page(review_data, damage):
+    import os
+
+    from core.review import ReviewError, open_database
+    from core.review.schema import close_databases
+    from dashboard.common import database_url
+
+    key = reader_link(review_data)
+    close_databases()
+    path = review_data / "review.sqlite"
+    blob = bytearray(path.read_bytes())
+    if damage == "random bytes":
+        blob = os.urandom(len(blob))
+    elif damage == "a SQLite header over random bytes":
+        blob = b"SQLite format 3\x00" + os.urandom(len(blob) - 16)
+    else:
+        blob[4096:] = b"\x5a" * (len(blob) - 4096)
+    path.write_bytes(bytes(blob))
+    said = ("The review database file is damaged; ask the organiser to restore it from a backup (moving it aside "
+            "starts an empty one).")
+    with pytest.raises(ReviewError, match="damaged"):
+        open_database(database_url())
+    for params in ({}, {"reader": key}, {"organiser": "x"}, {"session": "x"}):
+        at = review_page(**params)
+        tried(f"dashboard: review page {sorted(params) or ['start']}", f"review database: {damage}")
+        assert not at.exception and errors(at) == [said], errors(at)
+
+
+def test_a_read_only_database_shows_the_session_and_keeps_an_answer_it_cannot_save(review_data, monkeypatch):
+    from core.review.schema import close_databases
+
+    key = reader_link(review_data)
+    close_databases()
+    path = review_data / "review.sqlite"
+    # Tests run as root, which file modes do not stop: SQLite's read-only mode is what a 0444 file gives others.
+    monkeypatch.setenv("BRAIN_MRI_DB", f"sqlite:///file:{path}?mode=ro&uri=true")
+    at = review_page(reader=key)
+    assert not problems(at) and "Case 1 of 1" in texts(at)  # reading needs no write
+    commit(at)
+    tried("dashboard: review answer form", "review database: read-only file")
+    assert_not_saved_and_kept(at, "The review database is read-only on the server, so nothing can be saved; ask the "
+                                  "organiser to have it made writable, then try again.")
+    monkeypatch.setenv("BRAIN_MRI_DB", f"sqlite:///{path}")  # writable again: the same click saves it
+    button(at, "Commit answer").click().run()
+    assert not problems(at) and saved_answers(key) == ["meningioma"]
+
+
+def test_a_lock_held_by_another_program_keeps_the_answer_to_commit_again(review_data, monkeypatch):
+    import sqlite3
+
+    from core.review import schema
+
+    key = reader_link(review_data)
+    monkeypatch.setattr(schema, "BUSY_SECONDS", 0.5)  # 15 s on a server
+    at = review_page(reader=key)
+    holder = sqlite3.connect(review_data / "review.sqlite", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another program's write transaction, left open
+    try:
+        commit(at)
+        tried("dashboard: review answer form", "review database: write lock held by another program")
+        assert_not_saved_and_kept(at, "The review database is busy: another program has held its lock for 0.5 "
+                                      "seconds; wait a moment and try again (tell the organiser if it goes on).")
+    finally:
+        holder.rollback()
+        holder.close()
+    button(at, "Commit answer").click().run()
+    assert not problems(at) and saved_answers(key) == ["meningioma"]
+
+
+def test_a_full_disk_keeps_the_readers_answer_and_leaves_no_part_of_an_upload(review_data, monkeypatch):
+    import errno
+    import sqlite3
+
+    from sqlalchemy import event
+
+    from core.review import open_database
+    from dashboard.common import database_url
+    from test_dashboard import scan_png
+
+    key = reader_link(review_data)
+    engine = open_database(database_url())  # the page's own engine (one per address and process)
+    full = {"disk": True}
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def no_space(connection, cursor, statement, *_):
+        if full["disk"] and statement.startswith("INSERT INTO review_answers"):
+            raise sqlite3.OperationalError("database or disk is full")
+
+    at = review_page(reader=key)
+    commit(at)
+    tried("dashboard: review answer form", "review database: disk full")
+    assert_not_saved_and_kept(at, "The server's disk is full, so nothing can be saved; ask the organiser to have "
+                                  "space freed on the server, then try again.")
+    full["disk"] = False
+    button(at, "Commit answer").click().run()
+    assert not problems(at) and saved_answers(key) == ["meningioma"]
+
+    # The organiser's uploads: the disk fills while a scan is written.
+    import core.review.cases as cases_module
+
+    finish = cases_module.finish_atomic_write
+
+    def disk_full(tmp, target):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cases_module, "finish_atomic_write", disk_full)
+    start = review_page()
+    start.radio(key="review.new.source").set_value("uploads").run()
+    start.file_uploader(key="review.new.uploads").set_value(
+        [(f"scan{k}.png", scan_png(k, seed=20 + k), "image/png") for k in range(2)]).run()
+    start.text_input(key="review.new.name").set_value("Full disk")
+    button(start, "Create the session").click().run()
+    tried("dashboard: review start page", "data folder: disk full while an upload is written")
+    assert not start.exception and errors(start) == [
+        "The server's disk is full, so the uploaded scans cannot be kept and the session was not made; ask whoever "
+        "runs the server to free some space, then create the session again."]
+    assert "organiser" not in start.query_params
+    assert not [p.name for p in (review_data / "uploads").iterdir() if p.name.endswith(".part")]
+    monkeypatch.setattr(cases_module, "finish_atomic_write", finish)
+    button(start, "Create the session").click().run()  # space freed: the same page makes the session
+    assert not problems(start) and "organiser" in start.query_params

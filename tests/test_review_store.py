@@ -89,7 +89,7 @@ def test_processes_opening_a_new_database_at_once_create_it_once(database_url):
 def test_an_unusable_address_gets_a_sentence():
     with pytest.raises(ReviewError, match="not usable"):
         open_database("nosuchdb://x")
-    with pytest.raises(ReviewError, match="cannot be opened"):
+    with pytest.raises(ReviewError, match="database server cannot be reached"):
         open_database("postgresql+psycopg://nobody:x@127.0.0.1:1/none")
 
 

@@ -242,15 +242,20 @@ def checked_upload(blob: bytes) -> tuple[str, str, Image.Image, bytes]:
 
 def keep_uploads(data_dir: str | os.PathLike, blobs: dict[str, bytes]) -> None:
     """Write each checked scan (stored name -> bytes) under the data folder once; a scan already kept is left as
-    it is (its name is its content's hash)."""
+    it is (its name is its content's hash). A write that fails (a full disk) raises OSError and leaves no part of
+    its file behind; the scans written before it are whole, and kept for the next attempt."""
     for stored, blob in blobs.items():
         target = Path(data_dir) / stored  # a name checked_upload made: uploads/<sha256>.<ext>
         if target.is_file():
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.parent / f".{target.name}.{os.getpid()}.part"
-        tmp.write_bytes(blob)
-        finish_atomic_write(tmp, target)
+        try:
+            tmp.write_bytes(blob)
+            finish_atomic_write(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 def cases_from_uploads(classifier, uploads: list[tuple[str, bytes]]) -> tuple[list[NewCase], dict[str, bytes],

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from sqlalchemy import (JSON, Boolean, Column, DateTime, Engine, ForeignKey, Integer, MetaData, String, Table, Text,
                         UniqueConstraint, create_engine, event, select, text)
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.pool import NullPool
 
@@ -27,6 +27,7 @@ from core.review.errors import ReviewError
 
 NAME_LENGTH, NOTE_LENGTH, PATH_LENGTH = 100, 2000, 1000
 MIGRATION_LOCK = 74_120_915  # the PostgreSQL advisory lock that serialises schema upgrades (any fixed number)
+BUSY_SECONDS = 15  # how long a write waits for another's lock on a SQLite file before it is given up
 
 
 def utc_now() -> dt.datetime:
@@ -218,18 +219,28 @@ def schema_version(connection: Connection) -> int:
     return int(connection.execute(select(_versions.c.version)).scalar_one_or_none() or 0)
 
 
+def _refuse_newer(found: int) -> None:
+    if found > SCHEMA_VERSION:
+        raise ReviewError(f"the review database is at schema version {found}, written by a newer version of "
+                          f"this application (this one knows up to {SCHEMA_VERSION}); it was left untouched")
+
+
 def upgrade(engine: Engine) -> int:
     """Bring the database to :data:`SCHEMA_VERSION`, in one transaction that holds the database's write lock, so that
     a second process waits and then finds nothing to do. Returns the version it was at. A database written by a
-    newer version of the application is refused, untouched."""
+    newer version of the application is refused, untouched. A database already up to date is only read, so that one
+    the server may not write to (or whose lock another program holds) still opens for reading."""
+    with engine.connect() as connection:
+        found = schema_version(connection)
+    _refuse_newer(found)
+    if found == SCHEMA_VERSION:
+        return found
     with writing(engine).begin() as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(text("SET LOCAL lock_timeout = '60s'"))  # a stuck upgrade elsewhere: an error, not a hang
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         found = schema_version(connection)
-        if found > SCHEMA_VERSION:
-            raise ReviewError(f"the review database is at schema version {found}, written by a newer version of "
-                              f"this application (this one knows up to {SCHEMA_VERSION}); it was left untouched")
+        _refuse_newer(found)
         if found == SCHEMA_VERSION:
             return found
         if found == 0:
@@ -239,6 +250,48 @@ def upgrade(engine: Engine) -> int:
         connection.execute(_versions.delete())
         connection.execute(_versions.insert().values(version=SCHEMA_VERSION))
         return found
+
+
+# --------------------------------------------------------------------------------------------------
+# When the database fails
+
+
+class DatabaseUnavailable(ReviewError):
+    """The database could not carry out a read or a write (damaged, read-only, locked, out of space, unreachable):
+    nothing was changed, and the same request can be made again once the cause is dealt with."""
+
+
+# What the driver says (SQLite's and PostgreSQL's words, lower case), and what the person at the page is told.
+FAILURES = [
+    (("readonly", "read-only"),
+     "the review database is read-only on the server, so nothing can be saved; ask the organiser to have it made "
+     "writable, then try again"),
+    (("database is locked", "table is locked", "lock timeout", "could not obtain lock", "deadlock"),
+     "the review database is busy: another program has held its lock for {seconds} seconds; wait a moment and try "
+     "again (tell the organiser if it goes on)"),
+    (("disk is full", "no space left", "disk full", "quota"),
+     "the server's disk is full, so nothing can be saved; ask the organiser to have space freed on the server, "
+     "then try again"),
+    (("not a database", "malformed", "corrupt"),
+     "the review database file is damaged; ask the organiser to restore it from a backup (moving it aside starts "
+     "an empty one)"),
+    (("unable to open", "disk i/o error"),
+     "the review database file cannot be read or written on the server (its folder may be missing or not "
+     "writable); ask the organiser to look into it, then try again"),
+    (("connection", "could not connect", "server closed", "timeout"),
+     "the review database server cannot be reached; try again in a moment, and tell the organiser if it goes on"),
+]
+
+
+def unavailable(error: DBAPIError) -> DatabaseUnavailable:
+    """The failure of a database call as a sentence that says what is wrong and what to do (the driver's own
+    message, which may name paths and statements, goes no further)."""
+    said = str(error.orig if error.orig is not None else error).lower()
+    for words, sentence in FAILURES:
+        if any(word in said for word in words):
+            return DatabaseUnavailable(sentence.format(seconds=BUSY_SECONDS))
+    return DatabaseUnavailable("the review database failed to carry out the request, and nothing was changed; try "
+                               "again, and tell the organiser if it goes on")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -263,7 +316,8 @@ def _sqlite_settings(engine: Engine) -> None:
     def configure(dbapi_connection, _record):
         dbapi_connection.isolation_level = None  # the driver's own implicit BEGIN is replaced by the one below
         cursor = dbapi_connection.cursor()
-        for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON", "busy_timeout=15000"):
+        for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON",
+                       f"busy_timeout={round(BUSY_SECONDS * 1000)}"):
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
 
@@ -279,8 +333,8 @@ _engines_lock = threading.Lock()
 
 def open_database(url: str) -> Engine:
     """The engine of the review database at ``url`` (any SQLAlchemy URL), with its schema brought up to date; one
-    engine per URL and process. Raises ReviewError with a readable sentence when the URL is malformed, its driver is
-    missing or the server cannot be reached."""
+    engine per URL and process. Raises ReviewError with a readable sentence when the URL is malformed or its driver is
+    missing, and DatabaseUnavailable when the database cannot be read (damaged, unreachable, locked for an upgrade)."""
     with _engines_lock:
         if url in _engines:
             return _engines[url]
@@ -298,10 +352,9 @@ def open_database(url: str) -> Engine:
             _sqlite_settings(engine)
         try:
             upgrade(engine)
-        except OperationalError as error:
+        except DBAPIError as error:
             engine.dispose()
-            raise ReviewError(f"the review database at {parsed.render_as_string(hide_password=True)} cannot be "
-                              f"opened: {str(error.orig).splitlines()[0] if error.orig else error}") from None
+            raise unavailable(error) from None
         _engines[url] = engine
         return engine
 

@@ -9,21 +9,22 @@ only after committing their own; the organiser's key opens every reader's answer
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import secrets
 import unicodedata
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, Integer, func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from core.review.errors import ReviewError
 from core.review.names import clean_name, name_key
-from core.review.schema import (NAME_LENGTH, NOTE_LENGTH, PATH_LENGTH, Answer, Case, Reader, ReviewSession, utc_now,
-                                 writing)
+from core.review.schema import (NAME_LENGTH, NOTE_LENGTH, PATH_LENGTH, Answer, Case, Reader, ReviewSession,
+                                 unavailable, utc_now, writing)
 
 MODES = {"blinded": "Blinded: each reader commits an answer before seeing the model's",
          "open": "Open: the model's answer, heatmap and reference are shown with the scan"}
@@ -151,6 +152,21 @@ def shortened(value: str, limit: int) -> str:
     return cleaned if len(cleaned) <= limit else cleaned[:limit - 1] + "…"
 
 
+@contextlib.contextmanager
+def _unit(engine: Engine, write: bool = False) -> Iterator[Session]:
+    """One unit of work on the database: a session, and for a write one transaction, committed on leaving. A failure
+    of the database itself (damaged, read-only, locked, out of space, unreachable) becomes DatabaseUnavailable with
+    a sentence, and the transaction is rolled back: nothing of it was kept. A broken constraint is left to the
+    caller, which knows what it means."""
+    try:
+        with Session(writing(engine) if write else engine) as db, (db.begin() if write else contextlib.nullcontext()):
+            yield db
+    except IntegrityError:
+        raise
+    except DBAPIError as error:
+        raise unavailable(error) from None
+
+
 def _plausible_code(code: str) -> bool:
     """Whether a code from an address could be a session code at all (they are 12 URL-safe characters): anything
     else is refused before it reaches the database, which may reject odd bytes with an error of its own."""
@@ -213,7 +229,7 @@ def create_session(engine: Engine, name: str, cases: Sequence[NewCase], classes:
             if label is not None and label not in classes:
                 raise ReviewError(f"case {case.title!r} has the class {label!r}, which is not one of the session's")
     owner_key, keys = _new_key(), {n: _new_key() for n in names}
-    with Session(writing(engine)) as db, db.begin():
+    with _unit(engine, write=True) as db:
         row = ReviewSession(code=secrets.token_urlsafe(9), owner_key=_digest(owner_key),
                             name=clean_text(name, "session name", NAME_LENGTH), mode=mode, kind=kind,
                             joinable=joinable, classes=list(classes), source=source or {}, model=model or {},
@@ -236,7 +252,7 @@ def create_session(engine: Engine, name: str, cases: Sequence[NewCase], classes:
 def session_by_code(engine: Engine, code: str) -> SessionView:
     if not _plausible_code(code):
         raise ReviewError("no review session has this code; check the link")
-    with Session(engine) as db:
+    with _unit(engine) as db:
         row = db.scalar(select(ReviewSession).where(ReviewSession.code == str(code)))
         if row is None:
             raise ReviewError("no review session has this code; check the link")
@@ -244,13 +260,13 @@ def session_by_code(engine: Engine, code: str) -> SessionView:
 
 
 def session_of(engine: Engine, reader: ReaderView) -> SessionView:
-    with Session(engine) as db:
+    with _unit(engine) as db:
         return _session_view(db.get(ReviewSession, reader.session_id))
 
 
 def session_for_organiser(engine: Engine, key: str) -> SessionView:
     """The session whose organiser's key this is."""
-    with Session(engine) as db:
+    with _unit(engine) as db:
         row = db.scalar(select(ReviewSession).where(ReviewSession.owner_key == _digest(str(key))))
         if row is None:
             raise ReviewError("this organiser's link is not valid (the key is wrong or the session was removed)")
@@ -258,7 +274,7 @@ def session_for_organiser(engine: Engine, key: str) -> SessionView:
 
 
 def session_cases(engine: Engine, session_id: int) -> list[CaseView]:
-    with Session(engine) as db:
+    with _unit(engine) as db:
         rows = db.scalars(select(Case).where(Case.session_id == session_id).order_by(Case.position))
         return [_case_view(r) for r in rows]
 
@@ -275,7 +291,7 @@ def join(engine: Engine, code: str, name: str) -> tuple[ReaderView, str]:
     name = clean_name(name)
     key = _new_key()
     try:
-        with Session(writing(engine)) as db, db.begin():
+        with _unit(engine, write=True) as db:
             current = db.get(ReviewSession, session.id, with_for_update=True)  # joins wait for each other (PostgreSQL)
             if not current.joinable:
                 raise ReviewError("this session no longer takes new readers; ask the organiser for your personal link")
@@ -294,7 +310,7 @@ def join(engine: Engine, code: str, name: str) -> tuple[ReaderView, str]:
 
 
 def reader_by_key(engine: Engine, key: str) -> ReaderView:
-    with Session(engine) as db:
+    with _unit(engine) as db:
         row = db.scalar(select(Reader).where(Reader.key == _digest(str(key))))
         if row is None:
             raise ReviewError("this reader's link is not valid; ask the organiser for your personal link")
@@ -305,7 +321,7 @@ def new_reader_key(engine: Engine, session: SessionView, reader_id: int) -> str:
     """A new personal key for a reader of the session (the organiser's remedy for a lost link); the old key stops
     working. Returns the new key."""
     key = _new_key()
-    with Session(writing(engine)) as db, db.begin():
+    with _unit(engine, write=True) as db:
         row = db.get(Reader, reader_id)
         if row is None or row.session_id != session.id:
             raise ReviewError("no such reader in this session")
@@ -314,14 +330,14 @@ def new_reader_key(engine: Engine, session: SessionView, reader_id: int) -> str:
 
 
 def session_readers(engine: Engine, session_id: int) -> list[ReaderView]:
-    with Session(engine) as db:
+    with _unit(engine) as db:
         rows = db.scalars(select(Reader).where(Reader.session_id == session_id).order_by(Reader.id))
         return [_reader_view(r) for r in rows]
 
 
 def set_joinable(engine: Engine, session: SessionView, joinable: bool) -> None:
     """Open or close the session's join link (the organiser's choice; named readers keep their personal links)."""
-    with Session(writing(engine)) as db, db.begin():
+    with _unit(engine, write=True) as db:
         db.get(ReviewSession, session.id).joinable = bool(joinable)
 
 
@@ -331,7 +347,7 @@ def set_joinable(engine: Engine, session: SessionView, joinable: bool) -> None:
 
 def answers_of(engine: Engine, reader: ReaderView) -> dict[int, AnswerView]:
     """The reader's own answers, by case id."""
-    with Session(engine) as db:
+    with _unit(engine) as db:
         rows = db.scalars(select(Answer).where(Answer.reader_id == reader.id))
         return {r.case_id: _answer_view(r) for r in rows}
 
@@ -357,7 +373,7 @@ def commit_answer(engine: Engine, reader: ReaderView, case_id: int, label: str, 
     if not isinstance(confidence, int) or isinstance(confidence, bool) or confidence not in CONFIDENCES:
         raise ReviewError("the confidence must be a whole number from 1 (a guess) to 5 (certain)")
     try:
-        with Session(writing(engine)) as db, db.begin():
+        with _unit(engine, write=True) as db:
             case, session = _own_case(db, reader, case_id)
             if label not in session.classes:
                 raise ReviewError(f"{label!r} is not one of this session's classes")
@@ -383,7 +399,7 @@ def rate_heatmap(engine: Engine, reader: ReaderView, case_id: int, rating: str |
     """After the reveal: whether the model's heatmap points at the right place (None takes the rating back)."""
     if rating is not None and rating not in RATINGS:
         raise ReviewError(f"unknown heatmap rating {rating!r}; choose one of {', '.join(RATINGS)}")
-    with Session(writing(engine)) as db, db.begin():
+    with _unit(engine, write=True) as db:
         _own_answer(db, reader, case_id).heatmap_rating = rating
 
 
@@ -391,7 +407,7 @@ def change_mind(engine: Engine, reader: ReaderView, case_id: int, label: str | N
     """After the reveal: the class the reader would now give (None withdraws it), kept beside the committed answer,
     which does not change."""
     note = clean_text(note, "note", NOTE_LENGTH, required=False)
-    with Session(writing(engine)) as db, db.begin():
+    with _unit(engine, write=True) as db:
         row = _own_answer(db, reader, case_id)
         if label is not None and label not in db.get(ReviewSession, reader.session_id).classes:
             raise ReviewError(f"{label!r} is not one of this session's classes")
@@ -408,7 +424,7 @@ def may_reveal(session: SessionView, answer: AnswerView | None) -> bool:
 def session_answers(engine: Engine, session: SessionView) -> list[dict]:
     """Every answer of the session, one dict per (reader, case) answered, for the organiser's summary. The page
     calls this only with the organiser's key checked (:func:`session_for_organiser`)."""
-    with Session(engine) as db:
+    with _unit(engine) as db:
         rows = db.execute(select(Answer, Reader.name, Case.position)
                           .join(Reader, Answer.reader_id == Reader.id).join(Case, Answer.case_id == Case.id)
                           .where(Reader.session_id == session.id).order_by(Reader.id, Case.position))
@@ -421,7 +437,7 @@ def session_answers(engine: Engine, session: SessionView) -> list[dict]:
 def scores(engine: Engine, session: SessionView) -> list[tuple[str, int, int]]:
     """The quiz leaderboard: each reader's name, right answers and answers given, best first. Only counts: no
     reader sees another's answers through it."""
-    with Session(engine) as db:
+    with _unit(engine) as db:
         right = func.sum((Answer.label == Case.reference).cast(Integer))
         rows = db.execute(select(Reader.name, func.coalesce(right, 0), func.count(Answer.id))
                           .select_from(Reader).outerjoin(Answer, Answer.reader_id == Reader.id)

@@ -37,8 +37,8 @@ def join_page(engine, code: str) -> None:
 def route() -> None:
     try:
         engine = review_database()
-    except ReviewError as error:
-        st.error(f"The review database cannot be used: {md(error)}.")
+    except ReviewError as error:  # each sentence names the review database, what is wrong with it and what to do
+        st.error(sentence(error))
         return
     params = st.query_params
     try:
