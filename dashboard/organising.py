@@ -14,8 +14,8 @@ from core.checkpoint import CheckpointError
 from core.review import ReviewError
 from core.review import store
 from core.review.agreement import answers_table, confusion, session_summary
-from core.review.cases import (ORDERS, SELECTIONS, cases_from_run, cases_from_uploads, in_order, keep_uploads,
-                               run_model, run_source)
+from core.review.cases import (ORDERS, SELECTIONS, cases_from_run, cases_from_uploads, keep_uploads, run_model,
+                               run_source, titled_uploads)
 from core.review.store import KINDS, MODES, RATINGS, CaseView, SessionView
 from core.runs import RunError
 from dashboard.captions import md, sentence
@@ -111,14 +111,27 @@ def session_code(given: str) -> str:
     return found[0].strip() if found else given
 
 
-def reference_editor(cases: list, classes: list[str]) -> pd.DataFrame:
-    """A table of the uploaded scans in which the organiser may give each one's true class (a quiz of one's own
-    scans is then scored); a scan left blank has no reference."""
-    st.caption("Give the true class of each scan you know it for (optional): readers are then scored against it.")
-    table = pd.DataFrame({"scan": [c.title for c in cases], "reference": [None] * len(cases)})
-    return st.data_editor(table, hide_index=True, width="stretch", disabled=["scan"], key="review.new.references",
-                          column_config={"reference": st.column_config.SelectboxColumn(
-                              "reference (optional)", options=[label(c) for c in classes])})
+def upload_editor(cases: list, classes: list[str]) -> tuple[pd.DataFrame, bool]:
+    """A table of the uploaded scans in which the organiser may give each one a title of their own and its true
+    class (a quiz of one's own scans is then scored); and whether to keep the files' names as titles. The names are
+    shown here, to the person who uploaded the files, and stored only when asked."""
+    st.caption("A scan is stored under a neutral title such as “Case 3 (picture)”, numbered in reading order, "
+               "unless you type one: a file's name can identify the patient (a PACS export is named by the scan's "
+               "UID). Give the true class of each scan you know it for (optional): readers are then scored "
+               "against it.")
+    table = pd.DataFrame({"file": [c.upload.name if c.upload else c.title for c in cases],
+                          "title": [None] * len(cases), "reference": [None] * len(cases)})
+    edited = st.data_editor(table, hide_index=True, width="stretch", disabled=["file"], key="review.new.references",
+                            column_config={
+                                "file": st.column_config.TextColumn("file (shown here only)"),
+                                "title": st.column_config.TextColumn("title (optional)", max_chars=store.NAME_LENGTH),
+                                "reference": st.column_config.SelectboxColumn(
+                                    "reference (optional)", options=[label(c) for c in classes])})
+    keep_names = st.checkbox("Keep the file names as titles", value=False, key="review.new.keep_names",
+                             help="Readers see a case's title once it is revealed, and the organiser's page, the "
+                                  "CSV files and the PDF reports show it. Leave this off for files named by "
+                                  "patient, accession number or UID.")
+    return edited, keep_names
 
 
 def with_references(cases: list, edited: pd.DataFrame, classes: list[str]) -> list:
@@ -176,7 +189,8 @@ def upload_cases() -> tuple[list, dict, dict, list, dict] | None:
                                   "The model in the sidebar answers it now: a DICOM series or NIfTI volume on its "
                                   "middle slice (axial for NIfTI), kept with up to 15 slices on either side for "
                                   "readers to scroll, as 8-bit pixels only, never as its files: nothing from a "
-                                  "header is stored. Pixels can still show a face (deface research volumes first); "
+                                  "header is stored, nor a file's name unless you keep it as a title. Pixels can "
+                                  "still show a face (deface research volumes first); "
                                   "a file whose header flags burned-in annotation is refused.")
     order, seed = order_choice("review.new.uploaded")
     classifier = get_classifier()
@@ -196,15 +210,17 @@ def upload_cases() -> tuple[list, dict, dict, list, dict] | None:
     cases, blobs, problems = prepared[1]
     for problem in problems:
         st.warning(md(problem) + " — left out.")
+    titles, keep_names = [], False
     if cases:
-        cases = with_references(cases, reference_editor(cases, list(classifier.classes)), list(classifier.classes))
+        edited, keep_names = upload_editor(cases, list(classifier.classes))
+        cases, titles = with_references(cases, edited, list(classifier.classes)), list(edited["title"])
     try:
         path = str(file.resolve().relative_to(ROOT))
     except ValueError:
         path = str(file)
     model = {"path": path, "file_sha256": file_digest(file), "run": None}
     source = {"type": "uploads", "files": len(cases), "order": order, "seed": seed}
-    return in_order(cases, order, seed), source, model, list(classifier.classes), blobs
+    return titled_uploads(cases, order, seed, titles, keep_names), source, model, list(classifier.classes), blobs
 
 
 # --------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import streamlit as st
 from core.review import ReviewError
 from core.review import store
 from core.review.agreement import answers_table, confusion, reader_summary
-from core.review.cases import CONTEXT_SLICES
+from core.review.cases import CONTEXT_SLICES, without_slice
 from core.review.schema import DatabaseUnavailable
 from core.review.store import CONFIDENCES, RATINGS, AnswerView, CaseView, ReaderView, SessionView
 from dashboard.captions import md, sentence
@@ -115,7 +115,7 @@ def show_case(engine, session: SessionView, reader: ReaderView, case: CaseView, 
                    "(say in the note that you did not see the scan) and go on.")
     if pictures is not None:
         left, right = st.columns([1, 1])
-        named = md(case.title.rsplit(", ", 1)[0] if where else case.title)  # a volume's title names its own slice
+        named = md(without_slice(case.title) if where else case.title)  # a volume's title names its own slice
         left.image(pictures.scan, caption=(named if revealed else f"Case {case.position + 1}") + where,
                    width="stretch")
         if revealed:

@@ -347,3 +347,141 @@ def test_a_full_disk_keeps_the_readers_answer_and_leaves_no_part_of_an_upload(re
     monkeypatch.setattr(cases_module, "finish_atomic_write", finish)
     button(start, "Create the session").click().run()  # space freed: the same page makes the session
     assert not problems(start) and "organiser" in start.query_params
+
+
+# --------------------------------------------------------------------------------------------------
+# Uploaded files' names
+
+UID_NAME = "1.2.826.0.1.3680043.2.1125.1.99.dcm"
+IDENTIFYING = [UID_NAME, "1.2.826.0.1.3680043.2.1125.1.99", "DOE_JOHN_series.zip", "DOE_JOHN", "DOE JOHN",
+               "SMITH^ANNA", "SMITH ANNA", "SMITH_ANNA"]
+
+
+def named_uploads() -> list[tuple[str, bytes, str]]:
+    """Scans whose file names identify their patient: a PACS export named by its SOP Instance UID, a zip of a series
+    named (with its members) after the patient, a picture named after her, and a refused file named after him."""
+    import zipfile
+
+    import numpy as np
+
+    from conftest import synthetic_slice
+    from test_dashboard import scan_png
+    from test_volumes import dicom_bytes
+
+    pixels = np.kron(synthetic_slice(0, seed=5, size=56), np.ones((2, 2), np.uint8)).astype(np.int16)
+    series = io.BytesIO()
+    with zipfile.ZipFile(series, "w") as packed:
+        for k in range(3):
+            packed.writestr(f"DOE_JOHN/DOE_JOHN_{k:03d}.dcm", dicom_bytes(pixels // (k + 1), position=3.0 * k,
+                                                                          instance=k + 1))
+    return [(UID_NAME, dicom_bytes(pixels), "application/dicom"),
+            ("DOE_JOHN_series.zip", series.getvalue(), "application/zip"),
+            ("SMITH^ANNA_1970-01-01.png", scan_png(1, seed=6), "image/png"),
+            ("DOE_JOHN_refused.png", b"not an image at all", "image/png")]
+
+
+def leaked(where: str, text: str) -> list[str]:
+    return [f"{name} in {where}" for name in IDENTIFYING if name.lower() in text.lower()]
+
+
+def database_text(path) -> str:
+    """Every value of every table of a SQLite file, as text."""
+    import sqlite3
+
+    with sqlite3.connect(path) as connection:
+        tables = [t for (t,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return " ".join(repr(row) for table in tables for row in connection.execute(f'SELECT * FROM "{table}"'))
+
+
+def pdf_text(blob: bytes) -> str:
+    import pypdf
+
+    return " ".join(page.extract_text() for page in pypdf.PdfReader(io.BytesIO(blob)).pages)
+
+
+def test_no_uploaded_file_name_reaches_the_database_the_exports_the_reports_or_the_pages(review_data):
+    """Files named by a UID and after patients make a session through the start page, are read by a reader and
+    summarised for the organiser: their names are in none of the database's tables, the data folder, the CSV files,
+    the PDF reports or the pages after the start page, which shows them to the organiser alone."""
+    from core.review import open_database, store
+    from core.review.agreement import answers_table, session_summary
+    from core.review.reports import case_report
+    from dashboard.common import database_url
+    from dashboard.organising import csv_bytes, session_report_pdf
+    from dashboard.sessions import case_pictures, pil
+
+    at = review_page()
+    at.radio(key="review.new.source").set_value("uploads").run()
+    at.radio(key="review.new.uploaded.order").set_value("listed").run()
+    at.file_uploader(key="review.new.uploads").set_value(named_uploads()).run()
+    for name, _, _ in named_uploads():
+        tried("dashboard: review start page", f"an upload named {name}")
+    assert [html.unescape(w.value).split(":")[0] for w in at.warning] == ["DOE_JOHN_refused.png"]  # to its uploader
+    assert not at.checkbox(key="review.new.keep_names").value  # names are not kept unless asked
+    at.text_input(key="review.new.name").set_value("Named files")
+    at.text_area(key="review.new.readers").set_value("Ann")
+    button(at, "Create the session").click().run()
+    assert not problems(at), problems(at)
+    organiser = at.query_params["organiser"]
+    organiser = organiser[0] if isinstance(organiser, list) else organiser
+    reader = next(c.value for c in at.code if "reader=" in c.value).split("reader=")[1]
+
+    engine = open_database(database_url())
+    session = store.session_for_organiser(engine, organiser)
+    cases = store.session_cases(engine, session.id)
+    assert [c.title for c in cases] == ["Case 1 (picture)", "Case 2 (DICOM image)",
+                                        "Case 3 (DICOM series, slice 2 of 3)"]
+    page = review_page(reader=reader)
+    shown = []
+    for case in cases:  # answered against the model, so that every case is a disagreement
+        page.radio[0].set_value(next(c for c in CLASSES if c != case.model_label))
+        page.radio[1].set_value(3)
+        button(page, "Commit answer").click().run()
+        assert not problems(page), problems(page)
+        shown.append(texts(page) + " ".join(html.unescape(c) for image in page.image for c in image.captions))
+        if case is not cases[-1]:
+            button(page, "Next ▶").click().run()
+    view = review_page(organiser=organiser)
+    assert not problems(view)
+    shown.append(texts(view) + " ".join(t.value.to_csv() for t in view.dataframe))
+
+    table = answers_table(cases, store.session_answers(engine, session))
+    summary = session_summary(table, session.classes, cases=len(cases))
+    exports = {name: csv_bytes(frame).decode() for name, frame in (
+        ("answers.csv", table), ("readers.csv", summary["readers"]), ("difficulty.csv", summary["difficulty"]),
+        ("disagreements.csv", summary["disagreements"]))}
+    assert len(summary["disagreements"]) == len(cases)
+    pictures = case_pictures(session, cases[2], with_heatmap=True)
+    ann = store.reader_by_key(engine, reader)
+    reports = {"session report": session_report_pdf(session, cases, table, summary),
+               "case report": case_report(session=session, case=cases[2], scan=pil(pictures.scan),
+                                          heatmap=pil(pictures.heatmap), reader="Ann",
+                                          answer=store.answers_of(engine, ann)[cases[2].id], revealed=True)}
+    found = leaked("the database", database_text(review_data / "review.sqlite"))
+    found += leaked("the data folder", " ".join(str(p) for p in review_data.rglob("*")))
+    found += [f for name, text in exports.items() for f in leaked(name, text)]
+    found += [f for name, blob in reports.items() for f in leaked(name, pdf_text(blob))]
+    found += [f for k, text in enumerate(shown) for f in leaked(f"page {k}", text)]
+    assert found == []
+    assert "Case 3 (DICOM series, slice 2 of 3)" in pdf_text(reports["case report"])
+
+
+def test_the_organiser_may_title_uploads_or_keep_their_names():
+    from core.review.cases import titled_uploads
+    from core.review.store import NewCase, Upload
+
+    def upload(name, kind):
+        return NewCase(image=f"uploads/{name}", image_sha256="0" * 64, title="Case 0 (x)", upload=Upload(name, kind))
+
+    uploads = [upload("1.2.3.dcm", "DICOM image"), upload("DOE.zip", "DICOM series, slice 2 of 3"),
+               upload("a.png", "picture")]
+    listed = titled_uploads(uploads, "listed", 0)
+    assert [c.title for c in listed] == ["Case 1 (DICOM image)", "Case 2 (DICOM series, slice 2 of 3)",
+                                         "Case 3 (picture)"] and all(c.upload is None for c in listed)
+    shuffled = titled_uploads(uploads, "shuffled", 1, titles=[None, "  Tumour near the ventricle ", float("nan")])
+    assert [c.title for c in shuffled] == [
+        {"1.2.3.dcm": f"Case {k} (DICOM image)", "DOE.zip": "Tumour near the ventricle",
+         "a.png": f"Case {k} (picture)"}[c.image.split("/")[1]] for k, c in enumerate(shuffled, start=1)]
+    kept = titled_uploads(uploads, "listed", 0, titles=["", "Own"], keep_names=True)
+    assert [c.title for c in kept] == ["1.2.3.dcm (DICOM image)", "Own", "a.png (picture)"]
+    tried("library: core.review.cases.titled_uploads", "an upload named by its SOP Instance UID")

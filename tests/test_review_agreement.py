@@ -193,7 +193,8 @@ def test_uploads_become_cases_once_each_in_the_order_asked(tmp_path):
     classifier = random_classifier(tmp_path, seed=0)
     uploads = [("a.png", png_bytes(1)), ("b.png", png_bytes(2)), ("again.png", png_bytes(1)), ("bad.png", b"x")]
     cases, blobs, problems = cases_from_uploads(classifier, uploads)
-    assert [c.title for c in cases] == ["a.png", "b.png"] and len(blobs) == 2
+    assert [c.title for c in cases] == ["Case 1 (picture)", "Case 2 (picture)"] and len(blobs) == 2
+    assert [c.upload.name for c in cases] == ["a.png", "b.png"]  # for the start page, until titled
     assert len(problems) == 1 and problems[0].startswith("bad.png: ")
     assert all(set(c.model_flags) == {"unfamiliar", "uncertain"} for c in cases)
     assert in_order(cases, "listed", 0) == cases
@@ -354,7 +355,7 @@ def test_a_long_volume_keeps_a_slab_around_its_answered_slice_and_burned_in_text
                                                              ("burned.dcm", burned)])
     assert len(cases) == 1 and len(problems) == 1 and problems[0].startswith("burned.dcm: a DICOM header of this scan says")
     (case,) = cases
-    assert case.title == "long.nii.gz, axial slice 21 of 40"
+    assert case.title == "Case 1 (NIfTI volume, axial slice 21 of 40)"
     keep_uploads(tmp_path, blobs)
     stack = load_case_stack(tmp_path / case.stack, case.stack_sha256)
     assert len(stack.slices) == 2 * CONTEXT_SLICES + 1 and stack.total == 40

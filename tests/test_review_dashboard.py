@@ -267,7 +267,7 @@ def test_a_dicom_series_and_a_nifti_volume_are_read_by_scrolling_their_slices(re
     assert f"The model says **{explained}**" in texts(ann) or f"its guess, not an answer: {explained}" in texts(ann)
     ann.slider(key=slider.key).set_value(2).run()
     assert caption(ann.image[1]).endswith(f"for {explained}; slice 2, the case's")
-    assert caption(ann.image[0]) == "IM0000 and 2 more files of its series · slice 2 of 3 (the case's slice)"
+    assert caption(ann.image[0]) == "Case 1 (DICOM series) · slice 2 of 3 (the case's slice)"
     ann.slider(key=slider.key).set_value(1).run()
 
     button(ann, "Next ▶").click().run()

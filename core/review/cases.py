@@ -17,7 +17,9 @@ import dataclasses
 import hashlib
 import io
 import os
+import re
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +29,7 @@ from PIL import Image
 
 from core.atomic import finish_atomic_write
 from core.review.errors import ReviewError
-from core.review.store import NewCase
+from core.review.store import NewCase, Upload
 from core.sources import FileRefused, contained_path, read_bytes, read_image
 from core.sources.images import MAX_FILE_BYTES, png_bytes
 
@@ -36,6 +38,7 @@ SELECTIONS = {"all": "Every case", "errors": "The model's errors", "uncertain": 
 ORDERS = {"listed": "As listed", "shuffled": "Shuffled (with the seed)"}
 UPLOADS = "uploads"
 EXTENSIONS = {"PNG": "png", "JPEG": "jpg", "BMP": "bmp", "TIFF": "tif"}
+SLICE_IN_TITLE = re.compile(r", (?:\w+ )?slice \d+ of \d+(?=\)?$)")  # ", axial slice 90 of 180" ending a title
 
 
 def stratified_sample(labels: pd.Series, count: int, seed: int) -> np.ndarray:
@@ -128,11 +131,12 @@ class CheckedScan:
     digest: str
     image: Image.Image           # decoded, for the model
     blob: bytes                  # the image's bytes to keep
-    title: str
+    name: str                    # the uploaded file's name: shown to the organiser before the session is made, no more
     stack: str | None = None     # uploads/<sha256>.npz: a volume's slices
     stack_digest: str | None = None
     stack_blob: bytes | None = None
     stack_slice: int | None = None
+    kind: str = "picture"        # what the scan is, in words that name nothing: "DICOM series, slice 11 of 20"
 
 
 @dataclass(frozen=True)
@@ -168,8 +172,9 @@ def checked_volume(files: list[tuple[str, bytes]]) -> CheckedScan:
     blob = png_bytes(picture, compress_level=6)  # kept for good
     digest = hashlib.sha256(blob).hexdigest()
     where = f"{volume.axis} " if volume.axis else ""
-    title = f"{scan_name(files)}, {where}slice {index + 1} of {volume.count}"
-    scan = CheckedScan(f"{UPLOADS}/{digest}.png", digest, image, blob, title)
+    what = f"{volume.kind} {'volume' if volume.kind == 'NIfTI' else 'series' if volume.count > 1 else 'image'}"
+    kind = what if volume.count == 1 else f"{what}, {where}slice {index + 1} of {volume.count}"
+    scan = CheckedScan(f"{UPLOADS}/{digest}.png", digest, image, blob, scan_name(files), kind=kind)
     if volume.count == 1:
         return scan
     first, last = max(0, index - CONTEXT_SLICES), min(volume.count, index + CONTEXT_SLICES + 1)
@@ -291,11 +296,12 @@ def cases_from_uploads(classifier, uploads: list[tuple[str, bytes]]) -> tuple[li
         return [], {}, problems
     probabilities, unfamiliar = model_answers(classifier, [scan.image for scan in unique])
     classes = list(classifier.classes)
-    cases = [NewCase(image=scan.stored, image_sha256=scan.digest, title=scan.title, reference=None,
+    cases = [NewCase(image=scan.stored, image_sha256=scan.digest, title=f"Case {number} ({scan.kind})",
+                     upload=Upload(scan.name, scan.kind), reference=None,
                      model_label=classes[int(np.argmax(p))], model_probabilities={c: float(v) for c, v in zip(classes, p)},
                      model_flags={"unfamiliar": bool(strange), "uncertain": bool(p.max() < classifier.refer_below)},
                      stack=scan.stack, stack_sha256=scan.stack_digest, stack_slice=scan.stack_slice)
-             for scan, p, strange in zip(unique, probabilities, unfamiliar)]
+             for number, (scan, p, strange) in enumerate(zip(unique, probabilities, unfamiliar), start=1)]
     return cases, blobs, problems
 
 
@@ -306,6 +312,35 @@ def in_order(cases: list[NewCase], order: str, seed: int) -> list[NewCase]:
     if order == "listed":
         return list(cases)
     return [cases[k] for k in np.random.default_rng(seed).permutation(len(cases))]
+
+
+def titled_uploads(cases: list[NewCase], order: str, seed: int, titles: Sequence[object] = (),
+                   keep_names: bool = False) -> list[NewCase]:
+    """Uploaded scans' cases in reading order (:func:`in_order`), each with the title it is stored under: the
+    organiser's own where one was typed (``titles``, in upload order), the file's name and kind where the organiser
+    chose to keep names, else a neutral one numbered in reading order, "Case 3 (DICOM series, slice 11 of 20)". An
+    uploaded file's name goes no further unless kept so: it can identify the patient (a PACS export is named by the
+    scan's SOP Instance UID)."""
+    typed = [t.strip() if isinstance(t, str) else "" for t in titles] + [""] * (len(cases) - len(titles))
+    titled = []
+    for position, k in enumerate(in_order(list(range(len(cases))), order, seed), start=1):
+        case, upload = cases[k], cases[k].upload
+        if upload is None:  # not an upload: its title is already what it is called
+            title = case.title
+        elif typed[k]:
+            title = typed[k]
+        elif keep_names:
+            title = f"{upload.name} ({upload.kind})"
+        else:
+            title = f"Case {position} ({upload.kind})"
+        titled.append(dataclasses.replace(case, title=title, upload=None))
+    return titled
+
+
+def without_slice(title: str) -> str:
+    """A volume's title without the slice it names ("Case 1 (DICOM series)"), for a caption that says which slice
+    is on screen; any other title as it is."""
+    return SLICE_IN_TITLE.sub("", title)
 
 
 def model_answers(classifier, images: list[Image.Image], batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:

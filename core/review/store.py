@@ -37,6 +37,16 @@ MAX_READERS = 200
 
 
 @dataclass(frozen=True)
+class Upload:
+    """Where an uploaded scan's case came from, for the organiser's eyes on the start page only: the file's name
+    (which can identify the patient: a PACS export is named by the scan's UID) and what the scan is, in neutral words
+    ("picture", "DICOM series, slice 11 of 20"). Never stored: create_session keeps the title alone."""
+
+    name: str
+    kind: str
+
+
+@dataclass(frozen=True)
 class NewCase:
     """A case as a session is made: the image's reference and hash, and what is known about it."""
 
@@ -50,6 +60,7 @@ class NewCase:
     stack: str | None = None                     # an uploaded volume's slices (uploads/<sha256>.npz), to scroll
     stack_sha256: str | None = None
     stack_slice: int | None = None               # the slice of the stack that is the case's image (from 0)
+    upload: Upload | None = None                 # an uploaded scan's file name and kind, until it is titled
 
 
 @dataclass(frozen=True)
