@@ -8,8 +8,12 @@ and not kept (the DICOM PS3.15 basic de-identification profile's kind: names, ID
 free text, private tags), so that a page can say what was removed without ever holding a value. Burned-in
 annotation is flagged when the header says the pixels carry it.
 
-Every input is bounded before it is decoded: file and archive sizes, the number of files in a zip and their
-uncompressed total, frames, and voxels.
+Every input is bounded before it is decoded, from what its headers state: file and archive sizes, the number of
+files in a zip and the sizes it states, the bytes a .nii.gz unpacks to (inflated no further than its header says),
+frames, voxels, and the size each compressed frame declares (core.sources.codestreams). A deflated DICOM file is
+known by pydicom's own reading of its meta group and refused before anything is inflated. A pixel spacing or voxel
+size that is not a length (0, negative, NaN, infinite, over 50 mm) is no spacing; a rescale that is not a finite
+number refuses the file; a series cut in two directions, or holding one image twice, is refused.
 """
 
 from __future__ import annotations
@@ -28,12 +32,17 @@ from PIL import Image
 from core.sources.files import size_text
 from core.sources.images import ImageRefused
 
-MAX_SCAN_BYTES = 512 << 20        # one DICOM series, zip or NIfTI file, compressed
-MAX_UNPACKED_BYTES = 1 << 30      # what a zip or a .nii.gz may unpack to
+# One limit for a scan's bytes, stored or unpacked (a DICOM series, the files a zip unpacks to, a NIfTI file once
+# unzipped), checked while a zip or a .nii.gz is inflated: at the voxel limit a series of 32-bit pixels is 200 MB, and
+# a refused bomb stops here, half the 500 MB any one upload may cost.
+MAX_SCAN_BYTES = 256 << 20
 MAX_FILES = 2000                  # files in one series or zip
 MAX_VOXELS = 96 * 512 * 512 * 2   # 50 M voxels: a 512 x 512 slab of 192 slices, ~200 MB as float32
 MAX_SIDE = 4096
+SPACING_MM = (0.01, 50.0)         # a pixel spacing or voxel size outside this (or not a number) is no spacing at all
 AUTO_WINDOW = (0.5, 99.5)         # percentiles of the volume's values, when the file states no window
+WINDOW_SAMPLE = 1 << 22           # voxels the automatic window is computed from: all of a small scan, evenly spread
+BLOCK_VOXELS = 1 << 20            # voxels turned to 8 bits at a time (4 MB as float32, whatever the scan's size)
 AXES = {2: "axial", 1: "coronal", 0: "sagittal"}
 
 # Attributes of the PS3.15 basic profile that identify a patient, a visit or a place (by keyword), looked for only
@@ -84,24 +93,75 @@ class Volume:
 # Grey levels
 
 
-def to_8_bit(values: np.ndarray, window: tuple[float, float] | None) -> tuple[np.ndarray, str]:
-    """Values (any numeric type, any shape) to 0-255 through a window (centre, width); without one, the volume's
-    0.5th to 99.5th percentiles. Returns the pixels and the window in words."""
-    values = np.asarray(values, dtype=np.float32)
-    finite = np.isfinite(values)
-    if not finite.any():
+def to_8_bit(values: np.ndarray, window: tuple[float, float] | None,
+             rescale: tuple[float, float] = (1.0, 0.0)) -> tuple[np.ndarray, str]:
+    """Values (any numeric type, any shape; times ``rescale``'s slope plus its intercept) to 0-255 through a window
+    (centre, width); without one, the volume's 0.5th to 99.5th percentiles (of every voxel of a scan up to
+    :data:`WINDOW_SAMPLE` voxels, of an even sample of a larger one). Returns the pixels and the window in words. Made
+    block by block, so that a large scan never exists as float32 whole a second time."""
+    values = np.asarray(values)
+    low, high, said = _window_ends(values, window, rescale)
+    pixels, any_finite = np.empty(values.shape, dtype=np.uint8), False
+    step = max(1, BLOCK_VOXELS // max(1, values[:1].size))
+    for start in range(0, len(values), step):
+        block = _rescaled(values[start:start + step], rescale)
+        finite = np.isfinite(block)
+        any_finite = any_finite or bool(finite.any())
+        scaled = np.clip((np.where(finite, block, low) - low) / (high - low), 0.0, 1.0)
+        pixels[start:start + step] = np.round(scaled * 255)
+    if not any_finite:
         raise ScanRefused("the scan holds no pixel value that is a number")
+    return pixels, said
+
+
+def _window_ends(values: np.ndarray, window: tuple[float, float] | None,
+                 rescale: tuple[float, float]) -> tuple[float, float, str]:
+    """The values that become black and white, and how they were chosen, in words."""
     if window is not None and window[1] > 0:
         low, high = window[0] - window[1] / 2, window[0] + window[1] / 2
         said = f"the window stored in the file (centre {window[0]:g}, width {window[1]:g})"
     else:
-        low, high = (float(v) for v in np.percentile(values[finite], AUTO_WINDOW))
+        low, high = _percentiles(values, rescale)
         said = (f"an automatic window: the scan's {AUTO_WINDOW[0]:g}th to {AUTO_WINDOW[1]:g}th percentiles "
                 f"({low:g} to {high:g})")
-    if high <= low:
-        high = low + 1.0
-    scaled = np.clip((np.where(finite, values, low) - low) / (high - low), 0.0, 1.0)
-    return np.round(scaled * 255).astype(np.uint8), said
+    return low, (high if high > low else low + 1.0), said  # a flat scan: one grey, not a division by 0
+
+
+def _rescaled(values: np.ndarray, rescale: tuple[float, float]) -> np.ndarray:
+    """Values as float32, times the slope plus the intercept (never changing the caller's array)."""
+    identity = rescale == (1.0, 0.0)
+    block = values.astype(np.float32, copy=not identity)
+    if not identity:
+        block *= np.float32(rescale[0])
+        block += np.float32(rescale[1])
+    return block
+
+
+def _percentiles(values: np.ndarray, rescale: tuple[float, float]) -> tuple[float, float]:
+    """The automatic window's ends, from every k-th voxel along the scan's longest axis (k = 1 up to
+    :data:`WINDOW_SAMPLE` voxels): a copy of a few MB, never of the whole scan."""
+    if values.ndim == 0 or values.size == 0:
+        raise ScanRefused("the scan holds no pixel value that is a number")
+    longest = int(np.argmax(values.shape))
+    every = -(-values.size // WINDOW_SAMPLE)
+    sample = _rescaled(values[(slice(None),) * longest + (slice(None, None, every),)], rescale)
+    sample = sample[np.isfinite(sample)]
+    if not sample.size:
+        raise ScanRefused("the scan holds no pixel value that is a number")
+    low, high = np.percentile(sample, AUTO_WINDOW)
+    return float(low), float(high)
+
+
+def valid_spacing(values) -> tuple[float, float] | None:
+    """A (row, column) pixel spacing in millimetres if both values are numbers within :data:`SPACING_MM`, else None:
+    a spacing of 0, -1, NaN or infinity is no spacing (every page, report and margin divides or scales by it)."""
+    try:
+        spacing = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        return None
+    if len(spacing) != 2 or not all(SPACING_MM[0] <= v <= SPACING_MM[1] for v in spacing):
+        return None  # NaN fails every comparison, so it is refused here too
+    return spacing
 
 
 def _check_voxels(shape: tuple[int, ...], what: str) -> None:
@@ -117,6 +177,12 @@ def _check_voxels(shape: tuple[int, ...], what: str) -> None:
 
 
 DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian: pydicom inflates it whole, unbounded
+# The values of Photometric Interpretation a refusal may name (DICOM PS3.3, C.7.6.3.1.2): any other value is the
+# file's own text, which is never repeated.
+PHOTOMETRIC = ("MONOCHROME1", "MONOCHROME2", "PALETTE COLOR", "RGB", "HSV", "ARGB", "CMYK", "YBR_FULL",
+               "YBR_FULL_422", "YBR_PARTIAL_422", "YBR_PARTIAL_420", "YBR_ICT", "YBR_RCT", "XYB")
+SAME_DIRECTION = 0.01   # largest difference between two files' direction cosines that is still one orientation
+SAME_PLACE_MM = 0.01    # two slices closer than this along the slice normal are at one position
 
 
 @functools.cache
@@ -144,27 +210,38 @@ def quiet_pydicom():
         yield
 
 
+def _file_meta(blob: bytes):
+    """A DICOM file's meta group (0002,xxxx), read by the very parser dcmread uses before it decides how to read
+    the rest, which stops where the dataset begins: a deflated dataset is not inflated here."""
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
+    stream = io.BytesIO(blob)
+    with quiet_pydicom():
+        read_preamble(stream, False)  # InvalidDicomError without the 'DICM' marker
+        return _read_file_meta_info(stream)
+
+
 def transfer_syntax(blob: bytes) -> str | None:
-    """The transfer syntax UID from a DICOM file's meta group (0002,0010), read from the bytes without pydicom: the
-    meta group is always explicit VR little endian, right after the 'DICM' marker."""
-    head = blob[132:132 + 4096]
-    at = head.find(b"\x02\x00\x10\x00UI")
-    if at < 0 or at + 8 > len(head):
+    """The transfer syntax UID a DICOM file's meta group states (as dcmread will read it), or None."""
+    try:
+        syntax = _file_meta(blob).get("TransferSyntaxUID")
+    except Exception:  # noqa: BLE001 - not DICOM, or a damaged meta group
         return None
-    length = int.from_bytes(head[at + 6:at + 8], "little")
-    return head[at + 8:at + 8 + length].rstrip(b"\x00 ").decode("ascii", errors="replace")
+    return None if syntax is None else str(syntax)
 
 
-def _dataset(name: str, blob: bytes):
+def _dataset(name: str, blob: bytes, pixels: bool = True):
+    """A DICOM file's dataset (its header alone, without ``pixels``), refused in a sentence when it is not DICOM, is
+    damaged, or is deflated: dcmread would inflate that whole, without a bound, even to read its header."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     try:
-        if transfer_syntax(blob) == DEFLATED:
+        if _file_meta(blob).get("TransferSyntaxUID") == DEFLATED:  # a meta group that cannot be read: refused
             raise ScanRefused(f"{name} is deflate-compressed DICOM, which is refused: it would be unpacked whole, "
                               "without a bound, before anything could be checked")
         with quiet_pydicom():
-            return pydicom.dcmread(io.BytesIO(blob), force=False)
+            return pydicom.dcmread(io.BytesIO(blob), force=False, stop_before_pixels=not pixels)
     except ScanRefused:
         raise
     except InvalidDicomError:
@@ -180,6 +257,18 @@ def _withheld(dataset) -> tuple[tuple[str, ...], int]:
     present = tuple(k for k in IDENTIFYING if tag_for_keyword(k) in dataset)
     private = sum(1 for tag in dataset.keys() if tag.is_private and not tag.is_private_creator)
     return present, private
+
+
+def _burned_in(dataset) -> bool:
+    """Whether the header says the pixels carry burned-in annotation, at its top or anywhere within it (an enhanced
+    file states it in its shared or per-frame functional groups)."""
+    def says_yes(value) -> bool:
+        values = value if isinstance(value, (list, tuple)) else [value]
+        return any(str(v).strip().upper() == "YES" for v in values)
+
+    with quiet_pydicom():
+        return any(element.keyword == "BurnedInAnnotation" and says_yes(element.value)
+                   for element in dataset.iterall())
 
 
 def _stored_window(dataset) -> tuple[float, float] | None:
@@ -199,46 +288,139 @@ def _stored_window(dataset) -> tuple[float, float] | None:
     return window if all(np.isfinite(window)) else None
 
 
-def _frames(dataset, name: str) -> np.ndarray:
-    """The dataset's pixels after the modality LUT (rescale slope and intercept), as (frames, rows, columns)."""
-    from pydicom.pixels import apply_modality_lut
+def _photometric(dataset) -> str | None:
+    """The file's Photometric Interpretation if it is one of :data:`PHOTOMETRIC`, else None (never its own text)."""
+    said = str(dataset.get("PhotometricInterpretation", "")).strip().upper()
+    return said if said in PHOTOMETRIC else None
 
-    if "PixelData" not in dataset:
-        raise ScanRefused(f"{name} holds no image (no pixel data): a report or a structured document?")
+
+def _stated_shape(header, name: str) -> tuple[int, int, int]:
+    """(frames, rows, columns) a file's header states, checked against the bounds before any pixel is decoded."""
     try:
-        rows, columns = int(dataset.get("Rows", 0)), int(dataset.get("Columns", 0))
-        frames = int(dataset.get("NumberOfFrames", 1) or 1)
+        rows, columns = int(header.get("Rows", 0) or 0), int(header.get("Columns", 0) or 0)
+        frames = int(header.get("NumberOfFrames", 1) or 1)
+        samples = int(header.get("SamplesPerPixel", 1) or 1)
     except (TypeError, ValueError):
         raise ScanRefused(f"{name} states its size in a form that is not a number") from None
     if min(rows, columns, frames) < 1:
         raise ScanRefused(f"{name} states {frames} frames of {rows} x {columns} pixels: not an image")
     _check_voxels((frames, rows, columns), f"file {name}")
-    stored = len(dataset.PixelData) if not dataset.file_meta.TransferSyntaxUID.is_compressed else 0
-    if stored > 8 * frames * rows * columns:
-        raise ScanRefused(f"{name} holds {stored:,} bytes of pixels, far more than the {frames} frames of {rows} x "
-                          f"{columns} its header states")
-    if int(dataset.get("SamplesPerPixel", 1)) != 1:
-        raise ScanRefused(f"{name} is a colour image ({dataset.get('PhotometricInterpretation')}), not an MR slice")
+    if samples != 1:
+        kind = _photometric(header)
+        raise ScanRefused(f"{name} is a colour image{f' ({kind})' if kind else ''}, not an MR slice")
+    return frames, rows, columns
+
+
+def _rescale(dataset, name: str) -> tuple[float, float]:
+    """The rescale slope and intercept the file states (1 and 0 where it states none), refused unless both are
+    finite numbers and the slope is not zero (which would erase the picture)."""
+    def number(keyword: str, default: float) -> float:
+        value = dataset.get(keyword)
+        return default if value is None or value == "" else float(value)
+
+    try:
+        slope, intercept = number("RescaleSlope", 1.0), number("RescaleIntercept", 0.0)
+    except (TypeError, ValueError):
+        slope = intercept = float("nan")
+    if not (np.isfinite(slope) and np.isfinite(intercept)) or slope == 0:
+        raise ScanRefused(f"{name} states a rescale slope or intercept that is not a finite number (or a slope of "
+                          "zero), so its pixel values cannot be trusted")
+    return slope, intercept
+
+
+def _check_stored_pixels(dataset, name: str, shape: tuple[int, int, int]) -> None:
+    """Before decoding: uncompressed pixel data is not far larger than the header's size, and every compressed frame
+    declares exactly the header's rows and columns in one component (a decoder allocates what the frame declares)."""
+    from pydicom.uid import (JPEG2000TransferSyntaxes, JPEGLSTransferSyntaxes, JPEGTransferSyntaxes,
+                             RLETransferSyntaxes, UncompressedTransferSyntaxes)
+
+    frames, rows, columns = shape
+    syntax = dataset.file_meta.get("TransferSyntaxUID")
+    if syntax in UncompressedTransferSyntaxes:
+        if len(dataset.PixelData) > 8 * frames * rows * columns:
+            raise ScanRefused(f"{name} holds {len(dataset.PixelData):,} bytes of pixels, far more than the {frames} "
+                              f"frames of {rows} x {columns} its header states")
+    elif syntax in (*JPEGTransferSyntaxes, *JPEGLSTransferSyntaxes, *JPEG2000TransferSyntaxes):
+        for declared in _declared_frames(dataset, name, frames):
+            if declared != (rows, columns, 1):
+                raise ScanRefused(f"{name}: a compressed frame declares another size than the {rows} x {columns} "
+                                  "pixels of one sample its header states (or none), so it is not decoded")
+    elif syntax not in RLETransferSyntaxes:  # RLE decodes into the rows and columns the header states
+        raise ScanRefused(f"{name}: its pixels are stored in a form this reader does not decode")
+
+
+def _declared_frames(dataset, name: str, frames: int):
+    """The size each compressed frame declares, frame by frame as pydicom's decoder will find them (with the
+    extended offset table where the file has a usable one)."""
+    from pydicom.encaps import generate_fragmented_frames
+
+    from core.sources.codestreams import declared_size
+
+    offsets = None
+    if "ExtendedOffsetTable" in dataset and "ExtendedOffsetTableLengths" in dataset:
+        offsets = (dataset.ExtendedOffsetTable, dataset.ExtendedOffsetTableLengths)
+        offsets = offsets if len(offsets[0]) == len(offsets[1]) else None
+    try:
+        with quiet_pydicom():
+            for fragments in generate_fragmented_frames(dataset.PixelData, number_of_frames=frames,
+                                                        extended_offsets=offsets):
+                yield declared_size(fragments[0]) if fragments else None
+    except ScanRefused:
+        raise
+    except Exception:  # noqa: BLE001 - a damaged encapsulation raises many types
+        raise ScanRefused(f"{name} is a damaged DICOM file: its compressed frames cannot be told apart") from None
+
+
+def _decode_into(out: np.ndarray, dataset, name: str, shape: tuple[int, int, int]) -> None:
+    """A file's pixels after the modality LUT (its rescale slope and intercept), as float32 (frames, rows, columns),
+    written into ``out``; MONOCHROME1 turned so that low values are dark, as in MONOCHROME2."""
+    from pydicom.pixels import apply_modality_lut
+
+    if "PixelData" not in dataset:
+        raise ScanRefused(f"{name} holds no image (no pixel data): a report or a structured document?")
+    _check_stored_pixels(dataset, name, shape)
+    slope, intercept = _rescale(dataset, name)
     try:
         with quiet_pydicom():
             pixels = dataset.pixel_array
     except Exception:  # noqa: BLE001 - a transfer syntax no installed decoder handles, or damaged pixel data
-        syntax = getattr(dataset.file_meta, "TransferSyntaxUID", None)
-        raise ScanRefused(f"{name}: its pixels cannot be decoded (stored as {getattr(syntax, 'name', syntax)}: no "
-                          "decoder here reads it, or the pixel data is damaged)") from None
-    if pixels.size != frames * rows * columns:  # what was decoded, not what the header said
-        raise ScanRefused(f"{name} decodes to {pixels.size:,} pixels, not the {frames} frames of {rows} x {columns} "
-                          "its header states")
-    with quiet_pydicom():
-        values = apply_modality_lut(pixels, dataset).astype(np.float32)
-    return values.reshape(frames, rows, columns)
+        raise ScanRefused(f"{name}: its pixels cannot be decoded ({_syntax_name(dataset)}: no decoder here reads "
+                          "it, or the pixel data is damaged)") from None
+    if pixels.size != out.size:  # what was decoded, not what the header said
+        raise ScanRefused(f"{name} decodes to {pixels.size:,} pixels, not the {shape[0]} frames of {shape[1]} x "
+                          f"{shape[2]} its header states")
+    pixels = pixels.reshape(shape)
+    if "ModalityLUTSequence" in dataset:  # a lookup table rather than a line: pydicom applies it
+        with quiet_pydicom():
+            out[...] = apply_modality_lut(pixels, dataset)
+    else:
+        np.multiply(pixels, np.float32(slope), out=out, dtype=np.float32)
+        out += np.float32(intercept)
+    if _photometric(dataset) == "MONOCHROME1":
+        np.negative(out, out=out)  # MONOCHROME1: low values are white; flipped here so that the window reads alike
+
+
+def _syntax_name(dataset) -> str:
+    """The transfer syntax in words if it is one pydicom knows, never the file's own text."""
+    syntax = dataset.file_meta.get("TransferSyntaxUID")
+    known = syntax is not None and syntax.is_transfer_syntax and syntax.name != str(syntax)
+    return f"stored as {syntax.name}" if known else "stored in an unknown form"
+
+
+def _orientation(dataset) -> np.ndarray | None:
+    """The file's six direction cosines, if it states six numbers."""
+    try:
+        cosines = np.array(dataset.ImageOrientationPatient, dtype=float)
+    except (AttributeError, ValueError, TypeError):
+        return None
+    return cosines if cosines.shape == (6,) and np.isfinite(cosines).all() else None
 
 
 def _position(dataset) -> tuple[float, float]:
     """Where a file sits in its series: files with geometry first, along the slice normal; then the others, by
     instance number."""
+    orientation = _orientation(dataset)
     try:
-        orientation = np.array(dataset.ImageOrientationPatient, dtype=float)
         normal = np.cross(orientation[:3], orientation[3:])
         return 0.0, float(np.dot(normal, np.array(dataset.ImagePositionPatient, dtype=float)))
     except (AttributeError, ValueError, TypeError):
@@ -248,9 +430,36 @@ def _position(dataset) -> tuple[float, float]:
             return 1.0, 0.0
 
 
-def read_dicom(files: list[tuple[str, bytes]]) -> Volume:
-    """One DICOM file, a multi-frame file, or the files of one series (in any order: sorted by position along the
-    slice normal, else by instance number)."""
+@dataclass(frozen=True)
+class _Part:
+    """One file of a series: its header (no pixels), its stated (frames, rows, columns) and where it sits."""
+    name: str
+    blob: bytes
+    header: object
+    shape: tuple[int, int, int]
+    place: tuple[float, float]
+
+
+def _one_geometry(parts: list[_Part]) -> None:
+    """Refuse a series whose files are cut in different directions, or which holds one image twice (the same
+    instance UID, or two images at one position along the slice normal): stacked, they would make a wrong volume."""
+    cosines = [c for c in (_orientation(p.header) for p in parts) if c is not None]
+    if any(np.abs(c - cosines[0]).max() > SAME_DIRECTION for c in cosines[1:]):
+        raise ScanRefused("the files of this series are cut in different directions (axial and sagittal slices, "
+                          "say); upload the files of one direction at a time")
+    uids = [str(p.header.get("SOPInstanceUID", "") or "") for p in parts]
+    if len({u for u in uids if u}) < len([u for u in uids if u]):
+        raise ScanRefused("two of the files are the same image (they share an instance UID); remove the copy and "
+                          "upload the series again")
+    placed = sorted(p.place[1] for p in parts if p.place[0] == 0.0)
+    if any(b - a < SAME_PLACE_MM for a, b in zip(placed, placed[1:])):
+        raise ScanRefused("two of the files lie at the same position along the slice normal, which a series of "
+                          "slices cannot; remove the extra file and upload the series again")
+
+
+def _series(files: list[tuple[str, bytes]]) -> list[_Part]:
+    """The files of one series, from their headers alone (no pixel decoded): counted, sized, one series and one
+    geometry, sorted along the slice normal (else by instance number), their voxels bounded."""
     if not files:
         raise ScanRefused("no DICOM file was given")
     if len(files) > MAX_FILES:
@@ -258,46 +467,60 @@ def read_dicom(files: list[tuple[str, bytes]]) -> Volume:
     total = sum(len(blob) for _, blob in files)
     if total > MAX_SCAN_BYTES:
         raise ScanRefused(f"the series is {size_text(total)}, over the {size_text(MAX_SCAN_BYTES)} limit")
-    datasets = [(name, _dataset(name, blob)) for name, blob in files]
-    series = {str(d.get("SeriesInstanceUID", "")) for _, d in datasets}
+    parts = []
+    for name, blob in files:
+        header = _dataset(name, blob, pixels=False)
+        parts.append(_Part(name, blob, header, _stated_shape(header, name), _position(header)))
+    series = {str(p.header.get("SeriesInstanceUID", "")) for p in parts}
     if len(series) > 1:
         raise ScanRefused(f"the files belong to {len(series)} different series; upload one series at a time")
-    datasets.sort(key=lambda item: _position(item[1]))
-    stacks, withheld, private, burned = [], set(), 0, False
-    voxels = 0
-    for name, dataset in datasets:
-        frames = _frames(dataset, name)
-        voxels += frames.size
-        _check_voxels((voxels,), "series")
-        if stacks and frames.shape[1:] != stacks[0].shape[1:]:
-            raise ScanRefused(f"{name} is {frames.shape[2]} x {frames.shape[1]} pixels, unlike the series' other "
-                              f"files ({stacks[0].shape[2]} x {stacks[0].shape[1]})")
-        if str(dataset.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
-            frames = -frames  # MONOCHROME1: low values are white; flipped here so that the window reads alike
-        stacks.append(frames)
-        present, count = _withheld(dataset)
+    _one_geometry(parts)
+    parts.sort(key=lambda p: p.place)
+    _check_voxels((sum(int(np.prod(p.shape)) for p in parts),), "series")
+    for part in parts[1:]:
+        if part.shape[1:] != parts[0].shape[1:]:
+            raise ScanRefused(f"{part.name} is {part.shape[2]} x {part.shape[1]} pixels, unlike the series' other "
+                              f"files ({parts[0].shape[2]} x {parts[0].shape[1]})")
+    return parts
+
+
+def read_dicom(files: list[tuple[str, bytes]]) -> Volume:
+    """One DICOM file, a multi-frame file, or the files of one series (in any order: sorted by position along the
+    slice normal, else by instance number). Every bound is checked from the headers before any pixel is decoded;
+    then the files are decoded one at a time into one float32 volume."""
+    parts = _series(files)
+    values = np.empty((sum(p.shape[0] for p in parts), *parts[0].shape[1:]), dtype=np.float32)
+    at = 0
+    for part in parts:
+        _decode_into(values[at:at + part.shape[0]], _dataset(part.name, part.blob), part.name, part.shape)
+        at += part.shape[0]
+    withheld, private = set(), 0
+    for part in parts:
+        present, count = _withheld(part.header)
         withheld.update(present)
         private += count
-        burned = burned or str(dataset.get("BurnedInAnnotation", "")).upper() == "YES"
-    first = datasets[0][1]
+    first = parts[0].header
+    inverted = _photometric(first) == "MONOCHROME1"
     window = _stored_window(first)
-    if window is not None and str(first.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+    if window is not None and inverted:
         window = (-window[0], window[1])
-    pixels, said = to_8_bit(np.concatenate(stacks), window)
-    spacing = None
-    if "PixelSpacing" in first:
-        try:
-            spacing = (float(first.PixelSpacing[0]), float(first.PixelSpacing[1]))
-        except (TypeError, ValueError, IndexError):
-            spacing = None
-    notes = ("MONOCHROME1: shown inverted, so that dense tissue is bright",) \
-        if str(first.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1" else ()
+    pixels, said = to_8_bit(values, window)
+    spacing = valid_spacing(first.get("PixelSpacing") or ())
+    notes = ("MONOCHROME1: shown inverted, so that dense tissue is bright",) if inverted else ()
     return Volume(pixels, spacing, "DICOM", said, None, tuple(k for k in IDENTIFYING if k in withheld), private,
-                  burned, notes)
+                  any(_burned_in(p.header) for p in parts), notes)
+
+
+def dicom_voxels(files: list[tuple[str, bytes]]) -> int:
+    """The voxels (bytes, at 8 bits) a DICOM series will hold once read, from its headers alone; ScanRefused with the
+    reason read_dicom would give, for what the headers already show."""
+    return sum(int(np.prod(p.shape)) for p in _series(files))
 
 
 def unzip_series(blob: bytes) -> list[tuple[str, bytes]]:
-    """The files of a zip (a DICOM series), each bounded, their total bounded, folders and hidden files skipped."""
+    """The files of a zip (a DICOM series), folders and hidden files skipped. Their sizes, as the zip states them,
+    must add up to at most :data:`MAX_SCAN_BYTES` before anything is inflated; each is then inflated to its stated
+    size and no further (zipfile stops there, and a file whose data goes on fails its checksum)."""
     if len(blob) > MAX_SCAN_BYTES:
         raise ScanRefused(f"the zip is {size_text(len(blob))}, over the {size_text(MAX_SCAN_BYTES)} limit")
     try:
@@ -308,19 +531,21 @@ def unzip_series(blob: bytes) -> list[tuple[str, bytes]]:
                and "__MACOSX" not in m.filename]
     if len(members) > MAX_FILES:
         raise ScanRefused(f"the zip holds {len(members)} files, over the {MAX_FILES}-file limit")
-    if sum(m.file_size for m in members) > MAX_UNPACKED_BYTES:
-        raise ScanRefused(f"the zip would unpack to over {size_text(MAX_UNPACKED_BYTES)}")
-    files, unpacked = [], 0
+    if any(m.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED) for m in members):
+        # bzip2 and LZMA inflate a whole read at once, without a bound: a few KB could become gigabytes
+        raise ScanRefused("a file in the zip is compressed in a way this reader does not take (only stored or "
+                          "deflated files, as every DICOM export writes)")
+    if sum(m.file_size for m in members) > MAX_SCAN_BYTES:
+        raise ScanRefused(f"the zip would unpack to over {size_text(MAX_SCAN_BYTES)}, the limit for one series")
+    files = []
     for member in members:
         try:
             with archive.open(member) as handle:
-                data = handle.read(MAX_UNPACKED_BYTES - unpacked + 1)  # the sizes a zip states can lie
+                # Asking for the stated size, not more: a larger request would let one step inflate that much.
+                data = handle.read(member.file_size)
         except (RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error, EOFError, OSError):
             raise ScanRefused("a file in the zip cannot be unpacked (encrypted, damaged, or compressed in a way "
                               "this reader does not know)") from None
-        unpacked += len(data)
-        if unpacked > MAX_UNPACKED_BYTES:
-            raise ScanRefused(f"the zip unpacks to over {size_text(MAX_UNPACKED_BYTES)}")
         files.append((member.filename, data))
     if not files:
         raise ScanRefused("the zip holds no file")
@@ -331,46 +556,106 @@ def unzip_series(blob: bytes) -> list[tuple[str, bytes]]:
 # NIfTI
 
 
-def _gunzip(blob: bytes) -> bytes:
-    try:
-        with gzip.GzipFile(fileobj=io.BytesIO(blob)) as handle:
-            data = handle.read(MAX_UNPACKED_BYTES + 1)
-    except (OSError, EOFError):
-        raise ScanRefused("a damaged .gz file") from None
-    if len(data) > MAX_UNPACKED_BYTES:
-        raise ScanRefused(f"the file unpacks to over {size_text(MAX_UNPACKED_BYTES)}")
-    return data
+NIFTI_HEADER_BYTES = 540  # a NIfTI-2 header; a NIfTI-1 header is the first 348 of them
 
 
-def _nifti_ras(blob: bytes, what: str = "volume") -> tuple[np.ndarray, list[float]]:
-    """A NIfTI-1 or NIfTI-2 file's voxels turned to RAS (nibabel's closest canonical orientation), as float32, and
-    their sizes in mm along each axis; every size bounded before the voxels are read."""
+class _GzipStream(gzip.GzipFile):
+    """A gzipped file that fills a buffer a megabyte at a time: GzipFile's own readinto (which nibabel reads a volume
+    with) inflates the whole request into a new bytes object first, a second copy of the volume."""
+
+    def readinto(self, buffer) -> int:
+        view, done = memoryview(buffer).cast("B"), 0
+        while done < len(view):
+            chunk = self.read(min(len(view) - done, 1 << 20))
+            if not chunk:
+                break
+            view[done:done + len(chunk)] = chunk
+            done += len(chunk)
+        return done
+
+
+def _nifti_stream(blob: bytes) -> io.BufferedIOBase:
+    """The file's bytes as a stream, inflated as it is read when the file is gzipped."""
+    return _GzipStream(fileobj=io.BytesIO(blob)) if blob[:2] == b"\x1f\x8b" else io.BytesIO(blob)
+
+
+def _nifti_header(blob: bytes, what: str = "volume"):
+    """A NIfTI-1 or NIfTI-2 file's header, from its first bytes alone (a .nii.gz inflated no further), with everything
+    it states checked: a 3-D shape, the voxel and side limits, voxels that are plain numbers, and the bytes the file
+    will unpack to, within :data:`MAX_SCAN_BYTES`. So a .nii.gz is later inflated exactly as far as its header says,
+    and only when nothing read later would refuse it. Also whether it states a size for each voxel axis: nibabel
+    reads a size of 0 (or NaN) as 1 mm, which is no size the file gave."""
     import nibabel
 
     if len(blob) > MAX_SCAN_BYTES:
         raise ScanRefused(f"the file is {size_text(len(blob))}, over the {size_text(MAX_SCAN_BYTES)} limit")
-    raw = _gunzip(blob) if blob[:2] == b"\x1f\x8b" else blob
-    image = None
-    for kind in (nibabel.Nifti1Image, nibabel.Nifti2Image):
-        try:
-            image = kind.from_bytes(raw)
-            break
-        except Exception:  # noqa: BLE001 - not this kind (or damaged): the next, then a sentence
-            continue
-    if image is None:
-        raise ScanRefused("not a readable NIfTI file (.nii or .nii.gz)")
-    shape = tuple(int(s) for s in image.header.get_data_shape())
+    try:
+        with _nifti_stream(blob) as stream:
+            head = stream.read(NIFTI_HEADER_BYTES)
+    except (OSError, EOFError, zlib.error):
+        raise ScanRefused("a damaged .gz file") from None
+    # The header's first field is its own size, in either byte order: 348 for NIfTI-1, 540 for NIfTI-2.
+    sizes = {int.from_bytes(head[:4], order) for order in ("little", "big")}
+    kind = nibabel.Nifti1Header if 348 in sizes else nibabel.Nifti2Header if 540 in sizes else None
+    try:
+        stated = kind(head[:kind.template_dtype.itemsize], check=False)["pixdim"][1:4]
+        header = kind(head[:kind.template_dtype.itemsize], check=True)
+    except Exception:  # noqa: BLE001 - no NIfTI header size, or a damaged header
+        raise ScanRefused("not a readable NIfTI file (.nii or .nii.gz)") from None
+    _check_nifti_shape(header, what)
+    return header, bool(np.all(np.isfinite(stated) & (stated > 0)))
+
+
+def _check_nifti_shape(header, what: str) -> None:
+    shape = tuple(int(s) for s in header.get_data_shape())
     if len(shape) < 3 or any(s > 1 for s in shape[3:]):
         raise ScanRefused(f"the file holds an image of shape {shape}; a 3-D {what} is needed (one time point)")
     _check_voxels(shape[:3], what)
     if max(shape[:3]) > MAX_SIDE:
         raise ScanRefused(f"the {what} is {shape[0]} x {shape[1]} x {shape[2]}; no side may be over {MAX_SIDE}")
+    dtype = header.get_data_dtype()
+    if dtype.kind not in "uif" or dtype.fields:
+        raise ScanRefused(f"the {what}'s voxels are not plain numbers (colour or complex values)")
+    offset = int(header.get_data_offset())
+    stated = offset + int(np.prod(shape[:3])) * dtype.itemsize
+    if offset < 0 or stated > MAX_SCAN_BYTES:
+        raise ScanRefused(f"the {what} would unpack to {size_text(max(stated, 0))}, over the "
+                          f"{size_text(MAX_SCAN_BYTES)} limit")
+
+
+def nifti_voxels(blob: bytes) -> int:
+    """The voxels (bytes, at 8 bits) a NIfTI file will hold once read, from its header alone; ScanRefused with the
+    reason read_nifti would give, for what the header already shows."""
+    return int(np.prod(_nifti_header(blob)[0].get_data_shape()[:3]))
+
+
+def _nifti_ras(blob: bytes, what: str = "volume") -> tuple[np.ndarray, list[float], tuple[float, float]]:
+    """A NIfTI-1 or NIfTI-2 file's voxels turned to RAS (nibabel's closest canonical orientation), as stored (no
+    float copy of the whole volume), their sizes in mm along each axis (NaN where the file states none), and the
+    (slope, intercept) that turns them into values; every size is bounded before the voxels are read, which read
+    exactly the bytes the header states."""
+    import nibabel
+
+    header, sized = _nifti_header(blob, what)
+    kind = nibabel.Nifti2Image if isinstance(header, nibabel.Nifti2Header) else nibabel.Nifti1Image
     try:
-        canonical = nibabel.as_closest_canonical(image)
-        data = np.asarray(canonical.dataobj, dtype=np.float32).reshape(canonical.shape[:3])
+        with _nifti_stream(blob) as stream:
+            image = kind.from_stream(stream)
+            stored = image.dataobj.get_unscaled()
     except Exception:  # noqa: BLE001 - truncated or damaged voxel data
         raise ScanRefused(f"the {what}'s voxels cannot be read: the file is truncated or damaged") from None
-    return data, [float(z) for z in canonical.header.get_zooms()[:3]]
+    stored = stored.reshape(stored.shape[:3])  # a time axis of one point dropped (a view)
+    rescale = float(image.dataobj.slope), float(image.dataobj.inter)
+    try:
+        if not np.isfinite(image.affine).all():
+            raise ValueError("an affine that is not numbers")
+        canonical = nibabel.as_closest_canonical(kind(stored, image.affine, image.header))
+        data = np.asanyarray(canonical.dataobj)  # flips and transposes of ``stored``: views, no copy
+    except Exception:  # noqa: BLE001 - nibabel's orientation code raises several types
+        raise ScanRefused(f"the {what}'s orientation cannot be worked out from the file (its affine is not a set of "
+                          "numbers that place the voxels)") from None
+    zooms = [float(z) if sized else float("nan") for z in canonical.header.get_zooms()[:3]]
+    return data, zooms, rescale
 
 
 def _cut(data: np.ndarray, axis: int) -> np.ndarray:
@@ -387,10 +672,10 @@ def read_nifti(blob: bytes, axis: int = 2) -> Volume:
     the top; a sagittal one with anterior on the right and superior at the top."""
     if axis not in AXES:
         raise ScanRefused(f"axis {axis} is not one of 0 (sagittal), 1 (coronal), 2 (axial)")
-    data, zooms = _nifti_ras(blob)
+    data, zooms, rescale = _nifti_ras(blob)
     kept = [a for a in range(3) if a != axis]
-    spacing = (zooms[kept[1]], zooms[kept[0]]) if all(z > 0 for z in zooms) else None
-    pixels, said = to_8_bit(_cut(data, axis), None)
+    spacing = valid_spacing((zooms[kept[1]], zooms[kept[0]]))
+    pixels, said = to_8_bit(_cut(data, axis), None, rescale)
     return Volume(pixels, spacing, "NIfTI", said, AXES[axis],
                   notes=("shown in RAS orientation: the patient's left on the left of the picture",))
 
@@ -399,13 +684,13 @@ def nifti_mask_slice(blob: bytes, index: int, shape: tuple[int, int, int]) -> np
     """The tumour in a NIfTI label volume (any value above zero: every label of a segmentation) on slice ``index``
     (from 0) of its scan, cut and oriented exactly as the scan's slice is (:func:`dataset_slice`: axial). ``shape``:
     the scan's slices, (count, rows, columns); a label volume of another shape belongs to another scan."""
-    data, _ = _nifti_ras(blob, "mask volume")
+    data, _, rescale = _nifti_ras(blob, "mask volume")
     slices = _cut(data, 2)
     if tuple(slices.shape) != tuple(shape):
         raise ScanRefused(f"the mask volume cuts into {slices.shape[0]} slices of {slices.shape[2]} x "
                           f"{slices.shape[1]}, its scan into {shape[0]} of {shape[2]} x {shape[1]}: it belongs to "
                           "another volume")
-    return np.ascontiguousarray(slices[index] > 0)
+    return np.ascontiguousarray(_rescaled(slices[index], rescale) > 0)
 
 
 SLICE_ENV = "BRAIN_MRI_VOLUME_SLICE"  # which slice of a volume a dataset file stands for: "middle" or a number from 1
@@ -471,8 +756,6 @@ def is_volume_file(name: str, blob: bytes) -> bool:
 def scan_groups(files: list[tuple[str, bytes]]) -> tuple[list[list[tuple[str, bytes]]], list[tuple[str, bytes]]]:
     """Uploaded files sorted into scans: DICOM files of one series together (by the series' UID, read from the header
     only and not kept), each NIfTI file or zip on its own; and the other files, pictures, as they came."""
-    import pydicom
-
     series: dict[str, list[tuple[str, bytes]]] = {}
     alone, pictures = [], []
     for name, blob in files:
@@ -480,12 +763,8 @@ def scan_groups(files: list[tuple[str, bytes]]) -> tuple[list[list[tuple[str, by
             pictures.append((name, blob))
         elif blob[128:132] == b"DICM":
             try:
-                if transfer_syntax(blob) == DEFLATED:
-                    raise ValueError("deflated")  # never inflated here: read_dicom refuses it in words
-                with quiet_pydicom():
-                    uid = str(pydicom.dcmread(io.BytesIO(blob), stop_before_pixels=True,
-                                              specific_tags=["SeriesInstanceUID"]).get("SeriesInstanceUID", ""))
-            except Exception:  # noqa: BLE001 - damaged or refused: read_dicom says what is wrong with it
+                uid = str(_dataset(name, blob, pixels=False).get("SeriesInstanceUID", ""))
+            except ScanRefused:  # damaged, deflated (never inflated here): read_dicom says what is wrong with it
                 uid = f"unreadable:{name}"
             series.setdefault(uid, []).append((name, blob))
         else:
@@ -499,13 +778,30 @@ def scan_name(files: list[tuple[str, bytes]]) -> str:
     return files[0][0] if len(files) == 1 else f"{files[0][0]} and {len(files) - 1} more files of its series"
 
 
-def read_scan(files: list[tuple[str, bytes]], axis: int = 2) -> Volume:
-    """Whatever scan was given: a NIfTI file, a zip of a DICOM series, or DICOM files."""
+def scan_kind(files: list[tuple[str, bytes]]) -> str:
+    """What a scan's uploaded files are: "NIfTI" (one .nii or .nii.gz file), "zip" (one zip) or "DICOM"."""
     if len(files) == 1:
         name, blob = files[0]
-        lowered = name.lower()
-        if lowered.endswith((".nii", ".nii.gz")):
-            return read_nifti(blob, axis)
-        if lowered.endswith(".zip") or blob[:4] == b"PK\x03\x04":
-            return read_dicom(unzip_series(blob))
-    return read_dicom(files)
+        if name.lower().endswith((".nii", ".nii.gz")):
+            return "NIfTI"
+        if name.lower().endswith(".zip") or blob[:4] == b"PK\x03\x04":
+            return "zip"
+    return "DICOM"
+
+
+def read_scan(files: list[tuple[str, bytes]], axis: int = 2) -> Volume:
+    """Whatever scan was given: a NIfTI file, a zip of a DICOM series, or DICOM files."""
+    kind = scan_kind(files)
+    if kind == "NIfTI":
+        return read_nifti(files[0][1], axis)
+    return read_dicom(unzip_series(files[0][1]) if kind == "zip" else files)
+
+
+def stated_voxels(files: list[tuple[str, bytes]]) -> int:
+    """The voxels (bytes, at 8 bits) of the scan :func:`read_scan` would make of these files, from their headers
+    alone (a zip is unpacked, within its bound, to reach them), so that a page can hold a budget before anything is
+    decoded; ScanRefused with the reason read_scan would give, for what the headers already show."""
+    kind = scan_kind(files)
+    if kind == "NIfTI":
+        return nifti_voxels(files[0][1])
+    return dicom_voxels(unzip_series(files[0][1]) if kind == "zip" else files)
