@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import logging
 import os
 import re
 import zipfile
@@ -32,6 +33,9 @@ from core.review.errors import ReviewError
 from core.review.store import NewCase, Upload
 from core.sources import FileRefused, contained_path, read_bytes, read_image
 from core.sources.images import MAX_FILE_BYTES, png_bytes
+from core.sources.volumes import MAX_VOXELS
+
+log = logging.getLogger(__name__)
 
 SELECTIONS = {"all": "Every case", "errors": "The model's errors", "uncertain": "The most uncertain cases (lowest "
               "confidence)", "sample": "A stratified random sample"}
@@ -122,6 +126,9 @@ def run_model(run) -> dict:
 
 MAX_STACK_BYTES = 256 << 20  # the slices of the largest volume accepted (core.sources.volumes.MAX_VOXELS), packed
 CONTEXT_SLICES = 15          # slices kept on either side of an uploaded volume's answered slice, for scrolling
+# The voxels one upload's volumes may hold in all, read from their headers before any is decoded: twenty scans at the
+# voxel limit, or a hundred of 256 x 256 x 150 (about half a minute of decoding on two cores).
+MAX_UPLOAD_VOXELS = 20 * MAX_VOXELS
 
 
 @dataclass(frozen=True)
@@ -192,7 +199,7 @@ def load_case_stack(path: Path, sha256: str) -> Stack:
     """A case's slab of slices, refused unless the file is exactly the one the session was made with and holds just
     the arrays written here: each array's header is read before its data, so nothing is unpickled and no size it
     claims is allocated unchecked."""
-    from core.sources.volumes import MAX_VOXELS
+    from core.sources.volumes import valid_spacing
 
     blob = read_bytes(path, MAX_STACK_BYTES, "slices file")
     if hashlib.sha256(blob).hexdigest() != sha256:
@@ -222,8 +229,8 @@ def load_case_stack(path: Path, sha256: str) -> Stack:
     first, total = (int(v) for v in position)
     if not 0 <= first < first + len(slices) <= total:
         raise not_ours
-    return Stack(slices, tuple(float(v) for v in spacing) if np.isfinite(spacing).all() else None, int(first),
-                 int(total))
+    # A spacing of 0, NaN or -1 (kept before the reader refused such spacings) is no spacing: shown without one.
+    return Stack(slices, valid_spacing(spacing), int(first), int(total))
 
 
 def checked_upload(blob: bytes) -> tuple[str, str, Image.Image, bytes]:
@@ -268,23 +275,38 @@ def cases_from_uploads(classifier, uploads: list[tuple[str, bytes]]) -> tuple[li
     """Cases for uploaded scans ``(file name, bytes)``, answered by the classifier now. Returns the cases, the
     scans' bytes by the name they are to be kept under (for :func:`keep_uploads`), and one sentence per file
     refused (the others are kept). DICOM files of one series are one scan, as are a zip of one and a NIfTI file
-    (:func:`checked_volume`); every other file is a picture. A scan uploaded twice is one case."""
-    from core.sources.volumes import scan_groups, scan_name
+    (:func:`checked_volume`); every other file is a picture. A scan uploaded twice is one case. The volumes' voxels
+    are counted from their headers before any is decoded: those past :data:`MAX_UPLOAD_VOXELS` are refused in one
+    sentence. An unexpected error in one scan is a sentence too, never the loss of the others."""
+    from core.sources.volumes import scan_groups, scan_name, stated_voxels
 
     groups, pictures = scan_groups(uploads)
-    kept, problems, blobs = [], [], {}
+    kept, problems, blobs, over, budget = [], [], {}, [], MAX_UPLOAD_VOXELS
     for name, blob in pictures:
         try:
             stored, digest, image, kept_bytes = checked_upload(blob)
             kept.append(CheckedScan(stored, digest, image, kept_bytes, name))
         except ValueError as error:
             problems.append(f"{name}: {error}")
+        except Exception:  # noqa: BLE001 - one file's accident must not drop the other files of the upload
+            log.exception("unexpected error checking an uploaded picture")
+            problems.append(f"{name} could not be read (an unexpected error, written to the server's log)")
     for group in groups:
         try:
+            needed = stated_voxels(group)
+            if needed > budget:
+                over.append(group[0][0])
+                continue
+            budget -= needed
             kept.append(checked_volume(group))
         except ValueError as error:  # a reason that begins with the file's name is not given it twice
             name = scan_name(group)
             problems.append(str(error) if str(error).startswith(group[0][0]) else f"{name}: {error}")
+        except Exception:  # noqa: BLE001 - one scan's accident must not drop the other scans of the upload
+            log.exception("unexpected error checking an uploaded scan")
+            problems.append(f"{scan_name(group)} could not be read (an unexpected error, written to the server's log)")
+    if over:
+        problems.append(over_budget(over))
     unique = []
     for scan in kept:
         if scan.stored not in blobs:
@@ -303,6 +325,14 @@ def cases_from_uploads(classifier, uploads: list[tuple[str, bytes]]) -> tuple[li
                      stack=scan.stack, stack_sha256=scan.stack_digest, stack_slice=scan.stack_slice)
              for number, (scan, p, strange) in enumerate(zip(unique, probabilities, unfamiliar), start=1)]
     return cases, blobs, problems
+
+
+def over_budget(names: list[str]) -> str:
+    """One sentence for the volumes of an upload that were not read because the upload's voxels ran out."""
+    listed = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    return (f"{listed} {'was' if len(names) == 1 else 'were'} not read: the volumes of one upload may hold "
+            f"{MAX_UPLOAD_VOXELS:,} voxels in all ({MAX_UPLOAD_VOXELS // MAX_VOXELS} at the size limit of one scan); "
+            "make the session from fewer or smaller volumes")
 
 
 def in_order(cases: list[NewCase], order: str, seed: int) -> list[NewCase]:

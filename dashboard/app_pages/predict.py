@@ -11,13 +11,14 @@ import streamlit as st
 
 from core.checkpoint import CheckpointError
 from core.data import CLASS_LABELS
-from core.explain import CAM_METHODS, DEFAULT_LAYER, DEFAULT_METHOD, LAYERS, SCALES, explain, fast_methods, overlay
+from core.explain import (CAM_METHODS, DEFAULT_LAYER, DEFAULT_METHOD, LAYERS, SCALES, explain, fast_methods,
+                          layer_description, overlay)
 from core.sources import read_image
 from core.sources.images import pixel_spacing
 from core.sources.files import printable
 from dashboard.charts import probability_bars
 from dashboard.heatmaps import in_proportion, png_bytes, with_colour_bar, with_header, with_scale_bar
-from dashboard.captions import Verdict, layer_label, localisation_sentence, md, verdict
+from dashboard.captions import Verdict, layer_label, localisation_sentence, md, model_grid, verdict
 from dashboard.common import available_models, classifier_at, error_boundary, get_classifier, runs_of_model
 
 PREDICTED = "the predicted class"
@@ -45,9 +46,10 @@ with st.expander("Explanation settings", expanded=False):
     target = c2.selectbox("Explain", [PREDICTED, *(classifier.classes if classifier else [])], key="predict.target",
                           format_func=lambda c: c if c == PREDICTED else f"why {CLASS_LABELS[c]}?",
                           help="Ask about any class, for instance 'why not meningioma?'")
+    size, stride = model_grid(classifier.metadata if classifier else {})
     layer = c3.selectbox("Layer", list(LAYERS), index=list(LAYERS).index(DEFAULT_LAYER), key="predict.layer",
-                         persist_state="session", format_func=layer_label,
-                         help=" ".join(f"{name}: {text}." for name, text in LAYERS.items()))
+                         persist_state="session", format_func=lambda name: layer_label(name, size, stride),
+                         help=" ".join(f"{name}: {layer_description(name, size, stride)}." for name in LAYERS))
     opacity = c4.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="predict.opacity", persist_state="session")
     scale = st.radio("Heatmap colours", list(SCALES), format_func=lambda k: SCALES[k].capitalize(), horizontal=True,
                      key="predict.scale", persist_state="session",
@@ -99,39 +101,66 @@ def shown_scan(scan: dict) -> tuple[str, str, object]:
             volume.image(index))
 
 
+def stated_bytes(group: list[tuple[str, bytes]]) -> int:
+    """What a DICOM series, zip or NIfTI file will hold in this session once decoded, from its headers alone
+    (ScanRefused says why not): its 8-bit slices, and a NIfTI file's own bytes (kept to cut it along another axis)."""
+    from core.sources.volumes import scan_kind, stated_voxels
+
+    return stated_voxels(group) + (len(group[0][1]) if scan_kind(group) == "NIfTI" else 0)
+
+
+def upload_entry(group: list[tuple[str, bytes]], volume: bool, room: int) -> dict | None:
+    """A kept scan made of uploaded files, or None when it would not fit in ``room`` bytes: a volume is measured from
+    its headers before anything is decoded, a picture (a few MB at most) once decoded. ValueError says what is wrong
+    with the files."""
+    if volume:
+        return volume_entry(group) if stated_bytes(group) <= room else None
+    name, blob = group[0]
+    entry = {"name": name, "digest": hashlib.sha256(blob).hexdigest(), "image": read_image(blob)}
+    return entry if decoded_bytes(entry) <= room else None
+
+
+def some_names(names: list[str], shown: int = 3) -> str:
+    """'**a**, **b**, **c** and 33 more': the names of uploaded files, for one sentence about them all."""
+    listed = ", ".join(f"**{md(name)}**" for name in names[:shown])
+    return listed + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
 def take_uploads(files) -> None:
-    """Move uploaded files into the session's kept scans (each decoded and checked once: pictures one by one, DICOM
+    """Move uploaded files into the session's kept scans (each checked and decoded once: pictures one by one, DICOM
     files grouped by series, NIfTI files and zips each as a scan), note a sentence for each that is refused, and empty
-    the uploader."""
+    the uploader. The session's caps hold before a scan is decoded: what would pass :data:`MAX_SCANS` or
+    :data:`MAX_KEPT_BYTES` is refused in one sentence, never decoded."""
     from core.sources.volumes import scan_groups
 
-    scans, problems = kept_scans(), []
+    scans, problems, over = kept_scans(), [], []
     groups, pictures = scan_groups([(upload.name, upload.getvalue()) for upload in files])
-    entries = []
-    for group in groups:
+    uploads = [(group, True) for group in groups] + [([picture], False) for picture in pictures]
+    held = sum(decoded_bytes(s) for s in scans)
+    for at, (group, volume) in enumerate(uploads):
+        if len(scans) >= MAX_SCANS:
+            rest = [g[0][0] for g, _ in uploads[at:]]
+            problems.append(f"At most {MAX_SCANS} scans are kept at a time; {some_names(rest)} "
+                            f"{'was' if len(rest) == 1 else 'were'} not read. Remove some scans first.")
+            break
         try:
-            entries.append(volume_entry(group))
+            entry = upload_entry(group, volume, MAX_KEPT_BYTES - held)
         except ValueError as error:
             problems.append(f"**{md(group[0][0])}**: {md(error)} — skipped; the other files are shown.")
-        except Exception:  # noqa: BLE001 - a reader's accident must not take the page down with every rerun
+            continue
+        except Exception:  # noqa: BLE001 - a reader's accident must not take the page down, nor the other files
             logging.getLogger(__name__).exception("unexpected error reading an uploaded scan")
             problems.append(f"**{md(group[0][0])}** could not be read (an unexpected error, written to the server's "
                             "log) — skipped; the other files are shown.")
-    for name, blob in pictures:
-        try:
-            entries.append({"name": name, "digest": hashlib.sha256(blob).hexdigest(), "image": read_image(blob)})
-        except ValueError as error:
-            problems.append(f"**{md(name)}**: {md(error)} — skipped; the other files are shown.")
-    for entry in entries:
-        if len(scans) >= MAX_SCANS:
-            problems.append(f"At most {MAX_SCANS} scans are kept at a time; **{md(entry['name'])}** and the files "
-                            "after it were not added. Remove some scans first.")
-            break
-        if sum(decoded_bytes(s) for s in scans) + decoded_bytes(entry) > MAX_KEPT_BYTES:
-            problems.append(f"**{md(entry['name'])}** was not added: this session already holds "
-                            f"{MAX_KEPT_BYTES >> 20} MB of decoded scans. Remove some scans first.")
+            continue
+        if entry is None:
+            over.append(group[0][0])
             continue
         scans.append(entry)
+        held += decoded_bytes(entry)
+    if over:
+        problems.append(f"{some_names(over)} {'was' if len(over) == 1 else 'were'} not added: this session would hold "
+                        f"over {MAX_KEPT_BYTES >> 20} MB of decoded scans. Remove some scans first.")
     st.session_state[PROBLEMS_KEY] = problems
     st.session_state[GENERATION_KEY] = st.session_state.get(GENERATION_KEY, 0) + 1  # a fresh, empty uploader
     st.rerun()
@@ -156,7 +185,7 @@ def volume_controls(position: int, scan: dict) -> None:
         if volume.count > 1:
             scan["index"] = st.slider("Slice", 1, volume.count, scan["index"] + 1, key=f"{key}.{scan['axis']}") - 1
         facts = [f"pixels of {volume.spacing_mm[1]:g} x {volume.spacing_mm[0]:g} mm" if volume.spacing_mm
-                 else "no pixel spacing in the file", f"grey levels from {volume.window}", *volume.notes]
+                 else "the file states no valid pixel spacing", f"grey levels from {volume.window}", *volume.notes]
         st.caption(md("; ".join(facts)) + ".")
         if volume.withheld or volume.private_tags:
             names = [WITHHELD_WORDS.get(k, k) for k in volume.withheld]
