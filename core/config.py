@@ -7,6 +7,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 
+# The largest seed taken: numpy's and scikit-learn's RandomState take up to 2**32 - 1, which leaves room for the
+# seed + 1 of a validation side and the seed + fold of a cross-validation.
+MAX_SEED = 2**31 - 1
+
+
 class ConfigError(ValueError):
     """Training settings that cannot work; the message lists every one and what it must be."""
 
@@ -106,6 +111,8 @@ def check_config(cfg: TrainConfig) -> None:
         problems.append("--test-fraction must be between 0 and 0.5")
     if cfg.patience < 1:
         problems.append("--patience must be at least 1")
+    if not 0 <= cfg.seed <= MAX_SEED:
+        problems.append(f"--seed must be a whole number from 0 to {MAX_SEED}")
     if cfg.schedule not in ("cosine", "onecycle"):
         problems.append("--schedule must be cosine or onecycle")
     if cfg.weights not in SOURCES:

@@ -22,12 +22,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.config import TrainConfig
+from core.config import MAX_SEED, TrainConfig, check_config
 from core.data import CLASSES, DatasetError, scan_class_folders
 from core.evaluation import EvaluationSettings, evaluate, metrics_block
 from core.metrics import BootstrapSettings, MetricWarning
+from core.outputs import check_output
 from core.runs import RunWriter, read_run
-from core.split import join_groups, join_pairs
+from core.sources.files import printable
+from core.split import MIN_PER_CLASS, join_groups, join_pairs
 from core.trainer import train
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,60 @@ def copies_and_patients(tree, near_duplicate_bits: int | None) -> np.ndarray:
 
 GROUPINGS = {"patient": "patient-wise folds", "image": "slice-wise folds: slices of one patient and copies of one "
              "slice fall on both sides of a split, so the figures are optimistic, as in papers that split by slice"}
+MAX_FOLDS = 10
+
+
+def folds_problem(folds: str, group_by: str) -> str | None:
+    """What is wrong with asking for these folds, in words, or None."""
+    if group_by not in GROUPINGS:
+        return f"--group-by must be one of {', '.join(GROUPINGS)}, not {group_by!r}"
+    if folds == "cvind":
+        return None if group_by == "patient" else ("the release's own folds (cvind) are patient-wise; --group-by "
+                                                   "image needs a number of folds")
+    text = str(folds)
+    if not (text.isascii() and text.isdigit()) or not 2 <= int(text) <= MAX_FOLDS:
+        return f"--folds must be 'cvind' or a number of folds from 2 to {MAX_FOLDS}, not {printable(text)!r}"
+    return None
+
+
+def fold_config(settings: CrossvalSettings, fold: int) -> TrainConfig:
+    """The recipe one fold's model is trained with: on the fold's training list, with nothing held out as a test."""
+    folder = Path(settings.out).expanduser() / f"fold-{fold}"
+    return TrainConfig(**{"data": settings.data, "out": str(folder / "model"), "files": str(folder / "train.txt"),
+                          "test_fraction": 0.0, "absent_classes": True, "seed": settings.seed + fold,
+                          "progress": settings.progress, **settings.train})
+
+
+def check_settings(settings: CrossvalSettings) -> Path:
+    """Refuse, before any work, settings that cannot work (the recipe's own included, so that they are not found
+    at the first fold's training or evaluation) and an --out in or around the dataset; returns --out."""
+    problems = [problem for problem in [folds_problem(settings.folds, settings.group_by)] if problem]
+    if settings.bootstrap_resamples < 1:
+        problems.append("--bootstrap-resamples must be at least 1 (1,000 or more for reported intervals)")
+    if not 0 <= settings.seed <= MAX_SEED - MAX_FOLDS:  # each fold trains with seed + its number
+        problems.append(f"--seed must be a whole number from 0 to {MAX_SEED - MAX_FOLDS}")
+    if problems:
+        raise DatasetError("; ".join(problems))
+    check_config(fold_config(settings, 1))
+    return check_output(settings.out, {"dataset": settings.data})
+
+
+def check_training_sides(folds: dict[str, int], tree) -> None:
+    """Refuse folds whose training side (the other folds) holds too few images of a class the data holds to train
+    on: found here, before the first model is trained, rather than at the fold that lacks them."""
+    label_of = {s.relpath: s.class_name for s in tree.samples}
+    numbers = sorted(set(folds.values()))
+    if len(numbers) < 2:
+        raise DatasetError(f"the folds given put every image in fold {numbers[0] if numbers else '-'}; "
+                           "cross-validation needs at least two")
+    present = sorted(set(label_of.values()), key=CLASSES.index)
+    for fold in numbers:
+        for name in present:
+            count = sum(f != fold and label_of[path] == name for path, f in folds.items())
+            if count < MIN_PER_CLASS:
+                raise DatasetError(f"fold {fold}'s training side (the other folds) holds {count} {name} "
+                                   f"image{'' if count == 1 else 's'}, and training needs at least {MIN_PER_CLASS} "
+                                   "of each class; use fewer folds or more data")
 
 
 def fold_of_each(tree, folds: str, seed: int, near_duplicate_bits: int | None = TrainConfig.near_duplicate_bits,
@@ -69,11 +125,9 @@ def fold_of_each(tree, folds: str, seed: int, near_duplicate_bits: int | None = 
     """Relative path -> fold (1..k): the release's cvind.mat, or k folds stratified by class with each patient and
     each set of copies (:func:`copies_and_patients`) wholly in one. ``group_by="image"`` makes k folds of single
     slices instead: the leaky protocol, only to show how far it flatters a model."""
-    if group_by not in GROUPINGS:
-        raise DatasetError(f"--group-by must be one of {', '.join(GROUPINGS)}, not {group_by!r}")
-    if folds == "cvind" and group_by != "patient":
-        raise DatasetError("the release's own folds (cvind) are patient-wise; --group-by image needs a number of "
-                           "folds")
+    problem = folds_problem(folds, group_by)
+    if problem:
+        raise DatasetError(problem)
     from sklearn.model_selection import StratifiedGroupKFold
 
     from core.sources.figshare import cv_folds
@@ -89,11 +143,11 @@ def fold_of_each(tree, folds: str, seed: int, near_duplicate_bits: int | None = 
                 raise DatasetError(f"cvind.mat gives no fold for {sample.relpath}")
             found[sample.relpath] = given[number]
         return found
-    if not str(folds).isdigit() or not 2 <= int(folds) <= 10:
-        raise DatasetError(f"--folds must be 'cvind' or a number of folds from 2 to 10, not {folds!r}")
     labels = np.array([s.label for s in tree.samples])
     groups = (copies_and_patients(tree, near_duplicate_bits) if group_by == "patient"
               else np.arange(len(tree.samples)))
+    _check_enough(int(folds), labels, groups, "patients (or sets of copies)" if group_by == "patient" else "images",
+                  tree.root)
     splitter = StratifiedGroupKFold(n_splits=int(folds), shuffle=True, random_state=seed)
     found = {}
     for k, (_, held) in enumerate(splitter.split(np.zeros(len(labels)), labels, groups), start=1):
@@ -101,12 +155,24 @@ def fold_of_each(tree, folds: str, seed: int, near_duplicate_bits: int | None = 
     return found
 
 
+def _check_enough(k: int, labels: np.ndarray, groups: np.ndarray, unit: str, root: Path) -> None:
+    """Refuse k folds of fewer than k groups, or of a class too small to put one image in each (scikit-learn's
+    folds need both)."""
+    distinct, largest = len(np.unique(groups)), int(np.bincount(labels).max(initial=0))
+    if distinct < k or largest < k:
+        raise DatasetError(f"--folds {k} needs at least {k} {unit} to share out, and a class of at least {k} images; "
+                           f"{printable(root)} holds {distinct} {unit} and at most {largest} images of a class: use "
+                           "fewer folds or more data")
+
+
 def crossval(settings: CrossvalSettings) -> Path:
-    """Train and evaluate one model per fold, then write the pooled run; returns its folder (``out/pooled``)."""
-    out = Path(settings.out).expanduser()
+    """Train and evaluate one model per fold, then write the pooled run; returns its folder (``out/pooled``).
+    Everything that can be refused is refused before the first fold is written or trained."""
+    out = check_settings(settings)
     tree = scan_class_folders(settings.data)
     folds = fold_of_each(tree, settings.folds, settings.seed,
                          settings.train.get("near_duplicate_bits", TrainConfig.near_duplicate_bits), settings.group_by)
+    check_training_sides(folds, tree)
     numbers = sorted(set(folds.values()))
     runs = []
     for fold in numbers:
@@ -114,9 +180,7 @@ def crossval(settings: CrossvalSettings) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "train.txt").write_text("\n".join(p for p, f in folds.items() if f != fold) + "\n")
         (folder / "test.txt").write_text("\n".join(p for p, f in folds.items() if f == fold) + "\n")
-        config = TrainConfig(**{"data": settings.data, "out": str(folder / "model"), "files": str(folder / "train.txt"),
-                                "test_fraction": 0.0, "absent_classes": True, "seed": settings.seed + fold,
-                                "progress": settings.progress, **settings.train})
+        config = fold_config(settings, fold)
         log.info("fold %d of %d: training on %d images", fold, len(numbers), sum(f != fold for f in folds.values()))
         checkpoint = train(config)
         run = evaluate(EvaluationSettings(
@@ -196,6 +260,6 @@ def write_pooled(runs, tree, out: Path, settings: CrossvalSettings) -> Path:
                          "protocol": f"{GROUPINGS[settings.group_by]}; each model trained with the default recipe on "
                                      "the other folds and read once on its own"},
             "settings": {**first["settings"], "out": str(out), "crossval": dataclasses.asdict(settings)}}
-    with RunWriter(out, overwrite=True, protected={}) as writer:
+    with RunWriter(out, overwrite=True, protected={"dataset": settings.data}) as writer:
         return writer.write(json.loads(json.dumps(info, default=str)), table, metrics,
                             {"all": pooled_curves, "duplicate_free": free_curves})

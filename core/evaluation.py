@@ -39,7 +39,8 @@ from core.explain import CAM_METHODS, DEFAULT_LAYER, DEFAULT_METHOD, check_choic
 from core.familiarity import flagged_figures
 from core.inference import Classifier, classifier_from_checkpoint
 from core.localisation import POINTING_TOLERANCE_PX, has_box, localisation_scores, localisation_summary
-from core.masks import DILATION_PX, OPTIONAL_SCORES, SCORES, MaskError, masks_for, mask_summary, read_mask, score_against_mask
+from core.masks import (DILATION_PX, OPTIONAL_SCORES, SCORES, MaskError, find_mask_root, masks_for, mask_summary,
+                        read_mask, score_against_mask)
 from core.metrics import (BootstrapSettings, MetricWarning, bootstrap_intervals, curves, patient_figures,
                           point_metrics)
 from core.runtime import default_workers
@@ -225,8 +226,11 @@ def evaluate(settings: EvaluationSettings) -> Path:
     if not root.is_dir():
         raise DatasetError(f"dataset folder {printable(root)} does not exist; check the path")
     checkpoint_file = resolve_checkpoint_path(settings.checkpoint)
-    # Checks --out (never the data, never a folder that is not a run) and makes its staging folder, before any work.
-    with RunWriter(settings.out, settings.overwrite, {"dataset": root, "checkpoint": checkpoint_file}) as writer:
+    # Checks --out (never in or around what is read, never a folder that is not a run) and makes its staging folder,
+    # before any work.
+    masks = settings.masks or (find_mask_root(root) if settings.localisation != "off" else None)
+    read = {"dataset": root, "checkpoint": checkpoint_file, "mask folder": masks, "list of files": settings.files}
+    with RunWriter(settings.out, settings.overwrite, read) as writer:
         return _evaluate(settings, root, load_checkpoint(checkpoint_file), writer)
 
 

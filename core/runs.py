@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from core.data import CLASSES
+from core.outputs import OutputRefused, check_output, check_replaceable, put_in_place
 from core.sources import FileRefused, contained_path, read_bytes
 from core.sources.files import load_json, printable
 from core.run_schemas import CURVES_SCHEMA, METRICS_SCHEMA, RUN_SCHEMA, SUBSETS
@@ -61,10 +62,6 @@ class RunError(ValueError):
 # Writing
 
 
-def _overlaps(a: Path, b: Path) -> bool:
-    return a == b or a.is_relative_to(b) or b.is_relative_to(a)
-
-
 def _is_run_folder(path: Path) -> bool:
     """Whether ``path`` is a folder holding a run description (the only kind of folder ``overwrite`` replaces)."""
     if path.is_symlink() or not path.is_dir():
@@ -83,32 +80,23 @@ class RunWriter:
             ...                       # the long part: evaluate
             writer.write(info, predictions, metrics, curves, {LOCALISATION_FILE: table, ...})
 
-    ``protected`` names paths the run folder must neither be, contain nor lie inside.
+    ``protected`` names paths the run folder must neither be, contain nor lie inside (None: not used this time).
     """
 
-    def __init__(self, out: str | os.PathLike, overwrite: bool, protected: dict[str, str | os.PathLike]):
+    def __init__(self, out: str | os.PathLike, overwrite: bool, protected: dict[str, str | os.PathLike | None]):
         self.out = Path(out).expanduser()
         self.overwrite = overwrite
         self.protected = protected
         self.staging: Path | None = None  # named once the destination has passed check()
 
     def check(self) -> None:
-        """Refuse a destination that would lose data, before anything is written."""
-        out = self.out
-        if not out.name or out.name in (".", ".."):
-            raise RunError(f"--out {printable(out)} names no folder; give the run folder's own name")
-        real_out = Path(os.path.realpath(out))
-        for what, path in self.protected.items():
-            real = Path(os.path.realpath(Path(path).expanduser()))
-            if _overlaps(real_out, real):
-                raise RunError(f"--out {printable(out)} overlaps the {what} ({printable(path)}): a run folder must be a "
-                               f"folder of its own, outside the {what}")
-        if out.exists() or out.is_symlink():
-            if not self.overwrite:
-                raise RunError(f"{printable(out)} already exists; choose another --out or pass --overwrite to replace it")
-            if not _is_run_folder(out):
-                raise RunError(f"{printable(out)} exists and is not an evaluation run (no readable {RUN_FILE}); "
-                               "--overwrite only ever replaces a run, so choose another --out")
+        """Refuse a destination that would lose data, before anything is written (the rule of :mod:`core.outputs`,
+        said as a :class:`RunError`, as everything a run writer refuses)."""
+        try:
+            check_output(self.out, self.protected)
+            check_replaceable(self.out, self.overwrite, _is_run_folder, f"an evaluation run (no readable {RUN_FILE})")
+        except OutputRefused as error:
+            raise RunError(str(error)) from None
 
     def __enter__(self) -> RunWriter:
         self.check()
@@ -142,20 +130,9 @@ class RunWriter:
         for item in staging.iterdir():
             with open(item, "rb") as handle:
                 os.fsync(handle.fileno())
-        out = self.out
-        if out.exists() or out.is_symlink():
+        if self.out.exists() or self.out.is_symlink():
             self.check()  # it may have changed during the evaluation
-            retired = out.with_name(f".{out.name}.old-{os.getpid()}")
-            out.rename(retired)
-            try:
-                staging.rename(out)
-            except OSError:
-                retired.rename(out)  # put the old run back rather than leave nothing
-                raise
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            staging.rename(out)
-        return out
+        return put_in_place(staging, self.out)
 
 
 def _write_json(path: Path, value) -> None:

@@ -23,6 +23,8 @@ from core.data import (CLASSES, IMAGE_EXTENSIONS, DatasetError, Sample, find_spl
 
 log = logging.getLogger(__name__)
 
+MIN_PER_CLASS = 4  # readable images of each class present, for a validation split to hold some
+
 
 @dataclass
 class PreparedData:
@@ -61,9 +63,14 @@ def group_stratified_split(labels: np.ndarray, groups: np.ndarray, fraction: flo
     index = np.arange(len(labels))
     if fraction <= 0:
         return index, index[:0]
-    # Every class needs at least n_splits members; tiny datasets get a coarser (larger) held-out share.
+    distinct = len(np.unique(groups))
+    if distinct < 2:
+        raise DatasetError(f"the {len(labels)} images form {distinct or 'no'} group (copies of one another, or one "
+                           "patient's slices), which cannot be split into two sides; add other images")
+    # Every class needs at least n_splits members, and there must be as many groups; tiny datasets get a coarser
+    # (larger) held-out share.
     smallest = int(np.bincount(labels).min(initial=len(labels)) if len(labels) else 0)
-    n_splits = max(2, min(round(1 / fraction), smallest))
+    n_splits = max(2, min(round(1 / fraction), smallest, distinct))
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     rest, held = next(splitter.split(index, labels, groups))
     return np.sort(rest), np.sort(held)
@@ -106,9 +113,9 @@ def prepare_data(cfg: TrainConfig, progress: bool = True) -> PreparedData:
     missing = [name for name, n in counts.items() if n == 0 and name in tree.folders.values()]
     if missing:
         raise DatasetError(f"no readable images left for class {', '.join(missing)} in {root}")
-    too_few = [name for name, n in counts.items() if 0 < n < 4]
+    too_few = [name for name, n in counts.items() if 0 < n < MIN_PER_CLASS]
     if too_few:
-        raise DatasetError(f"class {', '.join(too_few)} has fewer than 4 readable images in {root}; "
+        raise DatasetError(f"class {', '.join(too_few)} has fewer than {MIN_PER_CLASS} readable images in {root}; "
                            "a validation split needs more")
     absent = [name for name, n in counts.items() if n == 0]
     if absent and cfg.absent_classes:
@@ -128,10 +135,19 @@ def prepare_data(cfg: TrainConfig, progress: bool = True) -> PreparedData:
     rest, test_idx = group_stratified_split(labels, groups, test_fraction, cfg.seed)
     rest_train, rest_val = group_stratified_split(labels[rest], groups[rest],
                                                   cfg.val_fraction / max(1e-9, 1 - test_fraction), cfg.seed + 1)
+    check_training_side(labels[rest[rest_train]], labels)
     return PreparedData(root=tree.root, dataset_root=dataset_root.resolve(), samples=samples,
                         fingerprints=fingerprints, groups=groups, train_idx=rest[rest_train],
                         val_idx=rest[rest_val], test_idx=test_idx, skipped=skipped,
                         unknown_folders=tree.unknown_folders, label_conflicts=conflicts)
+
+
+def check_training_side(train_labels: np.ndarray, labels: np.ndarray) -> None:
+    """Refuse a split whose training side lacks a class the data holds (held-out shares too large for the data)."""
+    missing = [CLASSES[k] for k in np.unique(labels) if not (train_labels == k).any()]
+    if missing:
+        raise DatasetError(f"no {' or '.join(missing)} image is left to train on once the validation and test images "
+                           "are held out; lower --val-fraction or --test-fraction, or add images")
 
 
 def join_pairs(groups: np.ndarray, pairs) -> np.ndarray:

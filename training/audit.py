@@ -128,6 +128,10 @@ def main(argv=None) -> int:
     if not 0 <= args.bits <= 256:
         print("error: --bits must be between 0 and 256", file=sys.stderr)
         return 2
+    if args.csv:
+        from core.outputs import check_output
+
+        check_output(args.csv, {"dataset": args.data, "other dataset": args.against}, option="--csv")
     audited, reference, audited_root, reference_root = _sets(args)
     if not audited.samples or not reference.samples:
         empty = audited_root if not audited.samples else reference_root

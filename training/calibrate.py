@@ -15,7 +15,7 @@ import argparse
 import logging
 import sys
 
-from training.cli import command, refit_in_place, refit_parser
+from training.cli import command, refit_in_place, refit_parser, refit_target
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -28,10 +28,10 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    from core.calibration import borrowed_calibration, fit_on_validation
+    from core.calibration import REFITTED, borrowed_calibration, fit_on_validation
     from core.checkpoint import resolve_checkpoint_path, update_metadata
 
-    target = resolve_checkpoint_path(args.checkpoint)
+    target = refit_target(args.checkpoint, args.source, args.data, REFITTED)
     record, status = refit_in_place(
         lambda: borrowed_calibration(target, resolve_checkpoint_path(args.source), args.data) if args.source
         else fit_on_validation(target, args.data),

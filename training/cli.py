@@ -102,6 +102,24 @@ def refit_parser(prog: str, description: str, source_help: str, images: str) -> 
     return parser
 
 
+def refit_target(checkpoint: str, source: str | None, data: str | None, replacing: tuple[str, ...]):
+    """The checkpoint file a refit rewrites in place, refused before any work when it lies in or around the dataset
+    of the images the refit reads (--data, else the one the checkpoint, and the --from one, recorded at training).
+    Only the checkpoints' metadata is read (``replacing``: the entries the refit rewrites). (A --from checkpoint is
+    read whole before anything is written, so it may be the same file: the refit then says what is wrong with that.)"""
+    from core.checkpoint import read_metadata, resolve_checkpoint_path
+    from core.outputs import check_output
+
+    target = resolve_checkpoint_path(checkpoint)
+    donor = resolve_checkpoint_path(source) if source is not None else None
+    read = {"dataset": data}
+    if data is None:
+        for what, path in (("dataset", target), ("--from checkpoint's dataset", donor)):
+            root = read_metadata(path, replacing).get("data", {}).get("root") if path is not None else None
+            read[what] = root if isinstance(root, str) and root else None  # no root recorded: nothing read there
+    return check_output(target, read, option="--checkpoint")
+
+
 def refit_in_place(fit: Callable[[], object], write: Callable[[object], object]) -> tuple[object, int]:
     """Fit something for a checkpoint, then rewrite the checkpoint in place with it: (the fit's result, 0), or
     (None, exit status) after one line saying that the checkpoint is unchanged, when the user interrupts or the file

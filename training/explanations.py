@@ -91,9 +91,12 @@ def main(argv=None) -> int:
         return 2
     run = read_run(args.run)
     data, masks = locate(run, args.data)
+    from core.outputs import check_output
     from core.weights import sha256_of_file
 
     model_file = run.model_file(ROOT)
+    # explanations.json goes into the run: a run never lies in or around what it was made from.
+    check_output(run.path, {"dataset": data, "mask folder": masks, "checkpoint": model_file}, option="--run")
     if not model_file.is_file() or not run.made_by(sha256_of_file(model_file)):
         raise ExplanationsError(f"the run's model {model_file} is not here as it was when the run was made; "
                                 "evaluate again")
@@ -117,7 +120,7 @@ def main(argv=None) -> int:
         "seconds": None}
     result["best"] = best_of(table, result["sanity"])
     result["seconds"] = round(time.time() - started, 1)
-    (Path(args.run) / FILE).write_text(json.dumps(result, indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    (run.path / FILE).write_text(json.dumps(result, indent=1, allow_nan=False) + "\n", encoding="utf-8")
     print(report(result))
     return 0
 

@@ -16,7 +16,7 @@ import argparse
 import logging
 import sys
 
-from training.cli import command, refit_in_place, refit_parser
+from training.cli import command, refit_in_place, refit_parser, refit_target
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -34,10 +34,10 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     from tqdm.auto import tqdm
 
-    from core.checkpoint import resolve_checkpoint_path, update_metadata
-    from core.familiarity import fit_for_checkpoint
+    from core.checkpoint import update_metadata
+    from core.familiarity import REFITTED, fit_for_checkpoint
 
-    target = resolve_checkpoint_path(args.checkpoint)
+    target = refit_target(args.checkpoint, args.source, args.data, REFITTED)
 
     def fit():
         with tqdm(desc="features", unit="img", disable=not args.progress, leave=False, delay=2) as bar:

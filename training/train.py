@@ -77,15 +77,26 @@ def get_args_parser() -> argparse.ArgumentParser:
     return settings_parser("python -m training.train", __doc__, TrainConfig(data=""), HELP, required=("data",))
 
 
+def read_by(cfg: TrainConfig) -> dict[str, str | None]:
+    """What training reads, which --out must stay clear of (:func:`core.outputs.check_output`)."""
+    from core.masks import find_mask_root
+
+    guide_masks = cfg.masks or (find_mask_root(cfg.mask_data) if cfg.mask_data else None)
+    return {"dataset": cfg.data, "mask dataset": cfg.mask_data, "mask folder": guide_masks,
+            "localisation split": cfg.mask_split, "list of files": cfg.files, "weights file": cfg.weights_file}
+
+
 @command
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    from core.outputs import check_output
     from core.trainer import STATE_FILENAME, train
 
     cfg = TrainConfig(**vars(args))
+    check_output(cfg.out, read_by(cfg))
     try:
         path = train(cfg)
     except KeyboardInterrupt:

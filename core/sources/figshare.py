@@ -178,11 +178,19 @@ def cv_folds(root: str | os.PathLike) -> dict[int, int] | None:
     blob = read_bytes(found[0], MAX_MAT_BYTES, "cvind.mat")
     try:
         with h5py.File(io.BytesIO(blob), "r") as handle:
-            folds = _array(handle, "cvind", "cvind.mat", 1 << 20).ravel().astype(int)
+            values = _array(handle, "cvind", "cvind.mat", 1 << 20).ravel().astype(np.float64)
     except MatRefused:
         raise
     except Exception as error:  # noqa: BLE001 - damaged or not the release's
         raise MatRefused(f"cvind.mat cannot be read ({type(error).__name__})") from None
-    if folds.size and (folds.min() < 1 or folds.max() > 10):
-        raise MatRefused(f"cvind.mat holds folds {folds.min()} to {folds.max()}; the release's are 1 to 5")
-    return {k + 1: int(f) for k, f in enumerate(folds)}
+    return {k + 1: fold for k, fold in enumerate(_fold_numbers(values))}
+
+
+def _fold_numbers(values: np.ndarray) -> list[int]:
+    """cvind.mat's values as fold numbers, refused unless each is a whole number from 1 to 10 (MATLAB stores them as
+    doubles: 1.5 or NaN would otherwise be cut to a fold, or become one)."""
+    wrong = values[~np.isfinite(values) | (values != np.round(values)) | (values < 1) | (values > 10)]
+    if wrong.size:
+        raise MatRefused(f"cvind.mat holds {wrong[0]:g} where a fold number should be (a whole number from 1 to 10; "
+                         "the release's are 1 to 5); download the release's own cvind.mat again")
+    return [int(value) for value in values]
