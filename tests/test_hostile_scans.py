@@ -509,6 +509,44 @@ def test_a_rescale_that_is_not_a_finite_number_is_refused_in_a_sentence(old, new
         read_scan([("odd.dcm", blob)])
 
 
+def with_modality_lut(descriptor: list[int], table, vr: str = "US") -> bytes:
+    """A DICOM file whose grey levels go through a modality lookup table (descriptor: entries, first value, bits)
+    instead of a rescale slope and intercept."""
+    import pydicom
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    dataset = pydicom.dcmread(io.BytesIO(dicom_bytes(np.arange(64 * 64).reshape(64, 64) % 100)))
+    del dataset.RescaleSlope, dataset.RescaleIntercept
+    item = Dataset()
+    item.LUTDescriptor, item.ModalityLUTType = descriptor, "OD"
+    item.add_new(0x00283006, vr, table)  # LUTData
+    dataset.ModalityLUTSequence = Sequence([item])
+    return _saved(dataset)
+
+
+MODALITY_LUTS = {"a table of 3 entries said to hold 4,096": ([4096, 0, 16], [1, 2, 3], "US"),
+                 "a table of 99-bit entries": ([100, 0, 99], list(range(100)), "US"),
+                 "a table of 3 bytes said to hold 100 entries": ([100, 0, 16], b"\x01\x02\x03", "OW"),
+                 "an empty table": ([100, 0, 16], [], "US")}
+
+
+@pytest.mark.parametrize("what", list(MODALITY_LUTS))
+def test_a_modality_lookup_table_that_contradicts_itself_is_refused_in_a_sentence(what):
+    from core.sources import read_image
+
+    blob = with_modality_lut(*MODALITY_LUTS[what])
+    tried("library: read_scan", f"DICOM with {what} as its modality LUT")
+    with pytest.raises(ScanRefused, match="lut.dcm states a modality lookup table that does not match its own "
+                                          "description"):
+        read_scan([("lut.dcm", blob)])
+    tried("library: read_image", f"DICOM with {what} as its modality LUT")
+    with pytest.raises(ScanRefused, match="states a modality lookup table"):  # a dataset file: no raw error either
+        read_image(blob)
+    assert read_scan([("lut.dcm", with_modality_lut([100, 0, 16], [3 * k for k in range(100)]))]).window == (
+        "an automatic window: the scan's 0.5th to 99.5th percentiles (0 to 297)")  # a table that fits: applied
+
+
 def test_one_bad_or_broken_scan_never_drops_the_others_of_a_review_upload(classifier, monkeypatch):
     from core.review import cases
 

@@ -391,8 +391,13 @@ def _decode_into(out: np.ndarray, dataset, name: str, shape: tuple[int, int, int
                           f"{shape[2]} its header states")
     pixels = pixels.reshape(shape)
     if "ModalityLUTSequence" in dataset:  # a lookup table rather than a line: pydicom applies it
-        with quiet_pydicom():
-            out[...] = apply_modality_lut(pixels, dataset)
+        try:
+            with quiet_pydicom():
+                out[...] = apply_modality_lut(pixels, dataset)
+        except Exception:  # noqa: BLE001 - a table shorter than it says, or of 99 bits, raises many types
+            raise ScanRefused(f"{name} states a modality lookup table that does not match its own description (its "
+                              "length or bits), so its pixel values cannot be trusted; export the scan again "
+                              "without it") from None
     else:
         np.multiply(pixels, np.float32(slope), out=out, dtype=np.float32)
         out += np.float32(intercept)
