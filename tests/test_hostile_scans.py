@@ -356,6 +356,49 @@ def test_a_compressed_frame_that_declares_another_size_is_not_decoded(what, blob
         read_scan([("frame.dcm", blob())])
 
 
+def jpeg_dicom(pixels: np.ndarray, fragments: int, app_bytes: int = 0) -> bytes:
+    """A JPEG baseline DICOM file of 8-bit ``pixels``, encoded by PIL with ``app_bytes`` of EXIF before its start of
+    frame, its one frame encapsulated in ``fragments`` fragments of equal size."""
+    import pydicom
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    jpeg = io.BytesIO()
+    exif = b"Exif\0\0" + np.random.default_rng(8).bytes(app_bytes) if app_bytes else b""
+    Image.fromarray(pixels, "L").save(jpeg, "JPEG", quality=95, exif=exif)
+    dataset = pydicom.dcmread(io.BytesIO(dicom_bytes(pixels)))
+    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit, dataset.PixelRepresentation = 8, 8, 7, 0
+    dataset.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    dataset.PixelData = encapsulate([jpeg.getvalue()], fragments_per_frame=fragments)
+    dataset["PixelData"].is_undefined_length = True
+    return _saved(dataset)
+
+
+def test_a_jpeg_frame_whose_start_of_frame_lies_in_a_later_fragment_is_read():
+    """An encoder's EXIF or ICC segments may fill the first fragment of a frame: the frame's size is read from its
+    fragments joined, not from the first alone (which holds no start of frame, and was refused)."""
+    import pydicom
+    from pydicom.encaps import generate_fragmented_frames
+
+    pixels = brain().astype(np.uint8)
+    blob = jpeg_dicom(pixels, fragments=2, app_bytes=30_000)
+    (first, second), = generate_fragmented_frames(pydicom.dcmread(io.BytesIO(blob)).PixelData, number_of_frames=1)
+    assert b"\xff\xc0" not in first and b"\xff\xc0" in second  # the start of frame is in the second fragment
+    tried("library: read_scan", "JPEG baseline DICOM whose first fragment holds only EXIF, the start of frame after")
+    volume = read_scan([("app.dcm", blob)])
+    assert np.array_equal(volume.slices, read_scan([("one.dcm", jpeg_dicom(pixels, fragments=1))]).slices)
+    assert np.abs(volume.slices[0].astype(int) - volumes.to_8_bit(pixels, None)[0].astype(int)).mean() < 4
+    from core.sources.codestreams import HEAD_BYTES, fragments_declare
+
+    app = b"\xff\xe1\xff\xff" + bytes(0xFFFD)  # one APP1 segment of 64 KB
+    start_of_frame = b"\xff\xc0\x00\x0b\x08\x00\x40\x00\x40\x01"
+    within = b"\xff\xd8" + app * (HEAD_BYTES // len(app)) + start_of_frame
+    assert fragments_declare([within[:100], within[100:5000], within[5000:]]) == (64, 64, 1)
+    beyond = b"\xff\xd8" + app * (HEAD_BYTES // len(app) + 1) + start_of_frame
+    tried("library: fragments_declare", "JPEG frame whose start of frame lies past its first megabyte")
+    assert fragments_declare([beyond[:100], beyond[100:]]) is None  # looked for in the first megabyte only
+
+
 def test_the_size_a_codestream_declares_is_read_from_its_own_header():
     import pydicom
     from pydicom.data import get_testdata_file

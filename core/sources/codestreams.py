@@ -15,10 +15,24 @@ JP2_SIGNATURE = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
 START_OF_FRAME = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC} | {0xF7}
 START_OF_SCAN, END_OF_IMAGE = 0xDA, 0xD9
 STANDALONE = frozenset(range(0xD0, 0xD8)) | {0x01}  # markers without a length: restarts and TEM
+# How far into a frame its declaration is looked for: an encoder may put APP segments (an ICC profile, EXIF) of tens
+# of KB before a JPEG's start of frame, in fragments of its own, but not a megabyte.
+HEAD_BYTES = 1 << 20
 
 
 def _number(data: bytes, at: int, size: int) -> int:
     return int.from_bytes(data[at:at + size], "big")
+
+
+def fragments_declare(fragments) -> tuple[int, int, int] | None:
+    """:func:`declared_size` of a frame stored in several fragments (DICOM encapsulation may cut it anywhere, even
+    before its start of frame), from their first :data:`HEAD_BYTES` bytes joined."""
+    head = bytearray()
+    for fragment in fragments:
+        head += fragment[:HEAD_BYTES - len(head)]
+        if len(head) >= HEAD_BYTES:
+            break
+    return declared_size(bytes(head))
 
 
 def declared_size(frame: bytes) -> tuple[int, int, int] | None:

@@ -354,7 +354,7 @@ def _declared_frames(dataset, name: str, frames: int):
     extended offset table where the file has a usable one)."""
     from pydicom.encaps import generate_fragmented_frames
 
-    from core.sources.codestreams import declared_size
+    from core.sources.codestreams import fragments_declare
 
     offsets = None
     if "ExtendedOffsetTable" in dataset and "ExtendedOffsetTableLengths" in dataset:
@@ -364,7 +364,7 @@ def _declared_frames(dataset, name: str, frames: int):
         with quiet_pydicom():
             for fragments in generate_fragmented_frames(dataset.PixelData, number_of_frames=frames,
                                                         extended_offsets=offsets):
-                yield declared_size(fragments[0]) if fragments else None
+                yield fragments_declare(fragments)
     except ScanRefused:
         raise
     except Exception:  # noqa: BLE001 - a damaged encapsulation raises many types
