@@ -25,7 +25,7 @@ from torch import nn
 
 from core.atomic import finish_atomic_write
 from core.data import CLASSES
-from core.model import ARCHITECTURE, DOWNSAMPLE_STRIDES, build_resnet50
+from core.model import ARCHITECTURE, DOWNSAMPLE_STRIDES, OUTPUT_STRIDES, build_resnet50
 from core.sources import FileRefused
 from core.sources.files import load_json, printable
 from core.sources.schema import schema_problem
@@ -191,6 +191,7 @@ METADATA_SCHEMA = {
         "format_version": {"type": "integer", "minimum": 1},
         "architecture": {"type": "object", "required": ["name"], "properties": {
             "name": {"const": ARCHITECTURE}, "downsample_stride": {"enum": list(DOWNSAMPLE_STRIDES)},
+            "output_stride": {"enum": list(OUTPUT_STRIDES)},
             "dropout": {"type": "number", "minimum": 0, "exclusiveMaximum": 1}}},
         # Only the classes this project knows: names that come from a file are never shown unchecked.
         "classes": {"type": "array", "minItems": 2, "uniqueItems": True, "items": {"enum": list(CLASSES)}},
@@ -287,7 +288,8 @@ def model_from_checkpoint(checkpoint: Checkpoint) -> nn.Module:
     """Rebuild the network the metadata describes and load its tensors, checking that they fit."""
     meta = checkpoint.metadata  # checked against the schema when it was read
     arch, classes = meta["architecture"], meta["classes"]
-    model = build_resnet50(len(classes), arch.get("downsample_stride", "3x3"), arch.get("dropout", 0.0))
+    model = build_resnet50(len(classes), arch.get("downsample_stride", "3x3"), arch.get("dropout", 0.0),
+                           arch.get("output_stride", 32))
     expected = {k: v.shape for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
     state = checkpoint.state_dict
     missing = sorted(set(expected) - set(state))

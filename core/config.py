@@ -28,6 +28,7 @@ class TrainConfig:
     max_images_per_class: int | None = None  # cap per class (quick experiments and tests)
     volume_slice: str = "middle"           # the slice each DICOM or NIfTI file stands for: "middle" or a number from 1
     files: str | None = None               # a list file of image paths: train (and validate) on these images only
+    val_files: str | None = None           # a list file of the images that validate (a source held out whole)
     absent_classes: bool = False           # train though a class has no image (the figshare release has no no-tumour)
     seed: int = 42
     # optimisation
@@ -51,12 +52,16 @@ class TrainConfig:
     brightness: float = 0.2
     contrast: float = 0.2
     hflip: float = 0.5
+    mri_transforms: str = "none"           # scanner appearance (core/augment.py): none, all, or names joined by commas
+    mri_probability: float = 0.25          # the chance each chosen MRI transform acts on an image
     # mask guidance (core/guidance.py): tumour outlines as a second signal of where the evidence should lie
     mask_data: str | None = None           # a dataset with tumour masks (its localisation split's train side guides)
     masks: str | None = None               # its mask folder (default: the one beside it)
     mask_split: str | None = None          # the localisation split folder: train.txt guides, the rest is held out
     mask_weight: float = 0.0               # weight of the share of evidence outside the outline, added to the loss
     mask_margin_px: float = 5.0            # how far (at 224 px) the outline is grown: the margin localisation is scored at
+    # architecture
+    output_stride: int = 32                # 16: a dilated layer4, whose heatmaps are 14 x 14 at 224 px instead of 7 x 7
     # machinery
     weights: str = "auto"                  # auto | torchvision | keras-npm | none
     weights_file: str | None = None
@@ -102,6 +107,8 @@ def check_config(cfg: TrainConfig) -> None:
                         "trained on (python -m training.localisation_split)")
     if cfg.mask_weight < 0 or (cfg.mask_weight > 0 and cfg.mask_data is None):
         problems.append("--mask-weight must not be negative, and needs --mask-data")
+    if cfg.output_stride not in (16, 32):
+        problems.append("--output-stride must be 32 (a plain ResNet-50) or 16 (a dilated layer4)")
     if not 0 <= cfg.mask_margin_px <= 112:
         problems.append("--mask-margin-px must be between 0 and 112")
     if not 0 <= cfg.val_fraction <= 0.5:
@@ -142,6 +149,14 @@ def augmentation_problems(cfg: TrainConfig) -> list[str]:
         problems.append("--brightness and --contrast must be in [0, 1), fractions of change")
     if not 0 <= cfg.hflip <= 1:
         problems.append("--hflip must be a probability between 0 and 1")
+    try:
+        from core.augment import parse_mri_transforms
+
+        parse_mri_transforms(cfg.mri_transforms)
+    except ValueError as error:
+        problems.append(f"--mri-transforms: {error}")
+    if not 0 <= cfg.mri_probability <= 1:
+        problems.append("--mri-probability must be a probability between 0 and 1")
     return problems
 
 

@@ -312,19 +312,25 @@ class ImageFolderDataset(torch.utils.data.Dataset):
 
 def training_augmentation(rotation: float = 10.0, scale: tuple[float, float] = (0.9, 1.1),
                           translate: float = 0.05, brightness: float = 0.2, contrast: float = 0.2,
-                          hflip: float = 0.5):
+                          hflip: float = 0.5, mri: tuple[str, ...] = (), mri_probability: float = 0.25):
     """MRI-sensible augmentation on uint8 tensors.
 
     Small rotations, scalings and shifts (patient positioning), left-right flips (the brain is roughly
     symmetric and tumours occur on either side), brightness and contrast (scanner and windowing
-    differences). No vertical flips or large rotations: they produce anatomy no scanner shows.
+    differences). No vertical flips or large rotations: they produce anatomy no scanner shows. Then, where
+    ``mri`` names them, the appearance of another scanner (:mod:`core.augment`: bias field, motion, noise, ...),
+    each with ``mri_probability``, after the geometry, as a scanner acquires the patient where they lie.
     """
     from torchvision.transforms import v2
 
+    from core.augment import mri_augmentation
+
+    appearance = mri_augmentation(tuple(mri), mri_probability)
     return v2.Compose([
         v2.RandomHorizontalFlip(hflip),
         v2.RandomAffine(degrees=rotation, translate=(translate, translate), scale=scale,
                         interpolation=v2.InterpolationMode.BILINEAR),
+        *([appearance] if appearance is not None else []),
         v2.ColorJitter(brightness=brightness, contrast=contrast),
     ])
 

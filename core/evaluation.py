@@ -406,7 +406,7 @@ def _explain_and_score(classifier, batch, good: list[dict], images: Images, sett
             try:
                 mask_rows.append({"path": path, "label": sample.class_name, "pred": pred,
                                   **score_against_mask(heatmap, item["mask"], settings.mask_dilation_px,
-                                                       layer_grid(settings.cam_layer, heatmap.shape[-1]),
+                                                       layer_grid(settings.cam_layer, heatmap.shape[-1], classifier.output_stride),
                                                        settings.mask_dilation_mm, item["spacing_mm"])})
             except MaskError as error:
                 mask_errors.append({"path": path, "reason": str(error)})

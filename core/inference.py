@@ -63,6 +63,11 @@ class Classifier:
     def classes(self) -> list[str]:
         return list(self.metadata["classes"])
 
+    @property
+    def output_stride(self) -> int:
+        """32 for a plain ResNet-50 (a 7 x 7 layer4 at 224 px), 16 for one with a dilated layer4 (14 x 14)."""
+        return int(self.metadata["architecture"].get("output_stride", 32))
+
     def preprocess(self, images: list[Image.Image]) -> torch.Tensor:
         """PIL images of any mode and size -> the normalised float batch the network takes."""
         return self.normalise(torch.stack([preprocess_uint8(image, self.image_size) for image in images]))

@@ -10,20 +10,32 @@ from core.weights import BaseWeights
 
 ARCHITECTURE = "resnet50"
 DOWNSAMPLE_STRIDES = ("3x3", "1x1")
+OUTPUT_STRIDES = (32, 16)
 
 
-def build_resnet50(num_classes: int, downsample_stride: str = "3x3", dropout: float = 0.0) -> nn.Module:
+def build_resnet50(num_classes: int, downsample_stride: str = "3x3", dropout: float = 0.0,
+                   output_stride: int = 32) -> nn.Module:
     """A torchvision ResNet-50 with a ``num_classes`` head.
 
     ``downsample_stride="1x1"`` moves the stride 2 of each down-sampling block from the 3x3 convolution
     (torchvision's "ResNet-50 v1.5") to the first 1x1 convolution (the original ResNet-50, as trained
     by Keras). Module names and shapes are identical either way, so the same state_dict fits both.
+
+    ``output_stride=16`` keeps ``layer4`` at the resolution of ``layer3`` (14 x 14 at 224 px instead of 7 x 7): its
+    first block does not down-sample, and its 3x3 convolutions are dilated by 2 so that each still sees what it
+    saw at stride 32 (DeepLab's "atrous" ResNet; torchvision's ``replace_stride_with_dilation``). The weights and
+    their shapes are unchanged, so ImageNet weights and the same state_dict fit; ``layer4`` costs four times as
+    much, and its class activation maps are four times finer.
     """
     if downsample_stride not in DOWNSAMPLE_STRIDES:
         raise ValueError(f"downsample_stride must be one of {DOWNSAMPLE_STRIDES}, not {downsample_stride!r}")
-    model = resnet50(weights=None)
+    if output_stride not in OUTPUT_STRIDES:
+        raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, not {output_stride!r}")
+    model = resnet50(weights=None, replace_stride_with_dilation=[False, False, output_stride == 16])
     if downsample_stride == "1x1":
         for layer in (model.layer2, model.layer3, model.layer4):
+            if layer is model.layer4 and output_stride == 16:
+                continue  # no stride to move: the dilated stage does not down-sample
             layer[0].conv1.stride = (2, 2)
             layer[0].conv2.stride = (1, 1)
     in_features = model.fc.in_features
@@ -40,9 +52,9 @@ def imagenet_resnet50(base: BaseWeights) -> nn.Module:
 
 
 def classifier_from_imagenet(num_classes: int, base: BaseWeights, dropout: float = 0.0,
-                             seed: int = 0) -> nn.Module:
+                             seed: int = 0, output_stride: int = 32) -> nn.Module:
     """ResNet-50 backbone with ImageNet weights and a freshly initialised ``num_classes`` head."""
-    model = build_resnet50(num_classes, base.downsample_stride, dropout)
+    model = build_resnet50(num_classes, base.downsample_stride, dropout, output_stride)
     if base.state_dict is not None:
         backbone = {k: v for k, v in base.state_dict.items() if not k.startswith("fc.")}
         missing, unexpected = model.load_state_dict(backbone, strict=False)

@@ -19,7 +19,8 @@ from tqdm.auto import tqdm
 from core.audit import dataset_fingerprint, duplicate_groups, fingerprint_files
 from core.config import TrainConfig
 from core.data import (CLASSES, IMAGE_EXTENSIONS, DatasetError, Sample, find_split_dirs, only_listed,
-                       scan_class_folders)
+                       read_listing, scan_class_folders)
+from core.sources.files import printable
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +85,7 @@ def prepare_data(cfg: TrainConfig, progress: bool = True) -> PreparedData:
     root = train_dir or dataset_root
     tree = scan_class_folders(root)
     if cfg.files:
-        prefix = root.resolve().relative_to(dataset_root.resolve()).as_posix() if root != dataset_root else ""
-        tree = only_listed(tree, "" if prefix == "." else prefix, cfg.files)
+        tree = only_listed(tree, tree_prefix(root, dataset_root), cfg.files)
     if tree.unknown_folders:
         log.warning("ignored folders that name no known class in %s: %s (known: %s)", root,
                     ", ".join(tree.unknown_folders), ", ".join(CLASSES))
@@ -133,13 +133,45 @@ def prepare_data(cfg: TrainConfig, progress: bool = True) -> PreparedData:
         log.warning("the same image sits in different class folders: %s", ", ".join(paths))
     test_fraction = cfg.test_fraction if cfg.test_fraction is not None else (0.0 if train_dir else 0.15)
     rest, test_idx = group_stratified_split(labels, groups, test_fraction, cfg.seed)
-    rest_train, rest_val = group_stratified_split(labels[rest], groups[rest],
-                                                  cfg.val_fraction / max(1e-9, 1 - test_fraction), cfg.seed + 1)
-    check_training_side(labels[rest[rest_train]], labels)
+    if cfg.val_files:
+        train_idx, val_idx = listed_validation(samples, groups, rest, tree_prefix(root, dataset_root), cfg.val_files)
+    else:
+        rest_train, rest_val = group_stratified_split(labels[rest], groups[rest],
+                                                      cfg.val_fraction / max(1e-9, 1 - test_fraction), cfg.seed + 1)
+        train_idx, val_idx = rest[rest_train], rest[rest_val]
+    check_training_side(labels[train_idx], labels)
     return PreparedData(root=tree.root, dataset_root=dataset_root.resolve(), samples=samples,
-                        fingerprints=fingerprints, groups=groups, train_idx=rest[rest_train],
-                        val_idx=rest[rest_val], test_idx=test_idx, skipped=skipped,
+                        fingerprints=fingerprints, groups=groups, train_idx=train_idx,
+                        val_idx=val_idx, test_idx=test_idx, skipped=skipped,
                         unknown_folders=tree.unknown_folders, label_conflicts=conflicts)
+
+
+def tree_prefix(root: Path, dataset_root: Path) -> str:
+    """Where the class tree trained on lies under the dataset the user named ("Training", or "" for the tree
+    itself): list files name images relative to the dataset."""
+    if root == dataset_root:
+        return ""
+    prefix = root.resolve().relative_to(dataset_root.resolve()).as_posix()
+    return "" if prefix == "." else prefix
+
+
+def listed_validation(samples: list[Sample], groups: np.ndarray, rest: np.ndarray, prefix: str, listing
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) indices among ``rest`` when a list file names the validation images (a source or
+    patient group held out whole, :mod:`core.provenance`): the listed images validate, and every image that shares a
+    duplicate group with one of them is trained on by neither side, so no copy of a validation image is learned."""
+    wanted = read_listing(listing, "--val-files")
+    if prefix:
+        wanted = {name[len(prefix) + 1:] if name.startswith(prefix + "/") else name for name in wanted}
+    listed = np.array([samples[i].relpath in wanted for i in rest], dtype=bool)
+    if not listed.any():
+        raise DatasetError(f"--val-files {printable(listing)} names none of the training images; it must name images "
+                           "by their path under the dataset folder, as python -m training.provenance writes them")
+    val_idx = rest[listed]
+    copies = np.isin(groups[rest], groups[val_idx]) & ~listed
+    if copies.any():
+        log.info("left out of training: %d images that copy a validation image", int(copies.sum()))
+    return rest[~listed & ~copies], val_idx
 
 
 def check_training_side(train_labels: np.ndarray, labels: np.ndarray) -> None:

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from core import __version__
 from core.atomic import finish_atomic_write
+from core.augment import parse_mri_transforms
 from core.checkpoint import (DEFAULT_FILENAME, Checkpoint, complete_metadata, json_safe,
                              library_versions, load_checkpoint, model_from_checkpoint, save_checkpoint,
                              stored_tensors)
@@ -210,10 +211,10 @@ def build_model(run: Run) -> None:
     if run.resume is None:
         base = resolve_imagenet_weights(cfg.weights, cfg.weights_file)
         run.base_weights = base.describe()
-        model = classifier_from_imagenet(len(CLASSES), base, cfg.dropout, cfg.seed)
+        model = classifier_from_imagenet(len(CLASSES), base, cfg.dropout, cfg.seed, cfg.output_stride)
     else:
         run.base_weights = dict(run.resume["base_weights"])
-        model = build_resnet50(len(CLASSES), run.base_weights["downsample_stride"], cfg.dropout)
+        model = build_resnet50(len(CLASSES), run.base_weights["downsample_stride"], cfg.dropout, cfg.output_stride)
         model.load_state_dict(run.resume["model"])
     log.info("ImageNet weights: %s", run.base_weights["name"])
     run.model = prepare_model(model, run.device)
@@ -285,7 +286,8 @@ def fit(run: Run) -> str:
     """The epochs; returns why they ended: "all epochs", "early stop" or "time limit"."""
     cfg, ctx = run.cfg, run.ctx
     augment = training_augmentation(cfg.rotation, (cfg.scale_min, cfg.scale_max), cfg.translate,
-                                    cfg.brightness, cfg.contrast, cfg.hflip)
+                                    cfg.brightness, cfg.contrast, cfg.hflip, parse_mri_transforms(cfg.mri_transforms),
+                                    cfg.mri_probability)
     val_indices = run.data.val_idx[ctx.rank::ctx.world].tolist()  # a disjoint share per process, no padding
     val_loader = DataLoader(Subset(ImageFolderDataset(run.data.samples, cfg.image_size), val_indices),
                             shuffle=False, **loader_settings(run))
@@ -404,7 +406,7 @@ def build_metadata(run: Run) -> dict:
     seen = np.sort(np.concatenate([data.train_idx, data.val_idx]))
     return {
         "architecture": {"name": ARCHITECTURE, "downsample_stride": run.base_weights["downsample_stride"],
-                         "dropout": cfg.dropout, "num_classes": len(CLASSES)},
+                         "output_stride": cfg.output_stride, "dropout": cfg.dropout, "num_classes": len(CLASSES)},
         "classes": list(CLASSES),
         "preprocessing": {"image_size": cfg.image_size, "resize": "pad_to_square_then_bilinear",
                           "color": "rgb", "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},

@@ -36,12 +36,23 @@ def sentence(error) -> str:
     return md(text if text.endswith((".", "!", "?")) else text + ".")
 
 
-def layer_label(name: str) -> str:
-    """A layer as a picker shows it, short enough for a narrow column: 'layer4 (7 x 7)'."""
-    from core.explain import LAYERS
+def model_grid(metadata: dict) -> tuple[int, int]:
+    """(input size, output stride) of the network a checkpoint's metadata describes (224 and 32 when it says
+    nothing, as older checkpoints do)."""
+    size = (metadata.get("preprocessing") or {}).get("image_size", 224)
+    stride = (metadata.get("architecture") or {}).get("output_stride", 32)
+    return int(size), int(stride)
 
-    grid = LAYERS.get(name, "").partition("(")[2].partition(",")[0]
-    return f"{name} ({grid})" if grid else name
+
+def layer_label(name: str, size: int = 224, output_stride: int = 32) -> str:
+    """A layer as a picker shows it, short enough for a narrow column: 'layer4 (7 x 7)', for a network of that input
+    size and output stride."""
+    from core.explain import LAYERS, layer_grid
+
+    if name not in LAYERS:
+        return name
+    grid = layer_grid(name, size, output_stride)
+    return f"{name} ({grid} x {grid})"
 
 
 def training_source(data: dict) -> str:

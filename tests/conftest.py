@@ -51,7 +51,7 @@ def write_class_tree(root: Path, per_class: int, folder_names=("glioma", "mening
     return root
 
 
-def random_classifier(folder: Path, seed: int):
+def random_classifier(folder: Path, seed: int, output_stride: int = 32):
     """A fp32 classifier with random weights (where the weights do not matter), saved and loaded as a real
     checkpoint."""
     from core import load_classifier
@@ -62,7 +62,8 @@ def random_classifier(folder: Path, seed: int):
 
     torch.manual_seed(seed)
     path = folder / "model.safetensors"
-    save_checkpoint(path, build_resnet50(len(CLASSES)), metadata())
+    save_checkpoint(path, build_resnet50(len(CLASSES), output_stride=output_stride),
+                    metadata(output_stride=output_stride))
     return load_classifier(path, precision="fp32")
 
 

@@ -13,8 +13,9 @@ from core.data import CLASSES
 from core.model import build_resnet50
 
 
-def metadata(classes=CLASSES, stride="3x3"):
-    return {"architecture": {"name": "resnet50", "downsample_stride": stride, "dropout": 0.0},
+def metadata(classes=CLASSES, stride="3x3", output_stride=32):
+    return {"architecture": {"name": "resnet50", "downsample_stride": stride, "output_stride": output_stride,
+                             "dropout": 0.0},
             "classes": list(classes),
             "preprocessing": {"image_size": 64, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}}
 

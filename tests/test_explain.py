@@ -32,12 +32,21 @@ def test_prediction_comes_from_the_same_pass_and_matches_predict_proba(classifie
     assert (result.targets == result.predictions).all()
 
 
+@pytest.fixture(scope="module")
+def dilated(tmp_path_factory):
+    """A network of output stride 16: layer4 dilated, at layer3's grid."""
+    return random_classifier(tmp_path_factory.mktemp("dilated"), seed=5, output_stride=16)
+
+
 @pytest.mark.parametrize("method", [m for m, spec in CAM_METHODS.items() if not spec.slow])
-def test_heatmaps_equal_pytorch_grad_cams_own_call(classifier, method):
-    """The one-pass route must give exactly the maps of the library's usual (hooked, full-backward) call."""
+@pytest.mark.parametrize("network", ["classifier", "dilated"])
+def test_heatmaps_equal_pytorch_grad_cams_own_call(method, network, request):
+    """The one-pass route must give exactly the maps of the library's usual (hooked, full-backward) call, for a plain
+    ResNet-50 and for one of output stride 16."""
     import pytorch_grad_cam
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
+    classifier = request.getfixturevalue(network)
     images = slices(2)
     targets = [1, 3]
     ours = explain(classifier, images, method=method, targets=targets).heatmaps
@@ -238,3 +247,18 @@ def test_a_slow_job_reports_its_progress_and_can_be_cancelled(classifier):
         assert quick.heatmaps.shape[0] == 1
     finally:
         worker.shutdown()
+
+
+def test_a_dilated_layer4_explains_on_a_grid_twice_as_fine(classifier, dilated):
+    """Output stride 16: layer4's maps are 14 x 14 at 224 px (7 x 7 for a plain ResNet-50 at 224; 4 and 2 at this
+    test's 64 px), so a heatmap has four times as many cells, each to a cell of its own."""
+    from core.explain import _split_forward, layer_grid
+
+    batch = dilated.preprocess(slices(1))
+    for clf, side in ((classifier, 2), (dilated, 4)):
+        activations, features, logits = _split_forward(clf.model, batch.to(memory_format=torch.channels_last),
+                                                       "layer4", need_gradient=False)
+        assert activations.shape[-2:] == (side, side) and features.shape == (1, 2048)
+        assert layer_grid("layer4", clf.image_size, clf.output_stride) == side
+    assert (classifier.output_stride, dilated.output_stride) == (32, 16)
+    assert layer_grid("layer4", 224, 16) == layer_grid("layer3", 224) == 14 and layer_grid("layer4", 224) == 7

@@ -34,6 +34,9 @@ HELP = {
                     "(NIfTI volumes are cut axially)",
     "files": "text file of image paths relative to the dataset root, one a line: train and validate on these only "
              "(a cross-validation fold's training side)",
+    "val_files": "text file of the images that validate, paths relative to the dataset root (for example a source "
+                 "held out whole, from python -m training.provenance), instead of a random --val-fraction; their "
+                 "copies are trained on by neither side",
     "absent_classes": "train although some class has no image (the figshare release has no no-tumour class); the "
                       "model keeps its four outputs",
     "seed": "random seed for the split, initialisation, shuffling and augmentation",
@@ -54,6 +57,11 @@ HELP = {
     "translate": "largest random shift as a fraction of the image side",
     "brightness": "random brightness change (fraction)", "contrast": "random contrast change (fraction)",
     "hflip": "probability of a left-right flip",
+    "mri_transforms": "another scanner's appearance (TorchIO): none, all, or names joined by commas from bias, "
+                      "motion, ghosting, anisotropy, blur, noise, gamma, window (core/augment.py says what each does)",
+    "mri_probability": "the chance that each chosen MRI transform acts on an image",
+    "output_stride": "32 for a plain ResNet-50 (7 x 7 heatmaps at 224 px), or 16 for a dilated layer4 (14 x 14: "
+                     "finer heatmaps, about 1.5 times the inference cost)",
     "mask_data": "a dataset with tumour masks whose outlines guide where the evidence should lie (with --mask-split)",
     "masks": "the mask folder of --mask-data (default: the folder named like it with -masks beside it)",
     "mask_split": "localisation split folder (python -m training.localisation_split): its train side guides; its "
@@ -83,7 +91,8 @@ def read_by(cfg: TrainConfig) -> dict[str, str | None]:
 
     guide_masks = cfg.masks or (find_mask_root(cfg.mask_data) if cfg.mask_data else None)
     return {"dataset": cfg.data, "mask dataset": cfg.mask_data, "mask folder": guide_masks,
-            "localisation split": cfg.mask_split, "list of files": cfg.files, "weights file": cfg.weights_file}
+            "localisation split": cfg.mask_split, "list of files": cfg.files,
+            "list of validation files": cfg.val_files, "weights file": cfg.weights_file}
 
 
 @command

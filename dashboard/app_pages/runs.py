@@ -11,13 +11,13 @@ import streamlit as st
 
 from core.checkpoint import CheckpointError
 from core.data import CLASS_LABELS
-from core.explain import CAM_METHODS, DEFAULT_LAYER, LAYERS, explain, fast_methods, overlay
+from core.explain import CAM_METHODS, DEFAULT_LAYER, LAYERS, explain, fast_methods, layer_description, overlay
 from core.metrics import NO_TUMOUR, operating_point
 from core.masks import margin_text
 from core.runs import RunError
 from core.sources import FileRefused, is_within, read_image
 from dashboard import charts, review
-from dashboard.captions import layer_label, md, recipe_caption
+from dashboard.captions import layer_label, md, model_grid, recipe_caption
 from dashboard.common import (ALLOWED_ENV, DATASETS_ENV, DATASETS_KEY, ROOT, allowed_roots, checkpoint_file,
                               classifier_at, current_model_path, datasets_root, error_boundary, file_digest, found_runs,
                               load_run, run_images_root, run_title)
@@ -245,9 +245,10 @@ def case_view(run, images_root: Path | None) -> None:
     method = method_box.selectbox("Heatmap method", fast_methods(),
                                   format_func=lambda m: CAM_METHODS[m].label, key="runs.case_method",
                                   persist_state="session")
+    size, stride = model_grid(run.info.get("model") or {})
     layer = layer_box.selectbox("Layer", list(LAYERS), index=list(LAYERS).index(DEFAULT_LAYER),
-                                format_func=layer_label, key="runs.case_layer",
-                                help=" ".join(f"{name}: {text}." for name, text in LAYERS.items()),
+                                format_func=lambda name: layer_label(name, size, stride), key="runs.case_layer",
+                                help=" ".join(f"{name}: {layer_description(name, size, stride)}." for name in LAYERS),
                                 persist_state="session")
     show_case(run, run.predictions[run.predictions["path"] == path].iloc[0], images_root, method, layer)
 
