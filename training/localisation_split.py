@@ -2,7 +2,7 @@
 that choose its recipe, and those that score it, keeping copies, neighbouring slices and patients on one side.
 
     python -m training.localisation_split --data ../shared/datasets/figshare-cheng-br35h \\
-        --out assets/splits/figshare-localisation
+        --out assets/splits/figshare-localisation --overwrite
 
 Writes train.txt, validation.txt and test.txt (image paths relative to --data, one a line: what
 ``python -m training.evaluate --files`` reads) and split.json (how the split was made, and its counts) into a new
