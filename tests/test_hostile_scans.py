@@ -6,6 +6,7 @@ with the peak reset before each input (as tests/test_hostile_inputs.py does for 
 
 from __future__ import annotations
 
+import gzip
 import html
 import io
 import json
@@ -154,14 +155,15 @@ def j2k_claiming(rows: int, columns: int, components: int = 1) -> bytes:
     return compressed_claiming("MR_small_jp2klossless.dcm", b"\xff\x51", 0, rows, columns, components)
 
 
-def big_nifti_gz(shape=(512, 512, 190)) -> bytes:
-    """A gzipped float32 NIfTI volume of zeros of ``shape`` (512 x 512 x 190: 200 MB inflated, 190 KB gzipped)."""
+def big_nifti_gz(shape=(512, 512, 190), dtype=np.float32) -> bytes:
+    """A gzipped NIfTI volume of zeros of ``shape`` (512 x 512 x 190 float32: 200 MB inflated, 190 KB gzipped)."""
     import nibabel
 
     header = nibabel.Nifti1Image(np.zeros((1, 1, 1), np.float32), np.eye(4)).header
     header.set_data_shape(shape)
+    header.set_data_dtype(dtype)
     head = header.binaryblock + b"\0" * 4
-    return gzipped_zeros(int(np.prod(shape)) * 4, head)
+    return gzipped_zeros(int(np.prod(shape)) * np.dtype(dtype).itemsize, head)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -214,6 +216,7 @@ MEMORY_INPUTS = {  # folder -> (what it is, the refusal it must end in; None: ac
     "zip-liar": ("zip stating a 1 KB file that inflates to 1 GiB", "cannot be unpacked"),
     "gzip-bomb": ("gzip of 1 GiB of zeros named .nii.gz", "not a readable NIfTI"),
     "nifti-max": ("gzipped NIfTI of 512 x 512 x 190 float32 voxels (the voxel limit), accepted", None),
+    "nifti-float64": ("gzipped NIfTI of 512 x 512 x 180 float64 voxels (360 MB unpacked), accepted", None),
 }
 
 
@@ -224,7 +227,8 @@ def write_memory_inputs(root: Path) -> None:
             "zip-bomb": [("bomb.zip", zip_of_zeros("zeros.dcm", 1 << 30))],
             "zip-liar": [("liar.zip", zip_of_zeros("zeros.dcm", 1 << 30, stated=1024))],
             "gzip-bomb": [("bomb.nii.gz", gzipped_zeros(1 << 30, crc=0))],
-            "nifti-max": [("brain.nii.gz", big_nifti_gz())]}
+            "nifti-max": [("brain.nii.gz", big_nifti_gz())],
+            "nifti-float64": [("doubles.nii.gz", big_nifti_gz((512, 512, 180), np.float64))]}
     for folder, made_files in made.items():
         for name, blob in made_files:
             (root / folder).mkdir(parents=True, exist_ok=True)
@@ -461,6 +465,47 @@ def test_a_nifti_file_is_inflated_only_as_far_as_its_header_says_and_only_when_n
         read_scan([("zeros.nii.gz", gzipped_zeros(64 * MB))])
     volume = read_scan([("brain.nii.gz", big_nifti_gz((40, 30, 20)))])  # what the header states, read in full
     assert volume.slices.shape == (20, 30, 40) and volumes.nifti_voxels(big_nifti_gz((40, 30, 20))) == 40 * 30 * 20
+
+
+def scaled_nifti(values: np.ndarray, dtype, slope: float = 1.0, intercept: float = 0.0) -> bytes:
+    """A NIfTI-1 file of ``values`` stored as ``dtype`` (any byte order), its scl_slope and scl_inter set by hand
+    (nibabel would reset them for float voxels)."""
+    import nibabel
+
+    dtype = np.dtype(dtype)
+    order = ">" if dtype.byteorder == ">" else "<"
+    header = nibabel.Nifti1Header(endianness=order)  # the voxels are stored in the header's byte order
+    header.set_data_dtype(dtype)
+    blob = bytearray(nibabel.Nifti1Image(values.astype(dtype), np.diag([-0.9, 1.1, 2.0, 1.0]), header).to_bytes())
+    assert blob[:4] == struct.pack(f"{order}i", 348)
+    blob[112:120] = struct.pack(f"{order}ff", slope, intercept)  # scl_slope, scl_inter (NIfTI-1, bytes 112-119)
+    return bytes(blob)
+
+
+@pytest.mark.parametrize("what, dtype, shape", [
+    ("float64", np.dtype("<f8"), (40, 30, 20)), ("big-endian float64", np.dtype(">f8"), (40, 30, 20)),
+    ("64-bit integer", np.dtype("<i8"), (40, 30, 20)), ("float64 with a time axis of one", np.dtype("<f8"),
+                                                         (40, 30, 20, 1))])
+def test_voxels_wider_than_32_bits_read_a_slab_at_a_time_as_their_float32_values(what, dtype, shape, monkeypatch):
+    """nibabel saves a float array as float64 by default: such a volume reads as float32 a slab at a time, and gives
+    the slices its values as float32 give (scaled by the file's slope and intercept)."""
+    values = np.random.default_rng(3).integers(0, 1000, shape).astype(np.float64)
+    expected = read_scan([("same.nii", scaled_nifti(2.0 * values - 5.0, np.float32))])
+    monkeypatch.setattr(volumes, "BLOCK_VOXELS", 1500)  # a slice at a time, so that the slabs are many
+    tried("library: read_scan", f"NIfTI of {what} voxels with a slope and intercept")
+    volume = read_scan([("wide.nii.gz", gzip.compress(scaled_nifti(values, dtype, 2.0, -5.0)))])
+    assert volume.window == expected.window and np.array_equal(volume.slices, expected.slices), what
+    assert volume.spacing_mm == pytest.approx((1.1, 0.9))
+
+
+def test_a_float64_volume_at_the_voxel_limit_is_taken_and_an_oversized_file_says_what_to_do(monkeypatch):
+    tried("library: stated_voxels", ".nii.gz of 512 x 512 x 180 float64 voxels (360 MB unpacked)")
+    assert volumes.stated_voxels([("doubles.nii.gz", big_nifti_gz((512, 512, 180), np.float64))]) == 512 * 512 * 180
+    monkeypatch.setattr(volumes, "MAX_SCAN_BYTES", 1 << 20)
+    tried("library: read_scan", "uncompressed NIfTI over the byte limit")
+    with pytest.raises(ScanRefused, match=r"the file is 2 MB, over the 1 MB limit; save it gzipped \(.nii.gz\), or as "
+                                          r"float32 or 16-bit integers \(nibabel: img.set_data_dtype\(np.float32\)\)"):
+        read_scan([("big.nii", scaled_nifti(np.zeros((64, 64, 64)), np.float64))])
 
 
 def test_a_large_scans_window_comes_from_an_even_sample_and_matches_the_exact_one(monkeypatch):

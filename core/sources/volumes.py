@@ -33,8 +33,8 @@ from core.sources.files import size_text
 from core.sources.images import ImageRefused
 
 # One limit for a scan's bytes, stored or unpacked (a DICOM series, the files a zip unpacks to, a NIfTI file once
-# unzipped), checked while a zip or a .nii.gz is inflated: at the voxel limit a series of 32-bit pixels is 200 MB, and
-# a refused bomb stops here, half the 500 MB any one upload may cost.
+# unzipped, its voxels counted at 32 bits at most), checked while a zip or a .nii.gz is inflated: at the voxel limit a
+# series of 32-bit pixels is 200 MB, and a refused bomb stops here, half the 500 MB any one upload may cost.
 MAX_SCAN_BYTES = 256 << 20
 MAX_FILES = 2000                  # files in one series or zip
 MAX_VOXELS = 96 * 512 * 512 * 2   # 50 M voxels: a 512 x 512 slab of 192 slices, ~200 MB as float32
@@ -593,7 +593,9 @@ def _nifti_header(blob: bytes, what: str = "volume"):
     import nibabel
 
     if len(blob) > MAX_SCAN_BYTES:
-        raise ScanRefused(f"the file is {size_text(len(blob))}, over the {size_text(MAX_SCAN_BYTES)} limit")
+        raise ScanRefused(f"the file is {size_text(len(blob))}, over the {size_text(MAX_SCAN_BYTES)} limit; save it "
+                          "gzipped (.nii.gz), or as float32 or 16-bit integers (nibabel: "
+                          "img.set_data_dtype(np.float32))")
     try:
         with _nifti_stream(blob) as stream:
             head = stream.read(NIFTI_HEADER_BYTES)
@@ -621,11 +623,14 @@ def _check_nifti_shape(header, what: str) -> None:
     dtype = header.get_data_dtype()
     if dtype.kind not in "uif" or dtype.fields:
         raise ScanRefused(f"the {what}'s voxels are not plain numbers (colour or complex values)")
+    # What is held once read: the header and its extensions (nibabel keeps them), and the voxels at no more than 32
+    # bits each (wider ones are read a slab at a time into float32, :func:`_stored_voxels`).
     offset = int(header.get_data_offset())
-    stated = offset + int(np.prod(shape[:3])) * dtype.itemsize
-    if offset < 0 or stated > MAX_SCAN_BYTES:
-        raise ScanRefused(f"the {what} would unpack to {size_text(max(stated, 0))}, over the "
-                          f"{size_text(MAX_SCAN_BYTES)} limit")
+    held = offset + int(np.prod(shape[:3])) * min(dtype.itemsize, 4)
+    if offset < 0 or held > MAX_SCAN_BYTES:
+        raise ScanRefused(f"the {what} would unpack to {size_text(max(held, 0))} (its voxels at 32 bits, and its "
+                          f"header extensions), over the {size_text(MAX_SCAN_BYTES)} limit; save it with fewer voxels "
+                          "or without extensions")
 
 
 def nifti_voxels(blob: bytes) -> int:
@@ -646,11 +651,9 @@ def _nifti_ras(blob: bytes, what: str = "volume") -> tuple[np.ndarray, list[floa
     try:
         with _nifti_stream(blob) as stream:
             image = kind.from_stream(stream)
-            stored = image.dataobj.get_unscaled()
+            stored, rescale = _stored_voxels(image.dataobj)
     except Exception:  # noqa: BLE001 - truncated or damaged voxel data
         raise ScanRefused(f"the {what}'s voxels cannot be read: the file is truncated or damaged") from None
-    stored = stored.reshape(stored.shape[:3])  # a time axis of one point dropped (a view)
-    rescale = float(image.dataobj.slope), float(image.dataobj.inter)
     try:
         if not np.isfinite(image.affine).all():
             raise ValueError("an affine that is not numbers")
@@ -661,6 +664,23 @@ def _nifti_ras(blob: bytes, what: str = "volume") -> tuple[np.ndarray, list[floa
                           "numbers that place the voxels)") from None
     zooms = [float(z) if sized else float("nan") for z in canonical.header.get_zooms()[:3]]
     return data, zooms, rescale
+
+
+def _stored_voxels(proxy) -> tuple[np.ndarray, tuple[float, float]]:
+    """A NIfTI file's voxels (nibabel's proxy of them) as stored, three axes, and the (slope, intercept) that turns
+    them into values. Voxels wider than 32 bits (float64, nibabel's default for a float array; 64-bit integers) are
+    read a slab at a time, scaled, into one float32 array: read whole at their own width, then turned to 8 bits,
+    they would cost twice a float32 volume's memory."""
+    if proxy.dtype.itemsize <= 4:
+        stored = proxy.get_unscaled()
+        return stored.reshape(stored.shape[:3]), (float(proxy.slope), float(proxy.inter))  # a time axis of 1 dropped
+    shape = proxy.shape[:3]
+    values = np.empty(shape, np.float32, order="F")  # the file's own order: each slab is one run of its bytes
+    step = max(1, BLOCK_VOXELS // (shape[0] * shape[1]))
+    for start in range(0, shape[2], step):
+        slab = values[:, :, start:start + step]
+        slab[...] = proxy[:, :, start:start + step].reshape(slab.shape)  # read, and scaled, as float64
+    return values, (1.0, 0.0)
 
 
 def _cut(data: np.ndarray, axis: int) -> np.ndarray:
