@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import http
+import http.client
 import ipaddress
 import json
 import logging
@@ -47,7 +48,8 @@ TIMEOUT = 60
 Progress = Callable[[str, int, int | None], None]   # (file name, bytes so far, total or None)
 log = logging.getLogger(__name__)
 
-_MD5 = {"type": "string", "pattern": "^([0-9a-fA-F]{32})?$"}
+# figshare may send null for an MD5 it has not computed: none published, as an empty string
+_MD5 = {"type": ["string", "null"], "pattern": r"^([0-9a-fA-F]{32})?\Z"}
 LISTING_SCHEMA = {
     "type": "object",
     "required": ["files"],
@@ -55,14 +57,16 @@ LISTING_SCHEMA = {
         "type": "object",
         "required": ["name", "download_url", "size"],
         "properties": {
-            # a plain file name: it is joined to the download folder
-            "name": {"type": "string", "maxLength": 128, "pattern": r"^(?!\.\.?$)[^/\\\x00-\x1f\x7f]+$"},
+            # a plain file name: it is joined to the download folder and shown in every message and progress line,
+            # so no folder, control character or bidirectional override (\Z: "$" would let a final newline through)
+            "name": {"type": "string", "maxLength": 128, "pattern": r"^(?!\.\.?\Z)[A-Za-z0-9._ -]+\Z"},
             "download_url": {"type": "string", "maxLength": 2000},
             "size": {"type": "integer", "minimum": 0, "maximum": MAX_FILE_BYTES},
             "computed_md5": _MD5, "supplied_md5": _MD5}}}},
 }
-_KINDS = {"array": "a list", "object": "an object", "string": "text", "integer": "a whole number"}
-_PATTERNS = {"name": "is not a plain file name", "computed_md5": "is not an MD5 (32 hexadecimal digits)",
+_KINDS = {"array": "a list", "object": "an object", "string": "text", "integer": "a whole number", "null": "null"}
+_PATTERNS = {"name": "is not a plain file name (letters, digits, spaces, '.', '_' and '-')",
+             "computed_md5": "is not an MD5 (32 hexadecimal digits)",
              "supplied_md5": "is not an MD5 (32 hexadecimal digits)"}
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 _HOST = re.compile(r"[a-z0-9.-]+|[0-9a-f:.]+")   # a DNS name or an IP address, nothing a parser could read otherwise
@@ -175,11 +179,24 @@ def _open(url: str, api: str, what: str, headers: dict | None = None):
         error.close()
         raise _Answered(f"the server answered HTTP {error.code} ({_phrase(error.code)}) for {what}",
                         error.code) from None
-    except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as error:
+    except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as error:  # also a closed connection
         reason = getattr(error, "reason", error)
         raise DownloadError(f"the network is unreachable from here, or {urllib.parse.urlsplit(url).netloc} is "
                             f"down ({reason}); download on a machine with internet access and copy the folder "
                             "over") from None
+    except http.client.HTTPException:  # a malformed status line or headers; their text is the server's, not shown
+        raise DownloadError(f"{urllib.parse.urlsplit(url).netloc} did not answer in HTTP for {what} (a malformed "
+                            "status line or headers); check the API address, or try again later") from None
+
+
+def _read(response, size: int, what: str) -> bytes:
+    """Up to ``size`` bytes of an answer's body. A connection that breaks off, or a body that is not valid HTTP (a
+    chunk cut short: IncompleteRead), is a DownloadError; whatever was saved before it stays, to resume from."""
+    try:
+        return response.read(size)
+    except (http.client.HTTPException, ConnectionError, TimeoutError):
+        raise DownloadError(f"the server's answer for {what} broke off or was malformed part way through; run the "
+                            "command again (a download resumes where it stopped)") from None
 
 
 def _phrase(status: int) -> str:
@@ -288,7 +305,7 @@ def _check_overlap(response, part: Path, count: int) -> None:
     """The ``count`` bytes the server sends first must be the last ``count`` bytes of ``part``."""
     sent = b""
     while len(sent) < count:
-        chunk = response.read(count - len(sent))
+        chunk = _read(response, count - len(sent), part.name.removesuffix(".part"))
         if not chunk:
             break
         sent += chunk
@@ -307,14 +324,14 @@ def _save(response, target: Path, have: int, remaining: int | None, total: int |
     written = 0
     with open(target.with_name(target.name + ".part"), "ab" if have else "wb") as out:
         while written < limit:
-            chunk = response.read(min(CHUNK, limit - written))  # never past what was announced
+            chunk = _read(response, min(CHUNK, limit - written), target.name)  # never past what was announced
             if not chunk:
                 break
             out.write(chunk)
             written += len(chunk)
             if progress:
                 progress(target.name, have + written, total)
-        if response.read(1):
+        if _read(response, 1, target.name):
             if remaining is not None:
                 raise _Untrusted  # more bytes than its headers said
             raise DownloadError(f"{target.name} is larger than the {MAX_FILE_BYTES:,}-byte limit")
@@ -386,8 +403,9 @@ def listing_problem(listing) -> str | None:
 def _broken_rule(error) -> str:
     """The rule of :data:`LISTING_SCHEMA` that ``error`` broke, in words made from the schema, not the value."""
     rule, value = error.validator, error.validator_value
-    if rule == "type":
-        return f"should be {_KINDS.get(value, value)}"
+    if rule == "type":  # one type, or a list of them ("text or null")
+        kinds = [value] if isinstance(value, str) else value
+        return "should be " + " or ".join(_KINDS.get(kind, kind) for kind in kinds)
     if rule == "required":
         return "has no " + ", ".join(key for key in value if key not in error.instance)
     if rule in ("minimum", "maximum"):
@@ -407,7 +425,7 @@ def _listing(api: str) -> list[dict]:
     what = "figshare's listing of the article"
     _check_address(api, api, f"the figshare API ({FIGSHARE_API_ENV})")
     with _open(f"{api}/articles/{FIGSHARE_ARTICLE}", api, what) as response:
-        raw = response.read(MAX_LISTING_BYTES + 1)
+        raw = _read(response, MAX_LISTING_BYTES + 1, what)
     if len(raw) > MAX_LISTING_BYTES:
         raise DownloadError(f"{what} is over the {MAX_LISTING_BYTES:,}-byte limit; is the API address right?")
     try:

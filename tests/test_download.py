@@ -37,16 +37,23 @@ class Server:
     says how to answer them wrongly: "whole" sends the file from byte 0 under a 206 claiming the asked start,
     "shifted" does the same with the claimed range's length (consistent headers, wrong bytes), "always" answers
     every request, Range or not, with a 206 from the wrong place. ``listing`` replaces the article listing (bytes);
-    ``redirects`` answers a path with a 302 to an address (both may be set after the server started)."""
+    ``redirects`` answers a path with a 302 to an address (both may be set after the server started); ``raw`` answers
+    a path's first request with these bytes as they are (not HTTP, or a body cut short), then closes the connection."""
 
     def __init__(self, files: dict[str, bytes], md5s: dict[str, str] | None = None, cut_first: str | None = None,
-                 lie: str | None = None, listing: bytes | None = None, redirects: dict[str, str] | None = None):
+                 lie: str | None = None, listing: bytes | None = None, redirects: dict[str, str] | None = None,
+                 raw: dict[str, bytes] | None = None):
         self.files, self.requests, self.cut, self.lie, self.fixed_listing = files, [], cut_first, lie, listing
+        self.raw = dict(raw or {})
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 - the name http.server calls
                 outer.requests.append((self.path, self.headers.get("Range")))
+                if self.path in outer.raw:
+                    self.wfile.write(outer.raw.pop(self.path))
+                    self.close_connection = True
+                    return
                 if self.path == f"/v2/articles/{download.FIGSHARE_ARTICLE}":
                     fixed = outer.fixed_listing
                     return self.answer(200, fixed if fixed is not None else outer.listing(md5s))
@@ -376,6 +383,16 @@ LISTINGS = [  # (what, the listing, what the refusal must say)
     ("a download_url that is a number", {"files": [entry(download_url=7)]},
      r"files\[0\].download_url should be text"),
     ("a listing that is a list", [1, 2], "the answer should be an object"),
+    ("a name with a right-to-left override (U+202E)", {"files": [entry(name="cvind\u202egnp.mat")]},
+     r"files\[0\].name is not a plain file name"),
+    ("a name with a C1 control character (CSI)", {"files": [entry(name="cvind\x9b2J.mat")]},
+     r"files\[0\].name is not a plain file name"),
+    ("a name ending in a line break", {"files": [entry(name="cvind.mat\n")]}, r"files\[0\].name is not a plain file name"),
+    ("a name with a zero-width space", {"files": [entry(name="cvind\u200b.mat")]},
+     r"files\[0\].name is not a plain file name"),
+    ("an MD5 given as a number", {"files": [entry(computed_md5=5)]}, r"files\[0\].computed_md5 should be text or null"),
+    ("an MD5 followed by a line break", {"files": [entry(computed_md5="0" * 32 + "\n")]},
+     r"files\[0\].computed_md5 is not an MD5"),
     ("a listing without files", {"id": 1}, "the answer has no files"),
 ]
 
@@ -390,6 +407,7 @@ def test_a_listing_that_breaks_figshares_documented_form_is_one_sentence(tmp_pat
     finally:
         server.close()
     assert len(str(refused.value)) < 200 and "xxxxxxxxxx" not in str(refused.value)
+    assert str(refused.value).isprintable()  # no control, format or override character of the listing's
     assert not (tmp_path / "data").exists()
 
 
@@ -516,3 +534,77 @@ def test_a_zip_refused_for_one_member_writes_none_of_the_others(tmp_path, monkey
     with pytest.raises(DownloadError, match="unpacks to over 150 bytes"):
         download.unpack(tmp_path / "big.zip", tmp_path / "into")
     assert not (tmp_path / "into").exists() and not (tmp_path / "escaped.txt").exists()
+
+
+def test_an_md5_figshare_sends_as_null_counts_as_none_published(tmp_path, release_files):
+    """figshare may send null for an MD5: the file is downloaded unchecked (as with ""), and an MD5 published in the
+    other field is still checked."""
+    def listing(url: str, supplied: str | None) -> bytes:
+        return json.dumps({"files": [
+            {"name": "cvind.mat", "size": len(release_files["cvind.mat"]), "computed_md5": None,
+             "supplied_md5": None, "download_url": f"{url}/files/cvind.mat"},
+            {"name": "README.txt", "size": len(release_files["README.txt"]), "computed_md5": None,
+             "supplied_md5": supplied, "download_url": f"{url}/files/README.txt"}]}).encode()
+
+    server = Server(release_files)
+    tried("core.download.figshare (listing)", "computed_md5 and supplied_md5 both null")
+    try:
+        server.fixed_listing = listing(server.url, hashlib.md5(release_files["README.txt"]).hexdigest())
+        download.figshare(tmp_path / "ok", api=f"{server.url}/v2")
+        server.fixed_listing = listing(server.url, "0" * 32)
+        with pytest.raises(DownloadError, match="README.txt does not match the MD5 figshare publishes"):
+            download.figshare(tmp_path / "wrong", api=f"{server.url}/v2")
+    finally:
+        server.close()
+    assert (tmp_path / "ok" / "cvind.mat").read_bytes() == release_files["cvind.mat"]
+    assert (tmp_path / "ok" / "README.txt").read_bytes() == release_files["README.txt"]
+
+
+ARTICLE = f"/v2/articles/{download.FIGSHARE_ARTICLE}"
+BAD_STATUS = b"HTTP/1.1 2OO \xe2\x80\xae OK\r\nContent-Length: 2\r\n\r\n{}"  # a status that is no number
+
+
+def chunked_cut(body: bytes, sent: int) -> bytes:
+    """An HTTP answer whose chunked body ends after ``sent`` bytes, in the middle of a chunk that says it holds the
+    rest (http.client raises IncompleteRead)."""
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    rest = len(body) - sent
+    return head + b"%x\r\n" % sent + body[:sent] + b"\r\n" + b"%x\r\n" % rest + body[sent:sent + 10]
+
+
+@pytest.mark.parametrize("what,raw,expect", [
+    ("a listing answered with a status line that is no number", {ARTICLE: BAD_STATUS}, "did not answer in HTTP"),
+    ("a listing whose chunked body is cut short", {ARTICLE: chunked_cut(b'{"files": []}' + b" " * 50, 20)},
+     "broke off or was malformed"),
+    ("a file answered with a status line that is no number", {"/files/data.bin": BAD_STATUS},
+     "did not answer in HTTP"),
+    ("a connection closed before any answer", {ARTICLE: b""}, "is down"),
+])
+def test_a_server_that_breaks_http_is_one_error_line_not_a_bug(tmp_path, monkeypatch, capsys, what, raw, expect):
+    server = Server({"data.bin": BLOB}, raw=raw)
+    monkeypatch.setenv(download.FIGSHARE_API_ENV, f"{server.url}/v2")
+    tried("python -m training.download figshare", what)
+    try:
+        assert main(["figshare", "--to", str(tmp_path / "data")]) == 2
+    finally:
+        server.close()
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: ") and expect in line and "bug" not in line, line
+    assert "2OO" not in line and "\u202e" not in line  # the server's own text is not repeated
+
+
+def test_a_body_cut_short_mid_chunk_keeps_what_arrived_and_the_next_run_resumes(tmp_path, monkeypatch):
+    monkeypatch.setattr(download, "CHUNK", 50_000)  # two whole reads arrive before the cut
+    server = Server({"data.bin": BLOB}, raw={"/files/data.bin": chunked_cut(BLOB, 100_000)})
+    tried("core.download.figshare (file)", "a file whose chunked body ends in the middle of a chunk")
+    try:
+        with pytest.raises(DownloadError, match="the server's answer for data.bin broke off or was malformed part "
+                                                "way through; run the command again"):
+            download.figshare(tmp_path, api=f"{server.url}/v2")
+        assert (tmp_path / "downloads" / "data.bin.part").read_bytes() == BLOB[:100_000]
+        download.figshare(tmp_path, api=f"{server.url}/v2")
+    finally:
+        server.close()
+    assert (tmp_path / "data.bin").read_bytes() == BLOB
+    assert [r for p, r in server.requests if p.endswith("data.bin")] == [
+        None, f"bytes={100_000 - download.RESUME_OVERLAP}-"]
