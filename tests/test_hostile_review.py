@@ -121,13 +121,18 @@ def test_a_csv_quotes_text_and_leaves_numbers_as_numbers():
 # --------------------------------------------------------------------------------------------------
 # Readers' names
 
-LOOK_ALIKES = {  # each passes for "Ann" (or "Bill", "Tom") in the page's font
-    "\u0410nn": "Cyrillic capital A", "\u0391nn": "Greek capital Alpha", "\u0430nn": "Cyrillic small a",
+READERS = ["Ann", "Bill", "Tom", "JOHN", "lan"]
+LOOK_ALIKES = {  # each is one of READERS by case and width, or passes for one as written in the page's font
+    "\u0410nn": "Cyrillic capital A", "\u0391nn": "Greek capital Alpha",
     "ANN": "capitals", "\uff21\uff4e\uff4e": "full-width letters",
     "B\u0456ll": "Cyrillic i", "Bi11": "digit ones for l", "BiII": "capital I for l",
-    "\u0422\u041e\u041c": "Tom in Cyrillic capitals",
-    "T\u03bfm": "Greek omicron",
+    "\u0422\u043em": "Tom in the Cyrillic letters that pass for it", "T\u03bfm": "Greek omicron",
+    "J0HN": "digit zero for a capital O", "J\u041eHN": "Cyrillic capital O among capitals",
+    "Ian": "capital I for a small l", "\u0406an": "Cyrillic capital I for a small l",
 }
+# Names that folding case before reading look-alikes, or reading "rn" as "m", used to make one: each pair is two
+# people, both of whom an organiser must be able to name.
+DIFFERENT = [("Ian", "Lan"), ("Lisa", "Ilsa"), ("Lila", "Ilia"), ("Kern", "Kem"), ("Arne", "Ame")]
 INVISIBLE = {
     "\u3164": "Hangul filler alone", "Ann\u3164": "Hangul filler after a name", "\u115f": "Hangul choseong filler",
     "\uffa0": "half-width Hangul filler", "Ann\u200b": "zero-width space", "A\u200dnn": "zero-width joiner",
@@ -141,12 +146,12 @@ INVISIBLE = {
 def test_look_alike_and_invisible_names_are_refused_beside_the_real_one(engine):
     from core.review import ReviewError, store
 
-    session, _, _ = store.create_session(engine, "Names", cases(), CLASSES, readers=["Ann", "Bill", "Tom"])
+    session, _, _ = store.create_session(engine, "Names", cases(), CLASSES, readers=READERS)
     for name, what in LOOK_ALIKES.items():
         with pytest.raises(ReviewError, match="looks the same, has already joined"):
             store.join(engine, session.code, name)
         with pytest.raises(ReviewError, match="same name"):
-            store.create_session(engine, "Twins", cases(), CLASSES, readers=["Ann", "Bill", "Tom", name])
+            store.create_session(engine, "Twins", cases(), CLASSES, readers=[*READERS, name])
         tried("library: core.review.store.join", f"reader name: {what}")
     for name, what in INVISIBLE.items():
         for attempt in (lambda: store.join(engine, session.code, name),
@@ -155,12 +160,48 @@ def test_look_alike_and_invisible_names_are_refused_beside_the_real_one(engine):
                 attempt()
             assert name not in str(refused.value)  # said by its code point, never echoed
         tried("library: core.review.store.join", f"reader name: {what}")
-    assert [r.name for r in store.session_readers(engine, session.id)] == ["Ann", "Bill", "Tom"]
+    assert [r.name for r in store.session_readers(engine, session.id)] == READERS
     # Names of other scripts, accents and spaces of their own are names.
     for name in ("Анна", "Zoë", "Zoe", "李 华", "Dr\u3000Eve", "ﬁona"):
         store.join(engine, session.code, name)
-    assert [r.name for r in store.session_readers(engine, session.id)][3:] == ["Анна", "Zoë", "Zoe", "李 华",
-                                                                               "Dr Eve", "fiona"]
+    assert [r.name for r in store.session_readers(engine, session.id)][len(READERS):] == [
+        "Анна", "Zoë", "Zoe", "李 华", "Dr Eve", "fiona"]
+
+
+def test_names_that_differ_as_written_are_two_readers(engine):
+    from core.review import store
+
+    named = [name for pair in DIFFERENT for name in pair]
+    session, _, keys = store.create_session(engine, "Pairs", cases(), CLASSES, readers=named)
+    assert sorted(keys) == sorted(named)
+    joined, _, _ = store.create_session(engine, "Joined", cases(), CLASSES)
+    for first, second in DIFFERENT:
+        store.join(engine, joined.code, first)
+        store.join(engine, joined.code, second)
+    assert [r.name for r in store.session_readers(engine, joined.id)] == named
+
+
+PERSIAN = "\u0646\u0627\u0647\u06cc\u062f\u200c\u0647"  # a name spelled with a zero-width non-joiner
+JOINED_WRONG = {  # a joiner where no script is spelled with it: nothing to see, so refused
+    "Jo\u200chn": "zero-width non-joiner between Latin letters", "Jo\u200dhn": "zero-width joiner between Latin letters",
+    "\u200c" + PERSIAN[:5]: "zero-width non-joiner before a Persian name", PERSIAN[:5] + "\u200c": "zero-width "
+    "non-joiner after a Persian name", PERSIAN[:5] + "\u200cAnn": "zero-width non-joiner between Persian and Latin",
+    PERSIAN[:5] + "\u200c\u200c\u0647": "two zero-width non-joiners in a Persian name",
+}
+
+
+def test_a_joiner_is_kept_where_a_script_is_spelled_with_it_and_refused_elsewhere(engine):
+    from core.review import ReviewError, store
+
+    devanagari = "\u0915\u094d\u200c\u0937\u093e"  # after a virama: a half form, not a ligature
+    session, _, _ = store.create_session(engine, "Joiners", cases(), CLASSES, readers=[PERSIAN, devanagari])
+    assert [r.name for r in store.session_readers(engine, session.id)] == [PERSIAN, devanagari]
+    with pytest.raises(ReviewError, match="looks the same, has already joined"):  # the joiner alone differs
+        store.join(engine, session.code, PERSIAN.replace("\u200c", ""))
+    for name, what in JOINED_WRONG.items():
+        with pytest.raises(ReviewError, match=r"shows as nothing or breaks the line \(U\+200[CD]\)"):
+            store.join(engine, session.code, name)
+        tried("library: core.review.store.join", f"reader name: {what}")
 
 
 def test_a_hidden_name_gets_a_sentence_on_the_join_page(review_data):
@@ -347,6 +388,49 @@ def test_a_full_disk_keeps_the_readers_answer_and_leaves_no_part_of_an_upload(re
     monkeypatch.setattr(cases_module, "finish_atomic_write", finish)
     button(start, "Create the session").click().run()  # space freed: the same page makes the session
     assert not problems(start) and "organiser" in start.query_params
+
+
+def test_the_drivers_error_is_logged_and_a_bug_is_not_called_a_failing_database(review_data, caplog):
+    """Whenever a page is told the database failed, the driver's own error goes to the server's log with its
+    traceback; an operational error no list names is "try again". An error of the code or the request (a statement
+    the driver refuses to run) is not the database failing: the part of the page says an unexpected error was
+    logged, never "try again", and nothing is saved."""
+    import logging
+    import sqlite3
+
+    from sqlalchemy import event
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    from core.review import open_database
+    from dashboard.common import database_url
+
+    key = reader_link(review_data)
+    engine = open_database(database_url())  # the page's own engine (one per address and process)
+    failing = {"error": sqlite3.OperationalError("cannot start a transaction within a transaction")}
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def fail(connection, cursor, statement, *_):
+        if statement.startswith("INSERT INTO review_answers"):
+            raise failing["error"]
+
+    caplog.set_level(logging.WARNING)
+    at = review_page(reader=key)
+    commit(at)
+    tried("dashboard: review answer form", "review database: an operational error of no known kind")
+    assert_not_saved_and_kept(at, "The review database failed to carry out the request, and nothing was changed; "
+                                  "try again, and tell the organiser if it goes on.")
+    (logged,) = [r for r in caplog.records if r.name == "core.review.schema"]
+    assert logged.levelno == logging.WARNING and isinstance(logged.exc_info[1], OperationalError)
+    assert "cannot start a transaction within a transaction" in logged.getMessage() + caplog.text
+    caplog.clear()
+    failing["error"] = sqlite3.ProgrammingError("Incorrect number of bindings supplied. The current statement uses "
+                                                "9, and there are 8 supplied.")
+    button(at, "Commit answer").click().run()
+    tried("dashboard: review answer form", "review database: a statement the driver refuses (a bug)")
+    (said,) = errors(at)
+    assert not at.exception and "server's log" in said and "try again" not in said and "not saved" not in said
+    assert [type(r.exc_info[1]) for r in caplog.records if r.exc_info] == [ProgrammingError]
+    assert saved_answers(key) == []
 
 
 # --------------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ survive a killed process and two readers answering at once."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import signal
@@ -19,6 +20,7 @@ from core.review import ReviewError, open_database
 from core.review import store
 from core.review.schema import SCHEMA_VERSION, Base, close_databases, schema_version
 from core.review.store import NewCase
+from hostile import tried
 
 WORKER = Path(__file__).with_name("review_worker.py")
 CLASSES = ["glioma", "meningioma", "notumor", "pituitary"]
@@ -217,6 +219,42 @@ def worker(database_url: str, key: str, case_ids, gate: Path | None = None) -> s
     return process
 
 
+def test_a_bug_or_another_broken_constraint_is_not_called_a_busy_database_or_a_taken_name(database_url,
+                                                                                         monkeypatch):
+    """Only the database failing (locked, read-only, full, damaged, unreachable) is DatabaseUnavailable, "try again".
+    A value the driver cannot take (a bug), a value too long for its column, and a broken constraint other than the
+    one a refusal is about go on as the driver's errors, for the page's error boundary to report as unexpected."""
+    from sqlalchemy import event
+    from sqlalchemy.exc import DataError, IntegrityError, ProgrammingError
+
+    engine = open_database(database_url)
+    session, _, keys, cases = new_session(engine, n=2)
+    ann = store.reader_by_key(engine, keys["Ann"])
+    with pytest.raises(ProgrammingError):
+        store.answers_of(engine, dataclasses.replace(ann, id=object()))
+    tried("library: core.review.store", "a reader id the database driver cannot bind")
+    with pytest.raises(IntegrityError):  # no such reader: not "you have already answered this case"
+        store.commit_answer(engine, dataclasses.replace(ann, id=ann.id + 10_000), cases[0].id, "glioma", 3)
+    tried("library: core.review.store.commit_answer", "an answer of a reader who is not in the database")
+    monkeypatch.setattr(store, "_new_key", lambda: "one key for everyone")
+    store.join(engine, session.code, "Cat")
+    with pytest.raises(IntegrityError):  # the personal key is taken, not the name
+        store.join(engine, session.code, "Dan")
+    tried("library: core.review.store.join", "a personal key another reader has")
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def too_long(connection, cursor, statement, *_):
+        if statement.startswith("INSERT INTO review_answers"):
+            raise engine.dialect.loaded_dbapi.DataError("value too long for type character varying(32)")
+
+    with pytest.raises(DataError):
+        store.commit_answer(engine, ann, cases[0].id, "glioma", 3)
+    tried("library: core.review.store.commit_answer", "a value too long for its column")
+    event.remove(engine, "before_cursor_execute", too_long)
+    assert [r.name for r in store.session_readers(engine, session.id)] == ["Ann", "Bob", "Cat"]
+    assert store.answers_of(engine, ann) == {}
+
+
 def test_every_answer_committed_before_a_sigkill_is_there_after_it(database_url):
     engine = open_database(database_url)
     _, _, keys, cases = new_session(engine, n=400)
@@ -333,13 +371,17 @@ def test_a_database_at_the_first_schema_is_upgraded_in_place_and_keeps_its_sessi
     assert second.stack is None and second.stack_slice is None
 
 
-def test_a_database_at_the_second_schema_gets_look_alike_name_keys_and_keeps_every_reader(database_url):
-    """Version 3 computes every reader's name key again by its look-alike skeleton. Two readers who joined under
-    names that now fall together ("Аnn" with a Cyrillic A, then "ann") both stay with their answers, and nobody can
-    join as either any more; a key that becomes another reader's old key is no conflict."""
+def test_a_database_at_the_second_schema_gets_both_name_keys_and_keeps_every_reader(database_url):
+    """Version 3 computes every reader's name keys again: case folded, and by the look-alike skeleton with case kept.
+    Two readers who joined under names that now fall together ("Ann" and "Аnn" with a Cyrillic A; "Ian" with a
+    capital I and "lan") both stay with their answers, and nobody can join as either any more. A reader named like
+    the key another reader is given while keys are moved out of each other's way ("#1" beside reader 1, which the
+    first version of this upgrade failed on) is no conflict, and nor is a key that becomes another reader's old
+    key."""
     from core.review.schema import MIGRATIONS, _versions
 
     raw = create_engine(database_url)
+    now = dt.datetime(2026, 6, 1, tzinfo=dt.timezone.utc)
     with raw.begin() as connection:  # what the second release made, with the keys it computed
         _versions.create(connection)
         for _, migrate in MIGRATIONS[:2]:
@@ -347,52 +389,62 @@ def test_a_database_at_the_second_schema_gets_look_alike_name_keys_and_keeps_eve
         connection.execute(_versions.insert().values(version=2))
         connection.execute(text("INSERT INTO review_sessions (code, owner_key, name, mode, kind, joinable, classes, "
                                 "source, model, created_at) VALUES ('c0de', 'k', 'Old session', 'blinded', 'review', "
-                                ":yes, '[\"glioma\", \"notumor\"]', '{}', '{}', :now)"),
-                           {"yes": True, "now": dt.datetime(2026, 6, 1, tzinfo=dt.timezone.utc)})
+                                ":yes, '[\"glioma\", \"notumor\"]', '{}', '{}', :now)"), {"yes": True, "now": now})
         old = connection.execute(text("SELECT id FROM review_sessions WHERE code = 'c0de'")).scalar_one()
         connection.execute(text("INSERT INTO review_cases (session_id, position, image, image_sha256, title) "
                                 "VALUES (:old, 0, 'Testing/glioma/1.jpg', :sha, 'case one')"), {"old": old,
                                                                                                 "sha": "a" * 64})
         case = connection.execute(text("SELECT id FROM review_cases")).scalar_one()
-        for name, key, digest in (("\u0410nn", "\u0430nn", "1" * 64), ("ann", "ann", "2" * 64),
-                                  ("Bob", "bob", "3" * 64)):
+
+        def add_reader(name: str) -> int:
+            digest = f"{len(name)}{name.encode().hex()}"[:64]
             connection.execute(text("INSERT INTO review_readers (session_id, name, name_key, key, joined_at) VALUES "
                                     "(:old, :name, :key, :digest, :now)"),
-                               {"old": old, "name": name, "key": key, "digest": digest,
-                                "now": dt.datetime(2026, 6, 1, tzinfo=dt.timezone.utc)})
+                               {"old": old, "name": name, "key": name.casefold(), "digest": digest, "now": now})
             connection.execute(text("INSERT INTO review_answers (reader_id, case_id, label, confidence, note, "
                                     "answered_at) SELECT id, :case, 'glioma', 3, :name, :now FROM review_readers "
-                                    "WHERE key = :digest"),
-                               {"case": case, "name": name, "digest": digest,
-                                "now": dt.datetime(2026, 6, 1, tzinfo=dt.timezone.utc)})
+                                    "WHERE key = :digest"), {"case": case, "name": name, "digest": digest, "now": now})
+            return connection.execute(text("SELECT id FROM review_readers WHERE key = :digest"),
+                                      {"digest": digest}).scalar_one()
+
+        first = add_reader("Ann")
+        names = ["Ann", "\u0410nn", f"#{first}", "Ian", "lan", "Bob"]
+        for name in names[1:]:
+            add_reader(name)
     raw.dispose()
     engine = open_database(database_url)
     with engine.connect() as connection:
         assert schema_version(connection) == SCHEMA_VERSION == 3
-        keys = connection.execute(text("SELECT name, name_key FROM review_readers ORDER BY id")).all()
-    first, second, bob = keys
-    assert first[1] == "ann" and second[1].startswith("ann#") and bob[1] == "bob"
+        keys = connection.execute(text("SELECT name_key, name_skeleton FROM review_readers ORDER BY id")).all()
+    assert [tuple(k) for k in keys] == [("ann", "Ann"), ("\u0430nn", f"Ann\x01{first + 1}"),
+                                        (f"#{first}", f"#{str(first).replace('1', 'l').replace('0', 'o')}"),
+                                        ("ian", "lan"), ("lan", f"lan\x01{first + 4}"), ("bob", "Bob")]
     session = store.session_by_code(engine, "c0de")
-    assert [r.name for r in store.session_readers(engine, old)] == ["\u0410nn", "ann", "Bob"]
-    assert sorted(a["note"] for a in store.session_answers(engine, session)) == sorted(["\u0410nn", "ann", "Bob"])
-    for taken in ("Ann", "ANN", "B0b"):
+    assert [r.name for r in store.session_readers(engine, old)] == names
+    assert sorted(a["note"] for a in store.session_answers(engine, session)) == sorted(names)
+    for taken in ("ANN", "Ann", "\u0430NN", "B0b", "IAN", "Ian", "LAN", f"#{first}"):
         with pytest.raises(ReviewError, match="already joined"):
             store.join(engine, "c0de", taken)
-    assert store.join(engine, "c0de", "Cat")[0].name == "Cat"
+    assert [store.join(engine, "c0de", name)[0].name for name in ("Cat", "Dan")] == ["Cat", "Dan"]
 
 
-def test_the_look_alike_table_reads_letters_of_other_scripts_as_latin_ones():
-    """The table of look-alikes (core.review.names) maps single characters to single Latin letters, capitals to
-    capitals, and a key is its own key: comparing keys is comparing names."""
+def test_names_are_compared_by_two_keys_each_its_own_key():
+    """The table of look-alikes (core.review.names) maps single characters of other scripts to a single Latin letter
+    of the same case, but for those that look like a small l (a capital I) or an o; and each key is its own key,
+    so that comparing keys is comparing names."""
     import unicodedata
 
-    from core.review.names import CAPITALS, LOOK_ALIKES, name_key
+    from core.review.names import LOOK_ALIKES, name_key, name_skeleton
 
-    for table, target in ((LOOK_ALIKES, "abcdefghijklmnopqrstuvwxyz"), (CAPITALS, "ABCDEFGHIJKLMNOPQRSTUVWXYZ")):
-        for point, letter in table.items():
-            assert len(letter) == 1 and letter in target and chr(point) != letter, unicodedata.name(chr(point))
-    for point in CAPITALS:
-        assert "CAPITAL" in unicodedata.name(chr(point))
-    for name in ("Аnn", "ТОМ", "Bi11", "Zoë", "Ηλίας", "李 华", "Arnold"):
-        assert name_key(name_key(name)) == name_key(name)
-    assert name_key("Zoë") != name_key("Zoe")  # an accent is not a look-alike
+    for point, letter in LOOK_ALIKES.items():
+        if letter is None:  # the joiners, which show as nothing
+            assert chr(point) in "\u200c\u200d"
+            continue
+        assert len(letter) == 1 and letter.isascii() and letter.isalpha() and chr(point) != letter
+        assert letter in "lo" or letter.isupper() == chr(point).isupper(), unicodedata.name(chr(point))
+    for name in ("Аnn", "ТОМ", "Bi11", "Zoë", "Ηλίας", "李 华", "Arnold", "Straße", "Ian", "\u0646\u0627\u200c\u0647"):
+        for key in (name_key, name_skeleton):
+            assert key(key(name)) == key(name)
+    assert name_key("Straße") == name_key("STRASSE") and name_skeleton("Straße") != name_skeleton("Strasse")
+    assert name_skeleton("Zoë") != name_skeleton("Zoe")  # an accent is not a look-alike
+    assert name_skeleton("Ian") == name_skeleton("lan") != name_skeleton("Lan")

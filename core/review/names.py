@@ -2,16 +2,28 @@
 
 A reader's name stands beside their answers on the organiser's page, the leaderboard and the reports, so nobody may
 join under a name that passes for someone else's. A name is normalised (NFKC: full-width letters, ligatures and
-odd spaces become their plain forms), refused when it holds a character that shows as nothing (control and format
-characters, line breaks, private-use and unassigned code points, and the other default-ignorable ones such as the
-Hangul fillers and variation selectors) or no letter or digit at all, and compared by a skeleton in the manner of
-Unicode's UTS #39: case folded, and each letter of another script that looks like a Latin one (Cyrillic "а",
-Greek "Ο") and each digit that looks like a letter ("0", "1") read as that letter. "Ann", "ANN", "Аnn" (Cyrillic A)
-and "Ann" followed by a Hangul filler are then one name, or refused.
+odd spaces become their plain forms), and refused when it holds no letter or digit, or a character that shows as
+nothing (control and format characters, line breaks, private-use and unassigned code points, and the other
+default-ignorable ones such as the Hangul fillers and variation selectors). The one exception is a zero-width
+non-joiner or joiner (U+200C, U+200D) between two letters or marks of one script other than Latin: Persian, Arabic
+and the Indic scripts are spelled with them (a simplified form of the CONTEXTJ rule of IDNA, RFC 5892).
+
+Two names of one session are one name when either of two keys match:
+
+- the case-folded key (:func:`name_key`): NFKC and case folding, so "Ann", "ann" and "Ａｎｎ" are one;
+- the skeleton (:func:`name_skeleton`), case kept: each character read as the one it looks like as written, in
+  the manner of Unicode's UTS #39, so "Аnn" with a Cyrillic A is "Ann", "Ian" with a capital I is "lan" with a
+  small L, and "B0b" is "Bob".
+
+The skeleton keeps case because a capital I looks like a small l while a small i and a capital L look like nothing
+else: folding case first made "Ian" and "Lan", "Lisa" and "Ilsa" one name, and two readers could not both be named.
+Both keys leave out the joiners, which may show as nothing.
 
 The look-alikes are a table of our own, not Unicode's whole confusables list: the letters of the Cyrillic, Greek
-and Armenian scripts (and a few Latin ones) that pass for Latin letters in the fonts a browser uses, which is what
-an impersonator reaches for; other scripts are compared by NFKC and case alone.
+and Armenian scripts (and a few Latin letters and digits) that pass for Latin letters in the fonts a browser uses,
+which is what an impersonator reaches for; other scripts are compared by NFKC and case alone. No pair of letters
+stands for one letter: "rn" passes for "m" only in some fonts, and reading it so made "Kern" and "Kem", "Arne" and
+"Ame" one name.
 """
 
 from __future__ import annotations
@@ -40,32 +52,36 @@ INVISIBLE_RANGES = [
     (0xE0100, 0xE01EF),  # variation selectors supplement
 ]
 
-# Capitals of other scripts that look like a Latin capital while their small letter looks like no Latin letter
-# (Greek "Η" but "η"), read as the Latin capital before case is folded: "ТОМ" in Cyrillic is "TOM". Capitals whose
-# small letter is itself a look-alike ("А" and "а") need no entry: folding the case brings them to the table below.
-CAPITALS = str.maketrans({
-    "В": "B", "Н": "H", "К": "K", "М": "M", "Т": "T",                               # Cyrillic
-    "Β": "B", "Ε": "E", "Ζ": "Z", "Η": "H", "Κ": "K", "Μ": "M", "Ν": "N", "Τ": "T", "Υ": "Y",  # Greek
-})
+JOINERS = "\u200c\u200d"  # zero-width non-joiner and joiner: spelling in some scripts, nothing to see in others
 
-# Small letters, digits and signs that look like a small Latin letter (after case folding and NFD, so that accents
-# stay accents: "ё" is "е" with a diaeresis, and reads as "ë"). i, l, 1 and | are one letter: a capital I folds to
-# i, and looks like l in the sans-serif fonts of the page.
+# The first word of the Unicode names of letters and marks that Latin text is written with: a joiner between them
+# changes nothing a reader sees ("FULLWIDTH" and the like become plain Latin under NFKC, and are checked again).
+LATIN_AND_COMMON = {"", "LATIN", "COMBINING", "MODIFIER"}
+
+# Characters that look like another as written, case kept (after NFKC and NFD, so that accents stay accents: "ё"
+# is "е" with a diaeresis, and reads as "ë"). A capital I, the digit 1 and a bar look like a small l in the
+# sans-serif fonts of the page; a capital O, a small o and the digit 0 differ only in size.
 LOOK_ALIKES = str.maketrans({
     # Cyrillic
-    "а": "a", "е": "e", "о": "o", "р": "p", "с": "c", "у": "y", "х": "x", "ѕ": "s", "і": "l", "ј": "j", "ԁ": "d",
+    "а": "a", "е": "e", "о": "o", "р": "p", "с": "c", "у": "y", "х": "x", "ѕ": "s", "і": "i", "ј": "j", "ԁ": "d",
     "ԛ": "q", "ԝ": "w", "һ": "h", "ӏ": "l", "ү": "y", "ѵ": "v", "ѡ": "w",
+    "А": "A", "В": "B", "Е": "E", "К": "K", "М": "M", "Н": "H", "О": "o", "Р": "P", "С": "C", "Т": "T", "Х": "X",
+    "Ѕ": "S", "І": "l", "Ј": "J", "Ү": "Y", "Ӏ": "l", "Ԛ": "Q", "Ԝ": "W",
     # Greek
-    "α": "a", "ο": "o", "ρ": "p", "χ": "x", "ι": "l", "κ": "k", "ν": "v", "υ": "u", "γ": "y", "η": "n", "ϲ": "c",
-    "ϳ": "j", "ω": "w",
+    "α": "a", "ο": "o", "ρ": "p", "ι": "i", "ν": "v", "υ": "u", "γ": "y", "η": "n", "ϲ": "c", "ϳ": "j", "κ": "k",
+    "χ": "x", "ω": "w",
+    "Α": "A", "Β": "B", "Ε": "E", "Ζ": "Z", "Η": "H", "Ι": "l", "Κ": "K", "Μ": "M", "Ν": "N", "Ο": "o", "Ρ": "P",
+    "Τ": "T", "Υ": "Y", "Χ": "X", "Ϲ": "C", "Ϳ": "J",
     # Armenian
-    "օ": "o", "ս": "u", "հ": "h", "ո": "n", "զ": "q",
+    "օ": "o", "ս": "u", "հ": "h", "ո": "n", "զ": "q", "Օ": "o", "Ս": "U",
     # Latin letters and signs that pass for other Latin letters, and digits that pass for letters
-    "ı": "l", "i": "l", "ɩ": "l", "ǀ": "l", "|": "l", "1": "l", "ɑ": "a", "ɡ": "g", "0": "o",
+    "I": "l", "ı": "i", "ɩ": "i", "ǀ": "l", "|": "l", "1": "l", "ɑ": "a", "ɡ": "g", "O": "o", "0": "o",
+    # The joiners show as nothing where they are allowed
+    "\u200c": None, "\u200d": None,
 })
-LOOK_ALIKE_PAIRS = [("rn", "m")]  # letters that together pass for another
+WITHOUT_JOINERS = str.maketrans(dict.fromkeys(JOINERS))
 
-KEY_LENGTH = 4 * NAME_LENGTH  # review_readers.name_key
+KEY_LENGTH = 4 * NAME_LENGTH  # review_readers.name_key and name_skeleton
 
 
 def invisible(character: str) -> bool:
@@ -75,13 +91,35 @@ def invisible(character: str) -> bool:
             or any(low <= point <= high for low, high in INVISIBLE_RANGES))
 
 
+def _script(character: str) -> str | None:
+    """The script of a letter or mark other than Latin, by the first word of its Unicode name ("ARABIC LETTER
+    FARSI YEH", "DEVANAGARI SIGN VIRAMA"); None for a Latin or shared letter or mark, and for anything else."""
+    if unicodedata.category(character)[0] not in "LM":
+        return None
+    word = unicodedata.name(character, "").split(" ")[0]
+    return None if word in LATIN_AND_COMMON else word
+
+
+def _spelling_joiner(text: str, at: int) -> bool:
+    """Whether the character at ``at`` is a joiner between two letters or marks of one script other than Latin."""
+    if text[at] not in JOINERS or at == 0 or at + 1 == len(text):
+        return False
+    script = _script(text[at - 1])
+    return script is not None and script == _script(text[at + 1])
+
+
+def _first_hidden(text: str) -> str | None:
+    """The first character of ``text`` that shows as nothing and is not part of its script's spelling."""
+    return next((ch for at, ch in enumerate(text) if invisible(ch) and not _spelling_joiner(text, at)), None)
+
+
 def clean_name(value: str) -> str:
     """A reader's name as it is kept and shown: NFKC-normalised, surrounding space trimmed, runs of space made one.
     Refused (ReviewError) when empty, too long, without a letter or digit, or holding an invisible character."""
     typed = str(value).strip(" \t\r\n")  # what a paste brings along; inside a name, a tab or line break is refused
     # Spaces (any kind, once NFKC has made them plain) are trimmed and made one.
     name = " ".join(part for part in unicodedata.normalize("NFKC", typed).split(" ") if part)
-    hidden = next((ch for ch in typed + name if invisible(ch)), None)
+    hidden = _first_hidden(typed) or _first_hidden(name)
     if hidden is not None:
         raise ReviewError(f"the reader's name holds a character that shows as nothing or breaks the line "
                           f"(U+{ord(hidden):04X}); type the name again without it")
@@ -94,13 +132,22 @@ def clean_name(value: str) -> str:
     return name
 
 
-def name_key(name: str) -> str:
-    """How names are compared within a session: NFKC, look-alike capitals, case folded, look-alike letters and
-    digits (see the module's description), spacing aside. Two names with the same key are one name."""
-    text = unicodedata.normalize("NFKC", name).translate(CAPITALS).casefold()
-    text = unicodedata.normalize("NFD", text).translate(LOOK_ALIKES)
-    for pair, letter in LOOK_ALIKE_PAIRS:
-        text = text.replace(pair, letter)
-    key = " ".join(text.split())
-    # A key longer than its column (a name of letters that fold into several) is kept as its hash.
+def _fitted(key: str) -> str:
+    """A key as its column keeps it: one longer than the column (a name of letters that fold into several) is kept
+    as its hash."""
+    key = " ".join(key.split())
     return key if len(key) <= KEY_LENGTH - 16 else "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+def name_key(name: str) -> str:
+    """The name with case and width aside (NFKC and case folding, spacing and joiners aside): "Ann", "ann" and
+    "Ａｎｎ" have one key."""
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
+    return _fitted(folded.translate(WITHOUT_JOINERS))
+
+
+def name_skeleton(name: str) -> str:
+    """The name as it looks, case kept (see the module's description): "Аnn" with a Cyrillic A and "Ann" have one
+    skeleton, and so have "Ian" with a capital I and "lan" with a small L, but not "Ian" and "Lan"."""
+    decomposed = unicodedata.normalize("NFD", unicodedata.normalize("NFKC", name))
+    return _fitted(unicodedata.normalize("NFC", decomposed.translate(LOOK_ALIKES)))

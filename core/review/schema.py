@@ -13,13 +13,15 @@ in order, under a lock, so that several processes starting at once upgrade the d
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 from collections.abc import Callable
 
 from sqlalchemy import (JSON, Boolean, Column, DateTime, Engine, ForeignKey, Integer, MetaData, String, Table, Text,
                         UniqueConstraint, create_engine, event, select, text)
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
+from sqlalchemy.exc import (ArgumentError, DataError, DBAPIError, IntegrityError, InterfaceError, NoSuchModuleError,
+                            NotSupportedError, OperationalError, ProgrammingError)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.pool import NullPool
 
@@ -28,6 +30,8 @@ from core.review.errors import ReviewError
 NAME_LENGTH, NOTE_LENGTH, PATH_LENGTH = 100, 2000, 1000
 MIGRATION_LOCK = 74_120_915  # the PostgreSQL advisory lock that serialises schema upgrades (any fixed number)
 BUSY_SECONDS = 15  # how long a write waits for another's lock on a SQLite file before it is given up
+
+log = logging.getLogger(__name__)
 
 
 def utc_now() -> dt.datetime:
@@ -84,11 +88,12 @@ class Reader(Base):
     """A person reading a session, known by name within it and proven by a personal key (stored as its hash)."""
 
     __tablename__ = "review_readers"
-    __table_args__ = (UniqueConstraint("session_id", "name_key"),)
+    __table_args__ = (UniqueConstraint("session_id", "name_key"), UniqueConstraint("session_id", "name_skeleton"))
     id: Mapped[int] = mapped_column(primary_key=True)
     session_id: Mapped[int] = mapped_column(ForeignKey("review_sessions.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(NAME_LENGTH))
-    name_key: Mapped[str] = mapped_column(String(4 * NAME_LENGTH))   # the name as compared (core.review.names)
+    name_key: Mapped[str] = mapped_column(String(4 * NAME_LENGTH))       # case folded (core.review.names)
+    name_skeleton: Mapped[str] = mapped_column(String(4 * NAME_LENGTH))  # as it looks, case kept
     key: Mapped[str] = mapped_column(String(64), unique=True)
     joined_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
     session: Mapped[ReviewSession] = relationship(back_populates="readers")
@@ -181,32 +186,53 @@ def _version_2(connection: Connection) -> None:
         connection.execute(text(f"ALTER TABLE review_cases ADD COLUMN {column} {kind}"))
 
 
-def _version_3(connection: Connection) -> None:
-    """Readers' names are compared by their look-alike skeleton (:func:`core.review.names.name_key`: "Аnn" with a
-    Cyrillic A is "Ann"), no longer by case and width alone, so every stored key is computed again with it (a later
-    change of that function adds a migration that does the same). Two readers of one session whose names now fall
-    together joined before this version; both stay, with their answers, the later one's key marked with its id so
-    that keys stay unique, and nobody new can join under either name."""
-    from core.review.names import name_key
+# Marks a key that is no name's key: names never hold a control character (core.review.names), so a key with one in
+# it can equal no other reader's, old or new.
+NO_NAME = "\x01"
 
-    readers = text("SELECT id, session_id, name FROM review_readers ORDER BY session_id, id")
-    update = text("UPDATE review_readers SET name_key = :key WHERE id = :id")
-    rows = connection.execute(readers).all()
-    for reader_id, _, _ in rows:  # first out of the way of each other: a new key may be another reader's old one
-        connection.execute(update, {"key": f"#{reader_id}", "id": reader_id})
+
+def _version_3(connection: Connection) -> None:
+    """Readers' names are compared by two keys (core.review.names), each unique within a session: case folded
+    (:func:`~core.review.names.name_key`, as before) and by their look-alike skeleton with case kept
+    (:func:`~core.review.names.name_skeleton`: "Аnn" with a Cyrillic A is "Ann", "Ian" with a capital I is "lan").
+    The skeleton gets a column, and both keys are computed for every reader (a later change of those functions adds
+    a migration that does the same). Two readers of one session whose names now fall together joined before this
+    version; both stay, with their answers, the later one's key marked as no name's, and nobody new can join under
+    either name."""
+    # SQLite adds a NOT NULL column only with a default; every reader gets a skeleton below, before it is unique.
+    connection.execute(text(f"ALTER TABLE review_readers ADD COLUMN name_skeleton VARCHAR({4 * NAME_LENGTH}) "
+                            "NOT NULL DEFAULT ''"))
+    _compute_name_keys(connection)
+    connection.execute(text("CREATE UNIQUE INDEX uq_review_readers_session_id_name_skeleton "
+                            "ON review_readers (session_id, name_skeleton)"))
+
+
+def _compute_name_keys(connection: Connection) -> None:
+    """Both keys of every reader's name, computed again; the later of two readers whose keys are one keeps a key
+    marked with its id."""
+    from core.review.names import name_key, name_skeleton
+
+    rows = connection.execute(text("SELECT id, session_id, name FROM review_readers ORDER BY session_id, id")).all()
+    if not rows:
+        return
+    # First out of each other's way: a reader's new key may be another reader's old one.
+    connection.execute(text("UPDATE review_readers SET name_key = :key WHERE id = :id"),
+                       [{"key": f"{NO_NAME}{reader_id}", "id": reader_id} for reader_id, _, _ in rows])
+    update = text("UPDATE review_readers SET name_key = :key, name_skeleton = :skeleton WHERE id = :id")
     taken = set()
     for reader_id, session_id, name in rows:
-        key = name_key(name)
-        if (session_id, key) in taken:
-            key = f"{key}#{reader_id}"
-        taken.add((session_id, key))
-        connection.execute(update, {"key": key, "id": reader_id})
+        keys = {"key": name_key(name), "skeleton": name_skeleton(name)}
+        for kind, key in keys.items():
+            if (session_id, kind, key) in taken:
+                keys[kind] = f"{key}{NO_NAME}{reader_id}"
+            taken.add((session_id, kind, keys[kind]))
+        connection.execute(update, {**keys, "id": reader_id})
 
 
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("sessions, cases, readers and answers", _version_1),
     ("the slices of an uploaded volume, for readers to scroll", _version_2),
-    ("readers' names compared by their look-alike skeleton", _version_3),
+    ("readers' names compared case folded and by their look-alike skeleton", _version_3),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 _versions = Table("schema_version", MetaData(), Column("version", Integer, nullable=False))
@@ -283,15 +309,27 @@ FAILURES = [
 ]
 
 
-def unavailable(error: DBAPIError) -> DatabaseUnavailable:
-    """The failure of a database call as a sentence that says what is wrong and what to do (the driver's own
-    message, which may name paths and statements, goes no further)."""
+# Errors in the request or the code (a bad statement, a value too long for its column, a broken constraint), not
+# the database failing: trying again would fail again, so they go on to the page's error boundary as they are.
+NOT_THE_DATABASE = (ProgrammingError, DataError, IntegrityError, NotSupportedError)
+
+
+def unavailable(error: DBAPIError) -> DatabaseUnavailable | None:
+    """The failure of the database itself (damaged, read-only, locked, out of space, unreachable) as a sentence
+    that says what is wrong and what to do, with the driver's own message, which may name paths and statements,
+    written to the log only. None for any other error, which the caller raises again."""
+    if isinstance(error, NOT_THE_DATABASE):
+        return None
     said = str(error.orig if error.orig is not None else error).lower()
-    for words, sentence in FAILURES:
-        if any(word in said for word in words):
-            return DatabaseUnavailable(sentence.format(seconds=BUSY_SECONDS))
-    return DatabaseUnavailable("the review database failed to carry out the request, and nothing was changed; try "
-                               "again, and tell the organiser if it goes on")
+    sentence = next((sentence for words, sentence in FAILURES if any(word in said for word in words)), None)
+    if sentence is None and isinstance(error, (OperationalError, InterfaceError)):
+        sentence = ("the review database failed to carry out the request, and nothing was changed; try again, and "
+                    "tell the organiser if it goes on")
+    if sentence is None:
+        return None
+    failure = DatabaseUnavailable(sentence.format(seconds=BUSY_SECONDS))
+    log.warning("the review database failed, and the page was told: %s", failure, exc_info=error)
+    return failure
 
 
 # --------------------------------------------------------------------------------------------------
@@ -354,7 +392,10 @@ def open_database(url: str) -> Engine:
             upgrade(engine)
         except DBAPIError as error:
             engine.dispose()
-            raise unavailable(error) from None
+            failure = unavailable(error)
+            if failure is None:
+                raise
+            raise failure from None
         _engines[url] = engine
         return engine
 

@@ -17,12 +17,12 @@ import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, Integer, func, select
+from sqlalchemy import Engine, Integer, func, or_, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from core.review.errors import ReviewError
-from core.review.names import clean_name, name_key
+from core.review.names import clean_name, name_key, name_skeleton
 from core.review.schema import (NAME_LENGTH, NOTE_LENGTH, PATH_LENGTH, Answer, Case, Reader, ReviewSession,
                                  unavailable, utc_now, writing)
 
@@ -167,15 +167,17 @@ def shortened(value: str, limit: int) -> str:
 def _unit(engine: Engine, write: bool = False) -> Iterator[Session]:
     """One unit of work on the database: a session, and for a write one transaction, committed on leaving. A failure
     of the database itself (damaged, read-only, locked, out of space, unreachable) becomes DatabaseUnavailable with
-    a sentence, and the transaction is rolled back: nothing of it was kept. A broken constraint is left to the
-    caller, which knows what it means."""
+    a sentence (the driver's error is logged), and the transaction is rolled back: nothing of it was kept. Any other
+    error of the driver goes on as it is: a broken constraint to the caller, which knows what it means, and a bug or
+    a value its column cannot hold to the page's error boundary."""
     try:
         with Session(writing(engine) if write else engine) as db, (db.begin() if write else contextlib.nullcontext()):
             yield db
-    except IntegrityError:
-        raise
     except DBAPIError as error:
-        raise unavailable(error) from None
+        failure = unavailable(error)
+        if failure is None:
+            raise
+        raise failure from None
 
 
 def _plausible_code(code: str) -> bool:
@@ -228,7 +230,7 @@ def create_session(engine: Engine, name: str, cases: Sequence[NewCase], classes:
     if len(cases) > MAX_CASES:
         raise ReviewError(f"the session would have {len(cases)} cases; at most {MAX_CASES} are allowed")
     names = [clean_name(n) for n in readers]
-    if len({name_key(n) for n in names}) != len(names):
+    if any(len({key(n) for n in names}) != len(names) for key in (name_key, name_skeleton)):
         raise ReviewError("two readers have the same name (capitals, spacing and look-alike letters aside); each "
                           "reader needs a name of their own")
     if not names and not joinable:
@@ -253,8 +255,7 @@ def create_session(engine: Engine, name: str, cases: Sequence[NewCase], classes:
                         model_probabilities=c.model_probabilities, model_flags=c.model_flags, stack=c.stack,
                         stack_sha256=c.stack_sha256, stack_slice=c.stack_slice)
                     for k, c in enumerate(cases))
-        db.add_all(Reader(session_id=row.id, name=n, name_key=name_key(n), key=_digest(k), joined_at=utc_now())
-                   for n, k in keys.items())
+        db.add_all(_new_reader(row.id, n, k) for n, k in keys.items())
         db.flush()
         view = _session_view(row)
     return view, owner_key, keys
@@ -308,16 +309,29 @@ def join(engine: Engine, code: str, name: str) -> tuple[ReaderView, str]:
                 raise ReviewError("this session no longer takes new readers; ask the organiser for your personal link")
             if db.scalar(select(func.count(Reader.id)).where(Reader.session_id == session.id)) >= MAX_READERS:
                 raise ReviewError(f"this session already has {MAX_READERS} readers, the most it can take")
-            row = Reader(session_id=session.id, name=name, name_key=name_key(name), key=_digest(key),
-                         joined_at=utc_now())
+            row = _new_reader(session.id, name, key)
             db.add(row)
             db.flush()
             view = _reader_view(row)
     except IntegrityError:
+        if not _name_taken(engine, session.id, name):  # another constraint broken: not the race this one is
+            raise
         raise ReviewError(f"a reader called {name!r}, or by a name that looks the same, has already joined this "
                           "session; to go on reading as them, open your personal link; otherwise choose another name"
                           ) from None
     return view, key
+
+
+def _new_reader(session_id: int, name: str, key: str) -> Reader:
+    return Reader(session_id=session_id, name=name, name_key=name_key(name), name_skeleton=name_skeleton(name),
+                  key=_digest(key), joined_at=utc_now())
+
+
+def _name_taken(engine: Engine, session_id: int, name: str) -> bool:
+    """Whether a reader of the session has a name that is one with ``name`` (either key the same)."""
+    with _unit(engine) as db:
+        same = or_(Reader.name_key == name_key(name), Reader.name_skeleton == name_skeleton(name))
+        return db.scalar(select(func.count(Reader.id)).where(Reader.session_id == session_id, same)) > 0
 
 
 def reader_by_key(engine: Engine, key: str) -> ReaderView:
@@ -394,6 +408,8 @@ def commit_answer(engine: Engine, reader: ReaderView, case_id: int, label: str, 
             db.flush()
             return _answer_view(row)
     except IntegrityError:
+        if case_id not in answers_of(engine, reader):  # another constraint broken: not a second answer
+            raise
         raise ReviewError("you have already answered this case; a committed answer is kept as it was given (record "
                           "a change of mind after the reveal instead)") from None
 
