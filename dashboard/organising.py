@@ -4,7 +4,6 @@ the PDF session report."""
 
 from __future__ import annotations
 
-import csv
 import re
 
 import pandas as pd
@@ -18,6 +17,7 @@ from core.review.cases import (ORDERS, SELECTIONS, cases_from_run, cases_from_up
                                run_source, titled_uploads)
 from core.review.store import KINDS, MODES, RATINGS, CaseView, SessionView
 from core.runs import RunError
+from core.tables import csv_bytes
 from dashboard.captions import md, sentence
 from dashboard.charts import confusion_matrix_figure
 from dashboard.common import (ROOT, current_model_path, data_dir, error_boundary, file_digest, found_runs,
@@ -410,22 +410,6 @@ def missed_for_discussion(session: SessionView, cases: list[CaseView], difficult
             with error_boundary(f"Case {row.case}"):
                 scan_beside_heatmap(session, case, f"Case {row.case}: {row.wrong} of {row.readers} readers wrong; "
                                                    f"reference {label(case.reference)}, model: {case.model_said(label)}")
-
-
-# Where a spreadsheet could start a formula inside a text cell: at its start, or after any character that one of
-# the separators a spreadsheet may assume (comma, semicolon, tab) or a line break would split the cell at.
-FORMULA_START = re.compile(r"(?<![^,;\t\r\n])(?=[=+\-@\t\r])")
-
-
-def csv_bytes(table: pd.DataFrame) -> bytes:
-    """A table as CSV that a spreadsheet opens as text whichever separator it assumes (Excel takes ";" in several
-    European locales, and a tab when pasted): every text cell is quoted, and an apostrophe goes before each =, +, -,
-    @, tab or carriage return that would begin a field, at the start of a cell or after a comma, semicolon, tab or
-    line break inside it (a reader called "x;=cmd|..." would otherwise be a formula)."""
-    def safe(value):
-        return FORMULA_START.sub("'", value) if isinstance(value, str) else value
-
-    return table.map(safe).to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC).encode()
 
 
 def file_stem(session: SessionView) -> str:

@@ -103,18 +103,22 @@ def _print_report(result, trees, args) -> None:
 
 
 def _write_csv(result, path: str) -> None:
-    """One row per audited image: its nearest reference image and how close it is."""
+    """One row per audited image: its nearest reference image and how close it is. File names are the dataset's own
+    and the file is for a spreadsheet, so its cells are quoted and defused (core.tables.csv_bytes)."""
     import pandas as pd
+
+    from core.tables import csv_bytes
 
     m = result.matches
     kinds = m.kind()
-    pd.DataFrame({
+    table = pd.DataFrame({
         "path": [s.relpath for s in result.images], "label": [s.class_name for s in result.images],
         "duplicate": m.duplicate, "kind": kinds, "byte_identical": m.byte_identical,
         "nearest_bits": m.nearest_bits.astype(int),
         "nearest": [result.reference[int(j)].relpath for j in m.nearest_index],
         "nearest_label": [result.reference[int(j)].class_name for j in m.nearest_index],
-    }).to_csv(path, index=False)
+    })
+    Path(path).write_bytes(csv_bytes(table))
     print(f"wrote {path}")
 
 
