@@ -166,6 +166,46 @@ def big_nifti_gz(shape=(512, 512, 190), dtype=np.float32) -> bytes:
     return gzipped_zeros(int(np.prod(shape)) * np.dtype(dtype).itemsize, head)
 
 
+def slab_nifti_gz(slices: int, dtype=np.uint8, seed: int | None = 0) -> bytes:
+    """A gzipped 512 x 512 x ``slices`` NIfTI volume, zeros but for random 8-bit values in the 31 middle slices a
+    review session keeps (none without a seed): a kept slab that no compression shrinks. Made as three gzip members
+    (zeros, the slab stored, zeros), so that it takes a fraction of a second."""
+    import nibabel
+
+    face, middle = 512 * 512, slices // 2
+    low, high = max(0, middle - 15), min(slices, middle + 16)
+    header = nibabel.Nifti1Header()
+    header.set_data_shape((512, 512, slices))
+    header.set_data_dtype(dtype)
+    header.set_sform(np.eye(4), code=1)
+    slab = (np.random.default_rng(seed).integers(0, 256, (high - low) * face) if seed is not None
+            else np.zeros((high - low) * face))
+    size = np.dtype(dtype).itemsize
+    return (gzip.compress(header.binaryblock + bytes(4) + bytes(low * face * size), 1)
+            + gzip.compress(slab.astype(dtype).tobytes(), 0) + gzip.compress(bytes((slices - high) * face * size), 1))
+
+
+def series_zip(seed: int | None = None, slices: int = 192) -> bytes:
+    """A deflated zip of a DICOM series of 512 x 512 32-bit pixels (192 files: the voxel limit, 200 MB of files),
+    zeros but for random 8-bit values in the 31 middle files a review session keeps (with a seed)."""
+    import zipfile
+
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    dataset = pydicom.dcmread(io.BytesIO(dicom_bytes(np.zeros((512, 512)))))
+    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit, dataset.PixelRepresentation = 32, 32, 31, 1
+    rng, packed = np.random.default_rng(seed), io.BytesIO()
+    with zipfile.ZipFile(packed, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        for k in range(slices):
+            kept = seed is not None and abs(k - slices // 2) <= 15
+            pixels = rng.integers(0, 256, (512, 512)) if kept else np.zeros((512, 512))
+            dataset.PixelData = pixels.astype("<i4").tobytes()
+            dataset.SOPInstanceUID, dataset.ImagePositionPatient = generate_uid(), [0.0, 0.0, float(k)]
+            archive.writestr(f"IM{k:03d}.dcm", _saved(dataset))
+    return packed.getvalue()
+
+
 # --------------------------------------------------------------------------------------------------
 # Memory
 
@@ -217,6 +257,7 @@ MEMORY_INPUTS = {  # folder -> (what it is, the refusal it must end in; None: ac
     "gzip-bomb": ("gzip of 1 GiB of zeros named .nii.gz", "not a readable NIfTI"),
     "nifti-max": ("gzipped NIfTI of 512 x 512 x 190 float32 voxels (the voxel limit), accepted", None),
     "nifti-float64": ("gzipped NIfTI of 512 x 512 x 180 float64 voxels (360 MB unpacked), accepted", None),
+    "zip-32-bit": ("zip of a DICOM series of 192 files of 512 x 512 32-bit pixels (200 MB unpacked), accepted", None),
 }
 
 
@@ -228,7 +269,8 @@ def write_memory_inputs(root: Path) -> None:
             "zip-liar": [("liar.zip", zip_of_zeros("zeros.dcm", 1 << 30, stated=1024))],
             "gzip-bomb": [("bomb.nii.gz", gzipped_zeros(1 << 30, crc=0))],
             "nifti-max": [("brain.nii.gz", big_nifti_gz())],
-            "nifti-float64": [("doubles.nii.gz", big_nifti_gz((512, 512, 180), np.float64))]}
+            "nifti-float64": [("doubles.nii.gz", big_nifti_gz((512, 512, 180), np.float64))],
+            "zip-32-bit": [("series.zip", series_zip())]}
     for folder, made_files in made.items():
         for name, blob in made_files:
             (root / folder).mkdir(parents=True, exist_ok=True)
@@ -256,7 +298,7 @@ def test_no_hostile_scan_costs_more_than_the_bound_whether_read_or_refused(tmp_p
         assert (said is None) if refusal is None else (refusal in said), (folder, said)
         assert "1.2.840" not in (said or "")  # nothing from a header is quoted
     print(f"\npeak RSS a hostile scan adds: {max(g for g, _ in grown.values()):.0f} MB at most; bound "
-          f"{MEMORY_BOUND_MB} MB")
+          f"{MEMORY_BOUND_MB} MB; " + ", ".join(f"{folder} {growth:.0f}" for folder, (growth, _) in grown.items()))
 
 
 def test_many_volumes_in_one_review_upload_are_counted_from_their_headers_before_any_is_decoded(tmp_path):
@@ -286,6 +328,49 @@ def test_many_volumes_in_one_review_upload_are_counted_from_their_headers_before
     (sentence,) = result["problems"]
     assert sentence.startswith("v02.nii.gz, v03.nii.gz, v04.nii.gz and 31 more were not read: the volumes of one "
                                "upload may hold"), sentence
+
+
+def test_a_review_upload_at_its_real_budgets_costs_less_than_the_bound(tmp_path):
+    """Slow (about a minute on two busy cores): the review upload's real budgets, unshrunk. Each volume read leaves
+    its slab kept (a slab of random values, which no compression shrinks): 15 volumes of 31 slices, all kept, then a
+    zip of a 32-bit DICOM series at the voxel limit, the dearest to decode, with the other 15 slabs already kept,
+    fill the slices an upload may keep (cases.MAX_KEPT_VOXELS); 24 more thin volumes and 21 at the voxel limit (more
+    than the voxels an upload may hold, cases.MAX_UPLOAD_VOXELS) are refused in one sentence. Then the model answers
+    the 16. Before the kept budget the voxel budget let all 40 thin volumes through (642 MB; 123 would have fitted),
+    and before a zip was inflated a file at a time the zip alone cost 479 MB."""
+    from core.review import cases
+
+    folder = tmp_path / "upload"
+    folder.mkdir()
+    for k in range(15):
+        (folder / f"a{k:02d}.nii.gz").write_bytes(slab_nifti_gz(31, seed=k))
+    (folder / "b.zip").write_bytes(series_zip(seed=15))
+    for k in range(24):
+        (folder / f"c{k:02d}.nii.gz").write_bytes(slab_nifti_gz(31, seed=16 + k))
+    for k in range(21):
+        (folder / f"d{k:02d}.nii.gz").write_bytes(slab_nifti_gz(192, np.float32, seed=None))
+    assert 21 * 512 * 512 * 192 > cases.MAX_UPLOAD_VOXELS
+    result = run_child("""
+        from core import load_classifier
+        from core.review import cases
+        classifier = load_classifier({model!r})
+        given = files({folder!r})
+        outcome = {{}}
+        grown, _ = measured(lambda: outcome.update(zip(("cases", "blobs", "problems"),
+                                                       cases.cases_from_uploads(classifier, given))))
+        kept = sum(len(blob) for blob in outcome["blobs"].values()) / 2 ** 20
+        print(json.dumps({{"grown": grown, "kept": kept, "cases": len(outcome["cases"]),
+                          "problems": outcome["problems"]}}))
+    """, model=str(ROOT / "assets/models/default"), folder=str(folder))
+    tried("memory: cases_from_uploads", "16 volumes each leaving a random slab kept, one of them float32 at the "
+                                         "voxel limit, and 45 more past the upload's budgets")
+    print(f"\nreview upload at its real budgets: {result['grown']:.0f} MB, {result['kept']:.0f} MB of it kept")
+    assert result["grown"] < MEMORY_BOUND_MB, result
+    assert result["cases"] == 16 and result["kept"] > 120, result  # the slabs really were kept, uncompressed
+    (sentence,) = result["problems"]
+    assert sentence.startswith("c00.nii.gz, c01.nii.gz, c02.nii.gz and 42 more were not read: the volumes of one "
+                               "upload may hold 1,006,632,960 voxels in all (20 at the size limit of one scan) and "
+                               "keep 128 MB of their slices"), sentence
 
 
 def test_many_volumes_and_a_hidden_deflate_on_the_predict_page_cost_a_bounded_amount(tmp_path):

@@ -129,6 +129,12 @@ CONTEXT_SLICES = 15          # slices kept on either side of an uploaded volume'
 # The voxels one upload's volumes may hold in all, read from their headers before any is decoded: twenty scans at the
 # voxel limit, or a hundred of 256 x 256 x 150 (about half a minute of decoding on two cores).
 MAX_UPLOAD_VOXELS = 20 * MAX_VOXELS
+# What one upload's volumes may leave kept (in the page's state until the session is made): each one's slab and the
+# picture of its middle slice, 8 bits a voxel (kept_voxels). The budget above alone let 123 volumes of 31 slices
+# through, all of each kept: 1 GB. 16 slabs of 512 x 512 are 128 MB; the largest upload then costs about 420 MB
+# (tests/test_hostile_scans.py measures it).
+KEPT_SLAB = (2 * CONTEXT_SLICES + 2) * 512 * 512  # what a scan of 512 x 512 pixels keeps: its slab and a picture
+MAX_KEPT_VOXELS = 16 * KEPT_SLAB
 
 
 @dataclass(frozen=True)
@@ -157,6 +163,14 @@ class Stack:
     def number(self, index: int) -> int:
         """The scan's own slice number (from 1) of slab slice ``index`` (from 0)."""
         return self.first + index + 1
+
+
+def kept_voxels(shape: tuple[int, int, int]) -> int:
+    """At most how many 8-bit voxels :func:`checked_volume` keeps of a scan of this stated shape: its slab of up to
+    2 * CONTEXT_SLICES + 1 slices and the picture of its middle one, none larger than the scan's largest face (a
+    NIfTI volume is cut only once turned to RAS)."""
+    face = int(np.prod(sorted(shape)[-2:]))
+    return min(int(np.prod(shape)), (2 * CONTEXT_SLICES + 1) * face) + face
 
 
 def checked_volume(files: list[tuple[str, bytes]]) -> CheckedScan:
@@ -276,12 +290,14 @@ def cases_from_uploads(classifier, uploads: list[tuple[str, bytes]]) -> tuple[li
     scans' bytes by the name they are to be kept under (for :func:`keep_uploads`), and one sentence per file
     refused (the others are kept). DICOM files of one series are one scan, as are a zip of one and a NIfTI file
     (:func:`checked_volume`); every other file is a picture. A scan uploaded twice is one case. The volumes' voxels
-    are counted from their headers before any is decoded: those past :data:`MAX_UPLOAD_VOXELS` are refused in one
-    sentence. An unexpected error in one scan is a sentence too, never the loss of the others."""
-    from core.sources.volumes import scan_groups, scan_name, stated_voxels
+    are counted from their headers before any is decoded: those past :data:`MAX_UPLOAD_VOXELS`, or whose kept slices
+    would pass :data:`MAX_KEPT_VOXELS`, are refused in one sentence. An unexpected error in one scan is a sentence
+    too, never the loss of the others."""
+    from core.sources.volumes import scan_groups, scan_name, stated_shape
 
     groups, pictures = scan_groups(uploads)
     kept, problems, blobs, over, budget = [], [], {}, [], MAX_UPLOAD_VOXELS
+    room = MAX_KEPT_VOXELS
     for name, blob in pictures:
         try:
             stored, digest, image, kept_bytes = checked_upload(blob)
@@ -293,11 +309,12 @@ def cases_from_uploads(classifier, uploads: list[tuple[str, bytes]]) -> tuple[li
             problems.append(f"{name} could not be read (an unexpected error, written to the server's log)")
     for group in groups:
         try:
-            needed = stated_voxels(group)
-            if needed > budget:
+            shape = stated_shape(group)
+            needed, keeps = int(np.prod(shape)), kept_voxels(shape)
+            if needed > budget or keeps > room:
                 over.append(group[0][0])
                 continue
-            budget -= needed
+            budget, room = budget - needed, room - keeps
             kept.append(checked_volume(group))
         except ValueError as error:  # a reason that begins with the file's name is not given it twice
             name = scan_name(group)
@@ -331,8 +348,9 @@ def over_budget(names: list[str]) -> str:
     """One sentence for the volumes of an upload that were not read because the upload's voxels ran out."""
     listed = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
     return (f"{listed} {'was' if len(names) == 1 else 'were'} not read: the volumes of one upload may hold "
-            f"{MAX_UPLOAD_VOXELS:,} voxels in all ({MAX_UPLOAD_VOXELS // MAX_VOXELS} at the size limit of one scan); "
-            "make the session from fewer or smaller volumes")
+            f"{MAX_UPLOAD_VOXELS:,} voxels in all ({MAX_UPLOAD_VOXELS // MAX_VOXELS} at the size limit of one scan) "
+            f"and keep {MAX_KEPT_VOXELS >> 20} MB of their slices (the slabs of {MAX_KEPT_VOXELS // KEPT_SLAB} scans of "
+            "512 x 512 pixels); make the session from fewer or smaller volumes")
 
 
 def in_order(cases: list[NewCase], order: str, seed: int) -> list[NewCase]:

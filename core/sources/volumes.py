@@ -24,6 +24,7 @@ import gzip
 import io
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -240,8 +241,9 @@ def _dataset(name: str, blob: bytes, pixels: bool = True):
         if _file_meta(blob).get("TransferSyntaxUID") == DEFLATED:  # a meta group that cannot be read: refused
             raise ScanRefused(f"{name} is deflate-compressed DICOM, which is refused: it would be unpacked whole, "
                               "without a bound, before anything could be checked")
-        with quiet_pydicom():
-            return pydicom.dcmread(io.BytesIO(blob), force=False, stop_before_pixels=not pixels)
+        # Closed once read: the dataset keeps its stream, and with it the whole file, for reads it defers (none)
+        with quiet_pydicom(), io.BytesIO(blob) as stream:
+            return pydicom.dcmread(stream, force=False, stop_before_pixels=not pixels)
     except ScanRefused:
         raise
     except InvalidDicomError:
@@ -437,9 +439,10 @@ def _position(dataset) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class _Part:
-    """One file of a series: its header (no pixels), its stated (frames, rows, columns) and where it sits."""
+    """One file of a series: its header (no pixels), its stated (frames, rows, columns) and where it sits, and how
+    to get its bytes (a file of a zip is inflated each time it is read, so that a series never is whole)."""
     name: str
-    blob: bytes
+    load: Callable[[], bytes]
     header: object
     shape: tuple[int, int, int]
     place: tuple[float, float]
@@ -462,20 +465,26 @@ def _one_geometry(parts: list[_Part]) -> None:
                           "slices cannot; remove the extra file and upload the series again")
 
 
-def _series(files: list[tuple[str, bytes]]) -> list[_Part]:
-    """The files of one series, from their headers alone (no pixel decoded): counted, sized, one series and one
-    geometry, sorted along the slice normal (else by instance number), their voxels bounded."""
-    if not files:
-        raise ScanRefused("no DICOM file was given")
+def _given(files: list[tuple[str, bytes]]) -> list[tuple[str, Callable[[], bytes]]]:
+    """Files given as bytes, counted and sized as one series, each with a way to get its bytes back."""
     if len(files) > MAX_FILES:
         raise ScanRefused(f"{len(files)} files is over the {MAX_FILES}-file limit for one series")
     total = sum(len(blob) for _, blob in files)
     if total > MAX_SCAN_BYTES:
         raise ScanRefused(f"the series is {size_text(total)}, over the {size_text(MAX_SCAN_BYTES)} limit")
+    return [(name, functools.partial(bytes, blob)) for name, blob in files]  # bytes(a bytes object) is no copy
+
+
+def _series(files: list[tuple[str, Callable[[], bytes]]]) -> list[_Part]:
+    """The files of one series (:func:`_given`, or a zip's :func:`_zip_files`), from their headers alone (no pixel
+    decoded, no file's bytes kept): one series and one geometry, sorted along the slice normal (else by instance
+    number), their voxels bounded."""
+    if not files:
+        raise ScanRefused("no DICOM file was given")
     parts = []
-    for name, blob in files:
-        header = _dataset(name, blob, pixels=False)
-        parts.append(_Part(name, blob, header, _stated_shape(header, name), _position(header)))
+    for name, load in files:
+        header = _dataset(name, load(), pixels=False)
+        parts.append(_Part(name, load, header, _stated_shape(header, name), _position(header)))
     series = {str(p.header.get("SeriesInstanceUID", "")) for p in parts}
     if len(series) > 1:
         raise ScanRefused(f"the files belong to {len(series)} different series; upload one series at a time")
@@ -493,11 +502,14 @@ def read_dicom(files: list[tuple[str, bytes]]) -> Volume:
     """One DICOM file, a multi-frame file, or the files of one series (in any order: sorted by position along the
     slice normal, else by instance number). Every bound is checked from the headers before any pixel is decoded;
     then the files are decoded one at a time into one float32 volume."""
-    parts = _series(files)
+    return _read_series(_series(_given(files)))
+
+
+def _read_series(parts: list[_Part]) -> Volume:
     values = np.empty((sum(p.shape[0] for p in parts), *parts[0].shape[1:]), dtype=np.float32)
     at = 0
     for part in parts:
-        _decode_into(values[at:at + part.shape[0]], _dataset(part.name, part.blob), part.name, part.shape)
+        _decode_into(values[at:at + part.shape[0]], _dataset(part.name, part.load()), part.name, part.shape)
         at += part.shape[0]
     withheld, private = set(), 0
     for part in parts:
@@ -519,13 +531,20 @@ def read_dicom(files: list[tuple[str, bytes]]) -> Volume:
 def dicom_voxels(files: list[tuple[str, bytes]]) -> int:
     """The voxels (bytes, at 8 bits) a DICOM series will hold once read, from its headers alone; ScanRefused with the
     reason read_dicom would give, for what the headers already show."""
-    return sum(int(np.prod(p.shape)) for p in _series(files))
+    return sum(int(np.prod(p.shape)) for p in _series(_given(files)))
 
 
 def unzip_series(blob: bytes) -> list[tuple[str, bytes]]:
-    """The files of a zip (a DICOM series), folders and hidden files skipped. Their sizes, as the zip states them,
-    must add up to at most :data:`MAX_SCAN_BYTES` before anything is inflated; each is then inflated to its stated
-    size and no further (zipfile stops there, and a file whose data goes on fails its checksum)."""
+    """The files of a zip (a DICOM series), folders and hidden files skipped, inflated (:func:`_zip_files`)."""
+    return [(name, load()) for name, load in _zip_files(blob)]
+
+
+def _zip_files(blob: bytes) -> list[tuple[str, Callable[[], bytes]]]:
+    """The files of a zip (a DICOM series), folders and hidden files skipped, each with a way to inflate it when it
+    is read, never all at once (a series of 32-bit pixels at the voxel limit would be 200 MB of files beside its
+    decoded volume). Their sizes, as the zip states them, must add up to at most :data:`MAX_SCAN_BYTES` before
+    anything is inflated; each is inflated to its stated size and no further (zipfile stops there, and a file whose
+    data goes on fails its checksum)."""
     if len(blob) > MAX_SCAN_BYTES:
         raise ScanRefused(f"the zip is {size_text(len(blob))}, over the {size_text(MAX_SCAN_BYTES)} limit")
     try:
@@ -542,19 +561,19 @@ def unzip_series(blob: bytes) -> list[tuple[str, bytes]]:
                           "deflated files, as every DICOM export writes)")
     if sum(m.file_size for m in members) > MAX_SCAN_BYTES:
         raise ScanRefused(f"the zip would unpack to over {size_text(MAX_SCAN_BYTES)}, the limit for one series")
-    files = []
-    for member in members:
-        try:
-            with archive.open(member) as handle:
-                # Asking for the stated size, not more: a larger request would let one step inflate that much.
-                data = handle.read(member.file_size)
-        except (RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error, EOFError, OSError):
-            raise ScanRefused("a file in the zip cannot be unpacked (encrypted, damaged, or compressed in a way "
-                              "this reader does not know)") from None
-        files.append((member.filename, data))
-    if not files:
+    if not members:
         raise ScanRefused("the zip holds no file")
-    return files
+    return [(member.filename, functools.partial(_inflated, archive, member)) for member in members]
+
+
+def _inflated(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> bytes:
+    try:
+        with archive.open(member) as handle:
+            # Asking for the stated size, not more: a larger request would let one step inflate that much.
+            return handle.read(member.file_size)
+    except (RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error, EOFError, OSError):
+        raise ScanRefused("a file in the zip cannot be unpacked (encrypted, damaged, or compressed in a way this "
+                          "reader does not know)") from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -816,17 +835,27 @@ def scan_kind(files: list[tuple[str, bytes]]) -> str:
 
 def read_scan(files: list[tuple[str, bytes]], axis: int = 2) -> Volume:
     """Whatever scan was given: a NIfTI file, a zip of a DICOM series, or DICOM files."""
-    kind = scan_kind(files)
-    if kind == "NIfTI":
+    if scan_kind(files) == "NIfTI":
         return read_nifti(files[0][1], axis)
-    return read_dicom(unzip_series(files[0][1]) if kind == "zip" else files)
+    return _read_series(_scan_parts(files))
 
 
 def stated_voxels(files: list[tuple[str, bytes]]) -> int:
-    """The voxels (bytes, at 8 bits) of the scan :func:`read_scan` would make of these files, from their headers
-    alone (a zip is unpacked, within its bound, to reach them), so that a page can hold a budget before anything is
-    decoded; ScanRefused with the reason read_scan would give, for what the headers already show."""
-    kind = scan_kind(files)
-    if kind == "NIfTI":
-        return nifti_voxels(files[0][1])
-    return dicom_voxels(unzip_series(files[0][1]) if kind == "zip" else files)
+    """The voxels (bytes, at 8 bits) of the scan :func:`read_scan` would make of these files (:func:`stated_shape`)."""
+    return int(np.prod(stated_shape(files)))
+
+
+def stated_shape(files: list[tuple[str, bytes]]) -> tuple[int, int, int]:
+    """The shape of the scan :func:`read_scan` would make of these files, from their headers alone (each file of a
+    zip inflated in turn, within its bound, to reach them), so that a page can hold a budget before anything is
+    decoded: a DICOM series' (frames, rows, columns), a NIfTI volume's three axes as stored (read_scan turns them to
+    RAS before it cuts them). ScanRefused with the reason read_scan would give, for what the headers already show."""
+    if scan_kind(files) == "NIfTI":
+        return tuple(int(side) for side in _nifti_header(files[0][1])[0].get_data_shape()[:3])
+    parts = _scan_parts(files)
+    return sum(p.shape[0] for p in parts), *parts[0].shape[1:]
+
+
+def _scan_parts(files: list[tuple[str, bytes]]) -> list[_Part]:
+    """The DICOM files of a scan, or of the zip it is, from their headers (:func:`_series`)."""
+    return _series(_zip_files(files[0][1]) if scan_kind(files) == "zip" else _given(files))
