@@ -349,8 +349,8 @@ def over_budget(names: list[str]) -> str:
     listed = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
     return (f"{listed} {'was' if len(names) == 1 else 'were'} not read: the volumes of one upload may hold "
             f"{MAX_UPLOAD_VOXELS:,} voxels in all ({MAX_UPLOAD_VOXELS // MAX_VOXELS} at the size limit of one scan) "
-            f"and keep {MAX_KEPT_VOXELS >> 20} MB of their slices (the slabs of {MAX_KEPT_VOXELS // KEPT_SLAB} scans of "
-            "512 x 512 pixels); make the session from fewer or smaller volumes")
+            f"and keep {MAX_KEPT_VOXELS >> 20} MB of their slices (the slabs of {MAX_KEPT_VOXELS // KEPT_SLAB} "
+            "scans of 512 x 512 pixels); make the session from fewer or smaller volumes")
 
 
 def in_order(cases: list[NewCase], order: str, seed: int) -> list[NewCase]:
