@@ -98,8 +98,8 @@ def reason(error: BaseException) -> str:
         return "the server ran out of memory for this request; try fewer or smaller files"
     if is_ours(error):
         return md(error)
-    return (f"an unexpected error occurred ({type(error).__name__}); it has been written to the server's log, and "
-            "the rest of the page still works")
+    return ("an unexpected error occurred; it has been written to the server's log, and the rest of the page still "
+            "works")
 
 
 @contextlib.contextmanager

@@ -123,12 +123,15 @@ def test_a_csv_quotes_text_and_leaves_numbers_as_numbers():
 
 READERS = ["Ann", "Bill", "Tom", "JOHN", "lan"]
 LOOK_ALIKES = {  # each is one of READERS by case and width, or passes for one as written in the page's font
-    "\u0410nn": "Cyrillic capital A", "\u0391nn": "Greek capital Alpha",
     "ANN": "capitals", "\uff21\uff4e\uff4e": "full-width letters",
-    "B\u0456ll": "Cyrillic i", "Bi11": "digit ones for l", "BiII": "capital I for l",
-    "\u0422\u043em": "Tom in the Cyrillic letters that pass for it", "T\u03bfm": "Greek omicron",
-    "J0HN": "digit zero for a capital O", "J\u041eHN": "Cyrillic capital O among capitals",
-    "Ian": "capital I for a small l", "\u0406an": "Cyrillic capital I for a small l",
+    "Bi11": "digit ones for l", "BiII": "capital I for l", "J0HN": "digit zero for a capital O",
+    "Ian": "capital I for a small l",
+}
+MIXED_SCRIPTS = {  # one word of Latin letters with Cyrillic, Greek or Armenian ones that pass for Latin letters
+    "\u0410nn": "Cyrillic capital A", "\u0430nn": "Cyrillic small a", "\u0391nn": "Greek capital Alpha",
+    "B\u0456ll": "Cyrillic i", "\u0422\u043em": "Tom with a Cyrillic T and o", "T\u03bfm": "Greek omicron",
+    "J\u041eHN": "Cyrillic capital O among capitals", "\u0406an": "Cyrillic capital I for a small l",
+    "\u0585scar": "Armenian o",
 }
 # Names that folding case before reading look-alikes, or reading "rn" as "m", used to make one: each pair is two
 # people, both of whom an organiser must be able to name.
@@ -153,6 +156,12 @@ def test_look_alike_and_invisible_names_are_refused_beside_the_real_one(engine):
         with pytest.raises(ReviewError, match="same name"):
             store.create_session(engine, "Twins", cases(), CLASSES, readers=[*READERS, name])
         tried("library: core.review.store.join", f"reader name: {what}")
+    for name, what in MIXED_SCRIPTS.items():
+        for attempt in (lambda: store.join(engine, session.code, name),
+                        lambda: store.create_session(engine, "Mixed", cases(), CLASSES, readers=[name])):
+            with pytest.raises(ReviewError, match="mixes .* letters"):
+                attempt()
+        tried("library: core.review.store.join", f"reader name: {what}")
     for name, what in INVISIBLE.items():
         for attempt in (lambda: store.join(engine, session.code, name),
                         lambda: store.create_session(engine, "Hidden", cases(), CLASSES, readers=[name])):
@@ -162,10 +171,10 @@ def test_look_alike_and_invisible_names_are_refused_beside_the_real_one(engine):
         tried("library: core.review.store.join", f"reader name: {what}")
     assert [r.name for r in store.session_readers(engine, session.id)] == READERS
     # Names of other scripts, accents and spaces of their own are names.
-    for name in ("Анна", "Zoë", "Zoe", "李 华", "Dr\u3000Eve", "ﬁona"):
+    for name in ("Анна", "Zoë", "Zoe", "李 华", "Dr\u3000Eve", "ﬁona", "Ivan Иванов", "田中さん"):
         store.join(engine, session.code, name)
     assert [r.name for r in store.session_readers(engine, session.id)][len(READERS):] == [
-        "Анна", "Zoë", "Zoe", "李 华", "Dr Eve", "fiona"]
+        "Анна", "Zoë", "Zoe", "李 华", "Dr Eve", "fiona", "Ivan Иванов", "田中さん"]
 
 
 def test_names_that_differ_as_written_are_two_readers(engine):

@@ -8,6 +8,10 @@ default-ignorable ones such as the Hangul fillers and variation selectors). The 
 non-joiner or joiner (U+200C, U+200D) between two letters or marks of one script other than Latin: Persian, Arabic
 and the Indic scripts are spelled with them (a simplified form of the CONTEXTJ rule of IDNA, RFC 5892).
 
+A word may not mix Latin letters with Cyrillic, Greek or Armenian ones ("Аnn" with a Cyrillic A, "аnn" with a small
+one): that is how a name is made to pass for another (UTS #39's mixed-script test). Other mixes are ordinary
+spelling and stay allowed (Japanese words mix kanji and kana), and so do words of different scripts in one name.
+
 Two names of one session are one name when either of two keys match:
 
 - the case-folded key (:func:`name_key`): NFKC and case folding, so "Ann", "ann" and "Ａｎｎ" are one;
@@ -129,7 +133,23 @@ def clean_name(value: str) -> str:
         raise ReviewError(f"the reader's name is {len(name)} characters long; at most {NAME_LENGTH} are kept")
     if not any(unicodedata.category(ch)[0] in "LN" for ch in name):
         raise ReviewError("the reader's name has no letter or digit; type a name people will know you by")
+    mixed = next((word for word in name.split(" ") if len(_look_alike_scripts(word)) > 1), None)
+    if mixed is not None:
+        raise ReviewError(f"a word of the reader's name mixes {' and '.join(sorted(_look_alike_scripts(mixed)))} "
+                          "letters, as a name made to pass for another would; type each word in one script")
     return name
+
+
+# Scripts whose letters pass for one another (the look-alike table's): one word mixing them is refused, after UTS
+# #39's mixed-script test, since "аnn" with a small Cyrillic a passes for "ann" and neither key catches it. Other
+# mixes are ordinary spelling (Japanese words mix kanji and kana) and stay allowed.
+LOOK_ALIKE_SCRIPTS = {"LATIN": "Latin", "CYRILLIC": "Cyrillic", "GREEK": "Greek", "ARMENIAN": "Armenian"}
+
+
+def _look_alike_scripts(word: str) -> set[str]:
+    """Which of :data:`LOOK_ALIKE_SCRIPTS` the letters of one word are written in."""
+    names = (unicodedata.name(ch, "").split(" ")[0] for ch in word if unicodedata.category(ch)[0] == "L")
+    return {LOOK_ALIKE_SCRIPTS[first] for first in names if first in LOOK_ALIKE_SCRIPTS}
 
 
 def _fitted(key: str) -> str:
