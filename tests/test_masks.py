@@ -262,7 +262,9 @@ def test_an_evaluation_run_scores_heatmaps_against_masks_and_reads_a_list_of_fil
     # Whether a layer4 heatmap can peak on the tumour at all is scored beside it: at 64 px, layer4 is 2 x 2 and its
     # resized map peaks only near pixels 0, 16 and 48, none of them in the centred outline (pixels 18-45 grown).
     assert not table["peak_reachable"].any() and summary["overall"]["peak_reachable"]["mean"] == 0.0
-    assert summary["overall"]["energy_reachable"]["mean"] > summary["overall"]["energy_in_dilated"]["mean"]
+    # The most heat one cell's footprint can put inside bounds the heatmap's (here a single cell's footprint itself:
+    # equal up to rounding).
+    assert summary["overall"]["energy_reachable"]["mean"] >= summary["overall"]["energy_in_dilated"]["mean"] - 1e-9
     assert run.info["dataset"]["masks"] == "scans-masks"
     listing.write_text("glioma/nothing-here.png\n")
     from core.data import DatasetError

@@ -124,15 +124,21 @@ def settled(driver, saying: str, seconds: float = PAGE_TIMEOUT) -> None:
 
 
 def choose(driver, group: str, option: str) -> None:
-    """Click one option of the radio group labelled ``group``."""
-    for radio in driver.find_elements(By.CSS_SELECTOR, "[data-testid='stRadio']"):
-        labels = radio.find_elements(By.CSS_SELECTOR, "[data-testid='stWidgetLabel']")
-        if labels and labels[0].text.strip() == group:
-            for choice in radio.find_elements(By.CSS_SELECTOR, "label"):
-                if choice.text.strip() == option:
-                    choice.click()
-                    return
-    pytest.fail(f"no option {option!r} in a radio group {group!r}")
+    """Click one option of the radio group labelled ``group``, once the page shows it (a loaded machine can draw the
+    case's heading a moment before its form)."""
+    def found(d):
+        for radio in d.find_elements(By.CSS_SELECTOR, "[data-testid='stRadio']"):
+            labels = radio.find_elements(By.CSS_SELECTOR, "[data-testid='stWidgetLabel']")
+            if labels and labels[0].text.strip() == group:
+                return next((c for c in radio.find_elements(By.CSS_SELECTOR, "label") if c.text.strip() == option),
+                            None)
+        return None
+
+    try:
+        choice = wait(driver, PAGE_TIMEOUT).until(found)
+    except Exception:
+        pytest.fail(f"no option {option!r} in a radio group {group!r}; the page shows:\n{page_text(driver)[:1500]}")
+    choice.click()
 
 
 def click(driver, text: str) -> None:
