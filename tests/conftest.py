@@ -130,6 +130,27 @@ def validated(kaggle_layout, tmp_path_factory) -> Path:
     return train(validated_recipe(kaggle_layout, tmp_path_factory.mktemp("validated")))
 
 
+@pytest.fixture(scope="session")
+def refitted(kaggle_layout, tmp_path_factory) -> Path:
+    """The checkpoint of :func:`validated_recipe` refitted on every image (no validation split: it must borrow its
+    temperature and familiarity threshold), trained once per test session; tests change copies of it."""
+    from core.trainer import train
+
+    return train(validated_recipe(kaggle_layout, tmp_path_factory.mktemp("refitted"), val_fraction=0.0))
+
+
+@pytest.fixture
+def refit(refitted, tmp_path) -> Path:
+    """A copy of :func:`refitted` of this test's own."""
+    import shutil
+
+    target = tmp_path / "refit" / "model.safetensors"
+    target.parent.mkdir()
+    shutil.copy(refitted, target)
+    shutil.copy(refitted.with_suffix(".json"), target.with_suffix(".json"))
+    return target
+
+
 def upload_scans(at, files):
     """Put files into the Predict page's uploader in a Streamlit AppTest and run the page. The uploader hands its
     files over to the session's kept scans and is replaced by an empty one under the next key."""

@@ -10,13 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import ROOT, random_classifier, validated_recipe, write_unchecked
+from conftest import ROOT, random_classifier, write_unchecked
 from core import load_classifier
 from core.checkpoint import CheckpointError, load_checkpoint, read_metadata, update_metadata
 from core.explain import explain
 from core.familiarity import (Familiarity, FamiliarityError, borrow_threshold, fit, fit_gaussian,
                               threshold_from_validation)
-from core.trainer import train
 
 PARTS = {"means", "directions", "variances", "residual"}  # the familiarity tensors a checkpoint stores
 
@@ -173,8 +172,7 @@ def command(*args):
                           capture_output=True, text=True, timeout=300)
 
 
-def test_training_with_a_validation_split_fits_it_and_a_refit_borrows_the_threshold(validated, kaggle_layout,
-                                                                                     tmp_path):
+def test_training_with_a_validation_split_fits_it_and_a_refit_borrows_the_threshold(validated, refit):
     record = read_metadata(validated)["familiarity"]
     meta = read_metadata(validated)
     assert record["threshold_from"] == "validation"
@@ -182,7 +180,6 @@ def test_training_with_a_validation_split_fits_it_and_a_refit_borrows_the_thresh
     assert record["validation_scores"]["images"] == len(meta["data"]["val_files"])
     assert set(load_checkpoint(validated).familiarity) == PARTS
 
-    refit = train(validated_recipe(kaggle_layout, tmp_path / "refit", val_fraction=0.0))
     assert "familiarity" not in read_metadata(refit)
     alone = command("--checkpoint", str(refit))
     assert alone.returncode == 2 and "--val-fraction 0" in alone.stderr and "Traceback" not in alone.stderr
