@@ -48,16 +48,18 @@ def check_output(out: str | os.PathLike, inputs: Mapping[str, str | os.PathLike 
     return out
 
 
-def check_replaceable(out: Path, overwrite: bool, is_ours: Callable[[Path], bool], kind: str) -> None:
+def check_replaceable(out: Path, overwrite: bool, is_ours: Callable[[Path], bool], kind: str, option: str = "--out"
+                      ) -> None:
     """Refuse an existing ``out`` unless ``overwrite`` is given and ``is_ours(out)`` says it is the command's own
     kind of output (``kind``, in words: "an evaluation run (no readable run.json)"), so that nothing else is lost."""
     if not (out.exists() or out.is_symlink()):
         return
     if not overwrite:
-        raise OutputRefused(f"{printable(out)} already exists; choose another --out or pass --overwrite to replace it")
+        raise OutputRefused(f"{printable(out)} already exists; choose another {option} or pass --overwrite to "
+                            "replace it")
     if not is_ours(out):
         raise OutputRefused(f"{printable(out)} exists and is not {kind}; --overwrite only ever replaces one, so "
-                            "choose another --out")
+                            f"choose another {option}")
 
 
 def put_in_place(staging: Path, out: Path) -> Path:

@@ -378,6 +378,30 @@ def test_the_audit_writes_its_table_outside_both_datasets(tmp_path, capsys):
     assert snapshot(tmp_path) == before
 
 
+def test_the_audit_replaces_only_its_own_table_and_only_when_asked(tmp_path, capsys):
+    from training.audit import main
+
+    root = tmp_path / "data"
+    write_class_tree(root / "Training", per_class=3, size=64)
+    write_class_tree(root / "Testing", per_class=3, size=64, seed=5)
+    notes = tmp_path / "notes.csv"
+    notes.write_text("patient,finding\n7,left frontal\n")
+    for extra, expect in (([], "already exists; choose another --csv or pass --overwrite"),
+                          (["--overwrite"], "is not an audit table")):
+        tried("command line: python -m training.audit --csv", f"an existing file not written by the audit {extra}")
+        refused(main, ["--data", root, "--csv", notes, "--no-progress", *extra], expect, capsys)
+        assert notes.read_text() == "patient,finding\n7,left frontal\n"
+
+    table = tmp_path / "audit.csv"
+    assert main(["--data", str(root), "--csv", str(table), "--no-progress"]) == 0
+    first = table.read_text()
+    table.write_text(first.splitlines()[0] + "\n")  # a table of an earlier audit, of no images
+    refused(main, ["--data", root, "--csv", table, "--no-progress"], "already exists", capsys)
+    assert main(["--data", str(root), "--csv", str(table), "--no-progress", "--overwrite"]) == 0
+    assert table.read_text() == first and sorted(p.name for p in tmp_path.iterdir()) == ["audit.csv", "data",
+                                                                                          "notes.csv"]
+
+
 def test_explanations_are_not_written_into_a_run_that_lies_inside_the_dataset(dataset, tmp_path, capsys):
     from training.explanations import main
 

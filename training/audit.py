@@ -15,6 +15,7 @@ perceptual hash (resized, re-encoded or lightly edited copies of a slice).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -34,7 +35,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--bits", type=int, default=NEAR_DUPLICATE_BITS,
                         help=f"near-duplicate threshold in bits of 256 (default: {NEAR_DUPLICATE_BITS})")
     parser.add_argument("--show", type=int, default=10, help="example pairs to print (default: 10)")
-    parser.add_argument("--csv", default=None, help="write one row per audited image to this CSV file")
+    parser.add_argument("--csv", default=None, help="write one row per audited image to this CSV file (a new file)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --csv, only if it is an audit table this command wrote")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show progress")
     return parser
 
@@ -118,8 +121,26 @@ def _write_csv(result, path: str) -> None:
         "nearest": [result.reference[int(j)].relpath for j in m.nearest_index],
         "nearest_label": [result.reference[int(j)].class_name for j in m.nearest_index],
     })
-    Path(path).write_bytes(csv_bytes(table))
+    out = Path(path).expanduser()
+    staging = out.with_name(f".{out.name}.part-{os.getpid()}")
+    try:
+        staging.write_bytes(csv_bytes(table))
+        staging.replace(out)  # whole or not at all
+    finally:
+        staging.unlink(missing_ok=True)
     print(f"wrote {path}")
+
+
+CSV_HEADER = '"path","label","duplicate","kind","byte_identical","nearest_bits","nearest","nearest_label"'
+
+
+def _is_audit_table(path: Path) -> bool:
+    """Whether ``path`` is a table this command wrote (its first line is the audit's header)."""
+    try:
+        with path.open("rb") as handle:
+            return path.is_file() and handle.readline(4096).decode("utf-8", "replace").strip() == CSV_HEADER
+    except OSError:
+        return False
 
 
 @command
@@ -133,9 +154,11 @@ def main(argv=None) -> int:
         print("error: --bits must be between 0 and 256", file=sys.stderr)
         return 2
     if args.csv:
-        from core.outputs import check_output
+        from core.outputs import check_output, check_replaceable
 
-        check_output(args.csv, {"dataset": args.data, "other dataset": args.against}, option="--csv")
+        csv_path = check_output(args.csv, {"dataset": args.data, "other dataset": args.against}, option="--csv")
+        check_replaceable(csv_path, args.overwrite, _is_audit_table, "an audit table (its first line is not the "
+                          "audit's header)", option="--csv")
     audited, reference, audited_root, reference_root = _sets(args)
     if not audited.samples or not reference.samples:
         empty = audited_root if not audited.samples else reference_root
