@@ -136,9 +136,11 @@ CSV_HEADER = '"path","label","duplicate","kind","byte_identical","nearest_bits",
 
 def _is_audit_table(path: Path) -> bool:
     """Whether ``path`` is a table this command wrote (its first line is the audit's header)."""
+    if not path.is_file():  # checked before opening: a named pipe would block the read
+        return False
     try:
         with path.open("rb") as handle:
-            return path.is_file() and handle.readline(4096).decode("utf-8", "replace").strip() == CSV_HEADER
+            return handle.readline(4096).decode("utf-8", "replace").strip() == CSV_HEADER
     except OSError:
         return False
 
