@@ -313,7 +313,8 @@ def teacher_view(engine, session: SessionView, cases: list[CaseView], show_answe
                                "answered": [int(counts.get(r.id, 0)) for r in readers], "of": len(cases)}),
                  hide_index=True, width="content")
     by_case = {c.id: c for c in cases}
-    right = answers.apply(lambda a: by_case[a["case_id"]].reference, axis=1) if len(answers) else pd.Series()
+    # A plain list: pandas would turn a case without a reference into NaN beside cases with one, and NaN is not None.
+    right = [by_case[case_id].reference for case_id in answers["case_id"]]
     answers["shown"] = [label(a) + ("" if r is None or not show_answers else (" ✓" if a == r else " ✗"))
                         for a, r in zip(answers["label"], right)]
     grid = answers.pivot(index="case_id", columns="reader_id", values="shown") if len(answers) else pd.DataFrame()

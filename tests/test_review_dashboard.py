@@ -276,3 +276,24 @@ def test_a_dicom_series_and_a_nifti_volume_are_read_by_scrolling_their_slices(re
     assert caption(ann.image[0]) == "Case 2 · slice 3 of 5 (the case's slice)"
     button(ann, "◀ Previous").click().run()  # back to the series: where the reader left it, not its middle
     assert ann.slider(key=slider.key).value == 1 and caption(ann.image[0]).endswith("· slice 1 of 3")
+
+
+def test_an_answer_to_a_case_without_a_reference_is_not_marked_right_or_wrong(review_data):
+    """The organiser's grid marks an answer ✓ or ✗ only against a reference: a case without one, beside cases with
+    one, was marked ✗ (pandas made its missing reference NaN), on the screen a room may be watching."""
+    from core.data import CLASSES
+    from core.review import open_database, store
+    from core.review.store import NewCase
+    from dashboard.common import database_url
+
+    engine = open_database(database_url())
+    cases = [NewCase(image=f"uploads/{k}.png", image_sha256=f"{k}" * 64, title=f"Case {k + 1} (picture)",
+                     reference=reference) for k, reference in enumerate(["glioma", None, "notumor"])]
+    session, organiser, keys = store.create_session(engine, "References on some cases", cases, CLASSES,
+                                                    readers=["Ann"])
+    ann = store.reader_by_key(engine, keys["Ann"])
+    for case, answer in zip(store.session_cases(engine, session.id), ["glioma", "notumor", "glioma"]):
+        store.commit_answer(engine, ann, case.id, answer, 3)
+    view = review_page(organiser=organiser)
+    grid = next(t.value for t in view.dataframe if "reader-1" in t.value.columns)
+    assert list(grid["reader-1"]) == ["Glioma ✓", "No tumour", "Glioma ✗"]
