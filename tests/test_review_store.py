@@ -197,8 +197,15 @@ def test_a_session_is_refused_with_a_reason_when_it_cannot_be_made(database_url)
     engine = open_database(database_url)
     with pytest.raises(ReviewError, match="no cases"):
         store.create_session(engine, "empty", [], CLASSES)
-    with pytest.raises(ReviewError, match="same name"):
+    with pytest.raises(ReviewError, match="readers 1 and 2 of the list have the same name"):
         store.create_session(engine, "twins", make_cases(2), CLASSES, readers=["Ann", "ann "])
+    # The organiser is told which name of the list to change (a look-alike shows as the name it passes for).
+    with pytest.raises(ReviewError, match="readers 1 and 3 of the list have the same name"):
+        store.create_session(engine, "twins", make_cases(2), CLASSES, readers=["Bob", "Ann", "B0b"])
+    with pytest.raises(ReviewError, match="reader 3 of the list: a word of the reader's name mixes Cyrillic and Latin"):
+        store.create_session(engine, "look-alike", make_cases(2), CLASSES, readers=["Ann", "Bob", "\u0410nn"])
+    with pytest.raises(ReviewError, match=r"reader 2 of the list: .* shows as nothing .*U\+200B"):
+        store.create_session(engine, "hidden", make_cases(2), CLASSES, readers=["Ann", "Bob\u200b"])
     with pytest.raises(ReviewError, match="nobody could open"):
         store.create_session(engine, "closed", make_cases(2), CLASSES, joinable=False)
     long_title = [NewCase(image="x.png", image_sha256="0" * 64, title="t\x00" * 2000)]

@@ -229,10 +229,19 @@ def create_session(engine: Engine, name: str, cases: Sequence[NewCase], classes:
         raise ReviewError("the session has no cases; choose a run, filter or uploads that give at least one")
     if len(cases) > MAX_CASES:
         raise ReviewError(f"the session would have {len(cases)} cases; at most {MAX_CASES} are allowed")
-    names = [clean_name(n) for n in readers]
-    if any(len({key(n) for n in names}) != len(names) for key in (name_key, name_skeleton)):
-        raise ReviewError("two readers have the same name (capitals, spacing and look-alike letters aside); each "
-                          "reader needs a name of their own")
+    names = []
+    for number, typed in enumerate(readers, 1):  # the organiser is told which name, by its place in the list
+        try:
+            names.append(clean_name(typed))
+        except ReviewError as error:
+            raise ReviewError(f"reader {number} of the list: {error}") from None
+    for key in (name_key, name_skeleton):
+        first: dict[str, int] = {}
+        for number, n in enumerate(names, 1):
+            if key(n) in first:
+                raise ReviewError(f"readers {first[key(n)]} and {number} of the list have the same name (capitals, "
+                                  "spacing and look-alike letters aside); each reader needs a name of their own")
+            first[key(n)] = number
     if not names and not joinable:
         raise ReviewError("nobody could open this session: name at least one reader, or let readers join by its link")
     if len(names) > MAX_READERS:
