@@ -110,6 +110,7 @@ def _write_csv(result, path: str) -> None:
     and the file is for a spreadsheet, so its cells are quoted and defused (core.tables.csv_bytes)."""
     import pandas as pd
 
+    from core.atomic import finish_atomic_write
     from core.tables import csv_bytes
 
     m = result.matches
@@ -125,22 +126,27 @@ def _write_csv(result, path: str) -> None:
     staging = out.with_name(f".{out.name}.part-{os.getpid()}")
     try:
         staging.write_bytes(csv_bytes(table))
-        staging.replace(out)  # whole or not at all
+        finish_atomic_write(staging, out)  # whole or not at all
     finally:
         staging.unlink(missing_ok=True)
     print(f"wrote {path}")
 
 
-CSV_HEADER = '"path","label","duplicate","kind","byte_identical","nearest_bits","nearest","nearest_label"'
+CSV_COLUMNS = ("path", "label", "duplicate", "kind", "byte_identical", "nearest_bits", "nearest", "nearest_label")
 
 
 def _is_audit_table(path: Path) -> bool:
-    """Whether ``path`` is a table this command wrote (its first line is the audit's header)."""
+    """Whether ``path`` is a table this command wrote (its first line is the header the audit writes)."""
+    import pandas as pd
+
+    from core.tables import csv_bytes
+
     if not path.is_file():  # checked before opening: a named pipe would block the read
         return False
+    header = csv_bytes(pd.DataFrame(columns=list(CSV_COLUMNS))).splitlines()[0]
     try:
         with path.open("rb") as handle:
-            return handle.readline(4096).decode("utf-8", "replace").strip() == CSV_HEADER
+            return handle.readline(4096).rstrip(b"\r\n") == header
     except OSError:
         return False
 
