@@ -142,9 +142,19 @@ def choose(driver, group: str, option: str) -> None:
 
 
 def click(driver, text: str) -> None:
-    buttons = [b for b in driver.find_elements(By.TAG_NAME, "button") if b.text.strip() == text]
-    assert buttons, f"no button {text!r}"
-    buttons[0].click()
+    """Click the button saying ``text``, finding it again if a re-run of the script replaces it meanwhile (the wait
+    ignores stale references and tries again)."""
+    def clicked(d):
+        for button in d.find_elements(By.TAG_NAME, "button"):
+            if button.text.strip() == text:
+                button.click()
+                return True
+        return False
+
+    try:
+        wait(driver, PAGE_TIMEOUT).until(clicked)
+    except Exception:
+        pytest.fail(f"no button {text!r} could be clicked; the page shows:\n{page_text(driver)[:1500]}")
 
 
 def answer(driver, number: int, total: int, label: str, confidence: str) -> None:
