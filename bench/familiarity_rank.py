@@ -38,7 +38,7 @@ def main() -> None:
 
     from core.calibration import training_images, validation_images
     from core.checkpoint import load_checkpoint
-    from core.familiarity import FLAG_SHARE, Familiarity, features_of, fit_gaussian
+    from core.familiarity import FLAG_SHARE, Familiarity, fit_gaussian, pooled_outputs
     from core.inference import classifier_from_checkpoint
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -52,8 +52,8 @@ def main() -> None:
         sys.exit(f"{args.checkpoint} has no validation split to compare on")
     classifier = classifier_from_checkpoint(loaded)
     paths, labels = training_images(loaded.metadata, args.data)
-    train = features_of(classifier, paths)
-    validation = features_of(classifier, validation_images(loaded.metadata, args.data)[0])
+    train = pooled_outputs(classifier, paths)[0]
+    validation = pooled_outputs(classifier, validation_images(loaded.metadata, args.data)[0])[0]
     labels = np.asarray(labels)
     classes = len(classifier.classes)
 
@@ -68,7 +68,7 @@ def main() -> None:
     for rank in args.ranks:
         fitted_means, directions, variances, residual, _ = fit_gaussian(train, labels, classes, rank=rank)
         model = Familiarity.of(fitted_means, torch.from_numpy(directions).half(), variances, residual, None)
-        compact = model.scores(validation)
+        compact = model.distances(validation)
         flagged = compact > np.quantile(compact, 1 - FLAG_SHARE)
         print(f"{directions.shape[1]:>4}  {variances.sum() / total_variance:>13.3f}  "
               f"{spearmanr(full, compact)[0]:>21.4f}  {int((flagged & flagged_full).sum()):>8} of {flagged.sum():<4}  "

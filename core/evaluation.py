@@ -36,7 +36,7 @@ from core.checkpoint import check_classes_match, library_versions, load_checkpoi
 from core.data import (CLASSES, ClassFolderTree, DatasetError, Sample, find_split_dirs, only_listed,
                        preprocess_uint8, read_yolo_boxes, scan_class_folders)
 from core.explain import CAM_METHODS, DEFAULT_LAYER, DEFAULT_METHOD, check_choice, explain_batch, layer_grid
-from core.familiarity import flagged_figures
+from core.familiarity import Familiarity, flagged_figures
 from core.inference import Classifier, classifier_from_checkpoint
 from core.localisation import POINTING_TOLERANCE_PX, has_box, localisation_scores, localisation_summary
 from core.masks import (DILATION_PX, OPTIONAL_SCORES, SCORES, MaskError, find_mask_root, masks_for, mask_summary,
@@ -324,6 +324,7 @@ class Predicted:
     images: int                       # how many the pass went over
     familiarity: np.ndarray | None    # familiarity scores (None: the model has no familiarity model)
     threshold: float | None           # above it, a scan is unfamiliar
+    familiar_model: Familiarity | None = None  # the familiarity model that scored them (its threshold and floor)
 
     @property
     def labels(self) -> np.ndarray:
@@ -365,7 +366,7 @@ def predict_all(classifier: Classifier, images: Images, settings: EvaluationSett
                 else:
                     features, logits = classifier.features_and_logits(batch)
                     probs[index], scores = classifier.probabilities(logits).numpy(), \
-                        classifier.familiarity_scores(features)
+                        classifier.familiarity_scores(features, logits)
                 if scores is not None:
                     familiarity[index] = scores
                 for item in good:
@@ -378,7 +379,8 @@ def predict_all(classifier: Classifier, images: Images, settings: EvaluationSett
     model = classifier.familiarity
     return Predicted([samples[i] for i in keep], [relpaths[i] for i in keep], [fingerprints[i] for i in keep],
                      probs[keep], skipped, local_rows, box_errors, mask_rows, mask_errors, time.time() - started, n,
-                     None if model is None else familiarity[keep], None if model is None else model.threshold)
+                     None if model is None else familiarity[keep], None if model is None else model.threshold,
+                     model)
 
 
 def _explain_and_score(classifier, batch, good: list[dict], images: Images, settings: EvaluationSettings,
@@ -468,7 +470,7 @@ def all_metrics(predicted: Predicted, audit: Audit, settings: EvaluationSettings
         "masks": None,
         "familiarity": None if predicted.familiarity is None else flagged_figures(
             predicted.familiarity, predicted.threshold, audit.duplicate if audit.available else None,
-            settings.confidence),
+            settings.confidence, predicted.probs.argmax(axis=1) == predicted.labels, predicted.familiar_model),
         "warnings": sorted({str(w.message) for w in caught if issubclass(w.category, MetricWarning)}),
     }
     metrics["patients"] = patient_figures(predicted.paths, predicted.labels, predicted.probs, settings.confidence,

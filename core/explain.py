@@ -226,7 +226,7 @@ def explain_batch(classifier, batch: torch.Tensor, method: str = DEFAULT_METHOD,
         with autocast(classifier.device, classifier.precision):
             activations, features, logits = _split_forward(classifier.model, batch, layer, spec.uses_gradients)
         probabilities = classifier.probabilities(logits.detach().cpu()).numpy()
-        familiarity = classifier.familiarity_scores(features.detach().float().cpu())
+        familiarity = classifier.familiarity_scores(features.detach().float().cpu(), logits.detach().float().cpu())
         predicted = probabilities.argmax(axis=1)
         chosen = _resolve_targets(targets, predicted, classifier.classes)
         acts = activations.detach().float().cpu().numpy()

@@ -25,6 +25,20 @@ borrows the threshold of a run of the same recipe with a validation split (as it
 proportion to the two models' median distances of their own training images, because a network's training
 images lie closer to their class means than unseen images do and the scale of the distances differs between
 two networks.
+
+**Distance and probability (the second form).** A distance alone misses the scans a model gets wrong on a new
+hospital's series: a glioma from another scanner lies as close to the training gliomas and meningiomas as a familiar
+one does, and the network is simply wrong about it (on SARTAJ, a Kaggle source held out whole, the distance caught
+none of the gliomas the baseline got wrong; the calibrated probability caught a third of them at the same cost).
+A model fitted now therefore also carries a **probability floor**: a scan is unfamiliar when its distance exceeds
+the distance threshold *or* the calibrated probability of its answer lies under the floor. Both are chosen together
+on the validation images: the threshold is the ``k``-th smallest validation distance and the floor one less the
+``k``-th smallest validation doubt (one less the top probability), with ``k`` the smallest for which at most
+:data:`FLAG_SHARE` of the validation images exceed either. The score is then the larger of the two ratios
+``distance / threshold`` and ``doubt / (1 - floor)``, so one number against one threshold (1) still decides, and
+every reader of a score (an evaluation run's column, a review case) needs nothing else. The probability is the
+network's softmax at the temperature recorded with the floor (the calibration's, at fitting time). Checkpoints with
+the first form (a distance threshold only) keep it.
 """
 
 from __future__ import annotations
@@ -40,9 +54,10 @@ import torch
 
 METHOD = "Mahalanobis distance of the pooled layer4 features to the nearest class mean (shared covariance, " \
          "Ledoit-Wolf shrinkage, its leading directions kept and the rest given their mean variance)"
+METHOD_WITH_FLOOR = METHOD + ", or a calibrated top probability under a floor (the two chosen together on validation)"
 RANK = 256                       # the covariance's directions kept exactly
 REFITTED = ("familiarity",)      # the metadata entry fitting writes
-FLAG_SHARE = 0.01                # the share of validation scans the threshold flags
+FLAG_SHARE = 0.015               # the share of validation scans the warning flags
 # Fewer validation images than this and there is no threshold to speak of; under 100, 1% of them is less than
 # one image, so the threshold lies between their two largest distances and flags more than 1% (said in a warning).
 MIN_VALIDATION = 10
@@ -58,7 +73,13 @@ class Familiarity:
     directions: torch.Tensor  # (features, rank): the leading eigenvectors of the shared covariance, orthonormal
     variances: torch.Tensor   # (rank,): the variance along each of them
     residual: float           # the variance given to every other direction: the mean of theirs
-    threshold: float | None   # None: fitted, but no held-out images chose a threshold yet
+    threshold: float | None   # of the score; None: fitted, but no held-out images chose a threshold yet
+    # The second form (None in the first): the distance threshold and the probability floor chosen together, and the
+    # softmax temperature the floor is read at. The score is then max(distance / distance_threshold,
+    # (1 - probability) / (1 - floor)) and its threshold 1.
+    distance_threshold: float | None = None
+    floor: float | None = None
+    temperature: float = 1.0
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, torch.Tensor], metadata: dict, features: int | None = None
@@ -87,7 +108,17 @@ class Familiarity:
         if not all(torch.isfinite(t).all() for t in values) or not (values[2].min() > 0 and values[3].item() > 0):
             raise FamiliarityError("the checkpoint's familiarity tensors hold values that are not numbers or "
                                    "variances that are not positive")
-        return cls.of(values[0], values[1], values[2], values[3].item(), record.get("threshold"))
+        model = cls.of(values[0], values[1], values[2], values[3].item(), record.get("threshold"))
+        if record.get("probability_floor") is None:
+            return model
+        distance, floor, temperature = (record.get(k) for k in ("distance_threshold", "probability_floor",
+                                                                "temperature"))
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (distance, floor, temperature)) \
+                or not (0 < distance < float("inf") and 0 < floor < 1 and 0 < temperature < float("inf")) \
+                or record.get("threshold") != 1:
+            raise FamiliarityError("the checkpoint's familiarity record has a probability floor but not a usable "
+                                   "distance threshold, floor (between 0 and 1), temperature and score threshold 1")
+        return replace(model, distance_threshold=float(distance), floor=float(floor), temperature=float(temperature))
 
     @classmethod
     def of(cls, means, directions, variances, residual: float, threshold: float | None) -> Familiarity:
@@ -97,7 +128,27 @@ class Familiarity:
         return cls(torch.as_tensor(means, dtype=torch.float32), directions,
                    torch.as_tensor(variances, dtype=torch.float64), float(residual), threshold)
 
-    def scores(self, features: torch.Tensor | np.ndarray) -> np.ndarray:
+    @property
+    def uses_probability(self) -> bool:
+        """Whether the score needs the network's logits (the second form)."""
+        return self.floor is not None
+
+    def scores(self, features: torch.Tensor | np.ndarray, logits: torch.Tensor | np.ndarray | None = None
+               ) -> np.ndarray:
+        """The familiarity score of each row of pooled features (larger is less familiar; above the threshold is
+        unfamiliar): the distance alone in the first form, and with the floor the larger of the distance's and the
+        probability's ratio to their thresholds, for which the logits of the same rows are needed."""
+        distances = self.distances(features)
+        if self.floor is None:
+            return distances
+        if logits is None:
+            raise FamiliarityError("this familiarity model also reads the answer's probability; pass the logits")
+        doubt = top_doubt(logits, self.temperature)
+        if doubt.shape != distances.shape:
+            raise FamiliarityError(f"{len(doubt)} rows of logits for {len(distances)} rows of features")
+        return np.maximum(distances / self.distance_threshold, doubt / (1 - self.floor))
+
+    def distances(self, features: torch.Tensor | np.ndarray) -> np.ndarray:
         """The distance of each row of pooled features to the nearest class mean (in units of the training
         scans' spread; larger is less familiar)."""
         features = torch.as_tensor(features, dtype=torch.float32)
@@ -147,25 +198,63 @@ def fit_gaussian(features: np.ndarray, labels: np.ndarray, classes: int, rank: i
             float(values[:-kept].mean()), float(estimate.shrinkage_))
 
 
-def threshold_from_validation(scores: np.ndarray, share: float = FLAG_SHARE) -> float:
-    """The distance that ``share`` of the validation scans exceed."""
-    scores = np.asarray(scores, dtype=np.float64)
-    if len(scores) < MIN_VALIDATION:
-        raise FamiliarityError(f"{len(scores)} validation images are too few to set a familiarity threshold "
+def top_doubt(logits: torch.Tensor | np.ndarray, temperature: float) -> np.ndarray:
+    """One less the softmax probability of each row's top class at ``temperature`` (NaN for a row that is not
+    numbers, which no threshold passes)."""
+    logits = torch.as_tensor(logits, dtype=torch.float64)
+    if logits.ndim != 2 or logits.shape[1] < 2:
+        raise FamiliarityError(f"expected logits of shape (n, classes), got {tuple(logits.shape)}")
+    doubt = 1 - (logits / temperature).softmax(dim=1).max(dim=1).values
+    doubt[~torch.isfinite(logits).all(dim=1)] = float("nan")
+    return doubt.numpy()
+
+
+def _check_validation_size(count: int, share: float) -> None:
+    if count < MIN_VALIDATION:
+        raise FamiliarityError(f"{count} validation images are too few to set a familiarity threshold "
                                f"(need {MIN_VALIDATION})")
-    if len(scores) * share < 1:
+    if count * share < 1:
         logging.getLogger(__name__).warning(
-            "only %d validation images: the familiarity threshold lies between their two largest distances, so it "
-            "will flag about %.0f%% to %.0f%% of scans like them, not %.0f%%", len(scores), 100 / (len(scores) + 1),
-            200 / (len(scores) + 1), 100 * share)
-    return float(np.quantile(scores, 1.0 - share))
+            "only %d validation images: the familiarity threshold lies at their largest score, so it will flag "
+            "about %.0f%% to %.0f%% of scans like them, not %.1f%%", count, 100 / (count + 1), 200 / (count + 1),
+            100 * share)
+
+
+def joint_thresholds(distances: np.ndarray, doubts: np.ndarray, share: float = FLAG_SHARE
+                     ) -> tuple[float, float, int]:
+    """The distance threshold and the probability floor chosen together on validation: the ``k``-th smallest
+    distance and one less the ``k``-th smallest doubt, for the smallest ``k`` at which at most ``share`` of the
+    images exceed either. Returns (threshold, floor, number of validation images flagged)."""
+    distances, doubts = np.asarray(distances, dtype=np.float64), np.asarray(doubts, dtype=np.float64)
+    if distances.shape != doubts.shape or distances.ndim != 1:
+        raise FamiliarityError(f"need as many validation distances as doubts; got {distances.shape} and "
+                               f"{doubts.shape}")
+    if not (np.isfinite(distances).all() and np.isfinite(doubts).all()):
+        raise FamiliarityError("some validation images have a distance or probability that is not a number")
+    _check_validation_size(len(distances), share)
+    by_distance, by_doubt = np.sort(distances), np.sort(doubts)
+    allowed = share * len(distances)
+    k = len(distances)  # 1-based: at k = n nothing is flagged
+    while k > 1:
+        flagged = int(((distances > by_distance[k - 2]) | (doubts > by_doubt[k - 2])).sum())
+        if flagged > allowed:
+            break
+        k -= 1
+    threshold, floor = float(by_distance[k - 1]), float(1 - by_doubt[k - 1])
+    flagged = int(((distances > threshold) | (doubts > 1 - floor)).sum())
+    if not (threshold > 0 and 0 < floor < 1):
+        raise FamiliarityError("the validation images' distances or probabilities are degenerate (a distance of 0 "
+                               "or a probability of 0 or 1 at the threshold); no warning can be set on them")
+    return threshold, floor, flagged
 
 
 def flagged_figures(scores: np.ndarray, threshold: float | None, duplicate: np.ndarray | None,
-                    confidence: float) -> dict | None:
-    """How many images a threshold flags, with a Wilson interval at ``confidence``, on all of them and on those
-    that are not ``duplicate`` of a training image (an evaluation run's ``familiarity`` figures); None without a
-    threshold."""
+                    confidence: float, correct: np.ndarray | None = None, model: Familiarity | None = None
+                    ) -> dict | None:
+    """How many images a threshold flags, with a Wilson interval at ``confidence``: of all of them, of those that
+    are not ``duplicate`` of a training image, and of the model's wrong and right answers (``correct``), which say
+    whether the warning falls where the model fails (an evaluation run's ``familiarity`` figures); None without a
+    threshold. ``model``: the familiarity model, whose distance threshold and probability floor are recorded."""
     from core.metrics import wilson_interval
 
     if threshold is None:
@@ -177,8 +266,14 @@ def flagged_figures(scores: np.ndarray, threshold: float | None, duplicate: np.n
         return {"images": total, "flagged": count, "share": count / total if total else None,
                 "interval": list(wilson_interval(count, total, confidence)) if total else None}
 
+    right = None if correct is None else np.asarray(correct, dtype=bool)
     return {"threshold": threshold, "all": share(flagged),
-            "duplicate_free": share(flagged[~np.asarray(duplicate, dtype=bool)]) if duplicate is not None else None}
+            "duplicate_free": share(flagged[~np.asarray(duplicate, dtype=bool)]) if duplicate is not None else None,
+            "wrong": None if right is None else share(flagged[~right]),
+            "right": None if right is None else share(flagged[right]),
+            "distance_threshold": None if model is None else (model.distance_threshold if model.uses_probability
+                                                              else model.threshold),
+            "probability_floor": None if model is None else model.floor}
 
 
 def summary(scores: np.ndarray) -> dict:
@@ -197,35 +292,42 @@ class Fitted:
 
 
 def fit(train_features: np.ndarray, train_labels: np.ndarray, classes: int,
-        validation_features: np.ndarray | None, fitted_on: dict) -> Fitted:
-    """Fit on a model's training features; the threshold comes from its validation features when there are
-    any (else it must be borrowed: :func:`borrow_threshold`)."""
+        validation: tuple[np.ndarray, np.ndarray] | None, fitted_on: dict, temperature: float = 1.0) -> Fitted:
+    """Fit on a model's training features; the distance threshold and the probability floor come from its
+    validation images' features and logits (``validation``) when there are any, read at the softmax
+    ``temperature`` (the calibration's); else they must be borrowed: :func:`borrow_threshold`."""
     means, directions, variances, residual, shrinkage = fit_gaussian(train_features, train_labels, classes)
     # The directions are stored in float16 (1 MB for 256 of 2,048 features); the scores below, and so the
     # threshold, are those of the stored tensors.
     stored = {"means": torch.from_numpy(means), "directions": torch.from_numpy(directions).half(),
               "variances": torch.from_numpy(variances).float(), "residual": torch.tensor([residual])}
     model = Familiarity.of(stored["means"], stored["directions"], stored["variances"], residual, None)
-    train_scores = model.scores(train_features)
-    record = {"method": METHOD, "features": "layer4, average-pooled", "dimensions": int(means.shape[1]),
+    train_scores = model.distances(train_features)
+    record = {"method": METHOD_WITH_FLOOR, "features": "layer4, average-pooled", "dimensions": int(means.shape[1]),
               "rank": int(directions.shape[1]), "shrinkage": round(shrinkage, 6),
               "variance_kept": round(float(variances.sum() / (variances.sum() + residual * (means.shape[1] -
                                                                                             len(variances)))), 4),
               "fitted_on": fitted_on, "training_scores": summary(train_scores), "flag_share": FLAG_SHARE,
-              "threshold": None}
-    if validation_features is not None and len(validation_features):
-        validation_scores = model.scores(validation_features)
-        threshold = threshold_from_validation(validation_scores)
-        record.update(threshold=round(threshold, 4), validation_scores=summary(validation_scores),
-                      threshold_from="validation")
-        model = replace(model, threshold=record["threshold"])
+              "threshold": None, "distance_threshold": None, "probability_floor": None,
+              "temperature": round(float(temperature), 6)}
+    if validation is not None and len(validation[0]):
+        features, logits = validation
+        distances, doubts = model.distances(features), top_doubt(logits, record["temperature"])
+        threshold, floor, flagged = joint_thresholds(distances, doubts)
+        record.update(threshold=1.0, distance_threshold=round(threshold, 4), probability_floor=round(floor, 6),
+                      validation_scores=summary(distances), threshold_from="validation",
+                      validation_flagged={"images": len(distances), "flagged": flagged,
+                                          "by_distance": int((distances > threshold).sum()),
+                                          "by_probability": int((doubts > 1 - floor).sum())})
+        model = replace(model, threshold=1.0, distance_threshold=record["distance_threshold"],
+                        floor=record["probability_floor"], temperature=record["temperature"])
     return Fitted(record, stored, model)
 
 
 def borrow_threshold(fitted: Fitted, source: dict, source_name: str) -> Fitted:
-    """Give a refit on every image the threshold of a run of the same recipe with a validation split
-    (``source``: that run's ``familiarity`` record), scaled by the ratio of the two models' median distances of
-    their own training images."""
+    """Give a refit on every image the warning of a run of the same recipe with a validation split (``source``:
+    that run's metadata): its distance threshold scaled by the ratio of the two models' median distances of their
+    own training images, and its probability floor as it is (both models' probabilities are calibrated)."""
     theirs = source.get("familiarity") or {}
     if theirs.get("threshold") is None or theirs.get("threshold_from") != "validation":
         raise FamiliarityError(f"{source_name} has no familiarity threshold set on its own validation split; fit "
@@ -236,40 +338,58 @@ def borrow_threshold(fitted: Fitted, source: dict, source_name: str) -> Fitted:
         raise FamiliarityError(f"{source_name}'s familiarity record has no median distance of its training images; "
                                "fit it again (python -m training.familiarity)")
     ratio = fitted.record["training_scores"]["median"] / their_median
-    threshold = round(float(theirs["threshold"]) * ratio, 4)
-    record = {**fitted.record, "threshold": threshold, "threshold_from": "borrowed",
+    floor = theirs.get("probability_floor")
+    their_distance = theirs["threshold"] if floor is None else theirs.get("distance_threshold")
+    if not isinstance(their_distance, (int, float)) or not 0 < their_distance < float("inf"):
+        raise FamiliarityError(f"{source_name}'s familiarity record has no usable distance threshold; fit it again "
+                               "(python -m training.familiarity)")
+    distance = round(float(their_distance) * ratio, 4)
+    record = {**fitted.record, "threshold_from": "borrowed",
               "borrowed": {"checkpoint": source_name, "threshold": theirs["threshold"],
+                           "distance_threshold": their_distance, "probability_floor": floor,
                            "training_median": theirs["training_scores"]["median"],
                            "validation_scores": theirs.get("validation_scores"), "scale": round(ratio, 5),
                            "why": "this model was refitted on every image and has no held-out images of its own; "
-                                  "the threshold of a run of the same recipe is scaled by the ratio of the two "
-                                  "models' median distances of their own training images"}}
-    return Fitted(record, fitted.tensors, replace(fitted.model, threshold=threshold))
+                                  "the distance threshold of a run of the same recipe is scaled by the ratio of the "
+                                  "two models' median distances of their own training images, and its probability "
+                                  "floor is kept"}}
+    if floor is None:  # a source of the first form: a distance threshold only
+        record.update(method=METHOD, threshold=distance, distance_threshold=None, probability_floor=None)
+        return Fitted(record, fitted.tensors, replace(fitted.model, threshold=distance))
+    record.update(threshold=1.0, distance_threshold=distance, probability_floor=floor)
+    return Fitted(record, fitted.tensors, replace(fitted.model, threshold=1.0, distance_threshold=distance,
+                                                  floor=float(floor), temperature=record["temperature"]))
 
 
-def features_of(classifier, paths: Sequence[Path], batch_size: int = 32,
-                progress: Callable[[int], object] | None = None) -> np.ndarray:
-    """Pooled layer4 features of these image files, with the classifier's own preprocessing and precision."""
+def pooled_outputs(classifier, paths: Sequence[Path], batch_size: int = 32,
+                   progress: Callable[[int], object] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled layer4 features and logits of these image files, with the classifier's own preprocessing and
+    precision."""
     from core.sources import read_image
 
-    chunks = []
+    features, logits = [], []
     for start in range(0, len(paths), batch_size):
         try:
             images = [read_image(p) for p in paths[start:start + batch_size]]
         except ValueError as error:
             raise FamiliarityError(f"an image cannot be read ({error})") from None
-        chunks.append(classifier.features_and_logits(classifier.preprocess(images))[0].numpy())
+        pooled, out = classifier.features_and_logits(classifier.preprocess(images))
+        features.append(pooled.numpy())
+        logits.append(out.numpy())
         if progress is not None:
             progress(len(images))
-    return np.concatenate(chunks) if chunks else np.zeros((0, 0), dtype=np.float32)
+    if not features:
+        return np.zeros((0, 0), dtype=np.float32), np.zeros((0, len(classifier.classes)), dtype=np.float32)
+    return np.concatenate(features), np.concatenate(logits)
 
 
 def fit_on_images(classifier, train: tuple[Sequence[Path], np.ndarray], validation: Sequence[Path],
                   fitted_on: dict, progress: Callable[[int], object] | None = None) -> Fitted:
-    """Features of the training images (paths, labels) and of the validation images, then :func:`fit`."""
-    train_features = features_of(classifier, train[0], progress=progress)
-    validation_features = features_of(classifier, validation, progress=progress) if len(validation) else None
-    return fit(train_features, train[1], len(classifier.classes), validation_features, fitted_on)
+    """Features of the training images (paths, labels) and features and logits of the validation images, then
+    :func:`fit` at the classifier's temperature."""
+    train_features = pooled_outputs(classifier, train[0], progress=progress)[0]
+    held_out = pooled_outputs(classifier, validation, progress=progress) if len(validation) else None
+    return fit(train_features, train[1], len(classifier.classes), held_out, fitted_on, classifier.temperature)
 
 
 def fit_for_checkpoint(checkpoint: str | os.PathLike, data: str | os.PathLike | None = None,

@@ -39,7 +39,8 @@ def familiarity_in_memory(classifier: Classifier, train: tuple[list[Path], np.nd
     except Exception as error:  # noqa: BLE001 - see the docstring
         log.warning("no familiarity model: %s", error)
         return None
-    log.info("familiarity fitted on %d training images: threshold %.2f (exceeded by %d%% of the %d validation "
-             "images)", len(train[0]), fitted.record["threshold"], round(100 * fitted.record["flag_share"]),
-             len(validation[0]))
+    record = fitted.record
+    log.info("familiarity fitted on %d training images: distance threshold %.2f, probability floor %.3f (together "
+             "exceeded by %d of the %d validation images)", len(train[0]), record["distance_threshold"],
+             record["probability_floor"], record["validation_flagged"]["flagged"], len(validation[0]))
     return fitted

@@ -97,9 +97,10 @@ class Classifier:
             out = m.fc(features)
         return features.float().cpu(), out.float().cpu()
 
-    def familiarity_scores(self, features: torch.Tensor) -> np.ndarray | None:
-        """Familiarity scores of pooled features, or None when the checkpoint has no familiarity model."""
-        return None if self.familiarity is None else self.familiarity.scores(features)
+    def familiarity_scores(self, features: torch.Tensor, logits: torch.Tensor) -> np.ndarray | None:
+        """Familiarity scores of pooled features and the logits of the same pass (a familiarity model of the second
+        form reads the answer's probability too), or None when the checkpoint has no familiarity model."""
+        return None if self.familiarity is None else self.familiarity.scores(features, logits)
 
     @torch.inference_mode()
     def logits(self, batch: torch.Tensor) -> torch.Tensor:

@@ -361,6 +361,7 @@ def finish(run: Run, stopped_by: str) -> None:
         calibration = calibrate_in_memory(classifier, validation)
         if calibration is not None:
             metadata["calibration"] = calibration
+            classifier.temperature = float(calibration["temperature"])  # the familiarity's floor is read at it
         fitted_on = {"split": "training", "checkpoint": run.checkpoint_path.parent.name,
                      "data_fingerprint": run.data_fingerprint, "precision": classifier.precision}
         familiarity = familiarity_in_memory(classifier, train, validation, fitted_on)

@@ -96,11 +96,42 @@ def familiarity_caption(meta: dict) -> tuple[str, str] | None:
     if record.get("threshold") is None:
         return None
     share = record.get("flag_share", 0.01)  # checked with the metadata: strictly between 0 and 1
-    return (f"It warns, instead of answering, when a scan is unlike the scans it learned from (about 1 in "
-            f"{round(1 / share)} ordinary scans is flagged too).",
-            f"Familiarity: Mahalanobis distance of the pooled layer4 features to the nearest class mean, threshold "
-            f"{record['threshold']:.1f}" + (" set on validation images" if record.get("threshold_from") == "validation"
-                                             else f", borrowed{borrowed_from(record)}") + ".")
+    where = (" set on validation images" if record.get("threshold_from") == "validation"
+             else f", borrowed{borrowed_from(record)}")
+    floor = record.get("probability_floor")
+    if floor is None:
+        return (f"It warns, instead of answering, when a scan is unlike the scans it learned from (about 1 in "
+                f"{round(1 / share)} ordinary scans is flagged too).",
+                f"Familiarity: Mahalanobis distance of the pooled layer4 features to the nearest class mean, "
+                f"threshold {record['threshold']:.1f}{where}.")
+    return (f"It warns, instead of answering, when a scan is unlike the scans it learned from or its answer is under "
+            f"{floor:.0%} (about {100 * share:g} in 100 ordinary scans are flagged too).",
+            f"Familiarity: Mahalanobis distance of the pooled layer4 features to the nearest class mean over "
+            f"{record['distance_threshold']:.1f}, or a calibrated top probability under {floor:.1%}, chosen "
+            f"together{where}.")
+
+
+def familiar_rule(figures: dict) -> str:
+    """What an evaluation run's familiarity warning was (its ``familiarity`` figures), in one sentence."""
+    floor, distance = figures.get("probability_floor"), figures.get("distance_threshold")
+    if isinstance(floor, (int, float)) and isinstance(distance, (int, float)):
+        return (f"Warned: a familiarity distance above {distance:.1f} or a top probability under {floor:.1%} "
+                "(core.familiarity).")
+    return f"Warned: a familiarity distance above {figures['threshold']:.1f} (core.familiarity)."
+
+
+def warning_where_wrong(figures: dict) -> str | None:
+    """How the warning fell on the model's wrong and right answers in a run, or None when the run does not say."""
+    wrong, right = figures.get("wrong"), figures.get("right")
+    if not (isinstance(wrong, dict) and isinstance(right, dict)):
+        return None
+
+    def part(block: dict, what: str) -> str:
+        if not block.get("images"):
+            return f"it gave no {what} answers"
+        return f"{block['flagged']:,} of its {block['images']:,} {what} answers ({block['share']:.1%})"
+
+    return f"The warning fell on {part(wrong, 'wrong')} and on {part(right, 'right')}."
 
 
 def _count(value) -> str:
@@ -193,21 +224,33 @@ class Verdict:
 
 def verdict(label: str, probability: float, refer_below: float, calibrated: bool,
             familiarity: float | None = None, threshold: float | None = None, evidence: dict | None = None,
-            flag_share: float = 0.01) -> Verdict:
+            flag_share: float = 0.01, floor: float | None = None, distance_threshold: float | None = None) -> Verdict:
     """The card's heading and message for a prediction of ``label`` at ``probability``.
 
-    A scan whose familiarity distance exceeds the threshold gets no answer: its heading is the model's guess, in
-    grey. An answer under ``refer_below`` is marked uncertain and never looks like a confident one. ``evidence``:
-    the calibration record's count of held-out answers under that level and how many were right."""
+    A scan whose familiarity score exceeds the threshold gets no answer: its heading is the model's guess, in
+    grey. With a probability ``floor`` (a familiarity model of the second form, whose score is the larger of the
+    distance over ``distance_threshold`` and the doubt over the floor's), the message says which of the two it was.
+    An answer under ``refer_below`` is marked uncertain and never looks like a confident one. ``evidence``: the
+    calibration record's count of held-out answers under that level and how many were right."""
     shown = f"{label} {probability:.1%}"
+    ordinary = round(100 * (1 - flag_share), 1)
+    greyed = ("the model would still name one of its four classes, so the guess and heatmap below are greyed and "
+              "should not be read as an answer.")
     if familiarity is not None and threshold is not None and not familiarity <= threshold:
-        return Verdict("unfamiliar", f":gray[Not answered (the model's guess would be {shown})]", "Not a familiar scan",
+        heading = f":gray[Not answered (the model's guess would be {shown})]"
+        if floor is not None and probability < floor:
+            return Verdict("unfamiliar", heading, "Model at a loss",
+                           f"**The model is at a loss on this scan.** Its best answer has {probability:.1%}, under "
+                           f"the floor of {floor:.1%} that about {ordinary:g} in 100 ordinary held-out scans stay "
+                           "above together with the distance check; answers this unsure are where it fails on scans "
+                           f"from hospitals it has not seen. Asked anyway, {greyed}")
+        distance = familiarity * distance_threshold if floor is not None and distance_threshold else familiarity
+        limit = distance_threshold if floor is not None and distance_threshold else threshold
+        return Verdict("unfamiliar", heading, "Not a familiar scan",
                        "**Not a brain MRI slice like those the model was trained on?** In the network's own features "
-                       f"this image lies farther from the training scans (distance {familiarity:.1f}) than the "
-                       f"threshold ({threshold:.1f}), which about {round(100 * (1 - flag_share))} in 100 ordinary "
-                       "held-out scans stay under. Whatever it "
-                       "shows, the model would still name one of its four classes, so the guess and heatmap below "
-                       "are greyed and should not be read as an answer.")
+                       f"this image lies farther from the training scans (distance {distance:.1f}) than the "
+                       f"threshold ({limit:.1f}), which about {ordinary:g} in 100 ordinary held-out scans stay "
+                       f"under. Whatever it shows, {greyed}")
     if probability < refer_below:
         if not calibrated:
             meaning = (f"The answer is under {refer_below:.0%}; this model's probabilities are not calibrated, so "

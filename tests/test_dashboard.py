@@ -335,6 +335,15 @@ def test_the_cards_say_uncertain_and_not_familiar_in_words_and_never_look_confid
     # A familiar scan, or a model without a familiarity threshold, is judged on its probability alone.
     assert verdict("Meningioma", 0.999, 0.95, True, familiarity=10.0, threshold=30.0).kind == "answer"
     assert verdict("Meningioma", 0.999, 0.95, True, familiarity=80.0, threshold=None).kind == "answer"
+    # The second form: a score of 1.5 against 1 is a distance of 1.5 x 30 when the answer is above the floor,
+    # and the model being at a loss when it is under it.
+    far = verdict("Glioma", 0.97, 0.95, True, familiarity=1.5, threshold=1.0, floor=0.6, distance_threshold=30.0)
+    assert far.badge == "Not a familiar scan" and "(distance 45.0) than the threshold (30.0)" in far.sentence
+    lost = verdict("Glioma", 0.41, 0.95, True, familiarity=1.5, threshold=1.0, floor=0.6, distance_threshold=30.0)
+    assert lost.kind == "unfamiliar" and lost.badge == "Model at a loss"
+    assert "Its best answer has 41.0%, under the floor of 60.0%" in lost.sentence
+    assert verdict("Glioma", 0.61, 0.95, True, familiarity=0.9, threshold=1.0, floor=0.6,
+                   distance_threshold=30.0).kind == "uncertain"
 
 
 def test_a_model_that_does_not_know_gets_the_uncertain_badge_and_a_stranger_the_warning(app, tmp_path,
@@ -356,8 +365,8 @@ def test_a_model_that_does_not_know_gets_the_uncertain_badge_and_a_stranger_the_
     save_checkpoint(path, stored.state_dict, stored.metadata)
     classifier = load_classifier(path, precision="fp32")
     scans = [Image.open(io.BytesIO(scan_png(label=k % 4, seed=k))) for k in range(24)]
-    features = classifier.features_and_logits(classifier.preprocess(scans))[0].numpy()
-    fitted = fit(features[:12], np.arange(12) % 4, 4, features[12:], {"split": "training"})
+    features, logits = (t.numpy() for t in classifier.features_and_logits(classifier.preprocess(scans)))
+    fitted = fit(features[:12], np.arange(12) % 4, 4, (features[12:], logits[12:]), {"split": "training"})
     update_metadata(classifier.path, {"familiarity": fitted.record}, familiarity=fitted.tensors)
     monkeypatch.setenv("BRAIN_MRI_ALLOWED_ROOTS", str(tmp_path))
     at = app.run()

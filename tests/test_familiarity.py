@@ -14,8 +14,8 @@ from conftest import ROOT, random_classifier, write_unchecked
 from core import load_classifier
 from core.checkpoint import CheckpointError, load_checkpoint, read_metadata, update_metadata
 from core.explain import explain
-from core.familiarity import (Familiarity, FamiliarityError, borrow_threshold, fit, fit_gaussian,
-                              threshold_from_validation)
+from core.familiarity import (Familiarity, FamiliarityError, borrow_threshold, fit, fit_gaussian, joint_thresholds,
+                              top_doubt)
 
 PARTS = {"means", "directions", "variances", "residual"}  # the familiarity tensors a checkpoint stores
 
@@ -71,21 +71,52 @@ def test_the_compact_covariance_keeps_the_leading_directions_and_gives_the_rest_
                                                                                                       rel=1e-6)
 
 
+def sure_logits(n: int, classes: int = 3, margin: float = 12.0) -> np.ndarray:
+    """Logits whose top class (the first) has a probability of about 1 - classes * exp(-margin)."""
+    logits = np.zeros((n, classes))
+    logits[:, 0] = margin
+    return logits
+
+
 def test_a_point_far_from_every_class_scores_higher_than_the_training_points():
     features, labels = blobs(60, 8)
-    fitted = fit(features, labels, 3, blobs(60, 8, seed=0)[0][::3] + 0.1, {"split": "training"})
+    validation = blobs(60, 8, seed=0)[0][::3] + 0.1
+    fitted = fit(features, labels, 3, (validation, sure_logits(len(validation))), {"split": "training"})
     far = np.full((1, 8), 40.0)
-    assert fitted.model.scores(far)[0] > 3 * fitted.record["training_scores"]["max"]
-    assert fitted.model.unfamiliar(fitted.model.scores(far)).all()
-    assert fitted.record["threshold_from"] == "validation"
+    assert fitted.model.distances(far)[0] > 3 * fitted.record["training_scores"]["max"]
+    assert fitted.model.unfamiliar(fitted.model.scores(far, sure_logits(1))).all()
+    assert fitted.record["threshold_from"] == "validation" and fitted.record["threshold"] == 1.0
+    with pytest.raises(FamiliarityError, match="pass the logits"):
+        fitted.model.scores(far)
 
 
-def test_the_threshold_flags_the_stated_share_of_the_validation_scans():
-    scores = np.arange(1, 201, dtype=float)  # 200 validation distances
-    threshold = threshold_from_validation(scores)
-    assert (scores > threshold).sum() == 2  # 1% of 200
+def test_the_distance_threshold_and_the_probability_floor_are_chosen_together_as_worked_by_hand():
+    # Ten validation scans. The most distant (index 9) and the least sure (index 0) are different scans.
+    distances = np.arange(1.0, 11.0)
+    doubts = np.array([0.50, 0.05, 0.04, 0.03, 0.02, 0.01, 0.06, 0.07, 0.08, 0.09])
+    # At most 2 of 10 (20%): k = 9 puts the threshold at the 9th distance (9) and the floor at one less the 9th
+    # doubt (1 - 0.09), flagging scans 9 (distance 10) and 0 (doubt 0.5); k = 8 would flag 8, 9 and 0: too many.
+    assert joint_thresholds(distances, doubts, share=0.2) == (9.0, pytest.approx(0.91), 2)
+    # At most 1 of 10: k = 9 already flags two, so nothing moves from the largest values and nothing is flagged.
+    assert joint_thresholds(distances, doubts, share=0.1) == (10.0, pytest.approx(0.5), 0)
     with pytest.raises(FamiliarityError, match="too few"):
-        threshold_from_validation(scores[:5])
+        joint_thresholds(distances[:5], doubts[:5])
+    with pytest.raises(FamiliarityError, match="not a number"):
+        joint_thresholds(np.append(distances, np.nan), np.append(doubts, 0.1))
+
+
+def test_the_score_is_the_larger_ratio_of_distance_and_doubt_to_their_thresholds_as_worked_by_hand():
+    # Two class means at the origin and the identity covariance: the distance of x is |x|.
+    model = replace(Familiarity.of(torch.zeros(2, 3), torch.eye(3)[:, :1], torch.ones(1), 1.0, 1.0),
+                    distance_threshold=9.0, floor=0.9, temperature=2.0)
+    probes = np.array([[4.5, 0, 0], [4.5, 0, 0], [0, 18.0, 0]])
+    # At temperature 2, logits (2 ln 19, 0) give 19/20 = 0.95 and (2 ln 3, 0) give 3/4.
+    logits = np.array([[2 * np.log(19), 0.0], [2 * np.log(3), 0.0], [2 * np.log(19), 0.0]])
+    assert top_doubt(logits, 2.0) == pytest.approx([0.05, 0.25, 0.05])
+    # max(4.5 / 9, 0.05 / 0.1) = 0.5; max(0.5, 0.25 / 0.1) = 2.5; max(18 / 9, 0.5) = 2
+    assert model.scores(probes, logits) == pytest.approx([0.5, 2.5, 2.0])
+    assert model.unfamiliar(model.scores(probes, logits)).tolist() == [False, True, True]
+    assert np.isnan(top_doubt(np.array([[np.nan, 0.0]]), 1.0)).all()
 
 
 def test_a_score_that_is_not_a_number_is_unfamiliar_and_no_threshold_flags_nothing():
@@ -96,14 +127,22 @@ def test_a_score_that_is_not_a_number_is_unfamiliar_and_no_threshold_flags_nothi
 
 def test_a_refit_borrows_the_threshold_scaled_by_the_two_models_training_distances():
     features, labels = blobs(40, 5)
-    refit = fit(features * 2, labels, 3, None, {"split": "training"})
+    refit = fit(features * 2, labels, 3, None, {"split": "training"}, temperature=1.3)
     assert refit.record["threshold"] is None
-    source = {"familiarity": {"threshold": 4.0, "threshold_from": "validation",
-                              "training_scores": {"median": refit.record["training_scores"]["median"] / 2}}}
+    median = refit.record["training_scores"]["median"] / 2
+    source = {"familiarity": {"threshold": 1.0, "distance_threshold": 4.0, "probability_floor": 0.7,
+                              "threshold_from": "validation", "training_scores": {"median": median}}}
     borrowed = borrow_threshold(refit, source, "recipe-val")
-    assert borrowed.record["threshold"] == pytest.approx(8.0, rel=1e-3)
-    assert borrowed.model.threshold == borrowed.record["threshold"]
+    assert borrowed.record["distance_threshold"] == pytest.approx(8.0, rel=1e-3)
+    assert (borrowed.model.distance_threshold, borrowed.model.floor, borrowed.model.threshold) == (
+        borrowed.record["distance_threshold"], 0.7, 1.0)
+    assert borrowed.model.temperature == 1.3  # the refit's own (borrowed) calibration reads the floor
     assert borrowed.record["borrowed"]["checkpoint"] == "recipe-val"
+    # A source of the first form (a distance threshold only) lends just that.
+    first = {"familiarity": {"threshold": 4.0, "threshold_from": "validation", "training_scores": {"median": median}}}
+    borrowed = borrow_threshold(refit, first, "older")
+    assert borrowed.record["threshold"] == pytest.approx(8.0, rel=1e-3) and borrowed.model.floor is None
+    assert borrowed.model.scores(features[:3]) == pytest.approx(borrowed.model.distances(features[:3]))
     with pytest.raises(FamiliarityError, match="no familiarity threshold"):
         borrow_threshold(refit, {"familiarity": None}, "other")
     lacking = {"familiarity": {"threshold": 4.0, "threshold_from": "validation"}}
@@ -123,8 +162,8 @@ def familiar_checkpoint(tmp_path):
 
     classifier = random_classifier(tmp_path, seed=0)
     images = [Image.fromarray(synthetic_slice(k % 4, seed=k)) for k in range(48)]
-    features = classifier.features_and_logits(classifier.preprocess(images))[0].numpy()
-    fitted = fit(features[:36], np.arange(36) % 4, 4, features[36:], {"split": "training"})
+    features, logits = (t.numpy() for t in classifier.features_and_logits(classifier.preprocess(images)))
+    fitted = fit(features[:36], np.arange(36) % 4, 4, (features[36:], logits[36:]), {"split": "training"})
     update_metadata(classifier.path, {"familiarity": fitted.record}, familiarity=fitted.tensors)
     return classifier.path, images
 
@@ -136,7 +175,7 @@ def test_the_checkpoint_carries_the_model_and_every_explanation_scores_its_scans
     blank = Image.new("L", (128, 128), 255)
     explanation = explain(classifier, images[:2] + [blank])
     features, logits = classifier.features_and_logits(classifier.preprocess(images[:2] + [blank]))
-    assert explanation.familiarity == pytest.approx(classifier.familiarity.scores(features), rel=1e-4)
+    assert explanation.familiarity == pytest.approx(classifier.familiarity.scores(features, logits), rel=1e-4)
     # The probabilities of the familiarity pass are the classifier's.
     assert classifier.probabilities(logits).numpy() == pytest.approx(explanation.probabilities, abs=1e-5)
     # Rewriting other metadata keeps the familiarity tensors.
@@ -187,8 +226,10 @@ def test_training_with_a_validation_split_fits_it_and_a_refit_borrows_the_thresh
     assert borrowed.returncode == 0, borrowed.stderr
     mine = read_metadata(refit)["familiarity"]
     scale = mine["training_scores"]["median"] / record["training_scores"]["median"]
-    assert mine["threshold"] == pytest.approx(record["threshold"] * scale, rel=1e-3)
-    assert load_classifier(refit).familiarity.threshold == mine["threshold"]
+    assert mine["distance_threshold"] == pytest.approx(record["distance_threshold"] * scale, rel=1e-3)
+    assert mine["probability_floor"] == record["probability_floor"] and mine["threshold"] == 1.0
+    familiar = load_classifier(refit).familiarity
+    assert (familiar.distance_threshold, familiar.floor) == (mine["distance_threshold"], mine["probability_floor"])
 
 
 def test_the_command_refits_a_model_with_its_own_split_and_refuses_to_borrow_for_it(validated, tmp_path):
@@ -196,20 +237,25 @@ def test_the_command_refits_a_model_with_its_own_split_and_refuses_to_borrow_for
     shutil.copy(validated, target)
     result = command("--checkpoint", str(target))
     assert result.returncode == 0, result.stderr
-    assert read_metadata(target)["familiarity"]["threshold"] == pytest.approx(
-        read_metadata(validated)["familiarity"]["threshold"], rel=1e-3)
+    mine, theirs = read_metadata(target)["familiarity"], read_metadata(validated)["familiarity"]
+    assert mine["distance_threshold"] == pytest.approx(theirs["distance_threshold"], rel=1e-3)
+    assert mine["probability_floor"] == pytest.approx(theirs["probability_floor"], rel=1e-3)
     refused = command("--checkpoint", str(target), "--from", str(validated))
     assert refused.returncode == 2 and "validation split of its own" in refused.stderr
 
 
-def test_a_run_counts_the_flagged_images_on_all_and_on_the_duplicate_free_ones():
+def test_a_run_counts_the_flagged_images_on_all_the_duplicate_free_ones_and_the_wrong_and_right_answers():
     from core.familiarity import flagged_figures
     from core.metrics import wilson_interval
 
     scores = np.array([1.0, 5.0, 9.0, np.nan, 2.0])
     duplicate = np.array([True, False, False, False, True])
-    figures = flagged_figures(scores, 4.0, duplicate, 0.95)
+    correct = np.array([True, False, True, False, False])
+    figures = flagged_figures(scores, 4.0, duplicate, 0.95, correct)
     assert figures["all"]["flagged"] == 3 and figures["all"]["images"] == 5  # 5, 9 and the missing score
     assert figures["duplicate_free"] == {"images": 3, "flagged": 3, "share": 1.0,
                                          "interval": list(wilson_interval(3, 3, 0.95))}
+    # wrong answers: scores 5, NaN and 2, of which two are flagged; right answers: 1 and 9, one flagged
+    assert (figures["wrong"]["flagged"], figures["wrong"]["images"]) == (2, 3)
+    assert (figures["right"]["flagged"], figures["right"]["images"]) == (1, 2)
     assert flagged_figures(scores, None, duplicate, 0.95) is None

@@ -4,10 +4,11 @@
     python -m training.familiarity --checkpoint outputs/my-refit --from outputs/my-model
 
 Training already does the first for every run with a validation split: the class means and the shared
-covariance of the pooled layer4 features are fitted on the training images, and the threshold is the distance
-that 1% of the validation images exceed. The second is for a refit on every image (--val-fraction 0), which
-has no held-out images: the threshold of --from, a run of the same recipe, is scaled to this model. Scans above
-the threshold get a warning in the dashboard, and evaluation runs count them. See core/familiarity.py.
+covariance of the pooled layer4 features are fitted on the training images, and a distance threshold and a floor
+under the calibrated probability of the answer are chosen together so that 1.5% of the validation images exceed
+one or the other. The second is for a refit on every image (--val-fraction 0), which has no held-out images: the
+distance threshold of --from, a run of the same recipe, is scaled to this model and its floor kept. Scans beyond
+either get a warning in the dashboard, and evaluation runs count them. See core/familiarity.py.
 """
 
 from __future__ import annotations
@@ -50,14 +51,19 @@ def main(argv=None) -> int:
     record = fitted.record
     print(f"{target}: familiarity fitted on {record['training_scores']['images']} training images "
           f"(median distance {record['training_scores']['median']:.2f})")
+    floor = record.get("probability_floor")
     if record["threshold_from"] == "validation":
-        scores = record["validation_scores"]
-        print(f"  threshold {record['threshold']:.2f}: exceeded by {record['flag_share']:.0%} of the "
-              f"{scores['images']} validation images (their median {scores['median']:.2f})")
+        scores, flagged = record["validation_scores"], record["validation_flagged"]
+        print(f"  distance threshold {record['distance_threshold']:.2f} (the validation images' median "
+              f"{scores['median']:.2f}) and probability floor {floor:.1%} at temperature {record['temperature']:.3f}: "
+              f"together exceeded by {flagged['flagged']} of the {flagged['images']} validation images "
+              f"({flagged['by_distance']} by distance, {flagged['by_probability']} by probability)")
     else:
         borrowed = record["borrowed"]
-        print(f"  threshold {record['threshold']:.2f}: {borrowed['checkpoint']}'s {borrowed['threshold']:.2f} "
-              f"scaled by {borrowed['scale']:.3f}")
+        distance = record["threshold"] if floor is None else record["distance_threshold"]
+        print(f"  distance threshold {distance:.2f}: {borrowed['checkpoint']}'s "
+              f"{borrowed['distance_threshold']:.2f} scaled by {borrowed['scale']:.3f}"
+              + ("" if floor is None else f"; its probability floor {floor:.1%} kept"))
     return 0
 
 

@@ -398,7 +398,7 @@ def model_answers(classifier, images: list[Image.Image], batch_size: int = 16) -
     for start in range(0, len(images), batch_size):
         features, logits = classifier.features_and_logits(classifier.preprocess(images[start:start + batch_size]))
         probabilities.append(classifier.probabilities(logits).numpy())
-        scores = classifier.familiarity_scores(features)
+        scores = classifier.familiarity_scores(features, logits)
         unfamiliar.append(classifier.familiarity.unfamiliar(scores) if scores is not None
                           else np.zeros(len(logits), dtype=bool))
     return np.concatenate(probabilities), np.concatenate(unfamiliar)

@@ -344,7 +344,9 @@ def scan_verdict(model, row, familiarity: float | None) -> Verdict:
     return verdict(CLASS_LABELS[model.classes[int(row.argmax())]], float(row.max()), model.refer_below,
                    model.calibrated, familiarity, familiar.threshold if familiar is not None else None,
                    (calibration.get("referral") or {}).get("below"),
-                   (model.metadata.get("familiarity") or {}).get("flag_share", 0.01))
+                   (model.metadata.get("familiarity") or {}).get("flag_share", 0.01),
+                   familiar.floor if familiar is not None else None,
+                   familiar.distance_threshold if familiar is not None else None)
 
 
 def heatmap_description(method: str, layer: str, class_label: str) -> str:

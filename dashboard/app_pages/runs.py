@@ -18,7 +18,8 @@ from core.runs import RunError
 from core.sources import FileRefused, is_within, read_image
 from core.tables import csv_bytes
 from dashboard import charts, review
-from dashboard.captions import layer_label, md, model_grid, recipe_caption
+from dashboard.captions import (familiar_rule, layer_label, md, model_grid, recipe_caption,
+                                warning_where_wrong)
 from dashboard.common import (ALLOWED_ENV, DATASETS_ENV, DATASETS_KEY, ROOT, allowed_roots, checkpoint_file,
                               classifier_at, current_model_path, datasets_root, error_boundary, file_digest, found_runs,
                               load_run, run_images_root, run_title)
@@ -523,11 +524,11 @@ def show_run(run) -> None:
     if familiar and familiar.get("all"):
         flagged = familiar["all"]
         low, high = flagged.get("interval") or (None, None)
-        st.caption(f"The model did not recognise {flagged['flagged']:,} of these {flagged['images']:,} scans as like "
-                   f"its training scans ({charts.fmt(flagged['share'], '.1%')}"
+        st.caption(f"The familiarity check flagged {flagged['flagged']:,} of these {flagged['images']:,} scans "
+                   f"({charts.fmt(flagged['share'], '.1%')}"
                    + (f", {confidence(run)} CI {charts.fmt(low, '.1%')}–{charts.fmt(high, '.1%')}" if low is not None
-                      else "") + "); on the Predict page they would get a warning instead of an answer.",
-                   help=f"Familiarity distance above {familiar['threshold']:.1f} (core.familiarity).")
+                      else "") + "); on the Predict page they would get a warning instead of an answer. "
+                   + (warning_where_wrong(familiar) or ""), help=familiar_rule(familiar))
     with error_boundary("The headline figures"):
         headline_cards(run)
     subsets = [s for s in SUBSETS if run.metrics.get(s)]
