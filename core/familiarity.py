@@ -44,6 +44,7 @@ the first form (a distance threshold only) keep it.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -314,7 +315,9 @@ def fit(train_features: np.ndarray, train_labels: np.ndarray, classes: int,
         features, logits = validation
         distances, doubts = model.distances(features), top_doubt(logits, record["temperature"])
         threshold, floor, flagged = joint_thresholds(distances, doubts)
-        record.update(threshold=1.0, distance_threshold=round(threshold, 4), probability_floor=round(floor, 6),
+        # Stored rounded outwards, so that the stored pair flags no validation scan the exact pair did not.
+        threshold, floor = math.ceil(threshold * 1e4) / 1e4, math.floor(floor * 1e6) / 1e6
+        record.update(threshold=1.0, distance_threshold=threshold, probability_floor=floor,
                       validation_scores=summary(distances), threshold_from="validation",
                       validation_flagged={"images": len(distances), "flagged": flagged,
                                           "by_distance": int((distances > threshold).sum()),
