@@ -326,7 +326,7 @@ def _check_predictions(table: pd.DataFrame, classes: list[str], file: Path) -> p
         blank = raw == ""  # an image the model has no familiarity score for
         values = pd.to_numeric(raw.where(~blank), errors="coerce")
         if (values.isna() & ~blank).any() or (values < 0).any() or np.isinf(values).any():
-            refuse("has familiarity values that are not distances (numbers of 0 or more)")
+            refuse("has familiarity scores that are not numbers of 0 or more")
         table["familiarity"] = values.astype(np.float64)
     return table
 

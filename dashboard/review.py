@@ -17,11 +17,11 @@ VIEWS = {
     "errors": "Most confident errors",
     "unsure_right": "Least confident correct answers",
     "worst_localised": "Worst-localised tumours (heatmap energy on the tumour)",
-    "unfamiliar": "Scans the model did not recognise (familiarity)",
+    "unfamiliar": "Scans the familiarity check warned on",
     "all": "Every case",
 }
 COLUMN_NAMES = {"path": "image", "label": "true class", "pred": "predicted class", "confidence": "confidence",
-                "correct": "right?", "familiarity": "familiarity distance", "unfamiliar": "not recognised",
+                "correct": "right?", "familiarity": "familiarity score", "unfamiliar": "warned",
                 "energy_in_box": "heatmap energy in box", "pointing_tolerant": "peak near the tumour",
                 "energy_in_dilated": "heatmap energy on the tumour", "peak_in_dilated": "peak on the tumour",
                 "train_duplicate_kind": "copy of a training image", "train_match": "training image it copies"}
