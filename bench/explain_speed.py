@@ -9,6 +9,11 @@ precision (bf16 + channels_last where the CPU supports it):
   library call   pytorch-grad-cam's usual call on a gradient-enabled fp32 copy of the network (hooks, then
                  a backward pass through every layer; the library cannot read bf16 activations).
 The project's target is one pass within 1.3 times the plain forward pass.
+
+    python bench/explain_speed.py --checkpoint outputs/new-model --against assets/models/default
+
+times the two models' prediction with its Grad-CAM heatmap (one pass each, the calls interleaved so that both
+see the same machine load) and prints the ratio; issue 26's target for a new default is at most 1.5.
 """
 
 from __future__ import annotations
@@ -42,12 +47,38 @@ def median_ms(call, repeats: int) -> float:
     return 1000 * statistics.median(times)
 
 
+def compare(checkpoint: str, against: str, repeats: int) -> int:
+    """Prediction with its Grad-CAM heatmap by two models, one call of each in turn, medians and their ratio."""
+    models = [load_classifier(checkpoint), load_classifier(against)]
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (224, 224), dtype=np.uint8), "L")
+    batches = [model.preprocess([image]) for model in models]
+    for model, batch in zip(models, batches):
+        for _ in range(3):
+            explain_batch(model, batch)
+    times: list[list[float]] = [[], []]
+    for _ in range(repeats):
+        for model, batch, kept in zip(models, batches, times):
+            start = time.perf_counter()
+            explain_batch(model, batch)
+            kept.append(time.perf_counter() - start)
+    ours, theirs = (1000 * statistics.median(t) for t in times)
+    for model, ms in zip(models, (ours, theirs)):
+        print(f"{model.path}: output stride {model.output_stride}, {model.precision} on {model.device}, "
+              f"{torch.get_num_threads()} threads: prediction with Grad-CAM {ms:.1f} ms (median of {repeats})")
+    print(f"ratio: {ours / theirs:.2f}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", default=str(ROOT / "assets/models/default"))
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--methods", default="gradcam,gradcam++,xgradcam,layercam,eigencam")
+    parser.add_argument("--against", default=None, help="a second checkpoint: time both, interleaved, and print the "
+                                                          "ratio of prediction with Grad-CAM")
     args = parser.parse_args()
+    if args.against:
+        return compare(args.checkpoint, args.against, args.repeats)
 
     import pytorch_grad_cam
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
