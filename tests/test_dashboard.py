@@ -555,3 +555,18 @@ def test_both_bundled_models_load_from_the_sidebar_and_show_one_scan_side_by_sid
     assert any(c.startswith("Also taught where the evidence should lie") for c in sidebar), sidebar
     at.toggle(key="predict.compare_models").set_value(True).run()
     assert side_by_side(at)[1]["Mask-guided model"] == plain(at.main.subheader[0].value)
+
+
+def test_the_runs_page_says_how_the_warning_fell_on_wrong_and_right_answers():
+    from dashboard.captions import familiar_rule, warning_where_wrong
+
+    figures = {"threshold": 1.0, "distance_threshold": 90.54, "probability_floor": 0.487,
+               "wrong": {"images": 459, "flagged": 108, "share": 108 / 459},
+               "right": {"images": 2352, "flagged": 66, "share": 66 / 2352}}
+    assert warning_where_wrong(figures) == ("The warning fell on 108 of its 459 wrong answers (23.5%) and on 66 of "
+                                            "its 2,352 right answers (2.8%).")
+    assert "above 90.5 or a top probability under 48.7%" in familiar_rule(figures)
+    assert familiar_rule({"threshold": 80.7}) == "Warned: a familiarity distance above 80.7 (core.familiarity)."
+    # A run made before these figures were counted says nothing of them.
+    assert warning_where_wrong({"threshold": 80.7}) is None
+    assert "no wrong answers" in warning_where_wrong({**figures, "wrong": {"images": 0, "flagged": 0}})

@@ -259,3 +259,27 @@ def test_a_run_counts_the_flagged_images_on_all_the_duplicate_free_ones_and_the_
     assert (figures["wrong"]["flagged"], figures["wrong"]["images"]) == (2, 3)
     assert (figures["right"]["flagged"], figures["right"]["images"]) == (1, 2)
     assert flagged_figures(scores, None, duplicate, 0.95) is None
+
+
+def test_an_evaluation_run_counts_the_warning_on_the_wrong_and_the_right_answers(validated, kaggle_layout, tmp_path):
+    import pandas as pd
+
+    from core.evaluation import EvaluationSettings, evaluate
+    from core.runs import read_run
+
+    settings = EvaluationSettings(checkpoint=str(validated), data=str(kaggle_layout / "Testing"),
+                                  out=str(tmp_path / "run"), precision="fp32", progress=False,
+                                  bootstrap_resamples=20, num_workers=0)
+    run = read_run(evaluate(settings))
+    figures = run.metrics["familiarity"]
+    record = read_metadata(validated)["familiarity"]
+    assert figures["threshold"] == 1.0 and figures["probability_floor"] == record["probability_floor"]
+    assert figures["distance_threshold"] == record["distance_threshold"]
+    table = run.predictions
+    warned = table["unfamiliar"].astype(str) == "True"
+    right = table["label"] == table["pred"]
+    assert (figures["wrong"]["images"], figures["wrong"]["flagged"]) == ((~right).sum(), (warned & ~right).sum())
+    assert (figures["right"]["images"], figures["right"]["flagged"]) == (right.sum(), (warned & right).sum())
+    # The score is the larger ratio: under the floor means a score of more than 1.
+    doubt = 1 - pd.to_numeric(table["confidence"])
+    assert (table["familiarity"][doubt > 1 - record["probability_floor"] + 1e-6] > 1).all()
