@@ -314,9 +314,10 @@ def fit(train_features: np.ndarray, train_labels: np.ndarray, classes: int,
     if validation is not None and len(validation[0]):
         features, logits = validation
         distances, doubts = model.distances(features), top_doubt(logits, record["temperature"])
-        threshold, floor, flagged = joint_thresholds(distances, doubts)
+        threshold, floor, _ = joint_thresholds(distances, doubts)
         # Stored rounded outwards, so that the stored pair flags no validation scan the exact pair did not.
         threshold, floor = math.ceil(threshold * 1e4) / 1e4, math.floor(floor * 1e6) / 1e6
+        flagged = int(((distances > threshold) | (doubts > 1 - floor)).sum())
         record.update(threshold=1.0, distance_threshold=threshold, probability_floor=floor,
                       validation_scores=summary(distances), threshold_from="validation",
                       validation_flagged={"images": len(distances), "flagged": flagged,

@@ -241,9 +241,9 @@ def verdict(label: str, probability: float, refer_below: float, calibrated: bool
         if floor is not None and probability < floor:
             return Verdict("unfamiliar", heading, "Model at a loss",
                            f"**The model is at a loss on this scan.** Its best answer has {probability:.1%}, under "
-                           f"the floor of {floor:.1%} that about {ordinary:g} in 100 ordinary held-out scans stay "
-                           "above together with the distance check; answers this unsure are where it fails on scans "
-                           f"from hospitals it has not seen. Asked anyway, {greyed}")
+                           f"the floor of {floor:.1%}: answers this unsure are where it goes wrong most often on scans "
+                           "from a hospital it has not seen (this check and the distance check together pass about "
+                           f"{ordinary:g} in 100 ordinary held-out scans). Asked anyway, {greyed}")
         distance = familiarity * distance_threshold if floor is not None and distance_threshold else familiarity
         limit = distance_threshold if floor is not None and distance_threshold else threshold
         return Verdict("unfamiliar", heading, "Not a familiar scan",
