@@ -105,7 +105,7 @@ def familiarity_caption(meta: dict) -> tuple[str, str] | None:
                 f"Familiarity: Mahalanobis distance of the pooled layer4 features to the nearest class mean, "
                 f"threshold {record['threshold']:.1f}{where}.")
     return (f"It warns, instead of answering, when a scan is unlike the scans it learned from or its answer is under "
-            f"{floor:.0%} (about {100 * share:g} in 100 ordinary scans are flagged too).",
+            f"{floor:.1%} (about {100 * share:g} in 100 ordinary scans are flagged too).",
             f"Familiarity: Mahalanobis distance of the pooled layer4 features to the nearest class mean over "
             f"{record['distance_threshold']:.1f}, or a calibrated top probability under {floor:.1%}, chosen "
             f"together{where}.")
