@@ -244,13 +244,14 @@ def verdict(label: str, probability: float, refer_below: float, calibrated: bool
                            f"the floor of {floor:.1%}: answers this unsure are where it goes wrong most often on scans "
                            "from a hospital it has not seen (this check and the distance check together pass about "
                            f"{ordinary:g} in 100 ordinary held-out scans). Asked anyway, {greyed}")
-        distance = familiarity * distance_threshold if floor is not None and distance_threshold else familiarity
-        limit = distance_threshold if floor is not None and distance_threshold else threshold
+        second = floor is not None and bool(distance_threshold)
+        distance, limit = (familiarity * distance_threshold, distance_threshold) if second else (familiarity, threshold)
+        passed = (f"set with the probability floor so that about {ordinary:g} in 100 ordinary held-out scans pass "
+                  "both" if second else f"which about {ordinary:g} in 100 ordinary held-out scans stay under")
         return Verdict("unfamiliar", heading, "Not a familiar scan",
                        "**Not a brain MRI slice like those the model was trained on?** In the network's own features "
                        f"this image lies farther from the training scans (distance {distance:.1f}) than the "
-                       f"threshold ({limit:.1f}), which about {ordinary:g} in 100 ordinary held-out scans stay "
-                       f"under. Whatever it shows, {greyed}")
+                       f"threshold ({limit:.1f}), {passed}. Whatever it shows, {greyed}")
     if probability < refer_below:
         if not calibrated:
             meaning = (f"The answer is under {refer_below:.0%}; this model's probabilities are not calibrated, so "
