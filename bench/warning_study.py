@@ -88,6 +88,12 @@ def main(argv=None) -> int:
     model = fitted.model
     wrong = new["logits"].argmax(1) != new_labels
     wrong_glioma = wrong & (new_labels == classifier.classes.index("glioma"))
+    for name, (outputs_, labels) in (("in-source held-out (figshare tumours, Br35H no-tumour)", sets["held"]),
+                                      ("new source", sets["val"])):
+        predicted = outputs_["logits"].argmax(1)
+        recall = " ".join(f"{c} {np.mean(predicted[labels == k] == k):.3f} ({int((labels == k).sum())})"
+                          for k, c in enumerate(classifier.classes) if (labels == k).any())
+        print(f"{name}: accuracy {np.mean(predicted == labels):.4f} of {len(labels)}; recall {recall}")
     print(f"{run.name}: temperature {temperature:.3f}; in-source held-out {len(held_labels)} scans "
           f"({int((held['logits'].argmax(1) != held_labels).sum())} wrong); new source {len(new_labels)} scans, "
           f"{int(wrong.sum())} wrong ({int(wrong_glioma.sum())} of them gliomas)")
