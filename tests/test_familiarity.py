@@ -280,6 +280,11 @@ def test_an_evaluation_run_counts_the_warning_on_the_wrong_and_the_right_answers
     right = table["label"] == table["pred"]
     assert (figures["wrong"]["images"], figures["wrong"]["flagged"]) == ((~right).sum(), (warned & ~right).sum())
     assert (figures["right"]["images"], figures["right"]["flagged"]) == (right.sum(), (warned & right).sum())
+    # The command line's summary says the same.
+    from training.evaluate import summary
+    line = next(x for x in summary(run).splitlines() if "familiarity:" in x)
+    assert f"wrong answers {figures['wrong']['flagged']} of {figures['wrong']['images']} (" in line
+    assert f"right answers {figures['right']['flagged']} of {figures['right']['images']} (" in line
     # The score is the larger ratio: under the floor means a score of more than 1.
     doubt = 1 - pd.to_numeric(table["confidence"])
     assert (table["familiarity"][doubt > 1 - record["probability_floor"] + 1e-6] > 1).all()

@@ -122,6 +122,16 @@ def summary(run) -> str:
         parts = [f"{name} {_f(v['pointing_tolerant'], '.2f')}" for name, v in local["per_class"].items()]
         lines.append(f"  pointing game (tolerant, {local['method']} {local['layer']}): {', '.join(parts)}; "
                      f"overall {_f(local['overall']['pointing_tolerant'], '.2f')}")
+    familiar = run.metrics.get("familiarity")
+    if familiar:
+        def flagged(block: dict) -> str:
+            low, high = block.get("interval") or (None, None)
+            return (f"{block['flagged']} of {block['images']} ({_f(block['share'], '.1%')}"
+                    + (f" [{_f(low, '.1%')}, {_f(high, '.1%')}]" if low is not None else "") + ")")
+
+        parts = [f"warned on {flagged(familiar['all'])}"]
+        parts += [f"{which} answers {flagged(familiar[which])}" for which in ("wrong", "right") if familiar.get(which)]
+        lines.append("  familiarity: " + "; ".join(parts))
     patients = run.metrics.get("patients")
     if patients:
         parts = [f"{name} {v['right']} of {v['patients']}" for name, v in patients["per_class"].items()]
