@@ -19,8 +19,9 @@ tensors under ``familiarity.``; the metadata entry ``familiarity`` holds the **t
 chosen. A scan whose distance is above the threshold
 is *unfamiliar*: its prediction is shown with a warning, not as an answer.
 
-The threshold is the distance that :data:`FLAG_SHARE` of held-out validation scans exceed: images the network
-was not trained on, from the same source. A model refitted on every image (``--val-fraction 0``) has none; it
+In the first form the threshold was the distance that 1% of held-out validation scans exceed: images the network
+was not trained on, from the same source (the second form, below, sets it together with a probability floor). A
+model refitted on every image (``--val-fraction 0``) has none; it
 borrows the threshold of a run of the same recipe with a validation split (as it borrows its temperature), in
 proportion to the two models' median distances of their own training images, because a network's training
 images lie closer to their class means than unseen images do and the scale of the distances differs between
@@ -59,8 +60,8 @@ METHOD_WITH_FLOOR = METHOD + ", or a calibrated top probability under a floor (t
 RANK = 256                       # the covariance's directions kept exactly
 REFITTED = ("familiarity",)      # the metadata entry fitting writes
 FLAG_SHARE = 0.015               # the share of validation scans the warning flags
-# Fewer validation images than this and there is no threshold to speak of; under 100, 1% of them is less than
-# one image, so the threshold lies between their two largest distances and flags more than 1% (said in a warning).
+# Fewer validation images than this and there is no threshold to speak of; under 67, 1.5% of them is less than
+# one image, so the thresholds lie at their largest values and flag more than that share (said in a warning).
 MIN_VALIDATION = 10
 
 
