@@ -41,8 +41,7 @@ def main(argv=None) -> int:
     parser.add_argument("--split", default="test", choices=("train", "validation", "test"))
     args = parser.parse_args(argv)
 
-    from core.masks import (cell_footprints, find_mask_root, grown_outline, image_region, mask_path, on_grid,
-                            peak_points, read_mask)
+    from core.masks import find_mask_root, grown_outline, image_region, mask_path, on_grid, reachable, read_mask
 
     data = Path(args.data)
     mask_root = find_mask_root(data)
@@ -60,16 +59,11 @@ def main(argv=None) -> int:
         with Image.open(data / name) as image:
             width, height = image.size
         mask = read_mask(outline, width, height)
-        grown = grown_outline(mask, SIZE, placed=on_grid(mask, SIZE))[0] & image_region(width, height, SIZE)
+        region = image_region(width, height, SIZE)
+        grown = grown_outline(mask, SIZE, placed=on_grid(mask, SIZE))[0] & region
         row = {"class": name.split("/")[0]}
-        for grid in GRIDS:
-            points = peak_points(grid, SIZE)
-            footprints = cell_footprints(grid, SIZE)
-            region = image_region(width, height, SIZE)
-            inside = (footprints[:, grown].sum(axis=1)
-                      / np.maximum((footprints * region).sum(axis=(1, 2)), 1e-12))
-            row[f"peak {grid}"] = bool(grown[np.ix_(points, points)].any())
-            row[f"energy {grid}"] = float(inside.max())
+        for grid in GRIDS:  # core.masks.score_against_mask's own ceilings, at each grid
+            row[f"peak {grid}"], row[f"energy {grid}"] = reachable(grown, region, grid)
         rows.append(row)
     classes = sorted({r["class"] for r in rows})
     print(f"{len(rows)} tumour slices of the {args.split} side with an outline ({time.perf_counter() - started:.0f} s)")

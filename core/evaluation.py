@@ -323,8 +323,12 @@ class Predicted:
     seconds: float
     images: int                       # how many the pass went over
     familiarity: np.ndarray | None    # familiarity scores (None: the model has no familiarity model)
-    threshold: float | None           # above it, a scan is unfamiliar
-    familiar_model: Familiarity | None = None  # the familiarity model that scored them (its threshold and floor)
+    familiar_model: Familiarity | None  # the familiarity model that scored them (its threshold and floor)
+
+    @property
+    def threshold(self) -> float | None:
+        """Above it, a scan is unfamiliar (None: no familiarity model, or one without a threshold)."""
+        return None if self.familiar_model is None else self.familiar_model.threshold
 
     @property
     def labels(self) -> np.ndarray:
@@ -379,8 +383,7 @@ def predict_all(classifier: Classifier, images: Images, settings: EvaluationSett
     model = classifier.familiarity
     return Predicted([samples[i] for i in keep], [relpaths[i] for i in keep], [fingerprints[i] for i in keep],
                      probs[keep], skipped, local_rows, box_errors, mask_rows, mask_errors, time.time() - started, n,
-                     None if model is None else familiarity[keep], None if model is None else model.threshold,
-                     model)
+                     None if model is None else familiarity[keep], model)
 
 
 def _explain_and_score(classifier, batch, good: list[dict], images: Images, settings: EvaluationSettings,

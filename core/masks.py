@@ -306,12 +306,20 @@ def score_against_mask(heatmap: np.ndarray, mask: np.ndarray, dilation_px: float
     result = {**ours, **{f"blob_{key}": blob[key] for key in SCORES},
               "margin_mm": float("nan") if margin is None else margin}
     if grid is not None:
-        points = peak_points(grid, size)
-        result["peak_reachable"] = bool(grown[np.ix_(points, points)].any())
-        footprints = cell_footprints(grid, size) * region
-        inside = footprints[:, grown].sum(axis=1) / np.maximum(footprints.sum(axis=(1, 2)), 1e-12)
-        result["energy_reachable"] = float(inside.max())
+        result["peak_reachable"], result["energy_reachable"] = reachable(grown, region, grid)
     return result
+
+
+def reachable(grown: np.ndarray, region: np.ndarray, grid: int) -> tuple[bool, float]:
+    """The ceilings a ``grid`` x ``grid`` heatmap resized to the grown tumour's grid puts on the tolerant scores,
+    whatever the network does: whether the grown tumour holds a point where the map can peak at all
+    (``peak_reachable``), and the largest share of its heat inside the scan's ``region`` one cell, and so any mix of
+    cells, can put inside it (``energy_reachable``)."""
+    size = grown.shape[-1]
+    points = peak_points(grid, size)
+    footprints = cell_footprints(grid, size) * region
+    inside = footprints[:, grown].sum(axis=1) / np.maximum(footprints.sum(axis=(1, 2)), 1e-12)
+    return bool(grown[np.ix_(points, points)].any()), float(inside.max())
 
 
 def patient_of(relpath: str) -> str | None:
