@@ -32,9 +32,10 @@ SETS = ("train", "held", "val")
 
 def guidance_images(metadata: dict, mask_data: Path) -> tuple[list[Path], np.ndarray]:
     from core.data import CLASSES, canonical_class
+    from core.guidance import GUIDE_PREFIX
 
-    files = [f for f in metadata["data"].get("seen_files", []) if f.startswith("guide/")]
-    return ([mask_data / f.removeprefix("guide/") for f in files],
+    files = [f for f in metadata["data"].get("seen_files", []) if f.startswith(GUIDE_PREFIX)]
+    return ([mask_data / f.removeprefix(GUIDE_PREFIX) for f in files],
             np.array([CLASSES.index(canonical_class(f.split("/")[1])) for f in files], dtype=int))
 
 
