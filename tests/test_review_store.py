@@ -193,6 +193,166 @@ def test_the_leaderboard_counts_right_answers(database_url):
     assert store.scores(engine, session) == [("Ann", 4, 4), ("Bob", 1, 4), ("Cat", 0, 0)]
 
 
+def test_a_database_at_the_third_schema_learns_when_its_readers_first_came(database_url):
+    """Version 4 adds presenting, organisers and reading times. A reader of an older session counts as having
+    opened their link when they first answered; one who never answered has not (the time they were named is not
+    when they came, which the organiser's "joined" column used to show)."""
+    from core.review.schema import MIGRATIONS, _versions
+
+    raw = create_engine(database_url)
+    now = dt.datetime(2026, 6, 1, tzinfo=dt.timezone.utc)
+    with raw.begin() as connection:
+        _versions.create(connection)
+        for _, migrate in MIGRATIONS[:3]:
+            migrate(connection)
+        connection.execute(_versions.insert().values(version=3))
+    raw.dispose()
+    engine = open_database(database_url)
+    close_databases()
+    raw = create_engine(database_url)  # one session made by the third version, put in after the upgrade's columns
+    with raw.begin() as connection:
+        connection.execute(text("DELETE FROM schema_version"))
+        connection.execute(text("INSERT INTO schema_version (version) VALUES (3)"))
+        for column in ("reading_seconds",):
+            connection.execute(text(f"ALTER TABLE review_answers DROP COLUMN {column}"))
+        connection.execute(text("ALTER TABLE review_cases DROP COLUMN revealed_at"))
+        connection.execute(text("ALTER TABLE review_readers DROP COLUMN opened_at"))
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("ALTER TABLE review_sessions DROP COLUMN organiser_id, DROP COLUMN presenter_key, "
+                                    "DROP COLUMN paced, DROP COLUMN current_position, DROP COLUMN hide_answers, "
+                                    "DROP COLUMN ended_at"))
+        else:
+            connection.execute(text("DROP INDEX ix_review_sessions_organiser_id"))
+            connection.execute(text("DROP INDEX uq_review_sessions_presenter_key"))
+            for column in ("organiser_id", "presenter_key", "paced", "current_position", "hide_answers", "ended_at"):
+                connection.execute(text(f"ALTER TABLE review_sessions DROP COLUMN {column}"))
+        connection.execute(text("DROP TABLE review_organisers"))
+        connection.execute(text("INSERT INTO review_sessions (code, owner_key, name, mode, kind, joinable, classes, "
+                                "source, model, created_at) VALUES ('c0de', 'k', 'Old quiz', 'blinded', 'quiz', "
+                                ":yes, '[\"glioma\"]', '{}', '{}', :now)"), {"yes": True, "now": now})
+        old = connection.execute(text("SELECT id FROM review_sessions")).scalar_one()
+        connection.execute(text("INSERT INTO review_cases (session_id, position, image, image_sha256, title) "
+                                "VALUES (:old, 0, 'a.jpg', :sha, 'Case 1')"), {"old": old, "sha": "a" * 64})
+        case = connection.execute(text("SELECT id FROM review_cases")).scalar_one()
+        for name in ("Ann", "Bob"):
+            connection.execute(text("INSERT INTO review_readers (session_id, name, name_key, name_skeleton, key, "
+                                    "joined_at) VALUES (:old, :name, :key, :name, :key, :now)"),
+                               {"old": old, "name": name, "key": name.lower(), "now": now})
+        connection.execute(text("INSERT INTO review_answers (reader_id, case_id, label, confidence, note, answered_at) "
+                                "SELECT id, :case, 'glioma', 3, '', :later FROM review_readers WHERE name = 'Ann'"),
+                           {"case": case, "later": now + dt.timedelta(minutes=5)})
+    raw.dispose()
+    engine = open_database(database_url)
+    with engine.connect() as connection:
+        assert schema_version(connection) == SCHEMA_VERSION
+    session = store.session_by_code(engine, "c0de")
+    assert not session.paced and not session.hide_answers and session.ended_at is None and not session.has_presenter
+    assert session.display_code == "c0de"  # an older code is shown as it was
+    ann, bob = store.session_readers(engine, old)
+    assert ann.opened_at == now + dt.timedelta(minutes=5) and bob.opened_at is None
+    (answer,) = store.session_answers(engine, session)
+    assert answer["reading_seconds"] is None
+
+
+def test_join_codes_have_no_characters_taken_for_each_other_and_are_found_as_typed(database_url):
+    engine = open_database(database_url)
+    codes = {new_session(engine, n=1)[0].code for _ in range(30)}
+    assert len(codes) == 30
+    for code in codes:
+        assert len(code) == store.CODE_LENGTH and not set(code) & set("0O1lIoi")
+    session, *_ = new_session(engine, n=1)
+    shown = session.display_code
+    assert shown == f"{session.code[:4]}-{session.code[4:]}"
+    for typed in (shown, shown.lower(), f" {session.code[:4]} {session.code[4:].lower()} ", session.code):
+        assert store.session_by_code(engine, typed).id == session.id
+    with pytest.raises(ReviewError, match="no review session has this code"):
+        store.session_by_code(engine, "ABCD-EFG")
+
+
+def test_readers_are_marked_when_they_first_open_their_link_and_reading_times_are_kept(database_url):
+    engine = open_database(database_url)
+    session, _, keys, cases = new_session(engine)
+    ann = store.reader_by_key(engine, keys["Ann"])
+    assert ann.opened_at is None  # named, not yet come
+    opened = store.mark_opened(engine, ann)
+    assert opened.opened_at is not None and store.mark_opened(engine, opened).opened_at == opened.opened_at
+    assert store.reader_by_key(engine, keys["Ann"]).opened_at == opened.opened_at
+    store.commit_answer(engine, ann, cases[0].id, "glioma", 3, reading_seconds=12.5)
+    bob = store.reader_by_key(engine, keys["Bob"])
+    for k, odd in enumerate((-1.0, float("nan"), float("inf"), 10 ** 9), 1):  # not a reading: not kept, the answer is
+        store.commit_answer(engine, bob, cases[k].id, "glioma", 3, reading_seconds=odd)
+    times = {(a["reader"], a["position"]): a["reading_seconds"] for a in store.session_answers(engine, session)}
+    assert times == {("Ann", 0): 12.5, ("Bob", 1): None, ("Bob", 2): None, ("Bob", 3): None, ("Bob", 4): None}
+    assert store.answers_of(engine, ann)[cases[0].id].reading_seconds == 12.5
+
+
+def test_a_paced_quiz_takes_answers_only_up_to_the_teachers_case_and_reveals_on_the_teachers_word(database_url):
+    engine = open_database(database_url)
+    with pytest.raises(ReviewError, match="only a quiz"):
+        new_session(engine, paced=True)
+    session, owner, keys, cases = new_session(engine, n=3, kind="quiz", paced=True)
+    assert session.paced and session.hide_answers and session.answers_hidden
+    ann, bob = store.reader_by_key(engine, keys["Ann"]), store.reader_by_key(engine, keys["Bob"])
+    assert store.next_position(cases, {}, session) is None and store.waiting_for_teacher(session, cases, {})
+    with pytest.raises(ReviewError, match="no longer takes answers|not opened"):
+        store.commit_answer(engine, ann, cases[0].id, "glioma", 3)
+    with pytest.raises(ReviewError, match="no case 4"):
+        store.move_class(engine, session, 3)
+    session = store.move_class(engine, session, 0)
+    assert store.next_position(cases, {}, session) == 0
+    store.commit_answer(engine, ann, cases[0].id, "glioma", 3)
+    with pytest.raises(ReviewError, match="no longer takes answers|not opened"):
+        store.commit_answer(engine, ann, cases[1].id, "glioma", 3)
+    answer = store.answers_of(engine, ann)[cases[0].id]
+    assert not store.may_reveal(session, answer, cases[0])  # answered, but the teacher has not revealed it
+    # What the presenter may show: who answered, never what, until the reveal.
+    assert store.answered_cases(engine, session) == {ann.id: {cases[0].id}}
+    with pytest.raises(ReviewError, match="once it is revealed"):
+        store.class_spread(engine, session, cases[0].id)
+    presenter = store.new_presenter_key(engine, session)
+    assert store.session_for_presenter(engine, presenter).id == session.id
+    for wrong in (owner, keys["Ann"], presenter + "x"):
+        with pytest.raises(ReviewError, match="presenter's link is not valid"):
+            store.session_for_presenter(engine, wrong)
+    newer = store.new_presenter_key(engine, session)
+    with pytest.raises(ReviewError, match="presenter's link is not valid"):
+        store.session_for_presenter(engine, presenter)  # a new presenter link ends the old one
+    assert store.session_for_presenter(engine, newer).has_presenter
+    store.reveal_case(engine, session, cases[0].id)
+    cases = store.session_cases(engine, session.id)
+    assert store.may_reveal(session, answer, cases[0]) and store.class_spread(engine, session, cases[0].id) == {
+        "glioma": 1}
+    with pytest.raises(ReviewError, match="no longer takes answers"):  # Bob has seen the answer on the projector
+        store.commit_answer(engine, bob, cases[0].id, "glioma", 3)
+    session = store.move_class(engine, session, 1)
+    assert store.next_position(cases, store.answers_of(engine, bob), session) == 1  # the revealed case is skipped
+    session = store.end_session(engine, session)
+    assert not session.answers_hidden and store.next_position(cases, {}, session) is None
+    assert store.may_reveal(session, None, cases[2]) is False  # an unanswered case in a blinded session stays hidden
+    assert store.class_spread(engine, session, cases[2].id) == {}
+    with pytest.raises(ReviewError, match="not part of the session"):
+        store.reveal_case(engine, session, cases[0].id + 1000)
+    with pytest.raises(ReviewError, match="not teacher-paced"):
+        store.move_class(engine, new_session(engine, kind="quiz")[0], 0)
+
+
+def test_an_organiser_finds_their_sessions_again_by_their_own_key(database_url):
+    engine = open_database(database_url)
+    mine = store.new_organiser(engine)
+    first, *_ = new_session(engine, organiser_key=mine)
+    second, *_ = new_session(engine, organiser_key=mine)
+    someone_elses, *_ = new_session(engine, organiser_key=store.new_organiser(engine))
+    assert [s.id for s in store.organiser_sessions(engine, mine)] == [second.id, first.id]
+    assert store.organisers_session(engine, mine, first.id).id == first.id
+    with pytest.raises(ReviewError, match="not in your list"):
+        store.organisers_session(engine, mine, someone_elses.id)
+    with pytest.raises(ReviewError, match="sessions link is not valid"):
+        store.organiser_sessions(engine, mine + "x")
+    with pytest.raises(ReviewError, match="sessions link is not valid"):
+        new_session(engine, organiser_key="made-up")
+    assert {s.id for s in store.all_sessions(engine)} >= {first.id, second.id, someone_elses.id}
+
+
 def test_a_session_is_refused_with_a_reason_when_it_cannot_be_made(database_url):
     engine = open_database(database_url)
     with pytest.raises(ReviewError, match="no cases"):
@@ -366,7 +526,7 @@ def test_a_database_at_the_first_schema_is_upgraded_in_place_and_keeps_its_sessi
     raw.dispose()
     engine = open_database(database_url)
     with engine.connect() as connection:
-        assert schema_version(connection) == SCHEMA_VERSION == 3
+        assert schema_version(connection) == SCHEMA_VERSION
         assert {c["name"] for c in inspect(connection).get_columns("review_cases")} >= {"stack", "stack_sha256",
                                                                                        "stack_slice"}
     (case,) = store.session_cases(engine, old)
@@ -423,7 +583,7 @@ def test_a_database_at_the_second_schema_gets_both_name_keys_and_keeps_every_rea
     raw.dispose()
     engine = open_database(database_url)
     with engine.connect() as connection:
-        assert schema_version(connection) == SCHEMA_VERSION == 3
+        assert schema_version(connection) == SCHEMA_VERSION
         keys = connection.execute(text("SELECT name_key, name_skeleton FROM review_readers ORDER BY id")).all()
     assert [tuple(k) for k in keys] == [("ann", "Ann"), ("\u0430nn", f"Ann\x01{first + 1}"),
                                         (f"#{first}", f"#{str(first).replace('1', 'l').replace('0', 'o')}"),

@@ -17,7 +17,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from sqlalchemy import (JSON, Boolean, Column, DateTime, Engine, ForeignKey, Integer, MetaData, String, Table, Text,
+from sqlalchemy import (JSON, Boolean, Column, DateTime, Engine, Float, ForeignKey, Integer, MetaData, String, Table, Text,
                         UniqueConstraint, create_engine, event, select, text)
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import (ArgumentError, DataError, DBAPIError, IntegrityError, InterfaceError, NoSuchModuleError,
@@ -57,6 +57,14 @@ class ReviewSession(Base):
     source: Mapped[dict] = mapped_column(JSON)                         # run or uploads, filters, sample, order, seed
     model: Mapped[dict] = mapped_column(JSON)                          # path, file_sha256, name of the model
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    # Version 4: presenting a quiz to a class, and the organiser who made the session.
+    presenter_key: Mapped[str | None] = mapped_column(String(64), unique=True)  # sha256 of the projected page's key
+    paced: Mapped[bool] = mapped_column(Boolean, default=False)       # the teacher moves the class case by case
+    current_position: Mapped[int | None] = mapped_column(Integer)      # paced: the case the class is on (None: not begun)
+    hide_answers: Mapped[bool] = mapped_column(Boolean, default=False)  # organiser's views show progress only
+    ended_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))  # answers shown to all from then
+    organiser_id: Mapped[int | None] = mapped_column(ForeignKey("review_organisers.id", ondelete="SET NULL"),
+                                                     index=True)
     cases: Mapped[list[Case]] = relationship(back_populates="session", order_by="Case.position")
     readers: Mapped[list[Reader]] = relationship(back_populates="session", order_by="Reader.id")
 
@@ -81,6 +89,7 @@ class Case(Base):
     stack: Mapped[str | None] = mapped_column(String(PATH_LENGTH))
     stack_sha256: Mapped[str | None] = mapped_column(String(64))
     stack_slice: Mapped[int | None] = mapped_column(Integer)
+    revealed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))  # shown to the class (presenter)
     session: Mapped[ReviewSession] = relationship(back_populates="cases")
 
 
@@ -95,7 +104,8 @@ class Reader(Base):
     name_key: Mapped[str] = mapped_column(String(4 * NAME_LENGTH))       # case folded (core.review.names)
     name_skeleton: Mapped[str] = mapped_column(String(4 * NAME_LENGTH))  # as it looks, case kept
     key: Mapped[str] = mapped_column(String(64), unique=True)
-    joined_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    joined_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utc_now)  # named or joined
+    opened_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))  # first opened their link
     session: Mapped[ReviewSession] = relationship(back_populates="readers")
 
 
@@ -116,6 +126,16 @@ class Answer(Base):
     revised_label: Mapped[str | None] = mapped_column(String(32))
     revised_note: Mapped[str | None] = mapped_column(Text)
     revised_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    reading_seconds: Mapped[float | None] = mapped_column(Float)       # case shown to answer committed
+
+
+class Organiser(Base):
+    """Whoever makes sessions, known by a key of their own (kept as its hash) that lists their sessions again."""
+
+    __tablename__ = "review_organisers"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -229,10 +249,38 @@ def _compute_name_keys(connection: Connection) -> None:
         connection.execute(update, {**keys, "id": reader_id})
 
 
+def _version_4(connection: Connection) -> None:
+    """Presenting a quiz and finding one's sessions again: organisers with keys of their own; a session's presenter
+    key, teacher-paced mode, the case the class is on, answers hidden from the organiser's views until the end, and
+    its organiser; when a case was revealed to the class; when a reader first opened their link (for readers of
+    older sessions, the time of their first answer: the time they were named is not when they came); how long a
+    reader took over a case."""
+    Table("review_organisers", MetaData(),
+          Column("id", Integer, primary_key=True),
+          Column("key", String(64), nullable=False, unique=True),
+          Column("created_at", DateTime(timezone=True), nullable=False)).create(connection)
+    false = "false" if connection.dialect.name == "postgresql" else "0"
+    for column, kind in (("presenter_key", "VARCHAR(64)"), ("paced", f"BOOLEAN NOT NULL DEFAULT {false}"),
+                         ("current_position", "INTEGER"), ("hide_answers", f"BOOLEAN NOT NULL DEFAULT {false}"),
+                         ("ended_at", "TIMESTAMP WITH TIME ZONE" if false == "false" else "DATETIME"),
+                         ("organiser_id", "INTEGER REFERENCES review_organisers (id) ON DELETE SET NULL")):
+        connection.execute(text(f"ALTER TABLE review_sessions ADD COLUMN {column} {kind}"))
+    connection.execute(text("CREATE UNIQUE INDEX uq_review_sessions_presenter_key ON review_sessions (presenter_key)"))
+    connection.execute(text("CREATE INDEX ix_review_sessions_organiser_id ON review_sessions (organiser_id)"))
+    moment = "TIMESTAMP WITH TIME ZONE" if false == "false" else "DATETIME"
+    connection.execute(text(f"ALTER TABLE review_cases ADD COLUMN revealed_at {moment}"))
+    connection.execute(text(f"ALTER TABLE review_readers ADD COLUMN opened_at {moment}"))
+    connection.execute(text("UPDATE review_readers SET opened_at = (SELECT MIN(answered_at) FROM review_answers "
+                            "WHERE review_answers.reader_id = review_readers.id)"))
+    connection.execute(text("ALTER TABLE review_answers ADD COLUMN reading_seconds "
+                            + ("DOUBLE PRECISION" if false == "false" else "FLOAT")))
+
+
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("sessions, cases, readers and answers", _version_1),
     ("the slices of an uploaded volume, for readers to scroll", _version_2),
     ("readers' names compared case folded and by their look-alike skeleton", _version_3),
+    ("presenting a quiz, organisers' session lists, reading times", _version_4),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 _versions = Table("schema_version", MetaData(), Column("version", Integer, nullable=False))

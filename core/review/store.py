@@ -23,8 +23,8 @@ from sqlalchemy.orm import Session
 
 from core.review.errors import ReviewError
 from core.review.names import clean_name, name_key, name_skeleton
-from core.review.schema import (NAME_LENGTH, NOTE_LENGTH, PATH_LENGTH, Answer, Case, Reader, ReviewSession,
-                                 unavailable, utc_now, writing)
+from core.review.schema import (NAME_LENGTH, NOTE_LENGTH, PATH_LENGTH, Answer, Case, Organiser, Reader,
+                                 ReviewSession, unavailable, utc_now, writing)
 
 MODES = {"blinded": "Blinded: each reader commits an answer before seeing the model's",
          "open": "Open: the model's answer, heatmap and reference are shown with the scan"}
@@ -34,6 +34,11 @@ NO_TUMOUR = "notumor"  # a case of this reference has no tumour for a heatmap to
 CONFIDENCES = {1: "1 - a guess", 2: "2 - unsure", 3: "3 - fairly sure", 4: "4 - sure", 5: "5 - certain"}
 MAX_CASES = 2000
 MAX_READERS = 200
+MAX_READING_SECONDS = 24 * 3600  # a reading time longer than a day is a page left open, not a reading: not kept
+# Join codes are read aloud and typed from a projector: capitals and digits without the ones taken for each other
+# (0 and O, 1 and I and l), in two groups of four.
+CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
+CODE_LENGTH = 8
 
 
 @dataclass(frozen=True)
@@ -75,10 +80,26 @@ class SessionView:
     source: dict
     model: dict
     created_at: dt.datetime
+    paced: bool = False                      # the teacher moves the class case by case (presenter mode)
+    current_position: int | None = None      # paced: the case the class is on, from 0 (None: not begun)
+    hide_answers: bool = False               # the organiser's views show who answered, not what, until the end
+    ended_at: dt.datetime | None = None      # ended by the organiser: everything is shown from then
+    has_presenter: bool = False              # a presenter link has been made
 
     @property
     def blinded(self) -> bool:
         return self.mode == "blinded"
+
+    @property
+    def answers_hidden(self) -> bool:
+        """Whether the organiser's views (live grid, summary, exports) show only who has answered."""
+        return self.hide_answers and self.ended_at is None
+
+    @property
+    def display_code(self) -> str:
+        """The join code as people read it: two groups of four (codes of older sessions as they were)."""
+        return (f"{self.code[:4]}-{self.code[4:]}" if len(self.code) == CODE_LENGTH
+                and all(ch in CODE_ALPHABET for ch in self.code) else self.code)
 
 
 @dataclass(frozen=True)
@@ -95,6 +116,7 @@ class CaseView:
     stack: str | None = None
     stack_sha256: str | None = None
     stack_slice: int | None = None
+    revealed_at: dt.datetime | None = None   # revealed to the class on the presenter's page
 
     @property
     def model_answered(self) -> bool:
@@ -123,6 +145,7 @@ class ReaderView:
     name: str
     session_id: int
     joined_at: dt.datetime | None = None
+    opened_at: dt.datetime | None = None     # when they first opened their link; None: not yet
 
 
 @dataclass(frozen=True)
@@ -135,6 +158,7 @@ class AnswerView:
     heatmap_rating: str | None
     revised_label: str | None
     revised_note: str | None
+    reading_seconds: float | None = None
 
 
 def _digest(key: str) -> str:
@@ -143,6 +167,15 @@ def _digest(key: str) -> str:
 
 def _new_key() -> str:
     return secrets.token_urlsafe(16)
+
+
+def _new_code() -> str:
+    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+
+
+def normal_code(code: str) -> str:
+    """A join code as typed or read off a screen ("abcd-efgh", "ABCD EFGH") in the form it is stored."""
+    return "".join(ch for ch in str(code).upper() if ch not in " -\t")
 
 
 def clean_text(value: str, what: str, limit: int, required: bool = True, single_line: bool = False) -> str:
@@ -192,24 +225,25 @@ def _utc(value: dt.datetime | None) -> dt.datetime | None:
 
 
 def _reader_view(row: Reader) -> ReaderView:
-    return ReaderView(row.id, row.name, row.session_id, _utc(row.joined_at))
+    return ReaderView(row.id, row.name, row.session_id, _utc(row.joined_at), _utc(row.opened_at))
 
 
 def _session_view(row: ReviewSession) -> SessionView:
     return SessionView(row.id, row.code, row.name, row.mode, row.kind, row.joinable, list(row.classes),
-                       dict(row.source), dict(row.model), _utc(row.created_at))
+                       dict(row.source), dict(row.model), _utc(row.created_at), bool(row.paced),
+                       row.current_position, bool(row.hide_answers), _utc(row.ended_at), row.presenter_key is not None)
 
 
 def _case_view(row: Case) -> CaseView:
     return CaseView(row.id, row.position, row.image, row.image_sha256, row.title, row.reference, row.model_label,
                     dict(row.model_probabilities) if row.model_probabilities is not None else None,
                     dict(row.model_flags) if row.model_flags is not None else None, row.stack, row.stack_sha256,
-                    row.stack_slice)
+                    row.stack_slice, _utc(row.revealed_at))
 
 
 def _answer_view(row: Answer) -> AnswerView:
     return AnswerView(row.case_id, row.label, row.confidence, row.note, _utc(row.answered_at), row.heatmap_rating,
-                      row.revised_label, row.revised_note)
+                      row.revised_label, row.revised_note, row.reading_seconds)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -218,9 +252,14 @@ def _answer_view(row: Answer) -> AnswerView:
 
 def create_session(engine: Engine, name: str, cases: Sequence[NewCase], classes: Sequence[str], *,
                    mode: str = "blinded", kind: str = "review", readers: Iterable[str] = (), joinable: bool = True,
-                   source: dict | None = None, model: dict | None = None) -> tuple[SessionView, str, dict[str, str]]:
+                   source: dict | None = None, model: dict | None = None, paced: bool = False,
+                   hide_answers: bool | None = None, organiser_key: str | None = None
+                   ) -> tuple[SessionView, str, dict[str, str]]:
     """A new session with its cases in reading order and its named readers. Returns the session, the organiser's
-    key, and each named reader's personal key (shown once: only their hashes are kept)."""
+    key, and each named reader's personal key (shown once: only their hashes are kept). ``paced``: the teacher moves
+    the class from case to case (presenter mode); ``hide_answers``: the organiser's views show who has answered and
+    not what until the session is ended (by default, for a quiz); ``organiser_key``: the key of the organiser
+    (:func:`new_organiser`) whose list of sessions this one joins."""
     if mode not in MODES:
         raise ReviewError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     if kind not in KINDS:
@@ -250,12 +289,22 @@ def create_session(engine: Engine, name: str, cases: Sequence[NewCase], classes:
         for label in (case.reference, case.model_label):
             if label is not None and label not in classes:
                 raise ReviewError(f"case {case.title!r} has the class {label!r}, which is not one of the session's")
+    if paced and kind != "quiz":
+        raise ReviewError("only a quiz can be teacher-paced")
     owner_key, keys = _new_key(), {n: _new_key() for n in names}
     with _unit(engine, write=True) as db:
-        row = ReviewSession(code=secrets.token_urlsafe(9), owner_key=_digest(owner_key),
+        organiser = None
+        if organiser_key is not None:
+            organiser = _organiser(db, organiser_key)
+        code = _new_code()
+        while db.scalar(select(ReviewSession.id).where(ReviewSession.code == code)) is not None:
+            code = _new_code()
+        row = ReviewSession(code=code, owner_key=_digest(owner_key),
                             name=clean_text(name, "session name", NAME_LENGTH), mode=mode, kind=kind,
                             joinable=joinable, classes=list(classes), source=source or {}, model=model or {},
-                            created_at=utc_now())
+                            created_at=utc_now(), paced=bool(paced),
+                            hide_answers=kind == "quiz" if hide_answers is None else bool(hide_answers),
+                            organiser_id=organiser.id if organiser is not None else None)
         db.add(row)
         db.flush()
         db.add_all(Case(session_id=row.id, position=k, image=c.image, image_sha256=c.image_sha256,
@@ -271,10 +320,11 @@ def create_session(engine: Engine, name: str, cases: Sequence[NewCase], classes:
 
 
 def session_by_code(engine: Engine, code: str) -> SessionView:
+    """The session of a join code, as given in a link or typed (any case, with or without its hyphen)."""
     if not _plausible_code(code):
         raise ReviewError("no review session has this code; check the link")
     with _unit(engine) as db:
-        row = db.scalar(select(ReviewSession).where(ReviewSession.code == str(code)))
+        row = db.scalar(select(ReviewSession).where(ReviewSession.code.in_({str(code), normal_code(code)})))
         if row is None:
             raise ReviewError("no review session has this code; check the link")
         return _session_view(row)
@@ -291,6 +341,147 @@ def session_for_organiser(engine: Engine, key: str) -> SessionView:
         row = db.scalar(select(ReviewSession).where(ReviewSession.owner_key == _digest(str(key))))
         if row is None:
             raise ReviewError("this organiser's link is not valid (the key is wrong or the session was removed)")
+        return _session_view(row)
+
+
+def session_for_presenter(engine: Engine, key: str) -> SessionView:
+    """The session whose presenter's key this is (the page projected to a class)."""
+    with _unit(engine) as db:
+        row = db.scalar(select(ReviewSession).where(ReviewSession.presenter_key == _digest(str(key))))
+        if row is None:
+            raise ReviewError("this presenter's link is not valid (a newer one was made, or the session was removed); "
+                              "open the presenter's page again from the organiser's page")
+        return _session_view(row)
+
+
+def new_presenter_key(engine: Engine, session: SessionView) -> str:
+    """A new key for the session's presenter page (the projected one); an older presenter link stops working. The
+    organiser's key is never in the projected address: this one can show progress, move a paced class on and reveal
+    cases, and nothing else."""
+    key = _new_key()
+    with _unit(engine, write=True) as db:
+        db.get(ReviewSession, session.id).presenter_key = _digest(key)
+    return key
+
+
+def _change(engine: Engine, session: SessionView, **values) -> SessionView:
+    with _unit(engine, write=True) as db:
+        row = db.get(ReviewSession, session.id)
+        for name, value in values.items():
+            setattr(row, name, value)
+        db.flush()
+        return _session_view(row)
+
+
+def set_hide_answers(engine: Engine, session: SessionView, hide: bool) -> SessionView:
+    """Whether the organiser's views show only who has answered (until the session is ended)."""
+    return _change(engine, session, hide_answers=bool(hide))
+
+
+def end_session(engine: Engine, session: SessionView, ended: bool = True) -> SessionView:
+    """End the session (every case is then revealed to its readers and every answer shown to the organiser), or
+    open it again."""
+    return _change(engine, session, ended_at=utc_now() if ended else None)
+
+
+def move_class(engine: Engine, session: SessionView, position: int) -> SessionView:
+    """Teacher-paced: put the class on case ``position`` (from 0); readers can answer up to it."""
+    if not session.paced:
+        raise ReviewError("this session is not teacher-paced")
+    with _unit(engine, write=True) as db:
+        row = db.get(ReviewSession, session.id)
+        count = db.scalar(select(func.count(Case.id)).where(Case.session_id == session.id))
+        if not isinstance(position, int) or not 0 <= position < count:
+            raise ReviewError(f"there is no case {position + 1 if isinstance(position, int) else position!r}; the "
+                              f"session has {count}")
+        row.current_position = position
+        db.flush()
+        return _session_view(row)
+
+
+def reveal_case(engine: Engine, session: SessionView, case_id: int, revealed: bool = True) -> None:
+    """Show a case's reference, the model's answer and the class's spread to the class (the presenter's reveal).
+    A revealed case takes no more answers: those who had not answered it have now seen its answer."""
+    with _unit(engine, write=True) as db:
+        case = db.get(Case, case_id)
+        if case is None or case.session_id != session.id:
+            raise ReviewError("this case is not part of the session")
+        case.revealed_at = utc_now() if revealed else None
+
+
+def answered_cases(engine: Engine, session: SessionView) -> dict[int, set[int]]:
+    """Which cases each reader has answered (reader id -> case ids), and nothing of what they answered: what the
+    presenter's page and a hidden organiser's view may show."""
+    with _unit(engine) as db:
+        rows = db.execute(select(Answer.reader_id, Answer.case_id).join(Reader, Answer.reader_id == Reader.id)
+                          .where(Reader.session_id == session.id))
+        found: dict[int, set[int]] = {}
+        for reader_id, case_id in rows:
+            found.setdefault(reader_id, set()).add(case_id)
+        return found
+
+
+def class_spread(engine: Engine, session: SessionView, case_id: int) -> dict[str, int]:
+    """How many readers gave each class for a case, once it is revealed to the class (or the session has ended)."""
+    with _unit(engine) as db:
+        case = db.get(Case, case_id)
+        if case is None or case.session_id != session.id:
+            raise ReviewError("this case is not part of the session")
+        if case.revealed_at is None and db.get(ReviewSession, session.id).ended_at is None:
+            raise ReviewError("the class's answers to a case are shown once it is revealed")
+        rows = db.execute(select(Answer.label, func.count(Answer.id)).where(Answer.case_id == case_id)
+                          .group_by(Answer.label))
+        return {label: int(n) for label, n in rows}
+
+
+# --------------------------------------------------------------------------------------------------
+# Organisers
+
+
+def new_organiser(engine: Engine) -> str:
+    """A new organiser; returns their key (shown once: it opens the list of their sessions)."""
+    key = _new_key()
+    with _unit(engine, write=True) as db:
+        db.add(Organiser(key=_digest(key), created_at=utc_now()))
+    return key
+
+
+def _organiser(db: Session, key: str) -> Organiser:
+    row = db.scalar(select(Organiser).where(Organiser.key == _digest(str(key))))
+    if row is None:
+        raise ReviewError("this organiser's sessions link is not valid; check the link you kept")
+    return row
+
+
+def organiser_sessions(engine: Engine, key: str) -> list[SessionView]:
+    """The sessions made under an organiser's key, newest first."""
+    with _unit(engine) as db:
+        organiser = _organiser(db, key)
+        rows = db.scalars(select(ReviewSession).where(ReviewSession.organiser_id == organiser.id)
+                          .order_by(ReviewSession.created_at.desc(), ReviewSession.id.desc()))
+        return [_session_view(r) for r in rows]
+
+
+def organisers_session(engine: Engine, key: str, session_id: int) -> SessionView:
+    """One of the organiser's sessions, opened from their list (the organiser's key stands for the session's)."""
+    for session in organiser_sessions(engine, key):
+        if session.id == session_id:
+            return session
+    raise ReviewError("this session is not in your list")
+
+
+def all_sessions(engine: Engine) -> list[SessionView]:
+    """Every session in the database, newest first (the server-wide list, where the server allows it)."""
+    with _unit(engine) as db:
+        rows = db.scalars(select(ReviewSession).order_by(ReviewSession.created_at.desc(), ReviewSession.id.desc()))
+        return [_session_view(r) for r in rows]
+
+
+def session_by_id(engine: Engine, session_id: int) -> SessionView:
+    with _unit(engine) as db:
+        row = db.get(ReviewSession, session_id)
+        if row is None:
+            raise ReviewError("there is no such session")
         return _session_view(row)
 
 
@@ -334,6 +525,18 @@ def join(engine: Engine, code: str, name: str) -> tuple[ReaderView, str]:
 def _new_reader(session_id: int, name: str, key: str) -> Reader:
     return Reader(session_id=session_id, name=name, name_key=name_key(name), name_skeleton=name_skeleton(name),
                   key=_digest(key), joined_at=utc_now())
+
+
+def mark_opened(engine: Engine, reader: ReaderView) -> ReaderView:
+    """Record the first time a reader opened their link (the organiser's "joined" column)."""
+    if reader.opened_at is not None:
+        return reader
+    with _unit(engine, write=True) as db:
+        row = db.get(Reader, reader.id)
+        if row.opened_at is None:
+            row.opened_at = utc_now()
+        db.flush()
+        return _reader_view(row)
 
 
 def _name_taken(engine: Engine, session_id: int, name: str) -> bool:
@@ -386,10 +589,31 @@ def answers_of(engine: Engine, reader: ReaderView) -> dict[int, AnswerView]:
         return {r.case_id: _answer_view(r) for r in rows}
 
 
-def next_position(cases: Sequence[CaseView], answered: Iterable[int]) -> int | None:
-    """Where a reader goes on: the first case in reading order without an answer; None when all are answered."""
+def next_position(cases: Sequence[CaseView], answered: Iterable[int], session: SessionView | None = None
+                  ) -> int | None:
+    """Where a reader goes on: the first case in reading order without an answer that is still open to answers
+    (not yet revealed to the class, and in a paced session not beyond the case the class is on); None when there is
+    none (all answered, or waiting for the teacher)."""
     done = set(answered)
-    return next((c.position for c in cases if c.id not in done), None)
+    return next((c.position for c in cases if c.id not in done and open_to_answers(session, c)), None)
+
+
+def open_to_answers(session: SessionView | None, case: CaseView) -> bool:
+    """Whether a case takes answers: not once the session has ended or the case was revealed to the class, and in a
+    paced session only up to the case the class is on."""
+    if session is None:
+        return case.revealed_at is None
+    if session.ended_at is not None or case.revealed_at is not None:
+        return False
+    return not session.paced or (session.current_position is not None and case.position <= session.current_position)
+
+
+def waiting_for_teacher(session: SessionView, cases: Sequence[CaseView], answered: Iterable[int]) -> bool:
+    """Whether a paced session's reader has answered all they can and waits for the teacher to move the class on."""
+    done = set(answered)
+    return (session.paced and session.ended_at is None
+            and any(c.id not in done and c.revealed_at is None for c in cases)
+            and next_position(cases, done, session) is None)
 
 
 def _own_case(db: Session, reader: ReaderView, case_id: int) -> tuple[Case, ReviewSession]:
@@ -400,19 +624,29 @@ def _own_case(db: Session, reader: ReaderView, case_id: int) -> tuple[Case, Revi
 
 
 def commit_answer(engine: Engine, reader: ReaderView, case_id: int, label: str, confidence: int,
-                  note: str = "") -> AnswerView:
-    """Record the reader's answer to a case, committed before this returns. An answer is given once: a second one
-    for the same case is refused and the first kept."""
+                  note: str = "", reading_seconds: float | None = None) -> AnswerView:
+    """Record the reader's answer to a case, committed before this returns, with the time from the case being shown
+    to the answer (``reading_seconds``; not kept when it is not a plausible reading time). An answer is given once:
+    a second one for the same case is refused and the first kept, as is one to a case no longer open to answers."""
+    import math
+
     note = clean_text(note, "note", NOTE_LENGTH, required=False)
     if not isinstance(confidence, int) or isinstance(confidence, bool) or confidence not in CONFIDENCES:
         raise ReviewError("the confidence must be a whole number from 1 (a guess) to 5 (certain)")
+    if reading_seconds is not None:
+        reading_seconds = float(reading_seconds)
+        if not (math.isfinite(reading_seconds) and 0 <= reading_seconds <= MAX_READING_SECONDS):
+            reading_seconds = None
     try:
         with _unit(engine, write=True) as db:
             case, session = _own_case(db, reader, case_id)
             if label not in session.classes:
                 raise ReviewError(f"{label!r} is not one of this session's classes")
+            if not open_to_answers(_session_view(session), _case_view(case)):
+                raise ReviewError("this case no longer takes answers: it was revealed to the class, the session has "
+                                  "ended, or the teacher has not opened it yet")
             row = Answer(reader_id=reader.id, case_id=case.id, label=label, confidence=confidence, note=note,
-                         answered_at=utc_now())
+                         answered_at=utc_now(), reading_seconds=reading_seconds)
             db.add(row)
             db.flush()
             return _answer_view(row)
@@ -451,10 +685,15 @@ def change_mind(engine: Engine, reader: ReaderView, case_id: int, label: str | N
         row.revised_at = utc_now() if label is not None else None
 
 
-def may_reveal(session: SessionView, answer: AnswerView | None) -> bool:
+def may_reveal(session: SessionView, answer: AnswerView | None, case: CaseView | None = None) -> bool:
     """Whether a reader may see the model's answer, its heatmap and the reference of a case: always in an open
-    session, only after committing their own in a blinded one."""
-    return not session.blinded or answer is not None
+    session; in a blinded one after committing their own, and in a teacher-paced quiz only once the teacher has
+    revealed the case to the class (or ended the session)."""
+    if not session.blinded:
+        return True
+    if session.paced and session.ended_at is None:
+        return answer is not None and case is not None and case.revealed_at is not None
+    return answer is not None
 
 
 def session_answers(engine: Engine, session: SessionView) -> list[dict]:
@@ -466,7 +705,8 @@ def session_answers(engine: Engine, session: SessionView) -> list[dict]:
                           .where(Reader.session_id == session.id).order_by(Reader.id, Case.position))
         return [{"reader": name, "reader_id": a.reader_id, "case_id": a.case_id, "position": position,
                  "label": a.label, "confidence": a.confidence, "note": a.note, "answered_at": _utc(a.answered_at),
-                 "heatmap_rating": a.heatmap_rating, "revised_label": a.revised_label, "revised_note": a.revised_note}
+                 "heatmap_rating": a.heatmap_rating, "revised_label": a.revised_label, "revised_note": a.revised_note,
+                 "reading_seconds": a.reading_seconds}
                 for a, name, position in rows]
 
 
