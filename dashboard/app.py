@@ -27,6 +27,8 @@ PAGES = [page for page in ALL_PAGES if not wanted or page.url_path in wanted] or
 # A reader in a review (or someone joining one) sees that page alone: no page list, no model panel, nothing that
 # shows the model's answers or the runs' cases before they commit their own.
 READING = bool(st.query_params.get("reader") or st.query_params.get("session"))
+# The presenter's page is projected to a class: no page list and no model panel on the projector either.
+READING = READING or bool(st.query_params.get("present"))
 
 
 def start() -> None:

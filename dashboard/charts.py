@@ -46,6 +46,21 @@ def probability_bars(classes: list[str], probabilities: np.ndarray, highlight: i
     return _layout(figure, height=200, margin=dict(l=0, r=0, t=10, b=0))
 
 
+def answer_spread_figure(classes: list[str], counts: dict[str, int], reference: str | None) -> go.Figure:
+    """How many readers gave each class for one case (the class's spread at a reveal), the reference's bar in its
+    class colour and the others grey, each bar with its count and share written on it."""
+    total = max(1, sum(counts.values()))
+    values = [int(counts.get(c, 0)) for c in classes]
+    colours = [CLASS_COLOURS.get(c, "#888") if c == reference or reference is None else "#55606e" for c in classes]
+    names = [label(c) + (" (reference)" if c == reference else "") for c in classes]
+    figure = go.Figure(go.Bar(x=values, y=names, orientation="h", marker_color=colours,
+                              text=[f"{v} ({v / total:.0%})" for v in values], textposition="auto",
+                              textfont=dict(size=18), hovertemplate="%{y}: %{x}<extra></extra>"))
+    figure.update_xaxes(range=[0, max(1, max(values))], dtick=1 if max(values) <= 10 else None, title="readers")
+    figure.update_yaxes(autorange="reversed", tickfont=dict(size=16))
+    return _layout(figure, height=260, margin=dict(l=0, r=0, t=10, b=0))
+
+
 def confusion_matrix_figure(matrix: list[list[int]], classes: list[str], normalise: bool = False,
                             axes: tuple[str, str] = ("true class", "predicted class")) -> go.Figure:
     """Counts or row-normalised shares (each true class sums to 1). Every cell is also a clickable point

@@ -12,7 +12,8 @@ import streamlit as st
 from core.checkpoint import CheckpointError
 from core.review import ReviewError
 from core.review import store
-from core.review.agreement import answers_table, confusion, session_summary
+from core.review.agreement import answers_for_people, answers_table, confusion, session_summary
+from core.review.schema import utc_now
 from core.review.cases import (ORDERS, SELECTIONS, cases_from_run, cases_from_uploads, keep_uploads, run_model,
                                run_source, titled_uploads)
 from core.review.store import KINDS, MODES, RATINGS, CaseView, SessionView
@@ -22,10 +23,11 @@ from dashboard.captions import md, sentence
 from dashboard.charts import confusion_matrix_figure
 from dashboard.common import (ROOT, current_model_path, data_dir, error_boundary, file_digest, found_runs,
                               get_classifier, checkpoint_file, load_run, run_images_root, run_title)
-from dashboard.sessions import (JOIN, ORGANISER, READER, case_pictures, label, page_link, pil, scan_beside_heatmap,
-                                with_interval)
+from dashboard.sessions import (JOIN, MANAGE, MINE, OPEN, ORGANISER, PRESENTER, READER, case_pictures, join_panel,
+                                label, page_link, pil, scan_beside_heatmap, server_list_allowed, with_interval)
 
 CREATED_KEY = "review.created"   # the keys of sessions made in this browser session, shown to their organiser once
+ORGANISER_KEY = "review.organiser_key"  # this browser's organiser key (the list of their sessions), once made
 UPLOADS_KEY = "review.new.prepared"  # uploaded scans checked and answered, until the files change
 GALLERY_LIMIT = 12               # disagreement cases in the session report
 DISCUSSION_LIMIT = 8             # most-missed cases shown for discussion
@@ -45,10 +47,17 @@ def start_page(engine) -> None:
              "leaderboard.")
     with st.container(border=True):
         given = st.text_input("Have a session's link or code? Join it", key="review.join_code", max_chars=2000,
-                              placeholder="paste the link you were given, or the code at its end")
+                              placeholder="paste the link you were given, or type the code (such as ABCD-2345)")
         if st.button("Join", key="review.join_go", disabled=not given.strip()):
-            st.query_params.from_dict({JOIN: session_code(given)})
+            st.query_params.from_dict(pasted_address(given))
             st.rerun()
+    mine = st.session_state.get(ORGANISER_KEY)
+    if mine and st.button("Your sessions", key="review.start.mine", icon=":material/list:"):
+        st.query_params.from_dict({MINE: mine})
+        st.rerun()
+    if server_list_allowed():
+        with st.expander("Every session on this server"):
+            sessions_list(engine, store.all_sessions(engine), title=False)
     st.subheader("Start a session")
     name = st.text_input("Name", key="review.new.name", max_chars=store.NAME_LENGTH,
                          placeholder="e.g. Neuro-oncology review, 3 December")
@@ -60,6 +69,17 @@ def start_page(engine) -> None:
                            help="Each named reader gets a personal link. Leave empty when readers join by the "
                                 "session's link and type their own name.")
     joinable = st.checkbox("Readers may join by the session's link", value=True, key="review.new.joinable")
+    paced = False
+    if kind == "quiz":
+        paced = st.radio("Pace", [False, True], key="review.new.paced", horizontal=True,
+                         format_func={False: "Each student at their own pace",
+                                      True: "Teacher-paced: the class moves case by case"}.get,
+                         help="Teacher-paced: from the presenter's page (the one to project) you open each case, "
+                              "reveal the class's answers beside the reference and the heatmap, and move on")
+    hide = st.checkbox("Hide the answers on the organiser's page until the end", value=kind == "quiz",
+                       key=f"review.new.hide.{kind}",
+                       help="The live view, the summary and the exports show who has answered and not what until "
+                            "you end the session (you can change this later)")
     source = st.radio("Cases", ["run", "uploads"], horizontal=True, key="review.new.source",
                       format_func={"run": "From an evaluation run", "uploads": "Scans uploaded now"}.get)
     made = run_cases() if source == "run" else upload_cases()
@@ -71,9 +91,10 @@ def start_page(engine) -> None:
         names = [line for line in readers.splitlines() if line.strip()]
         try:
             keep_uploads(data_dir(), blobs)  # first: a session never names a scan that is not on disk
+            options = dict(mode="blinded" if kind == "quiz" else mode, kind=kind, readers=names,
+                           joinable=joinable, source=origin, model=model, paced=paced, hide_answers=hide)
             session, owner_key, reader_keys = store.create_session(
-                engine, name, cases, classes, mode="blinded" if kind == "quiz" else mode, kind=kind,
-                readers=names, joinable=joinable, source=origin, model=model)
+                engine, name, cases, classes, organiser_key=organiser_key(engine), **options)
         except ReviewError as error:
             st.error(sentence(error))
             return
@@ -104,11 +125,58 @@ def not_kept(error: OSError) -> str:
 
 def session_code(given: str) -> str:
     """The session code in a pasted join link (its ?session= parameter), or the text itself when it is a code."""
+    return pasted_address(given).get(JOIN, given.strip())
+
+
+def pasted_address(given: str) -> dict[str, str]:
+    """Where a pasted link or code leads: a join link or a code to its session's join page; an organiser's
+    sessions link to their list."""
     from urllib.parse import parse_qs, urlsplit
 
     given = given.strip()
-    found = parse_qs(urlsplit(given).query).get(JOIN) if "?" in given else None
-    return found[0].strip() if found else given
+    if "?" in given:
+        query = parse_qs(urlsplit(given).query)
+        for name in (JOIN, MINE):
+            if query.get(name):
+                return {name: query[name][0].strip()}
+    return {JOIN: given}
+
+
+def organiser_key(engine) -> str:
+    """This browser's organiser key (made with the first session it creates), under which its sessions are
+    listed; a new one when the one remembered is not in this database."""
+    mine = st.session_state.get(ORGANISER_KEY)
+    if mine:
+        try:
+            store.organiser_sessions(engine, mine)
+            return mine
+        except ReviewError:
+            pass
+    mine = store.new_organiser(engine)
+    st.session_state[ORGANISER_KEY] = mine
+    return mine
+
+
+def sessions_list(engine, sessions: list[SessionView], mine: str | None = None, title: bool = True) -> None:
+    """A list of sessions, newest first, each to open in the organiser's view (by the organiser's own key, or from
+    the server-wide list)."""
+    if title:
+        st.title("Your sessions")
+        st.caption("Every session made under your organiser's link. Keep the link private: it opens their answers.")
+        if st.button("Start another session", key="review.list.new", icon=":material/add:"):
+            st.query_params.clear()
+            st.rerun()
+    if not sessions:
+        st.info("No sessions yet.")
+        return
+    rows = [{"made (UTC)": f"{s.created_at:%Y-%m-%d %H:%M}", "name": s.name, "kind": KINDS[s.kind],
+             "join code": s.display_code, "ended": "yes" if s.ended_at else "no"} for s in sessions]
+    st.dataframe(rows, hide_index=True, width="stretch")
+    chosen = st.selectbox("Open", sessions, index=None, format_func=lambda s: f"{s.name} ({s.created_at:%Y-%m-%d})",
+                          key="review.list.open")
+    if chosen is not None:
+        st.query_params.from_dict({MINE: mine, OPEN: str(chosen.id)} if mine else {MANAGE: str(chosen.id)})
+        st.rerun()
 
 
 def upload_editor(cases: list, classes: list[str]) -> tuple[pd.DataFrame, bool]:
@@ -227,32 +295,45 @@ def upload_cases() -> tuple[list, dict, dict, list, dict] | None:
 # The organiser's view
 
 
-def organiser_page(engine, key: str) -> None:
-    session = store.session_for_organiser(engine, key)
+def organiser_page(engine, session: SessionView, address: dict[str, str]) -> None:
+    """The organiser's view of a session; ``address`` is this page's query parameters (the organiser's key, or their
+    sessions key and the session's id), for the link to come back by. Every part reads the database each time it is
+    shown, and again every few seconds while "Update live" is on: nothing is a copy from when the page was loaded."""
     cases = store.session_cases(engine, session.id)
     st.title(md(session.name))
     origin = (f"run **{md(session.source.get('run_name', ''))}**" if session.source.get("type") == "run"
               else "uploaded scans")
-    st.caption(f"{KINDS[session.kind]} · {MODES[session.mode]} · {len(cases)} cases from {origin} · model "
-               f"{md(session.model.get('path') or '?')}. This is the organiser's page: keep its address private.")
-    if st.button("Start another session", key="review.home.new", icon=":material/add:"):
+    st.caption(f"{KINDS[session.kind]}{' · teacher-paced' if session.paced else ''} · {MODES[session.mode]} · "
+               f"{len(cases)} cases from {origin} · model {md(session.model.get('path') or '?')}. This is the "
+               "organiser's page: keep its address private, and project the presenter's page, not this one.")
+    c1, c2 = st.columns(2)
+    if c1.button("Start another session", key="review.home.new", icon=":material/add:"):
         st.query_params.clear()
         st.rerun()
-    links(engine, session, key)
+    mine = st.session_state.get(ORGANISER_KEY) or address.get(MINE)
+    if mine and c2.button("Your sessions", key="review.home.mine", icon=":material/list:"):
+        st.query_params.from_dict({MINE: mine})
+        st.rerun()
+    links(engine, session, address)
+    session = controls(engine, session)
+    on = st.toggle("Update live", value=True, key="review.live",
+                   help=f"Every {LIVE_SECONDS} seconds, without reloading the page: the answers, the summary and the "
+                        "exports")
+    every = LIVE_SECONDS if on else None
     live, summary, export = st.tabs(["Answers as they come", "Summary", "Export and report"])
     with live:
-        c1, c2 = st.columns(2)
-        on = c1.toggle("Update live", value=True, key="review.live",
-                       help=f"Every {LIVE_SECONDS} seconds, without reloading the page")
-        show = c2.toggle("Show the reference and the model's answers", value=session.kind != "quiz",
-                         key="review.live.show", help="Off while the view is projected to the readers")
-        st.fragment(run_every=LIVE_SECONDS if on else None)(teacher_view)(engine, session, cases, show)
-    table = answers_table(cases, store.session_answers(engine, session))
-    figures = cached_summary(table, tuple(session.classes), len(cases)) if not table.empty else None
-    with summary, error_boundary("The summary"):
-        summary_view(session, cases, table, figures)
-    with export, error_boundary("The export"):
-        export_view(session, cases, table, figures)
+        st.fragment(run_every=every)(teacher_view)(engine, session.id)
+    with summary:
+        st.fragment(run_every=every)(summary_view)(engine, session.id)
+    with export:
+        st.fragment(run_every=every)(export_view)(engine, session.id)
+
+
+def fresh(engine, session_id: int) -> tuple[SessionView, list[CaseView], pd.DataFrame]:
+    """The session, its cases and every answer, as the database has them now."""
+    session = store.session_by_id(engine, session_id)
+    cases = store.session_cases(engine, session_id)
+    return session, cases, answers_table(cases, store.session_answers(engine, session))
 
 
 @st.cache_data(show_spinner="Computing the summary…", max_entries=32)
@@ -261,14 +342,18 @@ def cached_summary(table: pd.DataFrame, classes: tuple[str, ...], cases: int) ->
     return session_summary(table, list(classes), cases=cases)
 
 
-def links(engine, session: SessionView, key: str) -> None:
+def links(engine, session: SessionView, address: dict[str, str]) -> None:
     created = st.session_state.get(CREATED_KEY, {}).get(session.id)
     if session.joinable:  # shown, not folded away: it is what a class is given, on the projector or by message
-        st.markdown("**Join link** (anyone with it joins under a name of their own):")
-        st.code(page_link(**{JOIN: session.code}), language=None)
+        with st.expander(f"Join code **{session.display_code}**, link and QR code", expanded=bool(created)):
+            join_panel(session, width=240)
     with st.expander("Your organiser's link, the readers' links, and who may join", expanded=bool(created)):
-        st.markdown("**This page** (bookmark it: it is the only way back to the session's answers; keep it private):")
-        st.code(page_link(**{ORGANISER: key}), language=None)
+        st.markdown("**This page** (bookmark it; keep it private: it opens every reader's answers):")
+        st.code(page_link(**address), language=None)
+        mine = st.session_state.get(ORGANISER_KEY)
+        if mine:
+            st.markdown("**Your sessions** (every session you make in this browser; keep it to come back to them):")
+            st.code(page_link(**{MINE: mine}), language=None)
         joinable = st.toggle("Readers may join by the session's link", value=session.joinable,
                              key=f"review.joinable.{session.id}",
                              help="Close it once the class has joined: nobody can then come in under a second name")
@@ -299,27 +384,80 @@ def links(engine, session: SessionView, key: str) -> None:
                 st.code(page_link(**{READER: new_key}), language=None)
 
 
-def teacher_view(engine, session: SessionView, cases: list[CaseView], show_answers: bool) -> None:
-    """Every reader's answer per case, as committed (refreshed live). Columns are keyed by reader id and labelled
-    with the name, so that a reader called "reference" cannot take the place of the reference column."""
+def controls(engine, session: SessionView) -> SessionView:
+    """Hiding the answers until the end, ending the session, and the presenter's page (the one to project)."""
+    c1, c2, c3 = st.columns(3, vertical_alignment="center")
+    hide = c1.toggle("Hide the answers until the end", value=session.hide_answers, key=f"review.hide.{session.id}",
+                     help="The live view, the summary and the exports then show who has answered, not what, until "
+                          "you end the session")
+    if hide != session.hide_answers:
+        session = store.set_hide_answers(engine, session, hide)
+        st.rerun()
+    if session.ended_at is None:
+        if c2.button("End the session", key="review.end", icon=":material/flag:",
+                     help="No more answers; every case is revealed to its readers and every answer shown here"):
+            store.end_session(engine, session)
+            st.rerun()
+    else:
+        c2.caption(f"Ended at {session.ended_at:%H:%M} UTC.")
+        if c2.button("Open it again", key="review.reopen"):
+            store.end_session(engine, session, ended=False)
+            st.rerun()
+    presenter_key = f"review.presenter.{session.id}"
+    if c3.button("Present to the class", key="review.present", icon=":material/co_present:",
+                 help="A page for the projector: who has answered, never what, until you reveal a case. A new "
+                      "presenter link ends the one before."):
+        st.session_state[presenter_key] = store.new_presenter_key(engine, session)
+    if presenter_key in st.session_state:
+        link = page_link(**{PRESENTER: st.session_state[presenter_key]})
+        st.link_button("Open the presenter's page (in a new tab, for the projector)", link, type="primary",
+                       icon=":material/open_in_new:")
+        st.code(link, language=None)
+    if session.paced:
+        at = session.current_position
+        st.caption("Teacher-paced: the class moves on when you say so, on the presenter's page. "
+                   + ("Not begun yet." if at is None else f"The class is on case {at + 1}."))
+    return session
+
+
+def joined(reader) -> str:
+    return reader.opened_at.strftime("%H:%M:%S") if reader.opened_at else "not yet"
+
+
+def teacher_view(engine, session_id: int) -> None:
+    """Every reader's answer per case, as committed; while the answers are hidden, only who has answered. Columns
+    are keyed by reader id and labelled with the name, so that a reader called "reference" cannot take the place
+    of the reference column."""
+    session, cases, _ = fresh(engine, session_id)
     readers = store.session_readers(engine, session.id)
-    answers = pd.DataFrame(store.session_answers(engine, session), columns=["reader_id", "case_id", "label"])
     if not readers:
         st.info("No reader has joined yet.")
         return
+    hidden = session.answers_hidden
+    if hidden:
+        done = store.answered_cases(engine, session)
+        answers = pd.DataFrame([(r, c, "answered") for r, ids in done.items() for c in ids],
+                               columns=["reader_id", "case_id", "label"])
+    else:
+        answers = pd.DataFrame(store.session_answers(engine, session), columns=["reader_id", "case_id", "label"])
     counts = answers.groupby("reader_id").size()
-    st.dataframe(pd.DataFrame({"reader": [r.name for r in readers],
-                               "joined": [r.joined_at.strftime("%H:%M:%S") if r.joined_at else "" for r in readers],
+    st.dataframe(pd.DataFrame({"reader": [r.name for r in readers], "joined": [joined(r) for r in readers],
                                "answered": [int(counts.get(r.id, 0)) for r in readers], "of": len(cases)}),
                  hide_index=True, width="content")
-    by_case = {c.id: c for c in cases}
-    # A plain list: pandas would turn a case without a reference into NaN beside cases with one, and NaN is not None.
-    right = [by_case[case_id].reference for case_id in answers["case_id"]]
-    answers["shown"] = [label(a) + ("" if r is None or not show_answers else (" ✓" if a == r else " ✗"))
-                        for a, r in zip(answers["label"], right)]
+    if hidden:
+        st.caption("The answers are hidden until the end (the switch above): ✓ marks who has answered a case, "
+                   "not what.")
+        answers["shown"] = "✓"
+    else:
+        by_case = {c.id: c for c in cases}
+        # A plain list: pandas would turn a case without a reference into NaN beside cases with one.
+        right = [by_case[case_id].reference for case_id in answers["case_id"]]
+        answers["shown"] = [label(a) + ("" if r is None else (" ✓" if a == r else " ✗"))
+                            for a, r in zip(answers["label"], right)]
     grid = answers.pivot(index="case_id", columns="reader_id", values="shown") if len(answers) else pd.DataFrame()
-    table = pd.DataFrame({"case": [c.position + 1 for c in cases], "image": [c.title for c in cases]})
-    if show_answers:
+    table = pd.DataFrame({"case": [c.position + 1 for c in cases]})
+    if not hidden:
+        table["title"] = [c.title for c in cases]
         table["reference"] = [label(c.reference) for c in cases]
         table["model"] = [c.model_said(label) for c in cases]
     config = {}
@@ -328,14 +466,18 @@ def teacher_view(engine, session: SessionView, cases: list[CaseView], show_answe
         table[column] = [grid.at[c.id, reader.id] if reader.id in grid.columns and c.id in grid.index
                          and isinstance(grid.at[c.id, reader.id], str) else "" for c in cases]
         config[column] = st.column_config.TextColumn(reader.name)
-    if not show_answers:
-        table = table.drop(columns=["image"])  # the file name can give the class away too
     st.dataframe(table, hide_index=True, width="stretch", height=min(600, 38 + 35 * len(table)),
                  column_config=config)
-    if session.kind == "quiz":
+    if session.kind == "quiz" and not hidden:
         st.markdown("**Leaderboard**")
-        st.dataframe(pd.DataFrame(store.scores(engine, session), columns=["reader", "right", "answered"]),
-                     hide_index=True, width="content")
+        leaderboard_table(engine, session)
+
+
+def leaderboard_table(engine, session: SessionView) -> None:
+    """The quiz's leaderboard as the reader pages and the session report show it (store.scores: one order)."""
+    board = pd.DataFrame(store.scores(engine, session), columns=["reader", "right", "answered"])
+    board.insert(0, "place", range(1, len(board) + 1))
+    st.dataframe(board, hide_index=True, width="content")
 
 
 def reader_table(readers: pd.DataFrame) -> pd.DataFrame:
@@ -353,10 +495,30 @@ def reader_table(readers: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def summary_view(session: SessionView, cases: list[CaseView], table: pd.DataFrame, summary: dict | None) -> None:
-    if summary is None:
-        st.info("No answers yet.")
-        return
+def hidden_notice(engine, session: SessionView, what: str) -> bool:
+    """While the answers are hidden: say so, with how far the readers have got, and return True."""
+    if not session.answers_hidden:
+        return False
+    done = store.answered_cases(engine, session)
+    st.info(f"{what} shows the answers once the session has ended (or when you turn off “Hide the answers until "
+            f"the end”). So far: {sum(map(len, done.values()))} answers from {len(done)} "
+            f"reader{'s' if len(done) != 1 else ''}.")
+    return True
+
+
+def summary_view(engine, session_id: int) -> None:
+    session, cases, table = fresh(engine, session_id)
+    with error_boundary("The summary"):
+        if hidden_notice(engine, session, "The summary"):
+            return
+        if table.empty:
+            st.info("No answers yet: the summary fills in as readers commit theirs (no reload needed).")
+            return
+        summary = cached_summary(table, tuple(session.classes), len(cases))
+        summary_parts(session, cases, table, summary)
+
+
+def summary_parts(session: SessionView, cases: list[CaseView], table: pd.DataFrame, summary: dict) -> None:
     st.markdown("**Readers** (accuracy against the reference with 95% Wilson intervals; Cohen's κ with 95% "
                 "bootstrap intervals over cases)")
     st.dataframe(reader_table(summary["readers"]), hide_index=True, width="stretch")
@@ -419,12 +581,29 @@ def file_stem(session: SessionView) -> str:
     return f"{session.created_at:%Y-%m-%d}-{name}"
 
 
-def export_view(session: SessionView, cases: list[CaseView], table: pd.DataFrame, summary: dict | None) -> None:
+def export_view(engine, session_id: int) -> None:
+    session, cases, table = fresh(engine, session_id)
+    with error_boundary("The export"):
+        if hidden_notice(engine, session, "The export"):
+            return
+        if table.empty:
+            st.info("No answers yet, so there is nothing to export: the files appear here as readers commit their "
+                    "answers.")
+            return
+        export_parts(engine, session, cases, table, cached_summary(table, tuple(session.classes), len(cases)))
+
+
+def export_parts(engine, session: SessionView, cases: list[CaseView], table: pd.DataFrame, summary: dict) -> None:
     stem = file_stem(session)
-    st.download_button("Every answer (CSV)", csv_bytes(table), file_name=f"{stem}-answers.csv", mime="text/csv",
+    st.caption(f"{len(table)} answer{'s' if len(table) != 1 else ''} from {table['reader'].nunique()} "
+               f"reader{'s' if table['reader'].nunique() != 1 else ''} so far; every file is made from the database "
+               "when you click it.")
+
+    def answers_now() -> bytes:  # at the click, not at the page's last refresh
+        return csv_bytes(answers_for_people(fresh(engine, session.id)[2]))
+
+    st.download_button("Every answer (CSV)", answers_now, file_name=f"{stem}-answers.csv", mime="text/csv",
                        key="review.export.answers", icon=":material/download:")
-    if summary is None:
-        return
     for name, title in (("readers", "Reader summary"), ("difficulty", "Case difficulty"),
                         ("disagreements", "Disagreements with the model")):
         st.download_button(f"{title} (CSV)", csv_bytes(summary[name]), file_name=f"{stem}-{name}.csv", mime="text/csv",
@@ -433,14 +612,21 @@ def export_view(session: SessionView, cases: list[CaseView], table: pd.DataFrame
                        file_name=f"{stem}-ratings.csv",
                        mime="text/csv", key="review.export.ratings", icon=":material/download:")
     if st.button("Prepare the session report (PDF)", key="review.export.prepare", icon=":material/picture_as_pdf:"):
-        st.session_state["review.export.pdf"] = (session.id, session_report_pdf(session, cases, table, summary))
+        board = store.scores(engine, session) if session.kind == "quiz" else None
+        st.session_state["review.export.pdf"] = (session.id, len(table), utc_now(),
+                                                 session_report_pdf(session, cases, table, summary, board))
     prepared = st.session_state.get("review.export.pdf")
     if prepared and prepared[0] == session.id:
-        st.download_button("Download the session report", prepared[1], file_name=f"{stem}-report.pdf",
+        _, answered, made, pdf = prepared
+        newer = len(table) - answered
+        st.caption(f"Prepared at {made:%H:%M:%S} UTC with {answered} answers"
+                   + (f"; {newer} more have come in since: prepare it again to include them." if newer else "."))
+        st.download_button("Download the session report", pdf, file_name=f"{stem}-report.pdf",
                            mime="application/pdf", key="review.export.pdf_download")
 
 
-def session_report_pdf(session: SessionView, cases: list[CaseView], table: pd.DataFrame, summary: dict) -> bytes:
+def session_report_pdf(session: SessionView, cases: list[CaseView], table: pd.DataFrame, summary: dict,
+                       leaderboard: list[tuple[str, int, int]] | None = None) -> bytes:
     from core.review.reports import session_report
 
     by_position = {c.position + 1: c for c in cases}
@@ -456,4 +642,5 @@ def session_report_pdf(session: SessionView, cases: list[CaseView], table: pd.Da
         except (ValueError, CheckpointError, RunError):
             continue  # a scan no longer there: the tables still say what happened
         gallery.append((case, pil(pictures.scan), pil(pictures.heatmap), lines))
-    return session_report(session=session, cases=cases, table=table, summary=summary, gallery=gallery)
+    return session_report(session=session, cases=cases, table=table, summary=summary, gallery=gallery,
+                          leaderboard=leaderboard)

@@ -27,13 +27,30 @@ def position_key(reader: ReaderView) -> str:
     return f"review.at.{reader.id}"
 
 
+FLASH_KEY = "review.flash"      # what was just saved, said once on the next run of the page
+SCROLL_KEY = "review.scroll"    # set when the reader moves to another case: the page goes back to its top
+LIVE_SECONDS = 3                # how often a reader waiting for the teacher looks for the next case or the reveal
+
+
+def say_saved(*what: str) -> None:
+    st.session_state.setdefault(FLASH_KEY, []).extend(what)
+
+
 def reader_page(engine, key: str) -> None:
     reader = store.reader_by_key(engine, key)
+    try:
+        reader = store.mark_opened(engine, reader)
+    except DatabaseUnavailable:  # reading needs no write: the organiser's "joined" column waits for a later visit
+        pass
     session = store.session_of(engine, reader)
     cases = store.session_cases(engine, session.id)
     answers = store.answers_of(engine, reader)
-    upcoming = store.next_position(cases, answers)
+    upcoming = store.next_position(cases, answers, session)
     quiz = session.kind == "quiz"
+    for said in st.session_state.pop(FLASH_KEY, []):
+        st.toast(said, icon=":material/check_circle:")
+    if st.session_state.pop(SCROLL_KEY, False):
+        to_top()
     st.title(md(session.name))
     st.caption(f"{'Teaching quiz' if quiz else 'Review session'} · reading as **{md(reader.name)}** · "
                f"{store.MODES[session.mode]}. Keep this page's address: it brings you back to where you stopped.")
@@ -48,42 +65,90 @@ def reader_page(engine, key: str) -> None:
     if at not in reachable:
         at = upcoming if upcoming is not None else None
     if at is None:
-        finished(engine, session, reader, cases, answers)
+        if store.waiting_for_teacher(session, cases, answers) or (session.paced and session.ended_at is None):
+            waiting(engine, session, reader)
+        else:
+            finished(engine, session, reader, cases, answers)
         return
     st.session_state[position_key(reader)] = at
-    if upcoming is None and st.button("Back to your summary", key="review.summary", icon=":material/summarize:"):
+    if upcoming is None and not session.paced and st.button("Back to your summary", key="review.summary",
+                                                          icon=":material/summarize:"):
         st.session_state.pop(position_key(reader))
         st.rerun()
-    navigation(reader, reachable, at, len(cases))
     case = cases[at]
+    navigation(engine, reader, case, answers.get(case.id), reachable, at, len(cases))
     with error_boundary(f"Case {at + 1}"):
         show_case(engine, session, reader, case, answers.get(case.id), last=at == len(cases) - 1)
 
 
+def to_top() -> None:
+    """Scroll the page back to its top (a new case's scan starts there), from a script in a frame of no height."""
+    import streamlit.components.v1 as components
+
+    components.html("<script>const doc = window.parent.document;"
+                    "for (const el of [doc.querySelector('[data-testid=\"stMain\"]'), doc.scrollingElement]) "
+                    "{ if (el) el.scrollTo({top: 0, behavior: 'instant'}); }</script>", height=0)
+
+
+def waiting(engine, session: SessionView, reader: ReaderView) -> None:
+    """A teacher-paced quiz between cases: the reader waits, and the page moves on by itself when the teacher opens
+    the next case, reveals one or ends the quiz."""
+    st.info("Your answers are in. The teacher opens the next case (and reveals the answers) from the front: this "
+            "page follows by itself.")
+    st.fragment(run_every=LIVE_SECONDS)(follow_teacher)(engine, session, reader)
+
+
+def follow_teacher(engine, seen: SessionView, reader: ReaderView, case: CaseView | None = None) -> None:
+    """Look for the teacher's next step; when there is one, run the whole page again to show it."""
+    now = store.session_by_id(engine, seen.id)
+    moved = (now.current_position, now.ended_at) != (seen.current_position, seen.ended_at)
+    revealed = case is not None and case.revealed_at is None and any(
+        c.id == case.id and c.revealed_at is not None for c in store.session_cases(engine, seen.id))
+    if moved or revealed:
+        if moved and now.current_position is not None:
+            st.session_state[position_key(reader)] = now.current_position
+            st.session_state[SCROLL_KEY] = True
+        st.rerun(scope="app")
+
+
 def score_line(session: SessionView, cases: list[CaseView], answers: dict[int, AnswerView]) -> None:
+    """Right answers of those whose reference the reader has been shown (in a paced quiz, the revealed cases)."""
     by_id = {c.id: c for c in cases}
-    marked = [a for a in answers.values() if by_id[a.case_id].reference is not None]
+    marked = [a for a in answers.values() if by_id[a.case_id].reference is not None
+              and store.may_reveal(session, a, by_id[a.case_id])]
     right = sum(a.label == by_id[a.case_id].reference for a in marked)
     st.metric("Your score", f"{right} of {len(marked)}")
 
 
 def leaderboard(engine, session: SessionView) -> None:
     table = pd.DataFrame(store.scores(engine, session), columns=["reader", "right", "answered"])
-    table.index = np.arange(1, len(table) + 1)
-    st.dataframe(table, width="stretch")
+    table.insert(0, "place", np.arange(1, len(table) + 1))
+    st.dataframe(table, hide_index=True, width="stretch")
 
 
-def navigation(reader: ReaderView, reachable: list[int], at: int, total: int) -> None:
+def move_to(engine, reader: ReaderView, case: CaseView, answer: AnswerView | None, position: int | None) -> None:
+    """Leave a case for another (``position``; None: the reader's summary), first saving what the reader chose after
+    the reveal and did not save (the heatmap rating, a change of mind): nothing chosen is lost by going on."""
+    if answer is not None:
+        keep_unsaved(engine, reader, case, answer)
+    if position is None:
+        st.session_state.pop(position_key(reader), None)
+    else:
+        st.session_state[position_key(reader)] = position
+    st.session_state[SCROLL_KEY] = True
+    st.rerun()
+
+
+def navigation(engine, reader: ReaderView, case: CaseView, answer: AnswerView | None, reachable: list[int], at: int,
+               total: int) -> None:
     """Back to any answered case, and on to the next unanswered one; never ahead of it."""
     back, where, ahead = st.columns([1, 3, 1], vertical_alignment="center")
     index = reachable.index(at)
-    if back.button("◀ Previous", disabled=index == 0, key="review.previous"):
-        st.session_state[position_key(reader)] = reachable[index - 1]
-        st.rerun()
+    if back.button("◀ Previous", disabled=index == 0, key="review.previous", shortcut="P"):
+        move_to(engine, reader, case, answer, reachable[index - 1])
     where.markdown(f"**Case {at + 1} of {total}**")
     if ahead.button("Next ▶", disabled=index == len(reachable) - 1, key="review.next"):
-        st.session_state[position_key(reader)] = reachable[index + 1]
-        st.rerun()
+        move_to(engine, reader, case, answer, reachable[index + 1])
 
 
 def chosen_slice(reader: ReaderView, case: CaseView) -> tuple[int | None, str]:
@@ -105,69 +170,113 @@ def chosen_slice(reader: ReaderView, case: CaseView) -> tuple[int | None, str]:
 
 def show_case(engine, session: SessionView, reader: ReaderView, case: CaseView, answer: AnswerView | None,
               last: bool = False) -> None:
-    revealed = store.may_reveal(session, answer)
-    try:
-        shown, where = chosen_slice(reader, case)
-        pictures = case_pictures(session, case, with_heatmap=revealed, slice_index=shown)
-    except ValueError as error:  # a scan moved or changed: say so, and let the reader go on
-        pictures = None
-        st.warning(f"The scan cannot be shown: {md(error)}. Tell the organiser; you can still record an answer "
-                   "(say in the note that you did not see the scan) and go on.")
-    if pictures is not None:
-        left, right = st.columns([1, 1])
-        named = md(without_slice(case.title) if where else case.title)  # a volume's title names its own slice
-        left.image(pictures.scan, caption=(named if revealed else f"Case {case.position + 1}") + where,
-                   width="stretch")
-        if revealed:
+    """The scan on the left and, beside it on a wide screen (below it on a narrow one), the answer form before the
+    commit and the model's heatmap after the reveal."""
+    revealed = store.may_reveal(session, answer, case)
+    left, right = st.columns([1, 1])
+    with left:
+        try:
+            shown, where = chosen_slice(reader, case)
+            pictures = case_pictures(session, case, with_heatmap=revealed, slice_index=shown)
+        except ValueError as error:  # a scan moved or changed: say so, and let the reader go on
+            pictures = None
+            st.warning(f"The scan cannot be shown: {md(error)}. Tell the organiser; you can still record an answer "
+                       "(say in the note that you did not see the scan) and go on.")
+        if pictures is not None:
+            named = md(without_slice(case.title) if where else case.title)  # a volume's title names its own slice
+            st.image(pictures.scan, caption=(named if revealed else f"Case {case.position + 1}") + where,
+                     width="stretch")
+    with right:
+        if answer is None:
+            answer_form(engine, session, reader, case)
+        elif revealed and pictures is not None:
             if pictures.heatmap:
-                right.image(pictures.heatmap, caption=md(pictures.note), width="stretch")
+                st.image(pictures.heatmap, caption=md(pictures.note), width="stretch")
             else:
-                right.info(md(pictures.note))
-    if answer is None:
-        answer_form(engine, session, reader, case)
-    else:
+                st.info(md(pictures.note))
+        elif not revealed:
+            your_answer(case, answer, verdict=False)
+            st.info("Your answer is in. The teacher reveals the answers to the class: this page shows them then, by "
+                    "itself.")
+            st.fragment(run_every=LIVE_SECONDS)(follow_teacher)(engine, session, reader, case)
+    if answer is not None and revealed:
         your_answer(case, answer)
-    if revealed:
         model_answer(session, case)
-    if answer is not None:
         after_reveal(engine, session, reader, case, answer)
         case_report_button(session, reader, case, answer)
-        if st.button("Your summary ▶" if last else "Next case ▶", key="review.next_below", type="primary"):
-            st.session_state[position_key(reader)] = case.position + 1
-            st.rerun()
+    if answer is not None and (revealed or not session.paced):
+        upcoming = case.position + 1 if not last else None
+        if st.button("Your summary ▶" if last else "Next case ▶", key="review.next_below", type="primary",
+                     shortcut="N", help="N"):
+            move_to(engine, reader, case, answer, upcoming)
+
+
+def choice_key(reader: ReaderView, case: CaseView, what: str) -> str:
+    return f"review.choice.{reader.id}.{case.id}.{what}"
 
 
 def answer_form(engine, session: SessionView, reader: ReaderView, case: CaseView) -> None:
-    with st.form(f"review.answer.{case.id}", border=True):
+    """The reading, by mouse or keyboard alone: 1-4 pick the class, then 1-5 the confidence (Backspace goes back to
+    the class), Enter commits. The time from the case being shown to the commit is kept as the reading time."""
+    import time
+
+    shown_key = choice_key(reader, case, "shown")
+    st.session_state.setdefault(shown_key, time.time())
+    chosen = st.session_state.get(choice_key(reader, case, "class"))
+    confidence = st.session_state.get(choice_key(reader, case, "confidence"))
+    with st.container(border=True):
         st.markdown("**Your reading**" + ("" if not session.blinded else " — the model's answer is shown once "
                                           "you commit yours"))
-        chosen = st.radio("Class", session.classes, index=None, format_func=label, horizontal=True)
-        confidence = st.radio("Confidence", list(CONFIDENCES), index=None, format_func=CONFIDENCES.get,
-                              horizontal=True)
-        note = st.text_area("Note (optional)", max_chars=store.NOTE_LENGTH, height=80)
-        if st.form_submit_button("Commit answer", type="primary"):
-            if chosen is None or confidence is None:
-                st.error("Choose a class and a confidence first.")
+        st.caption("Keyboard: " + ("**1–4** pick the class" if chosen is None else
+                                   "**1–5** pick the confidence, **Backspace** to change the class")
+                   + ", **Enter** commits.")
+        picks = st.columns(len(session.classes))
+        for k, name in enumerate(session.classes):
+            if picks[k].button(label(name), key=f"{choice_key(reader, case, 'class')}.{name}", width="stretch",
+                               type="primary" if chosen == name else "secondary",
+                               shortcut=str(k + 1) if chosen is None and k < 9 else None):
+                st.session_state[choice_key(reader, case, "class")] = name
+                st.rerun()
+        if chosen is not None and st.button("Change the class", key=choice_key(reader, case, "unpick"),
+                                            shortcut="Backspace", type="tertiary"):
+            st.session_state.pop(choice_key(reader, case, "class"), None)
+            st.session_state.pop(choice_key(reader, case, "confidence"), None)
+            st.rerun()
+        levels = st.columns(len(CONFIDENCES))
+        for k, (value, words) in enumerate(CONFIDENCES.items()):
+            if levels[k].button(words, key=f"{choice_key(reader, case, 'confidence')}.{value}", width="stretch",
+                                type="primary" if confidence == value else "secondary",
+                                shortcut=str(value) if chosen is not None else None):
+                st.session_state[choice_key(reader, case, "confidence")] = value
+                st.rerun()
+        note = st.text_area("Note (optional)", max_chars=store.NOTE_LENGTH, height=80,
+                            key=choice_key(reader, case, "note"))
+        missing = [what for what, value in (("a class", chosen), ("a confidence", confidence)) if value is None]
+        if st.button("Commit answer", type="primary", key=choice_key(reader, case, "commit"), shortcut="Enter"):
+            if missing:
+                st.error(f"Choose {' and '.join(missing)} first.")
                 return
             try:
                 with st.spinner("Saving your answer…"):
-                    store.commit_answer(engine, reader, case.id, chosen, int(confidence), note)
-            except DatabaseUnavailable as error:  # the form keeps what was chosen and typed, for another try
+                    store.commit_answer(engine, reader, case.id, chosen, int(confidence), note,
+                                        reading_seconds=time.time() - st.session_state[shown_key])
+            except DatabaseUnavailable as error:  # the choices stay on the page, for another try
                 st.error(f"Your answer was not saved: {sentence(error)} Your class, confidence and note are kept "
                          "here: commit again.")
                 return
             except ReviewError as error:
                 st.error(sentence(error))
                 return
+            say_saved(f"Answer saved: {label(chosen)}, {CONFIDENCES[int(confidence)]}")
             st.rerun()
 
 
-def your_answer(case: CaseView, answer: AnswerView) -> None:
-    verdict = ""
-    if case.reference is not None:
-        verdict = (" · :green[✓ right]" if answer.label == case.reference
-                   else f" · :red[✗ the reference is **{label(case.reference)}**]")
-    st.markdown(f"Your answer: **{label(answer.label)}** ({CONFIDENCES[answer.confidence]}){verdict}")
+def your_answer(case: CaseView, answer: AnswerView, verdict: bool = True) -> None:
+    said = ""
+    if verdict and case.reference is not None:
+        said = (" · :green[✓ right]" if answer.label == case.reference
+                else f" · :red[✗ the reference is **{label(case.reference)}**]")
+    st.markdown(f"Your answer: **{label(answer.label)}** ({CONFIDENCES[answer.confidence]}){said}")
     if answer.note:
         st.caption(f"Your note: {md(answer.note)}")
 
@@ -191,37 +300,81 @@ def model_answer(session: SessionView, case: CaseView) -> None:
                     config={"displayModeBar": False}, key=f"review.bars.{case.id}")
 
 
+def rating_key(reader: ReaderView, case: CaseView) -> str:
+    return f"review.rating.{reader.id}.{case.id}"
+
+
+def revision_keys(reader: ReaderView, case: CaseView) -> tuple[str, str]:
+    return f"review.revised.{reader.id}.{case.id}", f"review.revised_note.{reader.id}.{case.id}"
+
+
+def keep_unsaved(engine, reader: ReaderView, case: CaseView, answer: AnswerView) -> None:
+    """Save the heatmap rating and the change of mind the reader chose on this case and did not save, and say so."""
+    said = []
+    rated = st.session_state.get(rating_key(reader, case), answer.heatmap_rating)
+    if rated != answer.heatmap_rating and (rated is None or rated in RATINGS):
+        try:
+            store.rate_heatmap(engine, reader, case.id, rated)
+        except ReviewError as error:
+            st.error(f"Your rating was not saved: {sentence(error)}")
+            st.stop()
+        said.append("Heatmap rating saved" + (f": {RATINGS[rated]}" if rated else " (taken back)"))
+    label_key, note_key = revision_keys(reader, case)
+    revised = st.session_state.get(label_key, answer.revised_label)
+    why = st.session_state.get(note_key, answer.revised_note or "")
+    if revised is not None and (revised, why) != (answer.revised_label, answer.revised_note or ""):
+        try:
+            store.change_mind(engine, reader, case.id, revised, why)
+        except ReviewError as error:
+            st.error(f"Your change of mind was not saved: {sentence(error)}")
+            st.stop()
+        said.append(f"Change of mind recorded: {label(revised)}")
+    say_saved(*said)
+
+
 def after_reveal(engine, session: SessionView, reader: ReaderView, case: CaseView, answer: AnswerView) -> None:
-    """The heatmap rating and a change of mind; the committed answer itself stays as it is. The rating is saved with
-    its own button: a radio saved on click sat where "Commit answer" had been, and a second click on that button
-    rated the heatmap for the reader."""
+    """The heatmap rating and a change of mind; the committed answer itself stays as it is. Each is saved with its
+    button, and whatever is chosen and not saved is saved when the reader moves to another case (and said so)."""
     if case.reference != store.NO_TUMOUR:
-        with st.form(f"review.rate.{case.id}", border=False):
-            options = [None, *RATINGS]
-            rating = st.radio("Does the heatmap point at the right place?", options, horizontal=True,
-                              index=options.index(answer.heatmap_rating) if answer.heatmap_rating in options else 0,
-                              format_func=lambda r: "not rated" if r is None else RATINGS[r])
-            if st.form_submit_button("Save the rating") and rating != answer.heatmap_rating:
-                try:
-                    store.rate_heatmap(engine, reader, case.id, rating)
-                except ReviewError as error:
-                    st.error(f"Your rating was not saved: {sentence(error)}")
-                else:
-                    st.toast("Heatmap rating saved")
+        options = [None, *RATINGS]
+        key = rating_key(reader, case)
+        if key not in st.session_state:
+            st.session_state[key] = answer.heatmap_rating if answer.heatmap_rating in options else None
+        c1, c2 = st.columns([4, 1], vertical_alignment="bottom")
+        rating = c1.radio("Does the heatmap point at the right place?", options, horizontal=True, key=key,
+                          format_func=lambda r: "not rated" if r is None else RATINGS[r])
+        if c2.button("Save the rating", key=f"{key}.save", disabled=rating == answer.heatmap_rating):
+            keep_unsaved(engine, reader, case, answer)
+            st.rerun()
+        if rating == answer.heatmap_rating:
+            st.caption("Saved." if rating else "Not rated.")
+        else:
+            st.caption(":orange[Not saved yet: it is saved when you press “Save the rating” or go to another case.]")
+    label_key, note_key = revision_keys(reader, case)
     with st.expander("Changed your mind?" + (f" (recorded: {label(answer.revised_label)})"
-                                             if answer.revised_label else "")):
-        with st.form(f"review.revise.{case.id}", border=False):
-            st.caption("Your committed answer stays as it was given; a change of mind is recorded beside it.")
-            revised = st.radio("The class you would give now", session.classes, horizontal=True, format_func=label,
-                               index=session.classes.index(answer.revised_label) if answer.revised_label else None)
-            why = st.text_input("Why (optional)", value=answer.revised_note or "", max_chars=store.NOTE_LENGTH)
-            if st.form_submit_button("Record the change of mind") and revised is not None:
-                try:
-                    store.change_mind(engine, reader, case.id, revised, why)
-                except ReviewError as error:
-                    st.error(f"Your change of mind was not saved: {sentence(error)}")
-                else:
-                    st.rerun()
+                                             if answer.revised_label else ""),
+                     expanded=st.session_state.get(label_key, answer.revised_label) != answer.revised_label):
+        st.caption("Your committed answer stays as it was given; a change of mind is recorded beside it.")
+        if label_key not in st.session_state:
+            st.session_state[label_key] = answer.revised_label
+            st.session_state[note_key] = answer.revised_note or ""
+        st.radio("The class you would give now", session.classes, horizontal=True, format_func=label, key=label_key)
+        st.text_input("Why (optional)", max_chars=store.NOTE_LENGTH, key=note_key)
+        revised = st.session_state[label_key]
+        pending = revised is not None and (revised, st.session_state[note_key]) != (answer.revised_label,
+                                                                                     answer.revised_note or "")
+        if st.button("Record the change of mind", key=f"{label_key}.save", disabled=not pending):
+            keep_unsaved(engine, reader, case, answer)
+            st.rerun()
+        if pending:
+            st.caption(":orange[Not recorded yet: it is recorded when you press the button or go to another case.]")
+        if answer.revised_label and st.button("Withdraw the change of mind", key=f"{label_key}.withdraw",
+                                              type="tertiary"):
+            store.change_mind(engine, reader, case.id, None)
+            st.session_state.pop(label_key, None)
+            st.session_state.pop(note_key, None)
+            say_saved("Change of mind withdrawn")
+            st.rerun()
 
 
 def case_report_button(session: SessionView, reader: ReaderView, case: CaseView, answer: AnswerView) -> None:

@@ -27,6 +27,10 @@ from dashboard.heatmaps import in_proportion, png_bytes, with_scale_bar
 
 CASE_SIDE = 768  # the scan and heatmap are shown, cached and put into reports at most this large
 READER, ORGANISER, JOIN = "reader", "organiser", "session"  # the query parameters of the review page
+PRESENTER = "present"          # the projected page of a session (its own key, never the organiser's)
+MINE, OPEN = "mine", "open"    # an organiser's list of their sessions (their key), and one of them opened from it
+MANAGE = "manage"              # a session opened from the server-wide list, where the server allows it
+QR_MODULE_PIXELS = 12          # a QR module this many pixels wide: read from the back of a room when projected
 
 
 READER_URL_ENV = "BRAIN_MRI_READER_URL"  # where readers are served, when not here (a BRAIN_MRI_PAGES=review server)
@@ -46,6 +50,36 @@ def page_link(**params: str) -> str:
     except Exception:  # noqa: BLE001 - no request context (a test harness): the local address will do
         pass
     return f"{base}?{urlencode(params)}"
+
+
+SESSIONS_PAGE = "sessions"  # in $BRAIN_MRI_PAGES: this server lists every session of its database, to open
+
+
+def server_list_allowed() -> bool:
+    """Whether this server shows every session of its database to whoever opens the review page (an organisers'
+    server started with "sessions" among BRAIN_MRI_PAGES); never by default, where readers use the same server."""
+    import os
+
+    return SESSIONS_PAGE in {p.strip() for p in os.environ.get("BRAIN_MRI_PAGES", "").split(",")}
+
+
+def join_qr_png(link: str) -> bytes:
+    """The QR code of a join link as a PNG (segno; error correction M, a quiet zone of four modules)."""
+    import segno
+
+    buffer = io.BytesIO()
+    segno.make(link, error="m").save(buffer, kind="png", scale=QR_MODULE_PIXELS, border=4)
+    return buffer.getvalue()
+
+
+def join_panel(session: SessionView, width: int = 320) -> None:
+    """The session's join code, link and QR code, as a class is shown them (on the projector or a handout)."""
+    link = page_link(**{JOIN: session.code})
+    left, right = st.columns([2, 1], vertical_alignment="center")
+    left.markdown(f"Join at the link below, or scan the code, or type the code **{session.display_code}** on the "
+                  "review page:")
+    left.code(link, language=None)
+    right.image(join_qr_png(link), width=width, caption="The join link as a QR code")
 
 
 def label(name: str | None) -> str:

@@ -9,6 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from conftest import ROOT, needs_shared
+from core.review.store import RATINGS
 from test_dashboard import scan_png
 
 APP = str(ROOT / "dashboard" / "app.py")
@@ -38,7 +39,8 @@ def problems(at) -> list[str]:
 
 
 def texts(at) -> str:
-    parts = [m.value for m in at.markdown] + [c.value for c in at.caption] + [s.value for s in at.success]
+    parts = ([m.value for m in at.markdown] + [c.value for c in at.caption] + [s.value for s in at.success]
+             + [i.value for i in at.info])
     return html.unescape(" ".join(parts))
 
 
@@ -72,6 +74,15 @@ def create_session(at, name: str, readers: str, **choices) -> tuple[str, list[st
             [link.split("reader=")[1] for link in links if "reader=" in link])
 
 
+def pick(at, chosen: str, confidence: int) -> None:
+    """Choose a class and a confidence with the answer form's buttons (each also has its key: 1-4, then 1-5)."""
+    from core.data import CLASS_LABELS
+    from core.review.store import CONFIDENCES
+
+    button(at, CLASS_LABELS[chosen]).click().run()
+    button(at, CONFIDENCES[confidence]).click().run()
+
+
 def read_every_case(at, answers: list[tuple[str, int]], rating: str = "right", note: str = "note") -> None:
     """Answer the cases in order: blinded until committed, then revealed; rate the heatmap and go on."""
     for number, (chosen, confidence) in enumerate(answers, start=1):
@@ -80,18 +91,24 @@ def read_every_case(at, answers: list[tuple[str, int]], rating: str = "right", n
         assert len(at.image) == 1 and at.image[0].captions == [f"Case {number}"]  # the scan alone, unnamed
         assert button(at, "Next ▶").disabled  # never ahead of the first unanswered case
         assert not any(b.label.startswith("Prepare the case report") for b in at.button)
-        at.radio[0].set_value(chosen)
-        at.radio[1].set_value(confidence)
+        pick(at, chosen, confidence)
         at.text_area[0].set_value(f"{note} {number}")
         button(at, "Commit answer").click().run()
         assert not problems(at), problems(at)
         assert revealed(texts(at)) and len(at.image) == 2  # revealed: the heatmap beside the scan
         rate = [r for r in at.radio if r.label.startswith("Does the heatmap")]  # not asked of a no-tumour case
         if rate:
-            rate[0].set_value(rating)
-            button(at, "Save the rating").click().run()
+            rate[0].set_value(rating).run()
+            if number % 2:  # saved with its button; on the other cases, with the move to the next one
+                button(at, "Save the rating").click().run()
+                assert "Saved." in texts(at)
+            else:
+                assert "Not saved yet" in texts(at)
         if number < len(answers):
-            button(at, "Next ▶").click().run()
+            button(at, "Next case ▶").click().run()
+            assert not problems(at), problems(at)
+            if rate and not number % 2:
+                assert [t.value for t in at.toast] == [f"Heatmap rating saved: {RATINGS[rating]}"]
 
 
 def test_a_blinded_session_of_uploaded_scans_from_start_to_summary(review_data):
@@ -120,7 +137,7 @@ def test_a_blinded_session_of_uploaded_scans_from_start_to_summary(review_data):
     view = review_page(organiser=organiser)
     assert not problems(view)
     grid = next(t.value for t in view.dataframe if "reader-1" in t.value.columns)  # the teacher's view
-    assert list(grid.columns) == ["case", "image", "reference", "model", "reader-1", "reader-2"]  # labelled by name
+    assert list(grid.columns) == ["case", "title", "reference", "model", "reader-1", "reader-2"]  # labelled by name
     assert list(grid["reader-1"]) == ["Glioma", "Meningioma", "Pituitary tumour"]
     assert list(grid["reader-2"]) == ["Glioma"] * 3
     readers = next(t.value for t in view.dataframe if "κ with model" in t.value.columns)
@@ -152,9 +169,17 @@ def test_a_quiz_of_a_run_sample_scores_readers_against_the_reference(review_data
     done = review_page(reader=keys[0])
     assert any(m.label == "Your accuracy" and m.value.startswith("0.75") for m in done.metric)
     assert "Cases you missed (1)" in [s.value for s in done.subheader]
+    # A quiz hides its answers on the organiser's page until the end: who has answered, not what.
     view = review_page(organiser=organiser)
-    board = next(t.value for t in view.dataframe if list(t.value.columns) == ["reader", "right", "answered"])
-    assert board.values.tolist() == [["Student A", 3, 4]]
+    grid = next(t.value for t in view.dataframe if "reader-1" in t.value.columns)
+    assert list(grid.columns) == ["case", "reader-1"] and list(grid["reader-1"]) == ["✓"] * 4
+    assert "The summary shows the answers once the session has ended" in texts(view)
+    assert "The export shows the answers once the session has ended" in texts(view)
+    assert not [b for b in view.get("download_button")]
+    session_id = store.session_for_organiser(engine, organiser).id
+    view.toggle(key=f"review.hide.{session_id}").set_value(False).run()
+    board = next(t.value for t in view.dataframe if list(t.value.columns) == ["place", "reader", "right", "answered"])
+    assert board.values.tolist() == [[1, "Student A", 3, 4]]
 
 
 def test_a_reader_joins_by_the_link_with_a_name_shown_as_typed():
@@ -256,8 +281,7 @@ def test_a_dicom_series_and_a_nifti_volume_are_read_by_scrolling_their_slices(re
     slider.set_value(3).run()
     assert caption(ann.image[0]) == "Case 1 · slice 3 of 3"
     assert not revealed(texts(ann)) and len(ann.image) == 1 and "IM0000" not in texts(ann)  # still blinded
-    ann.radio[0].set_value("glioma")
-    ann.radio[1].set_value(4)
+    pick(ann, "glioma", 4)
     button(ann, "Commit answer").click().run()
     assert not problems(ann), problems(ann)
     assert revealed(texts(ann)) and len(ann.image) == 2

@@ -177,7 +177,7 @@ def test_a_quiz_report_has_its_leaderboard():
     table = answers_table(cases, answers)
     quiz = dataclasses.replace(make_session(), kind="quiz")
     _, text = pdf_text(session_report(session=quiz, cases=cases, table=table, summary=session_summary(table, TWO),
-                                      gallery=[], created=WHEN))
+                                      gallery=[], created=WHEN, leaderboard=[("Ann", 3, 4), ("Bob", 2, 4)]))
     # Ann is right on 3 of 4, Bob on 2 of 4.
     assert "Leaderboard" in text and re.search(r"1\s+Ann\s+3\s+4", text) and re.search(r"2\s+Bob\s+2\s+4", text)
     _, review_text = pdf_text(session_report(session=make_session(), cases=cases, table=table,

@@ -193,6 +193,35 @@ def test_the_leaderboard_counts_right_answers(database_url):
     assert store.scores(engine, session) == [("Ann", 4, 4), ("Bob", 1, 4), ("Cat", 0, 0)]
 
 
+def test_the_leaderboard_breaks_ties_one_way_on_the_pages_and_in_the_report(database_url):
+    """Ties on right answers: fewer answers given first, then the name (as the pages and the PDF list them)."""
+    import re
+
+    from pypdf import PdfReader
+
+    from core.review.agreement import answers_table, session_summary
+    from core.review.reports import session_report
+
+    engine = open_database(database_url)
+    session, _, keys, cases = new_session(engine, kind="quiz", readers=["cat", "Bob", "Ann", "Dan"])
+    readers = {name: store.reader_by_key(engine, keys[name]) for name in keys}
+    plan = {"Ann": 3, "Bob": 2, "cat": 2, "Dan": 2}  # right answers; Ann also answers one case wrong
+    for name, right in plan.items():
+        for case in cases[:right]:
+            store.commit_answer(engine, readers[name], case.id, case.reference, 3)
+    wrong = next(c for c in CLASSES if c != cases[5].reference)
+    store.commit_answer(engine, readers["Ann"], cases[5].id, wrong, 3)
+    store.commit_answer(engine, readers["Dan"], cases[5].id, wrong, 3)
+    board = store.scores(engine, session)
+    assert board == [("Ann", 3, 4), ("Bob", 2, 2), ("cat", 2, 2), ("Dan", 2, 3)]
+    table = answers_table(cases, store.session_answers(engine, session))
+    blob = session_report(session=session, cases=cases, table=table, summary=session_summary(table, CLASSES),
+                          gallery=[], leaderboard=board)
+    text = " ".join(page.extract_text() for page in PdfReader(__import__("io").BytesIO(blob)).pages)
+    places = [re.search(rf"(\d)\s+{name}\s+{right}\s+{answered}", text) for name, right, answered in board]
+    assert all(places) and [int(m.group(1)) for m in places] == [1, 2, 3, 4]
+
+
 def test_a_database_at_the_third_schema_learns_when_its_readers_first_came(database_url):
     """Version 4 adds presenting, organisers and reading times. A reader of an older session counts as having
     opened their link when they first answered; one who never answered has not (the time they were named is not

@@ -37,14 +37,47 @@ def answers_table(cases: Sequence[CaseView], answers: Sequence[dict]) -> pd.Data
                      "answer": a["label"],
                      "confidence": a["confidence"], "note": a["note"], "heatmap": a["heatmap_rating"],
                      "changed_to": a["revised_label"], "changed_note": a["revised_note"],
-                     "answered_at": a["answered_at"]})
+                     "answered_at": a["answered_at"], "reading_seconds": a.get("reading_seconds")})
     table = pd.DataFrame(rows, columns=["reader", "case", "image", "reference", "model", "model_answered", "answer",
-                                        "confidence", "note", "heatmap", "changed_to", "changed_note", "answered_at"])
+                                        "confidence", "note", "heatmap", "changed_to", "changed_note", "answered_at",
+                                        "reading_seconds"])
+    table["reading_seconds"] = table["reading_seconds"].astype(float)
     known = table["reference"].notna()
     table["reader_right"] = (table["answer"] == table["reference"]).where(known)
     table["model_right"] = (table["model"] == table["reference"]).where(known & table["model"].notna())
     table["agrees_with_model"] = (table["answer"] == table["model"]).where(table["model"].notna())
     return table
+
+
+# The answers' columns as the CSV export names them: the words the pages use.
+PEOPLE_COLUMNS = {"reader": "reader", "case": "case", "image": "title", "reference": "reference",
+                  "model": "model's answer", "model_answered": "model answered", "answer": "answer",
+                  "confidence": "confidence", "note": "note", "heatmap": "heatmap rating",
+                  "changed_to": "changed mind to", "changed_note": "why changed", "answered_at": "answered at (UTC)",
+                  "reading_seconds": "reading time (s)", "reader_right": "answer right",
+                  "model_right": "model right", "agrees_with_model": "agrees with the model"}
+
+
+def answers_for_people(table: pd.DataFrame) -> pd.DataFrame:
+    """The answers table in the words of the pages and the report: class names ("No tumour"), confidence and
+    heatmap ratings as the reader chose them ("4 - sure", "somewhere else"), yes/no, times in UTC, reading times
+    to a tenth of a second."""
+    from core.data import CLASS_LABELS
+    from core.review.store import CONFIDENCES
+
+    out = table[list(PEOPLE_COLUMNS)].copy().astype(object)
+    for column in ("reference", "model", "answer", "changed_to"):
+        out[column] = [CLASS_LABELS.get(v, v) if isinstance(v, str) else "" for v in table[column]]
+    out["confidence"] = [CONFIDENCES.get(int(v), v) for v in table["confidence"]]
+    out["heatmap"] = [RATINGS.get(v, v) if isinstance(v, str) else "" for v in table["heatmap"]]
+    for column in ("model_answered", "reader_right", "model_right", "agrees_with_model"):
+        out[column] = ["" if v is None or pd.isna(v) else ("yes" if v else "no") for v in table[column]]
+    out["answered_at"] = [v.strftime("%Y-%m-%d %H:%M:%S") if v is not None and not pd.isna(v) else ""
+                          for v in table["answered_at"]]
+    out["reading_seconds"] = ["" if pd.isna(v) else f"{v:.1f}" for v in table["reading_seconds"]]
+    for column in ("note", "changed_note"):
+        out[column] = ["" if v is None or pd.isna(v) else v for v in table[column]]
+    return out.rename(columns=PEOPLE_COLUMNS)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -159,7 +192,7 @@ def reader_summary(table: pd.DataFrame, classes: Sequence[str], confidence: floa
                    seed: int = 0) -> pd.DataFrame:
     """Per reader: cases answered, accuracy against the reference and the model's on the same cases (Wilson
     intervals), Cohen's kappa with the reference and with the model (bootstrap intervals), mean confidence, changes
-    of mind."""
+    of mind, and the median reading time of the answers that have one (NaN for none)."""
     rows = []
     for reader, mine in table.groupby("reader", sort=False):
         known = mine[mine["reference"].notna()]
@@ -178,7 +211,8 @@ def reader_summary(table: pd.DataFrame, classes: Sequence[str], confidence: floa
                      "kappa_reference": kappa_ref, "kappa_reference_low": ref_low, "kappa_reference_high": ref_high,
                      "kappa_model": kappa_model, "kappa_model_low": mod_low, "kappa_model_high": mod_high,
                      "mean_confidence": float(mine["confidence"].mean()),
-                     "changed_mind": int(mine["changed_to"].notna().sum())})
+                     "changed_mind": int(mine["changed_to"].notna().sum()),
+                     "median_reading_seconds": float(mine["reading_seconds"].median())})
     return pd.DataFrame(rows)
 
 
@@ -233,14 +267,17 @@ def confusion(table: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
 
 def case_difficulty(table: pd.DataFrame) -> pd.DataFrame:
     """Per case with a reference: how many readers answered, how many were wrong and their share, the model's
-    answer; hardest first."""
+    answer, the median reading time; hardest first."""
     known = table[table["reference"].notna()]
     if known.empty:
-        return pd.DataFrame(columns=["case", "image", "reference", "model", "readers", "wrong", "share_wrong"])
+        return pd.DataFrame(columns=["case", "image", "reference", "model", "readers", "wrong", "share_wrong",
+                                     "median_reading_seconds"])
     grouped = known.groupby(["case", "image", "reference"], dropna=False)
     out = grouped.agg(model=("model", "first"), readers=("reader", "nunique"),
-                      wrong=("reader_right", lambda s: int((~s.astype(bool)).sum()))).reset_index()
+                      wrong=("reader_right", lambda s: int((~s.astype(bool)).sum())),
+                      median_reading_seconds=("reading_seconds", "median")).reset_index()
     out["share_wrong"] = out["wrong"] / out["readers"]
+    out = out[["case", "image", "reference", "model", "readers", "wrong", "share_wrong", "median_reading_seconds"]]
     return out.sort_values(["share_wrong", "case"], ascending=[False, True], kind="stable").reset_index(drop=True)
 
 

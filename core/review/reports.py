@@ -419,17 +419,14 @@ def _confusion_section(session: SessionView, table: pd.DataFrame) -> list[Flowab
     return story
 
 
-def _leaderboard_section(session: SessionView, table: pd.DataFrame) -> list[Flowable]:
-    """A quiz's scores: right answers against the reference, best first (ties by name)."""
-    if session.kind != "quiz":
+def _leaderboard_section(session: SessionView, leaderboard: Sequence[tuple[str, int, int]] | None
+                         ) -> list[Flowable]:
+    """A quiz's scores as the pages show them (core.review.store.scores: the same rows in the same order)."""
+    if session.kind != "quiz" or leaderboard is None:
         return []
-    known = table[table["reference"].notna()]
-    scores = known.groupby("reader")["reader_right"].agg(lambda s: int(s.astype(bool).sum())).rename("right")
-    board = pd.concat([scores, known.groupby("reader").size().rename("answered")], axis=1).reset_index()
-    board = board.sort_values(["right", "reader"], ascending=[False, True])
-    rows = [(str(k + 1), r.reader, str(r.right), str(r.answered)) for k, r in enumerate(board.itertuples())]
-    return [Paragraph("Leaderboard", HEADING),
-            _grid([("Place", "Reader", "Right", "Answered"), *rows], widths=[40, 200, 60, 60])]
+    rows = [(str(k + 1), name, str(right), str(answered)) for k, (name, right, answered) in enumerate(leaderboard)]
+    return [KeepTogether([Paragraph("Leaderboard", HEADING),
+                          _grid([("Place", "Reader", "Right", "Answered"), *rows], widths=[40, 200, 60, 60])])]
 
 
 def _hardest_section(summary: dict) -> list[Flowable]:
@@ -479,7 +476,8 @@ def _gallery_section(gallery: Sequence[tuple[CaseView, Image.Image, Image.Image 
 
 def session_report(*, session: SessionView, cases: Sequence[CaseView], table: pd.DataFrame, summary: dict,
                    gallery: Sequence[tuple[CaseView, Image.Image, Image.Image | None, list[str]]],
-                   created: dt.datetime | None = None) -> bytes:
+                   created: dt.datetime | None = None, leaderboard: Sequence[tuple[str, int, int]] | None = None
+                   ) -> bytes:
     """A multi-page A4 PDF of a session for its organiser: what the session was and which model answered; each
     reader's accuracy and kappas with their intervals beside the model's; Fleiss' kappa across readers; a chart of
     the accuracies; each reader's confusion matrix; the hardest cases; the heatmap ratings; and a gallery of the
@@ -491,6 +489,6 @@ def session_report(*, session: SessionView, cases: Sequence[CaseView], table: pd
         story.append(Paragraph("Answers", HEADING))
         story.append(_paragraph("No reader has committed an answer yet, so there is nothing to summarise."))
     else:
-        story += [*_readers_section(summary), *_leaderboard_section(session, table), *_chart_section(summary),
+        story += [*_readers_section(summary), *_leaderboard_section(session, leaderboard), *_chart_section(summary),
                   *_confusion_section(session, table), *_hardest_section(summary), *_ratings_section(summary)]
     return _pdf(story + _gallery_section(gallery), "Session report")

@@ -711,13 +711,19 @@ def session_answers(engine: Engine, session: SessionView) -> list[dict]:
 
 
 def scores(engine: Engine, session: SessionView) -> list[tuple[str, int, int]]:
-    """The quiz leaderboard: each reader's name, right answers and answers given, best first. Only counts: no
-    reader sees another's answers through it."""
+    """The quiz leaderboard: each reader's name, right answers and answers given, best first; on a tie, fewer answers
+    given first, then by name (the one order of the pages and the session report). Only counts: no reader sees
+    another's answers through it. In a teacher-paced quiz that has not ended, only the cases revealed to the class
+    count, so that the board tells nobody whether an answer not yet revealed was right."""
     with _unit(engine) as db:
         right = func.sum((Answer.label == Case.reference).cast(Integer))
+        counted = Answer.reader_id == Reader.id
+        if session.paced and session.ended_at is None:
+            counted = counted & Answer.case_id.in_(select(Case.id).where(Case.session_id == session.id,
+                                                                        Case.revealed_at.is_not(None)))
         rows = db.execute(select(Reader.name, func.coalesce(right, 0), func.count(Answer.id))
-                          .select_from(Reader).outerjoin(Answer, Answer.reader_id == Reader.id)
+                          .select_from(Reader).outerjoin(Answer, counted)
                           .outerjoin(Case, Answer.case_id == Case.id)
                           .where(Reader.session_id == session.id).group_by(Reader.id, Reader.name))
         table = [(name, int(r), int(n)) for name, r, n in rows]
-    return sorted(table, key=lambda t: (-t[1], t[2], t[0]))
+    return sorted(table, key=lambda t: (-t[1], t[2], t[0].casefold(), t[0]))
