@@ -64,7 +64,7 @@ def paced(engine, session: SessionView, cases: list[CaseView], readers, done: di
         if st.button("Begin: show case 1 to the class", type="primary", key="present.begin",
                      icon=":material/play_arrow:", shortcut="Right"):
             store.move_class(engine, session, 0)
-            st.rerun(scope="fragment")
+            st.rerun()
         return
     case = cases[at]
     st.subheader(f"Case {at + 1} of {len(cases)}")
@@ -81,16 +81,16 @@ def paced(engine, session: SessionView, cases: list[CaseView], readers, done: di
     if not revealed and c1.button("Reveal the answers", type="primary", key="present.reveal",
                                   icon=":material/visibility:", shortcut="Space"):
         store.reveal_case(engine, session, case.id)
-        st.rerun(scope="fragment")
+        st.rerun()
     if at + 1 < len(cases):
         if c2.button("Next case ▶", key="present.next", shortcut="Right",
                      type="primary" if revealed else "secondary"):
             store.move_class(engine, session, at + 1)
-            st.rerun(scope="fragment")
+            st.rerun()
     if c3.button("End the quiz", key="present.end", icon=":material/flag:",
                  type="primary" if at + 1 == len(cases) and revealed else "secondary"):
         store.end_session(engine, session)
-        st.rerun(scope="fragment")
+        st.rerun()
     board(engine, session, cases)
 
 
@@ -125,10 +125,10 @@ def self_paced(engine, session: SessionView, cases: list[CaseView], readers, don
                 if st.button("Reveal this case", type="primary", key="present.reveal_one",
                              icon=":material/visibility:"):
                     store.reveal_case(engine, session, case.id)
-                    st.rerun(scope="fragment")
+                    st.rerun()
     if session.ended_at is None and st.button("End the quiz", key="present.end_self", icon=":material/flag:"):
         store.end_session(engine, session)
-        st.rerun(scope="fragment")
+        st.rerun()
     board(engine, session, cases)
 
 

@@ -63,7 +63,9 @@ def reader_page(engine, key: str) -> None:
     reachable = [c.position for c in cases if c.id in answers] + ([upcoming] if upcoming is not None else [])
     at = st.session_state.get(position_key(reader))
     if at not in reachable:
-        at = upcoming if upcoming is not None else None
+        at = upcoming
+        if at is None and session.paced and session.ended_at is None and session.current_position in reachable:
+            at = session.current_position  # the class's case, answered: its reveal comes (or came) there
     if at is None:
         if store.waiting_for_teacher(session, cases, answers) or (session.paced and session.ended_at is None):
             waiting(engine, session, reader)
@@ -198,16 +200,19 @@ def show_case(engine, session: SessionView, reader: ReaderView, case: CaseView, 
             your_answer(case, answer, verdict=False)
             st.info("Your answer is in. The teacher reveals the answers to the class: this page shows them then, by "
                     "itself.")
-            st.fragment(run_every=LIVE_SECONDS)(follow_teacher)(engine, session, reader, case)
     if answer is not None and revealed:
         your_answer(case, answer)
         model_answer(session, case)
         after_reveal(engine, session, reader, case, answer)
         case_report_button(session, reader, case, answer)
-    if answer is not None and (revealed or not session.paced):
+    paced = session.paced and session.ended_at is None
+    if paced:  # the page follows the teacher: the reveal, the next case, the end
+        st.fragment(run_every=LIVE_SECONDS)(follow_teacher)(engine, session, reader, case)
+    # In a paced quiz, on only to a case the teacher has opened.
+    if answer is not None and (not paced or (revealed and case.position < (session.current_position or 0))):
         upcoming = case.position + 1 if not last else None
         if st.button("Your summary ▶" if last else "Next case ▶", key="review.next_below", type="primary",
-                     shortcut="N", help="N"):
+                     shortcut="N"):
             move_to(engine, reader, case, answer, upcoming)
 
 

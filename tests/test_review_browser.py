@@ -146,7 +146,7 @@ def click(driver, text: str) -> None:
     ignores stale references and tries again)."""
     def clicked(d):
         for button in d.find_elements(By.TAG_NAME, "button"):
-            if button.text.strip() == text:
+            if button.text.strip().split("\n")[0] == text:  # a keyboard shortcut shows below the label
                 button.click()
                 return True
         return False
@@ -160,10 +160,32 @@ def click(driver, text: str) -> None:
 def answer(driver, number: int, total: int, label: str, confidence: str) -> None:
     settled(driver, f"Case {number} of {total}")
     assert "The model " not in page_text(driver)  # blinded until committed
-    choose(driver, "Class", label)
-    choose(driver, "Confidence", confidence)
+    click(driver, label)
+    click(driver, confidence)
     click(driver, "Commit answer")
     settled(driver, "The model ")
+
+
+def press(driver, key: str, then: str) -> None:
+    """Press one key on the page (nothing focused but the page itself), and wait until the page says ``then``."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    wait(driver, PAGE_TIMEOUT).until(script_is_idle)
+    ActionChains(driver).send_keys(key).perform()
+    settled(driver, then)
+
+
+def answer_by_keys(driver, number: int, total: int, label: str, confidence: int) -> None:
+    """A case read with the keyboard alone: the class's number, the confidence's, Enter; N for the next case."""
+    from selenium.webdriver.common.keys import Keys
+
+    settled(driver, f"Case {number} of {total}")
+    assert "The model " not in page_text(driver)
+    press(driver, str(CLASSES.index(next(c for c, name in LABELS.items() if name == label)) + 1),
+          "1–5 pick the confidence")
+    press(driver, str(confidence), "Commit answer")
+    press(driver, Keys.ENTER, "The model ")
+    assert f"Your answer: {label}" in page_text(driver)
 
 
 def go_on(driver) -> None:
@@ -193,7 +215,7 @@ def test_two_readers_a_killed_server_and_every_committed_answer_kept(tmp_path):
         ada.get(f"{server.url}/review?reader={keys['Dr Ada']}")
         ben.get(f"{server.url}/review?reader={keys['Dr Ben']}")
         answer(ada, 1, 4, "Glioma", "4 - sure")
-        answer(ben, 1, 4, "Meningioma", "2 - unsure")
+        answer_by_keys(ben, 1, 4, "Meningioma", 2)  # Dr Ben reads with the keyboard alone
         choose(ada, "Does the heatmap point at the right place?", "on the tumour")
         click(ada, "Save the rating")
         wait(ada, 30).until(lambda d: script_is_idle(d) and "Heatmap rating saved" in d.page_source)
@@ -201,7 +223,7 @@ def test_two_readers_a_killed_server_and_every_committed_answer_kept(tmp_path):
         go_on(ada)
         answer(ada, 2, 4, "Meningioma", "3 - fairly sure")
         go_on(ada)
-        choose(ada, "Class", "Pituitary tumour")  # chosen, not committed, when the server dies
+        click(ada, "Pituitary tumour")  # chosen, not committed, when the server dies
 
         server.kill()
         server.start()
@@ -218,7 +240,10 @@ def test_two_readers_a_killed_server_and_every_committed_answer_kept(tmp_path):
         ada.get(f"{server.url}/review?reader={keys['Dr Ada']}")
         ben.get(f"{server.url}/review?reader={keys['Dr Ben']}")
         answer(ada, 3, 4, "Pituitary tumour", "5 - certain")
-        answer(ben, 2, 4, "Meningioma", "4 - sure")
+        answer_by_keys(ben, 2, 4, "Meningioma", 4)
+        press(ben, "n", "Case 3 of 4")
+        answer_by_keys(ben, 3, 4, "Pituitary tumour", 5)
+        picture(ben, "review-keyboard.png")
         assert not exception_texts(ada) and not exception_texts(ben)
 
         viewer = ada
@@ -229,7 +254,7 @@ def test_two_readers_a_killed_server_and_every_committed_answer_kept(tmp_path):
         picture(viewer, "review-organiser.png")
         assert not exception_texts(viewer)
         assert len(store.answers_of(engine, store.reader_by_key(engine, keys["Dr Ada"]))) == 3
-        assert len(store.answers_of(engine, store.reader_by_key(engine, keys["Dr Ben"]))) == 2
+        assert len(store.answers_of(engine, store.reader_by_key(engine, keys["Dr Ben"]))) == 3
     finally:
         for driver, name in ((ada, "ada"), (ben, "ben")):
             try:

@@ -321,3 +321,58 @@ def test_an_answer_to_a_case_without_a_reference_is_not_marked_right_or_wrong(re
     view = review_page(organiser=organiser)
     grid = next(t.value for t in view.dataframe if "reader-1" in t.value.columns)
     assert list(grid["reader-1"]) == ["Glioma ✓", "No tumour", "Glioma ✗"]
+
+
+def test_a_teacher_paced_quiz_on_the_presenter_page_shows_who_answered_until_the_reveal(review_data):
+    """The projected page has a key of its own (never the organiser's), shows that a student answered and not what,
+    and at the teacher's reveal the class's spread beside the reference; the student's page waits for the teacher."""
+    from core.review import open_database, store
+    from dashboard.common import database_url
+
+    at = review_page()
+    at.radio(key="review.new.kind").set_value("quiz").run()
+    at.radio(key="review.new.source").set_value("uploads").run()
+    files = [(f"scan{k}.png", scan_png(label, seed=k), "image/png") for k, label in enumerate([0, 3])]
+    at.file_uploader(key="review.new.uploads").set_value(files).run()
+    at.radio(key="review.new.paced").set_value(True).run()
+    organiser, keys = create_session(at, "Paced quiz", "Ann\nBob")
+    engine = open_database(database_url())
+    session = store.session_for_organiser(engine, organiser)
+    assert session.paced and session.answers_hidden
+    assert any(session.display_code in c.value for c in at.markdown)  # the join code, and its QR code beside it
+    assert any(i.captions == ["The join link as a QR code"] for i in at.image)
+    button(at, "Present to the class").click().run()
+    link = next(c.value for c in at.code if "present=" in c.value)
+    presenter = link.split("present=")[1]
+    assert organiser not in link and presenter != organiser
+
+    ann = review_page(reader=keys[0])
+    assert "The teacher opens the next case" in texts(ann) and not ann.image  # not begun: nothing to read
+    front = review_page(present=presenter)
+    assert not problems(front) and not front.sidebar.button  # no model panel on the projector
+    button(front, "Begin: show case 1 to the class").click().run()
+    assert "Case 1 of 2" in [s.value for s in front.subheader]
+
+    ann = review_page(reader=keys[0])
+    assert "Case 1 of 2" in texts(ann)
+    pick(ann, "glioma", 4)
+    button(ann, "Commit answer").click().run()
+    assert not problems(ann) and not revealed(texts(ann)) and "Your answer is in" in texts(ann)
+    assert not any(b.label == "Next case ▶" for b in ann.button)  # the class moves on together
+
+    front.run()
+    shown = texts(front) + " ".join(m.value for m in front.metric)
+    assert "✓ Ann" in shown and "Still reading: Bob" in shown and "Glioma" not in shown  # who, never what
+    assert not front.get("plotly_chart")
+    button(front, "Reveal the answers").click().run()
+    assert "The class's answers** (1)" in texts(front) and front.get("plotly_chart")  # the spread, and the model
+    assert "The model: **" in texts(front)
+    ann = review_page(reader=keys[0])
+    assert revealed(texts(ann))
+    bob = review_page(reader=keys[1])
+    assert "The teacher opens the next case" in texts(bob)  # case 1 was revealed before Bob answered: closed
+    button(front, "Next case ▶").click().run()
+    bob = review_page(reader=keys[1])
+    assert "Case 2 of 2" in texts(bob)
+    times = [a["reading_seconds"] for a in store.session_answers(engine, session)]
+    assert len(times) == 1 and times[0] is not None and 0 <= times[0] < 600
