@@ -70,6 +70,7 @@ class TrainConfig:
     num_workers: int | None = None         # None: chosen from the CPU count
     save_dtype: str = "float32"            # float32 or float16 for the shipped checkpoint
     time_limit_minutes: float | None = None  # stop before an epoch that would end past this
+    checkpoint_minutes: float = 10.0       # within an epoch, the state to resume from is saved this often (0: never)
     resume: bool = False
     progress: bool = True
 
@@ -101,6 +102,8 @@ def check_config(cfg: TrainConfig) -> None:
         problems.append("--warmup-epochs and --weight-decay must not be negative")
     if cfg.time_limit_minutes is not None and cfg.time_limit_minutes <= 0:
         problems.append("--time-limit-minutes must be positive")
+    if not cfg.checkpoint_minutes >= 0:
+        problems.append("--checkpoint-minutes must be 0 (never) or positive")
     problems += augmentation_problems(cfg)
     if cfg.mask_data is not None and cfg.mask_split is None:
         problems.append("--mask-data needs --mask-split, the localisation split whose held-out slices must not be "

@@ -56,10 +56,16 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, phase: str, steps: int, 
 
 
 def train_one_epoch(model, loader, optimizer, scheduler, scaler, criterion, device, precision, ctx,
-                    bar=None, frozen_backbone=False, guidance: tuple[float, float] | None = None) -> dict:
+                    bar=None, frozen_backbone=False, guidance: tuple[float, float] | None = None,
+                    done: tuple[int, list[float]] | None = None, checkpoint=None,
+                    checkpoint_seconds: float = 0.0) -> dict:
     """One pass over the training images. ``guidance`` (weight, margin in px at 224): the loader gives tumour
     outlines too, and the share of the true class's Grad-CAM evidence outside them is added to the loss
-    (:mod:`core.guidance`)."""
+    (:mod:`core.guidance`). ``done``: (steps, running sums) of the part of the epoch done before a resume (the
+    loader then holds only the rest); ``checkpoint(steps, sums)`` is called every ``checkpoint_seconds`` with the
+    steps taken in the epoch so far and the running sums (loss, right, seen, outside share, guided images)."""
+    import time
+
     from core.guidance import class_activation_maps, outside_share
 
     model.train()
@@ -68,7 +74,8 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, criterion, devi
         freeze_backbone_batchnorm(bare)
     captured = {}
     hook = bare.layer4.register_forward_hook(lambda _m, _i, out: captured.update(acts=out)) if guidance else None
-    loss_sum = correct = seen = mask_sum = guided = 0.0
+    steps, (loss_sum, correct, seen, mask_sum, guided) = done if done is not None else (0, [0.0] * 5)
+    last_saved = time.monotonic()
     try:
         for batch in loader:
             images, labels = batch[0], batch[1]
@@ -104,6 +111,10 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, criterion, devi
             if bar is not None:
                 bar.update(size * ctx.world)
                 bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
+            steps += 1
+            if checkpoint is not None and time.monotonic() - last_saved >= checkpoint_seconds:
+                checkpoint(steps, [loss_sum, correct, seen, mask_sum, guided])
+                last_saved = time.monotonic()
     finally:
         if hook is not None:
             hook.remove()

@@ -208,9 +208,10 @@ def explain_batch(classifier, batch: torch.Tensor, method: str = DEFAULT_METHOD,
     ``targets``: None explains each image's predicted class; a class name or index explains that class
     for every image; a sequence gives one per image (None entries mean the prediction).
 
-    ``scale`` (:data:`SCALES`): "own" stretches each heatmap from its minimum to its maximum, which paints a
+    ``scale`` (:data:`ALL_SCALES`): "own" stretches each heatmap from its minimum to its maximum, which paints a
     class at 0.1% as red as the prediction; "prediction" divides it by the maximum of the predicted class's map
-    of the same method and scan, so the colours compare across classes (and, method by method, across methods).
+    of the same method and scan, so the colours compare across classes (and, method by method, across methods);
+    "together" divides every map by the largest value of them all (with :func:`explain`, across all its batches).
 
     ``progress``: called with the number of masked images after each batch of Score-CAM's extra passes (it may
     raise to stop the work); its ``plan(passes)``, when it has one, is told first how many there will be.
@@ -218,8 +219,8 @@ def explain_batch(classifier, batch: torch.Tensor, method: str = DEFAULT_METHOD,
     from core.runtime import autocast
 
     check_choice(method, layer)
-    if scale not in SCALES:
-        raise ExplainError(f"unknown heatmap scale {scale!r}; choose one of {', '.join(SCALES)}")
+    if scale not in ALL_SCALES and scale != RAW:
+        raise ExplainError(f"unknown heatmap scale {scale!r}; choose one of {', '.join(ALL_SCALES)}")
     spec = CAM_METHODS[method]
     with torch.inference_mode(False):
         batch = batch.clone().to(classifier.device).contiguous(memory_format=torch.channels_last)
@@ -239,10 +240,33 @@ def explain_batch(classifier, batch: torch.Tensor, method: str = DEFAULT_METHOD,
             reference = _raw_cams(classifier, spec, batch, activations, logits, acts, predicted, progress) \
                 if second else cam
     size = batch.shape[-1]
-    return Explanation(probabilities, chosen, _scaled(cam, reference, size), method, layer, familiarity)
+    if scale in ("together", RAW):
+        heatmaps = _resized(cam, size)
+        if scale == "together":
+            heatmaps = _over_peak(heatmaps)
+    else:
+        heatmaps = _scaled(cam, reference, size)
+    return Explanation(probabilities, chosen, heatmaps, method, layer, familiarity)
 
 
 SCALES = {"own": "each map to its own maximum", "prediction": "relative to the predicted class's evidence"}
+# Beside the choices a page offers: every map of one call on one scale (a volume's slices, where a slice without
+# evidence must stay cold rather than be stretched to its own faint peak).
+ALL_SCALES = {**SCALES, "together": "every map of the call to the largest value among them"}
+RAW = "raw"  # within explain(): the resized maps before any scaling, to be scaled together after the last batch
+
+
+def _resized(cam: np.ndarray, size: int) -> np.ndarray:
+    """The maps on the ``size`` grid (bilinear, as pytorch-grad-cam resizes them), unscaled and never negative."""
+    import cv2
+
+    return np.stack([np.maximum(cv2.resize(one.astype(np.float32), (size, size)), 0.0) for one in cam])
+
+
+def _over_peak(heatmaps: np.ndarray) -> np.ndarray:
+    """Maps divided by the largest value of them all: one colour scale, on which a map without evidence stays 0."""
+    peak = float(heatmaps.max()) if heatmaps.size else 0.0
+    return (heatmaps / peak if peak > 0 else np.zeros_like(heatmaps)).astype(np.float32)
 
 
 def _raw_cams(classifier, spec: CamMethod, batch, activations, logits, acts: np.ndarray, classes: np.ndarray,
@@ -290,12 +314,17 @@ def explain(classifier, images: Sequence[Image.Image], method: str = DEFAULT_MET
         raise ExplainError("no images to explain")
     if targets is not None and not isinstance(targets, (str, int, np.integer)):
         targets = list(targets)
+    if scale not in ALL_SCALES:
+        raise ExplainError(f"unknown heatmap scale {scale!r}; choose one of {', '.join(ALL_SCALES)}")
     parts = []
     for start in range(0, len(images), batch_size):
         part_targets = targets[start:start + batch_size] if isinstance(targets, list) else targets
         parts.append(explain_batch(classifier, classifier.preprocess(images[start:start + batch_size]), method,
-                                   layer, part_targets, scale))
-    return Explanation.joined(parts)
+                                   layer, part_targets, RAW if scale == "together" else scale))
+    joined = Explanation.joined(parts)
+    if scale == "together":  # scaled once every batch is in: one scale across all of them
+        joined.heatmaps = _over_peak(joined.heatmaps)
+    return joined
 
 
 def warm_up(classifier) -> None:

@@ -61,7 +61,8 @@ STATE_FILENAME = "last_state.pt"
 MAX_STATE_BYTES = 2 << 30  # weights and AdamW's two moments: about 300 MB for a ResNet-50
 HISTORY_FILENAME = "history.json"
 # Settings that may change when a run is resumed: where things are and how fast they go, not what is trained.
-RESUME_EXEMPT = {"data", "out", "resume", "progress", "num_workers", "time_limit_minutes", "device", "precision"}
+RESUME_EXEMPT = {"data", "out", "resume", "progress", "num_workers", "time_limit_minutes", "checkpoint_minutes",
+                 "device", "precision"}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -240,12 +241,14 @@ def loader_settings(run: Run) -> dict:
     return {"batch_size": run.cfg.batch_size, "num_workers": workers, "pin_memory": run.device.type == "cuda"}
 
 
-def epoch_loader(run: Run, epoch: int, augment) -> DataLoader:
-    """This process's share of the training images for ``epoch``, in a seeded order every process agrees on."""
+def epoch_loader(run: Run, epoch: int, augment, skip_steps: int = 0) -> DataLoader:
+    """This process's share of the training images for ``epoch``, in a seeded order every process agrees on; with
+    ``skip_steps``, without the batches of the steps already taken (a run resumed within the epoch)."""
     cfg, ctx = run.cfg, run.ctx
     generator = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
     indices = torch.randperm(len(run.data.train_idx), generator=generator)[:run.per_rank * ctx.world]
     mine = run.data.train_idx[indices[ctx.rank::ctx.world][:run.steps_per_epoch * cfg.batch_size].numpy()].tolist()
+    mine = mine[skip_steps * cfg.batch_size:]
     masks = run.data.guidance.masks if run.data.guidance is not None else None
     return DataLoader(Subset(ImageFolderDataset(run.data.samples, cfg.image_size, augment, masks), mine),
                       shuffle=False, drop_last=True, generator=generator, **loader_settings(run))
@@ -274,12 +277,19 @@ def save_epoch(run: Run, record: dict, improved: bool, optimizer, scheduler) -> 
         run.best_tensors = stored_tensors(run.model, run.save_dtype)
         save_checkpoint(run.checkpoint_path, run.best_tensors, build_metadata(run), fingerprint_tensors(run.data),
                         run.save_dtype)
+    save_state(run, record["phase"], record["epoch"] - 1, optimizer, scheduler)
+    _atomic_json(run.history, run.out / HISTORY_FILENAME)
+
+
+def save_state(run: Run, phase: str, completed: int, optimizer, scheduler, partial: dict | None = None) -> None:
+    """The state to resume from: after epoch ``completed`` (0-based), or within the next one (``partial``: its
+    steps taken, running sums and seconds so far)."""
     _atomic_torch_save({"model": run.model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "phase": record["phase"], "epoch": record["epoch"] - 1,
+                        "scheduler": scheduler.state_dict(), "phase": phase, "epoch": completed,
                         "history": run.history, "best": run.best, "stale": run.stale, "classes": list(CLASSES),
                         "data_fingerprint": run.data_fingerprint, "config": run.cfg.to_dict(),
-                        "base_weights": run.base_weights, "processes": run.ctx.world}, run.state_path)
-    _atomic_json(run.history, run.out / HISTORY_FILENAME)
+                        "base_weights": run.base_weights, "processes": run.ctx.world, "partial": partial},
+                       run.state_path)
 
 
 def fit(run: Run) -> str:
@@ -294,9 +304,11 @@ def fit(run: Run) -> str:
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     scaler = torch.amp.GradScaler(run.device.type) if run.precision == "fp16" else None
     start = int(run.resume["epoch"]) + 1 if run.resume else 0
+    partial = (run.resume or {}).get("partial")  # read before start_phase consumes the resumed state
     if run.stale >= cfg.patience:
         return "early stop"  # the resumed run had already stopped early
     phase = None
+    within = cfg.checkpoint_minutes > 0 and ctx.world == 1  # several processes: epochs' ends only
     for epoch in range(start, cfg.epochs):
         wanted = "head" if epoch < cfg.head_epochs else "full"
         if stop_for_time(run, wanted):
@@ -306,21 +318,39 @@ def fit(run: Run) -> str:
         if wanted != phase:
             phase = wanted
             net, optimizer, scheduler = start_phase(run, phase)
-        loader = epoch_loader(run, epoch, augment)
-        torch.manual_seed(cfg.seed * 1000 + epoch * 10 + ctx.rank)  # augmentation draws in the main process
+        done = None
+        if partial is not None and partial["epoch"] == epoch:  # resumed within this epoch: on from where it was
+            done = (int(partial["steps"]), [float(v) for v in partial["sums"]])
+            log.info("epoch %d resumes after step %d of %d", epoch + 1, done[0], run.steps_per_epoch)
+        skipped = done[0] if done else 0
+        earlier = float(partial["train_seconds"]) if done else 0.0
+        loader = epoch_loader(run, epoch, augment, skipped)
+        # Augmentation draws in the main process; a resumed epoch's rest draws afresh (not bit-identical to a run
+        # that was never stopped, which nothing here relies on).
+        torch.manual_seed(cfg.seed * 1000 + epoch * 10 + ctx.rank + 100_003 * skipped)
         began = time.time()
+
+        def save_within(steps: int, sums: list[float], epoch=epoch, phase=phase, optimizer=optimizer,
+                        scheduler=scheduler, began=began, earlier=earlier) -> None:
+            save_state(run, phase, epoch - 1, optimizer, scheduler,
+                       {"epoch": epoch, "steps": steps, "sums": sums,
+                        "train_seconds": earlier + time.time() - began})
+
         with tqdm(total=len(loader.dataset) * ctx.world, desc=f"epoch {epoch + 1}/{cfg.epochs} [{phase}]",
                   unit="img", disable=not (cfg.progress and ctx.main), dynamic_ncols=True) as bar:
             record = train_one_epoch(net, loader, optimizer, scheduler, scaler, criterion, run.device, run.precision,
                                      ctx, bar, frozen_backbone=phase == "head",
-                                     guidance=(cfg.mask_weight, cfg.mask_margin_px) if cfg.mask_data else None)
-        train_seconds = time.time() - began
+                                     guidance=(cfg.mask_weight, cfg.mask_margin_px) if cfg.mask_data else None,
+                                     done=done, checkpoint=save_within if within else None,
+                                     checkpoint_seconds=60 * cfg.checkpoint_minutes)
+        this_run = time.time() - began
+        train_seconds = earlier + this_run
         if len(run.data.val_idx):
             record.update(validate(run.model, val_loader, run.device, run.precision, ctx))
-        seconds = time.time() - began
+        seconds = earlier + time.time() - began
         record.update({"epoch": epoch + 1, "phase": phase, "seconds": round(seconds, 1),
                        "train_seconds": round(train_seconds, 1),
-                       "train_images_per_second": round(len(loader.dataset) * ctx.world / train_seconds, 2),
+                       "train_images_per_second": round(len(loader.dataset) * ctx.world / this_run, 2),
                        "lr_head": optimizer.param_groups[0]["lr"],
                        "lr_backbone": max((g["lr"] for g in optimizer.param_groups if not g["name"].startswith("fc")),
                                           default=0.0)})

@@ -11,7 +11,7 @@ import streamlit as st
 
 from core.checkpoint import CheckpointError
 from core.review import ReviewError
-from core.review import store
+from core.review import store, words
 from core.review.agreement import answers_for_people, answers_table, confusion, session_summary
 from core.review.schema import utc_now
 from core.review.cases import (ORDERS, SELECTIONS, cases_from_run, cases_from_uploads, keep_uploads, run_model,
@@ -24,7 +24,7 @@ from dashboard.charts import confusion_matrix_figure
 from dashboard.common import (ROOT, current_model_path, data_dir, error_boundary, file_digest, found_runs,
                               get_classifier, checkpoint_file, load_run, run_images_root, run_title)
 from dashboard.sessions import (JOIN, MANAGE, MINE, OPEN, ORGANISER, PRESENTER, READER, case_pictures, join_panel,
-                                label, page_link, pil, scan_beside_heatmap, server_list_allowed, with_interval)
+                                label, page_link, pil, scan_beside_heatmap, server_list_allowed)
 
 CREATED_KEY = "review.created"   # the keys of sessions made in this browser session, shown to their organiser once
 ORGANISER_KEY = "review.organiser_key"  # this browser's organiser key (the list of their sessions), once made
@@ -187,8 +187,9 @@ def upload_editor(cases: list, classes: list[str]) -> tuple[pd.DataFrame, bool]:
                "unless you type one: a file's name can identify the patient (a PACS export is named by the scan's "
                "UID). Give the true class of each scan you know it for (optional): readers are then scored "
                "against it.")
+    empty = pd.Series([pd.NA] * len(cases), dtype="string")  # shown as empty cells (a column of None shows "None")
     table = pd.DataFrame({"file": [c.upload.name if c.upload else c.title for c in cases],
-                          "title": [None] * len(cases), "reference": [None] * len(cases)})
+                          "title": empty, "reference": empty.copy()})
     edited = st.data_editor(table, hide_index=True, width="stretch", disabled=["file"], key="review.new.references",
                             column_config={
                                 "file": st.column_config.TextColumn("file (shown here only)"),
@@ -481,17 +482,19 @@ def leaderboard_table(engine, session: SessionView) -> None:
 
 
 def reader_table(readers: pd.DataFrame) -> pd.DataFrame:
-    """The per-reader summary as people read it: each figure with its 95% interval."""
+    """The per-reader summary as people read it (core.review.words, as in the PDF): each figure with its 95%
+    interval."""
     rows = []
     for r in readers.to_dict("records"):
         rows.append({"reader": r["reader"], "answered": r["answered"],
-                     "accuracy": with_interval(r["accuracy"], r["accuracy_low"], r["accuracy_high"]),
-                     "model, same cases": with_interval(r["model_accuracy"], r["model_accuracy_low"],
-                                                        r["model_accuracy_high"]),
-                     "κ with reference": with_interval(r["kappa_reference"], r["kappa_reference_low"],
-                                                       r["kappa_reference_high"]),
-                     "κ with model": with_interval(r["kappa_model"], r["kappa_model_low"], r["kappa_model_high"]),
-                     "mean confidence": f"{r['mean_confidence']:.1f}", "changed mind": r["changed_mind"]})
+                     "accuracy": words.share(r["accuracy"], r["accuracy_low"], r["accuracy_high"]),
+                     "model, same cases": words.share(r["model_accuracy"], r["model_accuracy_low"],
+                                                      r["model_accuracy_high"]),
+                     "κ with reference": words.kappa(r["kappa_reference"], r["kappa_reference_low"],
+                                                     r["kappa_reference_high"]),
+                     "κ with model": words.kappa(r["kappa_model"], r["kappa_model_low"], r["kappa_model_high"]),
+                     "mean confidence": f"{r['mean_confidence']:.1f}", "changed mind": r["changed_mind"],
+                     "median reading time": words.seconds(r["median_reading_seconds"])})
     return pd.DataFrame(rows)
 
 
@@ -529,9 +532,9 @@ def summary_parts(session: SessionView, cases: list[CaseView], table: pd.DataFra
     pooled = summary["pooled"]
     if pooled and pooled["readers"] > 1:
         st.markdown(f"**All {pooled['readers']} readers together**: right on "
-                    f"{with_interval(pooled['accuracy'], pooled['low'], pooled['high'])} of their {pooled['answers']} "
+                    f"{words.share(pooled['accuracy'], pooled['low'], pooled['high'])} of their {pooled['answers']} "
                     f"answers to {pooled['cases']} cases (bootstrap over cases); the model on the same cases: "
-                    f"{with_interval(pooled['model_accuracy'], pooled['model_low'], pooled['model_high'])}.")
+                    f"{words.share(pooled['model_accuracy'], pooled['model_low'], pooled['model_high'])}.")
     if summary["single_class_reference"]:
         st.caption("Every case with a reference is of one class, so κ against the reference says nothing of skill "
                    "here (it is 0 or undefined whatever the answers); read the accuracy instead.")
@@ -540,7 +543,7 @@ def summary_parts(session: SessionView, cases: list[CaseView], table: pd.DataFra
         left_out = (f"; left out, not having answered every case: {md(', '.join(fleiss['left_out']))}"
                     if fleiss["left_out"] else "")
         st.markdown(f"**Agreement across {fleiss['readers']} readers** (Fleiss' κ, on the {fleiss['cases']} cases "
-                    f"all of them answered{left_out}): {with_interval(fleiss['kappa'], fleiss['low'], fleiss['high'])}")
+                    f"all of them answered{left_out}): {words.kappa(fleiss['kappa'], fleiss['low'], fleiss['high'])}")
     names = list(summary["readers"]["reader"])
     who = st.selectbox("Confusion matrix of", names, key="review.summary.reader")
     st.plotly_chart(confusion_matrix_figure(confusion(table[table["reader"] == who], session.classes)
@@ -642,5 +645,8 @@ def session_report_pdf(session: SessionView, cases: list[CaseView], table: pd.Da
         except (ValueError, CheckpointError, RunError):
             continue  # a scan no longer there: the tables still say what happened
         gallery.append((case, pil(pictures.scan), pil(pictures.heatmap), lines))
+    from core.explain import CAM_METHODS, DEFAULT_LAYER, DEFAULT_METHOD
+
     return session_report(session=session, cases=cases, table=table, summary=summary, gallery=gallery,
-                          leaderboard=leaderboard)
+                          leaderboard=leaderboard,
+                          heatmap_method=f"{CAM_METHODS[DEFAULT_METHOD].label} at {DEFAULT_LAYER}")

@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from core.review import ReviewError
-from core.review import store
+from core.review import store, words
 from core.review.agreement import answers_table, confusion, reader_summary
 from core.review.cases import CONTEXT_SLICES, without_slice
 from core.review.schema import DatabaseUnavailable
@@ -17,7 +17,7 @@ from core.review.store import CONFIDENCES, RATINGS, AnswerView, CaseView, Reader
 from dashboard.captions import md, sentence
 from dashboard.charts import confusion_matrix_figure, probability_bars
 from dashboard.common import error_boundary
-from dashboard.sessions import case_pictures, case_stack, label, pil, scan_beside_heatmap, with_interval
+from dashboard.sessions import case_pictures, case_stack, label, pil, scan_beside_heatmap
 
 
 MISSED_SHOWN = 12  # missed cases shown with their heatmaps at the end of a quiz
@@ -248,8 +248,8 @@ def answer_form(engine, session: SessionView, reader: ReaderView, case: CaseView
             st.session_state.pop(choice_key(reader, case, "confidence"), None)
             st.rerun()
         levels = st.columns(len(CONFIDENCES))
-        for k, (value, words) in enumerate(CONFIDENCES.items()):
-            if levels[k].button(words, key=f"{choice_key(reader, case, 'confidence')}.{value}", width="stretch",
+        for k, (value, said) in enumerate(CONFIDENCES.items()):
+            if levels[k].button(said, key=f"{choice_key(reader, case, 'confidence')}.{value}", width="stretch",
                                 type="primary" if confidence == value else "secondary",
                                 shortcut=str(value) if chosen is not None else None):
                 st.session_state[choice_key(reader, case, "confidence")] = value
@@ -401,28 +401,40 @@ def case_report_button(session: SessionView, reader: ReaderView, case: CaseView,
 
 def finished(engine, session: SessionView, reader: ReaderView, cases: list[CaseView],
              answers: dict[int, AnswerView]) -> None:
-    """Every case answered: the reader's own figures (only their own answers), and for a quiz the missed cases."""
-    st.success("You have answered every case. Pick one below to look at it again.")
+    """Nothing left to answer (every case answered, or the session ended or its other cases revealed to the
+    class): the reader's own figures (only their own answers), and for a quiz the missed cases."""
+    unanswered = len(cases) - len(answers)
+    if not answers:
+        st.info("This session takes no more answers (it has ended, or its cases were revealed to the class), and you "
+                "did not answer any of its cases.")
+        return
+    if unanswered:
+        st.success(f"This session takes no more answers: you answered {len(answers)} of its {len(cases)} cases "
+                   f"(the other {unanswered} were revealed to the class, or the session ended, before you did). "
+                   "Pick one below to look at it again.")
+    else:
+        st.success("You have answered every case. Pick one below to look at it again.")
     own = [{"reader": reader.name, "case_id": a.case_id, "label": a.label, "confidence": a.confidence,
             "note": a.note, "heatmap_rating": a.heatmap_rating, "revised_label": a.revised_label,
             "revised_note": a.revised_note, "answered_at": a.answered_at} for a in answers.values()]
     table = answers_table(cases, own)
     summary = reader_summary(table, session.classes).iloc[0]
     columns = st.columns(2 if session.kind == "quiz" else 3)
-    columns[0].metric("Your accuracy", with_interval(summary["accuracy"], summary["accuracy_low"],
-                                                     summary["accuracy_high"]),
+    columns[0].metric("Your accuracy", words.share(summary["accuracy"], summary["accuracy_low"],
+                                                   summary["accuracy_high"]),
                       help="Share of your answers that match the reference, with its 95% Wilson interval")
-    columns[1].metric("The model's, same cases", with_interval(summary["model_accuracy"], summary["model_accuracy_low"],
-                                                               summary["model_accuracy_high"]))
+    columns[1].metric("The model's, same cases", words.share(summary["model_accuracy"], summary["model_accuracy_low"],
+                                                             summary["model_accuracy_high"]))
     if session.kind != "quiz":  # agreement statistics are for reviewers; students get their score and the model's
         columns[2].metric("Agreement with the model (Cohen's κ)",
-                          with_interval(summary["kappa_model"], summary["kappa_model_low"], summary["kappa_model_high"]),
+                          words.kappa(summary["kappa_model"], summary["kappa_model_low"], summary["kappa_model_high"]),
                           help="1: the same answers as the model; 0: no more alike than chance would make them")
     if table["reference"].notna().any():
         st.plotly_chart(confusion_matrix_figure(confusion(table, session.classes).to_numpy().tolist(),
                                                 session.classes, axes=("reference", "your answer")),
                         width="stretch", key="review.own_confusion")
-    revisit = st.selectbox("Look at a case again", [c.position for c in cases], format_func=lambda p: f"Case {p + 1}",
+    revisit = st.selectbox("Look at a case again", [c.position for c in cases if c.id in answers],
+                           format_func=lambda p: f"Case {p + 1}",
                            index=None, key="review.revisit")
     if revisit is not None:
         st.session_state[position_key(reader)] = revisit
@@ -433,7 +445,7 @@ def finished(engine, session: SessionView, reader: ReaderView, cases: list[CaseV
 
 
 def missed_gallery(session: SessionView, cases: list[CaseView], answers: dict[int, AnswerView]) -> None:
-    missed = [c for c in cases if c.reference is not None and answers[c.id].label != c.reference]
+    missed = [c for c in cases if c.reference is not None and c.id in answers and answers[c.id].label != c.reference]
     st.subheader(f"Cases you missed ({len(missed)})")
     if not missed:
         st.write("None: every answer matched the reference.")

@@ -4,7 +4,6 @@ the tumour's box and outline where the data has them), and figures written with 
 from __future__ import annotations
 
 import io
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
@@ -14,7 +13,6 @@ import streamlit as st
 from PIL import Image
 
 from core.checkpoint import CheckpointError
-from core.data import CLASS_LABELS
 from core.explain import CAM_METHODS, DEFAULT_LAYER, DEFAULT_METHOD, explain, overlay
 from core.review.cases import Stack, case_image_file, load_case_image, load_case_stack
 from core.review.store import CaseView, SessionView
@@ -83,16 +81,10 @@ def join_panel(session: SessionView, width: int = 320) -> None:
 
 
 def label(name: str | None) -> str:
-    return CLASS_LABELS.get(name, name) if name else "—"
+    """A class as the pages, the CSV and the PDF name it (core.review.words)."""
+    from core.review.words import class_name
 
-
-def with_interval(value: float, low: float, high: float, spec: str = ".2f") -> str:
-    """'0.75 (0.41–0.93)', as evaluation runs write a figure; 'n/a' when it is undefined."""
-    if value is None or not math.isfinite(value):
-        return "n/a"
-    if low is None or not math.isfinite(low):
-        return f"{value:{spec}}"
-    return f"{value:{spec}} ({low:{spec}}–{high:{spec}})"
+    return class_name(name)
 
 
 @dataclass(frozen=True)
@@ -141,22 +133,26 @@ def session_model_file(session: SessionView) -> Path:
 
 def _explained(image: Image.Image, model_file: str | None, model_error: str, image_file: str | None = None,
                mask_file: str | None = None, said: str = "", target: str | None = None,
-               spacing_mm: tuple[float, float] | None = None) -> CasePictures:
-    """The scan (at most CASE_SIDE) and, with a model, its heatmap of the model's answer (or of class ``target``),
-    with the tumour's box and outline drawn where the data has them; ``said`` ends the heatmap's caption. With the
-    scan's (row, column) ``spacing_mm``, both pictures are shown in true proportion with a scale bar."""
+               spacing_mm: tuple[float, float] | None = None, heatmap: np.ndarray | None = None) -> CasePictures:
+    """The scan (at most CASE_SIDE) and, with a model, its heatmap of the model's answer (or of class ``target``;
+    ``heatmap``: one already computed, of ``target``), with the tumour's box and outline drawn where the data has
+    them; ``said`` ends the heatmap's caption. With the scan's (row, column) ``spacing_mm``, both pictures are shown
+    in true proportion with a scale bar."""
     raw_size = image.size
     image.thumbnail((CASE_SIDE, CASE_SIDE))
     drawn, described = None, f"No heatmap: {model_error}" if model_error else ""
     if model_file is not None:
         classifier = classifier_at(model_file)
-        result = explain(classifier, [image], method=DEFAULT_METHOD, layer=DEFAULT_LAYER, targets=target)
+        if heatmap is None:
+            result = explain(classifier, [image], method=DEFAULT_METHOD, layer=DEFAULT_LAYER, targets=target)
+            heatmap, explained = result.heatmaps[0], classifier.classes[int(result.targets[0])]
+        else:
+            explained = target
         notes = []
-        drawn = overlay(image, result.heatmaps[0])
+        drawn = overlay(image, heatmap)
         if image_file is not None:
             drawn, notes = review.draw_truth(drawn, Path(image_file), Path(mask_file) if mask_file else None)
-        described = (f"{CAM_METHODS[DEFAULT_METHOD].label} ({DEFAULT_LAYER}) for "
-                     f"{label(classifier.classes[int(result.targets[0])])}"
+        described = (f"{CAM_METHODS[DEFAULT_METHOD].label} ({DEFAULT_LAYER}) for {label(explained)}"
                      + "".join(f"; {n}" for n in [*notes, said] if n))
     shown = [image.convert("RGB")] + ([drawn] if drawn is not None else [])
     if spacing_mm:  # the spacing of the scan as stored, before the thumbnail
@@ -190,17 +186,35 @@ def case_stack(case: CaseView) -> Stack:
     return _stack(_stack_file(case), case.stack_sha256)
 
 
+@st.cache_resource(show_spinner="Computing the heatmaps of the scan's slices…", max_entries=16)
+def _slab_heatmaps(stack_file: str, stack_sha256: str, target: str, model_file: str) -> np.ndarray:
+    """The heatmaps of class ``target`` on every slice of a volume's slab, on one colour scale (divided by the
+    largest value over the slab): a slice without evidence for the class stays cold instead of being stretched to
+    its own faint peak. Computed once per slab, model and class, and shared (read-only) by every reader."""
+    stack = _stack(stack_file, stack_sha256)
+    pictures = [Image.fromarray(np.asarray(one), "L") for one in stack.slices]
+    maps = explain(classifier_at(model_file), pictures, method=DEFAULT_METHOD, layer=DEFAULT_LAYER, targets=target,
+                   scale="together").heatmaps
+    maps.flags.writeable = False
+    return maps
+
+
 @st.cache_data(show_spinner="Computing the heatmap…", max_entries=96)
 def _slice_pictures(stack_file: str, stack_sha256: str, index: int, answered: int, target: str | None,
                     model_file: str | None, model_error: str) -> CasePictures:
     """One slice of a volume's case and the heatmap, on that slice, of the class the model answered on the case's
-    own slice (``target``), so that scrolling shows where that answer's evidence lies slice by slice."""
+    own slice (``target``), so that scrolling shows where that answer's evidence lies slice by slice: every slice's
+    colours on the slab's one scale."""
     stack = _stack(stack_file, stack_sha256)
     picture = Image.fromarray(np.asarray(stack.slices[index]), "L")
-    said = (f"slice {stack.number(index)}, the case's" if index == answered else
-            f"slice {stack.number(index)} (the model answered slice {stack.number(answered)}); colours scaled to "
-            "this slice")
-    return _explained(picture, model_file, model_error, said=said, target=target, spacing_mm=stack.spacing_mm)
+    scale = "colours on one scale across the scan's slices (a slice without evidence stays cold)"
+    said = (f"slice {stack.number(index)}, the case's; {scale}" if index == answered else
+            f"slice {stack.number(index)} (the model answered slice {stack.number(answered)}); {scale}")
+    heatmap = None
+    if model_file is not None and target is not None:
+        heatmap = _slab_heatmaps(stack_file, stack_sha256, target, model_file)[index]
+    return _explained(picture, model_file, model_error, said=said, target=target, spacing_mm=stack.spacing_mm,
+                      heatmap=heatmap)
 
 
 def case_pictures(session: SessionView, case: CaseView, with_heatmap: bool, slice_index: int | None = None

@@ -224,6 +224,27 @@ def test_on_the_prediction_scale_the_predicted_class_peaks_at_one_and_other_clas
         explain(classifier, images, scale="loud")
 
 
+def test_a_volumes_slices_share_one_colour_scale_across_batches(classifier):
+    """scale="together" (a volume's slices in the review page): every map divided by the largest value of them all,
+    whatever the batches; the slice with the most evidence peaks at 1, and a slice with less stays below it rather
+    than being stretched to its own peak as the "own" scale does."""
+    from core.explain import RAW, explain_batch
+
+    images = [*slices(4), Image.new("L", (224, 224))]
+    together = explain(classifier, images, targets="glioma", scale="together", batch_size=2)
+    raw = explain_batch(classifier, classifier.preprocess(images), targets="glioma", scale=RAW).heatmaps
+    assert together.heatmaps.max() == pytest.approx(1.0)
+    np.testing.assert_allclose(together.heatmaps, raw / raw.max(), atol=1e-5)  # batches of 2 vs of 5: float sums
+    own = explain(classifier, images, targets="glioma")
+    peaks = together.heatmaps.reshape(len(images), -1).max(axis=1)
+    weakest = int(peaks.argmin())  # on its own scale stretched to 1; here below the slab's strongest
+    raw_peaks = raw.reshape(len(images), -1).max(axis=1)
+    assert peaks[weakest] == pytest.approx(raw_peaks[weakest] / raw_peaks.max(), abs=1e-5) and peaks[weakest] < 1
+    assert own.heatmaps[weakest].max() == pytest.approx(1.0)
+    for a, b in zip(own.heatmaps[:-1], together.heatmaps[:-1]):  # the same map, up to the scale
+        assert np.unravel_index(a.argmax(), a.shape) == np.unravel_index(b.argmax(), b.shape)
+
+
 def test_a_slow_job_reports_its_progress_and_can_be_cancelled(classifier):
     from core.background import BackgroundError, SlowExplainer
 

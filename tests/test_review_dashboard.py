@@ -167,7 +167,7 @@ def test_a_quiz_of_a_run_sample_scores_readers_against_the_reference(review_data
     read_every_case(student, [(r, 3) for r in wrong_first])
     assert any(m.label == "Your score" and m.value == "3 of 4" for m in student.metric)
     done = review_page(reader=keys[0])
-    assert any(m.label == "Your accuracy" and m.value.startswith("0.75") for m in done.metric)
+    assert any(m.label == "Your accuracy" and m.value.startswith("75.0% (95% CI ") for m in done.metric)
     assert "Cases you missed (1)" in [s.value for s in done.subheader]
     # A quiz hides its answers on the organiser's page until the end: who has answered, not what.
     view = review_page(organiser=organiser)
@@ -286,11 +286,13 @@ def test_a_dicom_series_and_a_nifti_volume_are_read_by_scrolling_their_slices(re
     assert not problems(ann), problems(ann)
     assert revealed(texts(ann)) and len(ann.image) == 2
     assert ann.slider(key=slider.key).value == 3  # the reveal leaves the reader where they were
-    assert "slice 3 (the model answered slice 2); colours scaled to this slice" in caption(ann.image[1])
+    assert ("slice 3 (the model answered slice 2); colours on one scale across the scan's slices (a slice without "
+            "evidence stays cold)") in caption(ann.image[1])
     explained = caption(ann.image[1]).split(" for ", 1)[1].split(";")[0]  # on every slice, the model's answer
     assert f"The model says **{explained}**" in texts(ann) or f"its guess, not an answer: {explained}" in texts(ann)
     ann.slider(key=slider.key).set_value(2).run()
-    assert caption(ann.image[1]).endswith(f"for {explained}; slice 2, the case's")
+    assert caption(ann.image[1]).endswith(f"for {explained}; slice 2, the case's; colours on one scale across the "
+                                          "scan's slices (a slice without evidence stays cold)")
     assert caption(ann.image[0]) == "Case 1 (DICOM series) · slice 2 of 3 (the case's slice)"
     ann.slider(key=slider.key).set_value(1).run()
 
@@ -376,3 +378,19 @@ def test_a_teacher_paced_quiz_on_the_presenter_page_shows_who_answered_until_the
     assert "Case 2 of 2" in texts(bob)
     times = [a["reading_seconds"] for a in store.session_answers(engine, session)]
     assert len(times) == 1 and times[0] is not None and 0 <= times[0] < 600
+
+
+def test_the_join_qr_code_reads_back_as_the_join_link():
+    """The QR code shown beside the join code, read by OpenCV's QR reader, is the join link itself, with modules
+    large enough to read from a projector (12 pixels each)."""
+    import cv2
+    import numpy as np
+
+    from dashboard.sessions import QR_MODULE_PIXELS, join_qr_png
+
+    for link in ("http://localhost:8501/review?session=ABCD2345",
+                 "https://reading.example-hospital.org:8443/review?session=XY7K9MNP"):
+        pixels = cv2.imdecode(np.frombuffer(join_qr_png(link), np.uint8), cv2.IMREAD_GRAYSCALE)
+        decoded, points, _ = cv2.QRCodeDetector().detectAndDecode(pixels)
+        assert decoded == link and points is not None
+        assert pixels.shape[0] >= 25 * QR_MODULE_PIXELS  # version 2 or more: at least 25 modules a side

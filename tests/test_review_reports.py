@@ -116,12 +116,12 @@ def test_a_session_report_has_each_reader_the_intervals_fleiss_and_the_gallery()
                           created=WHEN)
     pages, text = pdf_text(blob)
     assert pages >= 2
-    # Wilson 95% for 3 of 4: centre (0.75 + z²/8) / (1 + z²/4) = 0.6275, half-width 0.3269 -> 0.30 to 0.95.
-    assert "0.75 (0.30–0.95)" in text
+    # Wilson 95% for 3 of 4: centre (0.75 + z²/8) / (1 + z²/4) = 0.6275, half-width 0.3269 -> 0.301 to 0.954.
+    assert "75.0% (95% CI 30.1–95.4%)" in text
     # Bob, 2 of 4: centre 0.5, half-width z * sqrt(1/16 + z²/64) / (1 + z²/4) = 0.3500 -> 0.15 to 0.85.
-    assert "0.50 (0.15–0.85)" in text
-    # The model, 4 of 4: low (1 + z²/8 - z * sqrt(z²/64)) / (1 + z²/4) = 0.51.
-    assert "1.00 (0.51–1.00)" in text
+    assert "50.0% (95% CI 15.0–85.0%)" in text
+    # The model, 4 of 4: low (1 + z²/8 - z * sqrt(z²/64)) / (1 + z²/4) = 0.510.
+    assert "100.0% (95% CI 51.0–100.0%)" in text
     for expected in ["Session report", "Friday teaching round", "Ann", "Bob", SHA, "test-run-7",
                      "Fleiss' kappa across 2 readers, on the 4 cases", "Confusion matrices", "Hardest cases",
                      "Heatmap ratings", "on the tumour", "Disagreement gallery", "Readers: Ann said No tumour",
@@ -196,3 +196,23 @@ def test_a_case_report_says_when_the_model_did_not_answer_or_was_unsure():
         _, text = pdf_text(case_report(session=make_session(), case=case, scan=scan_image(), heatmap=None,
                                        reader="Dr Ann", answer=an_answer(), revealed=True, created=WHEN))
         assert f"Model's answer {said}" in text, text
+
+
+def test_a_session_report_keeps_notes_changes_of_mind_reading_times_and_says_what_the_overlays_are():
+    """What the CSV had and the PDF left out: each note and change of mind (with why), the median reading time per
+    reader, and a legend for the gallery's overlays naming the heatmap method; the words as on the pages."""
+    cases, answers = session_parts()
+    answers[0].update(note="ring enhancement, left frontal", reading_seconds=12.0)
+    answers[1].update(revised_label="glioma", revised_note="looked again at the rim", reading_seconds=30.0)
+    answers[4].update(reading_seconds=150.0)
+    table = answers_table(cases, answers)
+    gallery = [(cases[1], scan_image(), heatmap_image(), ["Case 2: img1.png"])]
+    _, text = pdf_text(session_report(session=make_session(), cases=cases, table=table,
+                                      summary=session_summary(table, TWO), gallery=gallery, created=WHEN,
+                                      heatmap_method="Grad-CAM at layer4"))
+    flat = " ".join(text.split())
+    for expected in ["Notes and changes of mind", "ring enhancement, left frontal", "looked again at the rim",
+                     "Reading time (median)", "21 s", "2 min 30 s", "Grad-CAM at layer4",
+                     "a white box is the tumour box of the data", "cyan line the tumour outline"]:
+        assert expected in flat, expected
+    assert "notumor" not in flat  # class names as the pages write them

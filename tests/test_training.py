@@ -82,6 +82,43 @@ def test_an_interrupted_run_resumes_to_the_same_result(kaggle_layout, tmp_path, 
     assert all(torch.allclose(final_a[k].float(), final_b[k].float(), atol=1e-4) for k in final_a)
 
 
+def test_a_run_stopped_within_an_epoch_goes_on_from_its_last_saved_step(kaggle_layout, tmp_path, monkeypatch,
+                                                                         caplog):
+    """With --checkpoint-minutes the state is saved within an epoch; a run killed there resumes after the last saved
+    step, takes exactly the epoch's remaining steps (its learning rate at the end is the uninterrupted run's), and
+    counts the epoch's images once."""
+    import logging
+
+    import core.trainer as trainer
+
+    whole = train(tiny(kaggle_layout, tmp_path / "whole", epochs=3))
+    real_save = trainer.save_state
+    saved = []
+
+    def killed_after_two(run, phase, completed, optimizer, scheduler, partial=None):
+        real_save(run, phase, completed, optimizer, scheduler, partial)
+        if partial is not None and partial["epoch"] == 1:
+            saved.append(partial["steps"])
+            if len(saved) == 2:
+                raise KeyboardInterrupt  # the machine goes away in the second epoch, after its second step
+
+    monkeypatch.setattr(trainer, "save_state", killed_after_two)
+    settings = dict(epochs=3, checkpoint_minutes=1e-9)  # a save after every step
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(kaggle_layout, tmp_path / "split", **settings))
+    monkeypatch.setattr(trainer, "save_state", real_save)
+    assert saved == [1, 2]
+    with caplog.at_level(logging.INFO, logger="core.trainer"):
+        resumed = train(tiny(kaggle_layout, tmp_path / "split", resume=True, **settings))
+    assert "epoch 2 resumes after step 2 of" in caplog.text
+    a, b = read_metadata(whole)["history"], read_metadata(resumed)["history"]
+    assert [h["epoch"] for h in b] == [1, 2, 3]
+    assert a[0]["train_loss"] == pytest.approx(b[0]["train_loss"], rel=1e-4)  # the first epoch was whole
+    for x, y in zip(a, b):
+        assert x["lr_backbone"] == pytest.approx(y["lr_backbone"]) and x["lr_head"] == pytest.approx(y["lr_head"])
+    assert all(0 <= h["train_accuracy"] <= 1 for h in b)
+
+
 def test_resume_with_other_settings_is_refused(trained, tmp_path, kaggle_layout):
     out = tmp_path / "copy"
     shutil.copytree(trained[0], out)

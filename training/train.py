@@ -76,7 +76,10 @@ HELP = {
     "num_workers": "data-loading processes (default: from the CPU count)",
     "save_dtype": "tensor type of the saved checkpoint: float32, or float16 for half the size",
     "time_limit_minutes": "do not start an epoch that would end after this many minutes",
-    "resume": "continue the run in --out from its last completed epoch",
+    "checkpoint_minutes": "within an epoch, save the state to resume from this often (0: at the ends of epochs "
+                          "only); --resume then goes on from the last such point (one process only)",
+    "resume": "continue the run in --out from where it stopped (the last completed epoch, or the last point saved "
+              "within an epoch)",
     "progress": "show progress bars",
 }
 

@@ -30,6 +30,7 @@ from reportlab.platypus import (Flowable, KeepInFrame, KeepTogether, PageBreak, 
 
 from core.data import CLASS_LABELS
 from core.review.agreement import confusion
+from core.review import words
 from core.review.store import CONFIDENCES, KINDS, MODES, RATINGS, AnswerView, CaseView, SessionView
 
 FOOTER = "Research and teaching tool, not a diagnosis."
@@ -46,6 +47,7 @@ PRINT_DPI = 200         # finer than any printer or screen shows these pictures 
 NOTE_SHOWN = 1000       # characters of a note shown in a case report (notes may hold 2000)
 CAPTION_SHOWN = 300     # characters of each gallery caption line
 HARDEST_SHOWN = 15
+NOTES_SHOWN = 200       # notes and changes of mind listed in a session report (the CSV has every one)
 CHART_READERS = 20      # more bars than this cannot be told apart; the table above the chart has every reader
 
 READER_COLOUR = colors.HexColor("#4C72B0")
@@ -122,13 +124,6 @@ def _number(value: float, digits: int = 2) -> str:
     return "n/a" if value is None or pd.isna(value) else f"{value:.{digits}f}"
 
 
-def _with_interval(value: float, low: float, high: float) -> str:
-    """``0.75 (0.30–0.95)``; "n/a" for a value that is not defined."""
-    if value is None or pd.isna(value):
-        return "n/a"
-    if low is None or high is None or pd.isna(low) or pd.isna(high):
-        return f"{_number(value)} (interval n/a)"
-    return f"{_number(value)} ({_number(low)}–{_number(high)})"
 
 
 def _when(moment: dt.datetime | None) -> str:
@@ -343,24 +338,33 @@ def _session_facts(session: SessionView, cases: Sequence[CaseView], table: pd.Da
                    ("Report made", _when(_now(created)))])
 
 
+def _section(title: str, *content: Flowable) -> list[Flowable]:
+    """A heading kept on one page with what follows it (a long table still breaks, after its first rows)."""
+    return [KeepTogether([Paragraph(title, HEADING), *content])]
+
+
 def _readers_section(summary: dict) -> list[Flowable]:
-    header = ("Reader", "Answers", "Accuracy (95% interval)", "Model on the same cases", "Kappa with reference",
-              "Kappa with model", "Confidence (mean)", "Changed mind")
-    rows = [(r.reader, str(r.answered), _with_interval(r.accuracy, r.accuracy_low, r.accuracy_high),
-             _with_interval(r.model_accuracy, r.model_accuracy_low, r.model_accuracy_high),
-             _with_interval(r.kappa_reference, r.kappa_reference_low, r.kappa_reference_high),
-             _with_interval(r.kappa_model, r.kappa_model_low, r.kappa_model_high),
-             _number(r.mean_confidence, 1), str(r.changed_mind)) for r in summary["readers"].itertuples()]
-    story = [Paragraph("Readers", HEADING),
-             _paragraph("Accuracy is against the reference, on the cases that have one; the model's accuracy is on "
-                        "those same cases. Intervals are 95%: Wilson for accuracies, a bootstrap over cases for "
-                        "Cohen's kappas."),
-             Spacer(1, 4), _grid([header, *rows], widths=[64, 51, 64, 64, 64, 64, 63, 53])]
+    readers = list(summary["readers"].itertuples())
+    header = ("Reader", "Answers", "Accuracy", "Model on the same cases", "Confidence (mean)", "Changed mind",
+              "Reading time (median)")
+    rows = [(r.reader, str(r.answered), words.share(r.accuracy, r.accuracy_low, r.accuracy_high),
+             words.share(r.model_accuracy, r.model_accuracy_low, r.model_accuracy_high),
+             _number(r.mean_confidence, 1), str(r.changed_mind), words.seconds(r.median_reading_seconds))
+            for r in readers]
+    agreement = [(r.reader, words.kappa(r.kappa_reference, r.kappa_reference_low, r.kappa_reference_high),
+                  words.kappa(r.kappa_model, r.kappa_model_low, r.kappa_model_high)) for r in readers]
+    story = _section("Readers",
+                     _paragraph("Accuracy is against the reference, on the cases that have one; the model's accuracy "
+                                "is on those same cases. Intervals are 95%: Wilson for accuracies, a bootstrap over "
+                                "cases for Cohen's kappas. Reading time: from a case being shown to the answer."),
+                     Spacer(1, 4), _grid([header, *rows], widths=[80, 44, 108, 108, 50, 44, 56]))
+    story += [Spacer(1, 6), _grid([("Reader", "Kappa with the reference", "Kappa with the model"), *agreement],
+                                  widths=[120, 150, 150])]
     fleiss = summary.get("fleiss")
     if fleiss is not None:
         story.append(_paragraph(f"Fleiss' kappa across {fleiss['readers']} readers, on the {fleiss['cases']} cases "
                                 f"every one of them answered: "
-                                f"{_with_interval(fleiss['kappa'], fleiss['low'], fleiss['high'])}."))
+                                f"{words.kappa(fleiss['kappa'], fleiss['low'], fleiss['high'])}."))
     return story
 
 
@@ -391,12 +395,12 @@ def _accuracy_chart(readers: pd.DataFrame) -> Drawing:
 
 def _chart_section(summary: dict) -> list[Flowable]:
     readers = summary["readers"]
-    story: list[Flowable] = [Paragraph("Accuracy beside the model", HEADING)]
     if readers[["accuracy", "model_accuracy"]].isna().all().all():
-        return story + [_paragraph("No answered case has a reference, so there is no accuracy to draw.")]
-    if len(readers) > CHART_READERS:
-        story.append(_paragraph(f"The first {CHART_READERS} of {len(readers)} readers; the table above has all."))
-    return story + [_accuracy_chart(readers.head(CHART_READERS))]
+        return _section("Accuracy beside the model",
+                        _paragraph("No answered case has a reference, so there is no accuracy to draw."))
+    shown = ([_paragraph(f"The first {CHART_READERS} of {len(readers)} readers; the table above has all.")]
+             if len(readers) > CHART_READERS else [])
+    return _section("Accuracy beside the model", *shown, _accuracy_chart(readers.head(CHART_READERS)))
 
 
 def _confusion_table(matrix: pd.DataFrame) -> Table:
@@ -410,13 +414,13 @@ def _confusion_table(matrix: pd.DataFrame) -> Table:
 
 
 def _confusion_section(session: SessionView, table: pd.DataFrame) -> list[Flowable]:
-    story: list[Flowable] = [Paragraph("Confusion matrices", HEADING),
-                             _paragraph("The reference (rows) against each reader's committed answer (columns), on "
-                                        "the cases with a reference.")]
-    for name in table["reader"].unique():
-        matrix = confusion(table[table["reader"] == name], session.classes)
-        story.append(KeepTogether([_paragraph(name, SUBHEADING), _confusion_table(matrix)]))
-    return story
+    blocks = [[_paragraph(name, SUBHEADING), _confusion_table(confusion(table[table["reader"] == name],
+                                                                      session.classes))]
+              for name in table["reader"].unique()]
+    intro = _paragraph("The reference (rows) against each reader's committed answer (columns), on the cases with a "
+                       "reference.")
+    story = _section("Confusion matrices", intro, *(blocks[0] if blocks else []))
+    return story + [KeepTogether(block) for block in blocks[1:]]
 
 
 def _leaderboard_section(session: SessionView, leaderboard: Sequence[tuple[str, int, int]] | None
@@ -431,41 +435,61 @@ def _leaderboard_section(session: SessionView, leaderboard: Sequence[tuple[str, 
 
 def _hardest_section(summary: dict) -> list[Flowable]:
     difficulty = summary["difficulty"]
-    story: list[Flowable] = [Paragraph("Hardest cases", HEADING)]
     if difficulty.empty:
-        return story + [_paragraph("No answered case has a reference.")]
+        return _section("Hardest cases", _paragraph("No answered case has a reference."))
     missed = difficulty[difficulty["wrong"] > 0]
     if missed.empty:
-        return story + [_paragraph("Every reader was right on every case with a reference.")]
+        return _section("Hardest cases", _paragraph("Every reader was right on every case with a reference."))
     rows = [(str(r.case), r.image, _class_name(r.reference), _class_name(r.model), str(r.readers), str(r.wrong),
-             f"{100 * r.share_wrong:.0f}%") for r in missed.head(HARDEST_SHOWN).itertuples()]
-    header = ("Case", "Image", "Reference", "Model", "Readers", "Wrong", "Share wrong")
+             words.share(r.share_wrong), words.seconds(r.median_reading_seconds))
+            for r in missed.head(HARDEST_SHOWN).itertuples()]
+    header = ("Case", "Title", "Reference", "Model", "Readers", "Wrong", "Share wrong", "Reading time (median)")
     shown = min(len(missed), HARDEST_SHOWN)
     intro = (f"The {shown} case{'s' if shown != 1 else ''} at least one reader got wrong"
              f"{f' (of {len(missed)})' if len(missed) > shown else ''}, hardest first.")
-    return story + [_paragraph(intro), Spacer(1, 4), _grid([header, *rows], widths=[34, 170, 72, 72, 44, 40, 50])]
+    return _section("Hardest cases", _paragraph(intro), Spacer(1, 4),
+                    _grid([header, *rows], widths=[30, 140, 66, 66, 40, 36, 46, 56]))
+
+
+def _notes_section(table: pd.DataFrame) -> list[Flowable]:
+    """Every note and change of mind, reader by reader (the first NOTES_SHOWN; the CSV has them all)."""
+    noted = table[(table["note"].fillna("") != "") | table["changed_to"].notna()]
+    if noted.empty:
+        return _section("Notes and changes of mind", _paragraph("No reader wrote a note or changed their mind."))
+    rows = [(r.reader, str(r.case), _class_name(r.answer), _shorten(str(r.note or ""), NOTE_SHOWN // 2),
+             _class_name(r.changed_to, "") if isinstance(r.changed_to, str) else "",
+             _shorten(str(r.changed_note or ""), NOTE_SHOWN // 4) if isinstance(r.changed_to, str) else "")
+            for r in noted.head(NOTES_SHOWN).itertuples()]
+    intro = (f"The {min(len(noted), NOTES_SHOWN)} answers with a note or a change of mind"
+             + (f" (of {len(noted)}; the answers CSV has every one)" if len(noted) > NOTES_SHOWN else "")
+             + ". A change of mind is kept beside the committed answer, which it never replaces.")
+    header = ("Reader", "Case", "Answer", "Note", "Changed mind to", "Why")
+    return _section("Notes and changes of mind", _paragraph(intro), Spacer(1, 4),
+                    _grid([header, *rows], widths=[60, 30, 62, 180, 62, 100]))
 
 
 def _ratings_section(summary: dict) -> list[Flowable]:
     ratings = summary["ratings"]
-    story: list[Flowable] = [Paragraph("Heatmap ratings", HEADING)]
     if ratings.empty or ratings.to_numpy().sum() == 0:
-        return story + [_paragraph("No reader rated a heatmap.")]
+        return _section("Heatmap ratings", _paragraph("No reader rated a heatmap."))
     header = ("Heatmap", *ratings.columns, "All")
-    rows = [(RATINGS.get(name, name), *(str(int(n)) for n in counts), str(int(counts.sum())))
+    rows = [(words.rating_name(name), *(str(int(n)) for n in counts), str(int(counts.sum())))
             for name, counts in zip(ratings.index, ratings.to_numpy())]
-    return story + [_paragraph("How readers rated where the model's heatmap pointed, split by whether the model "
-                               "was right."), Spacer(1, 4), _grid([header, *rows])]
+    return _section("Heatmap ratings", _paragraph("How readers rated where the model's heatmap pointed, split by "
+                                                  "whether the model was right."), Spacer(1, 4), _grid([header, *rows]))
 
 
-def _gallery_section(gallery: Sequence[tuple[CaseView, Image.Image, Image.Image | None, list[str]]]
-                     ) -> list[Flowable]:
+def _gallery_section(gallery: Sequence[tuple[CaseView, Image.Image, Image.Image | None, list[str]]],
+                     heatmap_method: str | None = None) -> list[Flowable]:
     story: list[Flowable] = [PageBreak(), Paragraph("Disagreement gallery", HEADING)]
     if not gallery:
         return story + [_paragraph("No case to show: no reader's answer differs from the model's, or its scan is "
                                    "no longer available.")]
-    story.append(_paragraph("Cases where a reader's answer differs from the model's: the scan and the model's "
-                            "heatmap."))
+    story.append(_paragraph("Cases where a reader's answer differs from the model's: the scan, and beside it the "
+                            f"model's heatmap{f' ({heatmap_method})' if heatmap_method else ''} for its answer, in "
+                            "the jet colours (red: the most evidence for the class; blue: none). Where the data has "
+                            "them, a white box is the tumour box of the data and a cyan line the tumour outline drawn "
+                            "by the dataset's authors."))
     for case, scan, heatmap, lines in gallery:
         captions = lines or [f"Case {case.position + 1}: {case.title}"]
         story.append(KeepTogether([Spacer(1, 8), *(_paragraph(_shorten(str(line), CAPTION_SHOWN), CELL)
@@ -476,8 +500,8 @@ def _gallery_section(gallery: Sequence[tuple[CaseView, Image.Image, Image.Image 
 
 def session_report(*, session: SessionView, cases: Sequence[CaseView], table: pd.DataFrame, summary: dict,
                    gallery: Sequence[tuple[CaseView, Image.Image, Image.Image | None, list[str]]],
-                   created: dt.datetime | None = None, leaderboard: Sequence[tuple[str, int, int]] | None = None
-                   ) -> bytes:
+                   created: dt.datetime | None = None, leaderboard: Sequence[tuple[str, int, int]] | None = None,
+                   heatmap_method: str | None = None) -> bytes:
     """A multi-page A4 PDF of a session for its organiser: what the session was and which model answered; each
     reader's accuracy and kappas with their intervals beside the model's; Fleiss' kappa across readers; a chart of
     the accuracies; each reader's confusion matrix; the hardest cases; the heatmap ratings; and a gallery of the
@@ -490,5 +514,6 @@ def session_report(*, session: SessionView, cases: Sequence[CaseView], table: pd
         story.append(_paragraph("No reader has committed an answer yet, so there is nothing to summarise."))
     else:
         story += [*_readers_section(summary), *_leaderboard_section(session, leaderboard), *_chart_section(summary),
-                  *_confusion_section(session, table), *_hardest_section(summary), *_ratings_section(summary)]
-    return _pdf(story + _gallery_section(gallery), "Session report")
+                  *_confusion_section(session, table), *_hardest_section(summary), *_notes_section(table),
+                  *_ratings_section(summary)]
+    return _pdf(story + _gallery_section(gallery, heatmap_method), "Session report")

@@ -23,13 +23,13 @@ from sqlalchemy.orm import Session
 
 from core.review.errors import ReviewError
 from core.review.names import clean_name, name_key, name_skeleton
+from core.review.words import RATINGS
 from core.review.schema import (NAME_LENGTH, NOTE_LENGTH, PATH_LENGTH, Answer, Case, Organiser, Reader,
                                  ReviewSession, unavailable, utc_now, writing)
 
 MODES = {"blinded": "Blinded: each reader commits an answer before seeing the model's",
          "open": "Open: the model's answer, heatmap and reference are shown with the scan"}
 KINDS = {"review": "Review session", "quiz": "Teaching quiz"}
-RATINGS = {"right": "on the tumour", "partly": "partly on it", "wrong": "somewhere else"}
 NO_TUMOUR = "notumor"  # a case of this reference has no tumour for a heatmap to point at
 CONFIDENCES = {1: "1 - a guess", 2: "2 - unsure", 3: "3 - fairly sure", 4: "4 - sure", 5: "5 - certain"}
 MAX_CASES = 2000
