@@ -72,9 +72,11 @@ class Server:
             stop_process_group(self.process)
 
 
-def make_session(data: Path) -> tuple[str, dict[str, str], list]:
+def make_session(data: Path, name: str = "Thursday neuro-oncology review", readers=("Dr Ada", "Dr Ben"),
+                 **options) -> tuple[str, dict[str, str], list]:
     """A blinded session of four synthetic scans with references, answered by the default model, in the server's
-    database; returns the organiser's key, the readers' keys and the cases."""
+    database; returns the organiser's key, the readers' keys and the cases. ``options`` go to create_session (a
+    quiz, teacher-paced)."""
     from core import load_classifier
     from core.review import open_database, store
     from core.review.cases import cases_from_uploads, keep_uploads
@@ -82,7 +84,7 @@ def make_session(data: Path) -> tuple[str, dict[str, str], list]:
     blobs = []
     for k, label in enumerate([0, 1, 3, 2]):
         pixels = np.kron(synthetic_slice(label, seed=40 + k, size=112), np.ones((2, 2), np.uint8))
-        path = data / f"scan{k}.png"
+        path = data / f"scan{k}-{abs(hash(name)) % 1000}.png"
         Image.fromarray(pixels, "L").save(path)
         blobs.append((f"scan{k}.png", path.read_bytes()))
     model = ROOT / "assets/models/default/model.safetensors"
@@ -94,19 +96,24 @@ def make_session(data: Path) -> tuple[str, dict[str, str], list]:
 
     engine = open_database(f"sqlite:///{data / 'review.sqlite'}")
     session, owner, keys = store.create_session(
-        engine, "Thursday neuro-oncology review", cases, CLASSES, readers=["Dr Ada", "Dr Ben"],
-        source={"type": "uploads", "files": 4},
-        model={"path": "assets/models/default/model.safetensors", "file_sha256": sha256_of_file(model)})
+        engine, name, cases, CLASSES, readers=list(readers), source={"type": "uploads", "files": 4},
+        model={"path": "assets/models/default/model.safetensors", "file_sha256": sha256_of_file(model)}, **options)
     return owner, keys, store.session_cases(engine, session.id)
 
 
-def open_browser():
+def open_browser(downloads: Path | None = None, size: str = "1400,1200"):
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1200",
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", f"--window-size={size}",
                      "--disable-background-networking", "--disable-component-update", "--no-first-run"):
         options.add_argument(argument)
-    return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    if downloads is not None:
+        options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
+                                                  "download.prompt_for_download": False})
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    if downloads is not None:
+        driver.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    return driver
 
 
 def page_text(driver) -> str:
@@ -146,7 +153,7 @@ def click(driver, text: str) -> None:
     ignores stale references and tries again)."""
     def clicked(d):
         for button in d.find_elements(By.TAG_NAME, "button"):
-            if button.text.strip().split("\n")[0] == text:  # a keyboard shortcut shows below the label
+            if text in button.text.strip().split("\n"):  # beside an icon's name, above a keyboard shortcut
                 button.click()
                 return True
         return False
@@ -259,6 +266,137 @@ def test_two_readers_a_killed_server_and_every_committed_answer_kept(tmp_path):
         for driver, name in ((ada, "ada"), (ben, "ben")):
             try:
                 driver.save_screenshot(str(ARTIFACTS / f"review-{name}.png"))
+            finally:
+                driver.quit()
+        server.stop()
+        close_databases()
+
+
+def open_tab(driver, name: str) -> None:
+    """Click the tab called ``name``."""
+    def clicked(d):
+        for tab in d.find_elements(By.CSS_SELECTOR, "[data-testid='stTab']"):
+            if tab.text.strip() == name:
+                tab.click()
+                return True
+        return False
+
+    wait(driver, PAGE_TIMEOUT).until(clicked)
+
+
+def expand(driver, heading: str) -> None:
+    def clicked(d):
+        for summary in d.find_elements(By.CSS_SELECTOR, "[data-testid='stExpander'] summary"):
+            if heading in summary.text:
+                summary.click()
+                return True
+        return False
+
+    wait(driver, PAGE_TIMEOUT).until(clicked)
+
+
+def downloaded(folder: Path, seconds: float = 30) -> Path:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        done = [p for p in folder.iterdir() if not p.name.endswith(".crdownload")]
+        if done:
+            return done[0]
+        time.sleep(0.3)
+    pytest.fail(f"nothing was downloaded into {folder}")
+
+
+def test_the_organisers_views_fill_in_live_a_projected_quiz_shows_who_not_what_and_the_qr_code_reads(tmp_path):
+    """In Chromium: the organiser's Summary and CSV fill in while a reader answers in another window, with no reload;
+    a rating chosen and not saved is kept when the reader moves on; the join QR code on the screen reads back as the
+    join link; in a teacher-paced quiz the projected page shows a student's answer only as answered until the
+    teacher's reveal, and the student's page follows the reveal by itself."""
+    import cv2
+
+    from core.review import open_database, store
+    from core.review.schema import close_databases
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    data, downloads = tmp_path / "data", tmp_path / "downloads"
+    data.mkdir()
+    downloads.mkdir()
+    organiser, keys, cases = make_session(data)
+    quiz_organiser, students, _ = make_session(data, "Friday quiz", readers=("Ann", "Bo"), kind="quiz", paced=True)
+    server = Server(data)
+    teacher, ada, front = open_browser(downloads), open_browser(), open_browser(size="1280,800")
+    try:
+        server.start()
+        teacher.get(f"{server.url}/review?organiser={organiser}")
+        settled(teacher, "Answers as they come")
+        open_tab(teacher, "Summary")
+        settled(teacher, "No answers yet: the summary fills in")
+
+        ada.get(f"{server.url}/review?reader={keys['Dr Ada']}")
+        answer(ada, 1, 4, "Glioma", "4 - sure")
+        settled(teacher, "Readers (accuracy against the reference", seconds=30)  # no reload: the tab re-read it
+        settled(teacher, "Where reader and model disagree")
+        time.sleep(1)  # the tables draw on a canvas a moment after they are placed
+        picture(teacher, "review-summary-live.png")
+        open_tab(teacher, "Export and report")
+        settled(teacher, "1 answer from 1 reader so far")
+        click(teacher, "Every answer (CSV)")
+        rows = downloaded(downloads).read_text(encoding="utf-8").strip().splitlines()
+        assert len(rows) == 2 and "Dr Ada" in rows[1] and "Glioma" in rows[1] and "4 - sure" in rows[1]
+
+        # A rating chosen and not saved goes with the reader to the next case.
+        choose(ada, "Does the heatmap point at the right place?", "somewhere else")
+        settled(ada, "Not saved yet")
+        click(ada, "Next case ▶")
+        settled(ada, "Case 2 of 4")
+        wait(ada, 30).until(lambda d: "Heatmap rating saved: somewhere else" in d.page_source)
+        close_databases()
+        engine = open_database(f"sqlite:///{data / 'review.sqlite'}")
+        ada_answers = store.answers_of(engine, store.reader_by_key(engine, keys["Dr Ada"]))
+        assert ada_answers[cases[0].id].heatmap_rating == "wrong"
+
+        # The quiz: the join QR code, read off the organiser's screen, is the join link.
+        teacher.get(f"{server.url}/review?organiser={quiz_organiser}")
+        settled(teacher, "Answers as they come")
+        expand(teacher, "Join code")
+        quiz = store.session_for_organiser(engine, quiz_organiser)
+        link = f"{server.url}/review?session={quiz.code}"
+        settled(teacher, link)
+        code_image = next(i for i in teacher.find_elements(By.CSS_SELECTOR, "[data-testid='stImage'] img")
+                          if i.size["width"] > 100)
+        shot = cv2.imdecode(np.frombuffer(code_image.screenshot_as_png, np.uint8), cv2.IMREAD_GRAYSCALE)
+        assert cv2.QRCodeDetector().detectAndDecode(shot)[0] == link
+        picture(teacher, "review-join-code.png")
+        click(teacher, "Present to the class")
+        settled(teacher, "present=")
+        presenter = next(e.text for e in teacher.find_elements(By.CSS_SELECTOR, "code") if "present=" in e.text)
+        assert quiz_organiser not in presenter
+
+        front.get(presenter.strip())
+        settled(front, "Begin: show case 1 to the class")
+        click(front, "Begin: show case 1 to the class")
+        settled(front, "Case 1 of 4")
+        ada.get(f"{server.url}/review?reader={students['Ann']}")
+        settled(ada, "Case 1 of 4")
+        click(ada, "Meningioma")
+        click(ada, "3 - fairly sure")
+        click(ada, "Commit answer")
+        settled(ada, "Your answer is in")
+        assert "The model " not in page_text(ada)  # paced: the reveal waits for the teacher
+        settled(front, "✓ Ann", seconds=30)  # the projected page: who has answered...
+        shown = page_text(front)
+        assert "Still reading: Bo" in shown and "Meningioma" not in shown  # ...and never what
+        picture(front, "review-presenter-answered.png")
+        click(front, "Reveal the answers")
+        settled(front, "The class's answers (1)")
+        wait(front, 30).until(lambda d: d.find_elements(By.CSS_SELECTOR, "[data-testid='stPlotlyChart'] .main-svg"))
+        time.sleep(1)
+        picture(front, "review-presenter-reveal.png")
+        settled(ada, "The model ", seconds=30)  # the student's page follows the reveal, without a reload
+        for driver in (teacher, ada, front):
+            assert not exception_texts(driver)
+    finally:
+        for driver, name in ((teacher, "teacher"), (ada, "student"), (front, "presenter")):
+            try:
+                driver.save_screenshot(str(ARTIFACTS / f"review-live-{name}.png"))
             finally:
                 driver.quit()
         server.stop()
