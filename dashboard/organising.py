@@ -596,6 +596,26 @@ def export_view(engine, session_id: int) -> None:
         export_parts(engine, session, cases, table, cached_summary(table, tuple(session.classes), len(cases)))
 
 
+def summary_for_people(summary: dict, name: str) -> pd.DataFrame:
+    """A part of the summary as its CSV holds it: in the words and figures of the page and the PDF
+    (core.review.words)."""
+    if name == "readers":
+        return reader_table(summary["readers"])
+    if name == "disagreements":
+        return answers_for_people(summary["disagreements"])
+    if name == "ratings":
+        ratings = summary["ratings"].copy()
+        ratings.index = [words.rating_name(r) for r in ratings.index]
+        return ratings.rename_axis("heatmap rating").reset_index()
+    difficulty = summary["difficulty"]
+    return pd.DataFrame({"case": difficulty["case"], "title": difficulty["image"],
+                         "reference": difficulty["reference"].map(words.class_name),
+                         "model's answer": difficulty["model"].map(words.class_name),
+                         "readers": difficulty["readers"], "wrong": difficulty["wrong"],
+                         "share wrong": difficulty["share_wrong"].map(words.share),
+                         "reading time (median)": difficulty["median_reading_seconds"].map(words.seconds)})
+
+
 def export_parts(engine, session: SessionView, cases: list[CaseView], table: pd.DataFrame, summary: dict) -> None:
     stem = file_stem(session)
     st.caption(f"{len(table)} answer{'s' if len(table) != 1 else ''} from {table['reader'].nunique()} "
@@ -608,12 +628,10 @@ def export_parts(engine, session: SessionView, cases: list[CaseView], table: pd.
     st.download_button("Every answer (CSV)", answers_now, file_name=f"{stem}-answers.csv", mime="text/csv",
                        key="review.export.answers", icon=":material/download:")
     for name, title in (("readers", "Reader summary"), ("difficulty", "Case difficulty"),
-                        ("disagreements", "Disagreements with the model")):
-        st.download_button(f"{title} (CSV)", csv_bytes(summary[name]), file_name=f"{stem}-{name}.csv", mime="text/csv",
-                           key=f"review.export.{name}", icon=":material/download:")
-    st.download_button("Heatmap ratings (CSV)", csv_bytes(summary["ratings"].reset_index()),
-                       file_name=f"{stem}-ratings.csv",
-                       mime="text/csv", key="review.export.ratings", icon=":material/download:")
+                        ("disagreements", "Disagreements with the model"), ("ratings", "Heatmap ratings")):
+        st.download_button(f"{title} (CSV)", csv_bytes(summary_for_people(summary, name)),
+                           file_name=f"{stem}-{name}.csv", mime="text/csv", key=f"review.export.{name}",
+                           icon=":material/download:")
     if st.button("Prepare the session report (PDF)", key="review.export.prepare", icon=":material/picture_as_pdf:"):
         board = store.scores(engine, session) if session.kind == "quiz" else None
         st.session_state["review.export.pdf"] = (session.id, len(table), utc_now(),

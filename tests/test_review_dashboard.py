@@ -394,3 +394,23 @@ def test_the_join_qr_code_reads_back_as_the_join_link():
         decoded, points, _ = cv2.QRCodeDetector().detectAndDecode(pixels)
         assert decoded == link and points is not None
         assert pixels.shape[0] >= 25 * QR_MODULE_PIXELS  # version 2 or more: at least 25 modules a side
+
+
+def test_every_summary_csv_uses_the_words_of_the_pages():
+    """The reader summary, case difficulty, disagreements and ratings CSVs say "No tumour", "somewhere else" and
+    "75.0% (95% CI 30.1–95.4%)", as the summary page and the PDF do, never the class codes."""
+    from core.review.agreement import answers_table, session_summary
+    from core.tables import csv_bytes
+    from dashboard.organising import summary_for_people
+    from test_review_reports import TWO, session_parts
+
+    cases, answers = session_parts()
+    answers[0]["heatmap_rating"] = "wrong"
+    table = answers_table(cases, answers)
+    summary = session_summary(table, TWO)
+    written = {name: csv_bytes(summary_for_people(summary, name)).decode("utf-8")
+               for name in ("readers", "difficulty", "disagreements", "ratings")}
+    assert "75.0% (95% CI 30.1–95.4%)" in written["readers"]
+    assert "No tumour" in written["difficulty"] and "50.0%" in written["difficulty"]
+    assert "No tumour" in written["disagreements"] and "somewhere else" in written["ratings"]
+    assert not any("notumor" in text for text in written.values())
