@@ -4,6 +4,7 @@ the PDF session report."""
 
 from __future__ import annotations
 
+import functools
 import re
 
 import pandas as pd
@@ -24,7 +25,7 @@ from dashboard.charts import confusion_matrix_figure
 from dashboard.common import (ROOT, current_model_path, data_dir, error_boundary, file_digest, found_runs,
                               get_classifier, checkpoint_file, load_run, run_images_root, run_title)
 from dashboard.sessions import (JOIN, MANAGE, MINE, OPEN, ORGANISER, PRESENTER, READER, case_pictures, join_panel,
-                                label, page_link, pil, scan_beside_heatmap, server_list_allowed)
+                                label, leaderboard_table, page_link, pil, scan_beside_heatmap, server_list_allowed)
 
 CREATED_KEY = "review.created"   # the keys of sessions made in this browser session, shown to their organiser once
 ORGANISER_KEY = "review.organiser_key"  # this browser's organiser key (the list of their sessions), once made
@@ -474,13 +475,6 @@ def teacher_view(engine, session_id: int) -> None:
         leaderboard_table(engine, session)
 
 
-def leaderboard_table(engine, session: SessionView) -> None:
-    """The quiz's leaderboard as the reader pages and the session report show it (store.scores: one order)."""
-    board = pd.DataFrame(store.scores(engine, session), columns=["reader", "right", "answered"])
-    board.insert(0, "place", range(1, len(board) + 1))
-    st.dataframe(board, hide_index=True, width="content")
-
-
 def reader_table(readers: pd.DataFrame) -> pd.DataFrame:
     """The per-reader summary as people read it (core.review.words, as in the PDF): each figure with its 95%
     interval."""
@@ -509,16 +503,23 @@ def hidden_notice(engine, session: SessionView, what: str) -> bool:
     return True
 
 
-def summary_view(engine, session_id: int) -> None:
+def answers_view(engine, session_id: int, what: str, empty: str, show) -> None:
+    """A tab that shows the session's answers (the summary, the exports), read from the database now: while the
+    answers are hidden only how far the readers have got, with no answers yet ``empty``, else ``show(session,
+    cases, table, summary)``."""
     session, cases, table = fresh(engine, session_id)
-    with error_boundary("The summary"):
-        if hidden_notice(engine, session, "The summary"):
+    with error_boundary(what):
+        if hidden_notice(engine, session, what):
             return
         if table.empty:
-            st.info("No answers yet: the summary fills in as readers commit theirs (no reload needed).")
+            st.info(empty)
             return
-        summary = cached_summary(table, tuple(session.classes), len(cases))
-        summary_parts(session, cases, table, summary)
+        show(session, cases, table, cached_summary(table, tuple(session.classes), len(cases)))
+
+
+def summary_view(engine, session_id: int) -> None:
+    answers_view(engine, session_id, "The summary",
+                 "No answers yet: the summary fills in as readers commit theirs (no reload needed).", summary_parts)
 
 
 def summary_parts(session: SessionView, cases: list[CaseView], table: pd.DataFrame, summary: dict) -> None:
@@ -585,15 +586,8 @@ def file_stem(session: SessionView) -> str:
 
 
 def export_view(engine, session_id: int) -> None:
-    session, cases, table = fresh(engine, session_id)
-    with error_boundary("The export"):
-        if hidden_notice(engine, session, "The export"):
-            return
-        if table.empty:
-            st.info("No answers yet, so there is nothing to export: the files appear here as readers commit their "
-                    "answers.")
-            return
-        export_parts(engine, session, cases, table, cached_summary(table, tuple(session.classes), len(cases)))
+    answers_view(engine, session_id, "The export", "No answers yet, so there is nothing to export: the files appear "
+                 "here as readers commit their answers.", functools.partial(export_parts, engine))
 
 
 def summary_for_people(summary: dict, name: str) -> pd.DataFrame:

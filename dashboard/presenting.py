@@ -13,7 +13,7 @@ from core.review.store import CaseView, SessionView
 from dashboard.captions import md, sentence
 from dashboard.charts import answer_spread_figure
 from dashboard.common import error_boundary
-from dashboard.sessions import case_pictures, join_panel, label
+from dashboard.sessions import case_pictures, join_panel, label, leaderboard_table
 
 LIVE_SECONDS = 3
 
@@ -69,14 +69,7 @@ def paced(engine, session: SessionView, cases: list[CaseView], readers, done: di
     case = cases[at]
     st.subheader(f"Case {at + 1} of {len(cases)}")
     revealed = case.revealed_at is not None
-    left, right = st.columns([3, 2])
-    with left:
-        reveal_pictures(session, case, revealed)
-    with right:
-        if revealed:
-            reveal_panel(engine, session, case)
-        else:
-            who_answered(readers, done, case)
+    case_panels(engine, session, case, revealed, readers, done)
     c1, c2, c3 = st.columns(3)
     if not revealed and c1.button("Reveal the answers", type="primary", key="present.reveal",
                                   icon=":material/visibility:", shortcut="Space"):
@@ -112,14 +105,9 @@ def self_paced(engine, session: SessionView, cases: list[CaseView], readers, don
     if chosen is not None:
         case = cases[chosen]
         revealed = case.revealed_at is not None or session.ended_at is not None
-        left, right = st.columns([3, 2])
-        with left:
-            reveal_pictures(session, case, revealed)
-        with right:
-            if revealed:
-                reveal_panel(engine, session, case)
-            else:
-                who_answered(readers, done, case)
+        beside = case_panels(engine, session, case, revealed, readers, done)
+        if not revealed:
+            with beside:
                 st.caption("Revealing a case shows its answers to the class: it then takes no more answers, also "
                            "from those who have not reached it.")
                 if st.button("Reveal this case", type="primary", key="present.reveal_one",
@@ -130,6 +118,20 @@ def self_paced(engine, session: SessionView, cases: list[CaseView], readers, don
         store.end_session(engine, session)
         st.rerun()
     board(engine, session, cases)
+
+
+def case_panels(engine, session: SessionView, case: CaseView, revealed: bool, readers, done: dict[int, set[int]]):
+    """The case's pictures, and beside them its reveal (once revealed) or who has answered it; returns the column
+    beside the pictures, for what the caller adds there."""
+    left, right = st.columns([3, 2])
+    with left:
+        reveal_pictures(session, case, revealed)
+    with right:
+        if revealed:
+            reveal_panel(engine, session, case)
+        else:
+            who_answered(readers, done, case)
+    return right
 
 
 def reveal_pictures(session: SessionView, case: CaseView, revealed: bool) -> None:
@@ -162,6 +164,4 @@ def board(engine, session: SessionView, cases: list[CaseView]) -> None:
     if session.kind != "quiz" or not (session.ended_at or any(c.revealed_at for c in cases)):
         return
     with st.expander("Leaderboard" + ("" if session.ended_at else " (revealed cases)")):
-        rows = [{"place": k, "reader": name, "right": right, "answered": answered}
-                for k, (name, right, answered) in enumerate(store.scores(engine, session), 1)]
-        st.dataframe(rows, hide_index=True, width="content")
+        leaderboard_table(engine, session)

@@ -5,7 +5,6 @@ the end, and for a quiz the running score, the leaderboard and the gallery of mi
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 
 from core.review import ReviewError
@@ -17,7 +16,7 @@ from core.review.store import CONFIDENCES, RATINGS, AnswerView, CaseView, Reader
 from dashboard.captions import md, sentence
 from dashboard.charts import confusion_matrix_figure, probability_bars
 from dashboard.common import error_boundary
-from dashboard.sessions import case_pictures, case_stack, label, pil, scan_beside_heatmap
+from dashboard.sessions import case_pictures, case_stack, label, leaderboard_table, pil, scan_beside_heatmap
 
 
 MISSED_SHOWN = 12  # missed cases shown with their heatmaps at the end of a quiz
@@ -59,7 +58,7 @@ def reader_page(engine, key: str) -> None:
     if quiz:
         score_line(session, cases, answers)
         with st.expander("Leaderboard"), error_boundary("The leaderboard"):
-            leaderboard(engine, session)
+            leaderboard_table(engine, session, width="stretch")
     reachable = [c.position for c in cases if c.id in answers] + ([upcoming] if upcoming is not None else [])
     at = st.session_state.get(position_key(reader))
     if at not in reachable:
@@ -120,12 +119,6 @@ def score_line(session: SessionView, cases: list[CaseView], answers: dict[int, A
               and store.may_reveal(session, a, by_id[a.case_id])]
     right = sum(a.label == by_id[a.case_id].reference for a in marked)
     st.metric("Your score", f"{right} of {len(marked)}")
-
-
-def leaderboard(engine, session: SessionView) -> None:
-    table = pd.DataFrame(store.scores(engine, session), columns=["reader", "right", "answered"])
-    table.insert(0, "place", np.arange(1, len(table) + 1))
-    st.dataframe(table, hide_index=True, width="stretch")
 
 
 def move_to(engine, reader: ReaderView, case: CaseView, answer: AnswerView | None, position: int | None) -> None:

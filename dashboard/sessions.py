@@ -9,6 +9,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 from PIL import Image
 
@@ -78,6 +79,16 @@ def join_panel(session: SessionView, width: int = 320) -> None:
                   "review page:")
     left.code(link, language=None)
     right.image(join_qr_png(link), width=width, caption="The join link as a QR code")
+
+
+def leaderboard_table(engine, session: SessionView, width: str = "content") -> None:
+    """A quiz's leaderboard, placed, in core.review.store.scores' one order (the reader's, organiser's and
+    presenter's pages alike, and the session report)."""
+    from core.review import store
+
+    rows = [{"place": k, "reader": name, "right": right, "answered": answered}
+            for k, (name, right, answered) in enumerate(store.scores(engine, session), 1)]
+    st.dataframe(pd.DataFrame(rows, columns=["place", "reader", "right", "answered"]), hide_index=True, width=width)
 
 
 def label(name: str | None) -> str:

@@ -272,27 +272,24 @@ def test_two_readers_a_killed_server_and_every_committed_answer_kept(tmp_path):
         close_databases()
 
 
-def open_tab(driver, name: str) -> None:
-    """Click the tab called ``name``."""
+def click_matching(driver, selector: str, matches) -> None:
+    """Click the first element of ``selector`` whose text ``matches``, once the page shows one."""
     def clicked(d):
-        for tab in d.find_elements(By.CSS_SELECTOR, "[data-testid='stTab']"):
-            if tab.text.strip() == name:
-                tab.click()
+        for element in d.find_elements(By.CSS_SELECTOR, selector):
+            if matches(element.text):
+                element.click()
                 return True
         return False
 
     wait(driver, PAGE_TIMEOUT).until(clicked)
+
+
+def open_tab(driver, name: str) -> None:
+    click_matching(driver, "[data-testid='stTab']", lambda text: text.strip() == name)
 
 
 def expand(driver, heading: str) -> None:
-    def clicked(d):
-        for summary in d.find_elements(By.CSS_SELECTOR, "[data-testid='stExpander'] summary"):
-            if heading in summary.text:
-                summary.click()
-                return True
-        return False
-
-    wait(driver, PAGE_TIMEOUT).until(clicked)
+    click_matching(driver, "[data-testid='stExpander'] summary", lambda text: heading in text)
 
 
 def downloaded(folder: Path, seconds: float = 30) -> Path:

@@ -62,14 +62,14 @@ def answers_for_people(table: pd.DataFrame) -> pd.DataFrame:
     """The answers table in the words of the pages and the report: class names ("No tumour"), confidence and
     heatmap ratings as the reader chose them ("4 - sure", "somewhere else"), yes/no, times in UTC, reading times
     to a tenth of a second."""
-    from core.data import CLASS_LABELS
+    from core.review import words
     from core.review.store import CONFIDENCES
 
     out = table[list(PEOPLE_COLUMNS)].copy().astype(object)
     for column in ("reference", "model", "answer", "changed_to"):
-        out[column] = [CLASS_LABELS.get(v, v) if isinstance(v, str) else "" for v in table[column]]
+        out[column] = [words.class_name(v, missing="") for v in table[column]]
     out["confidence"] = [CONFIDENCES.get(int(v), v) for v in table["confidence"]]
-    out["heatmap"] = [RATINGS.get(v, v) if isinstance(v, str) else "" for v in table["heatmap"]]
+    out["heatmap"] = [words.rating_name(v, missing="") for v in table["heatmap"]]
     for column in ("model_answered", "reader_right", "model_right", "agrees_with_model"):
         out[column] = ["" if v is None or pd.isna(v) else ("yes" if v else "no") for v in table[column]]
     out["answered_at"] = [v.strftime("%Y-%m-%d %H:%M:%S") if v is not None and not pd.isna(v) else ""

@@ -28,7 +28,6 @@ from reportlab.lib.utils import ImageReader
 from reportlab.platypus import (Flowable, KeepInFrame, KeepTogether, PageBreak, Paragraph, SimpleDocTemplate, Spacer,
                                 Table, TableStyle)
 
-from core.data import CLASS_LABELS
 from core.review.agreement import confusion
 from core.review import words
 from core.review.store import CONFIDENCES, KINDS, MODES, RATINGS, AnswerView, CaseView, SessionView
@@ -117,7 +116,7 @@ def _shorten(text: str, limit: int) -> str:
 
 
 def _class_name(name: str | None, missing: str = NOT_RECORDED) -> str:
-    return missing if name is None or pd.isna(name) else CLASS_LABELS.get(name, str(name))
+    return words.class_name(name, missing)
 
 
 def _number(value: float, digits: int = 2) -> str:
@@ -429,8 +428,7 @@ def _leaderboard_section(session: SessionView, leaderboard: Sequence[tuple[str, 
     if session.kind != "quiz" or leaderboard is None:
         return []
     rows = [(str(k + 1), name, str(right), str(answered)) for k, (name, right, answered) in enumerate(leaderboard)]
-    return [KeepTogether([Paragraph("Leaderboard", HEADING),
-                          _grid([("Place", "Reader", "Right", "Answered"), *rows], widths=[40, 200, 60, 60])])]
+    return _section("Leaderboard", _grid([("Place", "Reader", "Right", "Answered"), *rows], widths=[40, 200, 60, 60]))
 
 
 def _hardest_section(summary: dict) -> list[Flowable]:

@@ -259,21 +259,21 @@ def _version_4(connection: Connection) -> None:
           Column("id", Integer, primary_key=True),
           Column("key", String(64), nullable=False, unique=True),
           Column("created_at", DateTime(timezone=True), nullable=False)).create(connection)
-    false = "false" if connection.dialect.name == "postgresql" else "0"
+    postgres = connection.dialect.name == "postgresql"
+    false, moment, real = (("false", "TIMESTAMP WITH TIME ZONE", "DOUBLE PRECISION") if postgres
+                           else ("0", "DATETIME", "FLOAT"))
     for column, kind in (("presenter_key", "VARCHAR(64)"), ("paced", f"BOOLEAN NOT NULL DEFAULT {false}"),
                          ("current_position", "INTEGER"), ("hide_answers", f"BOOLEAN NOT NULL DEFAULT {false}"),
-                         ("ended_at", "TIMESTAMP WITH TIME ZONE" if false == "false" else "DATETIME"),
+                         ("ended_at", moment),
                          ("organiser_id", "INTEGER REFERENCES review_organisers (id) ON DELETE SET NULL")):
         connection.execute(text(f"ALTER TABLE review_sessions ADD COLUMN {column} {kind}"))
     connection.execute(text("CREATE UNIQUE INDEX uq_review_sessions_presenter_key ON review_sessions (presenter_key)"))
     connection.execute(text("CREATE INDEX ix_review_sessions_organiser_id ON review_sessions (organiser_id)"))
-    moment = "TIMESTAMP WITH TIME ZONE" if false == "false" else "DATETIME"
     connection.execute(text(f"ALTER TABLE review_cases ADD COLUMN revealed_at {moment}"))
     connection.execute(text(f"ALTER TABLE review_readers ADD COLUMN opened_at {moment}"))
     connection.execute(text("UPDATE review_readers SET opened_at = (SELECT MIN(answered_at) FROM review_answers "
                             "WHERE review_answers.reader_id = review_readers.id)"))
-    connection.execute(text("ALTER TABLE review_answers ADD COLUMN reading_seconds "
-                            + ("DOUBLE PRECISION" if false == "false" else "FLOAT")))
+    connection.execute(text(f"ALTER TABLE review_answers ADD COLUMN reading_seconds {real}"))
 
 
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [

@@ -399,14 +399,18 @@ def move_class(engine: Engine, session: SessionView, position: int) -> SessionVi
         return _session_view(row)
 
 
+def _session_case(db: Session, session: SessionView, case_id: int) -> Case:
+    case = db.get(Case, case_id)
+    if case is None or case.session_id != session.id:
+        raise ReviewError("this case is not part of the session")
+    return case
+
+
 def reveal_case(engine: Engine, session: SessionView, case_id: int, revealed: bool = True) -> None:
     """Show a case's reference, the model's answer and the class's spread to the class (the presenter's reveal).
     A revealed case takes no more answers: those who had not answered it have now seen its answer."""
     with _unit(engine, write=True) as db:
-        case = db.get(Case, case_id)
-        if case is None or case.session_id != session.id:
-            raise ReviewError("this case is not part of the session")
-        case.revealed_at = utc_now() if revealed else None
+        _session_case(db, session, case_id).revealed_at = utc_now() if revealed else None
 
 
 def answered_cases(engine: Engine, session: SessionView) -> dict[int, set[int]]:
@@ -424,9 +428,7 @@ def answered_cases(engine: Engine, session: SessionView) -> dict[int, set[int]]:
 def class_spread(engine: Engine, session: SessionView, case_id: int) -> dict[str, int]:
     """How many readers gave each class for a case, once it is revealed to the class (or the session has ended)."""
     with _unit(engine) as db:
-        case = db.get(Case, case_id)
-        if case is None or case.session_id != session.id:
-            raise ReviewError("this case is not part of the session")
+        case = _session_case(db, session, case_id)
         if case.revealed_at is None and db.get(ReviewSession, session.id).ended_at is None:
             raise ReviewError("the class's answers to a case are shown once it is revealed")
         rows = db.execute(select(Answer.label, func.count(Answer.id)).where(Answer.case_id == case_id)

@@ -20,33 +20,33 @@ def _defined(value) -> bool:
         return False
 
 
-def class_name(name: str | None) -> str:
-    """A class as people read it ("No tumour"); a dash for none."""
-    return CLASS_LABELS.get(name, str(name)) if isinstance(name, str) and name else MISSING
+def class_name(name: str | None, missing: str = MISSING) -> str:
+    """A class as people read it ("No tumour"); ``missing`` for none."""
+    return CLASS_LABELS.get(name, str(name)) if isinstance(name, str) and name else missing
 
 
-def rating_name(rating: str | None) -> str:
-    return RATINGS.get(rating, str(rating)) if isinstance(rating, str) and rating else MISSING
+def rating_name(rating: str | None, missing: str = MISSING) -> str:
+    return RATINGS.get(rating, str(rating)) if isinstance(rating, str) and rating else missing
+
+
+def _figure(value, low, high, times: float, spec: str, unit: str) -> str:
+    """``value`` (times ``times``, in ``spec``, then ``unit``) with its interval when both ends are defined."""
+    if not _defined(value):
+        return "n/a"
+    text = f"{times * float(value):{spec}}{unit}"
+    if _defined(low) and _defined(high):
+        text += f" ({LEVEL} CI {times * float(low):{spec}}–{times * float(high):{spec}}{unit})"
+    return text
 
 
 def share(value, low=None, high=None) -> str:
     """A share as a percentage with its interval: "75.0% (95% CI 30.1–95.4%)"; "n/a" when undefined."""
-    if not _defined(value):
-        return "n/a"
-    text = f"{100 * float(value):.1f}%"
-    if _defined(low) and _defined(high):
-        text += f" ({LEVEL} CI {100 * float(low):.1f}–{100 * float(high):.1f}%)"
-    return text
+    return _figure(value, low, high, 100, ".1f", "%")
 
 
 def kappa(value, low=None, high=None) -> str:
     """A kappa with its interval: "0.62 (95% CI 0.41–0.80)"; "n/a" when undefined."""
-    if not _defined(value):
-        return "n/a"
-    text = f"{float(value):.2f}"
-    if _defined(low) and _defined(high):
-        text += f" ({LEVEL} CI {float(low):.2f}–{float(high):.2f})"
-    return text
+    return _figure(value, low, high, 1, ".2f", "")
 
 
 def seconds(value) -> str:
