@@ -39,11 +39,12 @@ def probability_bars(classes: list[str], probabilities: np.ndarray, highlight: i
     colours = [CLASS_COLOURS.get(c, "#888") if not muted and (highlight is None or k == highlight) else "#55606e"
                for k, c in enumerate(classes)]
     figure = go.Figure(go.Bar(x=probabilities, y=[label(c) for c in classes], orientation="h", marker_color=colours,
-                              text=[f"{p:.1%}" for p in probabilities], textposition="auto",
+                              text=[f"{p:.1%}" for p in probabilities], textposition="outside", textangle=0,
+                              cliponaxis=False,
                               hovertemplate="%{y}: %{x:.2%}<extra></extra>"))
     figure.update_xaxes(range=[0, 1], tickformat=".0%")
     figure.update_yaxes(autorange="reversed")
-    return _layout(figure, height=200, margin=dict(l=0, r=0, t=10, b=0))
+    return _layout(figure, height=200, margin=dict(l=0, r=56, t=10, b=0))  # room for a label outside a full bar
 
 
 def answer_spread_figure(classes: list[str], counts: dict[str, int], reference: str | None) -> go.Figure:
@@ -54,11 +55,12 @@ def answer_spread_figure(classes: list[str], counts: dict[str, int], reference: 
     colours = [CLASS_COLOURS.get(c, "#888") if c == reference or reference is None else "#55606e" for c in classes]
     names = [label(c) + (" (reference)" if c == reference else "") for c in classes]
     figure = go.Figure(go.Bar(x=values, y=names, orientation="h", marker_color=colours,
-                              text=[f"{v} ({v / total:.0%})" for v in values], textposition="auto",
+                              text=[f"{v} ({v / total:.0%})" for v in values], textposition="outside", textangle=0,
+                              cliponaxis=False,
                               textfont=dict(size=18), hovertemplate="%{y}: %{x}<extra></extra>"))
     figure.update_xaxes(range=[0, max(1, max(values))], dtick=1 if max(values) <= 10 else None, title="readers")
     figure.update_yaxes(autorange="reversed", tickfont=dict(size=16))
-    return _layout(figure, height=260, margin=dict(l=0, r=0, t=10, b=0))
+    return _layout(figure, height=260, margin=dict(l=0, r=96, t=10, b=0))
 
 
 def confusion_matrix_figure(matrix: list[list[int]], classes: list[str], normalise: bool = False,

@@ -24,8 +24,9 @@ from dashboard.captions import md, sentence
 from dashboard.charts import confusion_matrix_figure
 from dashboard.common import (ROOT, current_model_path, data_dir, error_boundary, file_digest, found_runs,
                               get_classifier, checkpoint_file, load_run, run_images_root, run_title)
-from dashboard.sessions import (JOIN, MANAGE, MINE, OPEN, ORGANISER, PRESENTER, READER, case_pictures, join_panel,
-                                label, leaderboard_table, page_link, pil, scan_beside_heatmap, server_list_allowed)
+from dashboard.sessions import (JOIN, MANAGE, MINE, OPEN, ORGANISER, PRESENTER, PROJECTED, READER, case_pictures,
+                                join_panel, label, leaderboard_table, page_link, pil, scan_beside_heatmap,
+                                server_list_allowed)
 
 CREATED_KEY = "review.created"   # the keys of sessions made in this browser session, shown to their organiser once
 ORGANISER_KEY = "review.organiser_key"  # this browser's organiser key (the list of their sessions), once made
@@ -103,7 +104,8 @@ def start_page(engine) -> None:
             st.error(not_kept(error))
             return
         st.session_state.setdefault(CREATED_KEY, {})[session.id] = reader_keys
-        st.query_params.from_dict({ORGANISER: owner_key})
+        # The list of their sessions goes into the (private) address too: a reload keeps the way back to it.
+        st.query_params.from_dict({ORGANISER: owner_key, MINE: organiser_key(engine)})
         st.rerun()
 
 
@@ -312,7 +314,7 @@ def organiser_page(engine, session: SessionView, address: dict[str, str]) -> Non
     if c1.button("Start another session", key="review.home.new", icon=":material/add:"):
         st.query_params.clear()
         st.rerun()
-    mine = st.session_state.get(ORGANISER_KEY) or address.get(MINE)
+    mine = st.session_state.get(ORGANISER_KEY) or address.get(MINE) or st.query_params.get(MINE)
     if mine and c2.button("Your sessions", key="review.home.mine", icon=":material/list:"):
         st.query_params.from_dict({MINE: mine})
         st.rerun()
@@ -347,7 +349,7 @@ def cached_summary(table: pd.DataFrame, classes: tuple[str, ...], cases: int) ->
 def links(engine, session: SessionView, address: dict[str, str]) -> None:
     created = st.session_state.get(CREATED_KEY, {}).get(session.id)
     if session.joinable:  # shown, not folded away: it is what a class is given, on the projector or by message
-        with st.expander(f"Join code **{session.display_code}**, link and QR code", expanded=bool(created)):
+        with st.expander(f"Join code **{session.display_code}**, link and QR code", expanded=created is not None):
             join_panel(session, width=240)
     with st.expander("Your organiser's link, the readers' links, and who may join", expanded=bool(created)):
         st.markdown("**This page** (bookmark it; keep it private: it opens every reader's answers):")
@@ -405,21 +407,36 @@ def controls(engine, session: SessionView) -> SessionView:
         if c2.button("Open it again", key="review.reopen"):
             store.end_session(engine, session, ended=False)
             st.rerun()
-    presenter_key = f"review.presenter.{session.id}"
-    if c3.button("Present to the class", key="review.present", icon=":material/co_present:",
+    shown = presenter_key(engine, session)
+    if c3.button("Present to the class" if shown is None else "A new presenter's link", key="review.present",
+                 icon=":material/co_present:",
                  help="A page for the projector: who has answered, never what, until you reveal a case. A new "
                       "presenter link ends the one before."):
-        st.session_state[presenter_key] = store.new_presenter_key(engine, session)
-    if presenter_key in st.session_state:
-        link = page_link(**{PRESENTER: st.session_state[presenter_key]})
+        shown = store.new_presenter_key(engine, session)
+        st.query_params[PROJECTED] = shown  # this page's address keeps it: a reload shows the link again
+    if shown is not None:
+        link = page_link(**{PRESENTER: shown})
         st.link_button("Open the presenter's page (in a new tab, for the projector)", link, type="primary",
                        icon=":material/open_in_new:")
         st.code(link, language=None)
     if session.paced:
         at = session.current_position
         st.caption("Teacher-paced: the class moves on when you say so, on the presenter's page. "
-                   + ("Not begun yet." if at is None else f"The class is on case {at + 1}."))
+                   + ("The quiz has ended." if session.ended_at else "Not begun yet." if at is None
+                      else f"The class is on case {at + 1}."))
     return session
+
+
+def presenter_key(engine, session: SessionView) -> str | None:
+    """The presenter's key this page made (kept in its address), while it is still this session's: a newer one, made
+    elsewhere, replaces it."""
+    key = st.query_params.get(PROJECTED)
+    if not key:
+        return None
+    try:
+        return key if store.session_for_presenter(engine, key).id == session.id else None
+    except ReviewError:
+        return None
 
 
 def joined(reader) -> str:
@@ -548,14 +565,17 @@ def summary_parts(session: SessionView, cases: list[CaseView], table: pd.DataFra
     names = list(summary["readers"]["reader"])
     who = st.selectbox("Confusion matrix of", names, key="review.summary.reader")
     st.plotly_chart(confusion_matrix_figure(confusion(table[table["reader"] == who], session.classes)
-                                            .to_numpy().tolist(), session.classes), width="stretch",
+                                            .to_numpy().tolist(), session.classes, axes=("reference", f"{who}'s answer")),
+                    width="stretch",
                     key="review.summary.confusion")
-    difficulty = summary["difficulty"].head(20).assign(reference=lambda t: t["reference"].map(label),
-                                                       model=lambda t: t["model"].map(label))
+    difficulty = summary["difficulty"].head(20).assign(
+        reference=lambda t: t["reference"].map(label), model=lambda t: t["model"].map(label),
+        median_reading_seconds=lambda t: t["median_reading_seconds"].map(words.seconds))
     st.markdown("**Hardest cases** (share of readers wrong)")
     st.dataframe(difficulty, hide_index=True, width="stretch",
                  column_config={"share_wrong": st.column_config.ProgressColumn("share wrong", min_value=0,
-                                                                                 max_value=1, format="percent")})
+                                                                                 max_value=1, format="percent"),
+                                "median_reading_seconds": "median reading time"})
     st.markdown("**Heatmap ratings** (after the reveal)")
     st.dataframe(summary["ratings"].rename(index=RATINGS), width="content")
     disagreeing = summary["disagreements"]

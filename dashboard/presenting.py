@@ -13,16 +13,20 @@ from core.review.store import CaseView, SessionView
 from dashboard.captions import md, sentence
 from dashboard.charts import answer_spread_figure
 from dashboard.common import error_boundary
-from dashboard.sessions import case_pictures, join_panel, label, leaderboard_table
+from dashboard.sessions import case_pictures, fit_to_screen, join_panel, label, leaderboard_table
 
 LIVE_SECONDS = 3
 
 
 def presenter_page(engine, key: str) -> None:
     session = store.session_for_presenter(engine, key)
-    st.title(md(session.name))
+    fit_to_screen(56)  # on a 1440 x 900 projector the scan, the reveal and the teacher's buttons fit one screen
+    title, code = st.columns([3, 2], vertical_alignment="bottom")
+    title.title(md(session.name))
     if session.joinable:
-        with st.expander(f"Join: code **{session.display_code}**", expanded=session.paced and
+        code.markdown(f"<div style='text-align:right;font-size:2.2rem;font-weight:700;letter-spacing:0.08em'>"
+                      f"Join: {session.display_code}</div>", unsafe_allow_html=True)
+        with st.expander("How to join: the link and its QR code", expanded=session.paced and
                          session.current_position is None):
             join_panel(session, width=420)
     st.fragment(run_every=LIVE_SECONDS)(live)(engine, key)
@@ -67,30 +71,41 @@ def paced(engine, session: SessionView, cases: list[CaseView], readers, done: di
             st.rerun()
         return
     case = cases[at]
-    st.subheader(f"Case {at + 1} of {len(cases)}")
     revealed = case.revealed_at is not None
-    case_panels(engine, session, case, revealed, readers, done)
-    c1, c2, c3 = st.columns(3)
+    # The teacher's buttons above the case, so that they are on the screen whatever the case's pictures take.
+    heading, c1, c2, c3 = st.columns([2, 1, 1, 1], vertical_alignment="center")
+    heading.subheader(f"Case {at + 1} of {len(cases)}")
     if not revealed and c1.button("Reveal the answers", type="primary", key="present.reveal",
-                                  icon=":material/visibility:", shortcut="Space"):
+                                  icon=":material/visibility:", shortcut="Space", width="stretch"):
         store.reveal_case(engine, session, case.id)
         st.rerun()
     if at + 1 < len(cases):
-        if c2.button("Next case ▶", key="present.next", shortcut="Right",
-                     type="primary" if revealed else "secondary"):
+        if c2.button("Next case ▶", key="present.next", shortcut="Right", width="stretch",
+                     type="primary" if revealed else "secondary",
+                     help=None if revealed else "Moves the class on without revealing this case: its answers are "
+                                                "shown at the end of the quiz"):
             store.move_class(engine, session, at + 1)
             st.rerun()
-    if c3.button("End the quiz", key="present.end", icon=":material/flag:",
-                 type="primary" if at + 1 == len(cases) and revealed else "secondary"):
-        store.end_session(engine, session)
-        st.rerun()
+    end_button(engine, session, c3, last=at + 1 == len(cases) and revealed)
+    case_panels(engine, session, case, revealed, readers, done)
     board(engine, session, cases)
+
+
+def end_button(engine, session: SessionView, where, last: bool = False) -> None:
+    """Ending takes a second click in a popover: an end cannot be undone from the projector, and the button sits
+    next to the ones pressed on every case."""
+    with where.popover("End the quiz", icon=":material/flag:", width="stretch", type="primary" if last else "secondary"):
+        st.markdown("End the quiz now? Every case is revealed, no more answers are taken, and the leaderboard is "
+                    "final.")
+        if st.button("End it", key="present.end", type="primary"):
+            store.end_session(engine, session)
+            st.rerun()
 
 
 def self_paced(engine, session: SessionView, cases: list[CaseView], readers, done: dict[int, set[int]]) -> None:
     """Everyone at their own pace: each reader's progress, and any case the teacher chooses to reveal."""
     if session.ended_at is not None:
-        st.success("The quiz has ended: every case is revealed.")
+        st.success("The quiz has ended: every case is revealed. Pick one below to talk it through.")
     if not readers:
         st.info("Nobody has joined yet.")
     else:
@@ -98,7 +113,8 @@ def self_paced(engine, session: SessionView, cases: list[CaseView], readers, don
         st.dataframe(rows, hide_index=True, width="content",
                      column_config={"answered": st.column_config.ProgressColumn(
                          "answered", min_value=0, max_value=len(cases), format="%d")})
-        st.caption("Who has answered how many cases; what they answered is shown only for a case you reveal.")
+        if session.ended_at is None:
+            st.caption("Who has answered how many cases; what they answered is shown only for a case you reveal.")
     chosen = st.selectbox("A case to talk through", [c.position for c in cases], index=None,
                           format_func=lambda p: f"Case {p + 1}" + (" (revealed)" if cases[p].revealed_at else ""),
                           key="present.case")
@@ -114,9 +130,8 @@ def self_paced(engine, session: SessionView, cases: list[CaseView], readers, don
                              icon=":material/visibility:"):
                     store.reveal_case(engine, session, case.id)
                     st.rerun()
-    if session.ended_at is None and st.button("End the quiz", key="present.end_self", icon=":material/flag:"):
-        store.end_session(engine, session)
-        st.rerun()
+    if session.ended_at is None:
+        end_button(engine, session, st.container())
     board(engine, session, cases)
 
 
@@ -143,10 +158,11 @@ def reveal_pictures(session: SessionView, case: CaseView, revealed: bool) -> Non
         return
     if revealed and pictures.heatmap:
         a, b = st.columns(2)
-        a.image(pictures.scan, caption=md(case.title), width="stretch")
-        b.image(pictures.heatmap, caption=md(pictures.note), width="stretch")
+        a.container(key=f"fit-scan-{case.id}").image(pictures.scan, caption=md(case.title), width="stretch")
+        b.container(key=f"fit-heatmap-{case.id}").image(pictures.heatmap, caption=md(pictures.note), width="stretch")
     else:
-        st.image(pictures.scan, caption=f"Case {case.position + 1}", width="stretch")
+        st.container(key=f"fit-scan-{case.id}").image(pictures.scan, caption=f"Case {case.position + 1}",
+                                                      width="stretch")
 
 
 def reveal_panel(engine, session: SessionView, case: CaseView) -> None:
@@ -163,5 +179,6 @@ def board(engine, session: SessionView, cases: list[CaseView]) -> None:
     """The leaderboard, once there is something to score: in a paced quiz it counts the revealed cases only."""
     if session.kind != "quiz" or not (session.ended_at or any(c.revealed_at for c in cases)):
         return
-    with st.expander("Leaderboard" + ("" if session.ended_at else " (revealed cases)")):
+    with st.expander("Leaderboard" + ("" if session.ended_at else " (revealed cases)"),
+                     expanded=session.ended_at is not None):
         leaderboard_table(engine, session)

@@ -4,6 +4,8 @@ the end, and for a quiz the running score, the leaderboard and the gallery of mi
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import streamlit as st
 
@@ -16,7 +18,8 @@ from core.review.store import CONFIDENCES, RATINGS, AnswerView, CaseView, Reader
 from dashboard.captions import md, sentence
 from dashboard.charts import confusion_matrix_figure, probability_bars
 from dashboard.common import error_boundary
-from dashboard.sessions import case_pictures, case_stack, label, leaderboard_table, pil, scan_beside_heatmap
+from dashboard.sessions import (case_pictures, case_stack, fit_to_screen, label, leaderboard_table, pil,
+                                scan_beside_heatmap)
 
 
 MISSED_SHOWN = 12  # missed cases shown with their heatmaps at the end of a quiz
@@ -54,13 +57,14 @@ def reader_page(engine, key: str) -> None:
     st.caption(f"{'Teaching quiz' if quiz else 'Review session'} · reading as **{md(reader.name)}** · "
                f"{store.MODES[session.mode]}. Keep this page's address: it brings you back to where you stopped.")
     done = len(answers)
-    st.progress(done / len(cases), text=f"{done} of {len(cases)} cases answered")
-    if quiz:
-        score_line(session, cases, answers)
-        with st.expander("Leaderboard"), error_boundary("The leaderboard"):
-            leaderboard_table(engine, session, width="stretch")
-    reachable = [c.position for c in cases if c.id in answers] + ([upcoming] if upcoming is not None else [])
+    st.progress(done / len(cases), text=f"{done} of {len(cases)} cases answered"
+                + (f" · your score: {score_line(session, cases, answers)}" if quiz else ""))
+    reachable = [c.position for c in cases if c.id in answers and not left_behind(session, c, answers)] + (
+        [upcoming] if upcoming is not None else [])
     at = st.session_state.get(position_key(reader))
+    if isinstance(at, int) and 0 <= at < len(cases) and left_behind(session, cases[at], answers):
+        st.toast(f"The class has moved on to case {session.current_position + 1}: case {at + 1}'s answers are "
+                 "shown at the end of the quiz.", icon=":material/fast_forward:")
     if at not in reachable:
         at = upcoming
         if at is None and session.paced and session.ended_at is None and session.current_position in reachable:
@@ -70,6 +74,8 @@ def reader_page(engine, key: str) -> None:
             waiting(engine, session, reader)
         else:
             finished(engine, session, reader, cases, answers)
+        if quiz:
+            leaderboard(engine, session)
         return
     st.session_state[position_key(reader)] = at
     if upcoming is None and not session.paced and st.button("Back to your summary", key="review.summary",
@@ -80,22 +86,39 @@ def reader_page(engine, key: str) -> None:
     navigation(engine, reader, case, answers.get(case.id), reachable, at, len(cases))
     with error_boundary(f"Case {at + 1}"):
         show_case(engine, session, reader, case, answers.get(case.id), last=at == len(cases) - 1)
+    if quiz:
+        leaderboard(engine, session)
+
+
+def leaderboard(engine, session: SessionView) -> None:
+    with st.expander("Leaderboard"), error_boundary("The leaderboard"):
+        leaderboard_table(engine, session, width="stretch")
+
+
+def left_behind(session: SessionView, case: CaseView, answers: dict[int, AnswerView]) -> bool:
+    """In a teacher-paced quiz under way: a case this reader has answered, which the class has left without a reveal.
+    Its reveal comes only at the end, so the reader goes to the class's case rather than wait on this one."""
+    return (session.paced and session.ended_at is None and session.current_position is not None
+            and case.position != session.current_position and case.id in answers and case.revealed_at is None)
 
 
 def to_top() -> None:
-    """Scroll the page back to its top (a new case's scan starts there), from a script in a frame of no height."""
-    import streamlit.components.v1 as components
-
-    components.html("<script>const doc = window.parent.document;"
-                    "for (const el of [doc.querySelector('[data-testid=\"stMain\"]'), doc.scrollingElement]) "
-                    "{ if (el) el.scrollTo({top: 0, behavior: 'instant'}); }</script>", height=0)
+    """Scroll the page back to its top (a new case's scan starts there). The script carries the time so that it is new
+    content, run again, each time it is sent."""
+    st.html(f"<script>/* {time.monotonic()} */ for (const el of [document.querySelector('[data-testid=\"stMain\"]'), "
+            "document.scrollingElement]) { if (el) el.scrollTo({top: 0, behavior: 'instant'}); }</script>",
+            unsafe_allow_javascript=True)
 
 
 def waiting(engine, session: SessionView, reader: ReaderView) -> None:
     """A teacher-paced quiz between cases: the reader waits, and the page moves on by itself when the teacher opens
     the next case, reveals one or ends the quiz."""
-    st.info("Your answers are in. The teacher opens the next case (and reveals the answers) from the front: this "
-            "page follows by itself.")
+    if session.paced and session.current_position is None:
+        st.info("The quiz has not begun: the teacher opens the first case from the front, and this page shows it by "
+                "itself.")
+    else:
+        st.info("Your answers are in. The teacher opens the next case (and reveals the answers) from the front: this "
+                "page follows by itself.")
     st.fragment(run_every=LIVE_SECONDS)(follow_teacher)(engine, session, reader)
 
 
@@ -112,13 +135,14 @@ def follow_teacher(engine, seen: SessionView, reader: ReaderView, case: CaseView
         st.rerun(scope="app")
 
 
-def score_line(session: SessionView, cases: list[CaseView], answers: dict[int, AnswerView]) -> None:
+def score_line(session: SessionView, cases: list[CaseView], answers: dict[int, AnswerView]) -> str:
     """Right answers of those whose reference the reader has been shown (in a paced quiz, the revealed cases)."""
     by_id = {c.id: c for c in cases}
     marked = [a for a in answers.values() if by_id[a.case_id].reference is not None
               and store.may_reveal(session, a, by_id[a.case_id])]
-    right = sum(a.label == by_id[a.case_id].reference for a in marked)
-    st.metric("Your score", f"{right} of {len(marked)}")
+    if not marked:
+        return "none marked yet"
+    return f"{sum(a.label == by_id[a.case_id].reference for a in marked)} of {len(marked)}"
 
 
 def move_to(engine, reader: ReaderView, case: CaseView, answer: AnswerView | None, position: int | None) -> None:
@@ -168,6 +192,7 @@ def show_case(engine, session: SessionView, reader: ReaderView, case: CaseView, 
     """The scan on the left and, beside it on a wide screen (below it on a narrow one), the answer form before the
     commit and the model's heatmap after the reveal."""
     revealed = store.may_reveal(session, answer, case)
+    fit_to_screen(62 if revealed else 72)  # after the reveal, the verdict and the rating come under the pictures
     left, right = st.columns([1, 1])
     with left:
         try:
@@ -179,14 +204,15 @@ def show_case(engine, session: SessionView, reader: ReaderView, case: CaseView, 
                        "(say in the note that you did not see the scan) and go on.")
         if pictures is not None:
             named = md(without_slice(case.title) if where else case.title)  # a volume's title names its own slice
-            st.image(pictures.scan, caption=(named if revealed else f"Case {case.position + 1}") + where,
-                     width="stretch")
+            st.container(key=f"fit-scan-{case.id}").image(
+                pictures.scan, caption=(named if revealed else f"Case {case.position + 1}") + where, width="stretch")
     with right:
         if answer is None:
             answer_form(engine, session, reader, case)
         elif revealed and pictures is not None:
             if pictures.heatmap:
-                st.image(pictures.heatmap, caption=md(pictures.note), width="stretch")
+                st.container(key=f"fit-heatmap-{case.id}").image(pictures.heatmap, caption=md(pictures.note),
+                                                                 width="stretch")
             else:
                 st.info(md(pictures.note))
         elif not revealed:
@@ -213,11 +239,14 @@ def choice_key(reader: ReaderView, case: CaseView, what: str) -> str:
     return f"review.choice.{reader.id}.{case.id}.{what}"
 
 
+def confidence_label(value: int) -> str:
+    """A confidence button's word ("fairly sure"): its number is in the heading's "from 1 to 5" and on its key."""
+    return CONFIDENCES[value].split(" - ", 1)[-1]
+
+
 def answer_form(engine, session: SessionView, reader: ReaderView, case: CaseView) -> None:
     """The reading, by mouse or keyboard alone: 1-4 pick the class, then 1-5 the confidence (Backspace goes back to
     the class), Enter commits. The time from the case being shown to the commit is kept as the reading time."""
-    import time
-
     shown_key = choice_key(reader, case, "shown")
     st.session_state.setdefault(shown_key, time.time())
     chosen = st.session_state.get(choice_key(reader, case, "class"))
@@ -227,8 +256,11 @@ def answer_form(engine, session: SessionView, reader: ReaderView, case: CaseView
                                           "you commit yours"))
         st.caption("Keyboard: " + ("**1–4** pick the class" if chosen is None else
                                    "**1–5** pick the confidence, **Backspace** to change the class")
-                   + ", **Enter** commits.")
-        picks = st.columns(len(session.classes))
+                   + ", **Enter** commits, **N** / **P** next and previous case. The keys work while nothing is "
+                   "being typed into: click outside the note (or press Tab) first.")
+        st.markdown("**Class**")
+        wide = 2 if len(session.classes) == 4 else min(len(session.classes), 3)  # 4 as 2 x 2: whole names fit
+        picks = [cell for _ in range(0, len(session.classes), wide) for cell in st.columns(wide)]
         for k, name in enumerate(session.classes):
             if picks[k].button(label(name), key=f"{choice_key(reader, case, 'class')}.{name}", width="stretch",
                                type="primary" if chosen == name else "secondary",
@@ -240,9 +272,10 @@ def answer_form(engine, session: SessionView, reader: ReaderView, case: CaseView
             st.session_state.pop(choice_key(reader, case, "class"), None)
             st.session_state.pop(choice_key(reader, case, "confidence"), None)
             st.rerun()
+        st.markdown("**Confidence**, from 1 to 5")
         levels = st.columns(len(CONFIDENCES))
-        for k, (value, said) in enumerate(CONFIDENCES.items()):
-            if levels[k].button(said, key=f"{choice_key(reader, case, 'confidence')}.{value}", width="stretch",
+        for k, value in enumerate(CONFIDENCES):
+            if levels[k].button(confidence_label(value), key=f"{choice_key(reader, case, 'confidence')}.{value}", width="stretch",
                                 type="primary" if confidence == value else "secondary",
                                 shortcut=str(value) if chosen is not None else None):
                 st.session_state[choice_key(reader, case, "confidence")] = value
@@ -334,13 +367,13 @@ def after_reveal(engine, session: SessionView, reader: ReaderView, case: CaseVie
     """The heatmap rating and a change of mind; the committed answer itself stays as it is. Each is saved with its
     button, and whatever is chosen and not saved is saved when the reader moves to another case (and said so)."""
     if case.reference != store.NO_TUMOUR:
-        options = [None, *RATINGS]
         key = rating_key(reader, case)
         if key not in st.session_state:
-            st.session_state[key] = answer.heatmap_rating if answer.heatmap_rating in options else None
+            st.session_state[key] = answer.heatmap_rating if answer.heatmap_rating in RATINGS else None
         c1, c2 = st.columns([4, 1], vertical_alignment="bottom")
-        rating = c1.radio("Does the heatmap point at the right place?", options, horizontal=True, key=key,
-                          format_func=lambda r: "not rated" if r is None else RATINGS[r])
+        # Buttons rather than a radio group: a radio keeps the keyboard's focus, and N or P would then do nothing.
+        rating = c1.segmented_control("Does the heatmap point at the right place? (click again to take it back)",
+                                      list(RATINGS), key=key, format_func=RATINGS.get)
         if c2.button("Save the rating", key=f"{key}.save", disabled=rating == answer.heatmap_rating):
             keep_unsaved(engine, reader, case, answer)
             st.rerun()
@@ -356,7 +389,7 @@ def after_reveal(engine, session: SessionView, reader: ReaderView, case: CaseVie
         if label_key not in st.session_state:
             st.session_state[label_key] = answer.revised_label
             st.session_state[note_key] = answer.revised_note or ""
-        st.radio("The class you would give now", session.classes, horizontal=True, format_func=label, key=label_key)
+        st.segmented_control("The class you would give now", session.classes, format_func=label, key=label_key)
         st.text_input("Why (optional)", max_chars=store.NOTE_LENGTH, key=note_key)
         revised = st.session_state[label_key]
         pending = revised is not None and (revised, st.session_state[note_key]) != (answer.revised_label,

@@ -29,6 +29,7 @@ READER, ORGANISER, JOIN = "reader", "organiser", "session"  # the query paramete
 PRESENTER = "present"          # the projected page of a session (its own key, never the organiser's)
 MINE, OPEN = "mine", "open"    # an organiser's list of their sessions (their key), and one of them opened from it
 MANAGE = "manage"              # a session opened from the server-wide list, where the server allows it
+PROJECTED = "projected"        # on the organiser's page: the presenter's key made there, shown again after a reload
 QR_MODULE_PIXELS = 12          # a QR module this many pixels wide: read from the back of a room when projected
 
 
@@ -79,6 +80,14 @@ def join_panel(session: SessionView, width: int = 320) -> None:
                   "review page:")
     left.code(link, language=None)
     right.image(join_qr_png(link), width=width, caption="The join link as a QR code")
+
+
+def fit_to_screen(share: int) -> None:
+    """Keep the scans in containers keyed ``fit-...`` within ``share`` percent of the window's height (a 1440 x 900
+    laptop or a projector shows the whole scan and the controls beside or under it); narrower than that, they keep
+    the column's width. The style goes to the page's event container and takes no space."""
+    st.html(f"<style>[class*='st-key-fit-'] img {{max-height: {int(share)}vh; width: auto !important; "
+            "max-width: 100%; object-fit: contain; margin: 0 auto; display: block;}</style>")
 
 
 def leaderboard_table(engine, session: SessionView, width: str = "content") -> None:

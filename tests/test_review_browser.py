@@ -131,14 +131,14 @@ def settled(driver, saying: str, seconds: float = PAGE_TIMEOUT) -> None:
 
 
 def choose(driver, group: str, option: str) -> None:
-    """Click one option of the radio group labelled ``group``, once the page shows it (a loaded machine can draw the
-    case's heading a moment before its form)."""
+    """Click one option of the radio group or button group (segmented control) whose label starts with ``group``,
+    once the page shows it (a loaded machine can draw the case's heading a moment before its form)."""
     def found(d):
-        for radio in d.find_elements(By.CSS_SELECTOR, "[data-testid='stRadio']"):
-            labels = radio.find_elements(By.CSS_SELECTOR, "[data-testid='stWidgetLabel']")
-            if labels and labels[0].text.strip() == group:
-                return next((c for c in radio.find_elements(By.CSS_SELECTOR, "label") if c.text.strip() == option),
-                            None)
+        for widget in d.find_elements(By.CSS_SELECTOR, "[data-testid='stRadio'], [data-testid='stButtonGroup']"):
+            labels = widget.find_elements(By.CSS_SELECTOR, "[data-testid='stWidgetLabel']")
+            if labels and labels[0].text.strip().startswith(group):
+                return next((c for c in widget.find_elements(By.CSS_SELECTOR, "label, button")
+                             if c.text.strip() == option), None)
         return None
 
     try:

@@ -77,10 +77,10 @@ def create_session(at, name: str, readers: str, **choices) -> tuple[str, list[st
 def pick(at, chosen: str, confidence: int) -> None:
     """Choose a class and a confidence with the answer form's buttons (each also has its key: 1-4, then 1-5)."""
     from core.data import CLASS_LABELS
-    from core.review.store import CONFIDENCES
+    from dashboard.reading import confidence_label
 
     button(at, CLASS_LABELS[chosen]).click().run()
-    button(at, CONFIDENCES[confidence]).click().run()
+    button(at, confidence_label(confidence)).click().run()
 
 
 def read_every_case(at, answers: list[tuple[str, int]], rating: str = "right", note: str = "note") -> None:
@@ -96,7 +96,7 @@ def read_every_case(at, answers: list[tuple[str, int]], rating: str = "right", n
         button(at, "Commit answer").click().run()
         assert not problems(at), problems(at)
         assert revealed(texts(at)) and len(at.image) == 2  # revealed: the heatmap beside the scan
-        rate = [r for r in at.radio if r.label.startswith("Does the heatmap")]  # not asked of a no-tumour case
+        rate = [r for r in at.segmented_control if r.label.startswith("Does the heatmap")]  # not of a no-tumour case
         if rate:
             rate[0].set_value(rating).run()
             if number % 2:  # saved with its button; on the other cases, with the move to the next one
@@ -165,7 +165,7 @@ def test_a_quiz_of_a_run_sample_scores_readers_against_the_reference(review_data
     # Right on all but the first case.
     wrong_first = ["notumor" if references[0] != "notumor" else "glioma"] + references[1:]
     read_every_case(student, [(r, 3) for r in wrong_first])
-    assert any(m.label == "Your score" and m.value == "3 of 4" for m in student.metric)
+    assert [p.proto.text for p in student.get("progress")] == ["4 of 4 cases answered · your score: 3 of 4"]
     done = review_page(reader=keys[0])
     assert any(m.label == "Your accuracy" and m.value.startswith("75.0% (95% CI ") for m in done.metric)
     assert "Cases you missed (1)" in [s.value for s in done.subheader]
@@ -327,14 +327,16 @@ def test_an_answer_to_a_case_without_a_reference_is_not_marked_right_or_wrong(re
 
 def test_a_teacher_paced_quiz_on_the_presenter_page_shows_who_answered_until_the_reveal(review_data):
     """The projected page has a key of its own (never the organiser's), shows that a student answered and not what,
-    and at the teacher's reveal the class's spread beside the reference; the student's page waits for the teacher."""
+    and at the teacher's reveal the class's spread beside the reference; the student's page waits for the teacher,
+    and goes with the class when the teacher moves on without revealing the case the student answered. The
+    presenter's link is on the organiser's page again after a reload; ending takes a second click."""
     from core.review import open_database, store
     from dashboard.common import database_url
 
     at = review_page()
     at.radio(key="review.new.kind").set_value("quiz").run()
     at.radio(key="review.new.source").set_value("uploads").run()
-    files = [(f"scan{k}.png", scan_png(label, seed=k), "image/png") for k, label in enumerate([0, 3])]
+    files = [(f"scan{k}.png", scan_png(label, seed=k), "image/png") for k, label in enumerate([0, 3, 1])]
     at.file_uploader(key="review.new.uploads").set_value(files).run()
     at.radio(key="review.new.paced").set_value(True).run()
     organiser, keys = create_session(at, "Paced quiz", "Ann\nBob")
@@ -347,16 +349,19 @@ def test_a_teacher_paced_quiz_on_the_presenter_page_shows_who_answered_until_the
     link = next(c.value for c in at.code if "present=" in c.value)
     presenter = link.split("present=")[1]
     assert organiser not in link and presenter != organiser
+    reloaded = review_page(**at.query_params)  # the page's address, as the browser reloads it
+    assert [c.value for c in reloaded.code if "present=" in c.value] == [link]
+    assert any(b.label == "Your sessions" for b in reloaded.button)
 
     ann = review_page(reader=keys[0])
-    assert "The teacher opens the next case" in texts(ann) and not ann.image  # not begun: nothing to read
+    assert "The quiz has not begun" in texts(ann) and not ann.image  # not begun: nothing to read
     front = review_page(present=presenter)
     assert not problems(front) and not front.sidebar.button  # no model panel on the projector
     button(front, "Begin: show case 1 to the class").click().run()
-    assert "Case 1 of 2" in [s.value for s in front.subheader]
+    assert "Case 1 of 3" in [s.value for s in front.subheader]
 
     ann = review_page(reader=keys[0])
-    assert "Case 1 of 2" in texts(ann)
+    assert "Case 1 of 3" in texts(ann)
     pick(ann, "glioma", 4)
     button(ann, "Commit answer").click().run()
     assert not problems(ann) and not revealed(texts(ann)) and "Your answer is in" in texts(ann)
@@ -375,9 +380,19 @@ def test_a_teacher_paced_quiz_on_the_presenter_page_shows_who_answered_until_the
     assert "The teacher opens the next case" in texts(bob)  # case 1 was revealed before Bob answered: closed
     button(front, "Next case ▶").click().run()
     bob = review_page(reader=keys[1])
-    assert "Case 2 of 2" in texts(bob)
+    assert "Case 2 of 3" in texts(bob)
+    pick(bob, "pituitary", 3)
+    button(bob, "Commit answer").click().run()
+    assert "Your answer is in" in texts(bob)
+    button(front, "Next case ▶").click().run()  # on, without revealing case 2
+    bob.run()  # Bob's page, as it looks again: with the class on case 3, not waiting on case 2's reveal
+    assert "Case 3 of 3" in texts(bob) and "Your answer is in" not in texts(bob)
+    assert [t.value for t in bob.toast] == ["The class has moved on to case 3: case 2's answers are shown at the end "
+                                            "of the quiz."]
     times = [a["reading_seconds"] for a in store.session_answers(engine, session)]
-    assert len(times) == 1 and times[0] is not None and 0 <= times[0] < 600
+    assert len(times) == 2 and all(t is not None and 0 <= t < 600 for t in times)
+    button(front, "End it").click().run()  # in the "End the quiz" popover
+    assert store.session_by_id(engine, session.id).ended_at is not None
 
 
 def test_the_join_qr_code_reads_back_as_the_join_link():
