@@ -221,14 +221,14 @@ def test_two_readers_a_killed_server_and_every_committed_answer_kept(tmp_path):
         server.start()
         ada.get(f"{server.url}/review?reader={keys['Dr Ada']}")
         ben.get(f"{server.url}/review?reader={keys['Dr Ben']}")
-        answer(ada, 1, 4, "Glioma", "4 - sure")
+        answer(ada, 1, 4, "Glioma", "sure")
         answer_by_keys(ben, 1, 4, "Meningioma", 2)  # Dr Ben reads with the keyboard alone
         choose(ada, "Does the heatmap point at the right place?", "on the tumour")
         click(ada, "Save the rating")
         wait(ada, 30).until(lambda d: script_is_idle(d) and "Heatmap rating saved" in d.page_source)
         picture(ada, "review-reveal.png")
         go_on(ada)
-        answer(ada, 2, 4, "Meningioma", "3 - fairly sure")
+        answer(ada, 2, 4, "Meningioma", "fairly sure")
         go_on(ada)
         click(ada, "Pituitary tumour")  # chosen, not committed, when the server dies
 
@@ -246,7 +246,7 @@ def test_two_readers_a_killed_server_and_every_committed_answer_kept(tmp_path):
         # Each reader, back on their own link, goes on exactly where they stopped.
         ada.get(f"{server.url}/review?reader={keys['Dr Ada']}")
         ben.get(f"{server.url}/review?reader={keys['Dr Ben']}")
-        answer(ada, 3, 4, "Pituitary tumour", "5 - certain")
+        answer(ada, 3, 4, "Pituitary tumour", "certain")
         answer_by_keys(ben, 2, 4, "Meningioma", 4)
         press(ben, "n", "Case 3 of 4")
         answer_by_keys(ben, 3, 4, "Pituitary tumour", 5)
@@ -328,7 +328,7 @@ def test_the_organisers_views_fill_in_live_a_projected_quiz_shows_who_not_what_a
         settled(teacher, "No answers yet: the summary fills in")
 
         ada.get(f"{server.url}/review?reader={keys['Dr Ada']}")
-        answer(ada, 1, 4, "Glioma", "4 - sure")
+        answer(ada, 1, 4, "Glioma", "sure")
         settled(teacher, "Readers (accuracy against the reference", seconds=30)  # no reload: the tab re-read it
         settled(teacher, "Where reader and model disagree")
         time.sleep(1)  # the tables draw on a canvas a moment after they are placed
@@ -374,7 +374,7 @@ def test_the_organisers_views_fill_in_live_a_projected_quiz_shows_who_not_what_a
         ada.get(f"{server.url}/review?reader={students['Ann']}")
         settled(ada, "Case 1 of 4")
         click(ada, "Meningioma")
-        click(ada, "3 - fairly sure")
+        click(ada, "fairly sure")
         click(ada, "Commit answer")
         settled(ada, "Your answer is in")
         assert "The model " not in page_text(ada)  # paced: the reveal waits for the teacher
