@@ -14,14 +14,12 @@ those of real scans: the same size, other content).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def images_from(data: Path, count: int) -> list[Path]:
@@ -32,7 +30,7 @@ def images_from(data: Path, count: int) -> list[Path]:
 
 def main() -> None:
     from core.augment import MRI_TRANSFORMS
-    from core.data import Sample, ImageFolderDataset, training_augmentation
+    from core.data import ImageFolderDataset, Sample, training_augmentation
     from core.runtime import cpu_description
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -47,12 +45,16 @@ def main() -> None:
         paths = images_from(args.data, args.images)
         where = f"{len(paths)} images of {args.data}"
     else:
+        import importlib.util
         import tempfile
 
         from PIL import Image
 
-        sys.path.insert(0, str(ROOT / "tests"))
-        from conftest import synthetic_slice
+        # The tests' synthetic slices; tests/ is not a package, so its conftest is loaded from its file.
+        spec = importlib.util.spec_from_file_location("conftest", ROOT / "tests" / "conftest.py")
+        conftest = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(conftest)
+        synthetic_slice = conftest.synthetic_slice
 
         folder = Path(tempfile.mkdtemp())
         paths = []

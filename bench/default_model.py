@@ -5,7 +5,8 @@
 Test figures are computed on <data>/Testing, which training never reads: accuracy on every image, accuracy
 on the images with no byte-identical copy in <data>/Training, accuracy on those with no near-duplicate
 there either (perceptual hash), and macro one-vs-rest ROC AUC, all computed by core.evaluation.
-Throughput compares plain fp32 with bf16 autocast + channels_last (or whatever 'auto' picks on this machine) for ResNet-50 at 224 px, batch 32.
+Throughput compares plain fp32 with bf16 autocast + channels_last (or whatever 'auto' picks on this machine) for
+ResNet-50 at 224 px, batch 32.
 """
 
 from __future__ import annotations
@@ -18,11 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from core.model import build_resnet50
+from core.runtime import autocast, resolve_precision
 
-from core.model import build_resnet50  # noqa: E402
-from core.runtime import autocast, resolve_precision  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_figures(checkpoint: Path, data: Path) -> None:

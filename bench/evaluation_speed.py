@@ -29,8 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 PLAIN_LOOP = textwrap.dedent("""
-    import sys, torch
-    sys.path.insert(0, {root!r})
+    import torch
     from core.checkpoint import load_checkpoint, model_from_checkpoint
     from core.data import normalize, preprocess_uint8, scan_class_folders
     from core.sources import read_image
@@ -40,7 +39,8 @@ PLAIN_LOOP = textwrap.dedent("""
     samples = scan_class_folders({folder!r}).samples
     with torch.inference_mode():
         for start in range(0, len(samples), 32):
-            batch = torch.stack([preprocess_uint8(read_image(s.path), pre["image_size"]) for s in samples[start:start + 32]])
+            batch = torch.stack([preprocess_uint8(read_image(s.path), pre["image_size"])
+                                 for s in samples[start:start + 32]])
             model(normalize(batch, pre["mean"], pre["std"]))
     print(len(samples))
 """)
@@ -55,7 +55,6 @@ def timed(command: list[str]) -> tuple[float, str]:
 
 
 def main() -> int:
-    sys.path.insert(0, str(ROOT))
     from core.runtime import cpu_description
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -71,14 +70,15 @@ def main() -> int:
         evaluation, _ = timed([sys.executable, "-m", "training.evaluate", "--checkpoint", args.checkpoint, "--data",
                                str(data), "--out", f"{tmp}/run", "--no-progress"])
         info = json.loads(Path(f"{tmp}/run/run.json").read_text())
-    plain, printed = timed([sys.executable, "-c", PLAIN_LOOP.format(root=str(ROOT), checkpoint=args.checkpoint,
+    plain, printed = timed([sys.executable, "-c", PLAIN_LOOP.format(checkpoint=args.checkpoint,
                                                                       folder=str(data / "Testing"))])
     images = int(printed.strip().splitlines()[-1])
     print(f"python -m training.evaluate ({info['settings']['precision']}): {evaluation:6.1f} s for {images} images, "
           "the whole command")
     for name, seconds in info["timing"].get("steps", {}).items():
         print(f"    {name:<42} {seconds:6.1f} s")
-    print(f"    {'(imports, start-up, writing the run)':<42} {evaluation - sum(info['timing']['steps'].values()):6.1f} s")
+    rest = evaluation - sum(info["timing"]["steps"].values())
+    print(f"    {'(imports, start-up, writing the run)':<42} {rest:6.1f} s")
     print(f"plain fp32 loop (decode, resize, forward):  {plain:6.1f} s, the whole command")
     print(f"evaluation against the plain loop: {plain / evaluation:.2f} x as fast")
     return 0

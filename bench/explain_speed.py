@@ -29,11 +29,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from core import load_classifier
+from core.explain import CAM_METHODS, explain_batch
 
-from core import load_classifier  # noqa: E402
-from core.explain import CAM_METHODS, explain_batch  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def median_ms(call, repeats: int) -> float:
@@ -95,10 +94,11 @@ def main() -> int:
     print(f"plain forward pass (prediction only): {forward:7.1f} ms in {clf.precision}, {forward_fp32:7.1f} ms in fp32")
     channels_last = batch.contiguous(memory_format=torch.channels_last)
     for method in args.methods.split(","):
-        ours = median_ms(lambda: explain_batch(clf, batch, method=method), args.repeats)
+        ours = median_ms(lambda method=method: explain_batch(clf, batch, method=method), args.repeats)
         cam_class = getattr(pytorch_grad_cam, CAM_METHODS[method].class_name)
 
-        def library_call():  # pytorch-grad-cam reads activations as numpy, which has no bf16: fp32 here
+        # pytorch-grad-cam reads activations as numpy, which has no bf16: fp32 here
+        def library_call(cam_class=cam_class):
             with cam_class(model=library_model, target_layers=[library_model.layer4[-1]]) as cam:
                 cam(channels_last, [ClassifierOutputTarget(0)])
 

@@ -26,7 +26,6 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 PHOTOS = ("astronaut", "camera", "cat", "chelsea", "clock", "coffee", "coins", "horse", "hubble_deep_field",
           "immunohistochemistry", "moon", "retina", "rocket", "cell", "brick", "grass", "gravel", "colorwheel",
@@ -94,7 +93,8 @@ def text(seed: int = 0) -> list[tuple[str, Image.Image]]:
     import skimage.data
 
     rng = np.random.default_rng(seed)
-    out = [("skimage page", Image.fromarray(skimage.data.page())), ("skimage text", Image.fromarray(skimage.data.text()))]
+    out = [("skimage page", Image.fromarray(skimage.data.page())),
+           ("skimage text", Image.fromarray(skimage.data.text()))]
     for k in range(12):
         size = int(rng.choice([14, 20, 28, 40]))
         dark_on_light = k % 2 == 0
@@ -134,8 +134,8 @@ def scored(classifier, images: list[tuple[str, Image.Image]]) -> list[tuple[str,
             rows.append((name, None, f"refused: {error}"))
             continue
         result = explain(classifier, [checked])
-        rows.append((name, float(result.familiarity[0]),
-                     f"{classifier.classes[int(result.probabilities[0].argmax())]} {result.probabilities[0].max():.1%}"))
+        best = result.probabilities[0]
+        rows.append((name, float(result.familiarity[0]), f"{classifier.classes[int(best.argmax())]} {best.max():.1%}"))
     return rows
 
 

@@ -20,7 +20,6 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def full_distances(features: np.ndarray, means: np.ndarray, covariance: np.ndarray) -> np.ndarray:

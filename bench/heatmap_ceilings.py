@@ -29,7 +29,6 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 GRIDS = (7, 10, 14, 28)
 SIZE = 224

@@ -58,9 +58,9 @@ from pathlib import Path
 
 from websockets.exceptions import WebSocketException
 
+from core.runtime import cpu_summary
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from core.runtime import cpu_summary  # noqa: E402
 DATASET_TESTING = ROOT.parent / "shared" / "datasets" / "brain-tumor-mri" / "Testing"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -240,7 +240,7 @@ async def wait_until_healthy(server: Server, timeout: float) -> str:
             status, headers, body = await http_request(server.port, "GET", "/_stcore/health", timeout=5)
             if status == 200 and body.strip() == b"ok":
                 return xsrf_cookie(headers)
-        except (OSError, asyncio.TimeoutError, BenchError):
+        except (TimeoutError, OSError, BenchError):
             pass
         await asyncio.sleep(0.25)
     raise BenchError(f"the server did not answer /_stcore/health with 'ok' within {timeout:.0f} s; its log ends:\n"
@@ -563,7 +563,7 @@ class Session:
         while True:
             try:
                 run = await asyncio.wait_for(self._finished.get(), max(0.0, deadline - time.monotonic()))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise BenchError(f"no script_finished within {timeout or self.timeout:.0f} s") from None
             if isinstance(run, Exception):
                 raise run
@@ -594,7 +594,7 @@ class Session:
         await self._ws.send(message.SerializeToString())
         try:
             response = await asyncio.wait_for(answer, self.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise BenchError("no file_urls_response") from None
         if response.error_msg or not response.file_urls:
             raise BenchError(f"no upload URL: {response.error_msg or 'empty file_urls_response'}")

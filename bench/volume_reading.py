@@ -14,16 +14,12 @@ import gzip
 import io
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from core.sources.volumes import AXES, read_dicom, read_nifti  # noqa: E402
+from core.sources.volumes import AXES, read_dicom, read_nifti
 
 
 def cpu_name() -> str:
@@ -64,7 +60,8 @@ def dicom_series(voxels: np.ndarray) -> list[tuple[str, bytes]]:
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds = Dataset()
         ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID, ds.SeriesInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID, series
+        ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.SeriesInstanceUID = series
         ds.Modality, ds.Rows, ds.Columns = "MR", *pixels.shape
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
@@ -92,7 +89,7 @@ def main() -> None:
                                               np.diag([0.9, 0.9, 1.0, 1.0])).to_bytes(), 6)
     print(f"NIfTI (.nii.gz, {len(nifti) / 1e6:.1f} MB):")
     for axis, name in sorted(AXES.items(), reverse=True):
-        print(f"  cut {name:<9} {median_seconds(lambda: read_nifti(nifti, axis), args.repeats):.2f} s")
+        print(f"  cut {name:<9} {median_seconds(lambda axis=axis: read_nifti(nifti, axis), args.repeats):.2f} s")
     series = dicom_series(voxels)
     print(f"DICOM series ({len(series)} files, {sum(len(b) for _, b in series) / 1e6:.1f} MB): "
           f"{median_seconds(lambda: read_dicom(series), args.repeats):.2f} s")

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 
 from core.checkpoint import TEMPERATURES, CheckpointError, read_metadata
-from core.sources import FileRefused, contained_path
-from core.sources.files import printable
 from core.data import CLASSES, canonical_class
 from core.metrics import calibration as reliability
+from core.sources import FileRefused, contained_path
+from core.sources.files import printable
 
 METHOD = "temperature scaling"
 # Bounds of the search (and of what a checkpoint may carry); a fit that lands on one of them says the logits are

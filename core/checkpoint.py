@@ -240,7 +240,8 @@ def validate_metadata(metadata, path: str | os.PathLike = "checkpoint") -> None:
         problem = next((f"data.{key}: holds something other than file names" for key in FILE_LISTS
                         if not all(isinstance(item, str) for item in data.get(key) or [])), None)
     if problem is not None:
-        raise CheckpointError(f"{name} has unusable metadata: {problem.replace('the whole', 'the metadata as a whole')}")
+        problem = problem.replace("the whole", "the metadata as a whole")
+        raise CheckpointError(f"{name} has unusable metadata: {problem}")
 
 
 def _metadata(header: dict, path: Path, replacing=()) -> dict:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-
 # The largest seed taken: numpy's and scikit-learn's RandomState take up to 2**32 - 1, which leaves room for the
 # seed + 1 of a validation side and the seed + fold of a cross-validation.
 MAX_SEED = 2**31 - 1
@@ -59,7 +58,8 @@ class TrainConfig:
     masks: str | None = None               # its mask folder (default: the one beside it)
     mask_split: str | None = None          # the localisation split folder: train.txt guides, the rest is held out
     mask_weight: float = 0.0               # weight of the share of evidence outside the outline, added to the loss
-    mask_margin_px: float = 5.0            # how far (at 224 px) the outline is grown: the margin localisation is scored at
+    mask_margin_px: float = 5.0            # how far (at 224 px) the outline is grown: the margin localisation is
+                                           # scored at
     # architecture
     output_stride: int = 32                # 16: a dilated layer4, whose heatmaps are 14 x 14 at 224 px instead of 7 x 7
     # machinery

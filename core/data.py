@@ -21,8 +21,8 @@ import torch
 from PIL import Image
 
 from core.sources import FileRefused, prepare_image, read_bytes, read_image
-from core.sources.images import VOLUME_SUFFIXES
 from core.sources.files import printable
+from core.sources.images import VOLUME_SUFFIXES
 
 CLASSES = ("glioma", "meningioma", "notumor", "pituitary")
 CLASS_LABELS = {"glioma": "Glioma", "meningioma": "Meningioma", "notumor": "No tumour",
@@ -262,8 +262,8 @@ def read_yolo_boxes(image_path: str | os.PathLike) -> list[tuple[float, float, f
             values = []
         if len(fields) != 5 or len(values) != 4 or not all(0.0 <= v <= 1.0 for v in values) \
                 or values[2] <= 0 or values[3] <= 0:
-            raise ValueError(f"{printable(sidecar)}, line {number}: expected 'label x_centre y_centre width height' with "
-                             f"values in [0, 1], got {line.strip()!r}")
+            raise ValueError(f"{printable(sidecar)}, line {number}: expected 'label x_centre y_centre width height' "
+                             f"with values in [0, 1], got {line.strip()!r}")
         boxes.append(tuple(values))
     return boxes
 

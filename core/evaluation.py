@@ -21,7 +21,7 @@ import os
 import time
 import warnings
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -33,22 +33,39 @@ from tqdm.auto import tqdm
 from core import __version__
 from core.audit import Audit, dataset_fingerprint, fingerprint_bytes, leakage_audit
 from core.checkpoint import check_classes_match, library_versions, load_checkpoint, resolve_checkpoint_path
-from core.data import (CLASSES, ClassFolderTree, DatasetError, Sample, find_split_dirs, only_listed,
-                       preprocess_uint8, read_yolo_boxes, scan_class_folders)
+from core.data import (
+    CLASSES,
+    ClassFolderTree,
+    DatasetError,
+    Sample,
+    find_split_dirs,
+    only_listed,
+    preprocess_uint8,
+    read_yolo_boxes,
+    scan_class_folders,
+)
 from core.explain import CAM_METHODS, DEFAULT_LAYER, DEFAULT_METHOD, check_choice, explain_batch, layer_grid
 from core.familiarity import Familiarity, flagged_figures
 from core.inference import Classifier, classifier_from_checkpoint
 from core.localisation import POINTING_TOLERANCE_PX, has_box, localisation_scores, localisation_summary
-from core.masks import (DILATION_PX, OPTIONAL_SCORES, SCORES, MaskError, find_mask_root, masks_for, mask_summary,
-                        read_mask, score_against_mask)
-from core.metrics import (BootstrapSettings, MetricWarning, bootstrap_intervals, curves, patient_figures,
-                          point_metrics)
-from core.runtime import default_workers
-from core.split import join_groups
+from core.masks import (
+    DILATION_PX,
+    OPTIONAL_SCORES,
+    SCORES,
+    MaskError,
+    find_mask_root,
+    mask_summary,
+    masks_for,
+    read_mask,
+    score_against_mask,
+)
+from core.metrics import BootstrapSettings, MetricWarning, bootstrap_intervals, curves, patient_figures, point_metrics
 from core.runs import LOCALISATION_FILE, MASKS_FILE, RUN_FORMAT, RUN_FORMAT_VERSION, RunError, RunWriter
+from core.runtime import default_workers
 from core.sources import read_bytes, read_image
 from core.sources.files import printable
 from core.sources.images import MAX_FILE_BYTES, pixel_spacing
+from core.split import join_groups
 from core.weights import sha256_of_file
 
 log = logging.getLogger(__name__)
@@ -411,7 +428,8 @@ def _explain_and_score(classifier, batch, good: list[dict], images: Images, sett
             try:
                 mask_rows.append({"path": path, "label": sample.class_name, "pred": pred,
                                   **score_against_mask(heatmap, item["mask"], settings.mask_dilation_px,
-                                                       layer_grid(settings.cam_layer, heatmap.shape[-1], classifier.output_stride),
+                                                       layer_grid(settings.cam_layer, heatmap.shape[-1],
+                                                                  classifier.output_stride),
                                                        settings.mask_dilation_mm, item["spacing_mm"])})
             except MaskError as error:
                 mask_errors.append({"path": path, "reason": str(error)})
@@ -508,13 +526,14 @@ def run_info(settings: EvaluationSettings, root: Path, images: Images, checkpoin
     return {
         "format": RUN_FORMAT, "format_version": RUN_FORMAT_VERSION,
         "name": settings.name or f"{dataset_name(root)}{'/' + evaluated if evaluated != '.' else ''} ({model_name})",
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "model": _model_summary(checkpoint, Path(checkpoint.path)),
         "history": checkpoint.metadata.get("history", []),
         "dataset": {"root": settings.data, "name": dataset_name(root), "evaluated": evaluated,
                     "fingerprint": dataset_fingerprint((p, f.sha256) for p, f in zip(predicted.paths,
                                                                                      predicted.fingerprints)),
-                    "images": len(samples), "counts": {name: int((labels == k).sum()) for k, name in enumerate(CLASSES)},
+                    "images": len(samples),
+                    "counts": {name: int((labels == k).sum()) for k, name in enumerate(CLASSES)},
                     "skipped": predicted.skipped, "unknown_folders": images.tree.unknown_folders,
                     "has_boxes": bool(images.has_boxes), "box_errors": predicted.box_errors,
                     "masks": dataset_name(images.mask_root) if images.masks is not None else None,

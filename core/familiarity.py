@@ -404,8 +404,14 @@ def fit_for_checkpoint(checkpoint: str | os.PathLike, data: str | os.PathLike | 
     validation images, or, for a refit on every image, from ``source``: a run of the same recipe whose own
     familiarity threshold was set on its validation split."""
     from core.calibration import CalibrationError, same_recipe_problems, training_images, validation_images
-    from core.checkpoint import (CheckpointError, check_classes_match, load_checkpoint, model_from_checkpoint,
-                                 read_metadata, resolve_checkpoint_path)
+    from core.checkpoint import (
+        CheckpointError,
+        check_classes_match,
+        load_checkpoint,
+        model_from_checkpoint,
+        read_metadata,
+        resolve_checkpoint_path,
+    )
     from core.inference import Classifier
 
     try:

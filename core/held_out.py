@@ -21,7 +21,7 @@ def calibrate_in_memory(classifier: Classifier, validation: tuple[list[Path], np
     when that cannot be done (a tiny or degenerate split)."""
     try:
         record = calibrate(classifier, *validation)
-    except Exception as error:  # noqa: BLE001 - see the docstring
+    except Exception as error:  # see the docstring
         log.warning("probabilities left uncalibrated: %s", error)
         return None
     log.info("calibrated on %d validation images: temperature %.3f (negative log-likelihood %.4f -> %.4f, "
@@ -36,7 +36,7 @@ def familiarity_in_memory(classifier: Classifier, train: tuple[list[Path], np.nd
     images; or None with a warning when that cannot be done."""
     try:
         fitted = fit_on_images(classifier, train, validation[0], fitted_on)
-    except Exception as error:  # noqa: BLE001 - see the docstring
+    except Exception as error:  # see the docstring
         log.warning("no familiarity model: %s", error)
         return None
     record = fitted.record

@@ -32,8 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.audit import (NEAR_DUPLICATE_BITS, Fingerprint, cross_matches, duplicate_groups, hamming_matrix,
-                        phash_array)
+from core.audit import NEAR_DUPLICATE_BITS, Fingerprint, cross_matches, duplicate_groups, hamming_matrix, phash_array
 from core.config import MAX_SEED
 from core.data import CLASSES, Sample
 from core.masks import patient_of
@@ -182,7 +181,8 @@ def split_slices(samples: list[Sample], fingerprints: list[Fingerprint], seed: i
               for side in SIDES}
     _check_sides(counts, int(groups.max() + 1) if len(groups) else 0)
     sides = {side: sorted(samples[i].relpath for i in index[chosen[side]]) for side in SIDES}
-    record = {"method": METHOD, "seed": seed, "test_fraction": test_fraction, "validation_fraction": validation_fraction,
+    record = {"method": METHOD, "seed": seed, "test_fraction": test_fraction,
+              "validation_fraction": validation_fraction,
               "near_duplicate_bits": near_duplicate_bits, "neighbour_bits": neighbour_bits,
               "groups": int(groups.max() + 1) if len(groups) else 0,
               "largest_group": int(np.bincount(groups).max()) if len(groups) else 0, "counts": counts}

@@ -33,7 +33,8 @@ RUN_SCHEMA = {
                                                    "properties": {"path": _TEXT, "reason": _TEXT}}}}},
         "audit": {"type": "object", "required": ["available"],
                   "properties": {"available": {"type": "boolean"}, "near_duplicate_bits": _COUNT,
-                                 "exact_duplicates": _COUNT, "near_duplicates": _COUNT, "duplicate_free_images": _COUNT},
+                                 "exact_duplicates": _COUNT, "near_duplicates": _COUNT,
+                                 "duplicate_free_images": _COUNT},
                   "if": {"properties": {"available": {"const": True}}},
                   "then": {"required": ["near_duplicate_bits", "exact_duplicates", "near_duplicates",
                                         "duplicate_free_images"]}},
@@ -46,8 +47,9 @@ RUN_SCHEMA = {
 
 _PER_CLASS = {"type": "object", "required": ["precision", "recall", "specificity", "f1", "support", "auc",
                                              "average_precision"],
-              "properties": {"support": _COUNT, **{k: _SHARE for k in ("precision", "recall", "specificity", "f1", "auc",
-                                                                       "average_precision")}}}
+              "properties": {"support": _COUNT,
+                             **{k: _SHARE for k in ("precision", "recall", "specificity", "f1", "auc",
+                                                    "average_precision")}}}
 _BLOCK = {
     "type": "object",
     "required": ["images", "accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "macro_auc", "micro_auc",
@@ -113,6 +115,7 @@ _CURVE_SET = {"anyOf": [{"type": "null"}, {"type": "object", "properties": {
             "additionalProperties": {"type": "object", "required": ["fpr", "tpr"],
                                      "properties": {"fpr": _NUMBERS, "tpr": _NUMBERS}}},
     "precision_recall": {"type": "object", "propertyNames": _CLASS_NAME, "additionalProperties": {
-        "type": "object", "required": ["recall", "precision"], "properties": {"recall": _NUMBERS, "precision": _NUMBERS}}},
+        "type": "object", "required": ["recall", "precision"],
+        "properties": {"recall": _NUMBERS, "precision": _NUMBERS}}},
     "tumour_roc": {"type": "object", "properties": {"fpr": _NUMBERS, "tpr": _NUMBERS}}}}]}
 CURVES_SCHEMA = {"type": "object", "properties": {subset: _CURVE_SET for subset in SUBSETS}}

@@ -2,8 +2,8 @@
 
 A run is a folder written by :func:`core.evaluation.evaluate` and documented in ``docs/evaluation-runs.md``:
 ``run.json`` (what was evaluated, with what), ``predictions.csv`` (one row per image), ``metrics.json``,
-``curves.json`` and, for datasets with tumour boxes, ``localisation.csv``, with tumour masks, ``masks.csv``. This module is all a reader of runs
-(the dashboard) needs.
+``curves.json`` and, for datasets with tumour boxes, ``localisation.csv``, with tumour masks, ``masks.csv``. This
+module is all a reader of runs (the dashboard) needs.
 
 Writing (:class:`RunWriter`) never loses data: the run is assembled in a hidden staging folder beside its
 destination, created before any work so that an unwritable destination is found at once, and moved into place
@@ -31,9 +31,9 @@ import pandas as pd
 
 from core.data import CLASSES
 from core.outputs import OutputRefused, check_output, check_replaceable, put_in_place
+from core.run_schemas import CURVES_SCHEMA, METRICS_SCHEMA, RUN_SCHEMA, SUBSETS
 from core.sources import FileRefused, contained_path, read_bytes
 from core.sources.files import load_json, printable
-from core.run_schemas import CURVES_SCHEMA, METRICS_SCHEMA, RUN_SCHEMA, SUBSETS
 from core.sources.schema import schema_problem
 
 RUN_FORMAT = "brain-tumour-mri evaluation run"
@@ -144,8 +144,8 @@ def _write_json(path: Path, value) -> None:
 def _check(value, schema: dict, file: Path) -> None:
     problem = schema_problem(value, schema)
     if problem is not None:
-        raise RunError(f"{printable(file)} is not a usable run file: {problem.replace('the whole', 'the file as a whole')}"
-                       "; evaluate again")
+        problem = problem.replace("the whole", "the file as a whole")
+        raise RunError(f"{printable(file)} is not a usable run file: {problem}; evaluate again")
 
 
 def _check_numbers(curves: dict, file: Path) -> None:

@@ -18,8 +18,16 @@ from tqdm.auto import tqdm
 
 from core.audit import dataset_fingerprint, duplicate_groups, fingerprint_files
 from core.config import TrainConfig
-from core.data import (CLASSES, IMAGE_EXTENSIONS, DatasetError, Sample, find_split_dirs, only_listed,
-                       read_listing, scan_class_folders)
+from core.data import (
+    CLASSES,
+    IMAGE_EXTENSIONS,
+    DatasetError,
+    Sample,
+    find_split_dirs,
+    only_listed,
+    read_listing,
+    scan_class_folders,
+)
 from core.sources.files import printable
 
 log = logging.getLogger(__name__)
@@ -91,7 +99,8 @@ def prepare_data(cfg: TrainConfig, progress: bool = True) -> PreparedData:
                     ", ".join(tree.unknown_folders), ", ".join(CLASSES))
     if tree.other_files:
         log.warning("ignored %d files that are not images (%s): %s%s", len(tree.other_files),
-                    ", ".join(IMAGE_EXTENSIONS), ", ".join(tree.other_files[:5]), " ..." if len(tree.other_files) > 5 else "")
+                    ", ".join(IMAGE_EXTENSIONS), ", ".join(tree.other_files[:5]),
+                    " ..." if len(tree.other_files) > 5 else "")
     samples = tree.samples
     if cfg.max_images_per_class:
         rng = np.random.default_rng(cfg.seed)

@@ -26,7 +26,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -39,15 +39,23 @@ from tqdm.auto import tqdm
 from core import __version__
 from core.atomic import finish_atomic_write
 from core.augment import parse_mri_transforms
-from core.checkpoint import (DEFAULT_FILENAME, Checkpoint, complete_metadata, json_safe,
-                             library_versions, load_checkpoint, model_from_checkpoint, save_checkpoint,
-                             stored_tensors)
+from core.checkpoint import (
+    DEFAULT_FILENAME,
+    Checkpoint,
+    complete_metadata,
+    json_safe,
+    library_versions,
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+    stored_tensors,
+)
 from core.config import REMOVED_OPTIONS, TrainConfig, check_config
 from core.data import CLASSES, ImageFolderDataset, training_augmentation
 from core.distributed import Dist, all_sum, init_distributed
+from core.epochs import TrainingError, better, build_optimizer, train_one_epoch, validate
 from core.held_out import calibrate_in_memory, familiarity_in_memory
 from core.inference import Classifier
-from core.epochs import TrainingError, better, build_optimizer, train_one_epoch, validate
 from core.model import ARCHITECTURE, build_resnet50, classifier_from_imagenet, set_backbone_trainable
 from core.runtime import default_workers, prepare_model, resolve_device, resolve_precision
 from core.sources import read_bytes
@@ -408,7 +416,7 @@ def held_out_classifier(run: Run, metadata: dict) -> Classifier | None:
     try:
         checkpoint = Checkpoint(run.best_tensors, complete_metadata(metadata, run.save_dtype), {}, run.checkpoint_path)
         return Classifier(model_from_checkpoint(checkpoint), checkpoint.metadata, run.checkpoint_path, run.cfg.device)
-    except Exception as error:  # noqa: BLE001 - see the docstring
+    except Exception as error:  # see the docstring
         log.warning("neither calibrated nor given a familiarity model: %s", error)
         return None
 
@@ -444,7 +452,7 @@ def build_metadata(run: Run) -> dict:
         "base_weights": run.base_weights,
         "training": {"config": cfg.to_dict(), "precision": run.precision, "processes": run.ctx.world,
                      "epoch_seconds": round(sum(h["seconds"] for h in run.history), 1), "best_epoch": best["epoch"],
-                     "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")},
+                     "finished": datetime.now(UTC).isoformat(timespec="seconds")},
         "data": {
             # As the user named it, and relative to it: no machine-specific absolute paths are shipped.
             "root": cfg.data, "trained_on": data.root.relative_to(data.dataset_root).as_posix()

@@ -316,8 +316,9 @@ def resolve_imagenet_weights(source: str = "auto",
     """Find ImageNet weights.
 
     ``auto``: the ``offline_file`` the caller named, else torchvision's cache, then an offline file
-    (``$BRAIN_MRI_IMAGENET_WEIGHTS``, the project cache), then a torchvision download; if all fail, :class:`WeightsUnavailable` says how to
-    get them. ``torchvision`` and ``keras-npm`` force one source; ``none`` means random initialisation.
+    (``$BRAIN_MRI_IMAGENET_WEIGHTS``, the project cache), then a torchvision download; if all fail,
+    :class:`WeightsUnavailable` says how to get them. ``torchvision`` and ``keras-npm`` force one source; ``none``
+    means random initialisation.
     """
     if source not in SOURCES:
         raise ValueError(f"unknown weights source {source!r}; choose one of {', '.join(SOURCES)}")

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import streamlit as st
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from dashboard.common import error_boundary, model_sidebar
 
-from dashboard.common import error_boundary, model_sidebar  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 st.set_page_config(page_title="Brain-tumour MRI classifier", page_icon="🧠", layout="wide")
 

@@ -149,7 +149,10 @@ def guidance_caption(record, config) -> tuple[str, str] | None:
         return None
     config = config if isinstance(config, dict) else {}
     weight, margin = config.get("mask_weight"), config.get("mask_margin_px")
-    number = (lambda v: f"{v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else "?")
+
+    def number(v) -> str:
+        return f"{v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else "?"
+
     source = md(Path(str(record.get("mask_data", "?"))).name)
     return (f"Also taught where the evidence should lie: {record['guided_images']:,} of its training scans came "
             f"with a tumour outline ({_total(record.get('added')):,} of them slices of {source}), and evidence for "

@@ -108,7 +108,7 @@ def error_boundary(what: str, where=None):
     let the rest of the page go on. Streamlit's own stop and rerun signals are not errors and pass through."""
     try:
         yield
-    except Exception as error:  # noqa: BLE001 - the boundary: nothing reaches the page as a traceback
+    except Exception as error:  # the boundary: nothing reaches the page as a traceback
         if not is_ours(error):
             log.exception("error in the dashboard: %s", what)
         (where or st).error(f"{what} could not be shown: {reason(error)}")
@@ -259,7 +259,8 @@ def model_sidebar() -> None:
         choice = st.selectbox("Checkpoint", options, format_func=lambda p: Path(p).name, key="sidebar.choice")
         typed = st.text_input("…or a checkpoint path", placeholder="/path/to/model.safetensors",
                               key="sidebar.checkpoint_path",
-                              help=f"Inside the project's assets or outputs folder, or a folder listed in {ALLOWED_ENV}")
+                              help=("Inside the project's assets or outputs folder, or a folder listed in "
+                                    f"{ALLOWED_ENV}"))
         st.session_state[MODEL_KEY] = typed.strip() or choice
         with error_boundary("The model's description"):
             try:

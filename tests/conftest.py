@@ -127,7 +127,8 @@ def pytest_terminal_summary(terminalreporter):
     if not pairs:
         return
     terminalreporter.write_line(f"hostile inputs tried: {len({what for _, what in pairs})} distinct inputs, "
-                                f"{len(pairs)} (entry point, input) pairs over {len({e for e, _ in pairs})} entry points")
+                                f"{len(pairs)} (entry point, input) pairs over {len({e for e, _ in pairs})} "
+                                "entry points")
 
 
 def validated_recipe(data, out, **overrides):
@@ -195,7 +196,7 @@ def postgres_server_url() -> tuple[str | None, str]:
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))
         engine.dispose()
-    except Exception as error:  # noqa: BLE001 - any failure means: no server to test against
+    except Exception as error:  # any failure means: no server to test against
         return None, f"no PostgreSQL server at {url} ({type(error).__name__}); .ci/run starts one"
     return url, ""
 

@@ -14,15 +14,14 @@ import pickle
 import shutil
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image
 
 from conftest import synthetic_slice
-
 
 TRIED: dict[str, set] = {"inputs": set(), "pairs": set()}
 
@@ -174,7 +173,8 @@ def image_inputs(marker: Path) -> list[Hostile]:
         Hostile("line-20000.png", "a 20,000 x 1 PNG", too_small, png_claiming(20_000, 1)),
         Hostile("dot.png", "a 1 x 1 image", too_small, encode(Image.new("L", (1, 1), 128))),
         Hostile("thumb.png", "a 40 x 40 thumbnail", too_small, encode(scan().resize((40, 40)))),
-        Hostile("strip.tif", "a 2,000 x 100 strip", "not shaped like a slice", encode(_gradient(2000, "L").crop((0, 0, 2000, 100)), "TIFF")),
+        Hostile("strip.tif", "a 2,000 x 100 strip", "not shaped like a slice",
+                encode(_gradient(2000, "L").crop((0, 0, 2000, 100)), "TIFF")),
         Hostile("drawing.png", "an SVG renamed .png", unknown,
                 b'<svg xmlns="http://www.w3.org/2000/svg" width="100" height="100"><image href="http://127.0.0.1:9/x.png"/></svg>'),
         Hostile("notes.png", "a text file renamed .png", unknown, b"patient notes, not an image\n" * 20),
@@ -195,7 +195,8 @@ def image_inputs(marker: Path) -> list[Hostile]:
         Hostile("rotated.jpg", "a JPEG with EXIF orientation 6", None, _exif_rotated()),
         Hostile("gray-alpha.png", "grayscale with alpha", None, encode(scan().convert("LA"))),
         Hostile("one-bit.png", "a 1-bit PNG", None, encode(scan().convert("1"))),
-        Hostile("float.tif", "a float TIFF", None, encode(Image.fromarray(np.asarray(scan(), np.float32), "F"), "TIFF")),
+        Hostile("float.tif", "a float TIFF", None,
+                encode(Image.fromarray(np.asarray(scan(), np.float32), "F"), "TIFF")),
         Hostile("big-rgba.png", "a 6,000 x 6,000 RGBA PNG (36 megapixels)", None, encode(_gradient(6000, "RGBA"))),
         Hostile("big.jpg", "a 5,000 x 5,000 JPEG", None, encode(_gradient(5000, "RGB"), "JPEG", quality=80)),
         Hostile("big-16bit.png", "a 6,000 x 6,000 16-bit PNG", None,
@@ -257,7 +258,8 @@ def checkpoint_inputs(marker: Path, torch_file: bytes) -> list[Hostile]:
                 np.random.default_rng(0).bytes(4096)),
         Hostile("pickle.safetensors", "a pickle that runs code when loaded", "not a safetensors file|not a checkpoint",
                 pickle_bytes(marker)),
-        Hostile("model.pt", "a torch.save file (a zip of pickles)", "not a safetensors file|not a checkpoint", torch_file),
+        Hostile("model.pt", "a torch.save file (a zip of pickles)", "not a safetensors file|not a checkpoint",
+                torch_file),
         Hostile("foreign.safetensors", "safetensors without our metadata", "not one of our checkpoints",
                 _safetensors({"x": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, bytes(4))),
         Hostile("claims.safetensors", "a header claiming 10 GB", "claims", struct.pack("<Q", 10 << 30) + b"{}"),
@@ -356,7 +358,8 @@ def run_inputs() -> list[HostileRun]:
         HostileRun("NaN in metrics.json", "not valid JSON", _write("metrics.json", b'{"all": NaN}')),
         HostileRun("a number too large for a float (1e400, read as infinity)", "too large",
                    _write("metrics.json", b'{"accuracy": 1e400}')),
-        HostileRun("metrics.json without its blocks", "metrics.json", _edit_json("metrics.json", lambda v: v.pop("all"))),
+        HostileRun("metrics.json without its blocks", "metrics.json",
+                   _edit_json("metrics.json", lambda v: v.pop("all"))),
         HostileRun("a confusion matrix of the wrong size", "does not match",
                    _edit_json("metrics.json", lambda v: v["all"].update(confusion_matrix=[[1, 2], [3, 4]]))),
         HostileRun("an HTML link as a class in the per-class figures (charts render some HTML)", "per_class",
@@ -366,12 +369,14 @@ def run_inputs() -> list[HostileRun]:
                    _edit_json("run.json", lambda v: v.update(history=["epoch one"]))),
         HostileRun("predictions.csv with only a header", "holds no predictions", _edit_table(header_only)),
         HostileRun("blank probabilities", "prob_glioma values that are not probabilities", _edit_table(blank)),
-        HostileRun("probabilities above 1", "prob_glioma values", _edit_table(lambda t: t.__setitem__("prob_glioma", "7"))),
+        HostileRun("probabilities above 1", "prob_glioma values",
+                   _edit_table(lambda t: t.__setitem__("prob_glioma", "7"))),
         HostileRun("a label that is no class", "label values", _edit_table(lambda t: t.__setitem__("label", "cat"))),
         HostileRun("predictions.csv as a named pipe", "named pipe", _special("predictions.csv", os.mkfifo)),
         HostileRun("curves.json as a link to /dev/zero", "character device",
                    _special("curves.json", _symlink("/dev/zero"))),
-        HostileRun("a 200 MB sparse metrics.json", "over the 16 MB limit", _special("metrics.json", _sparse(200 << 20))),
+        HostileRun("a 200 MB sparse metrics.json", "over the 16 MB limit",
+                   _special("metrics.json", _sparse(200 << 20))),
         HostileRun("300,000 predictions (a run's table may not be made to take the dashboard's memory)",
                    "more than 250,000 rows", _edit_table(lambda t: t.iloc[[0] * 300_000])),
     ]

@@ -12,10 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from core.review import ReviewError, open_database  # noqa: E402
-from core.review.store import commit_answer, reader_by_key  # noqa: E402
+from core.review import ReviewError, open_database
+from core.review.store import commit_answer, reader_by_key
 
 
 def main(url: str, key: str, case_ids: list[int]) -> None:

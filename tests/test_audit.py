@@ -72,7 +72,8 @@ def test_the_audit_command_finds_copies_across_the_split(kaggle_layout, tmp_path
     root = tmp_path / "data"
     shutil.copytree(kaggle_layout, root)
     shutil.copy(root / "Training/no_tumor/no_tumor_001.jpg", root / "Testing/notumor/copy.jpg")
-    Image.open(root / "Training/glioma_tumor/glioma_tumor_004.png").resize((96, 96)).save(root / "Testing/glioma/big.png")
+    Image.open(root / "Training/glioma_tumor/glioma_tumor_004.png").resize((96, 96)).save(
+        root / "Testing/glioma/big.png")
     assert main(["--data", str(root), "--no-progress", "--csv", str(tmp_path / "audit.csv")]) == 0
     printed = capsys.readouterr().out
     assert "byte-identical copies in the reference: 1 images (1 pairs)" in printed

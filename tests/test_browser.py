@@ -52,10 +52,11 @@ pytestmark = [
 ]
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (requirements-dev.txt)")
-from selenium.common.exceptions import ElementNotInteractableException, StaleElementReferenceException
-from selenium.webdriver.chrome.service import Service
-from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
+# After importorskip: without selenium the module skips, with the reason, instead of failing to import.
+from selenium.common.exceptions import ElementNotInteractableException, StaleElementReferenceException  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 # Streamlit re-renders elements on every script run; a reference taken a moment ago may be gone.
 FLAKY_REFERENCES = (StaleElementReferenceException,)
@@ -297,7 +298,7 @@ class _Beacon:
         hits = self.hits = []
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - the name http.server calls
+            def do_GET(self):  # the name http.server calls
                 hits.append(self.path)
                 self.send_response(404)
                 self.end_headers()
@@ -427,7 +428,8 @@ def test_an_uncertain_scan_gets_the_refer_badge(server_url, browser, tmp_path):
     browser.get(server_url + "/predict")
     heading = upload_and_wait(browser, target)
     assert heading.text.startswith("Uncertain"), heading.text
-    badges = [b.text for b in browser.find_elements(By.CSS_SELECTOR, "[data-testid='stMain'] [data-testid='stMarkdown']")
+    badges = [b.text
+              for b in browser.find_elements(By.CSS_SELECTOR, "[data-testid='stMain'] [data-testid='stMarkdown']")
               if "Uncertain: refer" in b.text]
     assert badges, "no 'Uncertain: refer' badge"
 
@@ -486,11 +488,13 @@ def test_clearing_a_bad_checkpoint_path_returns_to_the_default_model(server_url,
     field.send_keys("assets/models/no-such-model" + Keys.ENTER)
 
     def sidebar_errors(driver):
-        return [e.text for e in driver.find_elements(By.CSS_SELECTOR, "[data-testid='stSidebar'] [data-testid='stAlert']")]
+        return [e.text
+                for e in driver.find_elements(By.CSS_SELECTOR, "[data-testid='stSidebar'] [data-testid='stAlert']")]
 
     wait(browser, RESULT_TIMEOUT).until(lambda d: sidebar_errors(d), "no error in the sidebar for a bad path")
     wait(browser, RESULT_TIMEOUT).until(script_is_idle, "the script run did not finish")
-    main_errors = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "[data-testid='stMain'] [data-testid='stAlert']")]
+    main_errors = [e.text
+                   for e in browser.find_elements(By.CSS_SELECTOR, "[data-testid='stMain'] [data-testid='stAlert']")]
     assert len(sidebar_errors(browser)) == 1 and not any("no-such-model" in e for e in main_errors)  # said once
     field = browser.find_elements(By.CSS_SELECTOR, "input[aria-label='…or a checkpoint path']")[0]
     field.send_keys(Keys.CONTROL, "a")
@@ -498,7 +502,8 @@ def test_clearing_a_bad_checkpoint_path_returns_to_the_default_model(server_url,
     field.send_keys(Keys.ENTER)
     wait(browser, RESULT_TIMEOUT).until(lambda d: not sidebar_errors(d) and upload_input(d),
                                         "clearing the path did not bring the default model back")
-    captions = " ".join(c.text for c in browser.find_elements(By.CSS_SELECTOR, "[data-testid='stSidebar'] [data-testid='stCaptionContainer']"))
+    captions = " ".join(c.text for c in browser.find_elements(
+        By.CSS_SELECTOR, "[data-testid='stSidebar'] [data-testid='stCaptionContainer']"))
     assert "Learned from" in captions
 
 

@@ -7,8 +7,14 @@ import torch
 from safetensors.torch import save_file
 
 import core.checkpoint as ckpt
-from core.checkpoint import (CheckpointError, check_classes_match, load_checkpoint, model_from_checkpoint,
-                             read_metadata, save_checkpoint)
+from core.checkpoint import (
+    CheckpointError,
+    check_classes_match,
+    load_checkpoint,
+    model_from_checkpoint,
+    read_metadata,
+    save_checkpoint,
+)
 from core.data import CLASSES
 from core.model import build_resnet50
 

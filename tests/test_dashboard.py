@@ -351,11 +351,9 @@ def test_a_model_that_does_not_know_gets_the_uncertain_badge_and_a_stranger_the_
     import torch
 
     from conftest import random_classifier
-    from core.checkpoint import update_metadata
-    from core.familiarity import fit
-
     from core import load_classifier
-    from core.checkpoint import load_checkpoint, save_checkpoint
+    from core.checkpoint import load_checkpoint, save_checkpoint, update_metadata
+    from core.familiarity import fit
 
     # A head that ignores the scan and answers 50% glioma: every answer is uncertain.
     path = random_classifier(tmp_path, seed=0).path
@@ -521,7 +519,8 @@ def test_the_predict_page_says_how_often_the_heatmap_lies_on_the_tumour(app):
     if predicted == "No tumour":  # no outline to measure a no-tumour heatmap against
         assert not said
     else:
-        assert len(said) == 1 and f"{predicted.split()[0].lower()}" in said[0] and "a blob at the image centre" in said[0]
+        assert (len(said) == 1 and f"{predicted.split()[0].lower()}" in said[0]
+                and "a blob at the image centre" in said[0])
 
 
 def side_by_side(at) -> tuple[list[str], dict[str, str]]:

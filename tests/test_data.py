@@ -4,8 +4,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.data import (CLASSES, DatasetError, canonical_class, find_split_dirs, pad_to_square,
-                       preprocess_uint8, scan_class_folders)
+from core.data import (
+    CLASSES,
+    DatasetError,
+    canonical_class,
+    find_split_dirs,
+    pad_to_square,
+    preprocess_uint8,
+    scan_class_folders,
+)
 from core.sources import read_image
 
 

@@ -79,7 +79,8 @@ def test_the_default_model_recognises_real_scans_and_not_blank_or_noise_images()
     scans = explain(clf, [read_image(s.path) for s in sample])
     assert clf.familiarity.unfamiliar(scans.familiarity).sum() <= 2  # about 1 in 100 ordinary scans is flagged
     rng = np.random.default_rng(0)
-    strangers = [Image.new("L", (256, 256), 255), Image.new("L", (256, 256), 0), Image.new("RGB", (300, 200), (30, 60, 220)),
+    strangers = [Image.new("L", (256, 256), 255), Image.new("L", (256, 256), 0),
+                 Image.new("RGB", (300, 200), (30, 60, 220)),
                  Image.fromarray(rng.integers(0, 256, (256, 256), dtype=np.uint8))]
     assert clf.familiarity.unfamiliar(explain(clf, strangers).familiarity).all()
 

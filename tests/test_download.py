@@ -48,7 +48,7 @@ class Server:
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - the name http.server calls
+            def do_GET(self):  # the name http.server calls
                 outer.requests.append((self.path, self.headers.get("Range")))
                 if self.path in outer.raw:
                     self.wfile.write(outer.raw.pop(self.path))
@@ -375,7 +375,8 @@ LISTINGS = [  # (what, the listing, what the refusal must say)
     ("size 10 TB", {"files": [entry(size=10 ** 13)]}, r"files\[0\].size is over 2,147,483,648"),
     ("an empty file list", {"files": []}, "files is empty"),
     ("1,001 files", {"files": [entry(name=f"f{i}.mat") for i in range(1001)]}, "files lists more than 1,000 files"),
-    ("a name with a folder in it", {"files": [entry(name="../../.bashrc")]}, r"files\[0\].name is not a plain file name"),
+    ("a name with a folder in it", {"files": [entry(name="../../.bashrc")]},
+     r"files\[0\].name is not a plain file name"),
     ("the name '..'", {"files": [entry(name="..")]}, r"files\[0\].name is not a plain file name"),
     ("a 5,000-character name", {"files": [entry(name="x" * 5000)]}, r"files\[0\].name is longer than 128 characters"),
     ("an MD5 that is not hexadecimal", {"files": [entry(computed_md5="not-an-md5")]},

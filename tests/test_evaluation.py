@@ -10,9 +10,9 @@ from conftest import write_class_tree
 from core import load_classifier
 from core.checkpoint import update_metadata
 from core.config import TrainConfig
-from core.sources import read_image
 from core.evaluation import EvaluationSettings, evaluate
 from core.runs import RUN_FILE, RunError, find_runs, read_run
+from core.sources import read_image
 from core.trainer import train
 
 
@@ -157,7 +157,8 @@ def test_pointing_game_scores_by_hand_through_a_whole_run(checkpoint, tmp_path, 
     assert strict == {"glioma": 1.0, "meningioma": 0.0, "pituitary": 0.0}
     assert tolerant == {"glioma": 1.0, "meningioma": 0.0, "pituitary": 1.0}
     assert local["overall"]["pointing_tolerant"] == pytest.approx(4 / 6)
-    assert local["per_class"]["glioma"]["energy_in_box"] == 1.0 and local["per_class"]["meningioma"]["energy_in_box"] == 0.0
+    assert local["per_class"]["glioma"]["energy_in_box"] == 1.0
+    assert local["per_class"]["meningioma"]["energy_in_box"] == 0.0
 
 
 def test_a_class_missing_from_the_data_gives_nan_and_a_warning(checkpoint, tmp_path):

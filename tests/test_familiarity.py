@@ -14,8 +14,15 @@ from conftest import ROOT, random_classifier, write_unchecked
 from core import load_classifier
 from core.checkpoint import CheckpointError, load_checkpoint, read_metadata, update_metadata
 from core.explain import explain
-from core.familiarity import (Familiarity, FamiliarityError, borrow_threshold, fit, fit_gaussian, joint_thresholds,
-                              top_doubt)
+from core.familiarity import (
+    Familiarity,
+    FamiliarityError,
+    borrow_threshold,
+    fit,
+    fit_gaussian,
+    joint_thresholds,
+    top_doubt,
+)
 
 PARTS = {"means", "directions", "variances", "residual"}  # the familiarity tensors a checkpoint stores
 

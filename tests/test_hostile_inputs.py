@@ -33,8 +33,7 @@ from core.model import build_resnet50
 from core.runs import RunError, read_run
 from core.sources import ImageRefused, read_image
 from core.sources.images import WORKING_SIDE
-from hostile import (NON_UTF8_NAME, checkpoint_inputs, encode, image_inputs, run_inputs, scan, special_files,
-                     tried)
+from hostile import NON_UTF8_NAME, checkpoint_inputs, encode, image_inputs, run_inputs, scan, special_files, tried
 from test_checkpoint import metadata
 
 APP = str(ROOT / "dashboard" / "app.py")
@@ -141,8 +140,7 @@ def test_memory_stays_bounded_for_every_image(images, tmp_path):
     for hostile in images + special_files():
         hostile.place(tmp_path / "files" / hostile.name)
     child = textwrap.dedent(f"""
-        import json, sys
-        sys.path.insert(0, {str(ROOT)!r})
+        import json
         from pathlib import Path
         from core import load_classifier
         from core.explain import explain, overlay
@@ -403,8 +401,9 @@ def test_every_damaged_run_is_refused_in_one_sentence_by_the_reader_and_the_page
 
 
 def _crafted_run(good_run: Path, folder: Path, name: str, paths: list[str], dataset: str = "ds") -> Path:
-    import pandas as pd
     import shutil
+
+    import pandas as pd
 
     shutil.copytree(good_run, folder)
     info = json.loads((folder / "run.json").read_text())

@@ -157,14 +157,14 @@ def test_look_alike_and_invisible_names_are_refused_beside_the_real_one(engine):
             store.create_session(engine, "Twins", cases(), CLASSES, readers=[*READERS, name])
         tried("library: core.review.store.join", f"reader name: {what}")
     for name, what in MIXED_SCRIPTS.items():
-        for attempt in (lambda: store.join(engine, session.code, name),
-                        lambda: store.create_session(engine, "Mixed", cases(), CLASSES, readers=[name])):
+        for attempt in (lambda name=name: store.join(engine, session.code, name),
+                        lambda name=name: store.create_session(engine, "Mixed", cases(), CLASSES, readers=[name])):
             with pytest.raises(ReviewError, match="mixes .* letters"):
                 attempt()
         tried("library: core.review.store.join", f"reader name: {what}")
     for name, what in INVISIBLE.items():
-        for attempt in (lambda: store.join(engine, session.code, name),
-                        lambda: store.create_session(engine, "Hidden", cases(), CLASSES, readers=[name])):
+        for attempt in (lambda name=name: store.join(engine, session.code, name),
+                        lambda name=name: store.create_session(engine, "Hidden", cases(), CLASSES, readers=[name])):
             with pytest.raises(ReviewError, match="shows as nothing|no letter or digit") as refused:
                 attempt()
             assert name not in str(refused.value)  # said by its code point, never echoed
@@ -192,9 +192,11 @@ def test_names_that_differ_as_written_are_two_readers(engine):
 
 PERSIAN = "\u0646\u0627\u0647\u06cc\u062f\u200c\u0647"  # a name spelled with a zero-width non-joiner
 JOINED_WRONG = {  # a joiner where no script is spelled with it: nothing to see, so refused
-    "Jo\u200chn": "zero-width non-joiner between Latin letters", "Jo\u200dhn": "zero-width joiner between Latin letters",
-    "\u200c" + PERSIAN[:5]: "zero-width non-joiner before a Persian name", PERSIAN[:5] + "\u200c": "zero-width "
-    "non-joiner after a Persian name", PERSIAN[:5] + "\u200cAnn": "zero-width non-joiner between Persian and Latin",
+    "Jo\u200chn": "zero-width non-joiner between Latin letters",
+    "Jo\u200dhn": "zero-width joiner between Latin letters",
+    "\u200c" + PERSIAN[:5]: "zero-width non-joiner before a Persian name",
+    PERSIAN[:5] + "\u200c": "zero-width non-joiner after a Persian name",
+    PERSIAN[:5] + "\u200cAnn": "zero-width non-joiner between Persian and Latin",
     PERSIAN[:5] + "\u200c\u200c\u0647": "two zero-width non-joiners in a Persian name",
 }
 

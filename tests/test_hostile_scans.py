@@ -10,6 +10,7 @@ import gzip
 import html
 import io
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -211,9 +212,7 @@ def series_zip(seed: int | None = None, slices: int = 192) -> bytes:
 
 
 CHILD = textwrap.dedent("""
-    import json, sys
-    sys.path.insert(0, {root!r})
-    sys.path.insert(0, {tests!r})
+    import json
     from pathlib import Path
 
     def status(field):
@@ -238,9 +237,11 @@ CHILD = textwrap.dedent("""
 
 
 def run_child(body: str, **values) -> dict:
-    """Run ``body`` after :data:`CHILD` in a fresh Python, and return the JSON it prints last."""
-    script = CHILD.format(root=str(ROOT), tests=str(ROOT / "tests")) + textwrap.dedent(body).format(**values)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=900)
+    """Run ``body`` after :data:`CHILD` in a fresh Python, and return the JSON it prints last. The project comes
+    from its installation; the tests' own modules (conftest) from tests/, through PYTHONPATH."""
+    script = CHILD + textwrap.dedent(body).format(**values)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=900, env=env)
     if "clear_refs" in done.stderr:
         pytest.skip("this kernel does not let a process reset its peak memory (/proc/self/clear_refs)")
     assert done.returncode == 0, done.stderr[-3000:]

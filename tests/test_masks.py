@@ -10,8 +10,20 @@ from conftest import write_class_tree
 from core.audit import fingerprint_file
 from core.data import CLASSES, Sample
 from core.localisation_split import copies_of, slice_groups, split_slices
-from core.masks import (MaskError, centre_blob, find_mask_root, grouped_bootstrap, image_region, mask_path,
-                        mask_scores, mask_summary, patient_of, peak_points, read_mask, score_against_mask)
+from core.masks import (
+    MaskError,
+    centre_blob,
+    find_mask_root,
+    grouped_bootstrap,
+    image_region,
+    mask_path,
+    mask_scores,
+    mask_summary,
+    patient_of,
+    peak_points,
+    read_mask,
+    score_against_mask,
+)
 
 SIZE = 64
 

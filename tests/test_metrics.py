@@ -3,8 +3,15 @@ import warnings
 import numpy as np
 import pytest
 
-from core.metrics import (BootstrapSettings, MetricWarning, bootstrap_intervals, calibration, curves,
-                          operating_point, point_metrics)
+from core.metrics import (
+    BootstrapSettings,
+    MetricWarning,
+    bootstrap_intervals,
+    calibration,
+    curves,
+    operating_point,
+    point_metrics,
+)
 
 CLASSES = ["glioma", "meningioma", "notumor", "pituitary"]
 

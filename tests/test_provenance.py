@@ -3,11 +3,10 @@
 import json
 import shutil
 
-import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import synthetic_slice, write_class_tree
+from conftest import write_class_tree
 from core.audit import fingerprint_files
 from core.config import TrainConfig
 from core.data import DatasetError

@@ -12,11 +12,29 @@ import pytest
 from PIL import Image
 
 from core.review import ReviewError
-from core.review.agreement import (answers_table, case_difficulty, cohen_interval, cohen_kappa, cohen_kappas_weighted,
-                                   confusion, disagreements, fleiss_interval, fleiss_kappa, fleiss_kappas_weighted,
-                                   fleiss_summary, heatmap_ratings, reader_summary)
-from core.review.cases import (case_image_file, checked_upload, keep_uploads, load_case_image, select_rows,
-                               stratified_sample)
+from core.review.agreement import (
+    answers_table,
+    case_difficulty,
+    cohen_interval,
+    cohen_kappa,
+    cohen_kappas_weighted,
+    confusion,
+    disagreements,
+    fleiss_interval,
+    fleiss_kappa,
+    fleiss_kappas_weighted,
+    fleiss_summary,
+    heatmap_ratings,
+    reader_summary,
+)
+from core.review.cases import (
+    case_image_file,
+    checked_upload,
+    keep_uploads,
+    load_case_image,
+    select_rows,
+    stratified_sample,
+)
 from core.review.store import CaseView
 from core.sources import FileRefused, ImageRefused
 
@@ -177,7 +195,8 @@ def png_bytes(seed: int) -> bytes:
 def test_an_upload_is_checked_without_touching_the_disk_and_kept_once_by_its_hash(tmp_path):
     blob = png_bytes(0)
     name, digest, image, kept = checked_upload(blob)
-    assert kept == blob and digest == hashlib.sha256(blob).hexdigest() and name == f"uploads/{digest}.png" and image.size == (64, 64)
+    assert kept == blob and digest == hashlib.sha256(blob).hexdigest()
+    assert name == f"uploads/{digest}.png" and image.size == (64, 64)
     assert not (tmp_path / "uploads").exists()
     keep_uploads(tmp_path, {name: blob})
     keep_uploads(tmp_path, {name: blob})
@@ -342,18 +361,18 @@ def test_a_volumes_slices_are_read_back_only_as_written(tmp_path):
 def test_a_long_volume_keeps_a_slab_around_its_answered_slice_and_burned_in_text_is_refused(tmp_path):
     """A volume of 40 slices is answered on slice 21 and keeps slices 6-36 to scroll; a DICOM file whose header says
     it carries burned-in annotation is not kept for a session."""
+    from conftest import ROOT, synthetic_slice
     from core import load_classifier
     from core.review.cases import CONTEXT_SLICES, cases_from_uploads, keep_uploads, load_case_stack
     from test_volumes import dicom_bytes, nifti_bytes
-
-    from conftest import ROOT, synthetic_slice
 
     classifier = load_classifier(ROOT / "assets/models/default")
     volume = np.stack([synthetic_slice(1, seed=s, size=64) for s in range(40)], axis=2).astype(np.float32)
     burned = dicom_bytes(synthetic_slice(0, seed=1, size=64).astype(np.int16), burned_in=True)
     cases, blobs, problems = cases_from_uploads(classifier, [("long.nii.gz", nifti_bytes(volume, np.eye(4), gz=True)),
                                                              ("burned.dcm", burned)])
-    assert len(cases) == 1 and len(problems) == 1 and problems[0].startswith("burned.dcm: a DICOM header of this scan says")
+    assert len(cases) == 1 and len(problems) == 1
+    assert problems[0].startswith("burned.dcm: a DICOM header of this scan says")
     (case,) = cases
     assert case.title == "Case 1 (NIfTI volume, axial slice 21 of 40)"
     keep_uploads(tmp_path, blobs)

@@ -19,7 +19,7 @@ from core.review.store import CONFIDENCES, AnswerView, CaseView, SessionView
 TWO = ["glioma", "notumor"]
 SHA = "ab" * 32
 MARKUP_NOTE = "<b>x</b> & <font size=99>"
-WHEN = dt.datetime(2025, 3, 4, 10, 30, tzinfo=dt.timezone.utc)
+WHEN = dt.datetime(2025, 3, 4, 10, 30, tzinfo=dt.UTC)
 
 
 def pdf_text(blob: bytes) -> tuple[int, str]:

@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
-from core.review import ReviewError, open_database
-from core.review import store
+from core.review import ReviewError, open_database, store
 from core.review.schema import SCHEMA_VERSION, Base, close_databases, schema_version
 from core.review.store import NewCase
 from hostile import tried
@@ -77,10 +76,9 @@ def test_a_database_from_a_newer_version_is_refused_and_left_alone(database_url)
 
 
 def test_processes_opening_a_new_database_at_once_create_it_once(database_url):
-    code = ("import sys; sys.path.insert(0, '.'); from core.review import open_database; "
-            f"open_database({database_url!r}); print('ok')")
-    workers = [subprocess.Popen([sys.executable, "-c", code], cwd=WORKER.parents[1], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    code = f"from core.review import open_database; open_database({database_url!r}); print('ok')"
+    workers = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True) for _ in range(3)]
     results = [w.communicate(timeout=120) for w in workers]
     assert all(w.returncode == 0 for w in workers), [err for _, err in results]
     engine = open_database(database_url)
@@ -229,7 +227,7 @@ def test_a_database_at_the_third_schema_learns_when_its_readers_first_came(datab
     from core.review.schema import MIGRATIONS, _versions
 
     raw = create_engine(database_url)
-    now = dt.datetime(2026, 6, 1, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
     with raw.begin() as connection:
         _versions.create(connection)
         for _, migrate in MIGRATIONS[:3]:
@@ -547,7 +545,7 @@ def test_a_database_at_the_first_schema_is_upgraded_in_place_and_keeps_its_sessi
         connection.execute(text("INSERT INTO review_sessions (code, owner_key, name, mode, kind, joinable, "
                                 "classes, source, model, created_at) VALUES ('c0de', 'k', 'Old session', "
                                 "'blinded', 'review', :yes, '[\"glioma\"]', '{}', '{}', :now)"),
-                           {"yes": True, "now": dt.datetime(2026, 1, 5, tzinfo=dt.timezone.utc)})
+                           {"yes": True, "now": dt.datetime(2026, 1, 5, tzinfo=dt.UTC)})
         old = connection.execute(text("SELECT id FROM review_sessions WHERE code = 'c0de'")).scalar_one()
         connection.execute(text("INSERT INTO review_cases (session_id, position, image, image_sha256, title) "
                                 "VALUES (:old, 0, 'Testing/glioma/1.jpg', :sha, 'case one')"), {"old": old,
@@ -579,7 +577,7 @@ def test_a_database_at_the_second_schema_gets_both_name_keys_and_keeps_every_rea
     from core.review.schema import MIGRATIONS, _versions
 
     raw = create_engine(database_url)
-    now = dt.datetime(2026, 6, 1, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
     with raw.begin() as connection:  # what the second release made, with the keys it computed
         _versions.create(connection)
         for _, migrate in MIGRATIONS[:2]:

@@ -224,7 +224,8 @@ def test_a_dicom_series_and_a_nifti_volume_on_the_predict_page_scroll_explain_an
     text = page_text(at)
     assert "IM0000 and 2 more files of its series" in text and "brain.nii.gz" in text
     assert "slice 2 of 3" in text and "slice 3 of 5" in text  # each opens at its middle slice
-    assert "pixels of 0.8 x 0.5 mm" in text and "patient's name" in text and "3 private tags" in text  # one in each file
+    # one in each file
+    assert "pixels of 0.8 x 0.5 mm" in text and "patient's name" in text and "3 private tags" in text
     assert len([h for h in at.main.subheader if "%" in h.value]) == 2  # both explained
     for secret in [*SECRETS.values(), "PRIVATE-SECRET-VALUE"]:
         assert secret not in text and secret.replace("^", " ") not in text
@@ -302,9 +303,8 @@ def test_evaluate_and_train_read_dicom_and_nifti_files_as_their_stated_slice(tmp
 
 
 def test_a_release_slice_reads_with_its_label_patient_and_mask_the_right_way_round():
-    from figshare_files import mat_bytes
-
     from core.sources.figshare import MatRefused, read_mat
+    from figshare_files import mat_bytes
 
     image = np.zeros((64, 48), dtype=np.int16)
     image[5:10, 30:40] = 800                       # a bright patch in the top right, not symmetric
@@ -327,13 +327,12 @@ def test_a_release_slice_reads_with_its_label_patient_and_mask_the_right_way_rou
 
 
 def test_a_release_folder_is_a_dataset_split_by_patient_with_its_own_folds(tmp_path):
-    from figshare_files import write_release
-
     from core.config import TrainConfig
     from core.data import scan_class_folders
     from core.sources.figshare import cv_folds, release_files
     from core.sources.images import read_image
     from core.split import join_groups
+    from figshare_files import write_release
 
     root = write_release(tmp_path / "release", patients=10, per_patient=3)
     tree = scan_class_folders(root)
@@ -408,11 +407,10 @@ def test_no_identifying_value_reaches_a_run_the_review_database_or_a_report(tmp_
 
 
 def test_an_evaluation_of_the_release_counts_patients_and_resamples_them(tmp_path):
-    from figshare_files import write_release
-
     from conftest import ROOT
     from core.evaluation import EvaluationSettings, evaluate
     from core.runs import read_run
+    from figshare_files import write_release
 
     root = write_release(tmp_path / "release", patients=10, per_patient=3, size=96)
     run = read_run(evaluate(EvaluationSettings(checkpoint=str(ROOT / "assets/models/default"), data=str(root),
@@ -457,12 +455,11 @@ def test_a_scale_bar_is_as_long_as_the_millimetres_it_says():
 
 
 def test_the_release_scores_heatmaps_against_the_masks_inside_its_files(tmp_path):
-    from figshare_files import write_release
-
     from conftest import ROOT
     from core.evaluation import EvaluationSettings, evaluate
     from core.masks import read_mask
     from core.runs import read_run
+    from figshare_files import write_release
 
     root = write_release(tmp_path / "release", patients=6, per_patient=2, size=96)
     first = sorted(root.glob("*/1.mat"))[0]
@@ -479,9 +476,8 @@ def test_the_release_scores_heatmaps_against_the_masks_inside_its_files(tmp_path
 def test_a_release_slice_shows_its_own_outline_over_the_heatmap(tmp_path):
     from PIL import Image
 
-    from figshare_files import write_release
-
     from dashboard import review
+    from figshare_files import write_release
 
     root = write_release(tmp_path / "datasets" / "figshare", patients=3, per_patient=1, size=96)
     relative = sorted(p.relative_to(root).as_posix() for p in root.glob("*/1.mat"))[0]

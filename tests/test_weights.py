@@ -8,8 +8,15 @@ import torch.nn.functional as F
 
 from core import weights
 from core.model import imagenet_resnet50
-from core.weights import (CAFFE_MEAN_BGR, IMAGENET_MEAN, IMAGENET_STD, WeightsUnavailable, _torch_prefix,
-                          convert_keras_arrays, resolve_imagenet_weights)
+from core.weights import (
+    CAFFE_MEAN_BGR,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    WeightsUnavailable,
+    _torch_prefix,
+    convert_keras_arrays,
+    resolve_imagenet_weights,
+)
 
 
 def test_keras_names_map_to_torchvision_modules():
@@ -57,7 +64,8 @@ def test_block_convolution_biases_fold_into_batchnorm(tmp_path):
     converted bias-free conv + BN(eps 1e-5)."""
     rng = np.random.default_rng(1)
     shapes = {"conv1/kernel": (7, 7, 3, 64), "conv1/bias": (64,), "fc1000/kernel": (2048, 1000), "fc1000/bias": (1000,)}
-    for conv, bn, cin, cout in (("res2a_branch1", "bn2a_branch1", 64, 256), ("res3b_branch2b", "bn3b_branch2b", 128, 128)):
+    for conv, bn, cin, cout in (("res2a_branch1", "bn2a_branch1", 64, 256),
+                                ("res3b_branch2b", "bn3b_branch2b", 128, 128)):
         shapes.update({f"{conv}/kernel": (1, 1, cin, cout), f"{conv}/bias": (cout,), f"{bn}/gamma": (cout,),
                        f"{bn}/beta": (cout,), f"{bn}/moving_mean": (cout,)})
     for bn, c in (("bn_conv1", 64), ("bn2a_branch1", 256), ("bn3b_branch2b", 128)):
@@ -68,14 +76,16 @@ def test_block_convolution_biases_fold_into_batchnorm(tmp_path):
     state = convert_keras_arrays(arrays)
     for conv, bn, prefix, bn_prefix, cin in (("res2a_branch1", "bn2a_branch1", "layer1.0.downsample.0",
                                                "layer1.0.downsample.1", 64),
-                                              ("res3b_branch2b", "bn3b_branch2b", "layer2.1.conv2", "layer2.1.bn2", 128)):
+                                              ("res3b_branch2b", "bn3b_branch2b", "layer2.1.conv2",
+                                               "layer2.1.bn2", 128)):
         x = torch.from_numpy(rng.normal(0, 1, (2, cin, 5, 5)))
         kernel = torch.from_numpy(arrays[f"{conv}/kernel"].astype(np.float64)).permute(3, 2, 0, 1)
         keras = F.conv2d(x, kernel, torch.from_numpy(arrays[f"{conv}/bias"].astype(np.float64)))
         keras = F.batch_norm(keras, *(torch.from_numpy(arrays[f"{bn}/{k}"].astype(np.float64))
                                       for k in ("moving_mean", "moving_variance", "gamma", "beta")), eps=1e-3)
         ours = F.batch_norm(F.conv2d(x, state[f"{prefix}.weight"].double()),
-                            *(state[f"{bn_prefix}.{k}"].double() for k in ("running_mean", "running_var", "weight", "bias")),
+                            *(state[f"{bn_prefix}.{k}"].double()
+                              for k in ("running_mean", "running_var", "weight", "bias")),
                             eps=1e-5)
         assert torch.allclose(ours, keras, rtol=1e-4, atol=1e-4), conv
 

@@ -53,7 +53,7 @@ def guarded(main: Callable[[list[str] | None], int], argv: list[str] | None = No
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return INTERRUPTED
-    except Exception as error:  # noqa: BLE001 - the boundary: every error becomes one line
+    except Exception as error:  # the boundary: every error becomes one line
         if os.environ.get(DEBUG_ENV):
             raise
         logging.getLogger(__name__).debug("error in a command line", exc_info=True)

@@ -142,11 +142,12 @@ def summary(run) -> str:
             lines.append(f"  against the masks, {name} ({block['images']}): peak in the tumour grown by "
                          f"{margin_text(masks)} {_mask_figure(block, 'peak_in_dilated')} (centre blob "
                          f"{_mask_figure(block, 'blob_peak_in_dilated')}), energy inside "
-                         f"{_mask_figure(block, 'energy_in_dilated')} (blob {_mask_figure(block, 'blob_energy_in_dilated')})"
+                         f"{_mask_figure(block, 'energy_in_dilated')} "
+                         f"(blob {_mask_figure(block, 'blob_energy_in_dilated')})"
                          + (f"; a {masks['layer']} heatmap can peak there at all for "
                             f"{_mask_figure(block, 'peak_reachable')}, with at most "
-                            f"{_mask_figure(block, 'energy_reachable')} of its heat inside" if "energy_reachable" in block
-                            else ""))
+                            f"{_mask_figure(block, 'energy_reachable')} of its heat inside"
+                            if "energy_reachable" in block else ""))
     for warning in run.metrics.get("warnings", []):
         lines.append(f"  warning: {warning}")
     return "\n".join(lines)

@@ -78,8 +78,7 @@ def main(argv=None) -> int:
     from tqdm.auto import tqdm
 
     from core import load_classifier
-    from core.explain import check_choice
-    from core.explain import slow_methods
+    from core.explain import check_choice, slow_methods
     from core.explanation_audit import ExplanationsError, cases_of, sample
     from core.runs import read_run
 

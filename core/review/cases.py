@@ -304,7 +304,7 @@ def cases_from_uploads(classifier, uploads: list[tuple[str, bytes]]) -> tuple[li
             kept.append(CheckedScan(stored, digest, image, kept_bytes, name))
         except ValueError as error:
             problems.append(f"{name}: {error}")
-        except Exception:  # noqa: BLE001 - one file's accident must not drop the other files of the upload
+        except Exception:  # one file's accident must not drop the other files of the upload
             log.exception("unexpected error checking an uploaded picture")
             problems.append(f"{name} could not be read (an unexpected error, written to the server's log)")
     for group in groups:
@@ -319,7 +319,7 @@ def cases_from_uploads(classifier, uploads: list[tuple[str, bytes]]) -> tuple[li
         except ValueError as error:  # a reason that begins with the file's name is not given it twice
             name = scan_name(group)
             problems.append(str(error) if str(error).startswith(group[0][0]) else f"{name}: {error}")
-        except Exception:  # noqa: BLE001 - one scan's accident must not drop the other scans of the upload
+        except Exception:  # one scan's accident must not drop the other scans of the upload
             log.exception("unexpected error checking an uploaded scan")
             problems.append(f"{scan_name(group)} could not be read (an unexpected error, written to the server's log)")
     if over:
@@ -337,7 +337,8 @@ def cases_from_uploads(classifier, uploads: list[tuple[str, bytes]]) -> tuple[li
     classes = list(classifier.classes)
     cases = [NewCase(image=scan.stored, image_sha256=scan.digest, title=f"Case {number} ({scan.kind})",
                      upload=Upload(scan.name, scan.kind), reference=None,
-                     model_label=classes[int(np.argmax(p))], model_probabilities={c: float(v) for c, v in zip(classes, p)},
+                     model_label=classes[int(np.argmax(p))],
+                     model_probabilities={c: float(v) for c, v in zip(classes, p)},
                      model_flags={"unfamiliar": bool(strange), "uncertain": bool(p.max() < classifier.refer_below)},
                      stack=scan.stack, stack_sha256=scan.stack_digest, stack_slice=scan.stack_slice)
              for number, (scan, p, strange) in enumerate(zip(unique, probabilities, unfamiliar), start=1)]

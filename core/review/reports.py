@@ -25,11 +25,20 @@ from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
 from reportlab.lib.units import cm
 from reportlab.lib.utils import ImageReader
-from reportlab.platypus import (Flowable, KeepInFrame, KeepTogether, PageBreak, Paragraph, SimpleDocTemplate, Spacer,
-                                Table, TableStyle)
+from reportlab.platypus import (
+    Flowable,
+    KeepInFrame,
+    KeepTogether,
+    PageBreak,
+    Paragraph,
+    SimpleDocTemplate,
+    Spacer,
+    Table,
+    TableStyle,
+)
 
-from core.review.agreement import confusion
 from core.review import words
+from core.review.agreement import confusion
 from core.review.store import CONFIDENCES, KINDS, MODES, RATINGS, AnswerView, CaseView, SessionView
 
 FOOTER = "Research and teaching tool, not a diagnosis."
@@ -74,7 +83,7 @@ def _register_fonts() -> tuple[str, str]:
                 pdfmetrics.registerFont(TTFont("ReportSans-Bold", str(bold)))
                 pdfmetrics.registerFontFamily("ReportSans", normal="ReportSans", bold="ReportSans-Bold",
                                               italic="ReportSans", boldItalic="ReportSans-Bold")
-            except Exception:  # noqa: BLE001 - a damaged font file: the built-in font will do
+            except Exception:  # a damaged font file: the built-in font will do
                 continue
             return "ReportSans", "ReportSans-Bold"
     return "Helvetica", "Helvetica-Bold"
@@ -129,8 +138,8 @@ def _when(moment: dt.datetime | None) -> str:
     if moment is None:
         return NOT_RECORDED
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.timezone.utc)  # SQLite hands back the stored UTC time without its zone
-    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        moment = moment.replace(tzinfo=dt.UTC)  # SQLite hands back the stored UTC time without its zone
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -263,7 +272,7 @@ def _pdf(story: list[Flowable], title: str) -> bytes:
 
 
 def _now(created: dt.datetime | None) -> dt.datetime:
-    return created if created is not None else dt.datetime.now(dt.timezone.utc)
+    return created if created is not None else dt.datetime.now(dt.UTC)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -17,11 +17,37 @@ import logging
 import threading
 from collections.abc import Callable
 
-from sqlalchemy import (JSON, Boolean, Column, DateTime, Engine, Float, ForeignKey, Integer, MetaData, String, Table, Text,
-                        UniqueConstraint, create_engine, event, select, text)
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Engine,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    select,
+    text,
+)
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import (ArgumentError, DataError, DBAPIError, IntegrityError, InterfaceError, NoSuchModuleError,
-                            NotSupportedError, OperationalError, ProgrammingError)
+from sqlalchemy.exc import (
+    ArgumentError,
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    NoSuchModuleError,
+    NotSupportedError,
+    OperationalError,
+    ProgrammingError,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.pool import NullPool
 
@@ -35,7 +61,7 @@ log = logging.getLogger(__name__)
 
 
 def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 class Base(DeclarativeBase):
@@ -60,7 +86,7 @@ class ReviewSession(Base):
     # Version 4: presenting a quiz to a class, and the organiser who made the session.
     presenter_key: Mapped[str | None] = mapped_column(String(64), unique=True)  # sha256 of the projected page's key
     paced: Mapped[bool] = mapped_column(Boolean, default=False)       # the teacher moves the class case by case
-    current_position: Mapped[int | None] = mapped_column(Integer)      # paced: the case the class is on (None: not begun)
+    current_position: Mapped[int | None] = mapped_column(Integer)      # paced: the class's case (None: not begun)
     hide_answers: Mapped[bool] = mapped_column(Boolean, default=False)  # organiser's views show progress only
     ended_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))  # answers shown to all from then
     organiser_id: Mapped[int | None] = mapped_column(ForeignKey("review_organisers.id", ondelete="SET NULL"),
@@ -311,7 +337,8 @@ def upgrade(engine: Engine) -> int:
         return found
     with writing(engine).begin() as connection:
         if connection.dialect.name == "postgresql":
-            connection.execute(text("SET LOCAL lock_timeout = '60s'"))  # a stuck upgrade elsewhere: an error, not a hang
+            # a stuck upgrade elsewhere: an error, not a hang
+            connection.execute(text("SET LOCAL lock_timeout = '60s'"))
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         found = schema_version(connection)
         _refuse_newer(found)

@@ -23,9 +23,20 @@ from sqlalchemy.orm import Session
 
 from core.review.errors import ReviewError
 from core.review.names import clean_name, name_key, name_skeleton
+from core.review.schema import (
+    NAME_LENGTH,
+    NOTE_LENGTH,
+    PATH_LENGTH,
+    Answer,
+    Case,
+    Organiser,
+    Reader,
+    ReviewSession,
+    unavailable,
+    utc_now,
+    writing,
+)
 from core.review.words import RATINGS
-from core.review.schema import (NAME_LENGTH, NOTE_LENGTH, PATH_LENGTH, Answer, Case, Organiser, Reader,
-                                 ReviewSession, unavailable, utc_now, writing)
 
 MODES = {"blinded": "Blinded: each reader commits an answer before seeing the model's",
          "open": "Open: the model's answer, heatmap and reference are shown with the scan"}
@@ -61,7 +72,7 @@ class NewCase:
     reference: str | None = None
     model_label: str | None = None
     model_probabilities: dict[str, float] | None = None
-    model_flags: dict[str, bool] | None = None   # "unfamiliar": unlike its training scans; "uncertain": under refer_below
+    model_flags: dict[str, bool] | None = None   # "unfamiliar": unlike training scans; "uncertain": under refer_below
     stack: str | None = None                     # an uploaded volume's slices (uploads/<sha256>.npz), to scroll
     stack_sha256: str | None = None
     stack_slice: int | None = None               # the slice of the stack that is the case's image (from 0)
@@ -221,7 +232,7 @@ def _plausible_code(code: str) -> bool:
 
 def _utc(value: dt.datetime | None) -> dt.datetime | None:
     """A time read back from the database, in UTC (SQLite returns the stored UTC time without its zone)."""
-    return value.replace(tzinfo=dt.timezone.utc) if value is not None and value.tzinfo is None else value
+    return value.replace(tzinfo=dt.UTC) if value is not None and value.tzinfo is None else value
 
 
 def _reader_view(row: Reader) -> ReaderView:

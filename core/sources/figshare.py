@@ -133,7 +133,7 @@ def read_label(path: str | os.PathLike) -> tuple[str, str]:
             patient = _patient(_array(group, "PID", str(path), 4096))
     except MatRefused:
         raise
-    except Exception as error:  # noqa: BLE001 - damaged, or not the release's
+    except Exception as error:  # damaged, or not the release's
         raise MatRefused(f"{os.path.basename(path)} is not a readable slice of the release "
                          f"({type(error).__name__})") from None
     if label not in LABELS:
@@ -181,7 +181,7 @@ def cv_folds(root: str | os.PathLike) -> dict[int, int] | None:
             values = _array(handle, "cvind", "cvind.mat", 1 << 20).ravel().astype(np.float64)
     except MatRefused:
         raise
-    except Exception as error:  # noqa: BLE001 - damaged or not the release's
+    except Exception as error:  # damaged or not the release's
         raise MatRefused(f"cvind.mat cannot be read ({type(error).__name__})") from None
     return {k + 1: fold for k, fold in enumerate(_fold_numbers(values))}
 

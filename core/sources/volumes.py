@@ -226,7 +226,7 @@ def transfer_syntax(blob: bytes) -> str | None:
     """The transfer syntax UID a DICOM file's meta group states (as dcmread will read it), or None."""
     try:
         syntax = _file_meta(blob).get("TransferSyntaxUID")
-    except Exception:  # noqa: BLE001 - not DICOM, or a damaged meta group
+    except Exception:  # not DICOM, or a damaged meta group
         return None
     return None if syntax is None else str(syntax)
 
@@ -248,7 +248,7 @@ def _dataset(name: str, blob: bytes, pixels: bool = True):
         raise
     except InvalidDicomError:
         raise ScanRefused(f"{name} is not a DICOM file: it lacks the marker every DICOM file begins with") from None
-    except Exception:  # noqa: BLE001 - damaged files raise many types
+    except Exception:  # damaged files raise many types
         raise ScanRefused(f"{name} is a damaged DICOM file: its header cannot be read") from None
 
 
@@ -333,8 +333,13 @@ def _rescale(dataset, name: str) -> tuple[float, float]:
 def _check_stored_pixels(dataset, name: str, shape: tuple[int, int, int]) -> None:
     """Before decoding: uncompressed pixel data is not far larger than the header's size, and every compressed frame
     declares exactly the header's rows and columns in one component (a decoder allocates what the frame declares)."""
-    from pydicom.uid import (JPEG2000TransferSyntaxes, JPEGLSTransferSyntaxes, JPEGTransferSyntaxes,
-                             RLETransferSyntaxes, UncompressedTransferSyntaxes)
+    from pydicom.uid import (
+        JPEG2000TransferSyntaxes,
+        JPEGLSTransferSyntaxes,
+        JPEGTransferSyntaxes,
+        RLETransferSyntaxes,
+        UncompressedTransferSyntaxes,
+    )
 
     frames, rows, columns = shape
     syntax = dataset.file_meta.get("TransferSyntaxUID")
@@ -369,7 +374,7 @@ def _declared_frames(dataset, name: str, frames: int):
                 yield fragments_declare(fragments)
     except ScanRefused:
         raise
-    except Exception:  # noqa: BLE001 - a damaged encapsulation raises many types
+    except Exception:  # a damaged encapsulation raises many types
         raise ScanRefused(f"{name} is a damaged DICOM file: its compressed frames cannot be told apart") from None
 
 
@@ -385,7 +390,7 @@ def _decode_into(out: np.ndarray, dataset, name: str, shape: tuple[int, int, int
     try:
         with quiet_pydicom():
             pixels = dataset.pixel_array
-    except Exception:  # noqa: BLE001 - a transfer syntax no installed decoder handles, or damaged pixel data
+    except Exception:  # a transfer syntax no installed decoder handles, or damaged pixel data
         raise ScanRefused(f"{name}: its pixels cannot be decoded ({_syntax_name(dataset)}: no decoder here reads "
                           "it, or the pixel data is damaged)") from None
     if pixels.size != out.size:  # what was decoded, not what the header said
@@ -396,7 +401,7 @@ def _decode_into(out: np.ndarray, dataset, name: str, shape: tuple[int, int, int
         try:
             with quiet_pydicom():
                 out[...] = apply_modality_lut(pixels, dataset)
-        except Exception:  # noqa: BLE001 - a table shorter than it says, or of 99 bits, raises many types
+        except Exception:  # a table shorter than it says, or of 99 bits, raises many types
             raise ScanRefused(f"{name} states a modality lookup table that does not match its own description (its "
                               "length or bits), so its pixel values cannot be trusted; export the scan again "
                               "without it") from None
@@ -626,7 +631,7 @@ def _nifti_header(blob: bytes, what: str = "volume"):
     try:
         stated = kind(head[:kind.template_dtype.itemsize], check=False)["pixdim"][1:4]
         header = kind(head[:kind.template_dtype.itemsize], check=True)
-    except Exception:  # noqa: BLE001 - no NIfTI header size, or a damaged header
+    except Exception:  # no NIfTI header size, or a damaged header
         raise ScanRefused("not a readable NIfTI file (.nii or .nii.gz)") from None
     _check_nifti_shape(header, what)
     return header, bool(np.all(np.isfinite(stated) & (stated > 0)))
@@ -671,14 +676,14 @@ def _nifti_ras(blob: bytes, what: str = "volume") -> tuple[np.ndarray, list[floa
         with _nifti_stream(blob) as stream:
             image = kind.from_stream(stream)
             stored, rescale = _stored_voxels(image.dataobj)
-    except Exception:  # noqa: BLE001 - truncated or damaged voxel data
+    except Exception:  # truncated or damaged voxel data
         raise ScanRefused(f"the {what}'s voxels cannot be read: the file is truncated or damaged") from None
     try:
         if not np.isfinite(image.affine).all():
             raise ValueError("an affine that is not numbers")
         canonical = nibabel.as_closest_canonical(kind(stored, image.affine, image.header))
         data = np.asanyarray(canonical.dataobj)  # flips and transposes of ``stored``: views, no copy
-    except Exception:  # noqa: BLE001 - nibabel's orientation code raises several types
+    except Exception:  # nibabel's orientation code raises several types
         raise ScanRefused(f"the {what}'s orientation cannot be worked out from the file (its affine is not a set of "
                           "numbers that place the voxels)") from None
     zooms = [float(z) if sized else float("nan") for z in canonical.header.get_zooms()[:3]]

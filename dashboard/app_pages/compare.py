@@ -8,8 +8,8 @@ import streamlit as st
 
 from core.runs import RunError
 from dashboard import charts
-from dashboard.charts import label
 from dashboard.captions import md
+from dashboard.charts import label
 from dashboard.common import error_boundary, found_runs, load_run, run_title
 
 st.title("Compare runs")
@@ -46,7 +46,8 @@ def comparison_table(a, b, subset: str) -> pd.DataFrame:
 
 
 paths = [str(p) for p in found_runs()]
-extra = st.text_input("Another run directory", key="compare.other", persist_state="session", placeholder="outputs/runs/my-run")
+extra = st.text_input("Another run directory", key="compare.other", persist_state="session",
+                      placeholder="outputs/runs/my-run")
 if extra.strip() and extra.strip() not in paths:
     paths.append(extra.strip())
 if len(paths) < 1:
@@ -56,7 +57,8 @@ if len(paths) < 1:
 
 left, right = st.columns(2)
 choice_a = left.selectbox("Run A", paths, index=0, format_func=run_title, key="compare.a", persist_state="session")
-choice_b = right.selectbox("Run B", paths, index=min(1, len(paths) - 1), format_func=run_title, key="compare.b", persist_state="session")
+choice_b = right.selectbox("Run B", paths, index=min(1, len(paths) - 1), format_func=run_title, key="compare.b",
+                           persist_state="session")
 try:
     run_a, run_b = load_run(choice_a), load_run(choice_b)
 except RunError as error:

@@ -11,15 +11,24 @@ import streamlit as st
 
 from core.checkpoint import CheckpointError
 from core.data import CLASS_LABELS
-from core.explain import (CAM_METHODS, DEFAULT_LAYER, DEFAULT_METHOD, LAYERS, SCALES, explain, fast_methods,
-                          layer_description, overlay)
+from core.explain import (
+    CAM_METHODS,
+    DEFAULT_LAYER,
+    DEFAULT_METHOD,
+    LAYERS,
+    SCALES,
+    explain,
+    fast_methods,
+    layer_description,
+    overlay,
+)
 from core.sources import read_image
-from core.sources.images import pixel_spacing
 from core.sources.files import printable
-from dashboard.charts import probability_bars
-from dashboard.heatmaps import in_proportion, png_bytes, with_colour_bar, with_header, with_scale_bar
+from core.sources.images import pixel_spacing
 from dashboard.captions import Verdict, layer_label, localisation_sentence, md, model_grid, verdict
+from dashboard.charts import probability_bars
 from dashboard.common import available_models, classifier_at, error_boundary, get_classifier, runs_of_model
+from dashboard.heatmaps import in_proportion, png_bytes, with_colour_bar, with_header, with_scale_bar
 
 PREDICTED = "the predicted class"
 MAX_SCANS = 24        # per session: each decoded scan can hold up to 12 MB (2,048 x 2,048 RGB)
@@ -148,7 +157,7 @@ def take_uploads(files) -> None:
         except ValueError as error:
             problems.append(f"**{md(group[0][0])}**: {md(error)} — skipped; the other files are shown.")
             continue
-        except Exception:  # noqa: BLE001 - a reader's accident must not take the page down, nor the other files
+        except Exception:  # a reader's accident must not take the page down, nor the other files
             logging.getLogger(__name__).exception("unexpected error reading an uploaded scan")
             problems.append(f"**{md(group[0][0])}** could not be read (an unexpected error, written to the server's "
                             "log) — skipped; the other files are shown.")
@@ -390,10 +399,12 @@ def show_scan(position: int, name: str, digest: str, image, row, explained_class
                      "unfamiliar": " (not answered: unlike the training scans)"}[judged.kind],
                   f"Heatmap: {described}; colours {SCALES[scale]}"]
         heat.download_button("Download heatmap (PNG)", png_bytes(with_header(blended, header)),
-                             file_name=f"{name.rsplit('.', 1)[0]}_{method}_{classifier.classes[int(explained_class)]}.png",
+                             file_name=(f"{name.rsplit('.', 1)[0]}_{method}_"
+                                        f"{classifier.classes[int(explained_class)]}.png"),
                              mime="image/png", key=f"predict.download.{position}.{digest[:10]}")
         chart.plotly_chart(probability_bars(classifier.classes, row, best, muted=judged.kind == "unfamiliar"),
-                           width="stretch", config={"displayModeBar": False}, key=f"predict.bar.{position}.{digest[:10]}")
+                           width="stretch", config={"displayModeBar": False},
+                           key=f"predict.bar.{position}.{digest[:10]}")
         runner_up = int(row.argsort()[-2])
         meaning = (f"red marks the regions that raised the score of {why}" if class_specific else
                    "red marks the strongest pattern in the layer's activations, whatever the class")

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.review import ReviewError
-from core.review import store
+from core.review import ReviewError, store
 from dashboard.captions import md, sentence
 from dashboard.common import review_database
 from dashboard.organising import organiser_page, sessions_list, start_page

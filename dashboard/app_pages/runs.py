@@ -12,17 +12,30 @@ import streamlit as st
 from core.checkpoint import CheckpointError
 from core.data import CLASS_LABELS
 from core.explain import CAM_METHODS, DEFAULT_LAYER, LAYERS, explain, fast_methods, layer_description, overlay
-from core.metrics import NO_TUMOUR, operating_point
 from core.masks import margin_text
+from core.metrics import NO_TUMOUR, operating_point
 from core.runs import RunError
 from core.sources import FileRefused, is_within, read_image
 from core.tables import csv_bytes
 from dashboard import charts, review
-from dashboard.captions import (familiar_rule, layer_label, md, model_grid, recipe_caption,
-                                warning_where_wrong)
-from dashboard.common import (ALLOWED_ENV, DATASETS_ENV, DATASETS_KEY, ROOT, allowed_roots, checkpoint_file,
-                              classifier_at, current_model_path, datasets_root, error_boundary, file_digest, found_runs,
-                              load_run, run_images_root, run_title)
+from dashboard.captions import familiar_rule, layer_label, md, model_grid, recipe_caption, warning_where_wrong
+from dashboard.common import (
+    ALLOWED_ENV,
+    DATASETS_ENV,
+    DATASETS_KEY,
+    ROOT,
+    allowed_roots,
+    checkpoint_file,
+    classifier_at,
+    current_model_path,
+    datasets_root,
+    error_boundary,
+    file_digest,
+    found_runs,
+    load_run,
+    run_images_root,
+    run_title,
+)
 
 SUBSETS = {"all": "All images", "duplicate_free": "No duplicate in training"}
 MAX_CASES = 500      # cases listed for one cell (a crafted run can put millions in one)
@@ -49,7 +62,8 @@ def pick_run():
                           placeholder="outputs/runs/my-run", help="Any folder written by python -m training.evaluate")
     options = found + ([extra.strip()] if extra.strip() and extra.strip() not in found else [])
     if not options:
-        st.info("No evaluation runs yet. Make one with `python -m training.evaluate --data ... --out outputs/runs/...`; "
+        st.info("No evaluation runs yet. Make one with "
+                "`python -m training.evaluate --data ... --out outputs/runs/...`; "
                 "runs in outputs/ are found by themselves.")
         return None
     linked = [p for p in found if Path(p).name == st.query_params.get("run")]
@@ -353,7 +367,8 @@ def per_class_tab(run, block: dict) -> None:
                                 for column in table.columns if column not in ("class", "support")})
     st.download_button("Download as CSV", csv_bytes(table), file_name=f"{run.path.name}-per-class.csv",
                        mime="text/csv", key="runs.per_class_csv")  # quoted and defused, as the review exports
-    st.caption(f"Macro F1 {charts.fmt(block['macro_f1'], '.4f')}, weighted F1 {charts.fmt(block['weighted_f1'], '.4f')}. "
+    st.caption(f"Macro F1 {charts.fmt(block['macro_f1'], '.4f')}, "
+               f"weighted F1 {charts.fmt(block['weighted_f1'], '.4f')}. "
                f"Intervals: {confidence(run)} bootstrap over the run's images, resampling whole duplicate groups.")
 
 
@@ -370,7 +385,8 @@ def operating_point_tab(run, rows: pd.DataFrame, subset: str) -> None:
     c.metric("Tumours missed", point["fn"])
     d.metric("False alarms", point["fp"])
     left, right = st.columns([1, 1.4])
-    left.dataframe(pd.DataFrame({"called tumour": [point["tp"], point["fp"]], "called no tumour": [point["fn"], point["tn"]]},
+    left.dataframe(pd.DataFrame({"called tumour": [point["tp"], point["fp"]],
+                                 "called no tumour": [point["fn"], point["tn"]]},
                                 index=["tumour", "no tumour"]), key="runs.op_table")
     right.plotly_chart(charts.operating_point_figure((run.curves.get(subset) or {}).get("tumour_roc", {}), point),
                        width="stretch", key="runs.op_roc")
@@ -399,8 +415,8 @@ def masks_section(run, images_root: Path | None) -> None:
                          f"near the centre of one of its cells: {', '.join(reach)}")
     resampled = "patients" if masks.get("resampled") == "patients" else "slices"
     st.caption(f"Where is the heatmap's hottest point? {'; '.join(sentences)}.",
-               help=f"{md(masks['method'])} at {md(masks['layer'])}, explaining the true class. The outline is grown by "
-                    f"{margin_text(masks)}; heat on the tumour is the share of the heatmap's sum inside "
+               help=f"{md(masks['method'])} at {md(masks['layer'])}, explaining the true class. The outline is grown "
+                    f"by {margin_text(masks)}; heat on the tumour is the share of the heatmap's sum inside "
                     f"it. Error bars: 95% bootstrap intervals over {resampled}.")
     explanations_tables(run)
     worst_gallery(run, images_root)
@@ -490,8 +506,8 @@ def localisation_tab(run) -> None:
     st.caption(f"Does the heatmap point at the tumour? Over {overall['images']:,} tumour scans with a tumour box, the "
                f"heatmap's hottest point fell inside the box for {charts.fmt(overall['pointing_strict'], '.0%')} of "
                f"them and near it for {charts.fmt(overall['pointing_tolerant'], '.0%')}; "
-               f"{charts.fmt(overall['energy_in_box'], '.0%')} of the heat lay in the box, where a heatmap spread evenly "
-               f"would put {charts.fmt(overall['box_share'], '.0%')}.",
+               f"{charts.fmt(overall['energy_in_box'], '.0%')} of the heat lay in the box, where a heatmap spread "
+               f"evenly would put {charts.fmt(overall['box_share'], '.0%')}.",
                help=f"{md(local['method'])} at {md(local['layer'])}, explaining the true class. Pointing game: the "
                     f"maximum inside the box (strict) or within {local.get('tolerance_px_at_224', 15)} px of it at "
                     "224 px (tolerant); energy in box: the share of the heatmap's sum inside the box.")
@@ -512,13 +528,15 @@ def show_run(run) -> None:
     info = run.info
     model, dataset, audit = info["model"], info["dataset"], info["audit"]
     st.caption(f"Model {md(model['path'])} · dataset {md(dataset['name'] + '/' + dataset['evaluated'])} "
-               f"({dataset['images']:,} images, {len(dataset['skipped'])} unreadable) · created {md(info['created'])} · "
+               f"({dataset['images']:,} images, {len(dataset['skipped'])} unreadable) · "
+               f"created {md(info['created'])} · "
                f"{md(info['settings']['precision'])} on {md(info['settings']['device'])}")
     if audit["available"]:
         st.caption(f"Copies of training scans: {audit['exact_duplicates']:,} scans here are exact copies and "
-                   f"{audit['near_duplicates']:,} near copies (resized or re-saved) of scans the model was trained on; "
-                   f"{audit['duplicate_free_images']:,} have none, and the second row of figures counts only those.",
-                   help=f"Leakage audit: exact copies share file bytes or decoded pixels; near copies differ by at most "
+                   f"{audit['near_duplicates']:,} near copies (resized or re-saved) of scans the model was trained "
+                   f"on; {audit['duplicate_free_images']:,} have none, and the second row of figures counts only "
+                   "those.",
+                   help="Leakage audit: exact copies share file bytes or decoded pixels; near copies differ by at most "
                         f"{audit['near_duplicate_bits']} of the 256 bits of a perceptual hash.")
     familiar = run.metrics.get("familiarity")
     if familiar and familiar.get("all"):
