@@ -108,14 +108,16 @@ def roc_figure(roc: dict, aucs: dict[str, float | None], zoom: bool = False) -> 
     if zoom:
         smallest = min([x for curve in roc.values() for x in curve["fpr"] if x > 0], default=1e-3)
         chance = np.logspace(np.log10(smallest), 0, 50)
-        figure.add_trace(go.Scatter(x=chance, y=chance, mode="lines", name="chance", line=dict(color="#666", dash="dash")))
+        figure.add_trace(go.Scatter(x=chance, y=chance, mode="lines", name="chance",
+                                    line=dict(color="#666", dash="dash")))
         figure.update_xaxes(title="false-positive rate (1 - specificity), log scale", type="log",
                             range=[np.log10(smallest) - 0.1, 0])
         lowest = min([y for curve in roc.values() for x, y in zip(curve["fpr"], curve["tpr"]) if x >= smallest],
                      default=0.0)
         figure.update_yaxes(title="true-positive rate (sensitivity)", range=[max(0.0, lowest - 0.02), 1.005])
     else:
-        figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line=dict(color="#666", dash="dash")))
+        figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance",
+                                    line=dict(color="#666", dash="dash")))
         figure.update_xaxes(title="false-positive rate (1 - specificity)", range=[0, 1])
         figure.update_yaxes(title="true-positive rate (sensitivity)", range=[0, 1.02])
     return _layout(figure, height=440, title="ROC, one class against the rest")
@@ -240,7 +242,7 @@ def per_class_table(block: dict, classes: list[str], level: str = "95%") -> pd.D
     for name in classes:
         figures = block["per_class"][name]
 
-        def ci(key: str, title: str) -> dict:
+        def ci(key: str, title: str, name: str = name) -> dict:
             low, high = intervals.get(f"{key}/{name}", [None, None])
             return {f"{title} {level} CI low": low, f"{title} {level} CI high": high}
 
@@ -332,7 +334,8 @@ def overlaid_training(runs: list[tuple[str, list[dict]]]) -> go.Figure:
         if column is None:
             continue
         figure.add_trace(go.Scatter(x=frame["epoch"], y=frame[column], mode="lines+markers",
-                                    name=f"{html.escape(name)} ({'validation' if column == 'val_accuracy' else 'training'})",
+                                    name=f"{html.escape(name)} "
+                                         f"({'validation' if column == 'val_accuracy' else 'training'})",
                                     line=dict(color=RUN_COLOURS[k % len(RUN_COLOURS)], width=2)))
     figure.update_layout(xaxis=dict(title="epoch", dtick=1), yaxis=dict(title="accuracy", tickformat=".0%"))
     return _layout(figure, height=400, title="Training", legend=dict(orientation="h", y=-0.25))

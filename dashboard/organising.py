@@ -11,22 +11,55 @@ import pandas as pd
 import streamlit as st
 
 from core.checkpoint import CheckpointError
-from core.review import ReviewError
-from core.review import store, words
+from core.review import ReviewError, store, words
 from core.review.agreement import answers_for_people, answers_table, confusion, session_summary
+from core.review.cases import (
+    ORDERS,
+    SELECTIONS,
+    cases_from_run,
+    cases_from_uploads,
+    keep_uploads,
+    run_model,
+    run_source,
+    titled_uploads,
+)
 from core.review.schema import utc_now
-from core.review.cases import (ORDERS, SELECTIONS, cases_from_run, cases_from_uploads, keep_uploads, run_model,
-                               run_source, titled_uploads)
 from core.review.store import KINDS, MODES, RATINGS, CaseView, SessionView
 from core.runs import RunError
 from core.tables import csv_bytes
 from dashboard.captions import md, sentence
 from dashboard.charts import confusion_matrix_figure
-from dashboard.common import (ROOT, current_model_path, data_dir, error_boundary, file_digest, found_runs,
-                              get_classifier, checkpoint_file, load_run, run_images_root, run_title)
-from dashboard.sessions import (JOIN, MANAGE, MINE, OPEN, ORGANISER, PRESENTER, PROJECTED, READER, case_pictures,
-                                join_panel, label, leaderboard_table, page_link, pil, scan_beside_heatmap,
-                                server_list_allowed)
+from dashboard.common import (
+    ROOT,
+    checkpoint_file,
+    current_model_path,
+    data_dir,
+    error_boundary,
+    file_digest,
+    found_runs,
+    get_classifier,
+    load_run,
+    run_images_root,
+    run_title,
+)
+from dashboard.sessions import (
+    JOIN,
+    MANAGE,
+    MINE,
+    OPEN,
+    ORGANISER,
+    PRESENTER,
+    PROJECTED,
+    READER,
+    case_pictures,
+    join_panel,
+    label,
+    leaderboard_table,
+    page_link,
+    pil,
+    scan_beside_heatmap,
+    server_list_allowed,
+)
 
 CREATED_KEY = "review.created"   # the keys of sessions made in this browser session, shown to their organiser once
 ORGANISER_KEY = "review.organiser_key"  # this browser's organiser key (the list of their sessions), once made
@@ -145,6 +178,16 @@ def pasted_address(given: str) -> dict[str, str]:
     return {JOIN: given}
 
 
+def remember_organiser(engine, mine: str) -> None:
+    """Take an organiser's key from the page's address (after a reload, or a link opened in a new browser) as this
+    browser's, when it is valid: the start page then offers their list, and the next session they make joins it."""
+    try:
+        store.organiser_sessions(engine, mine)
+    except ReviewError:
+        return
+    st.session_state[ORGANISER_KEY] = mine
+
+
 def organiser_key(engine) -> str:
     """This browser's organiser key (made with the first session it creates), under which its sessions are
     listed; a new one when the one remembered is not in this database."""
@@ -163,6 +206,8 @@ def organiser_key(engine) -> str:
 def sessions_list(engine, sessions: list[SessionView], mine: str | None = None, title: bool = True) -> None:
     """A list of sessions, newest first, each to open in the organiser's view (by the organiser's own key, or from
     the server-wide list)."""
+    if mine:
+        remember_organiser(engine, mine)
     if title:
         st.title("Your sessions")
         st.caption("Every session made under your organiser's link. Keep the link private: it opens their answers.")
@@ -315,6 +360,8 @@ def organiser_page(engine, session: SessionView, address: dict[str, str]) -> Non
         st.query_params.clear()
         st.rerun()
     mine = st.session_state.get(ORGANISER_KEY) or address.get(MINE) or st.query_params.get(MINE)
+    if mine and ORGANISER_KEY not in st.session_state:
+        remember_organiser(engine, mine)
     if mine and c2.button("Your sessions", key="review.home.mine", icon=":material/list:"):
         st.query_params.from_dict({MINE: mine})
         st.rerun()
@@ -420,11 +467,17 @@ def controls(engine, session: SessionView) -> SessionView:
                        icon=":material/open_in_new:")
         st.code(link, language=None)
     if session.paced:
-        at = session.current_position
-        st.caption("Teacher-paced: the class moves on when you say so, on the presenter's page. "
-                   + ("The quiz has ended." if session.ended_at else "Not begun yet." if at is None
-                      else f"The class is on case {at + 1}."))
+        st.fragment(run_every=LIVE_SECONDS)(paced_status)(engine, session.id)
     return session
+
+
+def paced_status(engine, session_id: int) -> None:
+    """Where a teacher-paced class is, read again every few seconds (the teacher moves it from another page)."""
+    session = store.session_by_id(engine, session_id)
+    at = session.current_position
+    st.caption("Teacher-paced: the class moves on when you say so, on the presenter's page. "
+               + ("The quiz has ended." if session.ended_at else "Not begun yet." if at is None
+                  else f"The class is on case {at + 1}."))
 
 
 def presenter_key(engine, session: SessionView) -> str | None:
@@ -565,9 +618,9 @@ def summary_parts(session: SessionView, cases: list[CaseView], table: pd.DataFra
     names = list(summary["readers"]["reader"])
     who = st.selectbox("Confusion matrix of", names, key="review.summary.reader")
     st.plotly_chart(confusion_matrix_figure(confusion(table[table["reader"] == who], session.classes)
-                                            .to_numpy().tolist(), session.classes, axes=("reference", f"{who}'s answer")),
-                    width="stretch",
-                    key="review.summary.confusion")
+                                            .to_numpy().tolist(), session.classes,
+                                            axes=("reference", f"{who}'s answer")),
+                    width="stretch", key="review.summary.confusion")
     difficulty = summary["difficulty"].head(20).assign(
         reference=lambda t: t["reference"].map(label), model=lambda t: t["model"].map(label),
         median_reading_seconds=lambda t: t["median_reading_seconds"].map(words.seconds))
@@ -579,7 +632,8 @@ def summary_parts(session: SessionView, cases: list[CaseView], table: pd.DataFra
     st.markdown("**Heatmap ratings** (after the reveal)")
     st.dataframe(summary["ratings"].rename(index=RATINGS), width="content")
     disagreeing = summary["disagreements"]
-    st.markdown(f"**Where reader and model disagree** ({len(disagreeing)} answer{'s' if len(disagreeing) != 1 else ''})")
+    st.markdown(f"**Where reader and model disagree** "
+                f"({len(disagreeing)} answer{'s' if len(disagreeing) != 1 else ''})")
     shown = disagreeing[["reader", "case", "image", "answer", "model", "reference", "confidence", "note"]].copy()
     for column in ("answer", "model", "reference"):
         shown[column] = shown[column].map(label)
@@ -595,8 +649,9 @@ def missed_for_discussion(session: SessionView, cases: list[CaseView], difficult
         for row in missed.itertuples():
             case = by_number[row.case]
             with error_boundary(f"Case {row.case}"):
-                scan_beside_heatmap(session, case, f"Case {row.case}: {row.wrong} of {row.readers} readers wrong; "
-                                                   f"reference {label(case.reference)}, model: {case.model_said(label)}")
+                scan_beside_heatmap(session, case,
+                                    f"Case {row.case}: {row.wrong} of {row.readers} readers wrong; "
+                                    f"reference {label(case.reference)}, model: {case.model_said(label)}")
 
 
 def file_stem(session: SessionView) -> str:

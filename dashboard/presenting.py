@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.review import ReviewError
-from core.review import store
+from core.review import ReviewError, store
 from core.review.store import CaseView, SessionView
 from dashboard.captions import md, sentence
 from dashboard.charts import answer_spread_figure
@@ -20,10 +19,10 @@ LIVE_SECONDS = 3
 
 def presenter_page(engine, key: str) -> None:
     session = store.session_for_presenter(engine, key)
-    fit_to_screen(56)  # on a 1440 x 900 projector the scan, the reveal and the teacher's buttons fit one screen
+    fit_to_screen(330)  # the title, the join line and the teacher's buttons: the scan fits under them on one screen
     title, code = st.columns([3, 2], vertical_alignment="bottom")
     title.title(md(session.name))
-    if session.joinable:
+    if session.joinable and session.ended_at is None:
         code.markdown(f"<div style='text-align:right;font-size:2.2rem;font-weight:700;letter-spacing:0.08em'>"
                       f"Join: {session.display_code}</div>", unsafe_allow_html=True)
         with st.expander("How to join: the link and its QR code", expanded=session.paced and
@@ -94,7 +93,8 @@ def paced(engine, session: SessionView, cases: list[CaseView], readers, done: di
 def end_button(engine, session: SessionView, where, last: bool = False) -> None:
     """Ending takes a second click in a popover: an end cannot be undone from the projector, and the button sits
     next to the ones pressed on every case."""
-    with where.popover("End the quiz", icon=":material/flag:", width="stretch", type="primary" if last else "secondary"):
+    with where.popover("End the quiz", icon=":material/flag:", width="stretch",
+                       type="primary" if last else "secondary"):
         st.markdown("End the quiz now? Every case is revealed, no more answers are taken, and the leaderboard is "
                     "final.")
         if st.button("End it", key="present.end", type="primary"):

@@ -9,8 +9,7 @@ import time
 import numpy as np
 import streamlit as st
 
-from core.review import ReviewError
-from core.review import store, words
+from core.review import ReviewError, store, words
 from core.review.agreement import answers_table, confusion, reader_summary
 from core.review.cases import CONTEXT_SLICES, without_slice
 from core.review.schema import DatabaseUnavailable
@@ -18,9 +17,15 @@ from core.review.store import CONFIDENCES, RATINGS, AnswerView, CaseView, Reader
 from dashboard.captions import md, sentence
 from dashboard.charts import confusion_matrix_figure, probability_bars
 from dashboard.common import error_boundary
-from dashboard.sessions import (case_pictures, case_stack, fit_to_screen, label, leaderboard_table, pil,
-                                scan_beside_heatmap)
-
+from dashboard.sessions import (
+    case_pictures,
+    case_stack,
+    fit_to_screen,
+    label,
+    leaderboard_table,
+    pil,
+    scan_beside_heatmap,
+)
 
 MISSED_SHOWN = 12  # missed cases shown with their heatmaps at the end of a quiz
 
@@ -123,12 +128,23 @@ def waiting(engine, session: SessionView, reader: ReaderView) -> None:
 
 
 def follow_teacher(engine, seen: SessionView, reader: ReaderView, case: CaseView | None = None) -> None:
-    """Look for the teacher's next step; when there is one, run the whole page again to show it."""
+    """Look for the teacher's next step; when there is one, run the whole page again to show it. Moving with the
+    class first saves what the reader chose on this case and did not save (the rating, a change of mind), as their
+    own move would, and says why the page moved when the case they answered was left without a reveal."""
     now = store.session_by_id(engine, seen.id)
     moved = (now.current_position, now.ended_at) != (seen.current_position, seen.ended_at)
-    revealed = case is not None and case.revealed_at is None and any(
-        c.id == case.id and c.revealed_at is not None for c in store.session_cases(engine, seen.id))
+    cases = store.session_cases(engine, seen.id)
+    fresh = next((c for c in cases if case is not None and c.id == case.id), None)
+    revealed = case is not None and case.revealed_at is None and fresh is not None and fresh.revealed_at is not None
     if moved or revealed:
+        answer = store.answers_of(engine, reader).get(case.id) if case is not None else None
+        if moved and answer is not None:
+            keep_unsaved(engine, reader, case, answer)
+            if (now.ended_at is None and now.current_position not in (None, case.position) and fresh is not None
+                    and fresh.revealed_at is None):
+                st.session_state.setdefault(FLASH_KEY, []).append(
+                    f"The class has moved on to case {now.current_position + 1}: case {case.position + 1}'s answers "
+                    "are shown at the end of the quiz.")
         if moved and now.current_position is not None:
             st.session_state[position_key(reader)] = now.current_position
             st.session_state[SCROLL_KEY] = True
@@ -190,11 +206,16 @@ def chosen_slice(reader: ReaderView, case: CaseView) -> tuple[int | None, str]:
 def show_case(engine, session: SessionView, reader: ReaderView, case: CaseView, answer: AnswerView | None,
               last: bool = False) -> None:
     """The scan on the left and, beside it on a wide screen (below it on a narrow one), the answer form before the
-    commit and the model's heatmap after the reveal."""
-    revealed = store.may_reveal(session, answer, case)
-    fit_to_screen(62 if revealed else 72)  # after the reveal, the verdict and the rating come under the pictures
-    left, right = st.columns([1, 1])
-    with left:
+    commit; after the reveal, the scan, the model's heatmap and the verdict with the rating side by side, so that a
+    1440 x 900 screen shows the whole reveal and the way on."""
+    revealed = answer is not None and store.may_reveal(session, answer, case)
+    fit_to_screen(380)  # the page's title, progress line and case navigation are above the pictures
+    paced = session.paced and session.ended_at is None
+    if paced and answer is None and session.current_position is not None and case.position < session.current_position:
+        st.info(f"The class has moved on to case {session.current_position + 1}: answer this one, and the page then "
+                "takes you to the class's case.")
+    columns = st.columns(3 if revealed else 2)
+    with columns[0]:
         try:
             shown, where = chosen_slice(reader, case)
             pictures = case_pictures(session, case, with_heatmap=revealed, slice_index=shown)
@@ -206,7 +227,7 @@ def show_case(engine, session: SessionView, reader: ReaderView, case: CaseView, 
             named = md(without_slice(case.title) if where else case.title)  # a volume's title names its own slice
             st.container(key=f"fit-scan-{case.id}").image(
                 pictures.scan, caption=(named if revealed else f"Case {case.position + 1}") + where, width="stretch")
-    with right:
+    with columns[1]:
         if answer is None:
             answer_form(engine, session, reader, case)
         elif revealed and pictures is not None:
@@ -219,20 +240,28 @@ def show_case(engine, session: SessionView, reader: ReaderView, case: CaseView, 
             your_answer(case, answer, verdict=False)
             st.info("Your answer is in. The teacher reveals the answers to the class: this page shows them then, by "
                     "itself.")
-    if answer is not None and revealed:
-        your_answer(case, answer)
-        model_answer(session, case)
-        after_reveal(engine, session, reader, case, answer)
-        case_report_button(session, reader, case, answer)
-    paced = session.paced and session.ended_at is None
+    if revealed:
+        with columns[2]:
+            your_answer(case, answer)
+            model_answer(session, case)
+            after_reveal(engine, session, reader, case, answer)
+            on_button(engine, session, reader, case, answer, last)
+            case_report_button(session, reader, case, answer)
+    elif answer is not None:
+        on_button(engine, session, reader, case, answer, last)
     if paced:  # the page follows the teacher: the reveal, the next case, the end
         st.fragment(run_every=LIVE_SECONDS)(follow_teacher)(engine, session, reader, case)
-    # In a paced quiz, on only to a case the teacher has opened.
-    if answer is not None and (not paced or (revealed and case.position < (session.current_position or 0))):
-        upcoming = case.position + 1 if not last else None
-        if st.button("Your summary ▶" if last else "Next case ▶", key="review.next_below", type="primary",
-                     shortcut="N"):
-            move_to(engine, reader, case, answer, upcoming)
+
+
+def on_button(engine, session: SessionView, reader: ReaderView, case: CaseView, answer: AnswerView,
+              last: bool) -> None:
+    """On to the next case (or the summary after the last); in a paced quiz, only to a case the teacher has opened."""
+    paced = session.paced and session.ended_at is None
+    if paced and not (store.may_reveal(session, answer, case) and case.position < (session.current_position or 0)):
+        return
+    upcoming = case.position + 1 if not last else None
+    if st.button("Your summary ▶" if last else "Next case ▶", key="review.next_below", type="primary", shortcut="N"):
+        move_to(engine, reader, case, answer, upcoming)
 
 
 def choice_key(reader: ReaderView, case: CaseView, what: str) -> str:
@@ -275,7 +304,8 @@ def answer_form(engine, session: SessionView, reader: ReaderView, case: CaseView
         st.markdown("**Confidence**, from 1 to 5")
         levels = st.columns(len(CONFIDENCES))
         for k, value in enumerate(CONFIDENCES):
-            if levels[k].button(confidence_label(value), key=f"{choice_key(reader, case, 'confidence')}.{value}", width="stretch",
+            if levels[k].button(confidence_label(value), key=f"{choice_key(reader, case, 'confidence')}.{value}",
+                                width="stretch",
                                 type="primary" if confidence == value else "secondary",
                                 shortcut=str(value) if chosen is not None else None):
                 st.session_state[choice_key(reader, case, "confidence")] = value
@@ -436,7 +466,8 @@ def finished(engine, session: SessionView, reader: ReaderView, cases: list[CaseV
         return
     if unanswered:
         st.success(f"This session takes no more answers: you answered {len(answers)} of its {len(cases)} cases "
-                   f"(the other {unanswered} were revealed to the class, or the session ended, before you did). "
+                   f"(the other {unanswered} {'was' if unanswered == 1 else 'were'} revealed to the class, or the "
+                   "session ended, before you did). "
                    "Pick one below to look at it again.")
     else:
         st.success("You have answered every case. Pick one below to look at it again.")

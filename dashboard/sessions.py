@@ -20,8 +20,7 @@ from core.review.store import CaseView, SessionView
 from core.sources import FileRefused, contained_path, is_within
 from dashboard import review
 from dashboard.captions import md
-from dashboard.common import (ROOT, allowed_roots, checkpoint_file, classifier_at, data_dir, datasets_root,
-                              file_digest)
+from dashboard.common import ROOT, allowed_roots, checkpoint_file, classifier_at, data_dir, datasets_root, file_digest
 from dashboard.heatmaps import in_proportion, png_bytes, with_scale_bar
 
 CASE_SIDE = 768  # the scan and heatmap are shown, cached and put into reports at most this large
@@ -47,7 +46,7 @@ def page_link(**params: str) -> str:
     try:
         if st.context.url:
             base = st.context.url.split("?", 1)[0]
-    except Exception:  # noqa: BLE001 - no request context (a test harness): the local address will do
+    except Exception:
         pass
     return f"{base}?{urlencode(params)}"
 
@@ -82,12 +81,13 @@ def join_panel(session: SessionView, width: int = 320) -> None:
     right.image(join_qr_png(link), width=width, caption="The join link as a QR code")
 
 
-def fit_to_screen(share: int) -> None:
-    """Keep the scans in containers keyed ``fit-...`` within ``share`` percent of the window's height (a 1440 x 900
-    laptop or a projector shows the whole scan and the controls beside or under it); narrower than that, they keep
-    the column's width. The style goes to the page's event container and takes no space."""
-    st.html(f"<style>[class*='st-key-fit-'] img {{max-height: {int(share)}vh; width: auto !important; "
-            "max-width: 100%; object-fit: contain; margin: 0 auto; display: block;}</style>")
+def fit_to_screen(above: int) -> None:
+    """Draw the scans in containers keyed ``fit-...`` as wide as their column but no taller than the window less
+    ``above`` pixels (what the page puts above them), and never under 300 px: a 1440 x 900 laptop or projector shows
+    the whole scan beside the controls, and a small scan is still enlarged to fill its place. The style goes to the
+    page's event container and takes no space."""
+    st.html(f"<style>[class*='st-key-fit-'] img {{width: 100% !important; height: auto; "
+            f"max-height: max(300px, calc(100vh - {int(above)}px)); object-fit: contain;}}</style>")
 
 
 def leaderboard_table(engine, session: SessionView, width: str = "content") -> None:

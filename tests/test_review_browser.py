@@ -21,8 +21,20 @@ import pytest
 from PIL import Image
 
 from conftest import ROOT, synthetic_slice
-from test_browser import (ARTIFACTS, CHROMEDRIVER, CHROMIUM, PAGE_TIMEOUT, SERVER_START_TIMEOUT, exception_texts,
-                          free_loopback_port, health_is_ok, script_is_idle, stop_process_group, tail, wait)
+from test_browser import (
+    ARTIFACTS,
+    CHROMEDRIVER,
+    CHROMIUM,
+    PAGE_TIMEOUT,
+    SERVER_START_TIMEOUT,
+    exception_texts,
+    free_loopback_port,
+    health_is_ok,
+    script_is_idle,
+    stop_process_group,
+    tail,
+    wait,
+)
 
 pytestmark = [
     pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium chromium-driver)"),
@@ -388,6 +400,13 @@ def test_the_organisers_views_fill_in_live_a_projected_quiz_shows_who_not_what_a
         time.sleep(1)
         picture(front, "review-presenter-reveal.png")
         settled(ada, "The model ", seconds=30)  # the student's page follows the reveal, without a reload
+        # A rating the student chose and did not save goes with them when the teacher moves the class on.
+        choose(ada, "Does the heatmap point at the right place?", "partly on it")
+        click(front, "Next case ▶")
+        settled(ada, "Case 2 of 4", seconds=30)
+        quiz_cases = store.session_cases(engine, quiz.id)
+        ann = next(r for r in store.session_readers(engine, quiz.id) if r.name == "Ann")
+        assert store.answers_of(engine, ann)[quiz_cases[0].id].heatmap_rating == "partly"
         for driver in (teacher, ada, front):
             assert not exception_texts(driver)
     finally:

@@ -20,6 +20,9 @@ def join_page(engine, code: str) -> None:
     session = store.session_by_code(engine, code)
     st.title(md(session.name))
     st.write(f"{store.KINDS[session.kind]}: {store.MODES[session.mode].lower()}.")
+    if session.ended_at is not None:
+        st.info("This session has ended: it takes no more answers, and so no new readers.")
+        return
     if not session.joinable:
         st.warning("This session does not take new readers; ask the organiser for your personal link.")
         return
