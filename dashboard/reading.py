@@ -400,11 +400,10 @@ def after_reveal(engine, session: SessionView, reader: ReaderView, case: CaseVie
         key = rating_key(reader, case)
         if key not in st.session_state:
             st.session_state[key] = answer.heatmap_rating if answer.heatmap_rating in RATINGS else None
-        c1, c2 = st.columns([4, 1], vertical_alignment="bottom")
         # Buttons rather than a radio group: a radio keeps the keyboard's focus, and N or P would then do nothing.
-        rating = c1.segmented_control("Does the heatmap point at the right place? (click again to take it back)",
-                                      list(RATINGS), key=key, format_func=RATINGS.get)
-        if c2.button("Save the rating", key=f"{key}.save", disabled=rating == answer.heatmap_rating):
+        rating = st.segmented_control("Does the heatmap point at the right place?", list(RATINGS), key=key,
+                                      format_func=RATINGS.get, help="Click your choice again to take it back")
+        if st.button("Save the rating", key=f"{key}.save", disabled=rating == answer.heatmap_rating):
             keep_unsaved(engine, reader, case, answer)
             st.rerun()
         if rating == answer.heatmap_rating:
