@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from core.sources.files import printable
-from training.cli import command
+from training.cli import add_progress, command
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -38,7 +38,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--csv", default=None, help="write one row per audited image to this CSV file (a new file)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing --csv, only if it is an audit table this command wrote")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show progress")
+    add_progress(parser, "show progress")
     return parser
 
 

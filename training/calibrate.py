@@ -12,10 +12,9 @@ never the predicted class. See core/calibration.py.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
-from training.cli import command, refit_in_place, refit_parser, refit_target
+from training.cli import command, refit_in_place, refit_parser, refit_target, start_logging
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -27,7 +26,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 @command
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    start_logging()
     from core.calibration import REFITTED, borrowed_calibration, fit_on_validation
     from core.checkpoint import resolve_checkpoint_path, update_metadata
 

@@ -68,6 +68,19 @@ def command(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | No
     return wrapper
 
 
+LOG_FORMAT, LOG_DATES = "%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"
+
+
+def start_logging(level: int = logging.INFO) -> None:
+    """Every command line's log lines: the time, the level and the message, on stderr."""
+    logging.basicConfig(level=level, format=LOG_FORMAT, datefmt=LOG_DATES)
+
+
+def add_progress(parser: argparse.ArgumentParser, what: str = "show progress") -> None:
+    """``--progress/--no-progress`` (on by default): the commands that read many images show a bar."""
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help=what)
+
+
 _TYPES = {"int": int, "float": float, "str": str}
 
 

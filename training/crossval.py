@@ -12,10 +12,9 @@ fold takes about as long as training one model.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
-from training.cli import command
+from training.cli import add_progress, command, start_logging
 
 RECIPE_OPTIONS = {"epochs": int, "batch_size": int, "image_size": int, "precision": str, "num_workers": int,
                   "weights": str, "max_images_per_class": int, "device": str, "near_duplicate_bits": int}
@@ -35,12 +34,12 @@ def main(argv=None) -> int:
                              "slice, only to show how far it flatters a model)")
     parser.add_argument("--seed", type=int, default=42, help="seed of the folds made here and of training")
     parser.add_argument("--bootstrap-resamples", type=int, default=1000, help="resamples for the intervals")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
+    add_progress(parser, "progress bars")
     for name, kind in RECIPE_OPTIONS.items():
         parser.add_argument("--" + name.replace("_", "-"), type=kind, default=None,
                             help=f"change the default recipe's {name.replace('_', ' ')} (default: the recipe's)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    start_logging()
     from core.crossval import CrossvalSettings, crossval
     from core.runs import read_run
 

@@ -12,14 +12,13 @@ The run format is described in docs/evaluation-runs.md; the dashboard's Runs pag
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
 from core.evaluation import EvaluationSettings
 from core.explain import CAM_METHODS, LAYERS
 from core.masks import margin_text
-from training.cli import command, settings_parser
+from training.cli import command, settings_parser, start_logging
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,7 +63,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 @command
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    start_logging()
     from core.evaluation import evaluate
     from core.runs import read_run
 

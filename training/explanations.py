@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from training.cli import command
+from training.cli import add_progress, command, start_logging
 
 ROOT = Path(__file__).resolve().parents[1]
 FILE = "explanations.json"
@@ -42,7 +41,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--faithfulness-per-class", type=int, default=8, help="slices per class for ROAD")
     parser.add_argument("--sanity-per-class", type=int, default=8, help="slices per class for the randomisation test")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show progress")
+    add_progress(parser, "show progress")
     return parser
 
 
@@ -74,7 +73,7 @@ def locate(run, given: str | None) -> tuple[Path, Path]:
 @command
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    start_logging()
     from tqdm.auto import tqdm
 
     from core import load_classifier

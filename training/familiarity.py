@@ -14,10 +14,9 @@ either get a warning in the dashboard, and evaluation runs count them. See core/
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
-from training.cli import command, refit_in_place, refit_parser, refit_target
+from training.cli import add_progress, command, refit_in_place, refit_parser, refit_target, start_logging
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -25,14 +24,14 @@ def get_args_parser() -> argparse.ArgumentParser:
                           "borrow the threshold of this checkpoint (same recipe, trained with a validation split, "
                           "its own familiarity model fitted)", "training images")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: the best available)")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show progress")
+    add_progress(parser, "show progress")
     return parser
 
 
 @command
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    start_logging()
     from tqdm.auto import tqdm
 
     from core.checkpoint import update_metadata

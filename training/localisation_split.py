@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from core.localisation_split import NEIGHBOUR_BITS, TEST_FRACTION, VALIDATION_FRACTION
-from training.cli import command
+from training.cli import add_progress, command, start_logging
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -37,14 +37,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--neighbour-bits", type=int, default=NEIGHBOUR_BITS,
                         help="perceptual-hash distance at which slices next to each other in name order join a "
                              f"group (default: {NEIGHBOUR_BITS})")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show progress")
+    add_progress(parser, "show progress")
     return parser
 
 
 @command
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    start_logging()
     from tqdm.auto import tqdm
 
     from core.audit import dataset_fingerprint, fingerprint_files

@@ -20,7 +20,7 @@ import re
 import sys
 from pathlib import Path
 
-from training.cli import command
+from training.cli import add_progress, command, start_logging
 
 SOURCE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
 
@@ -37,7 +37,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier provenance folder at --out")
     parser.add_argument("--near-duplicate-bits", type=int, default=12,
                         help="perceptual-hash distance (of 256 bits) at which two images are copies (default: 12)")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="show progress")
+    add_progress(parser, "show progress")
     return parser
 
 
@@ -65,7 +65,7 @@ def is_provenance_folder(path: Path) -> bool:
 @command
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    start_logging()
     from tqdm.auto import tqdm
 
     from core.audit import fingerprint_files

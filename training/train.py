@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from core.config import TrainConfig
-from training.cli import command, settings_parser
+from training.cli import command, settings_parser, start_logging
 
 HELP = {
     "data": "dataset root: a Kaggle-style release (its Training/ folder is used, Testing/ is never read) "
@@ -102,8 +102,7 @@ def read_by(cfg: TrainConfig) -> dict[str, str | None]:
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
     rank = int(os.environ.get("RANK", "0"))
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    start_logging(logging.INFO if rank == 0 else logging.WARNING)
     from core.outputs import check_output
     from core.trainer import STATE_FILENAME, train
 
