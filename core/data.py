@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from core.grid import square_geometry
+from core.masks import on_grid, read_mask
 from core.sources import FileRefused, prepare_image, read_bytes, read_image
 from core.sources.files import printable
 from core.sources.images import VOLUME_SUFFIXES
@@ -202,13 +204,6 @@ def _is_utf8(name: str) -> bool:
     return True
 
 
-def square_geometry(width: int, height: int, size: int) -> tuple[float, int, int]:
-    """How :func:`preprocess_uint8` places an image on the network grid: ``(scale, dx, dy)`` such that
-    original pixel (x, y) lands at ``((x + dx) * scale, (y + dy) * scale)``."""
-    side = max(width, height)
-    return size / side, (side - width) // 2, (side - height) // 2
-
-
 def pad_to_square(image: Image.Image) -> Image.Image:
     """Centre the image on a black square, so that resizing keeps the whole slice and its proportions."""
     width, height = image.size
@@ -285,8 +280,6 @@ class ImageFolderDataset(torch.utils.data.Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int):
-        from core.masks import on_grid, read_mask
-
         sample = self.samples[index]
         outline = None if self.masks is None else self.masks.get(index)
         try:

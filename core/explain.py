@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from core.data import square_geometry
+from core.grid import square_geometry
 from core.sources import prepare_image
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")

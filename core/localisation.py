@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.data import CLASSES, read_yolo_boxes, square_geometry
+from core.data import CLASSES, read_yolo_boxes
+from core.grid import square_geometry
 
 POINTING_TOLERANCE_PX = 15  # at 224 px, the pointing game's usual tolerance
 

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from core.data import square_geometry
+from core.grid import square_geometry
 
 DILATION_PX = 5.0       # at 224 px
 HEATMAP_LEVEL = 0.5     # the highlighted region: where the heatmap reaches half its maximum

@@ -36,7 +36,8 @@ import hashlib
 import unicodedata
 
 from core.review.errors import ReviewError
-from core.review.schema import NAME_LENGTH
+
+NAME_LENGTH = 100  # the characters of a reader's name kept (review_readers.name, core.review.schema)
 
 # Categories that never show as a character of a name: controls, format characters (zero-width space and joiners,
 # bidirectional overrides, soft hyphen), surrogates, private use, unassigned, line and paragraph separators.

@@ -52,8 +52,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.pool import NullPool
 
 from core.review.errors import ReviewError
+from core.review.names import NAME_LENGTH, name_key, name_skeleton
 
-NAME_LENGTH, NOTE_LENGTH, PATH_LENGTH = 100, 2000, 1000
+NOTE_LENGTH, PATH_LENGTH = 2000, 1000
 MIGRATION_LOCK = 74_120_915  # the PostgreSQL advisory lock that serialises schema upgrades (any fixed number)
 BUSY_SECONDS = 15  # how long a write waits for another's lock on a SQLite file before it is given up
 
@@ -256,8 +257,6 @@ def _version_3(connection: Connection) -> None:
 def _compute_name_keys(connection: Connection) -> None:
     """Both keys of every reader's name, computed again; the later of two readers whose keys are one keeps a key
     marked with its id."""
-    from core.review.names import name_key, name_skeleton
-
     rows = connection.execute(text("SELECT id, session_id, name FROM review_readers ORDER BY session_id, id")).all()
     if not rows:
         return

@@ -23,8 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from core.sources.files import read_bytes, size_text
-from core.sources.images import ImageRefused
+from core.sources.files import ImageRefused, read_bytes, size_text
 
 LABELS = {1: "meningioma", 2: "glioma", 3: "pituitary"}
 MAX_MAT_BYTES = 16 << 20     # a 512 x 512 slice with its mask is about 0.8 MB

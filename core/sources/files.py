@@ -26,6 +26,11 @@ class FileRefused(ValueError):
     """A file cannot be read as asked; the message says why in one sentence."""
 
 
+class ImageRefused(ValueError):
+    """An image cannot be used; the message says why in one sentence. (Here, beside FileRefused, so that the
+    readers of scans and of figshare's files raise it without importing the image module that dispatches to them.)"""
+
+
 def printable(path: str | os.PathLike) -> str:
     """A path as text that can always be printed, logged or written to UTF-8 (undecodable bytes of a file name
     become ``\\udcxx`` escapes instead of raising UnicodeEncodeError later)."""

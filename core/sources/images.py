@@ -29,7 +29,9 @@ import warnings
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from core.sources.files import read_bytes, size_text
+from core.sources.figshare import is_mat, mat_image
+from core.sources.files import ImageRefused, read_bytes, size_text
+from core.sources.volumes import MAX_SCAN_BYTES, dataset_slice, is_volume_bytes
 
 FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "GIF", "WEBP")
 VOLUME_SUFFIXES = (".dcm", ".nii", ".nii.gz", ".mat")  # read through core.sources.volumes or .figshare
@@ -56,10 +58,6 @@ _UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4
             8: Image.Transpose.ROTATE_90}
 
 
-class ImageRefused(ValueError):
-    """An image cannot be used; the message says why in one sentence."""
-
-
 def check_geometry(width: int, height: int) -> None:
     """Refuse images too large, too small or too far from square to be a slice (see the module docstring)."""
     if width * height > MAX_PIXELS:
@@ -75,18 +73,14 @@ def check_geometry(width: int, height: int) -> None:
 def read_image(source: str | os.PathLike | bytes) -> Image.Image:
     """An image file (a path, or its bytes) -> an accepted 8-bit RGB image (see the module docstring).
     Raises :class:`ImageRefused`, or :class:`core.sources.FileRefused` for a path that is no readable file."""
-    from core.sources import volumes
-
     volume_name = not isinstance(source, bytes) and str(source).lower().endswith(VOLUME_SUFFIXES)
-    limit = volumes.MAX_SCAN_BYTES if volume_name else MAX_FILE_BYTES
+    limit = MAX_SCAN_BYTES if volume_name else MAX_FILE_BYTES
     raw = source if isinstance(source, bytes) else read_bytes(source, limit, "image file")
     if not raw:
         raise ImageRefused("the file is empty (0 bytes)")
-    from core.sources import figshare
-
-    if volumes.is_volume_bytes(raw) or figshare.is_mat(raw):  # the slice a scan stands for, checked like any picture
+    if is_volume_bytes(raw) or is_mat(raw):  # the slice a scan stands for, checked like any picture
         name = "scan" if isinstance(source, bytes) else os.path.basename(source)
-        picture = figshare.mat_image(raw) if figshare.is_mat(raw) else volumes.dataset_slice(raw, name)
+        picture = mat_image(raw) if is_mat(raw) else dataset_slice(raw, name)
         check_geometry(*picture.size)
         prepared = prepare_image(picture)
         prepared.info.update({key: picture.info.get(key) for key in ("spacing_mm", "slice", "patient", "volume_kind",

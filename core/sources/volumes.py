@@ -30,8 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-from core.sources.files import size_text
-from core.sources.images import ImageRefused
+from core.sources.files import ImageRefused, size_text
 
 # One limit for a scan's bytes, stored or unpacked (a DICOM series, the files a zip unpacks to, a NIfTI file once
 # unzipped, its voxels counted at 32 bits at most), checked while a zip or a .nii.gz is inflated: at the voxel limit a
