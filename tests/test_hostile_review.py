@@ -259,8 +259,10 @@ def commit(at, note: str = "rim enhancement, left frontal"):
 
 
 def kept_in_the_form(at, note: str = "rim enhancement, left frontal") -> bool:
+    from dashboard.reading import confidence_label
+
     chosen = {b.label for b in at.button if b.proto.type == "primary"}  # the chosen class and confidence stand out
-    return {"Meningioma", "4 - sure"} <= chosen and at.text_area[0].value == note
+    return {"Meningioma", confidence_label(4)} <= chosen and at.text_area[0].value == note
 
 
 def saved_answers(key: str) -> list[str]:
