@@ -208,7 +208,7 @@ def show_case(engine, session: SessionView, reader: ReaderView, case: CaseView, 
     """The scan on the left and, beside it on a wide screen (below it on a narrow one), the answer form before the
     commit; after the reveal, the scan, the model's heatmap and the verdict with the rating side by side, so that a
     1440 x 900 screen shows the whole reveal and the way on."""
-    revealed = answer is not None and store.may_reveal(session, answer, case)
+    revealed = store.may_reveal(session, answer, case)  # in an open session, before the reader's answer too
     fit_to_screen(380)  # the page's title, progress line and case navigation are above the pictures
     paced = session.paced and session.ended_at is None
     if paced and answer is None and session.current_position is not None and case.position < session.current_position:
@@ -227,28 +227,32 @@ def show_case(engine, session: SessionView, reader: ReaderView, case: CaseView, 
             named = md(without_slice(case.title) if where else case.title)  # a volume's title names its own slice
             st.container(key=f"fit-scan-{case.id}").image(
                 pictures.scan, caption=(named if revealed else f"Case {case.position + 1}") + where, width="stretch")
-    with columns[1]:
-        if answer is None:
-            answer_form(engine, session, reader, case)
-        elif revealed and pictures is not None:
-            if pictures.heatmap:
+    if not revealed:
+        with columns[1]:
+            if answer is None:
+                answer_form(engine, session, reader, case)
+            else:
+                your_answer(case, answer, verdict=False)
+                st.info("Your answer is in. The teacher reveals the answers to the class: this page shows them then, "
+                        "by itself.")
+                on_button(engine, session, reader, case, answer, last)
+    else:
+        with columns[1]:
+            if pictures is not None and pictures.heatmap:
                 st.container(key=f"fit-heatmap-{case.id}").image(pictures.heatmap, caption=md(pictures.note),
                                                                  width="stretch")
-            else:
+            elif pictures is not None:
                 st.info(md(pictures.note))
-        elif not revealed:
-            your_answer(case, answer, verdict=False)
-            st.info("Your answer is in. The teacher reveals the answers to the class: this page shows them then, by "
-                    "itself.")
-    if revealed:
         with columns[2]:
-            your_answer(case, answer)
-            model_answer(session, case)
-            after_reveal(engine, session, reader, case, answer)
-            on_button(engine, session, reader, case, answer, last)
-            case_report_button(session, reader, case, answer)
-    elif answer is not None:
-        on_button(engine, session, reader, case, answer, last)
+            if answer is None:  # an open session: the model's answer beside the form
+                model_answer(session, case)
+                answer_form(engine, session, reader, case)
+            else:
+                your_answer(case, answer)
+                model_answer(session, case)
+                after_reveal(engine, session, reader, case, answer)
+                on_button(engine, session, reader, case, answer, last)
+                case_report_button(session, reader, case, answer)
     if paced:  # the page follows the teacher: the reveal, the next case, the end
         st.fragment(run_every=LIVE_SECONDS)(follow_teacher)(engine, session, reader, case)
 

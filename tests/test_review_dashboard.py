@@ -395,6 +395,21 @@ def test_a_teacher_paced_quiz_on_the_presenter_page_shows_who_answered_until_the
     assert store.session_by_id(engine, session.id).ended_at is not None
 
 
+def test_an_open_session_shows_the_model_and_its_heatmap_beside_the_form_before_the_answer(review_data):
+    """Open mode (everything at once): before committing, the reader sees the scan, the heatmap and the model's
+    answer beside the answer form; committing then gives the rating."""
+    at = review_page()
+    at.radio(key="review.new.source").set_value("uploads").run()
+    at.file_uploader(key="review.new.uploads").set_value([("scan.png", scan_png(1, seed=5), "image/png")]).run()
+    _, keys = create_session(at, "Open review", "Ann", **{"review.new.mode": "open"})
+    ann = review_page(reader=keys[0])
+    assert not problems(ann) and len(ann.image) == 2 and "The model " in texts(ann)
+    assert any(b.label == "Commit answer" for b in ann.button)
+    pick(ann, "meningioma", 4)
+    button(ann, "Commit answer").click().run()
+    assert not problems(ann) and any(r.label.startswith("Does the heatmap") for r in ann.segmented_control)
+
+
 def test_the_join_qr_code_reads_back_as_the_join_link():
     """The QR code shown beside the join code, read by OpenCV's QR reader, is the join link itself, with modules
     large enough to read from a projector (12 pixels each)."""
