@@ -68,8 +68,7 @@ def reader_page(engine, key: str) -> None:
         [upcoming] if upcoming is not None else [])
     at = st.session_state.get(position_key(reader))
     if isinstance(at, int) and 0 <= at < len(cases) and left_behind(session, cases[at], answers):
-        st.toast(f"The class has moved on to case {session.current_position + 1}: case {at + 1}'s answers are "
-                 "shown at the end of the quiz.", icon=":material/fast_forward:")
+        st.toast(moved_on(session.current_position, at), icon=":material/fast_forward:")
     if at not in reachable:
         at = upcoming
         if at is None and session.paced and session.ended_at is None and session.current_position in reachable:
@@ -107,6 +106,11 @@ def left_behind(session: SessionView, case: CaseView, answers: dict[int, AnswerV
             and case.position != session.current_position and case.id in answers and case.revealed_at is None)
 
 
+def moved_on(class_at: int, left: int) -> str:
+    """What a student is told when the class has left a case they answered (``left``) without revealing it."""
+    return f"The class has moved on to case {class_at + 1}: case {left + 1}'s answers are shown at the end of the quiz."
+
+
 def to_top() -> None:
     """Scroll the page back to its top (a new case's scan starts there). The script carries the time so that it is new
     content, run again, each time it is sent."""
@@ -142,9 +146,7 @@ def follow_teacher(engine, seen: SessionView, reader: ReaderView, case: CaseView
             keep_unsaved(engine, reader, case, answer)
             if (now.ended_at is None and now.current_position not in (None, case.position) and fresh is not None
                     and fresh.revealed_at is None):
-                st.session_state.setdefault(FLASH_KEY, []).append(
-                    f"The class has moved on to case {now.current_position + 1}: case {case.position + 1}'s answers "
-                    "are shown at the end of the quiz.")
+                say_saved(moved_on(now.current_position, case.position))
         if moved and now.current_position is not None:
             st.session_state[position_key(reader)] = now.current_position
             st.session_state[SCROLL_KEY] = True

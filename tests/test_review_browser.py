@@ -275,13 +275,21 @@ def test_two_readers_a_killed_server_and_every_committed_answer_kept(tmp_path):
         assert len(store.answers_of(engine, store.reader_by_key(engine, keys["Dr Ada"]))) == 3
         assert len(store.answers_of(engine, store.reader_by_key(engine, keys["Dr Ben"]))) == 3
     finally:
-        for driver, name in ((ada, "ada"), (ben, "ben")):
-            try:
-                driver.save_screenshot(str(ARTIFACTS / f"review-{name}.png"))
-            finally:
-                driver.quit()
-        server.stop()
-        close_databases()
+        close_all(server, {"review-ada": ada, "review-ben": ben})
+
+
+def close_all(server: Server, drivers: dict) -> None:
+    """The end of a browser test, however it went: each window's last screenshot (``name.png`` in the artifacts),
+    every window closed, the server stopped and the test's database connections closed."""
+    from core.review.schema import close_databases
+
+    for name, driver in drivers.items():
+        try:
+            driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+        finally:
+            driver.quit()
+    server.stop()
+    close_databases()
 
 
 def click_matching(driver, selector: str, matches) -> None:
@@ -410,10 +418,4 @@ def test_the_organisers_views_fill_in_live_a_projected_quiz_shows_who_not_what_a
         for driver in (teacher, ada, front):
             assert not exception_texts(driver)
     finally:
-        for driver, name in ((teacher, "teacher"), (ada, "student"), (front, "presenter")):
-            try:
-                driver.save_screenshot(str(ARTIFACTS / f"review-live-{name}.png"))
-            finally:
-                driver.quit()
-        server.stop()
-        close_databases()
+        close_all(server, {"review-live-teacher": teacher, "review-live-student": ada, "review-live-presenter": front})
